@@ -1,0 +1,83 @@
+//! What each CLI command does. Each returns the process exit code or an error that `main`
+//! prints as one line.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::{HerdConfig, PlacesConfig, ProviderKind};
+use crate::places::offline::OfflineIndex;
+use crate::places::PlacesProvider;
+
+/// `herdctl run NAME`: one node in the foreground until SIGTERM or SIGINT.
+pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
+    let started = Instant::now();
+    let config = HerdConfig::load(config_path)?;
+    config.server(name)?;
+    let _log_guard = crate::logs::init_node_logging(&config.logs, name)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let places = build_places(&config.places)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (stop, stopped) = watch::channel(false);
+        let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        tokio::spawn(async move {
+            let which = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            };
+            tracing::info!("{which} received, stopping");
+            let _ = stop.send(true);
+        });
+        crate::node::run(config, name, places, started, stopped).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herdctl check`: validate the herd file and describe the herd.
+pub fn check(config_path: &Path) -> Result<ExitCode> {
+    let config = HerdConfig::load(config_path)?;
+    for warning in &config.warnings {
+        eprintln!("herdctl: warning: {warning}");
+    }
+    println!(
+        "{}: {} servers",
+        config.path.display(),
+        config.servers.len()
+    );
+    for server in config.servers.values() {
+        let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();
+        println!(
+            "  {:<12} {}  links: {}",
+            server.name,
+            config.address(server),
+            if neighbours.is_empty() {
+                "none".to_owned()
+            } else {
+                neighbours.join(", ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The places provider the herd file asks for.
+pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
+    match places.provider {
+        ProviderKind::Offline => Ok(Arc::new(match &places.file {
+            Some(file) => OfflineIndex::from_csv_path(file)?,
+            None => OfflineIndex::embedded(),
+        })),
+    }
+}

@@ -1,0 +1,416 @@
+//! `herd.yaml`: the file model, its validation, and the resolved herd the rest of the code
+//! uses. Validation errors name the file, the line, and the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::protocol::is_valid_server_name;
+
+/// The file as written. Unknown keys are errors, so a typo never silently does nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    servers: BTreeMap<String, Spanned<RawServer>>,
+    #[serde(default)]
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    log_dir: Option<PathBuf>,
+    #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    logs: RawLogs,
+    #[serde(default)]
+    places: RawPlaces,
+    #[serde(default)]
+    reconnect: RawReconnect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    port: Spanned<u32>,
+    #[serde(default)]
+    peers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    rotation: Option<LogRotation>,
+    keep: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlaces {
+    provider: Option<ProviderKind>,
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconnect {
+    initial_ms: Option<u64>,
+    max_ms: Option<u64>,
+}
+
+/// How often a node's log file rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogRotation {
+    Minutely,
+    Hourly,
+    Daily,
+    Never,
+}
+
+/// Which places provider answers WHATSAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Offline,
+}
+
+/// One server of the herd, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub port: u16,
+    /// Neighbours on either side of a link: a link named by one end is bidirectional.
+    pub neighbours: BTreeSet<String>,
+}
+
+/// Log files: where, how often they rotate, how many are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    pub rotation: LogRotation,
+    pub keep: usize,
+}
+
+/// The places provider and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacesConfig {
+    pub provider: ProviderKind,
+    /// For the offline provider: a points-of-interest CSV instead of the embedded GeoNames set.
+    pub file: Option<PathBuf>,
+}
+
+/// Capped exponential backoff between attempts to reach a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconnectSettings {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// The whole herd, validated, with every path absolute (relative paths in the file resolve
+/// against the file's folder, so the herd behaves the same from any working directory).
+#[derive(Debug, Clone)]
+pub struct HerdConfig {
+    pub path: PathBuf,
+    pub host: IpAddr,
+    pub servers: BTreeMap<String, ServerConfig>,
+    pub logs: LogSettings,
+    pub data_dir: PathBuf,
+    pub places: PlacesConfig,
+    pub reconnect: ReconnectSettings,
+    /// Things worth telling the operator that do not stop the herd (a disconnected graph).
+    pub warnings: Vec<String>,
+}
+
+pub const DEFAULT_CONFIG_PATH: &str = "herd.yaml";
+const DEFAULT_LOG_KEEP: usize = 14;
+
+impl HerdConfig {
+    /// Reads and validates a herd file.
+    pub fn load(path: &Path) -> Result<HerdConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {}: pass --config PATH or set HERD_CONFIG to your herd.yaml",
+                path.display()
+            )
+        })?;
+        let absolute = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        HerdConfig::parse(&text, &absolute)
+    }
+
+    /// Validates herd-file text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<HerdConfig> {
+        let shown = path.display();
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| match e.location() {
+            Some(at) => anyhow!("{shown} line {}: {}", at.line(), first_line(&e.to_string())),
+            None => anyhow!("{shown}: {}", first_line(&e.to_string())),
+        })?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: Option<PathBuf>, default: &str| {
+            let p = p.unwrap_or_else(|| PathBuf::from(default));
+            if p.is_absolute() {
+                p
+            } else {
+                folder.join(p)
+            }
+        };
+
+        let host = match raw.host {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.value.parse().map_err(|_| {
+                anyhow!(
+                    "{shown} line {}: host {:?} is not an IP address; use e.g. 127.0.0.1",
+                    h.referenced.line(),
+                    h.value
+                )
+            })?,
+        };
+
+        if raw.servers.is_empty() {
+            bail!("{shown}: servers: is empty; list at least one server with its port");
+        }
+        let mut servers = BTreeMap::new();
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for (name, spec) in &raw.servers {
+            let line = spec.referenced.line();
+            if !is_valid_server_name(name) {
+                bail!(
+                    "{shown} line {line}: server name {name:?} is not valid; use letters, digits, \
+                     '-' and '_', starting with a letter"
+                );
+            }
+            let port = spec.value.port.value;
+            let port_line = spec.value.port.referenced.line();
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    anyhow!("{shown} line {port_line}: server {name} has port {port}; use 1-65535")
+                })?;
+            if let Some(other) = ports.insert(port, name) {
+                bail!(
+                    "{shown} line {port_line}: servers {other} and {name} both use port {port}; \
+                     give each server its own port"
+                );
+            }
+            servers.insert(
+                name.clone(),
+                ServerConfig {
+                    name: name.clone(),
+                    port,
+                    neighbours: BTreeSet::new(),
+                },
+            );
+        }
+        for (name, spec) in &raw.servers {
+            for peer in &spec.value.peers {
+                let line = peer.referenced.line();
+                let peer = &peer.value;
+                if peer == name {
+                    bail!(
+                        "{shown} line {line}: server {name} lists itself as a peer; remove it \
+                         from its peers"
+                    );
+                }
+                if !servers.contains_key(peer) {
+                    bail!(
+                        "{shown} line {line}: server {name} lists unknown peer {peer:?}; add \
+                         {peer} under servers: or fix the name (known: {})",
+                        raw.servers.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+                servers
+                    .get_mut(name)
+                    .unwrap()
+                    .neighbours
+                    .insert(peer.clone());
+                servers
+                    .get_mut(peer)
+                    .unwrap()
+                    .neighbours
+                    .insert(name.clone());
+            }
+        }
+
+        let logs = LogSettings {
+            dir: resolve(raw.log_dir, "logs"),
+            rotation: raw.logs.rotation.unwrap_or(LogRotation::Daily),
+            keep: raw.logs.keep.unwrap_or(DEFAULT_LOG_KEEP),
+        };
+        if logs.keep == 0 {
+            bail!("{shown}: logs.keep is 0; keep at least 1 file (default {DEFAULT_LOG_KEEP})");
+        }
+        let places = PlacesConfig {
+            provider: raw.places.provider.unwrap_or(ProviderKind::Offline),
+            file: raw.places.file.map(|f| resolve(Some(f), "")),
+        };
+        let reconnect = ReconnectSettings {
+            initial: Duration::from_millis(raw.reconnect.initial_ms.unwrap_or(100)),
+            max: Duration::from_millis(raw.reconnect.max_ms.unwrap_or(2000)),
+        };
+        if reconnect.initial.is_zero() || reconnect.max < reconnect.initial {
+            bail!(
+                "{shown}: reconnect needs 0 < initial_ms <= max_ms (got {} and {})",
+                reconnect.initial.as_millis(),
+                reconnect.max.as_millis()
+            );
+        }
+
+        let warnings = disconnected_warning(&servers).into_iter().collect();
+        Ok(HerdConfig {
+            path: path.to_path_buf(),
+            host,
+            servers,
+            logs,
+            data_dir: resolve(raw.data_dir, "data"),
+            places,
+            reconnect,
+            warnings,
+        })
+    }
+
+    /// The server called `name`, or an error listing the ones that exist.
+    pub fn server(&self, name: &str) -> Result<&ServerConfig> {
+        self.servers.get(name).ok_or_else(|| {
+            anyhow!(
+                "no server named {name:?} in {}; known servers: {}",
+                self.path.display(),
+                self.server_names().join(", ")
+            )
+        })
+    }
+
+    pub fn server_names(&self) -> Vec<&str> {
+        self.servers.keys().map(String::as_str).collect()
+    }
+
+    /// The address a server listens on and its neighbours dial.
+    pub fn address(&self, server: &ServerConfig) -> SocketAddr {
+        SocketAddr::new(self.host, server.port)
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// Floods only reach servers connected to the origin: warn when the link graph is split.
+fn disconnected_warning(servers: &BTreeMap<String, ServerConfig>) -> Option<String> {
+    let first = servers.keys().next()?;
+    let mut seen = BTreeSet::from([first.as_str()]);
+    let mut stack = vec![first.as_str()];
+    while let Some(name) = stack.pop() {
+        for n in &servers[name].neighbours {
+            if seen.insert(n) {
+                stack.push(n);
+            }
+        }
+    }
+    let unreached: Vec<&str> = servers
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !seen.contains(n))
+        .collect();
+    (!unreached.is_empty()).then(|| {
+        format!(
+            "the herd is not connected: {} cannot reach {}; updates will not flood between them",
+            first,
+            unreached.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLASSIC: &str = "\
+servers:
+  Alford:   { port: 12000, peers: [Hamilton, Welsh] }
+  Ball:     { port: 12001, peers: [Holiday, Welsh] }
+  Hamilton: { port: 12002, peers: [Holiday] }
+  Holiday:  { port: 12003 }
+  Welsh:    { port: 12004 }
+";
+
+    fn parse(text: &str) -> Result<HerdConfig> {
+        HerdConfig::parse(text, Path::new("/etc/herd/herd.yaml"))
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).expect_err("should be rejected"))
+    }
+
+    #[test]
+    fn classic_herd_links_are_bidirectional() {
+        let c = parse(CLASSIC).unwrap();
+        let n = |s: &str| c.servers[s].neighbours.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(n("Alford"), ["Hamilton", "Welsh"]);
+        assert_eq!(n("Ball"), ["Holiday", "Welsh"]);
+        assert_eq!(n("Hamilton"), ["Alford", "Holiday"]);
+        assert_eq!(n("Holiday"), ["Ball", "Hamilton"]);
+        assert_eq!(n("Welsh"), ["Alford", "Ball"]);
+        assert!(c.warnings.is_empty());
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.logs.dir, Path::new("/etc/herd/logs"));
+        assert_eq!(c.data_dir, Path::new("/etc/herd/data"));
+        assert_eq!(c.places.provider, ProviderKind::Offline);
+    }
+
+    #[test]
+    fn relative_and_absolute_paths() {
+        let c = parse(&format!(
+            "{CLASSIC}log_dir: /var/log/herd\ndata_dir: state/db\n"
+        ))
+        .unwrap();
+        assert_eq!(c.logs.dir, Path::new("/var/log/herd"));
+        assert_eq!(c.data_dir, Path::new("/etc/herd/state/db"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e = error("servers:\n  A: { port: 1, peers: [B] }\n  C: { port: 2 }\n");
+        assert!(
+            e.contains("line 2") && e.contains("unknown peer \"B\""),
+            "{e}"
+        );
+        let e = error("servers:\n  A: { port: 1 }\n  B: { port: 1 }\n");
+        assert!(e.contains("line 3") && e.contains("both use port 1"), "{e}");
+        let e = error("servers:\n  A: { port: 1, peers: [A] }\n");
+        assert!(e.contains("line 2") && e.contains("itself"), "{e}");
+        let e = error("servers:\n  'bad name': { port: 1 }\n");
+        assert!(e.contains("line 2") && e.contains("not valid"), "{e}");
+        let e = error("servers:\n  A: { port: 70000 }\n");
+        assert!(e.contains("line 2") && e.contains("1-65535"), "{e}");
+        let e = error("servers:\n  A: { port: 1, peer: [B] }\n");
+        assert!(e.contains("line 2") && e.contains("peer"), "{e}");
+        let e = error("servers:\n  A: { port: 1 }\nhost: localhost\n");
+        assert!(
+            e.contains("line 3") && e.contains("not an IP address"),
+            "{e}"
+        );
+        let e = error("servers: {}\n");
+        assert!(e.contains("empty"), "{e}");
+        let e = error("servers:\n  A: { port: 1 }\nplaces: { provider: bing }\n");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn a_split_herd_is_a_warning_not_an_error() {
+        let c =
+            parse("servers:\n  A: { port: 1, peers: [B] }\n  B: { port: 2 }\n  C: { port: 3 }\n")
+                .unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("cannot reach C"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn unknown_server_lists_the_known_ones() {
+        let c = parse(CLASSIC).unwrap();
+        let e = c.server("Bal").unwrap_err().to_string();
+        assert!(e.contains("Alford, Ball, Hamilton, Holiday, Welsh"), "{e}");
+    }
+}

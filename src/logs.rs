@@ -1,0 +1,101 @@
+//! Per-server log files: tracing + tracing-appender, rotated by time with a kept-files
+//! limit, one set per server under `log_dir/<Server>/`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::config::{LogRotation, LogSettings};
+
+/// The folder holding one server's log files.
+pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
+    settings.dir.join(server)
+}
+
+/// Sends this process's tracing output to `server`'s log files (everything, wire lines
+/// included) and lifecycle messages (not wire lines) to stderr. Keep the guard alive: it
+/// flushes the file writer when dropped.
+pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerGuard> {
+    let dir = server_log_dir(settings, server);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create log folder {}", dir.display()))?;
+    let rotation = match settings.rotation {
+        LogRotation::Minutely => Rotation::MINUTELY,
+        LogRotation::Hourly => Rotation::HOURLY,
+        LogRotation::Daily => Rotation::DAILY,
+        LogRotation::Never => Rotation::NEVER,
+    };
+    let appender = RollingFileAppender::builder()
+        .rotation(rotation)
+        .filename_prefix(server)
+        .filename_suffix("log")
+        .max_log_files(settings.keep)
+        .build(&dir)
+        .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
+    // Lossless: the log is the record of every line in and out, so it must not drop any.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(appender);
+    let file_layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false)
+        .with_filter(LevelFilter::INFO);
+    let stderr_layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter_fn(|meta| meta.target() != "wire"))
+        .with_filter(LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .context("logging was already set up")?;
+    Ok(guard)
+}
+
+/// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that
+/// are not valid UTF-8 and control characters (other than newlines inside a multi-line
+/// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal.
+/// Trailing newlines are dropped (the log adds its own).
+pub fn printable(bytes: &[u8]) -> String {
+    let mut bytes = bytes;
+    while let [rest @ .., b'\n'] = bytes {
+        bytes = rest;
+    }
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() && c != '\n' && c != '\t' {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_keeps_text_and_escapes_the_rest() {
+        assert_eq!(printable(b"IAMAT kiwi +1+2 3"), "IAMAT kiwi +1+2 3");
+        assert_eq!(printable("AT x\n{\n}\n\n".as_bytes()), "AT x\n{\n}");
+        assert_eq!(printable("üñí\tcode".as_bytes()), "üñí\tcode");
+        assert_eq!(printable(b"a\x00b\x1b[31m\r"), "a\\u{0}b\\u{1b}[31m\\u{d}");
+        assert_eq!(printable(b"bad \xff\xfe"), "bad \\xff\\xfe");
+    }
+}

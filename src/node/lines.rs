@@ -1,0 +1,115 @@
+//! Reading protocol lines from a byte stream, with a bound on line length so one client
+//! cannot make a node hold unbounded memory.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// The longest line a node buffers. A longer line is answered with a truncated copy.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// One line as read from the wire.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its `\n` or `\r\n`. The last line before EOF may lack a
+    /// terminator; it is still a line.
+    Complete(Vec<u8>),
+    /// A line longer than the limit: its first `MAX_LINE_BYTES` bytes; the rest was discarded.
+    TooLong(Vec<u8>),
+}
+
+/// Reads the next line; `Ok(None)` at EOF with nothing pending.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> std::io::Result<Option<Line>> {
+    let mut line = Vec::new();
+    let mut overflowed = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            // EOF: a final line without newline still counts.
+            return Ok(match (line.is_empty() && !overflowed, overflowed) {
+                (true, _) => None,
+                (false, true) => Some(Line::TooLong(line)),
+                (false, false) => Some(Line::Complete(strip_cr(line))),
+            });
+        }
+        let (chunk, found_newline) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        let room = max.saturating_sub(line.len());
+        if chunk.len() > room {
+            overflowed = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = found_newline.unwrap_or(available.len());
+        reader.consume(consumed);
+        if found_newline.is_some() {
+            return Ok(Some(if overflowed {
+                Line::TooLong(line)
+            } else {
+                Line::Complete(strip_cr(line))
+            }));
+        }
+    }
+}
+
+/// `\r\n` is accepted as a terminator.
+fn strip_cr(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// Whether a whole line is already buffered, so its reply can share a write with this one.
+pub fn has_buffered_line(buffer: &[u8]) -> bool {
+    buffer.contains(&b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn all_lines(input: &[u8], max: usize) -> Vec<Line> {
+        let mut reader = tokio::io::BufReader::with_capacity(4, input);
+        let mut lines = Vec::new();
+        while let Some(line) = read_line(&mut reader, max).await.unwrap() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    fn complete(s: &str) -> Line {
+        Line::Complete(s.as_bytes().to_vec())
+    }
+
+    #[tokio::test]
+    async fn splits_on_newline_and_accepts_crlf_and_a_final_unterminated_line() {
+        let lines = all_lines(b"one\r\ntwo\n\nlast", 100).await;
+        assert_eq!(
+            lines,
+            [
+                complete("one"),
+                complete("two"),
+                complete(""),
+                complete("last")
+            ]
+        );
+        assert!(all_lines(b"", 100).await.is_empty());
+        assert_eq!(all_lines(b"a\n", 100).await, [complete("a")]);
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_the_rest_discarded() {
+        let lines = all_lines(b"0123456789\nok\n0123456789", 5).await;
+        assert_eq!(
+            lines,
+            [
+                Line::TooLong(b"01234".to_vec()),
+                complete("ok"),
+                Line::TooLong(b"01234".to_vec())
+            ]
+        );
+    }
+}

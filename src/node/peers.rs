@@ -1,0 +1,295 @@
+//! Links to neighbours. Each node dials every neighbour and keeps that connection for its
+//! own outgoing updates; what a neighbour sends arrives on the neighbour's own dialled
+//! connection (see `server.rs`). Two one-way connections per link mean no race over which
+//! end owns the link, and each end reconnects on its own.
+//!
+//! Outgoing message flow on a link: `HERD HELLO` -> `HERD WELCOME`, then a catch-up of the
+//! whole table, then every update this node accepts (except those that came from that
+//! neighbour) as `HERD AT ...` lines.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::lines::{read_line, Line};
+use super::Node;
+use crate::config::ReconnectSettings;
+use crate::protocol::{self, format_hello, AtRecord, Command, PeerMessage};
+
+/// How long a neighbour has to accept a connection and answer HELLO.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Updates written to a neighbour in one go when many are queued.
+const MAX_BATCH: usize = 256;
+
+type UpdateQueue = UnboundedReceiver<Arc<AtRecord>>;
+
+struct Link {
+    /// True while the handshake is done and the dialler is forwarding. While a link is
+    /// down, updates are not queued for it: the catch-up on reconnect carries them.
+    up: AtomicBool,
+    queue: UnboundedSender<Arc<AtRecord>>,
+    /// Taken once by the link's dialler task.
+    receiver: Mutex<Option<UpdateQueue>>,
+}
+
+/// The node's side of every link.
+pub struct Peers {
+    links: BTreeMap<String, Link>,
+}
+
+impl Peers {
+    pub fn new(neighbours: &BTreeSet<String>) -> Peers {
+        let links = neighbours
+            .iter()
+            .map(|name| {
+                let (queue, receiver) = unbounded_channel();
+                let link = Link {
+                    up: AtomicBool::new(false),
+                    queue,
+                    receiver: Mutex::new(Some(receiver)),
+                };
+                (name.clone(), link)
+            })
+            .collect();
+        Peers { links }
+    }
+
+    /// Queues `record` for every neighbour whose link is up, except `from`.
+    pub fn flood(&self, record: &Arc<AtRecord>, from: Option<&str>) {
+        for (name, link) in &self.links {
+            if Some(name.as_str()) != from && link.up.load(Ordering::Acquire) {
+                // A send fails only when the dialler is gone (shutting down): nothing to do.
+                let _ = link.queue.send(Arc::clone(record));
+            }
+        }
+    }
+
+    /// How many links are up, and how many there are.
+    pub fn links_up(&self) -> (usize, usize) {
+        let up = self
+            .links
+            .values()
+            .filter(|l| l.up.load(Ordering::Acquire))
+            .count();
+        (up, self.links.len())
+    }
+}
+
+/// Starts one dialler task per neighbour.
+pub fn spawn_dialers(node: &Arc<Node>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    node.peers
+        .links
+        .iter()
+        .map(|(name, link)| {
+            let queue = link
+                .receiver
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .expect("a link's dialler is started once");
+            let node = Arc::clone(node);
+            let name = name.clone();
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = keep_link(&node, &name, queue) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            })
+        })
+        .collect()
+}
+
+/// Connects, forwards, and reconnects with capped exponential backoff, forever.
+async fn keep_link(node: &Node, neighbour: &str, mut queue: UpdateQueue) {
+    let address = node.config.address(&node.config.servers[neighbour]);
+    let link = &node.peers.links[neighbour];
+    let mut backoff = Backoff::new(node.config.reconnect);
+    let mut reported_unreachable = false;
+    loop {
+        match handshake(node, neighbour, address).await {
+            Ok(stream) => {
+                reported_unreachable = false;
+                backoff.reset();
+                link.up.store(true, Ordering::Release);
+                tracing::info!("peer link to {neighbour} ({address}) up");
+                let why = forward(node, neighbour, stream, &mut queue).await;
+                link.up.store(false, Ordering::Release);
+                // Updates queued for the dead connection are covered by the next catch-up.
+                while queue.try_recv().is_ok() {}
+                let why = why
+                    .err()
+                    .map_or("closed by peer".to_owned(), |e| e.to_string());
+                tracing::info!("peer link to {neighbour} ({address}) dropped: {why}");
+            }
+            Err(e) => {
+                if !reported_unreachable {
+                    tracing::info!(
+                        "cannot reach {neighbour} at {address}: {e:#}; retrying with backoff"
+                    );
+                    reported_unreachable = true;
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Dials `neighbour` and introduces this node; returns the connection once welcomed.
+async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<TcpStream> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let hello = format_hello(&node.name);
+        stream.write_all(hello.as_bytes()).await?;
+        tracing::info!(target: "wire", "{neighbour} > {}", hello.trim_end());
+        let mut reader = BufReader::new(&mut stream);
+        let answer = match read_line(&mut reader, 4096).await? {
+            Some(Line::Complete(line)) => line,
+            _ => bail!("connection closed during handshake"),
+        };
+        tracing::info!(target: "wire", "{neighbour} < {}", String::from_utf8_lossy(&answer));
+        match protocol::parse_line(&answer) {
+            Some(Command::Peer(PeerMessage::Welcome { server, .. })) if server == neighbour => {
+                Ok(stream)
+            }
+            _ => bail!(
+                "handshake refused: answered {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
+        .await
+        .context("handshake timed out")?
+}
+
+/// Sends the catch-up, then queued updates, until the connection fails or closes.
+async fn forward(
+    node: &Node,
+    neighbour: &str,
+    stream: TcpStream,
+    queue: &mut UpdateQueue,
+) -> Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    // The link was marked up before this snapshot, so every update either is in it or is
+    // queued after it; a duplicate is harmless (newer-wins drops it).
+    let catch_up = node.table.snapshot();
+    let count = catch_up.len();
+    for chunk in catch_up.chunks(MAX_BATCH) {
+        let batch: String = chunk.iter().map(|r| r.to_peer_line()).collect();
+        writer.write_all(batch.as_bytes()).await?;
+    }
+    tracing::info!("sent {count} records to {neighbour} to catch it up");
+
+    let mut batch = String::new();
+    let mut sink = [0u8; 512];
+    loop {
+        tokio::select! {
+            update = queue.recv() => {
+                let Some(first) = update else { return Ok(()) };
+                batch.clear();
+                batch.push_str(&first.to_peer_line());
+                while batch.len() < 64 * 1024 {
+                    match queue.try_recv() {
+                        Ok(next) => batch.push_str(&next.to_peer_line()),
+                        Err(_) => break,
+                    }
+                }
+                writer.write_all(batch.as_bytes()).await?;
+                for line in batch.lines() {
+                    tracing::info!(target: "wire", "{neighbour} > {line}");
+                }
+            }
+            // The neighbour sends nothing after WELCOME; reading tells when it goes away.
+            read = reader.read(&mut sink) => {
+                let read = read?;
+                if read == 0 {
+                    return Ok(());
+                }
+                tracing::warn!(
+                    "unexpected data from {neighbour}: {}",
+                    String::from_utf8_lossy(&sink[..read])
+                );
+            }
+        }
+    }
+}
+
+/// Capped exponential backoff with a little jitter, so a herd restarting together does not
+/// dial in lockstep.
+struct Backoff {
+    settings: ReconnectSettings,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(settings: ReconnectSettings) -> Backoff {
+        Backoff {
+            settings,
+            current: settings.initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.settings.initial;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.settings.max);
+        let jitter_range = (delay.as_nanos() / 5).max(1) as u64;
+        let jitter = super::server::now_nanos().unsigned_abs() as u64 % jitter_range;
+        delay + Duration::from_nanos(jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(ReconnectSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+        });
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        let floors = [100, 200, 400, 800, 1000, 1000];
+        for (d, floor) in delays.iter().zip(floors) {
+            assert!(*d >= floor && *d <= floor + floor / 5, "{delays:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(121));
+    }
+
+    #[test]
+    fn flood_skips_the_sender_and_links_that_are_down() {
+        let names: BTreeSet<String> = ["A", "B", "C"].map(String::from).into();
+        let peers = Peers::new(&names);
+        let mut receivers: BTreeMap<&str, UpdateQueue> = ["A", "B", "C"]
+            .map(|n| (n, peers.links[n].receiver.lock().unwrap().take().unwrap()))
+            .into();
+        peers.links["A"].up.store(true, Ordering::Release);
+        peers.links["B"].up.store(true, Ordering::Release);
+        let record =
+            Arc::new(AtRecord::from_fields("X", "+0.000000000", "kiwi", "+1+1", "5").unwrap());
+        peers.flood(&record, Some("A"));
+        assert!(
+            receivers.get_mut("A").unwrap().try_recv().is_err(),
+            "sender"
+        );
+        assert_eq!(receivers.get_mut("B").unwrap().try_recv().unwrap(), record);
+        assert!(receivers.get_mut("C").unwrap().try_recv().is_err(), "down");
+        assert_eq!(peers.links_up(), (2, 3));
+    }
+}

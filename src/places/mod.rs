@@ -1,0 +1,51 @@
+//! Places providers: answer "what is near (lat, lng) within radius" in the Google Places
+//! Nearby Search (legacy web service) JSON shape, which is what WHATSAT puts on the wire.
+//!
+//! A provider never fails from the caller's point of view: when it cannot answer it returns a
+//! document with empty `results`, a non-OK `status` and an `error_message` (see
+//! [`error_document`]), because the protocol requires a reply, never a hang or a dropped
+//! connection.
+
+pub mod offline;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{json, Value};
+
+/// One nearby-search request, already validated by the protocol layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearbyQuery {
+    /// Latitude in decimal degrees, in [-90, 90].
+    pub lat: f64,
+    /// Longitude in decimal degrees, in [-180, 180].
+    pub lng: f64,
+    /// Search radius in kilometres, in (0, 50].
+    pub radius_km: f64,
+    /// Most results wanted, in 1..=20.
+    pub bound: usize,
+}
+
+/// A boxed future so providers can be used behind `dyn PlacesProvider`.
+pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+
+/// Something that can answer a nearby search.
+pub trait PlacesProvider: Send + Sync {
+    /// A short name for logs and status ("offline", "google").
+    fn name(&self) -> &'static str;
+
+    /// The Google-shaped JSON document for `query`: `results` nearest first and at most
+    /// `query.bound` long, `status` one of Google's status strings.
+    fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_>;
+}
+
+/// The document a provider returns when it cannot answer: empty results, a non-OK status
+/// and a human-readable reason.
+pub fn error_document(status: &str, message: &str) -> Value {
+    json!({
+        "error_message": message,
+        "html_attributions": [],
+        "results": [],
+        "status": status,
+    })
+}

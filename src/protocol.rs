@@ -1,0 +1,724 @@
+//! The wire contract (`spec/PROTOCOL.md`): pure parsing and formatting of every message.
+//! No I/O here, so every rule is unit-testable and fuzzable.
+//!
+//! Lines arrive as bytes without their terminator. Client commands (`IAMAT`, `WHATSAT`) and
+//! server-to-server messages (`HERD ...`) share one grammar: fields separated by ASCII white
+//! space. Anything that is not a valid message is answered `? <the line as received>`.
+
+use std::fmt;
+
+/// The verb that starts every server-to-server message, so client commands and peer
+/// messages can share one port and never be confused.
+pub const PEER_VERB: &str = "HERD";
+
+/// The server-to-server protocol version, sent in the handshake.
+pub const PEER_PROTOCOL_VERSION: u32 = 1;
+
+/// Largest latitude magnitude, degrees.
+const MAX_LATITUDE: f64 = 90.0;
+/// Largest longitude magnitude, degrees.
+const MAX_LONGITUDE: f64 = 180.0;
+/// WHATSAT radius limit, kilometres.
+pub const MAX_RADIUS_KM: f64 = 50.0;
+/// WHATSAT bound limit, results.
+pub const MAX_BOUND: usize = 20;
+
+/// A client's POSIX time with nanosecond resolution, plus the exact text it was sent as
+/// (replies echo the text byte for byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    pub secs: u64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    /// Nanoseconds since the epoch, wide enough that no valid input overflows.
+    pub fn as_nanos(self) -> i128 {
+        i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
+    }
+
+    /// Parses `\d+(\.\d+)?`. Fraction digits past the ninth are accepted and truncated
+    /// (the protocol's resolution is the nanosecond); the text is kept by the caller.
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        let (int, frac) = split_decimal(text)?;
+        let secs: u64 = int.parse().ok()?;
+        let mut nanos: u32 = 0;
+        for (i, digit) in frac.bytes().take(9).enumerate() {
+            nanos += u32::from(digit - b'0') * 10u32.pow(8 - i as u32);
+        }
+        Some(Timestamp { secs, nanos })
+    }
+}
+
+/// A location in ISO 6709 decimal degrees: `[+-]DD.dddd[+-]DDD.dddd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Location {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+impl Location {
+    /// Parses a signed latitude immediately followed by a signed longitude, each with
+    /// optional fraction, and checks their ranges.
+    pub fn parse(text: &str) -> Option<Location> {
+        let bytes = text.as_bytes();
+        if !matches!(bytes.first(), Some(b'+' | b'-')) {
+            return None;
+        }
+        // The longitude's sign is the first sign after the latitude's.
+        let split = 1 + bytes[1..].iter().position(|b| matches!(b, b'+' | b'-'))?;
+        let lat = parse_signed_degrees(&text[..split])?;
+        let lng = parse_signed_degrees(&text[split..])?;
+        if lat.abs() > MAX_LATITUDE || lng.abs() > MAX_LONGITUDE {
+            return None;
+        }
+        Some(Location { lat, lng })
+    }
+}
+
+/// `[+-]\d+(\.\d+)?` as degrees.
+fn parse_signed_degrees(text: &str) -> Option<f64> {
+    let (sign, rest) = text.split_at(1);
+    split_decimal(rest)?;
+    let magnitude: f64 = rest.parse().ok()?;
+    if !magnitude.is_finite() {
+        return None;
+    }
+    Some(if sign == "-" { -magnitude } else { magnitude })
+}
+
+/// Splits `\d+(\.\d+)?` into integer and fraction digits; `None` for anything else (signs,
+/// exponents, `inf`, `nan`, empty parts, non-ASCII digits).
+fn split_decimal(text: &str) -> Option<(&str, &str)> {
+    let (int, frac) = match text.split_once('.') {
+        Some((int, frac)) => {
+            if frac.is_empty() {
+                return None;
+            }
+            (int, frac)
+        }
+        None => (text, ""),
+    };
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    Some((int, frac))
+}
+
+/// A client's location report, with the original text of every field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Iamat<'a> {
+    pub client: &'a str,
+    pub location_text: &'a str,
+    pub location: Location,
+    pub time_text: &'a str,
+    pub time: Timestamp,
+}
+
+/// A nearby-places query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Whatsat<'a> {
+    pub client: &'a str,
+    pub radius_km: f64,
+    pub bound: usize,
+}
+
+/// A server-to-server message. Every one starts with [`PEER_VERB`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerMessage<'a> {
+    /// `HERD HELLO <server> <version>`: the dialling server introduces itself. Later
+    /// handshake steps (authentication, anti-entropy digests) are further `HERD` verbs.
+    Hello { server: &'a str, version: u32 },
+    /// `HERD WELCOME <server> <version>`: the accepting server's answer to a HELLO.
+    Welcome { server: &'a str, version: u32 },
+    /// `HERD AT <AT line fields>`: a location update being flooded.
+    Update(AtRecord),
+}
+
+/// Everything a line can be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command<'a> {
+    Iamat(Iamat<'a>),
+    Whatsat(Whatsat<'a>),
+    Peer(PeerMessage<'a>),
+}
+
+/// ASCII white space as the protocol means it (Rust's `is_ascii_whitespace` omits the
+/// vertical tab).
+fn is_field_separator(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+}
+
+/// Splits a line into fields on runs of ASCII white space.
+fn fields(line: &str) -> impl Iterator<Item = &str> {
+    line.split(is_field_separator).filter(|f| !f.is_empty())
+}
+
+/// Parses one line (without its `\n`). `None` means "invalid: answer `? <line>`".
+pub fn parse_line(line: &[u8]) -> Option<Command<'_>> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut it = fields(line);
+    let verb = it.next()?;
+    let mut args: [&str; 6] = [""; 6];
+    let mut count = 0;
+    for field in it {
+        if count == args.len() {
+            return None;
+        }
+        args[count] = field;
+        count += 1;
+    }
+    let args = &args[..count];
+    match verb {
+        "IAMAT" => parse_iamat(args).map(Command::Iamat),
+        "WHATSAT" => parse_whatsat(args).map(Command::Whatsat),
+        PEER_VERB => parse_peer(args).map(Command::Peer),
+        _ => None,
+    }
+}
+
+fn parse_iamat<'a>(args: &[&'a str]) -> Option<Iamat<'a>> {
+    let &[client, location_text, time_text] = args else {
+        return None;
+    };
+    Some(Iamat {
+        client,
+        location_text,
+        location: Location::parse(location_text)?,
+        time_text,
+        time: Timestamp::parse(time_text)?,
+    })
+}
+
+fn parse_whatsat<'a>(args: &[&'a str]) -> Option<Whatsat<'a>> {
+    let &[client, radius, bound] = args else {
+        return None;
+    };
+    split_decimal(radius)?;
+    let radius_km: f64 = radius.parse().ok()?;
+    if !(radius_km > 0.0 && radius_km <= MAX_RADIUS_KM) {
+        return None;
+    }
+    if !bound.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Leading zeros are digits like any other; a bound too long for usize is out of range.
+    let bound: usize = bound.parse().ok()?;
+    if bound == 0 || bound > MAX_BOUND {
+        return None;
+    }
+    Some(Whatsat {
+        client,
+        radius_km,
+        bound,
+    })
+}
+
+fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
+    match args {
+        ["HELLO", server, version] => Some(PeerMessage::Hello {
+            server,
+            version: parse_version(version)?,
+        }),
+        ["WELCOME", server, version] => Some(PeerMessage::Welcome {
+            server,
+            version: parse_version(version)?,
+        }),
+        ["AT", origin, skew, client, location, time] => Some(PeerMessage::Update(
+            AtRecord::from_fields(origin, skew, client, location, time)?,
+        )),
+        _ => None,
+    }
+}
+
+fn parse_version(text: &str) -> Option<u32> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Server receive time minus client time, formatted as the protocol's skew:
+/// always signed, nine digits after the point.
+pub fn format_skew(received_nanos: i128, client: Timestamp) -> String {
+    let diff = received_nanos - client.as_nanos();
+    let sign = if diff < 0 { '-' } else { '+' };
+    let abs = diff.unsigned_abs();
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
+/// `[+-]\d+\.\d{9}`: the skew field of an AT line.
+fn is_valid_skew(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix(['+', '-']) else {
+        return false;
+    };
+    matches!(split_decimal(rest), Some((_, frac)) if frac.len() == 9)
+}
+
+/// A server name as it may appear on the wire and in `herd.yaml`: letters, digits, `-`, `_`,
+/// starting with a letter.
+pub fn is_valid_server_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The AT line the origin server replied with, plus the parsed parts that decide which of
+/// two records for a client is newer. Stored in the table and flooded between servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtRecord {
+    /// `AT <origin> <skew> <client> <location> <time>`, exactly as the origin replied
+    /// (single spaces, no newline).
+    line: String,
+    /// Byte ranges of the origin and client fields inside `line`.
+    origin: (usize, usize),
+    client: (usize, usize),
+    /// The client's timestamp: the primary newer-wins key.
+    pub time: Timestamp,
+}
+
+impl AtRecord {
+    /// Builds the record an origin server creates when it accepts an IAMAT.
+    pub fn from_iamat(origin: &str, received_nanos: i128, iamat: &Iamat<'_>) -> AtRecord {
+        let skew = format_skew(received_nanos, iamat.time);
+        AtRecord::assemble(
+            origin,
+            &skew,
+            iamat.client,
+            iamat.location_text,
+            iamat.time_text,
+            iamat.time,
+        )
+    }
+
+    /// Rebuilds a record from the fields of a flooded `HERD AT ...` message, checking each.
+    pub fn from_fields(
+        origin: &str,
+        skew: &str,
+        client: &str,
+        location: &str,
+        time: &str,
+    ) -> Option<AtRecord> {
+        if !is_valid_server_name(origin) || !is_valid_skew(skew) {
+            return None;
+        }
+        Location::parse(location)?;
+        let time_value = Timestamp::parse(time)?;
+        Some(AtRecord::assemble(
+            origin, skew, client, location, time, time_value,
+        ))
+    }
+
+    fn assemble(
+        origin: &str,
+        skew: &str,
+        client: &str,
+        location: &str,
+        time_text: &str,
+        time: Timestamp,
+    ) -> AtRecord {
+        let line = format!("AT {origin} {skew} {client} {location} {time_text}");
+        let origin_start = "AT ".len();
+        let origin_end = origin_start + origin.len();
+        let client_start = origin_end + 1 + skew.len() + 1;
+        AtRecord {
+            origin: (origin_start, origin_end),
+            client: (client_start, client_start + client.len()),
+            line,
+            time,
+        }
+    }
+
+    /// Parses a stored AT line (as kept on disk).
+    pub fn parse(line: &str) -> Option<AtRecord> {
+        let mut it = fields(line);
+        if it.next()? != "AT" {
+            return None;
+        }
+        let (origin, skew, client, location, time) =
+            (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() {
+            return None;
+        }
+        AtRecord::from_fields(origin, skew, client, location, time)
+    }
+
+    /// The AT line, without newline.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The server that first received this IAMAT.
+    pub fn origin(&self) -> &str {
+        &self.line[self.origin.0..self.origin.1]
+    }
+
+    /// The client id.
+    pub fn client(&self) -> &str {
+        &self.line[self.client.0..self.client.1]
+    }
+
+    /// The client's location, parsed again from the line (it was validated on the way in).
+    pub fn location(&self) -> Location {
+        let location_text = fields(&self.line[self.client.1..])
+            .next()
+            .expect("an AtRecord always holds a location field");
+        Location::parse(location_text).expect("an AtRecord's location was validated")
+    }
+
+    /// The deterministic order between two records for the same client: client time first,
+    /// then origin server name, then the whole line, so every server picks the same winner.
+    pub fn is_newer_than(&self, other: &AtRecord) -> bool {
+        (self.time, self.origin(), self.line.as_str())
+            > (other.time, other.origin(), other.line.as_str())
+    }
+
+    /// The server-to-server message that floods this record: `HERD AT ...`.
+    pub fn to_peer_line(&self) -> String {
+        format!("{PEER_VERB} {}\n", self.line)
+    }
+}
+
+/// `HERD HELLO <server> <version>\n`.
+pub fn format_hello(server: &str) -> String {
+    format!("{PEER_VERB} HELLO {server} {PEER_PROTOCOL_VERSION}\n")
+}
+
+/// `HERD WELCOME <server> <version>\n`.
+pub fn format_welcome(server: &str) -> String {
+    format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION}\n")
+}
+
+/// `? <line as received>\n`: the answer to anything invalid.
+pub fn format_invalid(line: &[u8]) -> Vec<u8> {
+    let mut reply = Vec::with_capacity(line.len() + 3);
+    reply.extend_from_slice(b"? ");
+    reply.extend_from_slice(line);
+    reply.push(b'\n');
+    reply
+}
+
+/// The WHATSAT reply: the AT line, a newline, the JSON document with every run of two or
+/// more newlines collapsed into one and no trailing newline, then two newlines.
+pub fn format_whatsat_reply(at_line: &str, places_json: &str) -> String {
+    let mut reply = String::with_capacity(at_line.len() + places_json.len() + 3);
+    reply.push_str(at_line);
+    reply.push('\n');
+    let mut previous_newline = false;
+    for c in places_json.trim_end_matches('\n').chars() {
+        if c == '\n' {
+            if previous_newline {
+                continue;
+            }
+            previous_newline = true;
+        } else {
+            previous_newline = false;
+        }
+        reply.push(c);
+    }
+    reply.push_str("\n\n");
+    reply
+}
+
+impl fmt::Display for AtRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIWI: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+
+    fn iamat(line: &str) -> Iamat<'_> {
+        match parse_line(line.as_bytes()) {
+            Some(Command::Iamat(i)) => i,
+            other => panic!("{line:?} should be an IAMAT, got {other:?}"),
+        }
+    }
+
+    fn whatsat(line: &str) -> Whatsat<'_> {
+        match parse_line(line.as_bytes()) {
+            Some(Command::Whatsat(w)) => w,
+            other => panic!("{line:?} should be a WHATSAT, got {other:?}"),
+        }
+    }
+
+    fn invalid(line: &str) {
+        assert_eq!(
+            parse_line(line.as_bytes()),
+            None,
+            "{line:?} should be invalid"
+        );
+    }
+
+    #[test]
+    fn parses_the_spec_example() {
+        let i = iamat(KIWI);
+        assert_eq!(i.client, "kiwi.cs.ucla.edu");
+        assert_eq!(i.location_text, "+34.068930-118.445127");
+        assert_eq!(
+            i.location,
+            Location {
+                lat: 34.06893,
+                lng: -118.445127
+            }
+        );
+        assert_eq!(i.time_text, "1621464827.959498503");
+        assert_eq!(
+            i.time,
+            Timestamp {
+                secs: 1621464827,
+                nanos: 959498503
+            }
+        );
+    }
+
+    #[test]
+    fn skew_is_signed_with_nine_digits() {
+        let t = Timestamp {
+            secs: 1621464827,
+            nanos: 959498503,
+        };
+        let received = t.as_nanos() + 263_873_386;
+        assert_eq!(format_skew(received, t), "+0.263873386");
+        assert_eq!(format_skew(t.as_nanos(), t), "+0.000000000");
+        assert_eq!(format_skew(t.as_nanos() - 1, t), "-0.000000001");
+        assert_eq!(
+            format_skew(t.as_nanos() - 12_500_000_000, t),
+            "-12.500000000"
+        );
+        assert_eq!(
+            format_skew(t.as_nanos() + 86_400_000_000_007, t),
+            "+86400.000000007"
+        );
+    }
+
+    #[test]
+    fn the_at_line_matches_the_spec_example() {
+        let i = iamat(KIWI);
+        let received = i.time.as_nanos() + 263_873_386;
+        let record = AtRecord::from_iamat("Alford", received, &i);
+        assert_eq!(
+            record.line(),
+            "AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
+        );
+        assert_eq!(record.origin(), "Alford");
+        assert_eq!(record.client(), "kiwi.cs.ucla.edu");
+        assert_eq!(record.location(), i.location);
+        assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
+    }
+
+    #[test]
+    fn timestamps_keep_nanoseconds_and_truncate_beyond() {
+        assert_eq!(Timestamp::parse("0"), Some(Timestamp { secs: 0, nanos: 0 }));
+        assert_eq!(
+            Timestamp::parse("12.5"),
+            Some(Timestamp {
+                secs: 12,
+                nanos: 500_000_000
+            })
+        );
+        assert_eq!(
+            Timestamp::parse("1.0000000019"),
+            Some(Timestamp { secs: 1, nanos: 1 })
+        );
+        for bad in [
+            "", "-1", "+1", "1.", ".5", "1e9", "inf", "nan", "1.5.6", "１２", "0x10",
+        ] {
+            assert_eq!(Timestamp::parse(bad), None, "{bad:?}");
+        }
+        // Overflowing seconds are invalid, not wrapped.
+        assert_eq!(Timestamp::parse("99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn iso6709_edge_cases() {
+        let ok = |s: &str| Location::parse(s).unwrap_or_else(|| panic!("{s:?} should parse"));
+        assert_eq!(
+            ok("+90-180"),
+            Location {
+                lat: 90.0,
+                lng: -180.0
+            }
+        );
+        assert_eq!(
+            ok("-90.000+180.0"),
+            Location {
+                lat: -90.0,
+                lng: 180.0
+            }
+        );
+        assert_eq!(ok("+0+0"), Location { lat: 0.0, lng: 0.0 });
+        assert_eq!(
+            ok("-0.5-0.25"),
+            Location {
+                lat: -0.5,
+                lng: -0.25
+            }
+        );
+        for bad in [
+            "",
+            "34.068930-118.445127",    // latitude sign is mandatory
+            "+34.068930118.445127",    // longitude sign is mandatory
+            "+34.068930-118.445127+1", // a third coordinate
+            "+90.0001+0",
+            "-90.5+0",
+            "+0+180.0001",
+            "+0-181",
+            "+34.-118.4",
+            "+.5-118.4",
+            "+34.0-118.4e1",
+            "+inf-118",
+            "+nan+0",
+            "++34-118",
+            "+34--118",
+            "+34,5-118",
+            "+999999999999999999999999999999999999-118",
+        ] {
+            assert_eq!(Location::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn radius_and_bound_limits() {
+        assert_eq!(whatsat("WHATSAT kiwi 10 5").radius_km, 10.0);
+        assert_eq!(whatsat("WHATSAT kiwi 10.5 5").radius_km, 10.5);
+        assert_eq!(whatsat("WHATSAT kiwi 50 20").bound, 20);
+        assert_eq!(whatsat("WHATSAT kiwi 0.001 1").bound, 1);
+        assert_eq!(whatsat("WHATSAT kiwi 050.0 05").bound, 5);
+        for bad in [
+            "WHATSAT kiwi 51 5",
+            "WHATSAT kiwi 50.0001 5",
+            "WHATSAT kiwi 0 5",
+            "WHATSAT kiwi 0.0 5",
+            "WHATSAT kiwi -1 5",
+            "WHATSAT kiwi +10 5",
+            "WHATSAT kiwi 10 0",
+            "WHATSAT kiwi 10 21",
+            "WHATSAT kiwi 10 5.0",
+            "WHATSAT kiwi 10 -5",
+            "WHATSAT kiwi 1e1 5",
+            "WHATSAT kiwi inf 5",
+            "WHATSAT kiwi 10 99999999999999999999999999",
+            "WHATSAT kiwi 10",
+            "WHATSAT kiwi 10 5 extra",
+        ] {
+            invalid(bad);
+        }
+    }
+
+    #[test]
+    fn white_space_rules() {
+        let i = iamat("  IAMAT\tkiwi \x0b +1+2\x0c  3  \r");
+        assert_eq!(
+            (i.client, i.location_text, i.time_text),
+            ("kiwi", "+1+2", "3")
+        );
+        // Non-ASCII white space is part of a field, not a separator.
+        let i = iamat("IAMAT a\u{a0}b +1+2 3");
+        assert_eq!(i.client, "a\u{a0}b");
+        invalid("IAMAT\u{a0}kiwi +1+2 3");
+    }
+
+    #[test]
+    fn unicode_client_ids() {
+        assert_eq!(iamat("IAMAT 🐑.herd +1+2 3").client, "🐑.herd");
+        assert_eq!(whatsat("WHATSAT クライアント 1 1").client, "クライアント");
+    }
+
+    #[test]
+    fn invalid_lines() {
+        for bad in [
+            "",
+            "   ",
+            "iamat kiwi +1+2 3",
+            "IAMAT kiwi +1+2",
+            "IAMAT kiwi +1+2 3 4",
+            "IAMAT kiwi 1+2 3",
+            "HELLO",
+            "AT Alford +0.1 kiwi +1+2 3",
+            "HERD",
+            "HERD HELLO",
+            "HERD HELLO Alford x",
+            "HERD AT Alford 0.1 kiwi +1+2 3",
+            "HERD AT Alford +0.1 kiwi +1+2 3",
+            "HERD AT Al/ford +0.100000000 kiwi +1+2 3",
+        ] {
+            invalid(bad);
+        }
+        assert_eq!(parse_line(b"IAMAT \xff +1+2 3"), None);
+        assert_eq!(
+            format_invalid(b"WHATSAT kiwi 51 5"),
+            b"? WHATSAT kiwi 51 5\n"
+        );
+    }
+
+    #[test]
+    fn peer_messages_round_trip() {
+        fn parse(line: &str) -> PeerMessage<'_> {
+            match parse_line(line.as_bytes()) {
+                Some(Command::Peer(m)) => m,
+                other => panic!("{line:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse(format_hello("Ball").trim_end()),
+            PeerMessage::Hello {
+                server: "Ball",
+                version: PEER_PROTOCOL_VERSION
+            }
+        );
+        assert_eq!(
+            parse(format_welcome("Welsh").trim_end()),
+            PeerMessage::Welcome {
+                server: "Welsh",
+                version: PEER_PROTOCOL_VERSION
+            }
+        );
+        let i = iamat(KIWI);
+        let record = AtRecord::from_iamat("Alford", i.time.as_nanos() - 5, &i);
+        assert_eq!(
+            parse(record.to_peer_line().trim_end()),
+            PeerMessage::Update(record)
+        );
+    }
+
+    #[test]
+    fn newer_wins_is_a_total_order() {
+        let rec = |origin: &str, time: &str, loc: &str| {
+            AtRecord::from_fields(origin, "+0.000000000", "kiwi", loc, time).unwrap()
+        };
+        let old = rec("Welsh", "100.5", "+1+1");
+        let new = rec("Alford", "100.6", "+1+1");
+        assert!(new.is_newer_than(&old) && !old.is_newer_than(&new));
+        // Same time: the origin name breaks the tie, the same way everywhere.
+        let a = rec("Alford", "100.5", "+1+1");
+        assert!(old.is_newer_than(&a) && !a.is_newer_than(&old));
+        // Same time and origin, different location: still deterministic.
+        let b = rec("Alford", "100.5", "+2+2");
+        assert!(b.is_newer_than(&a) != a.is_newer_than(&b));
+        // A duplicate is not newer.
+        assert!(!a.is_newer_than(&a.clone()));
+    }
+
+    #[test]
+    fn whatsat_reply_collapses_newlines() {
+        let reply = format_whatsat_reply("AT x", "{\n\n\n  \"a\": 1\n}\n\n");
+        assert_eq!(reply, "AT x\n{\n  \"a\": 1\n}\n\n");
+        assert_eq!(format_whatsat_reply("AT x", "{}"), "AT x\n{}\n\n");
+    }
+
+    #[test]
+    fn server_names() {
+        for ok in ["Alford", "a", "node-1", "B_2"] {
+            assert!(is_valid_server_name(ok), "{ok}");
+        }
+        for bad in ["", "1a", "-a", "a b", "Ålford", "a/b", "a.b"] {
+            assert!(!is_valid_server_name(bad), "{bad}");
+        }
+    }
+}

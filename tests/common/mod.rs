@@ -1,0 +1,256 @@
+//! A real herd for black-box tests: `herdctl run` processes on loopback ports, killed when
+//! the test ends, pass or fail.
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long anything in a test may take before it counts as broken. Generous, because CI
+/// runs debug builds on two cores alongside other tests.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The classic herd's links (PROTOCOL.md).
+pub const CLASSIC: &[(&str, &[&str])] = &[
+    ("Alford", &["Hamilton", "Welsh"]),
+    ("Ball", &["Holiday", "Welsh"]),
+    ("Hamilton", &["Holiday"]),
+    ("Holiday", &[]),
+    ("Welsh", &[]),
+];
+
+pub fn herdctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herdctl"))
+}
+
+/// Polls `condition` until it holds or the deadline passes, then panics naming `what`.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ports below the kernel's ephemeral range, so outgoing connections never take them, picked
+/// at random so parallel tests (threads or processes) do not collide, and checked free.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    seed ^= std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut ports = Vec::new();
+    let mut holders = Vec::new();
+    while ports.len() < count {
+        // xorshift: good enough to spread tests over the range.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 20000 + (seed % 12000) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            holders.push(listener);
+            ports.push(port);
+        }
+    }
+    ports
+}
+
+/// Connects, sends `input`, half-closes, and returns everything the server sent back.
+pub fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("cannot connect to port {port}: {e}"));
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(input).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    stream
+        .read_to_end(&mut reply)
+        .unwrap_or_else(|e| panic!("reading the reply from port {port}: {e}"));
+    reply
+}
+
+pub struct Herd {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub ports: BTreeMap<String, u16>,
+    children: Mutex<BTreeMap<String, Child>>,
+}
+
+impl Herd {
+    /// Writes a herd file for `servers` (name, peers) with free ports; starts nothing.
+    pub fn configure(servers: &[(&str, &[&str])], extra_yaml: &str) -> Herd {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: BTreeMap<String, u16> = servers
+            .iter()
+            .map(|(name, _)| name.to_string())
+            .zip(free_ports(servers.len()))
+            .collect();
+        let mut yaml = String::from("servers:\n");
+        for (name, peers) in servers {
+            yaml += &format!(
+                "  {name}: {{ port: {}, peers: [{}] }}\n",
+                ports[*name],
+                peers.join(", ")
+            );
+        }
+        yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
+        yaml += extra_yaml;
+        let config = dir.path().join("herd.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        Herd {
+            dir,
+            config,
+            ports,
+            children: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Configures and starts every server, and waits until each one answers.
+    pub fn start(servers: &[(&str, &[&str])]) -> Herd {
+        let herd = Herd::configure(servers, "");
+        for (name, _) in servers {
+            herd.spawn(name);
+        }
+        for (name, _) in servers {
+            herd.wait_listening(name);
+        }
+        herd
+    }
+
+    pub fn classic() -> Herd {
+        Herd::start(CLASSIC)
+    }
+
+    pub fn port(&self, name: &str) -> u16 {
+        self.ports[name]
+    }
+
+    /// Starts `herdctl run NAME` (stderr kept in the herd's folder for post-mortems).
+    pub fn spawn(&self, name: &str) {
+        let stderr = std::fs::File::create(self.dir.path().join(format!("{name}.stderr"))).unwrap();
+        let child = herdctl()
+            .arg("--config")
+            .arg(&self.config)
+            .args(["run", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let previous = self.children.lock().unwrap().insert(name.to_owned(), child);
+        assert!(previous.is_none(), "{name} was already running");
+    }
+
+    pub fn start_node(&self, name: &str) {
+        self.spawn(name);
+        self.wait_listening(name);
+    }
+
+    pub fn wait_listening(&self, name: &str) {
+        let port = self.port(name);
+        wait_until(&format!("{name} to listen on {port}"), || {
+            if let Some(child) = self.children.lock().unwrap().get_mut(name) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited with {status}: {}", self.stderr(name));
+                }
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn stderr(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.stderr"))).unwrap_or_default()
+    }
+
+    /// SIGKILL: a crash, as far as the rest of the herd can tell.
+    pub fn kill(&self, name: &str) {
+        let mut child = self.children.lock().unwrap().remove(name).expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn terminate(&self, name: &str) -> std::process::ExitStatus {
+        let mut child = self.children.lock().unwrap().remove(name).expect("running");
+        nix_kill(child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("{name} ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One request/response exchange with server `name`, as text.
+    pub fn send(&self, name: &str, input: &str) -> String {
+        String::from_utf8(exchange(self.port(name), input.as_bytes())).unwrap()
+    }
+
+    /// The AT line `name` holds for `client`, or `None` if it answers `?`.
+    pub fn known_at(&self, name: &str, client: &str) -> Option<String> {
+        let reply = self.send(name, &format!("WHATSAT {client} 1 1\n"));
+        if reply.starts_with("? ") {
+            None
+        } else {
+            Some(reply.lines().next().unwrap().to_owned())
+        }
+    }
+
+    /// Waits until server `name` holds exactly `at_line` for `client`.
+    pub fn wait_for_at(&self, name: &str, client: &str, at_line: &str) {
+        wait_until(&format!("{name} to hold {at_line:?}"), || {
+            self.known_at(name, client).as_deref() == Some(at_line)
+        });
+    }
+
+    /// All of server `name`'s log files, concatenated in name order.
+    pub fn log_text(&self, name: &str) -> String {
+        let dir = self.dir.path().join("logs").join(name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        let mut children = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        for child in children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends a signal by name with the system `kill`, so tests need no extra crates.
+pub fn nix_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
