@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::{HerdConfig, PlacesConfig, ProviderKind};
+use crate::pidlock::PidLock;
 use crate::places::offline::OfflineIndex;
 use crate::places::PlacesProvider;
 
@@ -19,6 +20,14 @@ pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
     let started = Instant::now();
     let config = HerdConfig::load(config_path)?;
     config.server(name)?;
+    // Held until the process exits: it is how the supervisor (and a second `run`) can tell
+    // this node is alive, whoever started it.
+    let _lock = match PidLock::acquire(&node_lock_path(&config, name))? {
+        Ok(lock) => lock,
+        Err(pid) => {
+            bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
+        }
+    };
     let _log_guard = crate::logs::init_node_logging(&config.logs, name)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -80,4 +89,9 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
             None => OfflineIndex::embedded(),
         })),
     }
+}
+
+/// The lock file a running node holds.
+pub fn node_lock_path(config: &HerdConfig, name: &str) -> std::path::PathBuf {
+    config.run_dir.join(format!("{name}.lock"))
 }

@@ -29,6 +29,20 @@ struct RawConfig {
     places: RawPlaces,
     #[serde(default)]
     reconnect: RawReconnect,
+    #[serde(default)]
+    run_dir: Option<PathBuf>,
+    #[serde(default)]
+    supervisor: RawSupervisor,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    stop_timeout_ms: Option<u64>,
+    backoff_initial_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    stable_after_s: Option<u64>,
+    max_quick_crashes: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +123,20 @@ pub struct ReconnectSettings {
     pub max: Duration,
 }
 
+/// How the supervisor stops nodes and restarts crashed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupervisorSettings {
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_timeout: Duration,
+    /// First delay before restarting a crashed node; doubles per quick crash.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// A node up this long is stable: its quick-crash count goes back to zero.
+    pub stable_after: Duration,
+    /// More quick crashes in a row than this and the node is FATAL (not restarted).
+    pub max_quick_crashes: u32,
+}
+
 /// The whole herd, validated, with every path absolute (relative paths in the file resolve
 /// against the file's folder, so the herd behaves the same from any working directory).
 #[derive(Debug, Clone)]
@@ -120,6 +148,9 @@ pub struct HerdConfig {
     pub data_dir: PathBuf,
     pub places: PlacesConfig,
     pub reconnect: ReconnectSettings,
+    /// Where the supervisor keeps its socket and the nodes their locks.
+    pub run_dir: PathBuf,
+    pub supervisor: SupervisorSettings,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
 }
@@ -259,6 +290,24 @@ impl HerdConfig {
             );
         }
 
+        let sup = &raw.supervisor;
+        let supervisor = SupervisorSettings {
+            stop_timeout: Duration::from_millis(sup.stop_timeout_ms.unwrap_or(5000)),
+            backoff_initial: Duration::from_millis(sup.backoff_initial_ms.unwrap_or(500)),
+            backoff_max: Duration::from_millis(sup.backoff_max_ms.unwrap_or(30_000)),
+            stable_after: Duration::from_secs(sup.stable_after_s.unwrap_or(10)),
+            max_quick_crashes: sup.max_quick_crashes.unwrap_or(5),
+        };
+        if supervisor.backoff_initial.is_zero()
+            || supervisor.backoff_max < supervisor.backoff_initial
+        {
+            bail!(
+                "{shown}: supervisor needs 0 < backoff_initial_ms <= backoff_max_ms (got {} and {})",
+                supervisor.backoff_initial.as_millis(),
+                supervisor.backoff_max.as_millis()
+            );
+        }
+
         let warnings = disconnected_warning(&servers).into_iter().collect();
         Ok(HerdConfig {
             path: path.to_path_buf(),
@@ -268,6 +317,8 @@ impl HerdConfig {
             data_dir: resolve(raw.data_dir, "data"),
             places,
             reconnect,
+            run_dir: resolve(raw.run_dir, "run"),
+            supervisor,
             warnings,
         })
     }

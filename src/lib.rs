@@ -2,9 +2,14 @@
 //!
 //! The library holds everything; `main.rs` is a thin CLI over it.
 pub mod cli;
+pub mod client;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod logs;
 pub mod node;
+pub mod pidlock;
 pub mod places;
 pub mod protocol;
+pub mod supervisor;
+pub mod tail;

@@ -5,13 +5,29 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herdctl::cli::{Cli, Command};
-use herdctl::commands;
+use herdctl::config::HerdConfig;
+use herdctl::{client, commands, completions, supervisor, tail};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run { name } => commands::run(&cli.config, name),
         Command::Check => commands::check(&cli.config),
+        Command::Completions { shell } => completions::print(*shell),
+        Command::Send { name, line } => {
+            HerdConfig::load(&cli.config).and_then(|c| client::send(&c, name, line))
+        }
+        Command::Tail {
+            name,
+            lines,
+            follow,
+        } => HerdConfig::load(&cli.config).and_then(|c| tail::tail(&c, name, *lines, *follow)),
+        Command::Start(targets) => supervisor::cli::start(&cli.config, &targets.names),
+        Command::Stop(targets) => supervisor::cli::stop(&cli.config, &targets.names),
+        Command::Restart(targets) => supervisor::cli::restart(&cli.config, &targets.names),
+        Command::Kill { name } => supervisor::cli::kill(&cli.config, name),
+        Command::Status { json } => supervisor::cli::status(&cli.config, *json),
+        Command::Supervise => supervisor::daemon::main(&cli.config),
     };
     match result {
         Ok(code) => code,

@@ -134,6 +134,8 @@ pub enum PeerMessage<'a> {
     Welcome { server: &'a str, version: u32 },
     /// `HERD AT <AT line fields>`: a location update being flooded.
     Update(AtRecord),
+    /// `HERD STATUS`: an operator tool asks for the node's figures (read-only).
+    StatusQuery,
 }
 
 /// Everything a line can be.
@@ -225,6 +227,7 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
             server,
             version: parse_version(version)?,
         }),
+        ["STATUS"] => Some(PeerMessage::StatusQuery),
         ["AT", origin, skew, client, location, time] => Some(PeerMessage::Update(
             AtRecord::from_fields(origin, skew, client, location, time)?,
         )),
@@ -388,6 +391,33 @@ pub fn format_hello(server: &str) -> String {
 /// `HERD WELCOME <server> <version>\n`.
 pub fn format_welcome(server: &str) -> String {
     format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION}\n")
+}
+
+/// A node's own figures, the answer to `HERD STATUS`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeFigures {
+    pub name: String,
+    pub pid: u32,
+    pub clients: usize,
+    pub links_up: usize,
+    pub links_total: usize,
+    pub uptime_ms: u64,
+}
+
+/// `HERD STATUS <json>\n`.
+pub fn format_status(figures: &NodeFigures) -> String {
+    let json = serde_json::to_string(figures).expect("figures always serialize");
+    format!("{PEER_VERB} STATUS {json}\n")
+}
+
+/// Reads a `HERD STATUS <json>` answer.
+pub fn parse_status(line: &str) -> Option<NodeFigures> {
+    let json = line
+        .trim()
+        .strip_prefix(PEER_VERB)?
+        .trim_start()
+        .strip_prefix("STATUS")?;
+    serde_json::from_str(json).ok()
 }
 
 /// `? <line as received>\n`: the answer to anything invalid.

@@ -27,6 +27,7 @@ pub struct Node {
     pub table: Table,
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
+    pub started: Instant,
 }
 
 impl Node {
@@ -85,6 +86,7 @@ pub async fn run(
         config,
         table: Table::new(),
         places,
+        started,
     });
     let dialers = peers::spawn_dialers(&node, shutdown.clone());
 

@@ -14,8 +14,8 @@ use super::Node;
 use crate::logs::printable;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_invalid, format_welcome, format_whatsat_reply, AtRecord, Command, PeerMessage,
-    PEER_PROTOCOL_VERSION,
+    self, format_invalid, format_status, format_welcome, format_whatsat_reply, AtRecord, Command,
+    NodeFigures, PeerMessage, PEER_PROTOCOL_VERSION,
 };
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
@@ -152,6 +152,20 @@ async fn respond(
             }
             Role::Client => Some(format_invalid(line)),
         },
+        Command::Peer(PeerMessage::StatusQuery) => {
+            let (links_up, links_total) = node.peers.links_up();
+            Some(
+                format_status(&NodeFigures {
+                    name: node.name.clone(),
+                    pid: std::process::id(),
+                    clients: node.table.len(),
+                    links_up,
+                    links_total,
+                    uptime_ms: node.started.elapsed().as_millis() as u64,
+                })
+                .into_bytes(),
+            )
+        }
         Command::Peer(PeerMessage::Welcome { .. }) => Some(format_invalid(line)),
     }
 }

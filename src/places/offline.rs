@@ -303,20 +303,26 @@ struct GeoPlace<'a> {
     admin1: &'a str,
 }
 
+/// The number of tab-separated fields on a GeoNames line.
+const GEONAMES_FIELDS: usize = 7;
+
 /// Splits and checks one GeoNames line (without its line ending).
 fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
-    let mut fields = line.split('\t');
-    let mut next = |what: &str| fields.next().ok_or_else(|| format!("no {what} field"));
-    let id = next("geonameid")?;
-    let name = next("name")?;
-    let lat_text = next("latitude")?;
-    let lng_text = next("longitude")?;
-    let country = next("country code")?;
-    let admin1 = next("admin1 code")?;
-    let population = next("population")?;
-    if fields.next().is_some() {
+    let mut fields = [""; GEONAMES_FIELDS];
+    let mut split = line.split('\t');
+    for field in &mut fields {
+        *field = split.next().ok_or("fewer than 7 fields")?;
+    }
+    if split.next().is_some() {
         return Err("more than 7 fields".into());
     }
+    check_geonames_fields(fields)
+}
+
+/// Checks the fields of one GeoNames line: geonameid, name, latitude, longitude, country
+/// code, admin1 code, population.
+fn check_geonames_fields(fields: [&str; GEONAMES_FIELDS]) -> Result<GeoPlace<'_>, String> {
+    let [id, name, lat_text, lng_text, country, admin1, population] = fields;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("geonameid {id:?} is not a number"));
     }
@@ -340,9 +346,8 @@ fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
 
 /// Parses a latitude (`limit` 90) or longitude (`limit` 180) in decimal degrees.
 fn parse_coordinate(text: &str, what: &str, limit: f64) -> Result<f64, String> {
-    let value: f64 = text
-        .parse()
-        .ok()
+    let value = parse_decimal(text)
+        .or_else(|| text.parse().ok())
         .filter(|v: &f64| v.is_finite())
         .ok_or_else(|| format!("{what} {text:?} is not a number"))?;
     if !(-limit..=limit).contains(&value) {
@@ -351,27 +356,110 @@ fn parse_coordinate(text: &str, what: &str, limit: f64) -> Result<f64, String> {
     Ok(value)
 }
 
+/// A fast path for plain decimals such as `-118.44513`: optional sign, digits, optional
+/// fraction, at most 15 significant digits in all. Returns `None` for anything else, which
+/// the caller hands to `str::parse`.
+///
+/// The result is identical to `str::parse::<f64>`: the digits form an integer below 2^53 and
+/// the divisor a power of ten up to 10^15, both exact in an f64, and IEEE division rounds
+/// their quotient correctly (Clinger's fast path).
+fn parse_decimal(text: &str) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        b'+' => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut fraction: Option<usize> = None;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                count += 1;
+                if count > 15 {
+                    return None;
+                }
+                if let Some(f) = fraction.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if fraction.is_none() => fraction = Some(0),
+            _ => return None,
+        }
+    }
+    let fraction = fraction.unwrap_or(0);
+    // Needs a digit on both sides of the point ("1." and ".5" go to str::parse).
+    if count == 0 || fraction == count || (fraction == 0 && digits.last() == Some(&b'.')) {
+        return None;
+    }
+    let value = mantissa as f64 / POW10[fraction];
+    Some(if negative { -value } else { value })
+}
+
 /// The R-tree entries for a GeoNames TSV text, and a message for each malformed line.
+///
+/// This runs at every node start-up, so it scans bytes directly rather than going through
+/// `lines()` and `split()`; each line is checked exactly as [`parse_geonames_line`] checks it.
 fn parse_geonames(text: &str) -> (Vec<Entry>, Vec<String>) {
     assert!(
         u32::try_from(text.len()).is_ok(),
         "GeoNames text over 4 GiB"
     );
+    let bytes = text.as_bytes();
     let mut entries = Vec::with_capacity(text.len() / 45);
     let mut errors = Vec::new();
-    let mut offset = 0;
-    for (index, raw) in text.split_inclusive('\n').enumerate() {
-        let start = offset;
-        offset += raw.len();
-        let line = raw.strip_suffix('\n').unwrap_or(raw);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.is_empty() {
-            continue;
+    let mut start = 0;
+    let mut line_number = 0;
+    while start < bytes.len() {
+        line_number += 1;
+        // One pass over the line: its end and the positions of its first tabs.
+        let mut tabs = [0usize; GEONAMES_FIELDS];
+        let mut tab_count = 0;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'\n' {
+            if bytes[end] == b'\t' {
+                if tab_count < GEONAMES_FIELDS {
+                    tabs[tab_count] = end;
+                }
+                tab_count += 1;
+            }
+            end += 1;
         }
-        match parse_geonames_line(line) {
-            Ok(place) => entries.push(Entry::new(unit_vector(place.lat, place.lng), start as u32)),
-            Err(e) => errors.push(format!("line {}: {e}: {line:?}", index + 1)),
+        let next = end + 1;
+        if end > start && bytes[end - 1] == b'\r' {
+            end -= 1;
         }
+        if end > start {
+            // Tabs and newlines are ASCII, so these are all char boundaries.
+            let parsed = if tab_count == GEONAMES_FIELDS - 1 {
+                let mut fields = [""; GEONAMES_FIELDS];
+                let mut from = start;
+                for (i, field) in fields.iter_mut().enumerate() {
+                    let to = if i < GEONAMES_FIELDS - 1 {
+                        tabs[i]
+                    } else {
+                        end
+                    };
+                    *field = &text[from..to];
+                    from = to + 1;
+                }
+                check_geonames_fields(fields)
+            } else {
+                parse_geonames_line(&text[start..end])
+            };
+            match parsed {
+                Ok(place) => {
+                    entries.push(Entry::new(unit_vector(place.lat, place.lng), start as u32))
+                }
+                Err(e) => errors.push(format!("line {line_number}: {e}: {:?}", &text[start..end])),
+            }
+        }
+        start = next;
     }
     (entries, errors)
 }
@@ -705,6 +793,102 @@ mod tests {
     }
 
     #[test]
+    fn fast_decimal_parse_matches_std() {
+        for text in [
+            "0",
+            "-0",
+            "0.0",
+            "34.06893",
+            "-118.445127",
+            "+1.5",
+            "89.99999",
+            "-90",
+            "180",
+            "179.99999999999",
+            "0.000001",
+            "123456789012345",
+            "1.23456789012345",
+            "12.10",
+        ] {
+            let std: f64 = text.parse().unwrap();
+            assert_eq!(
+                parse_decimal(text).map(f64::to_bits),
+                Some(std.to_bits()),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "-",
+            ".",
+            "1.",
+            ".5",
+            "1e5",
+            "1.2.3",
+            "nan",
+            "inf",
+            "1,5",
+            " 1",
+            "1234567890123456",
+        ] {
+            assert_eq!(parse_decimal(text), None, "{text}");
+        }
+        // Every embedded coordinate parses to exactly what str::parse gives.
+        for line in EMBEDDED_CITIES.lines() {
+            for text in line.split('\t').skip(2).take(2) {
+                let std: f64 = text.parse().unwrap();
+                assert_eq!(
+                    parse_decimal(text).map(f64::to_bits),
+                    Some(std.to_bits()),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_geonames_lines_are_reported_and_skipped() {
+        let text = "1\tA\t1.5\t2.5\tUS\tCA\t1000\r\n\
+                    2\tB\t95\t2.5\tUS\tCA\t1000\n\
+                    \n\
+                    3\tC\t1.5\t2.5\tUS\tCA\n\
+                    4\tD\t1.5\t2.5\tUS\tCA\t1000\textra\n\
+                    x5\tE\t1.5\t2.5\tUS\tCA\t1000\n\
+                    6\t \t1.5\t2.5\tUS\tCA\t1000\n\
+                    7\tG\t-1.5\t-2.5\tFR\t11\t";
+        let (entries, errors) = parse_geonames(text);
+        assert_eq!(entries.len(), 2, "{errors:?}");
+        assert_eq!(entries[0].data, 0);
+        assert_eq!(
+            line_at(text, entries[1].data as usize),
+            "7\tG\t-1.5\t-2.5\tFR\t11\t"
+        );
+        assert_eq!(line_at(text, 0), "1\tA\t1.5\t2.5\tUS\tCA\t1000");
+        let lines: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            ["line 2", "line 4", "line 5", "line 6", "line 7"],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains("latitude 95 is out of range [-90, 90]"),
+            "{errors:?}"
+        );
+        // The slow path (used when a reply is built) agrees with the fast one.
+        for line in text.lines() {
+            let fast = parse_geonames(line).0.len() == 1;
+            assert_eq!(
+                parse_geonames_line(line.trim_end_matches('\r')).is_ok(),
+                fast,
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
     fn embedded_file_parses_completely() {
         let (entries, errors) = parse_geonames(EMBEDDED_CITIES);
         assert!(
@@ -751,10 +935,11 @@ mod tests {
                 "{expected} missing from {got_names:?}"
             );
         }
-        // Westwood (Los Angeles), about 1.9 km away, is the nearest populated place.
-        assert_eq!(got[0]["place_id"], "geonames:5408522");
+        // Bel Air (about 1.6 km away) is the nearest populated place, then Westwood (1.9 km).
+        assert_eq!(got_names[..2], ["Bel Air", "Westwood"]);
+        assert_eq!(got[0]["place_id"], "geonames:5327259");
         assert_eq!(
-            got[0],
+            got[1],
             json!({
                 "geometry": {"location": {"lat": 34.05612, "lng": -118.43063}},
                 "name": "Westwood",
@@ -821,7 +1006,7 @@ mod tests {
     fn bound_cuts_results() {
         let (lat, lng) = (34.068930, -118.445127);
         let one = embedded().search(query(lat, lng, 50.0, 1));
-        assert_eq!(names(&one), ["Westwood"]);
+        assert_eq!(names(&one), ["Bel Air"]);
         let twenty = embedded().search(query(lat, lng, 50.0, 20));
         assert_eq!(results(&twenty).len(), 20);
         assert_eq!(results(&twenty)[0], results(&one)[0]);
@@ -884,8 +1069,11 @@ mod tests {
         // Across the north pole: 0.02 degrees of arc, about 2.2 km.
         let doc = index.search(query(89.99, 0.0, 3.0, 20));
         assert_eq!(names(&doc), ["North A", "North B"]);
+        // From the pole both are 0.01 degrees away (a tie, in either order).
         let doc = index.search(query(90.0, 123.0, 1.2, 20));
-        assert_eq!(names(&doc), ["North A", "North B"]);
+        let mut got = names(&doc);
+        got.sort();
+        assert_eq!(got, ["North A", "North B"]);
         let doc = index.search(query(-89.9999, -170.0, 1.0, 20));
         assert_eq!(names(&doc), ["South"]);
     }
@@ -1070,7 +1258,7 @@ mod tests {
             .unwrap()
             .block_on(index.nearby(query(34.068930, -118.445127, 10.0, 3)));
         assert_eq!(names(&doc).len(), 3);
-        assert_eq!(names(&doc)[0], "Westwood");
+        assert_eq!(names(&doc)[..2], ["Bel Air", "Westwood"]);
     }
 
     #[test]

@@ -1,0 +1,78 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_herdctl_global_optspecs
+    string join \n config= h/help V/version
+end
+
+function __fish_herdctl_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_herdctl_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_herdctl_using_subcommand
+    set -l cmd (__fish_herdctl_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c herdctl -n "__fish_herdctl_needs_command" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c herdctl -n "__fish_herdctl_needs_command" -s V -l version -d 'Print version'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "start" -d 'Start servers under the supervisor (starting it if needed) and wait until they answer'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "stop" -d 'Stop servers: SIGTERM, then SIGKILL after the stop timeout. `stop all` also ends the supervisor'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "restart" -d 'Stop, then start servers'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "kill" -d 'SIGKILL a server, as a crash: the supervisor restarts it by its restart policy'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "status" -d 'Show every server\'s state, pid, port, uptime, restarts, clients and links'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "send" -d 'Send one line (or lines from stdin with `-`) to a server and print its reply'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "tail" -d 'Print the end of a server\'s log (`all`: every server\'s, interleaved by time)'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "run" -d 'Run one server in the foreground (what the supervisor, systemd or a container runs)'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "check" -d 'Validate the herd file and print the herd it describes'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "supervise" -d 'The supervisor daemon itself (started by `herdctl start`; not for direct use)'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand start" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand start" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand stop" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand restart" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand kill" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand kill" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand status" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand status" -l json -d 'Print a JSON list instead of a table'
+complete -c herdctl -n "__fish_herdctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand send" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand send" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s n -l lines -d 'How many lines to print' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s f -l follow -d 'Keep printing lines as they are written, across log rotation'
+complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand run" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand run" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand check" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand check" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "start" -d 'Start servers under the supervisor (starting it if needed) and wait until they answer'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "stop" -d 'Stop servers: SIGTERM, then SIGKILL after the stop timeout. `stop all` also ends the supervisor'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "restart" -d 'Stop, then start servers'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "kill" -d 'SIGKILL a server, as a crash: the supervisor restarts it by its restart policy'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "status" -d 'Show every server\'s state, pid, port, uptime, restarts, clients and links'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "send" -d 'Send one line (or lines from stdin with `-`) to a server and print its reply'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "tail" -d 'Print the end of a server\'s log (`all`: every server\'s, interleaved by time)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "run" -d 'Run one server in the foreground (what the supervisor, systemd or a container runs)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "check" -d 'Validate the herd file and print the herd it describes'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "completions" -d 'Print a shell completion script'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "supervise" -d 'The supervisor daemon itself (started by `herdctl start`; not for direct use)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

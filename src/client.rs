@@ -1,0 +1,166 @@
+//! `herdctl send`: talk to a node the way a client does: send a line (or all of standard
+//! input), half-close, and print the reply exactly as it arrives.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::config::{HerdConfig, DEFAULT_CONFIG_PATH};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long to wait for the reply once everything is sent (WHATSAT may query an upstream).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the reader wakes up to check the reply deadline.
+const READ_TICK: Duration = Duration::from_millis(250);
+
+/// Sends `line` (or standard input, when `line` is `-`) to server `name` and copies the reply
+/// to stdout. Fails when the reply is empty or any reply line is a `? ` (invalid input).
+pub fn send(config: &HerdConfig, name: &str, line: &str) -> Result<ExitCode> {
+    let server = config.server(name)?;
+    let address = config.address(server);
+    let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
+        anyhow!(
+            "{name} is not answering on {address} ({}); start it with: herdctl{} start {name}",
+            connect_failure(&e),
+            config_flag(config)
+        )
+    })?;
+    let input: Box<dyn Read + Send> = if line == "-" {
+        Box::new(io::stdin())
+    } else {
+        let mut bytes = line.as_bytes().to_vec();
+        if !bytes.ends_with(b"\n") {
+            bytes.push(b'\n');
+        }
+        Box::new(io::Cursor::new(bytes))
+    };
+    let reply = exchange(stream, input, &mut io::stdout().lock(), name, address)?;
+    if reply.is_empty() {
+        bail!("{name} closed the connection on {address} without a reply");
+    }
+    let invalid = reply.split(|b| *b == b'\n').any(|l| l.starts_with(b"? "));
+    Ok(if invalid {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Sends `input` from a thread (so a long input never deadlocks against unread replies),
+/// half-closes, and copies everything the server sends to `out` until it closes. Returns the
+/// whole reply. A reader of `out` that goes away (broken pipe) only stops the copying.
+fn exchange(
+    stream: TcpStream,
+    mut input: Box<dyn Read + Send>,
+    out: &mut impl Write,
+    name: &str,
+    address: SocketAddr,
+) -> Result<Vec<u8>> {
+    let mut writer = stream.try_clone()?;
+    let (sent_tx, sent_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = io::copy(&mut input, &mut writer);
+        let _ = writer.shutdown(Shutdown::Write);
+        let _ = sent_tx.send(result);
+    });
+
+    let mut reader = stream;
+    reader.set_read_timeout(Some(READ_TICK))?;
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out_open = true;
+    // Set once everything is sent; from then on, silence longer than REPLY_TIMEOUT is an error.
+    let mut sent: Option<io::Result<u64>> = None;
+    let mut last_activity = Instant::now();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                last_activity = Instant::now();
+                if out_open {
+                    if let Err(e) = out.write_all(&buf[..n]).and_then(|_| out.flush()) {
+                        if e.kind() != io::ErrorKind::BrokenPipe {
+                            return Err(anyhow!(e).context("writing the reply to stdout"));
+                        }
+                        out_open = false;
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if sent.is_none() {
+                    if let Ok(result) = sent_rx.try_recv() {
+                        sent = Some(result);
+                        last_activity = Instant::now();
+                    }
+                }
+                if sent.is_some() && last_activity.elapsed() >= REPLY_TIMEOUT {
+                    bail!(
+                        "{name} on {address} sent no reply within {} s",
+                        REPLY_TIMEOUT.as_secs()
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => bail!("connection to {name} on {address} failed: {e}"),
+        }
+    }
+    if sent.is_none() {
+        // The server closed first; the sender may still be blocked on an interactive stdin.
+        sent = sent_rx.try_recv().ok();
+    }
+    match sent {
+        Some(Err(e))
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            bail!("sending to {name} on {address} failed: {e}")
+        }
+        Some(Ok(0)) if reply.is_empty() => bail!("nothing to send: standard input was empty"),
+        _ => Ok(reply),
+    }
+}
+
+/// Why a connection attempt failed, in a few words.
+fn connect_failure(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// ` --config PATH` when this herd file is not the one herdctl finds by default, so the
+/// suggested command works as printed.
+fn config_flag(config: &HerdConfig) -> String {
+    let default = std::env::var_os("HERD_CONFIG")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+    let found_by_default = std::path::absolute(Path::new(&default)).is_ok_and(|p| p == config.path);
+    if found_by_default {
+        return String::new();
+    }
+    let shown = config.path.display().to_string();
+    let plain = shown
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@".contains(c));
+    if plain {
+        format!(" --config {shown}")
+    } else {
+        format!(" --config '{}'", shown.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,87 @@
+//! The supervisor's control protocol: one JSON request line from the CLI, one JSON response
+//! line back, over the unix socket in the run folder.
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::machine::State;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "lowercase")]
+pub enum Request {
+    Start {
+        names: Vec<String>,
+    },
+    Stop {
+        names: Vec<String>,
+    },
+    Kill {
+        name: String,
+    },
+    Status,
+    /// Stop every node, then end the supervisor.
+    Shutdown,
+}
+
+/// What the supervisor knows of one node: process facts from waitpid and the node's lock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub name: String,
+    pub state: State,
+    pub pid: Option<u32>,
+    pub port: u16,
+    pub uptime_ms: Option<u64>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub backoff_ms: Option<u64>,
+    /// Bumped on every start request; with `crashes_this_start`, lets `herdctl start` tell
+    /// a crash on start from an older one.
+    pub generation: u64,
+    pub crashes_this_start: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "lowercase")]
+pub enum Response {
+    Ok { nodes: Vec<NodeReport> },
+    Error { message: String },
+}
+
+/// Sends one request and reads one response.
+pub async fn call(stream: UnixStream, request: &Request) -> anyhow::Result<Response> {
+    let (reader, mut writer) = stream.into_split();
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await?;
+    let mut answer = String::new();
+    BufReader::new(reader).read_line(&mut answer).await?;
+    if answer.is_empty() {
+        anyhow::bail!("the supervisor closed the connection without answering");
+    }
+    Ok(serde_json::from_str(&answer)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        for request in [
+            Request::Start {
+                names: vec!["Alford".into()],
+            },
+            Request::Stop { names: vec![] },
+            Request::Kill {
+                name: "Ball".into(),
+            },
+            Request::Status,
+            Request::Shutdown,
+        ] {
+            let text = serde_json::to_string(&request).unwrap();
+            assert!(!text.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), request);
+        }
+    }
+}

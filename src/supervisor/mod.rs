@@ -1,0 +1,40 @@
+//! The supervisor: a background daemon that owns the node processes, and the CLI commands
+//! that talk to it over a unix socket.
+//!
+//! - `machine.rs`: one node's lifecycle as a pure state machine (restart policy, stop timeout).
+//! - `process.rs`: the thin OS layer: spawn, signal, is-it-alive, process start time.
+//! - `daemon.rs`: the event loop that drives the machines and answers the socket.
+//! - `control.rs`: the JSON-lines request/response protocol on the socket.
+//! - `cli.rs`: start/stop/restart/kill/status as the operator runs them.
+
+pub mod cli;
+pub mod control;
+pub mod daemon;
+pub mod machine;
+pub mod process;
+
+use std::path::PathBuf;
+
+use crate::config::HerdConfig;
+
+/// Where the supervisor's files live, all inside the herd's run folder.
+pub struct RunPaths {
+    pub socket: PathBuf,
+    pub lock: PathBuf,
+    pub log: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(config: &HerdConfig) -> RunPaths {
+        RunPaths {
+            socket: config.run_dir.join("supervisor.sock"),
+            lock: config.run_dir.join("supervisor.lock"),
+            log: config.logs.dir.join("supervisor.log"),
+        }
+    }
+}
+
+/// Where a node's stderr goes when the supervisor starts it (start-up errors land here).
+pub fn node_stderr_path(config: &HerdConfig, name: &str) -> PathBuf {
+    config.run_dir.join(format!("{name}.stderr"))
+}
