@@ -1,0 +1,261 @@
+//! The supervisor end to end: real daemon, real node processes, real signals.
+
+mod common;
+
+use std::process::Output;
+
+use common::{exchange, herdctl, wait_until, Herd, CLASSIC};
+use herdctl::pidlock::PidLock;
+
+/// A classic herd run by the supervisor. Dropping it stops everything and SIGKILLs whatever
+/// still holds a lock, so no process outlives a test, pass or fail.
+struct Supervised {
+    herd: Herd,
+}
+
+impl Supervised {
+    fn new() -> Supervised {
+        let extra = "supervisor: { backoff_initial_ms: 100, backoff_max_ms: 400, \
+                     stop_timeout_ms: 3000, stable_after_s: 5, max_quick_crashes: 5 }\n";
+        Supervised {
+            herd: Herd::configure(CLASSIC, extra),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        herdctl()
+            .arg("--config")
+            .arg(&self.herd.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "herdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn status(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["status", "--json"])).unwrap()
+    }
+
+    fn node(&self, name: &str) -> serde_json::Value {
+        self.status()
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+    }
+
+    fn lock_holder(&self, file: &str) -> Option<u32> {
+        PidLock::holder(&self.herd.path().join("run").join(file)).unwrap()
+    }
+
+    fn daemon_pid(&self) -> Option<u32> {
+        self.lock_holder("supervisor.lock")
+    }
+
+    fn node_pid(&self, name: &str) -> Option<u32> {
+        self.lock_holder(&format!("{name}.lock"))
+    }
+
+    fn serves(&self, name: &str) -> bool {
+        let reply = exchange(self.herd.port(name), b"IAMAT probe +1+1 1\n");
+        reply.starts_with(format!("AT {name} ").as_bytes())
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.run(&["stop", "all"]);
+        let mut pids: Vec<u32> = CLASSIC.iter().filter_map(|(n, _)| self.node_pid(n)).collect();
+        pids.extend(self.daemon_pid());
+        for pid in pids {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// A process is gone when it no longer exists or is a zombie waiting for its reaper.
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'),
+    }
+}
+
+fn kill9(pid: u32) {
+    common::nix_kill(pid, "KILL");
+}
+
+const NAMES: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
+
+#[test]
+fn crashes_are_restarted_stops_stay_stopped_and_stop_all_leaves_nothing() {
+    let s = Supervised::new();
+    let out = s.ok(&["start", "all"]);
+    assert!(out.contains("5 servers started"), "{out}");
+    let status = s.status();
+    assert_eq!(status.len(), 5);
+    for node in &status {
+        assert_eq!(node["state"], "running", "{node}");
+        assert!(node["pid"].as_u64().is_some());
+        assert_eq!(node["restarts"], 0);
+        assert!(s.serves(node["name"].as_str().unwrap()));
+    }
+    // Links come up by themselves.
+    wait_until("every link to be up", || {
+        s.status().iter().all(|n| n["links_up"] == n["links_total"])
+    });
+
+    // kill -9 from outside: a crash. The supervisor restarts it with a new pid.
+    let old = s.node_pid("Hamilton").unwrap();
+    kill9(old);
+    wait_until("Hamilton to be restarted", || {
+        let n = s.node("Hamilton");
+        n["state"] == "running" && n["pid"].as_u64() != Some(old as u64)
+    });
+    let n = s.node("Hamilton");
+    assert_eq!(n["restarts"], 1, "{n}");
+    assert_eq!(n["last_exit"], "killed by SIGKILL", "{n}");
+    assert!(s.serves("Hamilton"));
+
+    // A deliberate stop stays stopped, even while other nodes crash and restart.
+    s.ok(&["stop", "Welsh"]);
+    assert_eq!(s.node("Welsh")["state"], "stopped");
+    assert_eq!(s.node("Welsh")["pid"], serde_json::Value::Null);
+    let old = s.node_pid("Ball").unwrap();
+    s.ok(&["kill", "Ball"]);
+    wait_until("Ball to be restarted", || {
+        let n = s.node("Ball");
+        n["state"] == "running" && n["pid"].as_u64() != Some(old as u64)
+    });
+    assert_eq!(s.node("Welsh")["state"], "stopped");
+    assert!(s.node_pid("Welsh").is_none());
+    s.ok(&["start", "Welsh"]);
+    assert!(s.serves("Welsh"));
+
+    // stop all: every node and the supervisor are gone.
+    let mut pids: Vec<u32> = NAMES.iter().map(|n| s.node_pid(n).unwrap()).collect();
+    pids.push(s.daemon_pid().unwrap());
+    s.ok(&["stop", "all"]);
+    for pid in pids {
+        assert!(gone(pid), "pid {pid} outlived stop all");
+    }
+    for name in NAMES {
+        assert!(s.node_pid(name).is_none());
+    }
+    let status = s.status();
+    assert!(status.iter().all(|n| n["state"] == "stopped"), "{status:?}");
+}
+
+#[test]
+fn nodes_outlive_the_supervisor_and_are_adopted() {
+    let s = Supervised::new();
+    s.ok(&["start", "all"]);
+    let pids: Vec<Option<u32>> = NAMES.iter().map(|n| s.node_pid(n)).collect();
+    let daemon = s.daemon_pid().unwrap();
+    kill9(daemon);
+    wait_until("the supervisor to die", || s.daemon_pid().is_none());
+    for name in NAMES {
+        assert!(s.serves(name), "{name} stopped serving with its supervisor");
+    }
+    // Without a supervisor, status still tells the truth from the nodes' locks.
+    let out = s.run(&["status", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+    let status: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for (node, pid) in status.iter().zip(&pids) {
+        assert_eq!(node["state"], "running");
+        assert_eq!(node["pid"].as_u64(), pid.map(u64::from));
+    }
+    // The next command that needs one starts a new supervisor that adopts the same pids.
+    s.ok(&["start", "all"]);
+    let new_daemon = s.daemon_pid().unwrap();
+    assert_ne!(new_daemon, daemon);
+    for (node, pid) in s.status().iter().zip(&pids) {
+        assert_eq!(node["state"], "running", "{node}");
+        assert_eq!(node["pid"].as_u64(), pid.map(u64::from), "{node}");
+        assert!(node["uptime_s"].as_u64().is_some());
+    }
+    // An adopted node's crash is still noticed and restarted.
+    kill9(pids[0].unwrap());
+    wait_until("Alford to be restarted after adoption", || {
+        let n = s.node("Alford");
+        n["state"] == "running" && n["pid"].as_u64() != pids[0].map(u64::from)
+    });
+}
+
+#[test]
+fn a_port_in_use_fails_the_start_naming_the_port() {
+    let s = Supervised::new();
+    let port = s.herd.port("Welsh");
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = s.run(&["start", "Welsh"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Welsh failed to start"), "{stderr}");
+    assert!(stderr.contains(&format!("port {port}")), "{stderr}");
+    // It is left stopped, not flapping.
+    wait_until("Welsh to be stopped", || s.node("Welsh")["state"] == "stopped");
+}
+
+#[test]
+fn start_works_after_everything_was_killed_hard() {
+    let s = Supervised::new();
+    s.ok(&["start", "all"]);
+    let mut pids: Vec<u32> = NAMES.iter().map(|n| s.node_pid(n).unwrap()).collect();
+    pids.push(s.daemon_pid().unwrap());
+    for pid in &pids {
+        kill9(*pid);
+    }
+    wait_until("everything to die", || {
+        s.daemon_pid().is_none() && NAMES.iter().all(|n| s.node_pid(n).is_none())
+    });
+    // Stale lock, socket and pid files are still on disk; they must not matter.
+    assert!(s.herd.path().join("run/supervisor.sock").exists());
+    assert!(s.herd.path().join("run/Alford.lock").exists());
+    let out = s.ok(&["start", "all"]);
+    assert!(out.contains("5 servers started"), "{out}");
+    for name in NAMES {
+        assert!(s.serves(name));
+    }
+}
+
+#[test]
+fn clear_errors_for_bad_names_and_missing_config() {
+    let s = Supervised::new();
+    let out = s.run(&["start", "Nowhere"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no server named \"Nowhere\""), "{stderr}");
+    assert!(stderr.contains("Alford, Ball"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    let out = herdctl()
+        .args(["--config", "/nonexistent/herd.yaml", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HERD_CONFIG"), "{stderr}");
+
+    // A node started by hand cannot be started twice.
+    s.herd.spawn("Alford");
+    s.herd.wait_listening("Alford");
+    let out = herdctl()
+        .arg("--config")
+        .arg(&s.herd.config)
+        .args(["run", "Alford"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already running (pid"), "{stderr}");
+}
