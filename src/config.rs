@@ -33,6 +33,8 @@ struct RawConfig {
     run_dir: Option<PathBuf>,
     #[serde(default)]
     supervisor: RawSupervisor,
+    #[serde(default)]
+    durability: Option<Durability>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +93,19 @@ pub enum ProviderKind {
     Offline,
 }
 
+/// When a node's store reaches the disk (see `node/store.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The store is flushed at most every second and on a graceful stop; a crash can lose
+    /// the last second of updates, which the node's neighbours still hold.
+    #[default]
+    Relaxed,
+    /// A client gets its AT reply only once its update is on disk; concurrent updates share
+    /// one flush (group commit).
+    Strict,
+}
+
 /// One server of the herd, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -146,6 +161,8 @@ pub struct HerdConfig {
     pub servers: BTreeMap<String, ServerConfig>,
     pub logs: LogSettings,
     pub data_dir: PathBuf,
+    /// When each node's store is flushed.
+    pub durability: Durability,
     pub places: PlacesConfig,
     pub reconnect: ReconnectSettings,
     /// Where the supervisor keeps its socket and the nodes their locks.
@@ -207,6 +224,12 @@ impl HerdConfig {
         let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
         for (name, spec) in &raw.servers {
             let line = spec.referenced.line();
+            if name == "all" {
+                bail!(
+                    "{shown} line {line}: \"all\" is reserved (herdctl start all means every \
+                     server); rename this server"
+                );
+            }
             if !is_valid_server_name(name) {
                 bail!(
                     "{shown} line {line}: server name {name:?} is not valid; use letters, digits, \
@@ -315,6 +338,7 @@ impl HerdConfig {
             servers,
             logs,
             data_dir: resolve(raw.data_dir, "data"),
+            durability: raw.durability.unwrap_or_default(),
             places,
             reconnect,
             run_dir: resolve(raw.run_dir, "run"),
@@ -409,6 +433,17 @@ servers:
         assert_eq!(c.logs.dir, Path::new("/etc/herd/logs"));
         assert_eq!(c.data_dir, Path::new("/etc/herd/data"));
         assert_eq!(c.places.provider, ProviderKind::Offline);
+        assert_eq!(c.durability, Durability::Relaxed, "the default");
+    }
+
+    #[test]
+    fn durability_is_relaxed_or_strict() {
+        let c = parse(&format!("{CLASSIC}durability: strict\n")).unwrap();
+        assert_eq!(c.durability, Durability::Strict);
+        let c = parse(&format!("{CLASSIC}durability: relaxed\n")).unwrap();
+        assert_eq!(c.durability, Durability::Relaxed);
+        let e = error(&format!("{CLASSIC}durability: always\n"));
+        assert!(e.contains("line 7") && e.contains("durability"), "{e}");
     }
 
     #[test]
@@ -443,6 +478,8 @@ servers:
             e.contains("line 3") && e.contains("not an IP address"),
             "{e}"
         );
+        let e = error("servers:\n  all: { port: 1 }\n");
+        assert!(e.contains("line 2") && e.contains("reserved"), "{e}");
         let e = error("servers: {}\n");
         assert!(e.contains("empty"), "{e}");
         let e = error("servers:\n  A: { port: 1 }\nplaces: { provider: bing }\n");

@@ -13,7 +13,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
@@ -22,6 +22,8 @@ use crate::logs::server_log_dir;
 
 /// How often `-f` looks for new lines and new files.
 const POLL: Duration = Duration::from_millis(100);
+/// How long `all -f` holds a new line back, waiting for earlier lines of other servers.
+const MERGE_HOLD: Duration = Duration::from_millis(300);
 /// How much of a file is read at a time when looking for its last lines.
 const CHUNK: u64 = 64 * 1024;
 /// How far back `all` looks for the first line of an entry whose end is in the tail.
@@ -174,18 +176,19 @@ fn last_lines(
     Ok((lines, current))
 }
 
-/// Like [`last_lines`], but when the first line is the continuation of a multi-line entry,
-/// reads further back (within reason) to include the entry's timestamped first line, so the
+/// Like [`last_lines`], but when `merging` and the first line is the continuation of a
+/// multi-line entry, reads further back (within reason) to include the entry's timestamped first line, so the
 /// lines can be placed in time among other servers' lines.
 fn last_entries(
     files: &[(FileKey, PathBuf)],
     n: usize,
     include_partial: bool,
+    merging: bool,
 ) -> Result<(Vec<Vec<u8>>, Option<Current>)> {
     let mut want = n;
     loop {
         let (lines, current) = last_lines(files, want, include_partial)?;
-        let whole = lines.first().is_none_or(|l| stamp(l).is_some());
+        let whole = !merging || lines.first().is_none_or(|l| stamp(l).is_some());
         if whole || lines.len() < want || want >= n.saturating_add(MAX_ENTRY_LINES) {
             return Ok((lines, current));
         }
@@ -259,8 +262,6 @@ struct Follower {
     current: Option<Current>,
     /// Bytes after the last newline read so far: a line still being written.
     partial: Vec<u8>,
-    /// The timestamp of the last entry seen, for continuation lines that arrive on their own.
-    last_stamp: Option<Stamp>,
 }
 
 impl Follower {
@@ -269,7 +270,6 @@ impl Follower {
             source,
             current,
             partial: Vec::new(),
-            last_stamp: None,
         }
     }
 
@@ -398,15 +398,15 @@ struct Entry {
     lines: Vec<Vec<u8>>,
 }
 
-/// Groups lines into entries. Leading continuation lines (their entry began earlier) take
-/// `before`, the stamp of what came before them.
-fn entries(lines: Vec<Vec<u8>>, before: Option<Stamp>) -> VecDeque<Entry> {
+/// Groups lines into entries. Leading continuation lines (their entry's first line is not
+/// among the lines) form an entry without a stamp.
+fn entries(lines: Vec<Vec<u8>>) -> VecDeque<Entry> {
     let mut out: VecDeque<Entry> = VecDeque::new();
     for line in lines {
         match (stamp(&line), out.back_mut()) {
             (None, Some(entry)) => entry.lines.push(line),
             (stamp, _) => out.push_back(Entry {
-                stamp: stamp.or(before),
+                stamp,
                 lines: vec![line],
             }),
         }
@@ -459,8 +459,8 @@ fn print_tail(out: &mut impl Write, sources: &[LogSource], prefixed: bool, n: us
         if files.is_empty() {
             empty.push(source);
         }
-        let (lines, _) = last_entries(&files, n, true)?;
-        streams.push(entries(lines, None));
+        let (lines, _) = last_entries(&files, n, true, sources.len() > 1)?;
+        streams.push(entries(lines));
     }
     if !empty.is_empty() {
         note(&no_log_yet(&empty, ""));
@@ -502,15 +502,23 @@ fn follow_logs(
         if files.is_empty() {
             empty.push(source);
         }
-        let (lines, current) = last_entries(&files, n, false)?;
-        let mut follower = Follower::new(source.clone(), current);
-        let stream = entries(lines, None);
-        follower.last_stamp = stream.iter().rev().find_map(|e| e.stamp);
-        streams.push(stream);
-        followers.push(follower);
+        let (lines, current) = last_entries(&files, n, false, sources.len() > 1)?;
+        followers.push(Follower::new(source.clone(), current));
+        streams.push(entries(lines));
     }
     if !empty.is_empty() {
         note(&no_log_yet(&empty, "; waiting for it"));
+    }
+    // Several servers' new lines are held back briefly, so that a line written a little
+    // late (after a poll) still comes out in time order.
+    let hold = if sources.len() > 1 {
+        MERGE_HOLD
+    } else {
+        Duration::ZERO
+    };
+    let mut merger = Merger::new(sources.len(), hold);
+    for (i, stream) in streams.iter().enumerate() {
+        merger.last_stamp[i] = stream.iter().rev().find_map(|e| e.stamp);
     }
     let mut merged = merge(streams);
     merged.drain(..merged.len().saturating_sub(n));
@@ -518,25 +526,80 @@ fn follow_logs(
     out.flush()?;
     loop {
         std::thread::sleep(POLL);
-        let merged = poll_all(&mut followers)?;
-        if !merged.is_empty() {
-            write_lines(out, sources, prefixed, &merged)?;
+        let now = Instant::now();
+        for (i, follower) in followers.iter_mut().enumerate() {
+            merger.add(i, follower.poll()?, now);
+        }
+        let ready = merger.release(now);
+        if !ready.is_empty() {
+            write_lines(out, sources, prefixed, &ready)?;
             out.flush()?;
         }
     }
 }
 
-/// One round of following: every follower's new lines, merged by time.
-fn poll_all(followers: &mut [Follower]) -> Result<Vec<(usize, Vec<u8>)>> {
-    let mut streams = Vec::new();
-    for follower in followers.iter_mut() {
-        let stream = entries(follower.poll()?, follower.last_stamp);
-        if let Some(last) = stream.iter().rev().find_map(|e| e.stamp) {
-            follower.last_stamp = Some(last);
+/// Merges followed streams by time. Each entry waits `hold` after it was read before it
+/// may go out, and goes out only when no waiting entry of any stream has an earlier stamp.
+struct Merger {
+    hold: Duration,
+    pending: Vec<VecDeque<(Instant, Entry)>>,
+    /// Per stream, the stamp of its latest entry: for continuation lines whose entry is out.
+    last_stamp: Vec<Option<Stamp>>,
+}
+
+impl Merger {
+    fn new(streams: usize, hold: Duration) -> Merger {
+        Merger {
+            hold,
+            pending: (0..streams).map(|_| VecDeque::new()).collect(),
+            last_stamp: vec![None; streams],
         }
-        streams.push(stream);
     }
-    Ok(merge(streams))
+
+    /// Lines of stream `i`, read at `now`. Continuation lines join their entry.
+    fn add(&mut self, i: usize, lines: Vec<Vec<u8>>, now: Instant) {
+        let pending = &mut self.pending[i];
+        for line in lines {
+            let stamp = stamp(&line);
+            match (stamp, pending.back_mut()) {
+                (None, Some((_, entry))) => entry.lines.push(line),
+                _ => {
+                    if stamp.is_some() {
+                        self.last_stamp[i] = stamp;
+                    }
+                    pending.push_back((
+                        now,
+                        Entry {
+                            stamp: stamp.or(self.last_stamp[i]),
+                            lines: vec![line],
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The lines that may go out at `now`, in time order.
+    fn release(&mut self, now: Instant) -> Vec<(usize, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let next = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter_map(|(i, q)| q.front().map(|(_, e)| (e.stamp, i)))
+                .min();
+            let Some((_, i)) = next else {
+                return out;
+            };
+            let (read_at, _) = self.pending[i].front().unwrap();
+            if now.saturating_duration_since(*read_at) < self.hold {
+                return out;
+            }
+            let (_, entry) = self.pending[i].pop_front().unwrap();
+            out.extend(entry.lines.into_iter().map(|l| (i, l)));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -777,53 +840,55 @@ mod tests {
              Alford | 2026-01-01T10:00:00.500000Z  INFO a3\n"
         );
 
-        // Following merges each round by time too; a continuation line arriving on its own
-        // stays after its entry.
-        let mut followers: Vec<Follower> = sources
-            .iter()
-            .map(|s| {
-                let (_, current) = last_lines(&s.files().unwrap(), 0, false).unwrap();
-                Follower::new(s.clone(), current)
-            })
-            .collect();
-        assert!(poll_all(&mut followers).unwrap().is_empty());
-        append(
-            &b.dir.join("Ball.2026-01-01.log"),
-            "2026-01-01T10:00:01.000000Z  INFO b3\n",
+        // Following: new lines wait a moment for earlier lines of other servers, and a
+        // continuation line arriving on its own stays with its entry.
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut merger = Merger::new(2, Duration::from_millis(300));
+        merger.add(
+            1,
+            vec![b"2026-01-01T10:00:01.000000Z  INFO b3".to_vec()],
+            ms(0),
         );
-        append(
-            &a.dir.join("Alford.2026-01-01.log"),
-            "2026-01-01T10:00:00.900000Z  INFO a4\n",
+        assert!(merger.release(ms(0)).is_empty());
+        merger.add(
+            0,
+            vec![b"2026-01-01T10:00:00.900000Z  INFO a4 reply".to_vec()],
+            ms(100),
         );
-        let lines: Vec<String> = poll_all(&mut followers)
-            .unwrap()
-            .into_iter()
-            .map(|(i, l)| format!("{} {}", i, String::from_utf8(l).unwrap()))
-            .collect();
+        assert!(
+            merger.release(ms(300)).is_empty(),
+            "a4 is earlier and not due yet"
+        );
+        merger.add(0, vec![b"{".to_vec()], ms(200));
+        let lines = |ready: Vec<(usize, Vec<u8>)>| -> Vec<String> {
+            ready
+                .into_iter()
+                .map(|(i, l)| format!("{} {}", i, String::from_utf8(l).unwrap()))
+                .collect()
+        };
         assert_eq!(
-            lines,
+            lines(merger.release(ms(400))),
             [
-                "0 2026-01-01T10:00:00.900000Z  INFO a4",
+                "0 2026-01-01T10:00:00.900000Z  INFO a4 reply",
+                "0 {",
                 "1 2026-01-01T10:00:01.000000Z  INFO b3"
             ]
         );
-        append(&a.dir.join("Alford.2026-01-01.log"), "}\n");
-        append(
-            &b.dir.join("Ball.2026-01-01.log"),
-            "2026-01-01T10:00:00.950000Z  INFO b4\n",
+        merger.add(0, vec![b"}".to_vec()], ms(500));
+        merger.add(
+            1,
+            vec![b"2026-01-01T10:00:00.950000Z  INFO b4".to_vec()],
+            ms(500),
         );
-        let lines: Vec<(usize, String)> = poll_all(&mut followers)
-            .unwrap()
-            .into_iter()
-            .map(|(i, l)| (i, String::from_utf8(l).unwrap()))
-            .collect();
         assert_eq!(
-            lines,
-            [
-                (0, "}".to_owned()),
-                (1, "2026-01-01T10:00:00.950000Z  INFO b4".to_owned())
-            ]
+            lines(merger.release(ms(800))),
+            ["0 }", "1 2026-01-01T10:00:00.950000Z  INFO b4"]
         );
+        // Without a hold (one server), lines go out at once.
+        let mut merger = Merger::new(1, Duration::ZERO);
+        merger.add(0, vec![b"x".to_vec()], t0);
+        assert_eq!(lines(merger.release(t0)), ["0 x"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{exchange, wait_until, Herd, CLASSIC};
+use common::{exchange, wait_until, Herd};
 
 const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 const ALL: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
