@@ -33,11 +33,13 @@ pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     let places = build_places(&config.places)?;
+    // Before the listener and the links: a restarted node serves what it had at once.
+    let (store, report) = crate::node::open_store(&config, name)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let (stop, stopped) = watch::channel(false);
         let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -49,8 +51,19 @@ pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
             tracing::info!("{which} received, stopping");
             let _ = stop.send(true);
         });
-        crate::node::run(config, name, places, started, stopped).await
-    })?;
+        let store = Some((Arc::clone(&store), report));
+        crate::node::run(config, name, places, started, store, stopped).await
+    });
+    // Dropping the runtime ends every connection task, so nothing writes after this flush:
+    // a graceful stop loses no accepted update, whatever the durability mode.
+    drop(runtime);
+    let flushed = store.flush();
+    match &flushed {
+        Ok(()) => tracing::info!("store {} flushed", store.dir().display()),
+        Err(e) => tracing::error!("{e:#}"),
+    }
+    served?;
+    flushed?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -443,7 +443,7 @@ servers:
         let c = parse(&format!("{CLASSIC}durability: relaxed\n")).unwrap();
         assert_eq!(c.durability, Durability::Relaxed);
         let e = error(&format!("{CLASSIC}durability: always\n"));
-        assert!(e.contains("line 7") && e.contains("durability"), "{e}");
+        assert!(e.contains("line 7") && e.contains("relaxed, strict"), "{e}");
     }
 
     #[test]

@@ -402,6 +402,9 @@ pub struct NodeFigures {
     pub links_up: usize,
     pub links_total: usize,
     pub uptime_ms: u64,
+    /// Clients read back from the node's store when it started (absent from older nodes).
+    #[serde(default)]
+    pub recovered: usize,
 }
 
 /// `HERD STATUS <json>\n`.

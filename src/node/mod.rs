@@ -1,10 +1,12 @@
 //! One herd node: its state, and how it starts and stops.
 //!
-//! Data flows one way: socket -> protocol::parse_line -> Node::accept (table) -> (peers, reply).
+//! Data flows one way: socket -> protocol::parse_line -> Node::accept (table, which writes the
+//! store) -> (peers, reply).
 
 pub mod lines;
 pub mod peers;
 pub mod server;
+pub mod store;
 pub mod table;
 
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{HerdConfig, ServerConfig};
+use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
 use crate::protocol::AtRecord;
 use peers::Peers;
+use store::{OpenReport, Seq, Store};
 use table::Table;
 
 /// Everything a node's tasks share.
@@ -28,18 +31,46 @@ pub struct Node {
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
     pub started: Instant,
+    /// The table's store (also held by the table, which writes it).
+    pub store: Option<Arc<Store>>,
+    /// Clients read back from the store at start-up.
+    pub recovered: usize,
 }
 
 impl Node {
-    /// Applies an update through the newer-wins rule and, when it is new, floods it to every
-    /// neighbour except the one it came from. Returns whether it was new.
-    pub fn accept(&self, record: AtRecord, from: Option<&str>) -> bool {
+    /// Applies an update through the newer-wins rule (which also writes it to the store) and,
+    /// when it is new, floods it to every neighbour except the one it came from. Returns
+    /// `None` if it was not new, else its store sequence number (see [`Node::wait_durable`]).
+    pub fn accept(&self, record: AtRecord, from: Option<&str>) -> Option<Seq> {
         let record = Arc::new(record);
-        let new = self.table.apply(&record);
-        if new {
+        let seq = self.table.apply(&record);
+        if seq.is_some() {
             self.peers.flood(&record, from);
         }
-        new
+        seq
+    }
+
+    /// Whether client replies wait for their update to be flushed.
+    pub fn strict(&self) -> bool {
+        self.config.durability == Durability::Strict && self.store.is_some()
+    }
+
+    /// The sequence number a strict reply to an IAMAT must wait for: its own write, or, when
+    /// it changed nothing, every write so far (the newer record it lost to may not be on disk
+    /// yet either).
+    pub fn durable_point(&self, accepted: Option<Seq>) -> Seq {
+        match (&self.store, accepted) {
+            (None, _) => 0,
+            (Some(_), Some(seq)) => seq,
+            (Some(store), None) => store.written(),
+        }
+    }
+
+    /// Waits until store write `seq` is on disk (strict durability's group commit).
+    pub async fn wait_durable(&self, seq: Seq) {
+        if let (true, Some(store)) = (seq > 0, &self.store) {
+            store.wait_flushed(seq).await;
+        }
     }
 
     pub fn server_config(&self) -> &ServerConfig {
@@ -47,16 +78,65 @@ impl Node {
     }
 }
 
-/// Runs node `name` until `shutdown` turns true: binds its port, then dials its neighbours.
+/// The folder of node `name`'s store.
+pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
+    config.data_dir.join(name)
+}
+
+/// Opens node `name`'s store (creating `data_dir` if needed), moving a corrupt one aside.
+pub fn open_store(config: &HerdConfig, name: &str) -> Result<(Arc<Store>, OpenReport)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let (store, report) = Store::open(&store_dir(config, name))?;
+    Ok((Arc::new(store), report))
+}
+
+/// Runs node `name` until `shutdown` turns true: loads the table from `store` (if any), then
+/// binds its port, then dials its neighbours, so a restarted node answers from what it had
+/// before it links. The caller flushes the store after this returns.
 pub async fn run(
     config: HerdConfig,
     name: &str,
     places: Arc<dyn PlacesProvider>,
     started: Instant,
+    store: Option<(Arc<Store>, OpenReport)>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.address(&server);
+
+    let (table, store, recovered) = match store {
+        None => (Table::new(), None, 0),
+        Some((store, report)) => {
+            let restoring = Instant::now();
+            let table = Table::with_store(Arc::clone(&store));
+            let recovered = table.restore(report.records);
+            tracing::info!(
+                "recovered {recovered} clients from {} in {} ms{}",
+                report.dir.display(),
+                // Opening and reading the store, then filling the table.
+                (report.took + restoring.elapsed()).as_millis(),
+                if report.skipped > 0 {
+                    format!(" ({} unreadable entries skipped)", report.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some((aside, why)) = &report.moved_aside {
+                tracing::error!(
+                    "{name} started with an empty store: the old one could not be used ({why}) \
+                     and is kept at {}; the table refills from the neighbours",
+                    aside.display()
+                );
+            }
+            (table, Some(store), recovered)
+        }
+    };
+    let group_commit = match (&store, config.durability) {
+        (Some(store), Durability::Strict) => Some(store.spawn_group_commit()),
+        _ => None,
+    };
+
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!(
             "{name} cannot listen on {address}: is another process using port {}? \
@@ -84,9 +164,11 @@ pub async fn run(
         name: name.to_owned(),
         peers: Peers::new(&server.neighbours),
         config,
-        table: Table::new(),
+        table,
         places,
         started,
+        store,
+        recovered,
     });
     let dialers = peers::spawn_dialers(&node, shutdown.clone());
 
@@ -96,6 +178,9 @@ pub async fn run(
     }
     for dialer in dialers {
         dialer.abort();
+    }
+    if let Some(task) = group_commit {
+        task.abort();
     }
     tracing::info!("{name} stopped with {} clients known", node.table.len());
     Ok(())

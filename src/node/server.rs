@@ -53,6 +53,8 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut role = Role::Client;
     let mut out = Vec::new();
+    // Strict durability: the store write the replies in `out` wait for (0: none).
+    let mut durable_at = 0;
 
     while let Some(line) = read_line(&mut reader, MAX_LINE_BYTES).await? {
         let received = now_nanos();
@@ -66,7 +68,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         if matches!(role, Role::Client) {
             tracing::info!(target: "wire", "{remote} < {}", printable(&line));
         }
-        let reply = respond(node, &mut role, &line, received, remote).await;
+        let reply = respond(node, &mut role, &line, received, remote, &mut durable_at).await;
         if let Some(reply) = reply {
             tracing::info!(target: "wire", "{remote} > {}", printable(&reply));
             out.extend_from_slice(&reply);
@@ -74,11 +76,14 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         // Replies to lines that are already buffered share one write; each reply stays
         // contiguous either way.
         if !out.is_empty() && !has_buffered_line(reader.buffer()) {
+            // Pipelined IAMATs wait once for the whole batch (group commit per connection).
+            node.wait_durable(std::mem::take(&mut durable_at)).await;
             writer.write_all(&out).await?;
             out.clear();
         }
     }
     if !out.is_empty() {
+        node.wait_durable(durable_at).await;
         writer.write_all(&out).await?;
     }
     if let Role::Peer(name) = role {
@@ -88,13 +93,15 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     Ok(())
 }
 
-/// The reply to one line, if it gets one (flooded updates do not).
+/// The reply to one line, if it gets one (flooded updates do not). Under strict durability,
+/// raises `durable_at` to the store write an IAMAT reply must wait for.
 async fn respond(
     node: &Node,
     role: &mut Role,
     line: &[u8],
     received: i128,
     remote: SocketAddr,
+    durable_at: &mut u64,
 ) -> Option<Vec<u8>> {
     let Some(command) = protocol::parse_line(line) else {
         return Some(format_invalid(line));
@@ -104,7 +111,10 @@ async fn respond(
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
             let mut reply = record.line().as_bytes().to_vec();
             reply.push(b'\n');
-            node.accept(record, None);
+            let accepted = node.accept(record, None);
+            if node.strict() {
+                *durable_at = (*durable_at).max(node.durable_point(accepted));
+            }
             Some(reply)
         }
         Command::Whatsat(query) => {
@@ -141,7 +151,8 @@ async fn respond(
         }
         Command::Peer(PeerMessage::Update(record)) => match role {
             Role::Peer(from) => {
-                let new = node.accept(record.clone(), Some(from));
+                // Floods are written like local IAMATs but never wait for a flush.
+                let new = node.accept(record.clone(), Some(from)).is_some();
                 tracing::info!(
                     target: "wire",
                     "{from} < {} ({})",
@@ -162,6 +173,7 @@ async fn respond(
                     links_up,
                     links_total,
                     uptime_ms: node.started.elapsed().as_millis() as u64,
+                    recovered: node.recovered,
                 })
                 .into_bytes(),
             )

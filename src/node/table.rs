@@ -1,39 +1,72 @@
 //! The client table: each client's latest location, as the AT line of the server that first
-//! received it. This is the one place that decides whether an update is new.
+//! received it. This is the one place that decides whether an update is new, and so the one
+//! place that writes the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use super::store::{Seq, Store};
 use crate::protocol::AtRecord;
 
 /// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
-/// every critical section is a hash lookup, so a plain lock is enough.
-#[derive(Debug, Default)]
+/// every critical section is a hash lookup (plus, with a store, one in-memory sled insert),
+/// so a plain lock is enough.
+#[derive(Default)]
 pub struct Table {
     records: RwLock<HashMap<String, Arc<AtRecord>>>,
+    store: Option<Arc<Store>>,
 }
 
 impl Table {
+    /// A table in memory only.
     pub fn new() -> Table {
         Table::default()
     }
 
+    /// A table that writes every accepted record to `store`.
+    pub fn with_store(store: Arc<Store>) -> Table {
+        Table {
+            records: RwLock::default(),
+            store: Some(store),
+        }
+    }
+
     /// Stores `record` if it is newer than what the table holds for its client (see
-    /// [`AtRecord::is_newer_than`]). Returns whether it was stored: only stored records are
-    /// flooded on, which is what makes flooding terminate.
-    pub fn apply(&self, record: &Arc<AtRecord>) -> bool {
+    /// [`AtRecord::is_newer_than`]). Returns `None` if it was not (stale or duplicate), else
+    /// the store's sequence number for the write (0 without a store). Only stored records
+    /// are flooded on, which is what makes flooding terminate.
+    ///
+    /// The store is written under the table's write lock: the decision "newer" and the disk
+    /// write are one step, so two racing updates for a client reach the store in the order
+    /// the table took them and the store can never end with the older one.
+    pub fn apply(&self, record: &Arc<AtRecord>) -> Option<Seq> {
         let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
         match records.get_mut(record.client()) {
-            Some(held) if !record.is_newer_than(held) => false,
-            Some(held) => {
-                *held = Arc::clone(record);
-                true
-            }
+            Some(held) if !record.is_newer_than(held) => return None,
+            Some(held) => *held = Arc::clone(record),
             None => {
                 records.insert(record.client().to_owned(), Arc::clone(record));
-                true
             }
         }
+        Some(self.store.as_ref().map_or(0, |store| store.put(record)))
+    }
+
+    /// Loads records read back from the store (newer-wins, not written back). Returns how
+    /// many clients the table holds afterwards.
+    pub fn restore(&self, recovered: Vec<AtRecord>) -> usize {
+        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
+        records.reserve(recovered.len());
+        for record in recovered {
+            let record = Arc::new(record);
+            match records.get_mut(record.client()) {
+                Some(held) if !record.is_newer_than(held) => {}
+                Some(held) => *held = record,
+                None => {
+                    records.insert(record.client().to_owned(), record);
+                }
+            }
+        }
+        records.len()
     }
 
     /// The latest record for `client`.
@@ -68,16 +101,25 @@ mod tests {
     #[test]
     fn newer_wins_and_stale_or_duplicate_is_dropped() {
         let table = Table::new();
-        assert!(table.apply(&record("Alford", "kiwi", "10.5")));
-        assert!(!table.apply(&record("Alford", "kiwi", "10.5")), "duplicate");
-        assert!(!table.apply(&record("Ball", "kiwi", "10.4")), "older");
-        assert!(table.apply(&record("Ball", "kiwi", "10.6")), "newer");
+        assert!(table.apply(&record("Alford", "kiwi", "10.5")).is_some());
+        assert!(
+            table.apply(&record("Alford", "kiwi", "10.5")).is_none(),
+            "duplicate"
+        );
+        assert!(
+            table.apply(&record("Ball", "kiwi", "10.4")).is_none(),
+            "older"
+        );
+        assert!(
+            table.apply(&record("Ball", "kiwi", "10.6")).is_some(),
+            "newer"
+        );
         assert_eq!(table.get("kiwi").unwrap().origin(), "Ball");
         // Equal time: the origin name decides, the same on every server.
-        assert!(table.apply(&record("Welsh", "kiwi", "10.6")));
-        assert!(!table.apply(&record("Alford", "kiwi", "10.6")));
+        assert!(table.apply(&record("Welsh", "kiwi", "10.6")).is_some());
+        assert!(table.apply(&record("Alford", "kiwi", "10.6")).is_none());
         assert_eq!(table.get("kiwi").unwrap().origin(), "Welsh");
-        assert!(table.apply(&record("Alford", "other", "1")));
+        assert!(table.apply(&record("Alford", "other", "1")).is_some());
         assert_eq!(table.len(), 2);
         assert_eq!(table.snapshot().len(), 2);
         assert!(table.get("nobody").is_none());
@@ -101,5 +143,48 @@ mod tests {
         });
         assert_eq!(forward.get("kiwi"), backward.get("kiwi"));
         assert_eq!(forward.get("kiwi").unwrap().origin(), "Welsh");
+    }
+
+    #[test]
+    fn accepted_records_reach_the_store_and_stale_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("A")).unwrap();
+        let store = Arc::new(store);
+        let table = Table::with_store(Arc::clone(&store));
+        assert_eq!(table.apply(&record("Alford", "kiwi", "5")), Some(1));
+        assert_eq!(table.apply(&record("Ball", "kiwi", "4")), None);
+        assert_eq!(table.apply(&record("Ball", "kiwi", "6")), Some(2));
+        let stored = store.load().unwrap().records;
+        assert_eq!(stored, [(*record("Ball", "kiwi", "6")).clone()]);
+        // Restoring keeps the newest per client and writes nothing back.
+        let fresh = Table::new();
+        let older = (*record("Alford", "kiwi", "5")).clone();
+        assert_eq!(fresh.restore(vec![stored[0].clone(), older]), 1);
+        assert_eq!(fresh.get("kiwi").unwrap().origin(), "Ball");
+        assert_eq!(store.written(), 2);
+    }
+
+    #[test]
+    fn racing_writers_leave_the_newest_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("A")).unwrap();
+        let table = Arc::new(Table::with_store(Arc::new(store)));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let table = Arc::clone(&table);
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        // Interleaved times: every thread writes newer and older records.
+                        let time = format!("{}", i * 4 + (3 - t));
+                        table.apply(&record("Alford", "kiwi", &time));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let held = table.get("kiwi").unwrap();
+        assert_eq!(held.line(), record("Alford", "kiwi", "1999").line());
+        let stored = table.store.as_ref().unwrap().load().unwrap().records;
+        assert_eq!(stored, [(*held).clone()]);
     }
 }
