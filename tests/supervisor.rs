@@ -75,10 +75,15 @@ impl Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         let _ = self.run(&["stop", "all"]);
-        let mut pids: Vec<u32> = CLASSIC.iter().filter_map(|(n, _)| self.node_pid(n)).collect();
+        let mut pids: Vec<u32> = CLASSIC
+            .iter()
+            .filter_map(|(n, _)| self.node_pid(n))
+            .collect();
         pids.extend(self.daemon_pid());
         for pid in pids {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -203,7 +208,9 @@ fn a_port_in_use_fails_the_start_naming_the_port() {
     assert!(stderr.contains("Welsh failed to start"), "{stderr}");
     assert!(stderr.contains(&format!("port {port}")), "{stderr}");
     // It is left stopped, not flapping.
-    wait_until("Welsh to be stopped", || s.node("Welsh")["state"] == "stopped");
+    wait_until("Welsh to be stopped", || {
+        s.node("Welsh")["state"] == "stopped"
+    });
 }
 
 #[test]
