@@ -74,6 +74,7 @@ struct RawPlaces {
 struct RawReconnect {
     initial_ms: Option<u64>,
     max_ms: Option<u64>,
+    sync_interval_s: Option<u64>,
 }
 
 /// How often a node's log file rotates.
@@ -136,6 +137,8 @@ pub struct PlacesConfig {
 pub struct ReconnectSettings {
     pub initial: Duration,
     pub max: Duration,
+    /// How often a live link repeats the anti-entropy digest exchange.
+    pub sync_interval: Duration,
 }
 
 /// How the supervisor stops nodes and restarts crashed ones.
@@ -304,6 +307,7 @@ impl HerdConfig {
         let reconnect = ReconnectSettings {
             initial: Duration::from_millis(raw.reconnect.initial_ms.unwrap_or(100)),
             max: Duration::from_millis(raw.reconnect.max_ms.unwrap_or(2000)),
+            sync_interval: Duration::from_secs(raw.reconnect.sync_interval_s.unwrap_or(30).max(1)),
         };
         if reconnect.initial.is_zero() || reconnect.max < reconnect.initial {
             bail!(

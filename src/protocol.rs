@@ -134,6 +134,13 @@ pub enum PeerMessage<'a> {
     Welcome { server: &'a str, version: u32 },
     /// `HERD AT <AT line fields>`: a location update being flooded.
     Update(AtRecord),
+    /// `HERD SYNC <AT line fields>`: a record sent to repair a difference found by
+    /// anti-entropy (applied like an update; counted apart so status can say what was synced).
+    Sync(AtRecord),
+    /// `HERD DIGEST <n> <hex>`: the sender's table summarised as `n` bucket digests.
+    Digest(Vec<u64>),
+    /// `HERD WANT <bucket,bucket,...|->`: the buckets whose records the other side should send.
+    Want(Vec<u16>),
     /// `HERD STATUS`: an operator tool asks for the node's figures (read-only).
     StatusQuery,
 }
@@ -228,11 +235,70 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
             version: parse_version(version)?,
         }),
         ["STATUS"] => Some(PeerMessage::StatusQuery),
+        ["DIGEST", count, hex] => parse_digest(count, hex).map(PeerMessage::Digest),
+        ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
+        ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(
+            AtRecord::from_fields(origin, skew, client, location, time)?,
+        )),
         ["AT", origin, skew, client, location, time] => Some(PeerMessage::Update(
             AtRecord::from_fields(origin, skew, client, location, time)?,
         )),
         _ => None,
     }
+}
+
+/// Number of buckets in a table digest: enough that a few changes touch few buckets, small
+/// enough that a digest is one 16 KiB line.
+pub const DIGEST_BUCKETS: usize = 1024;
+
+fn parse_digest(count: &str, hex: &str) -> Option<Vec<u64>> {
+    if count.parse::<usize>().ok()? != DIGEST_BUCKETS || hex.len() != DIGEST_BUCKETS * 16 {
+        return None;
+    }
+    (0..DIGEST_BUCKETS)
+        .map(|i| u64::from_str_radix(hex.get(i * 16..i * 16 + 16)?, 16).ok())
+        .collect()
+}
+
+fn parse_want(buckets: &str) -> Option<Vec<u16>> {
+    if buckets == "-" {
+        return Some(Vec::new());
+    }
+    buckets
+        .split(',')
+        .map(|b| {
+            b.parse::<u16>()
+                .ok()
+                .filter(|&b| usize::from(b) < DIGEST_BUCKETS)
+        })
+        .collect()
+}
+
+/// `HERD DIGEST <n> <hex>\n`.
+pub fn format_digest(digest: &[u64]) -> String {
+    let mut line = format!("{PEER_VERB} DIGEST {} ", digest.len());
+    for d in digest {
+        line.push_str(&format!("{d:016x}"));
+    }
+    line.push('\n');
+    line
+}
+
+/// `HERD WANT <buckets|->\n`.
+pub fn format_want(buckets: &[u16]) -> String {
+    if buckets.is_empty() {
+        return format!("{PEER_VERB} WANT -\n");
+    }
+    let list: Vec<String> = buckets.iter().map(u16::to_string).collect();
+    format!("{PEER_VERB} WANT {}\n", list.join(","))
+}
+
+/// FNV-1a, 64 bits: a hash every build of herdctl computes the same way (digests are
+/// compared between servers, so std's randomly keyed hashers will not do).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn parse_version(text: &str) -> Option<u32> {
@@ -381,6 +447,16 @@ impl AtRecord {
     pub fn to_peer_line(&self) -> String {
         format!("{PEER_VERB} {}\n", self.line)
     }
+
+    /// The anti-entropy form of this record: `HERD SYNC ...`.
+    pub fn to_sync_line(&self) -> String {
+        format!("{PEER_VERB} SYNC {}\n", &self.line["AT ".len()..])
+    }
+
+    /// Which digest bucket this record's client falls in.
+    pub fn bucket(&self) -> u16 {
+        (stable_hash(self.client().as_bytes()) % DIGEST_BUCKETS as u64) as u16
+    }
 }
 
 /// `HERD HELLO <server> <version>\n`.
@@ -405,6 +481,9 @@ pub struct NodeFigures {
     /// Clients read back from the node's store when it started (absent from older nodes).
     #[serde(default)]
     pub recovered: usize,
+    /// Records anti-entropy brought in since start-up.
+    #[serde(default)]
+    pub synced: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -716,8 +795,55 @@ mod tests {
         let record = AtRecord::from_iamat("Alford", i.time.as_nanos() - 5, &i);
         assert_eq!(
             parse(record.to_peer_line().trim_end()),
-            PeerMessage::Update(record)
+            PeerMessage::Update(record.clone())
         );
+        assert_eq!(
+            parse(record.to_sync_line().trim_end()),
+            PeerMessage::Sync(record)
+        );
+        assert_eq!(parse("HERD STATUS"), PeerMessage::StatusQuery);
+        let figures = NodeFigures {
+            name: "Ball".into(),
+            pid: 7,
+            clients: 3,
+            links_up: 1,
+            links_total: 2,
+            uptime_ms: 99,
+            recovered: 2,
+            synced: 1,
+        };
+        assert_eq!(parse_status(&format_status(&figures)), Some(figures));
+        // Figures from a node that predates a field still parse.
+        let old = r#"HERD STATUS {"name":"A","pid":1,"clients":0,"links_up":0,"links_total":0,"uptime_ms":5}"#;
+        assert_eq!(parse_status(old).unwrap().synced, 0);
+
+        let digest: Vec<u64> = (0..DIGEST_BUCKETS as u64)
+            .map(|i| i.wrapping_mul(0x9e3779b97f4a7c15))
+            .collect();
+        assert_eq!(
+            parse(format_digest(&digest).trim_end()),
+            PeerMessage::Digest(digest)
+        );
+        assert_eq!(
+            parse(format_want(&[]).trim_end()),
+            PeerMessage::Want(vec![])
+        );
+        assert_eq!(
+            parse(format_want(&[3, 1023]).trim_end()),
+            PeerMessage::Want(vec![3, 1023])
+        );
+        assert_eq!(parse_line(b"HERD WANT 1024"), None);
+        assert_eq!(parse_line(b"HERD WANT 1,,2"), None);
+        assert_eq!(
+            parse_line(b"HERD DIGEST 2 00000000000000010000000000000002"),
+            None
+        );
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(b""), 0xcbf29ce484222325);
+        assert_eq!(stable_hash(b"a"), 0xaf63dc4c8601ec8c);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
-use crate::protocol::AtRecord;
+use crate::protocol::{format_want, AtRecord, DIGEST_BUCKETS};
 use peers::Peers;
 use store::{OpenReport, Seq, Store};
 use table::Table;
@@ -35,6 +36,17 @@ pub struct Node {
     pub store: Option<Arc<Store>>,
     /// Clients read back from the store at start-up.
     pub recovered: usize,
+    /// Records that anti-entropy brought in (new to this node).
+    pub synced: AtomicU64,
+}
+
+/// How a record arrived from a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// `HERD AT`: flooded as it happened.
+    Flood,
+    /// `HERD SYNC`: sent to repair a difference anti-entropy found.
+    Sync,
 }
 
 impl Node {
@@ -48,6 +60,43 @@ impl Node {
             self.peers.flood(&record, from);
         }
         seq
+    }
+
+    /// Applies a record a neighbour sent, logs it, counts what anti-entropy repaired.
+    /// Returns whether it was new.
+    pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
+        let line = record.line().to_owned();
+        // Written like local IAMATs, but never waiting for a flush.
+        let new = self.accept(record, Some(from)).is_some();
+        if new && arrival == Arrival::Sync {
+            self.synced.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(
+            target: "wire",
+            "{from} < {}{line} ({})",
+            if arrival == Arrival::Sync { "SYNC " } else { "" },
+            if new { "new, flooded" } else { "stale, dropped" }
+        );
+        new
+    }
+
+    /// The answer to a neighbour's digest: this node's records in every bucket where the
+    /// digests differ, then which buckets the neighbour should send back. Records the
+    /// neighbour already has are dropped there by newer-wins, so the exchange is safe to
+    /// repeat; its cost follows the differences, not the table.
+    pub fn answer_digest(&self, from: &str, theirs: &[u64]) -> String {
+        let buckets = self.table.differing_buckets(theirs);
+        let records = self.table.records_in(&buckets);
+        let mut reply: String = records.iter().map(|r| r.to_sync_line()).collect();
+        reply.push_str(&format_want(&buckets));
+        if !buckets.is_empty() {
+            tracing::info!(
+                "anti-entropy with {from}: {} of {DIGEST_BUCKETS} buckets differ; sending {} records",
+                buckets.len(),
+                records.len()
+            );
+        }
+        reply
     }
 
     /// Whether client replies wait for their update to be flushed.
@@ -169,6 +218,7 @@ pub async fn run(
         started,
         store,
         recovered,
+        synced: AtomicU64::new(0),
     });
     let dialers = peers::spawn_dialers(&node, shutdown.clone());
 

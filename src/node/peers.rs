@@ -3,9 +3,14 @@
 //! connection (see `server.rs`). Two one-way connections per link mean no race over which
 //! end owns the link, and each end reconnects on its own.
 //!
-//! Outgoing message flow on a link: `HERD HELLO` -> `HERD WELCOME`, then a catch-up of the
-//! whole table, then every update this node accepts (except those that came from that
-//! neighbour) as `HERD AT ...` lines.
+//! Message flow on a link this node dialled:
+//!   -> `HERD HELLO me 1`            <- `HERD WELCOME them 1`
+//!   -> `HERD DIGEST n <hex>`        (anti-entropy: this table summarised per bucket of clients)
+//!   <- `HERD SYNC ...` * k          (their records in the buckets that differ)
+//!   <- `HERD WANT b1,b2,...`        -> `HERD SYNC ...` (this node's records in those buckets)
+//!   -> `HERD AT ...`                every update this node accepts, except the neighbour's own
+//! The digest exchange repeats every `reconnect.sync_interval_s` to repair anything lost
+//! while the link stayed up. Both ends dial, so both directions are repaired.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,16 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::lines::{read_line, Line};
-use super::Node;
+use super::lines::{read_line, Line, MAX_LINE_BYTES};
+use super::{Arrival, Node};
 use crate::config::ReconnectSettings;
-use crate::protocol::{self, format_hello, AtRecord, Command, PeerMessage};
+use crate::protocol::{self, format_digest, format_hello, AtRecord, Command, PeerMessage};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,26 +179,28 @@ async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<
         .context("handshake timed out")?
 }
 
-/// Sends the catch-up, then queued updates, until the connection fails or closes.
+/// Runs anti-entropy (now and every `sync_interval`), forwards queued updates, and applies
+/// what the neighbour sends back, until the connection fails or closes.
 async fn forward(
     node: &Node,
     neighbour: &str,
     stream: TcpStream,
     queue: &mut UpdateQueue,
 ) -> Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
-    // The link was marked up before this snapshot, so every update either is in it or is
-    // queued after it; a duplicate is harmless (newer-wins drops it).
-    let catch_up = node.table.snapshot();
-    let count = catch_up.len();
-    for chunk in catch_up.chunks(MAX_BATCH) {
-        let batch: String = chunk.iter().map(|r| r.to_peer_line()).collect();
-        writer.write_all(batch.as_bytes()).await?;
-    }
-    tracing::info!("sent {count} records to {neighbour} to catch it up");
+    let (reader, mut writer) = stream.into_split();
+    // Reading in its own task keeps the select below cancel-safe.
+    let (lines_tx, mut lines) = mpsc::channel(1024);
+    let _reader = AbortOnDrop(tokio::spawn(read_lines(reader, lines_tx)));
+
+    // The link was marked up before this digest was taken, so every update is either in
+    // the digest exchange or queued after it; a duplicate is harmless (newer-wins drops it).
+    writer
+        .write_all(format_digest(&node.table.digest()).as_bytes())
+        .await?;
+    let period = node.config.reconnect.sync_interval;
+    let mut exchange = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
 
     let mut batch = String::new();
-    let mut sink = [0u8; 512];
     loop {
         tokio::select! {
             update = queue.recv() => {
@@ -210,18 +218,70 @@ async fn forward(
                     tracing::info!(target: "wire", "{neighbour} > {line}");
                 }
             }
-            // The neighbour sends nothing after WELCOME; reading tells when it goes away.
-            read = reader.read(&mut sink) => {
-                let read = read?;
-                if read == 0 {
-                    return Ok(());
-                }
-                tracing::warn!(
-                    "unexpected data from {neighbour}: {}",
-                    String::from_utf8_lossy(&sink[..read])
+            line = lines.recv() => {
+                let Some(line) = line else { return Ok(()) };
+                answer(node, neighbour, &line, &mut writer).await?;
+            }
+            _ = exchange.tick() => {
+                writer.write_all(format_digest(&node.table.digest()).as_bytes()).await?;
+            }
+        }
+    }
+}
+
+/// Handles one line the neighbour sent on this node's link: records that anti-entropy
+/// repaired, and the buckets it wants from this node.
+async fn answer(
+    node: &Node,
+    neighbour: &str,
+    line: &[u8],
+    writer: &mut OwnedWriteHalf,
+) -> Result<()> {
+    match protocol::parse_line(line) {
+        Some(Command::Peer(PeerMessage::Sync(record))) => {
+            node.accept_from_peer(record, neighbour, Arrival::Sync);
+        }
+        Some(Command::Peer(PeerMessage::Update(record))) => {
+            node.accept_from_peer(record, neighbour, Arrival::Flood);
+        }
+        Some(Command::Peer(PeerMessage::Want(buckets))) => {
+            let records = node.table.records_in(&buckets);
+            for chunk in records.chunks(MAX_BATCH) {
+                let lines: String = chunk.iter().map(|r| r.to_sync_line()).collect();
+                writer.write_all(lines.as_bytes()).await?;
+            }
+            if !buckets.is_empty() {
+                tracing::info!(
+                    "anti-entropy with {neighbour}: it wanted {} buckets; sent {} records",
+                    buckets.len(),
+                    records.len()
                 );
             }
         }
+        _ => tracing::warn!(
+            "unexpected line from {neighbour}: {}",
+            crate::logs::printable(line)
+        ),
+    }
+    Ok(())
+}
+
+/// Feeds the neighbour's lines into `lines` until EOF or an error.
+async fn read_lines(reader: OwnedReadHalf, lines: mpsc::Sender<Vec<u8>>) {
+    let mut reader = BufReader::new(reader);
+    while let Ok(Some(Line::Complete(line))) = read_line(&mut reader, MAX_LINE_BYTES).await {
+        if lines.send(line).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Aborts a task when the owner goes away, so a link's reader never outlives the link.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -262,6 +322,7 @@ mod tests {
         let mut b = Backoff::new(ReconnectSettings {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(1000),
+            sync_interval: Duration::from_secs(30),
         });
         let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
         let floors = [100, 200, 400, 800, 1000, 1000];

@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::lines::{has_buffered_line, read_line, Line, MAX_LINE_BYTES};
-use super::Node;
+use super::{Arrival, Node};
 use crate::logs::printable;
 use crate::places::NearbyQuery;
 use crate::protocol::{
@@ -151,18 +151,24 @@ async fn respond(
         }
         Command::Peer(PeerMessage::Update(record)) => match role {
             Role::Peer(from) => {
-                // Floods are written like local IAMATs but never wait for a flush.
-                let new = node.accept(record.clone(), Some(from)).is_some();
-                tracing::info!(
-                    target: "wire",
-                    "{from} < {} ({})",
-                    record.line(),
-                    if new { "new, flooded" } else { "stale, dropped" }
-                );
+                node.accept_from_peer(record, from, Arrival::Flood);
                 None
             }
             Role::Client => Some(format_invalid(line)),
         },
+        Command::Peer(PeerMessage::Sync(record)) => match role {
+            Role::Peer(from) => {
+                node.accept_from_peer(record, from, Arrival::Sync);
+                None
+            }
+            Role::Client => Some(format_invalid(line)),
+        },
+        Command::Peer(PeerMessage::Digest(theirs)) => match role {
+            Role::Peer(from) => Some(node.answer_digest(from, &theirs).into_bytes()),
+            Role::Client => Some(format_invalid(line)),
+        },
+        // WANT answers a digest this side sent; the accepting side never sends one.
+        Command::Peer(PeerMessage::Want(_)) => Some(format_invalid(line)),
         Command::Peer(PeerMessage::StatusQuery) => {
             let (links_up, links_total) = node.peers.links_up();
             Some(
@@ -174,6 +180,7 @@ async fn respond(
                     links_total,
                     uptime_ms: node.started.elapsed().as_millis() as u64,
                     recovered: node.recovered,
+                    synced: node.synced.load(std::sync::atomic::Ordering::Relaxed),
                 })
                 .into_bytes(),
             )

@@ -6,14 +6,50 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use super::store::{Seq, Store};
-use crate::protocol::AtRecord;
+use crate::protocol::{stable_hash, AtRecord, DIGEST_BUCKETS};
+
+/// The records, and per bucket of clients the XOR of their lines' hashes: a digest that two
+/// servers can compare to find where their tables differ, kept current in O(1) per update.
+struct Inner {
+    records: HashMap<String, Arc<AtRecord>>,
+    digests: Vec<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Inner {
+        Inner {
+            records: HashMap::new(),
+            digests: vec![0; DIGEST_BUCKETS],
+        }
+    }
+}
+
+impl Inner {
+    /// Newer-wins; returns whether `record` was stored.
+    fn store_if_newer(&mut self, record: &Arc<AtRecord>) -> bool {
+        let bucket = usize::from(record.bucket());
+        match self.records.get_mut(record.client()) {
+            Some(held) if !record.is_newer_than(held) => return false,
+            Some(held) => {
+                self.digests[bucket] ^= stable_hash(held.line().as_bytes());
+                *held = Arc::clone(record);
+            }
+            None => {
+                self.records
+                    .insert(record.client().to_owned(), Arc::clone(record));
+            }
+        }
+        self.digests[bucket] ^= stable_hash(record.line().as_bytes());
+        true
+    }
+}
 
 /// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
 /// every critical section is a hash lookup (plus, with a store, one in-memory sled insert),
 /// so a plain lock is enough.
 #[derive(Default)]
 pub struct Table {
-    records: RwLock<HashMap<String, Arc<AtRecord>>>,
+    inner: RwLock<Inner>,
     store: Option<Arc<Store>>,
 }
 
@@ -26,7 +62,7 @@ impl Table {
     /// A table that writes every accepted record to `store`.
     pub fn with_store(store: Arc<Store>) -> Table {
         Table {
-            records: RwLock::default(),
+            inner: RwLock::default(),
             store: Some(store),
         }
     }
@@ -40,13 +76,9 @@ impl Table {
     /// write are one step, so two racing updates for a client reach the store in the order
     /// the table took them and the store can never end with the older one.
     pub fn apply(&self, record: &Arc<AtRecord>) -> Option<Seq> {
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        match records.get_mut(record.client()) {
-            Some(held) if !record.is_newer_than(held) => return None,
-            Some(held) => *held = Arc::clone(record),
-            None => {
-                records.insert(record.client().to_owned(), Arc::clone(record));
-            }
+        let mut inner = self.write();
+        if !inner.store_if_newer(record) {
+            return None;
         }
         Some(self.store.as_ref().map_or(0, |store| store.put(record)))
     }
@@ -54,35 +86,67 @@ impl Table {
     /// Loads records read back from the store (newer-wins, not written back). Returns how
     /// many clients the table holds afterwards.
     pub fn restore(&self, recovered: Vec<AtRecord>) -> usize {
-        let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
-        records.reserve(recovered.len());
+        let mut inner = self.write();
+        inner.records.reserve(recovered.len());
         for record in recovered {
-            let record = Arc::new(record);
-            match records.get_mut(record.client()) {
-                Some(held) if !record.is_newer_than(held) => {}
-                Some(held) => *held = record,
-                None => {
-                    records.insert(record.client().to_owned(), record);
-                }
-            }
+            inner.store_if_newer(&Arc::new(record));
         }
-        records.len()
+        inner.records.len()
     }
 
     /// The latest record for `client`.
     pub fn get(&self, client: &str) -> Option<Arc<AtRecord>> {
-        let records = self.records.read().unwrap_or_else(|e| e.into_inner());
-        records.get(client).cloned()
+        self.read().records.get(client).cloned()
     }
 
     /// Every record, for catching a neighbour up.
     pub fn snapshot(&self) -> Vec<Arc<AtRecord>> {
-        let records = self.records.read().unwrap_or_else(|e| e.into_inner());
-        records.values().cloned().collect()
+        self.read().records.values().cloned().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.records.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read().records.len()
+    }
+
+    /// The table's digest: one hash per bucket of clients.
+    pub fn digest(&self) -> Vec<u64> {
+        self.read().digests.clone()
+    }
+
+    /// The buckets where this table's digest and `theirs` differ.
+    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u16> {
+        let inner = self.read();
+        (0..DIGEST_BUCKETS)
+            .filter(|&b| theirs.get(b) != Some(&inner.digests[b]))
+            .map(|b| b as u16)
+            .collect()
+    }
+
+    /// Every record whose client falls in one of `buckets`. A scan of the table, done only
+    /// when digests differ.
+    pub fn records_in(&self, buckets: &[u16]) -> Vec<Arc<AtRecord>> {
+        if buckets.is_empty() {
+            return Vec::new();
+        }
+        let mut wanted = vec![false; DIGEST_BUCKETS];
+        for &b in buckets {
+            wanted[usize::from(b)] = true;
+        }
+        let inner = self.read();
+        inner
+            .records
+            .values()
+            .filter(|r| wanted[usize::from(r.bucket())])
+            .cloned()
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -123,6 +187,36 @@ mod tests {
         assert_eq!(table.len(), 2);
         assert_eq!(table.snapshot().len(), 2);
         assert!(table.get("nobody").is_none());
+    }
+
+    #[test]
+    fn digests_match_exactly_when_tables_hold_the_same_records() {
+        let a = Table::new();
+        let b = Table::new();
+        let updates: Vec<Arc<AtRecord>> = (0..300)
+            .map(|i| record("Alford", &format!("c{}", i % 100), &format!("{i}")))
+            .collect();
+        for u in &updates {
+            a.apply(u);
+        }
+        // Different arrival order and a history of overwritten records: same digest.
+        for u in updates.iter().rev() {
+            b.apply(u);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(a.differing_buckets(&b.digest()).is_empty());
+        let newer = record("Ball", "c7", "1000");
+        b.apply(&newer);
+        let differ = a.differing_buckets(&b.digest());
+        assert_eq!(differ, [newer.bucket()]);
+        let repair = b.records_in(&differ);
+        assert!(repair.contains(&newer));
+        assert!(repair.iter().all(|r| r.bucket() == newer.bucket()));
+        for r in &repair {
+            a.apply(r);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(b.records_in(&[]).is_empty());
     }
 
     #[test]

@@ -374,6 +374,10 @@ struct StatusRow {
     clients: Option<usize>,
     links_up: Option<usize>,
     links_total: usize,
+    /// Clients the node read back from its store at start-up.
+    recovered: Option<usize>,
+    /// Records anti-entropy brought the node since it started.
+    synced: Option<u64>,
     last_exit: Option<String>,
 }
 
@@ -403,6 +407,8 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 clients: f.map(|f| f.clients),
                 links_up: f.map(|f| f.links_up),
                 links_total: supervisor.config.servers[&r.name].neighbours.len(),
+                recovered: f.map(|f| f.recovered),
+                synced: f.map(|f| f.synced),
                 last_exit: r.last_exit.clone(),
             }
         })
@@ -487,13 +493,22 @@ async fn query_figures(
 
 fn print_table(rows: &[StatusRow]) {
     println!(
-        "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6}  LAST EXIT",
-        "NAME", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CLIENTS", "LINKS"
+        "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
+        "NAME",
+        "STATE",
+        "PID",
+        "PORT",
+        "UPTIME",
+        "RESTARTS",
+        "CLIENTS",
+        "LINKS",
+        "RECOVERED",
+        "SYNCED"
     );
     let dash = || "-".to_owned();
     for r in rows {
         println!(
-            "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6}  {}",
+            "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
             r.name,
             r.state,
             r.pid.map_or_else(dash, |p| p.to_string()),
@@ -503,6 +518,8 @@ fn print_table(rows: &[StatusRow]) {
             r.clients.map_or_else(dash, |c| c.to_string()),
             r.links_up
                 .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
+            r.recovered.map_or_else(dash, |n| n.to_string()),
+            r.synced.map_or_else(dash, |n| n.to_string()),
             r.last_exit.as_deref().unwrap_or("-"),
         );
     }
