@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::UnixStream;
 
 use super::control::{call, NodeReport, Request, Response};
 use super::machine::State;
@@ -21,7 +20,7 @@ use super::{node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::pidlock::PidLock;
-use crate::protocol::{parse_status, NodeFigures};
+use crate::protocol::NodeFigures;
 
 /// How long `start` waits for every node to answer.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -461,30 +460,22 @@ async fn query_figures(
     config: &HerdConfig,
     reports: &[NodeReport],
 ) -> BTreeMap<String, NodeFigures> {
-    let queries = reports.iter().filter(|r| r.pid.is_some()).map(|r| {
-        let address = std::net::SocketAddr::new(config.host, r.port);
-        let name = r.name.clone();
-        async move {
-            let ask = async {
-                let mut stream = TcpStream::connect(address).await.ok()?;
-                stream.write_all(b"HERD STATUS\n").await.ok()?;
-                let mut line = String::new();
-                BufReader::new(&mut stream)
-                    .read_line(&mut line)
-                    .await
-                    .ok()?;
-                parse_status(&line)
-            };
-            let figures = tokio::time::timeout(Duration::from_secs(1), ask)
-                .await
-                .ok()
-                .flatten();
-            figures.map(|f| (name, f))
-        }
-    });
+    // Spawned, so a node that hangs costs its own timeout, not everyone's in turn.
+    let queries: Vec<_> = reports
+        .iter()
+        .filter(|r| r.pid.is_some())
+        .map(|r| {
+            let address = std::net::SocketAddr::new(config.host, r.port);
+            let name = r.name.clone();
+            tokio::spawn(async move {
+                let figures = super::ask_figures(address, Duration::from_secs(1)).await;
+                figures.map(|f| (name, f))
+            })
+        })
+        .collect();
     let mut out = BTreeMap::new();
-    for query in queries.collect::<Vec<_>>() {
-        if let Some((name, figures)) = query.await {
+    for query in queries {
+        if let Ok(Some((name, figures))) = query.await {
             out.insert(name, figures);
         }
     }

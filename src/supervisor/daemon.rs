@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixListener, UnixStream};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::{NodeReport, Request, Response};
@@ -20,7 +20,6 @@ use super::{node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::pidlock::PidLock;
-use crate::protocol::parse_status;
 
 /// How often the loop looks at timers, readiness and adopted nodes.
 const TICK: Duration = Duration::from_millis(50);
@@ -350,21 +349,9 @@ impl Supervisor {
 
 /// Whether the node on `address` answers `HERD STATUS` as process `pid`: the port merely
 /// accepting could be some other program squatting on it.
-pub async fn answers_as(address: std::net::SocketAddr, pid: u32) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
-        stream.write_all(b"HERD STATUS\n").await.ok()?;
-        let mut line = String::new();
-        BufReader::new(&mut stream)
-            .read_line(&mut line)
-            .await
-            .ok()?;
-        parse_status(&line)
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Some(figures)) if figures.pid == pid
-    )
+async fn answers_as(address: std::net::SocketAddr, pid: u32) -> bool {
+    let figures = super::ask_figures(address, Duration::from_secs(2)).await;
+    figures.is_some_and(|f| f.pid == pid)
 }
 
 /// Reads one request from a CLI connection, has the loop answer it, writes the answer.

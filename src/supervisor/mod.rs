@@ -13,9 +13,15 @@ pub mod daemon;
 pub mod machine;
 pub mod process;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::config::HerdConfig;
+use crate::protocol::{parse_status, NodeFigures};
 
 /// Where the supervisor's files live, all inside the herd's run folder.
 pub struct RunPaths {
@@ -37,4 +43,19 @@ impl RunPaths {
 /// Where a node's stderr goes when the supervisor starts it (start-up errors land here).
 pub fn node_stderr_path(config: &HerdConfig, name: &str) -> PathBuf {
     config.run_dir.join(format!("{name}.stderr"))
+}
+
+/// Asks the node on `address` for its own figures (`HERD STATUS`), within `timeout`.
+pub async fn ask_figures(address: SocketAddr, timeout: Duration) -> Option<NodeFigures> {
+    let ask = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        stream.write_all(b"HERD STATUS\n").await.ok()?;
+        let mut line = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut line)
+            .await
+            .ok()?;
+        parse_status(&line)
+    };
+    tokio::time::timeout(timeout, ask).await.ok().flatten()
 }
