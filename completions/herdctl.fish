@@ -37,6 +37,7 @@ complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "tail" -d 'Print the
 complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "run" -d 'Run one server in the foreground (what the supervisor, systemd or a container runs)'
 complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "check" -d 'Validate the herd file and print the herd it describes'
 complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "bench" -d 'Load a running server and measure throughput, latency and propagation'
 complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "supervise" -d 'The supervisor daemon itself (started by `herdctl start`; not for direct use)'
 complete -c herdctl -n "__fish_herdctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand start" -l config -d 'The herd file' -r -F
@@ -62,17 +63,32 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand check" -l config -d 'The
 complete -c herdctl -n "__fish_herdctl_using_subcommand check" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l target -d 'The server to load (a name from the herd file; it must be running)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l duration -d 'How long to load it, in seconds' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l connections -d 'Connections (default: 50 in the closed loop, 8 with --rate)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rate -d 'Open loop: send this many requests per second in all, whatever the replies do (latency counts from when each request was due). Without it: closed loop' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l window -d 'Requests in flight per connection in the closed loop (pipelining)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l mix -d 'The share of each command, e.g. `iamat=90,whatsat=10`' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l radius -d 'WHATSAT radius in km' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l bound -d 'WHATSAT bound (most places per reply)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l propagation -d 'Also measure how long an update acknowledged by the target takes to be visible at this server (a separate probe, a few updates per second)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l per-request -d 'A new TCP connection per request, like the classic test clients'
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l baseline-echo -d 'First drive an in-process echo server the same way, and report the node\'s rate as a ratio to it'
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -s h -l help -d 'Print help'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "start" -d 'Start servers under the supervisor (starting it if needed) and wait until they answer'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "stop" -d 'Stop servers: SIGTERM, then SIGKILL after the stop timeout. `stop all` also ends the supervisor'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "restart" -d 'Stop, then start servers'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "kill" -d 'SIGKILL a server, as a crash: the supervisor restarts it by its restart policy'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "status" -d 'Show every server\'s state, pid, port, uptime, restarts, clients and links'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "send" -d 'Send one line (or lines from stdin with `-`) to a server and print its reply'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "tail" -d 'Print the end of a server\'s log (`all`: every server\'s, interleaved by time)'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "run" -d 'Run one server in the foreground (what the supervisor, systemd or a container runs)'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "check" -d 'Validate the herd file and print the herd it describes'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "completions" -d 'Print a shell completion script'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "supervise" -d 'The supervisor daemon itself (started by `herdctl start`; not for direct use)'
-complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions supervise help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "start" -d 'Start servers under the supervisor (starting it if needed) and wait until they answer'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "stop" -d 'Stop servers: SIGTERM, then SIGKILL after the stop timeout. `stop all` also ends the supervisor'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "restart" -d 'Stop, then start servers'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "kill" -d 'SIGKILL a server, as a crash: the supervisor restarts it by its restart policy'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "status" -d 'Show every server\'s state, pid, port, uptime, restarts, clients and links'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "send" -d 'Send one line (or lines from stdin with `-`) to a server and print its reply'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "tail" -d 'Print the end of a server\'s log (`all`: every server\'s, interleaved by time)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "run" -d 'Run one server in the foreground (what the supervisor, systemd or a container runs)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "check" -d 'Validate the herd file and print the herd it describes'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "completions" -d 'Print a shell completion script'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "bench" -d 'Load a running server and measure throughput, latency and propagation'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "supervise" -d 'The supervisor daemon itself (started by `herdctl start`; not for direct use)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill status send tail run check completions bench supervise help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

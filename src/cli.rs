@@ -79,9 +79,55 @@ pub enum Command {
     Check,
     /// Print a shell completion script.
     Completions { shell: Shell },
+    /// Load a running server and measure throughput, latency and propagation.
+    Bench(BenchArgs),
     /// The supervisor daemon itself (started by `herdctl start`; not for direct use).
     #[command(hide = true)]
     Supervise,
+}
+
+/// `herdctl bench`: what to load, how, and what to measure.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The server to load (a name from the herd file; it must be running).
+    #[arg(long, value_name = "NAME")]
+    pub target: String,
+    /// How long to load it, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Connections (default: 50 in the closed loop, 8 with --rate).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Open loop: send this many requests per second in all, whatever the replies do
+    /// (latency counts from when each request was due). Without it: closed loop.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Requests in flight per connection in the closed loop (pipelining).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub window: usize,
+    /// A new TCP connection per request, like the classic test clients.
+    #[arg(long)]
+    pub per_request: bool,
+    /// The share of each command, e.g. `iamat=90,whatsat=10`.
+    #[arg(long, value_name = "MIX", default_value = "iamat=100")]
+    pub mix: String,
+    /// WHATSAT radius in km.
+    #[arg(long, value_name = "KM", default_value_t = 50.0)]
+    pub radius: f64,
+    /// WHATSAT bound (most places per reply).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub bound: usize,
+    /// Also measure how long an update acknowledged by the target takes to be visible at
+    /// this server (a separate probe, a few updates per second).
+    #[arg(long, value_name = "NAME")]
+    pub propagation: Option<String>,
+    /// First drive an in-process echo server the same way, and report the node's rate as a
+    /// ratio to it.
+    #[arg(long)]
+    pub baseline_echo: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Shells clap_complete can generate for.

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::config::{HerdConfig, PlacesConfig, ProviderKind};
 use crate::pidlock::PidLock;
+use crate::places::google::{ApiKey, GoogleProvider};
 use crate::places::offline::OfflineIndex;
 use crate::places::PlacesProvider;
 
@@ -101,6 +102,19 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
             Some(file) => OfflineIndex::from_csv_path(file)?,
             None => OfflineIndex::embedded(),
         })),
+        ProviderKind::Google => {
+            let key = ApiKey::from_env()?;
+            let google = GoogleProvider::new(&places.google, key)?;
+            tracing::info!(
+                "places: google ({:?} API) at {}, timeout {} ms, cache {} s x {} entries",
+                places.google.api,
+                places.google.endpoint,
+                places.google.timeout.as_millis(),
+                places.google.cache_ttl.as_secs(),
+                places.google.cache_entries
+            );
+            Ok(Arc::new(google))
+        }
     }
 }
 

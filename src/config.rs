@@ -67,6 +67,11 @@ struct RawLogs {
 struct RawPlaces {
     provider: Option<ProviderKind>,
     file: Option<PathBuf>,
+    api: Option<GoogleApi>,
+    endpoint: Option<Spanned<String>>,
+    timeout_ms: Option<u64>,
+    cache_ttl_s: Option<u64>,
+    cache_entries: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +97,29 @@ pub enum LogRotation {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Offline,
+    Google,
+}
+
+/// Which Google Places web service the google provider calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoogleApi {
+    /// Nearby Search (legacy): `GET ...?location=LAT,LNG&radius=METRES&key=KEY`.
+    #[default]
+    Legacy,
+    /// Places API (New) `places:searchNearby`: `POST` with a field mask, mapped to the legacy
+    /// JSON shape.
+    New,
+}
+
+impl GoogleApi {
+    /// Google's own URL for this API.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            GoogleApi::Legacy => "https://maps.googleapis.com/maps/api/place/nearbysearch/json",
+            GoogleApi::New => "https://places.googleapis.com/v1/places:searchNearby",
+        }
+    }
 }
 
 /// When a node's store reaches the disk (see `node/store.rs`).
@@ -130,7 +158,29 @@ pub struct PlacesConfig {
     pub provider: ProviderKind,
     /// For the offline provider: a points-of-interest CSV instead of the embedded GeoNames set.
     pub file: Option<PathBuf>,
+    /// For the google provider (defaults filled in even when the provider is offline).
+    pub google: GoogleSettings,
 }
+
+/// The google provider's settings. The API key is not here: it comes from the environment
+/// variable `GOOGLE_PLACES_API_KEY` when the node starts, so it is never in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoogleSettings {
+    pub api: GoogleApi,
+    /// `http://` or `https://` URL; Google's own for `api` unless set.
+    pub endpoint: String,
+    /// The most an upstream request may take, connect to last byte.
+    pub timeout: Duration,
+    /// How long an answer (status OK or ZERO_RESULTS) is reused for the same location and
+    /// radius; zero turns caching off (concurrent identical queries still share one request).
+    pub cache_ttl: Duration,
+    /// The most (location, radius) answers the cache holds.
+    pub cache_entries: usize,
+}
+
+pub const DEFAULT_GOOGLE_TIMEOUT_MS: u64 = 3000;
+pub const DEFAULT_GOOGLE_CACHE_TTL_S: u64 = 300;
+pub const DEFAULT_GOOGLE_CACHE_ENTRIES: usize = 10_000;
 
 /// Capped exponential backoff between attempts to reach a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,10 +350,7 @@ impl HerdConfig {
         if logs.keep == 0 {
             bail!("{shown}: logs.keep is 0; keep at least 1 file (default {DEFAULT_LOG_KEEP})");
         }
-        let places = PlacesConfig {
-            provider: raw.places.provider.unwrap_or(ProviderKind::Offline),
-            file: raw.places.file.map(|f| resolve(Some(f), "")),
-        };
+        let places = places_config(raw.places, &shown.to_string(), |f| resolve(Some(f), ""))?;
         let reconnect = ReconnectSettings {
             initial: Duration::from_millis(raw.reconnect.initial_ms.unwrap_or(100)),
             max: Duration::from_millis(raw.reconnect.max_ms.unwrap_or(2000)),
@@ -370,6 +417,83 @@ impl HerdConfig {
     pub fn address(&self, server: &ServerConfig) -> SocketAddr {
         SocketAddr::new(self.host, server.port)
     }
+}
+
+/// The `places:` section, checked: settings of one provider under the other are errors, so a
+/// user never believes a setting is in effect when it is not.
+fn places_config(
+    raw: RawPlaces,
+    shown: &str,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<PlacesConfig> {
+    let provider = raw.provider.unwrap_or(ProviderKind::Offline);
+    let google_keys = [
+        ("api", raw.api.is_some()),
+        ("endpoint", raw.endpoint.is_some()),
+        ("timeout_ms", raw.timeout_ms.is_some()),
+        ("cache_ttl_s", raw.cache_ttl_s.is_some()),
+        ("cache_entries", raw.cache_entries.is_some()),
+    ];
+    match provider {
+        ProviderKind::Offline => {
+            if let Some((key, _)) = google_keys.iter().find(|(_, set)| *set) {
+                bail!(
+                    "{shown}: places.{key} is a setting of the google provider; add \
+                     `provider: google` under places: or remove {key}"
+                );
+            }
+        }
+        ProviderKind::Google => {
+            if raw.file.is_some() {
+                bail!(
+                    "{shown}: places.file is a setting of the offline provider; remove it or \
+                     use `provider: offline`"
+                );
+            }
+        }
+    }
+    let api = raw.api.unwrap_or_default();
+    let endpoint = match raw.endpoint {
+        None => api.default_endpoint().to_owned(),
+        Some(e) => {
+            let lower = e.value.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("https://")
+                .or_else(|| lower.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || e.value.contains(' ') {
+                bail!(
+                    "{shown} line {}: places.endpoint {:?} is not an http:// or https:// URL; \
+                     leave it out to use Google's ({})",
+                    e.referenced.line(),
+                    e.value,
+                    api.default_endpoint()
+                );
+            }
+            e.value
+        }
+    };
+    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_GOOGLE_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        bail!("{shown}: places.timeout_ms is 0; use e.g. {DEFAULT_GOOGLE_TIMEOUT_MS}");
+    }
+    let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_GOOGLE_CACHE_ENTRIES);
+    if cache_entries == 0 {
+        bail!(
+            "{shown}: places.cache_entries is 0; keep at least 1 (to turn caching off, set \
+             cache_ttl_s: 0)"
+        );
+    }
+    Ok(PlacesConfig {
+        provider,
+        file: raw.file.map(resolve),
+        google: GoogleSettings {
+            api,
+            endpoint,
+            timeout: Duration::from_millis(timeout_ms),
+            cache_ttl: Duration::from_secs(raw.cache_ttl_s.unwrap_or(DEFAULT_GOOGLE_CACHE_TTL_S)),
+            cache_entries,
+        },
+    })
 }
 
 fn first_line(text: &str) -> &str {
@@ -488,6 +612,68 @@ servers:
         assert!(e.contains("empty"), "{e}");
         let e = error("servers:\n  A: { port: 1 }\nplaces: { provider: bing }\n");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn google_places_settings_and_defaults() {
+        let c = parse(&format!("{CLASSIC}places: {{ provider: google }}\n")).unwrap();
+        assert_eq!(c.places.provider, ProviderKind::Google);
+        let g = &c.places.google;
+        assert_eq!(g.api, GoogleApi::Legacy);
+        assert_eq!(g.endpoint, GoogleApi::Legacy.default_endpoint());
+        assert_eq!(g.timeout, Duration::from_millis(DEFAULT_GOOGLE_TIMEOUT_MS));
+        assert_eq!(g.cache_ttl, Duration::from_secs(DEFAULT_GOOGLE_CACHE_TTL_S));
+        assert_eq!(g.cache_entries, DEFAULT_GOOGLE_CACHE_ENTRIES);
+
+        let c = parse(&format!(
+            "{CLASSIC}places:\n  provider: google\n  api: new\n  timeout_ms: 250\n  \
+             cache_ttl_s: 0\n  cache_entries: 5\n"
+        ))
+        .unwrap();
+        let g = &c.places.google;
+        assert_eq!(g.api, GoogleApi::New);
+        assert_eq!(
+            g.endpoint,
+            "https://places.googleapis.com/v1/places:searchNearby"
+        );
+        assert_eq!(g.timeout, Duration::from_millis(250));
+        assert_eq!(g.cache_ttl, Duration::ZERO);
+        assert_eq!(g.cache_entries, 5);
+
+        let c = parse(&format!(
+            "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x' }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.places.google.endpoint, "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn google_places_errors_name_the_fix() {
+        let e = error(&format!("{CLASSIC}places: {{ api: new }}\n"));
+        assert!(
+            e.contains("places.api") && e.contains("provider: google"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, file: pois.csv }}\n"
+        ));
+        assert!(e.contains("places.file"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, endpoint: 'ftp://x' }}\n"
+        ));
+        assert!(e.contains("line 7") && e.contains("http://"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, timeout_ms: 0 }}\n"
+        ));
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, cache_entries: 0 }}\n"
+        ));
+        assert!(e.contains("cache_ttl_s: 0"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, api: v2 }}\n"
+        ));
+        assert!(e.contains("line 7") && e.contains("legacy"), "{e}");
     }
 
     #[test]

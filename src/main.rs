@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command};
 use herdctl::config::HerdConfig;
-use herdctl::{client, commands, completions, supervisor, tail};
+use herdctl::{bench, client, commands, completions, supervisor, tail};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Kill { name } => supervisor::cli::kill(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
+        Command::Bench(args) => bench::run(&cli.config, args),
     };
     match result {
         Ok(code) => code,

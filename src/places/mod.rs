@@ -6,6 +6,8 @@
 //! [`error_document`]), because the protocol requires a reply, never a hang or a dropped
 //! connection.
 
+pub mod cache;
+pub mod google;
 pub mod offline;
 
 use std::future::Future;

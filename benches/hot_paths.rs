@@ -1,0 +1,101 @@
+//! Micro-benchmarks of the node's hot pure paths: parsing an IAMAT line and formatting its AT
+//! reply, building an AtRecord, the table's newer-wins apply, and the offline places query.
+//!
+//!     cargo bench --bench hot_paths
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use herdctl::node::table::Table;
+use herdctl::places::offline::OfflineIndex;
+use herdctl::places::NearbyQuery;
+use herdctl::protocol::{format_skew, parse_line, AtRecord, Command, Timestamp};
+
+const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+const RECEIVED: i128 = 1_621_464_828_223_372_000;
+
+fn iamat_record(client: &str, secs: u64) -> AtRecord {
+    let line = format!("IAMAT {client} +34.068930-118.445127 {secs}.959498503");
+    let Some(Command::Iamat(iamat)) = parse_line(line.as_bytes()) else {
+        unreachable!("a valid IAMAT line")
+    };
+    AtRecord::from_iamat("Alford", RECEIVED, &iamat)
+}
+
+fn protocol(c: &mut Criterion) {
+    c.bench_function("parse IAMAT line", |b| {
+        b.iter(|| parse_line(black_box(IAMAT)).is_some())
+    });
+    c.bench_function("parse IAMAT + format AT reply", |b| {
+        b.iter(|| {
+            let Some(Command::Iamat(iamat)) = parse_line(black_box(IAMAT)) else {
+                unreachable!()
+            };
+            let record = AtRecord::from_iamat("Alford", black_box(RECEIVED), &iamat);
+            let mut reply = String::with_capacity(record.line().len() + 1);
+            reply.push_str(record.line());
+            reply.push('\n');
+            reply
+        })
+    });
+    let Some(Command::Iamat(iamat)) = parse_line(IAMAT) else {
+        unreachable!()
+    };
+    c.bench_function("AtRecord::from_iamat", |b| {
+        b.iter(|| AtRecord::from_iamat("Alford", black_box(RECEIVED), black_box(&iamat)))
+    });
+    let time = Timestamp::parse("1621464827.959498503").unwrap();
+    c.bench_function("format_skew", |b| {
+        b.iter(|| format_skew(black_box(RECEIVED), black_box(time)))
+    });
+    let flooded = iamat_record("kiwi.cs.ucla.edu", 1_621_464_827).to_peer_line();
+    c.bench_function("parse HERD AT line", |b| {
+        b.iter(|| parse_line(black_box(flooded.trim_end().as_bytes())).is_some())
+    });
+}
+
+fn table(c: &mut Criterion) {
+    // 10 000 clients already known; each apply is a newer update for one of them.
+    let table = Table::new();
+    let clients: Vec<String> = (0..10_000).map(|i| format!("client{i}")).collect();
+    for client in &clients {
+        table.apply(&Arc::new(iamat_record(client, 1_000_000_000)));
+    }
+    let mut secs = 1_000_000_001;
+    let mut i = 0;
+    c.bench_function("table apply (newer wins, 10k clients)", |b| {
+        b.iter_batched(
+            || {
+                i = (i + 1) % clients.len();
+                secs += 1;
+                Arc::new(iamat_record(&clients[i], secs))
+            },
+            |record| table.apply(&record),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let stale = Arc::new(iamat_record(&clients[0], 1));
+    c.bench_function("table apply (stale, dropped)", |b| {
+        b.iter(|| table.apply(black_box(&stale)))
+    });
+}
+
+fn places(c: &mut Criterion) {
+    let index = OfflineIndex::embedded();
+    let query = NearbyQuery {
+        lat: 34.068930,
+        lng: -118.445127,
+        radius_km: 50.0,
+        bound: 20,
+    };
+    c.bench_function("offline search r=50km b=20", |b| {
+        b.iter(|| index.search(black_box(query)))
+    });
+    c.bench_function("offline search r=50km b=20 + JSON text", |b| {
+        b.iter(|| serde_json::to_string_pretty(&index.search(black_box(query))).unwrap())
+    });
+}
+
+criterion_group!(benches, protocol, table, places);
+criterion_main!(benches);

@@ -1,0 +1,102 @@
+//! `herdctl bench` end to end: short runs of the real binary against a real one-node herd.
+//! They check that the figures are sane (no errors, a non-zero rate, the fields present),
+//! never that they reach the performance targets (those are for `herdctl bench` itself, on a
+//! quiet machine; see the README's BENCHMARKS section).
+
+mod common;
+
+use common::Herd;
+use serde_json::Value;
+
+fn bench(herd: &Herd, args: &[&str]) -> Value {
+    let output = common::herdctl()
+        .arg("--config")
+        .arg(&herd.config)
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "herdctl bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+fn assert_sane(report: &Value) {
+    for field in ["ops_per_s", "p50_us", "p99_us", "p999_us", "errors", "generator_cpu"] {
+        assert!(report.get(field).is_some(), "{field} missing: {report}");
+    }
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["ops_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["p99_us"].as_f64().unwrap() >= report["p50_us"].as_f64().unwrap());
+}
+
+#[test]
+fn a_short_closed_loop_run_with_a_mix_has_no_errors() {
+    let herd = Herd::start(&[("Alford", &[])]);
+    let report = bench(
+        &herd,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "2",
+            "--connections",
+            "4",
+            "--mix",
+            "iamat=80,whatsat=20",
+        ],
+    );
+    assert_sane(&report);
+    assert_eq!(report["mode"], "closed");
+    assert!(report.get("echo_ops_per_s").is_none(), "{report}");
+}
+
+#[test]
+fn a_tiny_baseline_echo_run_reports_the_ratio() {
+    let herd = Herd::start(&[("Alford", &[])]);
+    let report = bench(
+        &herd,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "0.5",
+            "--connections",
+            "2",
+            "--baseline-echo",
+        ],
+    );
+    assert_sane(&report);
+    assert!(report["echo_ops_per_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["ratio_to_echo"].is_number(), "{report}");
+}
+
+#[test]
+fn open_loop_per_request_and_propagation_run_without_errors() {
+    let herd = Herd::start(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let report = bench(
+        &herd,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "1",
+            "--rate",
+            "200",
+            "--per-request",
+            "--propagation",
+            "Ball",
+        ],
+    );
+    assert_sane(&report);
+    assert_eq!(report["mode"], "open");
+    assert!(report["propagation"]["samples"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["propagation"]["lost"], 0, "{report}");
+    assert!(report["propagation_p99_us"].is_number(), "{report}");
+}

@@ -1,0 +1,714 @@
+//! The google places provider against a real HTTP server on loopback, started by the test,
+//! that answers in Google's documented formats (Nearby Search legacy and Places API New) and
+//! records every request. A node runs as `herdctl run` with `GOOGLE_PLACES_API_KEY` set.
+//! No test touches the internet.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{free_ports, herdctl, wait_until, Herd, DEADLINE};
+use serde_json::{json, Value};
+
+const KEY: &str = "AIzaTEST-herd-secret-0123456789";
+const IAMAT: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
+
+// ---------------------------------------------------------------------------------------------
+// A tiny HTTP/1.1 server: one request per connection, `Connection: close`.
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    /// Path and query, as sent.
+    target: String,
+    /// Header names lower-cased.
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Recorded {
+    fn query(&self) -> BTreeMap<String, String> {
+        let query = self.target.split_once('?').map(|(_, q)| q).unwrap_or("");
+        query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), v.replace("%2C", ",").replace("%2c", ","))
+            })
+            .collect()
+    }
+
+    fn path(&self) -> &str {
+        self.target.split('?').next().unwrap()
+    }
+}
+
+enum Reply {
+    Http {
+        status: u16,
+        body: String,
+        delay: Duration,
+    },
+    /// Accept, read the request, and say nothing for this long.
+    Hang(Duration),
+}
+
+fn ok(body: impl Into<String>) -> Reply {
+    Reply::Http {
+        status: 200,
+        body: body.into(),
+        delay: Duration::ZERO,
+    }
+}
+
+type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
+
+struct Upstream {
+    port: u16,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// Serves on a free loopback port; `respond` gets each request and its index (0-based).
+    fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let respond: Arc<Responder> = Arc::new(respond);
+        let (recorded, stopping) = (Arc::clone(&requests), Arc::clone(&stop));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (recorded, respond) = (Arc::clone(&recorded), Arc::clone(&respond));
+                thread::spawn(move || serve(stream, &recorded, &*respond));
+            }
+        });
+        Upstream {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the accept loop
+    }
+}
+
+fn serve(stream: TcpStream, recorded: &Mutex<Vec<Recorded>>, respond: &Responder) {
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return; // the wake-up connection, or a client that gave up
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_owned();
+    let target = parts.next().unwrap_or("").to_owned();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = h.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .map(|l| l.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let request = Recorded {
+        method,
+        target,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    };
+    let index = {
+        let mut all = recorded.lock().unwrap();
+        all.push(request.clone());
+        all.len() - 1
+    };
+    let mut stream = reader.into_inner();
+    match respond(&request, index) {
+        Reply::Hang(how_long) => thread::sleep(how_long),
+        Reply::Http {
+            status,
+            body,
+            delay,
+        } => {
+            thread::sleep(delay);
+            let reason = if status == 200 { "OK" } else { "Error" };
+            let head = format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Google's formats.
+
+/// A legacy Nearby Search answer with `n` places, pretty-printed the way Google does, plus
+/// blank lines between results (which must not reach the wire).
+fn legacy_answer(n: usize) -> String {
+    let results: Vec<String> = (0..n)
+        .map(|i| {
+            serde_json::to_string_pretty(&json!({
+                "business_status": "OPERATIONAL",
+                "geometry": {
+                    "location": {"lat": 34.0689 + i as f64 * 0.001, "lng": -118.4452},
+                    "viewport": {
+                        "northeast": {"lat": 34.07, "lng": -118.44},
+                        "southwest": {"lat": 34.06, "lng": -118.45}
+                    }
+                },
+                "icon": "https://maps.gstatic.com/mapfiles/place_api/icons/v1/png_71/cafe-71.png",
+                "name": format!("Place {i}"),
+                "place_id": format!("ChIJplace{i}"),
+                "plus_code": {"compound_code": "3H9W+XX Los Angeles", "global_code": "85633H9W+XX"},
+                "rating": 4.5,
+                "reference": format!("ChIJplace{i}"),
+                "scope": "GOOGLE",
+                "types": ["cafe", "food", "point_of_interest", "establishment"],
+                "user_ratings_total": 100 + i,
+                "vicinity": "405 Hilgard Ave, Los Angeles"
+            }))
+            .unwrap()
+        })
+        .collect();
+    format!(
+        "{{\n   \"html_attributions\" : [],\n\n\n   \"results\" : [\n{}\n   ],\n\n   \"status\" : \"OK\"\n}}\n\n",
+        results.join(",\n\n\n")
+    )
+}
+
+/// A Places API (New) `searchNearby` answer with `n` places.
+fn new_answer(n: usize) -> String {
+    let places: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "id": format!("ChIJnew{i}"),
+                "types": ["restaurant", "food", "point_of_interest", "establishment"],
+                "formattedAddress": format!("{i} Westwood Blvd, Los Angeles, CA 90024, USA"),
+                "shortFormattedAddress": format!("{i} Westwood Blvd, Los Angeles"),
+                "location": {"latitude": 34.06 + i as f64 * 0.001, "longitude": -118.44},
+                "rating": 4.2,
+                "userRatingCount": 50 + i,
+                "priceLevel": "PRICE_LEVEL_INEXPENSIVE",
+                "businessStatus": "OPERATIONAL",
+                "displayName": {"text": format!("Diner {i}"), "languageCode": "en"}
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({ "places": places })).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A node with the key in its environment.
+
+struct Node {
+    herd: Herd,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(places_yaml: &str) -> Node {
+        let node = Node::spawn(places_yaml, Some(KEY));
+        let port = node.herd.port("Alford");
+        let mut node = node;
+        wait_until("the node to listen", || {
+            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the node exited with {status}: {}",
+                    node.herd.stderr("Alford")
+                );
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        node
+    }
+
+    fn spawn(places_yaml: &str, key: Option<&str>) -> Node {
+        let herd = Herd::configure(&[("Alford", &[])], places_yaml);
+        let stderr = std::fs::File::create(herd.path().join("Alford.stderr")).expect("stderr file");
+        let mut command = herdctl();
+        command
+            .arg("--config")
+            .arg(&herd.config)
+            .args(["run", "Alford"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .env_remove("GOOGLE_PLACES_API_KEY");
+        if let Some(key) = key {
+            command.env("GOOGLE_PLACES_API_KEY", key);
+        }
+        let child = command.spawn().unwrap();
+        Node {
+            herd,
+            child: Some(child),
+        }
+    }
+
+    fn send(&self, input: &str) -> String {
+        self.herd.send("Alford", input)
+    }
+
+    /// IAMAT for kiwi, returning its AT line.
+    fn locate_kiwi(&self) -> String {
+        let at = self.send(IAMAT);
+        assert!(at.starts_with("AT Alford "), "{at}");
+        at.trim_end().to_owned()
+    }
+
+    /// WHATSAT for kiwi: the AT line and the parsed document, after checking the wire format.
+    fn whatsat(&self, radius: &str, bound: usize) -> (String, Value) {
+        let reply = self.send(&format!("WHATSAT kiwi.cs.ucla.edu {radius} {bound}\n"));
+        parse_whatsat(&reply)
+    }
+
+    /// Neither the node's logs nor its stderr hold the key.
+    fn assert_key_hidden(&self) {
+        let logs = self.herd.log_text("Alford");
+        assert!(!logs.is_empty(), "the node wrote no log");
+        assert!(!logs.contains(KEY), "the key is in the log:\n{logs}");
+        assert!(
+            !logs.contains("secret-0123"),
+            "part of the key is in the log"
+        );
+        let stderr = self.herd.stderr("Alford");
+        assert!(!stderr.contains(KEY), "the key is on stderr:\n{stderr}");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Splits a WHATSAT reply and checks the protocol's newline rules.
+fn parse_whatsat(reply: &str) -> (String, Value) {
+    assert!(!reply.contains(KEY), "the key is in a reply:\n{reply}");
+    assert!(
+        reply.ends_with("}\n\n"),
+        "must end with the document and an empty line: {reply:?}"
+    );
+    let (at, json) = reply.split_once('\n').expect("an AT line");
+    assert!(at.starts_with("AT Alford "), "{reply}");
+    let json = &json[..json.len() - 2];
+    assert!(
+        !json.contains("\n\n"),
+        "a run of newlines reached the wire: {reply:?}"
+    );
+    let document: Value = serde_json::from_str(json).expect("the document is JSON");
+    (at.to_owned(), document)
+}
+
+fn places_yaml(api: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "places: {{ provider: google, api: {api}, endpoint: '{endpoint}', timeout_ms: 2000{extra} }}\n"
+    )
+}
+
+fn names(document: &Value) -> Vec<String> {
+    document["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_error_document(document: &Value, status: &str, message_part: &str) {
+    assert_eq!(document["status"], status, "{document:#}");
+    assert_eq!(document["results"], json!([]), "{document:#}");
+    let message = document["error_message"].as_str().expect("error_message");
+    assert!(
+        message.contains(message_part),
+        "{message:?} lacks {message_part:?}"
+    );
+    assert!(!message.contains(KEY));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn legacy_request_shape_bound_newlines_and_cache() {
+    let upstream = Upstream::start(|_, _| ok(legacy_answer(20)));
+    let node = Node::start(&places_yaml(
+        "legacy",
+        &upstream.url("/maps/api/place/nearbysearch/json"),
+        "",
+    ));
+    let at = node.locate_kiwi();
+
+    let started = Instant::now();
+    let (at_line, document) = node.whatsat("10.5", 5);
+    let miss = started.elapsed();
+    assert_eq!(at_line, at, "the stored AT line comes first");
+    assert_eq!(document["status"], "OK");
+    assert_eq!(document["html_attributions"], json!([]));
+    assert_eq!(
+        names(&document),
+        ["Place 0", "Place 1", "Place 2", "Place 3", "Place 4"]
+    );
+    let first = &document["results"][0];
+    assert_eq!(first["place_id"], "ChIJplace0", "Google's fields are kept");
+    assert_eq!(first["user_ratings_total"], 100);
+    assert_eq!(first["geometry"]["viewport"]["northeast"]["lat"], 34.07);
+
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path(), "/maps/api/place/nearbysearch/json");
+    let query = request.query();
+    assert_eq!(query["location"], "34.06893,-118.445127");
+    assert_eq!(query["radius"], "10500", "10.5 km in metres");
+    assert_eq!(query["key"], KEY);
+    assert_eq!(query.len(), 3, "{query:?}");
+
+    // Same location and radius, another bound: served from the cache, cut after it.
+    let started = Instant::now();
+    let (_, document) = node.whatsat("10.5", 20);
+    let hit = started.elapsed();
+    assert_eq!(names(&document).len(), 20);
+    let (_, document) = node.whatsat("10.5", 1);
+    assert_eq!(names(&document), ["Place 0"]);
+    assert_eq!(upstream.count(), 1, "cache hits make no upstream request");
+
+    // Another radius is another cache entry.
+    node.whatsat("3", 2);
+    assert_eq!(upstream.count(), 2);
+    assert_eq!(upstream.requests()[1].query()["radius"], "3000");
+
+    // Rough costs, as the client sees them (debug build, loopback upstream).
+    let rounds = 20;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        node.whatsat("10.5", 20);
+    }
+    let hits = started.elapsed() / rounds;
+    let started = Instant::now();
+    for i in 0..rounds {
+        node.whatsat(&format!("20.{i:03}"), 20);
+    }
+    let misses = started.elapsed() / rounds;
+    assert_eq!(upstream.count(), 2 + rounds as usize);
+    eprintln!(
+        "WHATSAT cost: first miss {miss:?}, first hit {hit:?}; mean over {rounds}: \
+         cache hit {hits:?}, upstream round trip (loopback) {misses:?}"
+    );
+    node.assert_key_hidden();
+}
+
+#[test]
+fn new_api_request_shape_and_mapping() {
+    let upstream = Upstream::start(|_, _| ok(new_answer(20)));
+    let node = Node::start(&places_yaml(
+        "new",
+        &upstream.url("/v1/places:searchNearby"),
+        "",
+    ));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("10", 3);
+    assert_eq!(document["status"], "OK");
+    assert_eq!(names(&document), ["Diner 0", "Diner 1", "Diner 2"]);
+    assert_eq!(
+        document["results"][1],
+        json!({
+            "business_status": "OPERATIONAL",
+            "geometry": {"location": {"lat": 34.061, "lng": -118.44}},
+            "name": "Diner 1",
+            "place_id": "ChIJnew1",
+            "price_level": 1,
+            "rating": 4.2,
+            "reference": "ChIJnew1",
+            "types": ["restaurant", "food", "point_of_interest", "establishment"],
+            "user_ratings_total": 51,
+            "vicinity": "1 Westwood Blvd, Los Angeles"
+        })
+    );
+
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.target, "/v1/places:searchNearby",
+        "no key in the URL"
+    );
+    assert_eq!(request.headers["x-goog-api-key"], KEY);
+    let mask = &request.headers["x-goog-fieldmask"];
+    for field in [
+        "places.id",
+        "places.displayName",
+        "places.location",
+        "places.types",
+    ] {
+        assert!(
+            mask.split(',').any(|f| f == field),
+            "{field} missing from {mask}"
+        );
+    }
+    assert!(request.headers["content-type"].starts_with("application/json"));
+    let body: Value = serde_json::from_str(&request.body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "maxResultCount": 20,
+            "locationRestriction": {"circle": {
+                "center": {"latitude": 34.06893, "longitude": -118.445127},
+                "radius": 10000.0
+            }}
+        }),
+        "a full page is asked for so the cached answer serves every bound"
+    );
+
+    let (_, document) = node.whatsat("10", 20);
+    assert_eq!(names(&document).len(), 20);
+    assert_eq!(upstream.count(), 1, "a cache hit");
+    node.assert_key_hidden();
+}
+
+#[test]
+fn new_api_no_places_is_zero_results() {
+    let upstream = Upstream::start(|_, _| ok("{}\n"));
+    let node = Node::start(&places_yaml(
+        "new",
+        &upstream.url("/v1/places:searchNearby"),
+        "",
+    ));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("1", 5);
+    assert_eq!(
+        document,
+        json!({"html_attributions": [], "results": [], "status": "ZERO_RESULTS"})
+    );
+}
+
+#[test]
+fn ten_concurrent_queries_make_one_upstream_request() {
+    let upstream = Upstream::start(|_, _| Reply::Http {
+        status: 200,
+        body: legacy_answer(20),
+        delay: Duration::from_millis(1000),
+    });
+    // No caching: only single-flight can turn ten queries into one request.
+    let node = Arc::new(Node::start(&places_yaml(
+        "legacy",
+        &upstream.url("/json"),
+        ", cache_ttl_s: 0",
+    )));
+    node.locate_kiwi();
+    let bounds_seen = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (1..=10)
+        .map(|bound| {
+            let (node, seen) = (Arc::clone(&node), Arc::clone(&bounds_seen));
+            thread::spawn(move || {
+                let (_, document) = node.whatsat("10", bound);
+                assert_eq!(document["status"], "OK");
+                assert_eq!(names(&document).len(), bound);
+                seen.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(bounds_seen.load(Ordering::SeqCst), 10);
+    assert_eq!(
+        upstream.count(),
+        1,
+        "single-flight: one upstream request for ten queries"
+    );
+    node.assert_key_hidden();
+}
+
+#[test]
+fn http_500_is_an_error_document_and_is_not_cached() {
+    let upstream = Upstream::start(|_, index| {
+        if index == 0 {
+            Reply::Http {
+                status: 500,
+                body: "<html>Internal error</html>".into(),
+                delay: Duration::ZERO,
+            }
+        } else {
+            ok(legacy_answer(2))
+        }
+    });
+    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("10", 5);
+    assert_error_document(&document, "UNKNOWN_ERROR", "HTTP 500");
+    assert_eq!(document["html_attributions"], json!([]));
+    let (_, document) = node.whatsat("10", 5);
+    assert_eq!(document["status"], "OK", "the failure was not cached");
+    assert_eq!(upstream.count(), 2);
+    node.assert_key_hidden();
+}
+
+#[test]
+fn a_hang_past_the_timeout_is_answered_within_it() {
+    let upstream = Upstream::start(|_, _| Reply::Hang(Duration::from_secs(10)));
+    let node = Node::start(&format!(
+        "places: {{ provider: google, endpoint: '{}', timeout_ms: 400 }}\n",
+        upstream.url("/json")
+    ));
+    node.locate_kiwi();
+    let started = Instant::now();
+    let (_, document) = node.whatsat("10", 5);
+    let took = started.elapsed();
+    assert_error_document(&document, "UNKNOWN_ERROR", "400 ms");
+    assert!(
+        took >= Duration::from_millis(380),
+        "answered before the timeout: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1400),
+        "took {took:?} for a 400 ms timeout"
+    );
+    // The node keeps serving.
+    assert!(node.send(IAMAT).starts_with("AT Alford "));
+    node.assert_key_hidden();
+}
+
+#[test]
+fn request_denied_passes_through() {
+    // Legacy: HTTP 200 with Google's status.
+    let upstream = Upstream::start(|_, _| {
+        ok(r#"{
+   "error_message" : "The provided API key is invalid. ",
+   "html_attributions" : [],
+   "results" : [],
+   "status" : "REQUEST_DENIED"
+}"#)
+    });
+    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("10", 5);
+    assert_error_document(
+        &document,
+        "REQUEST_DENIED",
+        "The provided API key is invalid.",
+    );
+    node.whatsat("10", 5);
+    assert_eq!(upstream.count(), 2, "REQUEST_DENIED is not cached");
+    node.assert_key_hidden();
+
+    // New: HTTP 403 with a Google API error.
+    let upstream = Upstream::start(|_, _| Reply::Http {
+        status: 403,
+        body: r#"{
+  "error": {
+    "code": 403,
+    "message": "API key not valid. Please pass a valid API key.",
+    "status": "PERMISSION_DENIED"
+  }
+}"#
+        .into(),
+        delay: Duration::ZERO,
+    });
+    let node = Node::start(&places_yaml(
+        "new",
+        &upstream.url("/v1/places:searchNearby"),
+        "",
+    ));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("10", 5);
+    assert_error_document(&document, "REQUEST_DENIED", "API key not valid");
+    node.assert_key_hidden();
+}
+
+#[test]
+fn bad_json_and_connection_refused_are_error_documents() {
+    let upstream = Upstream::start(|_, _| ok("this is not JSON"));
+    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    node.locate_kiwi();
+    let (_, document) = node.whatsat("10", 5);
+    assert_error_document(&document, "UNKNOWN_ERROR", "not JSON");
+    node.assert_key_hidden();
+
+    let closed = free_ports(1)[0]; // nothing listens there
+    let node = Node::start(&places_yaml(
+        "legacy",
+        &format!("http://127.0.0.1:{closed}/json"),
+        "",
+    ));
+    node.locate_kiwi();
+    let started = Instant::now();
+    let (_, document) = node.whatsat("10", 5);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_error_document(&document, "UNKNOWN_ERROR", "cannot connect");
+    node.assert_key_hidden();
+}
+
+#[test]
+fn a_missing_key_stops_the_node_at_start() {
+    for key in [None, Some("")] {
+        let mut node = Node::spawn("places: { provider: google }\n", key);
+        let mut child = node.child.take().unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!("the node did not stop without a key");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success());
+        let stderr = node.herd.stderr("Alford");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("GOOGLE_PLACES_API_KEY"), "{stderr}");
+    }
+}
