@@ -9,8 +9,9 @@
 //!   <- `HERD SYNC ...` * k          (their records in the buckets that differ)
 //!   <- `HERD WANT b1,b2,...`        -> `HERD SYNC ...` (this node's records in those buckets)
 //!   -> `HERD AT ...`                every update this node accepts, except the neighbour's own
-//! The digest exchange repeats every `reconnect.sync_interval_s` to repair anything lost
-//! while the link stayed up. Both ends dial, so both directions are repaired.
+//! At link-up the end with the smaller name starts the exchange (it repairs both directions);
+//! both ends repeat it every `reconnect.sync_interval_s` to repair anything lost while the
+//! link stayed up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -192,11 +193,16 @@ async fn forward(
     let (lines_tx, mut lines) = mpsc::channel(1024);
     let _reader = AbortOnDrop(tokio::spawn(read_lines(reader, lines_tx)));
 
-    // The link was marked up before this digest was taken, so every update is either in
-    // the digest exchange or queued after it; a duplicate is harmless (newer-wins drops it).
-    writer
-        .write_all(format_digest(&node.table.digest()).as_bytes())
-        .await?;
+    // One exchange repairs both directions, and whatever breaks a link breaks both of its
+    // one-way connections, so at link-up only the end with the smaller name starts it: a
+    // returning server is sent what it missed once, not twice. The link was marked up before
+    // the digest is taken, so every update is in the exchange or queued after it (a
+    // duplicate is harmless: newer-wins drops it).
+    if node.name.as_str() < neighbour {
+        writer
+            .write_all(format_digest(&node.table.digest()).as_bytes())
+            .await?;
+    }
     let period = node.config.reconnect.sync_interval;
     let mut exchange = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
 
