@@ -7,6 +7,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use herdctl::node::store::Store;
 use herdctl::node::table::Table;
 use herdctl::places::offline::OfflineIndex;
 use herdctl::places::NearbyQuery;
@@ -75,6 +76,28 @@ fn table(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    // The same with the node's sled store behind the table (what a node really does; the
+    // store is written under the table's lock).
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path()).unwrap();
+    let stored = Table::with_store(Arc::new(store));
+    for client in &clients {
+        stored.apply(&Arc::new(iamat_record(client, 1_000_000_000)));
+    }
+    c.bench_function(
+        "table apply with sled store (newer wins, 10k clients)",
+        |b| {
+            b.iter_batched(
+                || {
+                    i = (i + 1) % clients.len();
+                    secs += 1;
+                    Arc::new(iamat_record(&clients[i], secs))
+                },
+                |record| stored.apply(&record),
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
     let stale = Arc::new(iamat_record(&clients[0], 1));
     c.bench_function("table apply (stale, dropped)", |b| {
         b.iter(|| table.apply(black_box(&stale)))

@@ -71,7 +71,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l window -d 'Req
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l mix -d 'The share of each command, e.g. `iamat=90,whatsat=10`' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l radius -d 'WHATSAT radius in km' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l bound -d 'WHATSAT bound (most places per reply)' -r
-complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l propagation -d 'Also measure how long an update acknowledged by the target takes to be visible at this server (a separate probe, a few updates per second)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l propagation -d 'Also measure how long an update acknowledged by the target takes to be visible at this server (a separate probe, ten updates per second)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l per-request -d 'A new TCP connection per request, like the classic test clients'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l baseline-echo -d 'First drive an in-process echo server the same way, and report the node\'s rate as a ratio to it'

@@ -118,7 +118,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub bound: usize,
     /// Also measure how long an update acknowledged by the target takes to be visible at
-    /// this server (a separate probe, a few updates per second).
+    /// this server (a separate probe, ten updates per second).
     #[arg(long, value_name = "NAME")]
     pub propagation: Option<String>,
     /// First drive an in-process echo server the same way, and report the node's rate as a

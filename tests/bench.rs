@@ -28,7 +28,14 @@ fn bench(herd: &Herd, args: &[&str]) -> Value {
 }
 
 fn assert_sane(report: &Value) {
-    for field in ["ops_per_s", "p50_us", "p99_us", "p999_us", "errors", "generator_cpu"] {
+    for field in [
+        "ops_per_s",
+        "p50_us",
+        "p99_us",
+        "p999_us",
+        "errors",
+        "generator_cpu",
+    ] {
         assert!(report.get(field).is_some(), "{field} missing: {report}");
     }
     assert_eq!(report["errors"], 0, "{report}");
@@ -96,7 +103,10 @@ fn open_loop_per_request_and_propagation_run_without_errors() {
     );
     assert_sane(&report);
     assert_eq!(report["mode"], "open");
-    assert!(report["propagation"]["samples"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["propagation"]["samples"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     assert_eq!(report["propagation"]["lost"], 0, "{report}");
     assert!(report["propagation_p99_us"].is_number(), "{report}");
 }

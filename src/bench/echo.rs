@@ -124,7 +124,8 @@ mod tests {
         let line = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
         let mut out = Vec::new();
         reply_to(line, &mut out);
-        let node = "AT Echo +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
+        let node =
+            "AT Echo +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
         assert_eq!(out.len(), node.len());
         assert!(out.starts_with(b"AT Echo "));
         out.clear();

@@ -164,11 +164,7 @@ impl Generator {
         if whatsat {
             let id = self.rng.below(s.seeded);
             out.extend_from_slice(
-                format!(
-                    "WHATSAT {}{id} {} {}\n",
-                    s.prefix, s.radius_km, s.bound
-                )
-                .as_bytes(),
+                format!("WHATSAT {}{id} {} {}\n", s.prefix, s.radius_km, s.bound).as_bytes(),
             );
             Kind::Whatsat
         } else {

@@ -10,7 +10,7 @@
 //! - Open loop (`--rate`): requests are due at fixed times spread over the connections;
 //!   latency is measured from the due time, so a stall cannot hide (no coordinated omission).
 //! - `--per-request`: a new TCP connection per request, like the classic test clients.
-//! - `--propagation NAME`: a separate probe, a few updates per second with unique client ids,
+//! - `--propagation NAME`: a separate probe, ten updates per second with unique client ids,
 //!   sent on its own connection to the target; once the target acknowledges one, the probe
 //!   polls NAME with `WHATSAT <id> 1 1` back to back on one persistent connection until NAME
 //!   knows the id. The figure is first positive reply received minus acknowledgement
@@ -51,8 +51,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_IDS: u64 = 100_000;
 /// Clients given a location before the run, for WHATSAT to ask about.
 const SEEDED_CLIENTS: u64 = 1_000;
-/// Propagation probes per second.
-const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// The time between propagation probes (10 per second: a negligible load next to the run's).
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// A probe not visible at the other server after this long is lost.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in open-loop mode when `--connections` is not given.
@@ -122,7 +122,12 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
 
     let mut report = Report {
         target: args.target.clone(),
-        mode: if args.rate.is_some() { "open" } else { "closed" }.into(),
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        }
+        .into(),
         per_request: args.per_request,
         connections,
         window: args.window,
@@ -241,16 +246,15 @@ fn measure(
         let start = Instant::now() + Duration::from_millis(20);
         let end = start + plan.duration;
         let mut tasks = Vec::with_capacity(plan.connections);
-        let mut schedules: Vec<Option<Schedule>> = match plan.rate {
+        let schedules: Vec<Option<Schedule>> = match plan.rate {
             Some(rate) => spawn_pacer(start, end, rate, plan.connections)?
                 .into_iter()
                 .map(Some)
                 .collect(),
             None => (0..plan.connections).map(|_| None).collect(),
         };
-        for index in 0..plan.connections {
+        for (index, pacer) in schedules.into_iter().enumerate() {
             let generator = Generator::new(plan.generator.clone(), index as u64 + 1);
-            let pacer = schedules[index].take();
             let counters = Arc::clone(&counters);
             let (per_request, window) = (plan.per_request, plan.window);
             tasks.push(tokio::spawn(async move {
@@ -280,7 +284,10 @@ fn measure(
         };
         let mut outcomes = Vec::new();
         for task in tasks {
-            outcomes.push(task.await.map_err(|e| anyhow!("a connection task failed: {e}"))?);
+            outcomes.push(
+                task.await
+                    .map_err(|e| anyhow!("a connection task failed: {e}"))?,
+            );
         }
         let probe_figures = match probe_task {
             Some(task) => Some(task.await.map_err(|e| anyhow!("the probe failed: {e}"))??),
@@ -311,7 +318,12 @@ fn measure(
 /// time is the server's, not the generator's lateness.
 type Schedule = mpsc::UnboundedReceiver<Instant>;
 
-fn spawn_pacer(start: Instant, end: Instant, rate: f64, connections: usize) -> Result<Vec<Schedule>> {
+fn spawn_pacer(
+    start: Instant,
+    end: Instant,
+    rate: f64,
+    connections: usize,
+) -> Result<Vec<Schedule>> {
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..connections).map(|_| mpsc::unbounded_channel()).unzip();
     let mut pacer = Pacer::new(start.into_std(), end.into_std(), rate, 1, 0);
@@ -622,9 +634,15 @@ mod tests {
         assert_eq!(frame(at, Kind::Iamat), Some((27, true)));
         assert_eq!(frame(b"AT Alford", Kind::Iamat), None);
         assert_eq!(frame(b"? IAMAT x\n", Kind::Iamat), Some((10, false)));
-        assert_eq!(frame(b"? WHATSAT x 1 1\n", Kind::Whatsat), Some((16, false)));
+        assert_eq!(
+            frame(b"? WHATSAT x 1 1\n", Kind::Whatsat),
+            Some((16, false))
+        );
         let whatsat = b"AT A +0.1 k +1+2 3\n{\n \"results\": []\n}\n\nAT";
-        assert_eq!(frame(whatsat, Kind::Whatsat), Some((whatsat.len() - 2, true)));
+        assert_eq!(
+            frame(whatsat, Kind::Whatsat),
+            Some((whatsat.len() - 2, true))
+        );
         assert_eq!(frame(&whatsat[..30], Kind::Whatsat), None);
         assert_eq!(frame(b"hello\n", Kind::Iamat), Some((6, false)));
     }
@@ -642,13 +660,28 @@ mod tests {
         };
         let counters = Counters::default();
         let end = Instant::now() + Duration::from_millis(200);
-        let outcome = persistent(server.addr, Generator::new(settings.clone(), 1), None, end, 8, &counters).await;
+        let outcome = persistent(
+            server.addr,
+            Generator::new(settings.clone(), 1),
+            None,
+            end,
+            8,
+            &counters,
+        )
+        .await;
         assert!(outcome.ops > 0);
         assert_eq!(outcome.errors, 0);
         let start = Instant::now();
         let end = start + Duration::from_millis(200);
         let mut schedules = spawn_pacer(start, end, 100.0, 2).unwrap();
-        let outcome = per_request_loop(server.addr, Generator::new(settings, 2), schedules.pop(), end, &counters).await;
+        let outcome = per_request_loop(
+            server.addr,
+            Generator::new(settings, 2),
+            schedules.pop(),
+            end,
+            &counters,
+        )
+        .await;
         assert_eq!((outcome.ops, outcome.errors), (10, 0));
     }
 }

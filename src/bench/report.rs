@@ -143,26 +143,52 @@ impl Report {
     /// The short human table.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let load = match self.rate {
-            Some(rate) => format!("open loop at {rate} req/s over {} connections", self.connections),
-            None => format!(
+        let load = match (self.rate, self.per_request) {
+            (Some(rate), false) => {
+                format!(
+                    "open loop at {rate} req/s over {} connections",
+                    self.connections
+                )
+            }
+            (Some(rate), true) => {
+                format!("open loop at {rate} req/s, {} senders", self.connections)
+            }
+            (None, false) => format!(
                 "closed loop, {} connections x {} in flight",
                 self.connections, self.window
             ),
+            (None, true) => format!("closed loop, {} at a time", self.connections),
         };
         let per = if self.per_request {
             ", a new connection per request"
         } else {
             ""
         };
-        let _ = writeln!(out, "target     {} ({load}{per}), mix {}, {} s", self.target, self.mix, self.duration_s);
-        let _ = writeln!(out, "{:<10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}", "", "ops/s", "errors", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs");
+        let _ = writeln!(
+            out,
+            "target     {} ({load}{per}), mix {}, {} s",
+            self.target, self.mix, self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:>12} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "", "ops/s", "errors", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+        );
         let _ = writeln!(
             out,
             "{:<10} {:>12.1} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-            "node", self.ops_per_s, self.errors, self.p50_us, self.p90_us, self.p99_us, self.p999_us, self.max_us
+            "node",
+            self.ops_per_s,
+            self.errors,
+            self.p50_us,
+            self.p90_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us
         );
-        if let (Some(rate), Some(p50), Some(p99)) = (self.echo_ops_per_s, self.echo_p50_us, self.echo_p99_us) {
+        if let (Some(rate), Some(p50), Some(p99)) =
+            (self.echo_ops_per_s, self.echo_p50_us, self.echo_p99_us)
+        {
             let _ = writeln!(
                 out,
                 "{:<10} {:>12.1} {:>8} {:>10.1} {:>10} {:>10.1} {:>10} {:>10}",
@@ -183,7 +209,11 @@ impl Report {
         if let Some(echo_cpu) = self.echo_generator_cpu {
             cpu += &format!(" (echo run: {echo_cpu:.2})");
         }
-        cpu += if self.generator_cpu.max(self.echo_generator_cpu.unwrap_or(0.0)) > 0.9 {
+        cpu += if self
+            .generator_cpu
+            .max(self.echo_generator_cpu.unwrap_or(0.0))
+            > 0.9
+        {
             ": near one core, the generator may be the bottleneck"
         } else {
             ""
@@ -205,7 +235,12 @@ pub fn thread_cpu_time() -> Duration {
         return Duration::ZERO;
     };
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let total = ticks(11) + ticks(12);
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
@@ -242,14 +277,26 @@ mod tests {
         };
         report.fill_main(&figures(&[1000, 2000, 3000, 4000], 2000));
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-        for field in ["ops_per_s", "p50_us", "p99_us", "p999_us", "errors", "generator_cpu"] {
+        for field in [
+            "ops_per_s",
+            "p50_us",
+            "p99_us",
+            "p999_us",
+            "errors",
+            "generator_cpu",
+        ] {
             assert!(value.get(field).is_some(), "{field} missing: {value}");
         }
         assert_eq!(value["ops_per_s"], 2.0);
         assert_eq!(value["p50_us"], 2.0);
         assert_eq!(value["p99_us"], 4.0);
         assert_eq!(value["errors"], 0);
-        for field in ["echo_ops_per_s", "propagation_p50_us", "propagation_p99_us", "rate"] {
+        for field in [
+            "echo_ops_per_s",
+            "propagation_p50_us",
+            "propagation_p99_us",
+            "rate",
+        ] {
             assert!(value.get(field).is_none(), "{field} present: {value}");
         }
 
