@@ -293,6 +293,11 @@ pub fn format_want(buckets: &[u16]) -> String {
     format!("{PEER_VERB} WANT {}\n", list.join(","))
 }
 
+/// The digest bucket a client id falls in.
+pub fn client_bucket(client: &str) -> u16 {
+    (stable_hash(client.as_bytes()) % DIGEST_BUCKETS as u64) as u16
+}
+
 /// FNV-1a, 64 bits: a hash every build of herdctl computes the same way (digests are
 /// compared between servers, so std's randomly keyed hashers will not do).
 pub fn stable_hash(bytes: &[u8]) -> u64 {
@@ -455,7 +460,7 @@ impl AtRecord {
 
     /// Which digest bucket this record's client falls in.
     pub fn bucket(&self) -> u16 {
-        (stable_hash(self.client().as_bytes()) % DIGEST_BUCKETS as u64) as u16
+        client_bucket(self.client())
     }
 }
 

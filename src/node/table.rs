@@ -3,35 +3,34 @@
 //! place that writes the store.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::store::{Seq, Store};
-use crate::protocol::{stable_hash, AtRecord, DIGEST_BUCKETS};
+use crate::protocol::{client_bucket, stable_hash, AtRecord, DIGEST_BUCKETS};
 
-/// The records, and per bucket of clients the XOR of their lines' hashes: a digest that two
-/// servers can compare to find where their tables differ, kept current in O(1) per update.
-struct Inner {
+/// Independent locks. A client always lands in the same shard (its digest bucket decides),
+/// so updates to different clients rarely wait for each other while updates to one client
+/// stay strictly ordered.
+const SHARDS: usize = 64;
+const BUCKETS_PER_SHARD: usize = DIGEST_BUCKETS / SHARDS;
+
+/// One shard: its records, and per digest bucket it owns (buckets `b` with
+/// `b % SHARDS == shard`) the XOR of its records' line hashes, kept current in O(1) per update,
+/// so two servers can compare digests to find where their tables differ.
+#[derive(Default)]
+struct Shard {
     records: HashMap<String, Arc<AtRecord>>,
-    digests: Vec<u64>,
+    digests: [u64; BUCKETS_PER_SHARD],
 }
 
-impl Default for Inner {
-    fn default() -> Inner {
-        Inner {
-            records: HashMap::new(),
-            digests: vec![0; DIGEST_BUCKETS],
-        }
-    }
-}
-
-impl Inner {
+impl Shard {
     /// Newer-wins; returns whether `record` was stored.
     fn store_if_newer(&mut self, record: &Arc<AtRecord>) -> bool {
-        let bucket = usize::from(record.bucket());
+        let slot = usize::from(record.bucket()) / SHARDS;
         match self.records.get_mut(record.client()) {
             Some(held) if !record.is_newer_than(held) => return false,
             Some(held) => {
-                self.digests[bucket] ^= stable_hash(held.line().as_bytes());
+                self.digests[slot] ^= stable_hash(held.line().as_bytes());
                 *held = Arc::clone(record);
             }
             None => {
@@ -39,18 +38,25 @@ impl Inner {
                     .insert(record.client().to_owned(), Arc::clone(record));
             }
         }
-        self.digests[bucket] ^= stable_hash(record.line().as_bytes());
+        self.digests[slot] ^= stable_hash(record.line().as_bytes());
         true
     }
 }
 
 /// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
-/// every critical section is a hash lookup (plus, with a store, one in-memory sled insert),
-/// so a plain lock is enough.
-#[derive(Default)]
+/// every critical section is a hash lookup (plus, with a store, one in-memory sled insert).
 pub struct Table {
-    inner: RwLock<Inner>,
+    shards: Vec<RwLock<Shard>>,
     store: Option<Arc<Store>>,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            store: None,
+        }
+    }
 }
 
 impl Table {
@@ -62,8 +68,8 @@ impl Table {
     /// A table that writes every accepted record to `store`.
     pub fn with_store(store: Arc<Store>) -> Table {
         Table {
-            inner: RwLock::default(),
             store: Some(store),
+            ..Table::default()
         }
     }
 
@@ -72,12 +78,12 @@ impl Table {
     /// the store's sequence number for the write (0 without a store). Only stored records
     /// are flooded on, which is what makes flooding terminate.
     ///
-    /// The store is written under the table's write lock: the decision "newer" and the disk
+    /// The store is written under the client's shard lock: the decision "newer" and the disk
     /// write are one step, so two racing updates for a client reach the store in the order
     /// the table took them and the store can never end with the older one.
     pub fn apply(&self, record: &Arc<AtRecord>) -> Option<Seq> {
-        let mut inner = self.write();
-        if !inner.store_if_newer(record) {
+        let mut shard = self.write(shard_of(record.bucket()));
+        if !shard.store_if_newer(record) {
             return None;
         }
         Some(self.store.as_ref().map_or(0, |store| store.put(record)))
@@ -86,72 +92,92 @@ impl Table {
     /// Loads records read back from the store (newer-wins, not written back). Returns how
     /// many clients the table holds afterwards.
     pub fn restore(&self, recovered: Vec<AtRecord>) -> usize {
-        let mut inner = self.write();
-        inner.records.reserve(recovered.len());
         for record in recovered {
-            inner.store_if_newer(&Arc::new(record));
+            let record = Arc::new(record);
+            self.write(shard_of(record.bucket()))
+                .store_if_newer(&record);
         }
-        inner.records.len()
+        self.len()
     }
 
     /// The latest record for `client`.
     pub fn get(&self, client: &str) -> Option<Arc<AtRecord>> {
-        self.read().records.get(client).cloned()
+        let bucket = client_bucket(client);
+        self.read(shard_of(bucket)).records.get(client).cloned()
     }
 
-    /// Every record, for catching a neighbour up.
+    /// Every record.
     pub fn snapshot(&self) -> Vec<Arc<AtRecord>> {
-        self.read().records.values().cloned().collect()
+        (0..SHARDS)
+            .flat_map(|s| self.read(s).records.values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.read().records.len()
-    }
-
-    /// The table's digest: one hash per bucket of clients.
-    pub fn digest(&self) -> Vec<u64> {
-        self.read().digests.clone()
-    }
-
-    /// The buckets where this table's digest and `theirs` differ.
-    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u16> {
-        let inner = self.read();
-        (0..DIGEST_BUCKETS)
-            .filter(|&b| theirs.get(b) != Some(&inner.digests[b]))
-            .map(|b| b as u16)
-            .collect()
-    }
-
-    /// Every record whose client falls in one of `buckets`. A scan of the table, done only
-    /// when digests differ.
-    pub fn records_in(&self, buckets: &[u16]) -> Vec<Arc<AtRecord>> {
-        if buckets.is_empty() {
-            return Vec::new();
-        }
-        let mut wanted = vec![false; DIGEST_BUCKETS];
-        for &b in buckets {
-            wanted[usize::from(b)] = true;
-        }
-        let inner = self.read();
-        inner
-            .records
-            .values()
-            .filter(|r| wanted[usize::from(r.bucket())])
-            .cloned()
-            .collect()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        (0..SHARDS).map(|s| self.read(s).records.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The table's digest: one hash per bucket of clients.
+    pub fn digest(&self) -> Vec<u64> {
+        let mut digest = vec![0; DIGEST_BUCKETS];
+        for s in 0..SHARDS {
+            let shard = self.read(s);
+            for (slot, d) in shard.digests.iter().enumerate() {
+                digest[slot * SHARDS + s] = *d;
+            }
+        }
+        digest
+    }
+
+    /// The buckets where this table's digest and `theirs` differ.
+    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u16> {
+        let ours = self.digest();
+        (0..DIGEST_BUCKETS)
+            .filter(|&b| theirs.get(b) != Some(&ours[b]))
+            .map(|b| b as u16)
+            .collect()
+    }
+
+    /// Every record whose client falls in one of `buckets`: a scan of only the shards that
+    /// own them, done only when digests differ.
+    pub fn records_in(&self, buckets: &[u16]) -> Vec<Arc<AtRecord>> {
+        let mut wanted = vec![false; DIGEST_BUCKETS];
+        let mut shards = [false; SHARDS];
+        for &b in buckets {
+            wanted[usize::from(b)] = true;
+            shards[shard_of(b)] = true;
+        }
+        (0..SHARDS)
+            .filter(|&s| shards[s])
+            .flat_map(|s| {
+                let shard = self.read(s);
+                shard
+                    .records
+                    .values()
+                    .filter(|r| wanted[usize::from(r.bucket())])
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[shard].read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[shard]
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn shard_of(bucket: u16) -> usize {
+    usize::from(bucket) % SHARDS
 }
 
 #[cfg(test)]
