@@ -40,9 +40,12 @@ pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerG
         .build(&dir)
         .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
     // Lossless: the log is the record of every line in and out, so it must not drop any.
+    // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
+    // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
+    // still has every line on disk at once.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(appender);
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
     let file_layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(false)
