@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::auth::{HerdSecret, SECRET_ENV};
 use crate::protocol::is_valid_server_name;
 
 /// The file as written. Unknown keys are errors, so a typo never silently does nothing.
@@ -32,9 +33,23 @@ struct RawConfig {
     #[serde(default)]
     run_dir: Option<PathBuf>,
     #[serde(default)]
+    secret: Option<Spanned<String>>,
+    #[serde(default)]
     supervisor: RawSupervisor,
     #[serde(default)]
     durability: Option<Durability>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// `limits:`: what one connection may cost a node (see [`Limits`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_line_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout_s: Option<u64>,
+    max_client_id_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +206,74 @@ pub struct ReconnectSettings {
     pub sync_interval: Duration,
 }
 
+/// What one connection, or many, may cost a node: the defence against hostile or broken
+/// clients (`limits:` in herd.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest line a node buffers; a longer one is answered `? ` plus its first this
+    /// many bytes, and the rest is discarded as it arrives.
+    pub max_line_bytes: usize,
+    /// Open connections per node (clients and neighbours alike); past it, new connections
+    /// are accepted and closed at once.
+    pub max_connections: usize,
+    /// A connection that sends no complete line for this long is closed (neighbours' links
+    /// get at least three anti-entropy periods; see `node/server.rs`).
+    pub idle_timeout: Duration,
+    /// The longest client id IAMAT and WHATSAT accept, in bytes.
+    pub max_client_id_bytes: usize,
+}
+
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
+pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 256;
+/// Below this a line could not hold an IAMAT with a long id; peer links are not affected
+/// (they always get at least the default, since a digest is a 16 KiB line).
+const MIN_MAX_LINE_BYTES: usize = 128;
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
+            max_client_id_bytes: DEFAULT_MAX_CLIENT_ID_BYTES,
+        }
+    }
+}
+
+/// The `limits:` section, checked: zero (or a line too short to be useful) is an error.
+fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
+    let limits = Limits {
+        max_line_bytes: raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES),
+        max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        idle_timeout: Duration::from_secs(raw.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S)),
+        max_client_id_bytes: raw
+            .max_client_id_bytes
+            .unwrap_or(DEFAULT_MAX_CLIENT_ID_BYTES),
+    };
+    if limits.max_line_bytes < MIN_MAX_LINE_BYTES {
+        bail!(
+            "{shown}: limits.max_line_bytes is {}; use at least {MIN_MAX_LINE_BYTES} (default \
+             {DEFAULT_MAX_LINE_BYTES})",
+            limits.max_line_bytes
+        );
+    }
+    if limits.max_connections == 0 {
+        bail!(
+            "{shown}: limits.max_connections is 0; a node must accept at least 1 connection \
+             (default {DEFAULT_MAX_CONNECTIONS})"
+        );
+    }
+    if limits.idle_timeout.is_zero() {
+        bail!("{shown}: limits.idle_timeout_s is 0; use e.g. {DEFAULT_IDLE_TIMEOUT_S}");
+    }
+    if limits.max_client_id_bytes == 0 {
+        bail!("{shown}: limits.max_client_id_bytes is 0; use e.g. {DEFAULT_MAX_CLIENT_ID_BYTES}");
+    }
+    Ok(limits)
+}
+
 /// How the supervisor stops nodes and restarts crashed ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorSettings {
@@ -220,7 +303,12 @@ pub struct HerdConfig {
     pub reconnect: ReconnectSettings,
     /// Where the supervisor keeps its socket and the nodes their locks.
     pub run_dir: PathBuf,
+    /// Shared by every server to authenticate peer links; `HERD_SECRET` overrides the file.
+    /// `None`: links are open to anyone who can reach the port.
+    pub secret: Option<HerdSecret>,
     pub supervisor: SupervisorSettings,
+    /// Per-node resource limits against hostile or broken clients.
+    pub limits: Limits,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
 }
@@ -382,6 +470,21 @@ impl HerdConfig {
             );
         }
 
+        let secret = match std::env::var(SECRET_ENV) {
+            Ok(from_env) if !from_env.is_empty() => Some(HerdSecret::new(from_env)),
+            _ => match raw.secret {
+                Some(s) if s.value.is_empty() => bail!(
+                    "{shown} line {}: secret is empty; set a long random string, or remove the \
+                     key to leave peer links open",
+                    s.referenced.line()
+                ),
+                Some(s) => Some(HerdSecret::new(s.value)),
+                None => None,
+            },
+        };
+
+        let limits = limits_config(raw.limits, &shown.to_string())?;
+
         let warnings = disconnected_warning(&servers).into_iter().collect();
         Ok(HerdConfig {
             path: path.to_path_buf(),
@@ -393,7 +496,9 @@ impl HerdConfig {
             places,
             reconnect,
             run_dir: resolve(raw.run_dir, "run"),
+            secret,
             supervisor,
+            limits,
             warnings,
         })
     }
@@ -674,6 +779,50 @@ servers:
             "{CLASSIC}places: {{ provider: google, api: v2 }}\n"
         ));
         assert!(e.contains("line 7") && e.contains("legacy"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_reject_zero() {
+        let c = parse(CLASSIC).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.max_line_bytes, 1 << 20);
+        assert_eq!(c.limits.max_connections, 1024);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.limits.max_client_id_bytes, 256);
+
+        let c = parse(&format!(
+            "{CLASSIC}limits:\n  max_line_bytes: 4096\n  max_connections: 10\n  \
+             idle_timeout_s: 1\n  max_client_id_bytes: 64\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_line_bytes: 4096,
+                max_connections: 10,
+                idle_timeout: Duration::from_secs(1),
+                max_client_id_bytes: 64,
+            }
+        );
+
+        for (key, fix) in [
+            ("max_line_bytes", "at least 128"),
+            ("max_connections", "at least 1"),
+            ("idle_timeout_s", "e.g. 300"),
+            ("max_client_id_bytes", "e.g. 256"),
+        ] {
+            let e = error(&format!("{CLASSIC}limits: {{ {key}: 0 }}\n"));
+            assert!(
+                e.contains(&format!("limits.{key}")) && e.contains(fix),
+                "{e}"
+            );
+        }
+        let e = error(&format!("{CLASSIC}limits: {{ max_line_bytes: 100 }}\n"));
+        assert!(e.contains("at least 128"), "{e}");
+        let e = error(&format!("{CLASSIC}limits: {{ max_lines: 5 }}\n"));
+        assert!(e.contains("line 7"), "{e}");
+        let e = error(&format!("{CLASSIC}limits: {{ max_connections: -1 }}\n"));
+        assert!(e.contains("line 7"), "{e}");
     }
 
     #[test]

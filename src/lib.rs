@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `main.rs` is a thin CLI over it.
 pub mod bench;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod commands;

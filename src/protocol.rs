@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::auth::{is_valid_nonce, is_valid_proof};
+
 /// The verb that starts every server-to-server message, so client commands and peer
 /// messages can share one port and never be confused.
 pub const PEER_VERB: &str = "HERD";
@@ -67,8 +69,8 @@ impl Location {
         }
         // The longitude's sign is the first sign after the latitude's.
         let split = 1 + bytes[1..].iter().position(|b| matches!(b, b'+' | b'-'))?;
-        let lat = parse_signed_degrees(&text[..split])?;
-        let lng = parse_signed_degrees(&text[split..])?;
+        let lat = parse_signed_degrees(&text[..split], MAX_LATITUDE as u64)?;
+        let lng = parse_signed_degrees(&text[split..], MAX_LONGITUDE as u64)?;
         if lat.abs() > MAX_LATITUDE || lng.abs() > MAX_LONGITUDE {
             return None;
         }
@@ -76,15 +78,33 @@ impl Location {
     }
 }
 
-/// `[+-]\d+(\.\d+)?` as degrees.
-fn parse_signed_degrees(text: &str) -> Option<f64> {
+/// `[+-]\d+(\.\d+)?` as degrees, at most `max` in magnitude (compared on the digits, so no
+/// rounding lets `90.00000000000000001` through).
+fn parse_signed_degrees(text: &str, max: u64) -> Option<f64> {
     let (sign, rest) = text.split_at(1);
-    split_decimal(rest)?;
+    let (int, frac) = split_decimal(rest)?;
+    if !decimal_at_most(int, frac, max) {
+        return None;
+    }
     let magnitude: f64 = rest.parse().ok()?;
     if !magnitude.is_finite() {
         return None;
     }
     Some(if sign == "-" { -magnitude } else { magnitude })
+}
+
+/// Whether the decimal `int.frac` (ASCII digits, as split by [`split_decimal`]) is at most the
+/// whole number `max`, exactly: any number of digits, no floating-point rounding.
+fn decimal_at_most(int: &str, frac: &str, max: u64) -> bool {
+    let int = int.trim_start_matches('0');
+    let value: u64 = match int {
+        "" => 0,
+        digits => match digits.parse() {
+            Ok(v) => v,
+            Err(_) => return false, // more than u64 can hold: far above any limit
+        },
+    };
+    value < max || (value == max && frac.bytes().all(|b| b == b'0'))
 }
 
 /// Splits `\d+(\.\d+)?` into integer and fraction digits; `None` for anything else (signs,
@@ -127,11 +147,22 @@ pub struct Whatsat<'a> {
 /// A server-to-server message. Every one starts with [`PEER_VERB`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum PeerMessage<'a> {
-    /// `HERD HELLO <server> <version>`: the dialling server introduces itself. Later
-    /// handshake steps (authentication, anti-entropy digests) are further `HERD` verbs.
-    Hello { server: &'a str, version: u32 },
-    /// `HERD WELCOME <server> <version>`: the accepting server's answer to a HELLO.
-    Welcome { server: &'a str, version: u32 },
+    /// `HERD HELLO <server> <version> <nonce>`: the dialling server introduces itself.
+    Hello {
+        server: &'a str,
+        version: u32,
+        nonce: &'a str,
+    },
+    /// `HERD WELCOME <server> <version> <nonce> <proof|->`: the accepting server's answer,
+    /// proving it knows the herd secret when there is one (see `auth.rs`).
+    Welcome {
+        server: &'a str,
+        version: u32,
+        nonce: &'a str,
+        proof: Option<&'a str>,
+    },
+    /// `HERD AUTH <proof>`: the dialler's proof that it knows the herd secret.
+    Auth { proof: &'a str },
     /// `HERD AT <AT line fields>`: a location update being flooded.
     Update(AtRecord),
     /// `HERD SYNC <AT line fields>`: a record sent to repair a difference found by
@@ -167,6 +198,13 @@ fn fields(line: &str) -> impl Iterator<Item = &str> {
 /// Parses one line (without its `\n`). `None` means "invalid: answer `? <line>`".
 pub fn parse_line(line: &[u8]) -> Option<Command<'_>> {
     let line = std::str::from_utf8(line).ok()?;
+    // NUL, escape sequences, DEL, C1 controls...: no valid message holds any.
+    if line
+        .chars()
+        .any(|c| c.is_control() && !is_field_separator(c))
+    {
+        return None;
+    }
     let mut it = fields(line);
     let verb = it.next()?;
     let mut args: [&str; 6] = [""; 6];
@@ -204,8 +242,12 @@ fn parse_whatsat<'a>(args: &[&'a str]) -> Option<Whatsat<'a>> {
     let &[client, radius, bound] = args else {
         return None;
     };
-    split_decimal(radius)?;
+    let (int, frac) = split_decimal(radius)?;
+    if !decimal_at_most(int, frac, MAX_RADIUS_KM as u64) {
+        return None;
+    }
     let radius_km: f64 = radius.parse().ok()?;
+    // Zero, or too small for an f64 (it would round to zero), is out of range.
     if !(radius_km > 0.0 && radius_km <= MAX_RADIUS_KM) {
         return None;
     }
@@ -226,14 +268,24 @@ fn parse_whatsat<'a>(args: &[&'a str]) -> Option<Whatsat<'a>> {
 
 fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
     match args {
-        ["HELLO", server, version] => Some(PeerMessage::Hello {
+        ["HELLO", server, version, nonce] if is_valid_nonce(nonce) => Some(PeerMessage::Hello {
             server,
             version: parse_version(version)?,
+            nonce,
         }),
-        ["WELCOME", server, version] => Some(PeerMessage::Welcome {
-            server,
-            version: parse_version(version)?,
-        }),
+        ["WELCOME", server, version, nonce, proof]
+            if is_valid_nonce(nonce) && is_valid_proof(proof) =>
+        {
+            Some(PeerMessage::Welcome {
+                server,
+                version: parse_version(version)?,
+                nonce,
+                proof: (*proof != "-").then_some(*proof),
+            })
+        }
+        ["AUTH", proof] if *proof != "-" && is_valid_proof(proof) => {
+            Some(PeerMessage::Auth { proof })
+        }
         ["STATUS"] => Some(PeerMessage::StatusQuery),
         ["DIGEST", count, hex] => parse_digest(count, hex).map(PeerMessage::Digest),
         ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
@@ -255,6 +307,10 @@ fn parse_digest(count: &str, hex: &str) -> Option<Vec<u64>> {
     if count.parse::<usize>().ok()? != DIGEST_BUCKETS || hex.len() != DIGEST_BUCKETS * 16 {
         return None;
     }
+    // from_str_radix alone would take a `+` sign.
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     (0..DIGEST_BUCKETS)
         .map(|i| u64::from_str_radix(hex.get(i * 16..i * 16 + 16)?, 16).ok())
         .collect()
@@ -267,6 +323,10 @@ fn parse_want(buckets: &str) -> Option<Vec<u16>> {
     buckets
         .split(',')
         .map(|b| {
+            // Digits only (`str::parse` would take a `+` sign).
+            if !b.bytes().all(|d| d.is_ascii_digit()) {
+                return None;
+            }
             b.parse::<u16>()
                 .ok()
                 .filter(|&b| usize::from(b) < DIGEST_BUCKETS)
@@ -330,6 +390,12 @@ fn is_valid_skew(text: &str) -> bool {
     matches!(split_decimal(rest), Some((_, frac)) if frac.len() == 9)
 }
 
+/// A client id as IAMAT, WHATSAT and flooded records carry it: non-empty, no ASCII white
+/// space, no control characters (any other Unicode is allowed).
+pub fn is_valid_client_id(id: &str) -> bool {
+    !id.is_empty() && !id.chars().any(|c| is_field_separator(c) || c.is_control())
+}
+
 /// A server name as it may appear on the wire and in `herd.yaml`: letters, digits, `-`, `_`,
 /// starting with a letter.
 pub fn is_valid_server_name(name: &str) -> bool {
@@ -374,7 +440,7 @@ impl AtRecord {
         location: &str,
         time: &str,
     ) -> Option<AtRecord> {
-        if !is_valid_server_name(origin) || !is_valid_skew(skew) {
+        if !is_valid_server_name(origin) || !is_valid_skew(skew) || !is_valid_client_id(client) {
             return None;
         }
         Location::parse(location)?;
@@ -464,14 +530,20 @@ impl AtRecord {
     }
 }
 
-/// `HERD HELLO <server> <version>\n`.
-pub fn format_hello(server: &str) -> String {
-    format!("{PEER_VERB} HELLO {server} {PEER_PROTOCOL_VERSION}\n")
+/// `HERD HELLO <server> <version> <nonce>\n`.
+pub fn format_hello(server: &str, nonce: &str) -> String {
+    format!("{PEER_VERB} HELLO {server} {PEER_PROTOCOL_VERSION} {nonce}\n")
 }
 
-/// `HERD WELCOME <server> <version>\n`.
-pub fn format_welcome(server: &str) -> String {
-    format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION}\n")
+/// `HERD WELCOME <server> <version> <nonce> <proof|->\n`.
+pub fn format_welcome(server: &str, nonce: &str, proof: Option<&str>) -> String {
+    let proof = proof.unwrap_or("-");
+    format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION} {nonce} {proof}\n")
+}
+
+/// `HERD AUTH <proof>\n`.
+pub fn format_auth(proof: &str) -> String {
+    format!("{PEER_VERB} AUTH {proof}\n")
 }
 
 /// A node's own figures, the answer to `HERD STATUS`.
@@ -695,6 +767,9 @@ mod tests {
             "+34--118",
             "+34,5-118",
             "+999999999999999999999999999999999999-118",
+            "+90.00000000000000000001+0",
+            "+0-180.000000000000000000000001",
+            "+0000000000000000000000000090.1+0",
         ] {
             assert_eq!(Location::parse(bad), None, "{bad:?}");
         }
@@ -723,6 +798,8 @@ mod tests {
             "WHATSAT kiwi 10 99999999999999999999999999",
             "WHATSAT kiwi 10",
             "WHATSAT kiwi 10 5 extra",
+            "WHATSAT kiwi 50.00000000000000000001 5",
+            "WHATSAT kiwi 99999999999999999999999999999999 5",
         ] {
             invalid(bad);
         }
@@ -768,6 +845,22 @@ mod tests {
             invalid(bad);
         }
         assert_eq!(parse_line(b"IAMAT \xff +1+2 3"), None);
+        for control in [
+            &b"IAMAT ki\0wi +1+2 3"[..],
+            b"IAMAT k\x1b[2J +1+2 3",
+            b"IAMAT k\x7f +1+2 3",
+        ] {
+            assert_eq!(parse_line(control), None, "{control:?}");
+        }
+        assert_eq!(
+            parse_line("WHATSAT k\u{85} 1 1".as_bytes()),
+            None,
+            "C1 control"
+        );
+        assert_eq!(parse_line(b"HERD WANT +5"), None);
+        assert!(AtRecord::from_fields("A", "+0.000000000", "", "+1+1", "1").is_none());
+        assert!(AtRecord::from_fields("A", "+0.000000000", "a b", "+1+1", "1").is_none());
+        assert!(AtRecord::from_fields("A", "+0.000000000", "a\0", "+1+1", "1").is_none());
         assert_eq!(
             format_invalid(b"WHATSAT kiwi 51 5"),
             b"? WHATSAT kiwi 51 5\n"
@@ -782,20 +875,47 @@ mod tests {
                 other => panic!("{line:?}: {other:?}"),
             }
         }
+        let nonce = "0123456789abcdef0123456789abcdef";
+        let proof = "ab".repeat(32);
         assert_eq!(
-            parse(format_hello("Ball").trim_end()),
+            parse(format_hello("Ball", nonce).trim_end()),
             PeerMessage::Hello {
                 server: "Ball",
-                version: PEER_PROTOCOL_VERSION
+                version: PEER_PROTOCOL_VERSION,
+                nonce
             }
         );
         assert_eq!(
-            parse(format_welcome("Welsh").trim_end()),
+            parse(format_welcome("Welsh", nonce, None).trim_end()),
             PeerMessage::Welcome {
                 server: "Welsh",
-                version: PEER_PROTOCOL_VERSION
+                version: PEER_PROTOCOL_VERSION,
+                nonce,
+                proof: None
             }
         );
+        assert_eq!(
+            parse(format_welcome("Welsh", nonce, Some(&proof)).trim_end()),
+            PeerMessage::Welcome {
+                server: "Welsh",
+                version: PEER_PROTOCOL_VERSION,
+                nonce,
+                proof: Some(&proof)
+            }
+        );
+        assert_eq!(
+            parse(format_auth(&proof).trim_end()),
+            PeerMessage::Auth { proof: &proof }
+        );
+        for bad in [
+            "HERD HELLO Ball 1",
+            "HERD HELLO Ball 1 XYZ",
+            "HERD AUTH -",
+            "HERD AUTH abc",
+            "HERD WELCOME Welsh 1 0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_line(bad.as_bytes()), None, "{bad}");
+        }
         let i = iamat(KIWI);
         let record = AtRecord::from_iamat("Alford", i.time.as_nanos() - 5, &i);
         assert_eq!(

@@ -78,8 +78,14 @@ fn a_digest_from_a_neighbour_is_answered_with_what_it_lacks() {
     let mut stream = TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    stream.write_all(b"HERD HELLO Ball 1\n").unwrap();
-    assert_eq!(read_line(&mut reader), "HERD WELCOME Alford 1");
+    stream
+        .write_all(b"HERD HELLO Ball 1 0123456789abcdef0123456789abcdef\n")
+        .unwrap();
+    let welcome = read_line(&mut reader);
+    assert!(
+        welcome.starts_with("HERD WELCOME Alford 1 ") && welcome.ends_with(" -"),
+        "{welcome}"
+    );
     stream
         .write_all(format_digest(&vec![0; DIGEST_BUCKETS]).as_bytes())
         .unwrap();
@@ -113,8 +119,11 @@ fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    assert_eq!(read_line(&mut reader), "HERD HELLO Alford 1");
-    writer.write_all(b"HERD WELCOME Ball 1\n").unwrap();
+    let hello = read_line(&mut reader);
+    assert!(hello.starts_with("HERD HELLO Alford 1 "), "{hello}");
+    writer
+        .write_all(b"HERD WELCOME Ball 1 fedcba9876543210fedcba9876543210 -\n")
+        .unwrap();
     let digest = read_line(&mut reader);
     let Some(Command::Peer(PeerMessage::Digest(theirs))) = protocol::parse_line(digest.as_bytes())
     else {

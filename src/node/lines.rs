@@ -3,8 +3,10 @@
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-/// The longest line a node buffers. A longer line is answered with a truncated copy.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest line a node buffers unless `limits.max_line_bytes` says otherwise, and the
+/// bound on lines from a neighbour's link (a digest is a 16 KiB line). A longer line is
+/// answered with a truncated copy.
+pub const MAX_LINE_BYTES: usize = crate::config::DEFAULT_MAX_LINE_BYTES;
 
 /// One line as read from the wire.
 #[derive(Debug, PartialEq, Eq)]
@@ -12,7 +14,8 @@ pub enum Line {
     /// A complete line, without its `\n` or `\r\n`. The last line before EOF may lack a
     /// terminator; it is still a line.
     Complete(Vec<u8>),
-    /// A line longer than the limit: its first `MAX_LINE_BYTES` bytes; the rest was discarded.
+    /// A line longer than the limit: its first `max` bytes; the rest was discarded as it
+    /// arrived, so an endless line costs no more memory than `max`.
     TooLong(Vec<u8>),
 }
 

@@ -220,6 +220,13 @@ pub async fn run(
         recovered,
         synced: AtomicU64::new(0),
     });
+    if node.config.secret.is_none() && !node.server_config().neighbours.is_empty() {
+        tracing::warn!(
+            "no herd secret: peer links are open to anyone who can reach {address} (set \
+             secret: in herd.yaml or {})",
+            crate::auth::SECRET_ENV
+        );
+    }
     let dialers = peers::spawn_dialers(&node, shutdown.clone());
 
     tokio::select! {

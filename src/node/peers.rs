@@ -30,7 +30,10 @@ use tokio::task::JoinHandle;
 use super::lines::{read_line, Line, MAX_LINE_BYTES};
 use super::{Arrival, Node};
 use crate::config::ReconnectSettings;
-use crate::protocol::{self, format_digest, format_hello, AtRecord, Command, PeerMessage};
+use crate::auth;
+use crate::protocol::{
+    self, format_auth, format_digest, format_hello, AtRecord, Command, PeerMessage,
+};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,11 +124,13 @@ async fn keep_link(node: &Node, neighbour: &str, mut queue: UpdateQueue) {
     let address = node.config.address(&node.config.servers[neighbour]);
     let link = &node.peers.links[neighbour];
     let mut backoff = Backoff::new(node.config.reconnect);
-    let mut reported_unreachable = false;
+    // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
+    // and a new reason (say, a refused proof once it is back up) still gets its own.
+    let mut last_failure: Option<String> = None;
     loop {
         match handshake(node, neighbour, address).await {
             Ok(stream) => {
-                reported_unreachable = false;
+                last_failure = None;
                 backoff.reset();
                 link.up.store(true, Ordering::Release);
                 tracing::info!("peer link to {neighbour} ({address}) up");
@@ -139,11 +144,12 @@ async fn keep_link(node: &Node, neighbour: &str, mut queue: UpdateQueue) {
                 tracing::info!("peer link to {neighbour} ({address}) dropped: {why}");
             }
             Err(e) => {
-                if !reported_unreachable {
+                let reason = format!("{e:#}");
+                if last_failure.as_deref() != Some(reason.as_str()) {
                     tracing::info!(
-                        "cannot reach {neighbour} at {address}: {e:#}; retrying with backoff"
+                        "cannot reach {neighbour} at {address}: {reason}; retrying with backoff"
                     );
-                    reported_unreachable = true;
+                    last_failure = Some(reason);
                 }
             }
         }
@@ -151,29 +157,56 @@ async fn keep_link(node: &Node, neighbour: &str, mut queue: UpdateQueue) {
     }
 }
 
-/// Dials `neighbour` and introduces this node; returns the connection once welcomed.
+/// Dials `neighbour`, introduces this node and, with a herd secret, has each side prove it
+/// knows it (see `auth.rs`); returns the connection once the link is established.
 async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<TcpStream> {
     let attempt = async {
         let mut stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        let hello = format_hello(&node.name);
+        let our_nonce = auth::nonce();
+        let hello = format_hello(&node.name, &our_nonce);
         stream.write_all(hello.as_bytes()).await?;
         tracing::info!(target: "wire", "{neighbour} > {}", hello.trim_end());
-        let mut reader = BufReader::new(&mut stream);
-        let answer = match read_line(&mut reader, 4096).await? {
+        // The neighbour sends nothing after WELCOME until this side speaks again, so the
+        // reader buffers nothing past it.
+        let answer = match read_line(&mut BufReader::new(&mut stream), 4096).await? {
             Some(Line::Complete(line)) => line,
             _ => bail!("connection closed during handshake"),
         };
-        tracing::info!(target: "wire", "{neighbour} < {}", String::from_utf8_lossy(&answer));
-        match protocol::parse_line(&answer) {
-            Some(Command::Peer(PeerMessage::Welcome { server, .. })) if server == neighbour => {
-                Ok(stream)
-            }
+        tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
+        let (their_nonce, proof) = match protocol::parse_line(&answer) {
+            Some(Command::Peer(PeerMessage::Welcome {
+                server,
+                nonce,
+                proof,
+                ..
+            })) if server == neighbour => (nonce.to_owned(), proof.map(str::to_owned)),
             _ => bail!(
                 "handshake refused: answered {:?}",
                 String::from_utf8_lossy(&answer)
             ),
+        };
+        match (&node.config.secret, proof) {
+            (None, None) => {}
+            (Some(secret), Some(proof)) => {
+                if !secret.verify_welcome(&proof, neighbour, &node.name, &our_nonce, &their_nonce)
+                {
+                    bail!("{neighbour} could not prove it knows the herd secret; not linking");
+                }
+                let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
+                let auth = format_auth(&proof);
+                stream.write_all(auth.as_bytes()).await?;
+                tracing::info!(target: "wire", "{neighbour} > {}", auth.trim_end());
+            }
+            (Some(_), None) => bail!(
+                "{neighbour} has no herd secret (its links are open); give every server the same secret"
+            ),
+            (None, Some(_)) => bail!(
+                "{neighbour} requires the herd secret; set secret: in herd.yaml or {}",
+                auth::SECRET_ENV
+            ),
         }
+        Ok(stream)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
@@ -264,6 +297,12 @@ async fn answer(
                 );
             }
         }
+        // The neighbour refused something this side sent (e.g. AUTH): the link is not what
+        // this side thinks it is, so drop it and let the handshake run again.
+        _ if line.starts_with(b"? ") => bail!(
+            "{neighbour} refused: {}",
+            crate::logs::printable(line)
+        ),
         _ => tracing::warn!(
             "unexpected line from {neighbour}: {}",
             crate::logs::printable(line)

@@ -3,14 +3,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use super::lines::{has_buffered_line, read_line, Line, MAX_LINE_BYTES};
 use super::{Arrival, Node};
+use crate::auth;
 use crate::logs::printable;
 use crate::places::NearbyQuery;
 use crate::protocol::{
@@ -20,19 +22,35 @@ use crate::protocol::{
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
 /// slow or hostile client never holds up another.
+///
+/// At most `limits.max_connections` connections are open at once. Past that, a new
+/// connection is accepted and closed at once (the client sees EOF or a reset) rather than
+/// left in the kernel's backlog: the client learns right away that the node is full, the
+/// backlog never fills with connections nobody will serve, and the descriptor is released
+/// immediately. Neighbours that are turned away redial with their backoff.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
+    let max_connections = node.config.limits.max_connections;
+    raise_open_files_limit(max_connections);
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: transient, keep serving.
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            refusals.refused(max_connections);
+            continue;
+        };
         let node = Arc::clone(&node);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = handle_connection(&node, stream, remote).await {
                 tracing::debug!("{remote}: connection ended with error: {e}");
             }
@@ -40,10 +58,71 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
     }
 }
 
+/// Connections refused for `max_connections`, warned about at most once a second (a flood of
+/// connections must not become a flood of log lines).
+#[derive(Default)]
+struct RefusalLog {
+    last_warning: Option<Instant>,
+    unreported: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, max_connections: usize) {
+        self.unreported += 1;
+        if self
+            .last_warning
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            "{} connection(s) closed at once: {max_connections} connections are open \
+             (limits.max_connections)",
+            self.unreported
+        );
+        self.last_warning = Some(Instant::now());
+        self.unreported = 0;
+    }
+}
+
+/// Lifts this process's soft open-files limit towards its hard limit, so `max_connections`
+/// (plus the store, logs and links) fits; never lowers it.
+fn raise_open_files_limit(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = (max_connections as u64).saturating_add(256).min(hard);
+    if wanted > soft {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+            tracing::warn!("cannot raise the open-files limit from {soft} to {wanted}: {e}");
+        }
+    } else if soft < (max_connections as u64).saturating_add(64) {
+        tracing::warn!(
+            "the open-files limit ({soft}) is below limits.max_connections \
+             ({max_connections}); connections past it fail to be accepted"
+        );
+    }
+}
+
+/// Replies queued for one write are flushed once they reach this size, even if more
+/// pipelined lines are waiting, so a client that pipelines cannot pile up replies.
+const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
+
+/// Only the start of an over-long line (and of its `? ` reply) goes into the log.
+const LOGGED_PREFIX_BYTES: usize = 1024;
+
 /// Who is on the other end of a connection.
 enum Role {
     Client,
-    /// A neighbour that said HELLO: its `HERD AT` updates are applied and flooded on.
+    /// Said HELLO as a neighbour; with a herd secret, it must still prove it with AUTH.
+    Authenticating {
+        from: String,
+        dialler_nonce: String,
+        our_nonce: String,
+    },
+    /// A neighbour that said HELLO (and, with a secret, proved it): its `HERD AT` updates are
+    /// applied and flooded on.
     Peer(String),
 }
 
@@ -56,41 +135,104 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     // Strict durability: the store write the replies in `out` wait for (0: none).
     let mut durable_at = 0;
 
-    while let Some(line) = read_line(&mut reader, MAX_LINE_BYTES).await? {
+    let limits = node.config.limits;
+
+    loop {
+        // A neighbour's link always fits a digest (a 16 KiB line) and is kept alive by the
+        // anti-entropy digest it sends every `sync_interval`, so its idle timeout is at least
+        // three of those periods whatever `limits.idle_timeout_s` says.
+        let (max_line, idle_timeout) = match role {
+            Role::Peer(_) => (
+                limits.max_line_bytes.max(MAX_LINE_BYTES),
+                limits
+                    .idle_timeout
+                    .max(3 * node.config.reconnect.sync_interval),
+            ),
+            _ => (limits.max_line_bytes, limits.idle_timeout),
+        };
+        // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
+        let Ok(line) = tokio::time::timeout(idle_timeout, read_line(&mut reader, max_line)).await
+        else {
+            tracing::info!(
+                "{remote}: no complete line for {} s (limits.idle_timeout_s); closing",
+                idle_timeout.as_secs()
+            );
+            break;
+        };
+        let Some(line) = line? else { break };
         let received = now_nanos();
-        let line = match line {
-            Line::Complete(line) => line,
+        let (line, too_long) = match line {
+            Line::Complete(line) => (line, false),
             Line::TooLong(prefix) => {
-                tracing::info!(target: "wire", "{remote} < (line over {MAX_LINE_BYTES} bytes) {}", printable(&prefix));
-                prefix
+                tracing::info!(
+                    target: "wire",
+                    "{remote} < (line over {max_line} bytes, first {LOGGED_PREFIX_BYTES} shown) {}",
+                    printable(&prefix[..prefix.len().min(LOGGED_PREFIX_BYTES)])
+                );
+                (prefix, true)
             }
         };
-        if matches!(role, Role::Client) {
+        if !too_long && !matches!(role, Role::Peer(_)) {
             tracing::info!(target: "wire", "{remote} < {}", printable(&line));
         }
         let reply = respond(node, &mut role, &line, received, remote, &mut durable_at).await;
+        // The over-long line's memory goes now, not when the connection ends.
+        drop(line);
         if let Some(reply) = reply {
-            tracing::info!(target: "wire", "{remote} > {}", printable(&reply));
+            let shown = if too_long {
+                &reply[..reply.len().min(LOGGED_PREFIX_BYTES)]
+            } else {
+                &reply[..]
+            };
+            tracing::info!(target: "wire", "{remote} > {}", printable(shown));
             out.extend_from_slice(&reply);
         }
         // Replies to lines that are already buffered share one write; each reply stays
         // contiguous either way.
-        if !out.is_empty() && !has_buffered_line(reader.buffer()) {
+        if !out.is_empty()
+            && (!has_buffered_line(reader.buffer()) || out.len() >= MAX_PENDING_REPLY_BYTES)
+        {
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
             node.wait_durable(std::mem::take(&mut durable_at)).await;
-            writer.write_all(&out).await?;
-            out.clear();
+            write_within(&mut writer, &out, idle_timeout).await?;
+            if out.capacity() > MAX_PENDING_REPLY_BYTES {
+                out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back
+            } else {
+                out.clear();
+            }
         }
     }
     if !out.is_empty() {
         node.wait_durable(durable_at).await;
-        writer.write_all(&out).await?;
+        write_within(&mut writer, &out, limits.idle_timeout).await?;
     }
     if let Role::Peer(name) = role {
         tracing::info!("peer connection from {name} ({remote}) dropped");
     }
     writer.shutdown().await?;
     Ok(())
+}
+
+/// Writes `bytes`, giving up (an error: the connection is dropped) if the other end does not
+/// read them within `timeout`, so a client that never reads cannot pin a task and its replies.
+async fn write_within(
+    writer: &mut tokio::net::tcp::OwnedWriteHalf,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<()> {
+    tokio::time::timeout(timeout, writer.write_all(bytes))
+        .await
+        .map_err(|_| anyhow::anyhow!("the other end read nothing for {} s", timeout.as_secs()))??;
+    Ok(())
+}
+
+/// Whether an IAMAT or WHATSAT names a client id longer than `limits.max_client_id_bytes`.
+fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
+    match command {
+        Command::Iamat(iamat) => iamat.client.len() > max,
+        Command::Whatsat(query) => query.client.len() > max,
+        Command::Peer(_) => false,
+    }
 }
 
 /// The reply to one line, if it gets one (flooded updates do not). Under strict durability,
@@ -106,6 +248,9 @@ async fn respond(
     let Some(command) = protocol::parse_line(line) else {
         return Some(format_invalid(line));
     };
+    if client_id_too_long(&command, node.config.limits.max_client_id_bytes) {
+        return Some(format_invalid(line));
+    }
     match command {
         Command::Iamat(iamat) => {
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
@@ -135,9 +280,13 @@ async fn respond(
                 .expect("a serde_json::Value always serializes");
             Some(format_whatsat_reply(record.line(), &json).into_bytes())
         }
-        Command::Peer(PeerMessage::Hello { server, version }) => {
+        Command::Peer(PeerMessage::Hello {
+            server,
+            version,
+            nonce,
+        }) => {
             let known = node.server_config().neighbours.contains(server);
-            if !known || version != PEER_PROTOCOL_VERSION || matches!(role, Role::Peer(_)) {
+            if !known || version != PEER_PROTOCOL_VERSION || !matches!(role, Role::Client) {
                 tracing::warn!(
                     "{remote}: refused HELLO from {server:?} (protocol {version}): not a \
                      neighbour of {}, or a version other than {PEER_PROTOCOL_VERSION}",
@@ -145,27 +294,62 @@ async fn respond(
                 );
                 return Some(format_invalid(line));
             }
-            tracing::info!("peer connection from {server} ({remote}) opened");
-            *role = Role::Peer(server.to_owned());
-            Some(format_welcome(&node.name).into_bytes())
+            let our_nonce = auth::nonce();
+            let Some(secret) = &node.config.secret else {
+                tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
+                *role = Role::Peer(server.to_owned());
+                return Some(format_welcome(&node.name, &our_nonce, None).into_bytes());
+            };
+            let proof = secret.welcome_mac(&node.name, server, nonce, &our_nonce);
+            *role = Role::Authenticating {
+                from: server.to_owned(),
+                dialler_nonce: nonce.to_owned(),
+                our_nonce: our_nonce.clone(),
+            };
+            Some(format_welcome(&node.name, &our_nonce, Some(&proof)).into_bytes())
+        }
+        Command::Peer(PeerMessage::Auth { proof }) => {
+            let Role::Authenticating {
+                from,
+                dialler_nonce,
+                our_nonce,
+            } = role
+            else {
+                return Some(format_invalid(line));
+            };
+            let secret = node
+                .config
+                .secret
+                .as_ref()
+                .expect("authenticating needs a secret");
+            if !secret.verify_auth(proof, from, &node.name, our_nonce, dialler_nonce) {
+                tracing::warn!(
+                    "{remote}: {from} failed to prove the herd secret; treating it as a client"
+                );
+                *role = Role::Client;
+                return Some(format_invalid(line));
+            }
+            tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
+            *role = Role::Peer(from.clone());
+            None
         }
         Command::Peer(PeerMessage::Update(record)) => match role {
             Role::Peer(from) => {
                 node.accept_from_peer(record, from, Arrival::Flood);
                 None
             }
-            Role::Client => Some(format_invalid(line)),
+            _ => Some(format_invalid(line)),
         },
         Command::Peer(PeerMessage::Sync(record)) => match role {
             Role::Peer(from) => {
                 node.accept_from_peer(record, from, Arrival::Sync);
                 None
             }
-            Role::Client => Some(format_invalid(line)),
+            _ => Some(format_invalid(line)),
         },
         Command::Peer(PeerMessage::Digest(theirs)) => match role {
             Role::Peer(from) => Some(node.answer_digest(from, &theirs).into_bytes()),
-            Role::Client => Some(format_invalid(line)),
+            _ => Some(format_invalid(line)),
         },
         // WANT answers a digest this side sent; the accepting side never sends one.
         Command::Peer(PeerMessage::Want(_)) => Some(format_invalid(line)),
