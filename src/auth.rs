@@ -39,13 +39,25 @@ impl HerdSecret {
     }
 
     /// The acceptor's proof in WELCOME.
-    pub fn welcome_mac(&self, acceptor: &str, dialler: &str, dialler_nonce: &str, acceptor_nonce: &str) -> String {
+    pub fn welcome_mac(
+        &self,
+        acceptor: &str,
+        dialler: &str,
+        dialler_nonce: &str,
+        acceptor_nonce: &str,
+    ) -> String {
         let mac = self.mac(&["welcome", acceptor, dialler, dialler_nonce, acceptor_nonce]);
         hex(&mac.finalize().into_bytes())
     }
 
     /// The dialler's proof in AUTH.
-    pub fn auth_mac(&self, dialler: &str, acceptor: &str, acceptor_nonce: &str, dialler_nonce: &str) -> String {
+    pub fn auth_mac(
+        &self,
+        dialler: &str,
+        acceptor: &str,
+        acceptor_nonce: &str,
+        dialler_nonce: &str,
+    ) -> String {
         let mac = self.mac(&["auth", dialler, acceptor, acceptor_nonce, dialler_nonce]);
         hex(&mac.finalize().into_bytes())
     }
@@ -99,7 +111,8 @@ pub fn is_valid_nonce(text: &str) -> bool {
 
 /// A proof as it may appear on the wire: 64 lowercase hex digits, or `-` for none.
 pub fn is_valid_proof(text: &str) -> bool {
-    text == "-" || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    text == "-"
+        || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,10 +141,19 @@ mod tests {
         let w = secret.welcome_mac("Ball", "Alford", &nd, &na);
         assert!(is_valid_proof(&w));
         assert!(secret.verify_welcome(&w, "Ball", "Alford", &nd, &na));
-        assert!(!secret.verify_welcome(&w, "Ball", "Alford", &na, &nd), "nonces swapped");
-        assert!(!secret.verify_welcome(&w, "Alford", "Ball", &nd, &na), "names swapped");
+        assert!(
+            !secret.verify_welcome(&w, "Ball", "Alford", &na, &nd),
+            "nonces swapped"
+        );
+        assert!(
+            !secret.verify_welcome(&w, "Alford", "Ball", &nd, &na),
+            "names swapped"
+        );
         let other = HerdSecret::new("battery staple".into());
-        assert!(!other.verify_welcome(&w, "Ball", "Alford", &nd, &na), "wrong secret");
+        assert!(
+            !other.verify_welcome(&w, "Ball", "Alford", &nd, &na),
+            "wrong secret"
+        );
         // The acceptor's proof cannot be reflected as the dialler's.
         assert!(!secret.verify_auth(&w, "Alford", "Ball", &na, &nd));
         let a = secret.auth_mac("Alford", "Ball", &na, &nd);

@@ -1,8 +1,8 @@
 //! herdctl: a proxy herd of named TCP servers and the supervisor that runs them.
 //!
 //! The library holds everything; `main.rs` is a thin CLI over it.
-pub mod bench;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod commands;

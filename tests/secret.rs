@@ -43,7 +43,10 @@ fn authenticated_links_flood_and_the_secret_is_never_logged() {
     });
     let logs = all_logs(&herd);
     assert!(!logs.contains(SECRET), "the secret reached a log");
-    assert!(!logs.contains("no herd secret"), "links must not be reported open");
+    assert!(
+        !logs.contains("no herd secret"),
+        "links must not be reported open"
+    );
 }
 
 #[test]
@@ -64,15 +67,23 @@ fn a_client_cannot_forge_an_update_or_a_proof() {
     // Claiming to be Ball gets a challenge, not trust.
     let welcome = exchange("HERD HELLO Ball 1 0123456789abcdef0123456789abcdef");
     assert!(welcome.starts_with("HERD WELCOME Alford 1 "), "{welcome}");
-    assert!(!welcome.ends_with(" -"), "a secured server proves itself: {welcome}");
-    assert_eq!(exchange(forged), format!("? {forged}"), "no updates before AUTH");
+    assert!(
+        !welcome.ends_with(" -"),
+        "a secured server proves itself: {welcome}"
+    );
+    assert_eq!(
+        exchange(forged),
+        format!("? {forged}"),
+        "no updates before AUTH"
+    );
     let wrong = format!("HERD AUTH {}", "ab".repeat(32));
     assert_eq!(exchange(&wrong), format!("? {wrong}"));
     assert_eq!(exchange(forged), format!("? {forged}"), "still a client");
     assert_eq!(herd.known_at("Alford", "victim"), None);
     assert_eq!(herd.known_at("Ball", "victim"), None);
     wait_until("the failed proof to be logged", || {
-        herd.log_text("Alford").contains("failed to prove the herd secret")
+        herd.log_text("Alford")
+            .contains("failed to prove the herd secret")
     });
 }
 
@@ -88,7 +99,10 @@ impl Drop for EnvNode {
 
 #[test]
 fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
-    let herd = Herd::configure(&[("Alford", &["Ball"]), ("Ball", &[])], "secret: \"from-file\"\n");
+    let herd = Herd::configure(
+        &[("Alford", &["Ball"]), ("Ball", &[])],
+        "secret: \"from-file\"\n",
+    );
     herd.spawn("Ball");
     herd.wait_listening("Ball");
     let _alford = EnvNode(
@@ -106,10 +120,12 @@ fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     herd.wait_listening("Alford");
     // Each side checks the other's proof first, so both refuse and say why.
     wait_until("Alford to refuse Ball's proof", || {
-        herd.log_text("Alford").contains("Ball could not prove it knows the herd secret")
+        herd.log_text("Alford")
+            .contains("Ball could not prove it knows the herd secret")
     });
     wait_until("Ball to refuse Alford's proof", || {
-        herd.log_text("Ball").contains("Alford could not prove it knows the herd secret")
+        herd.log_text("Ball")
+            .contains("Alford could not prove it knows the herd secret")
     });
     let at = herd.send("Alford", "IAMAT island +1+1 5\n");
     assert!(at.starts_with("AT Alford"), "still serves clients: {at}");
@@ -141,7 +157,10 @@ fn a_server_without_the_secret_is_not_linked_and_says_so() {
         herd.log_text("Alford").contains("Ball has no herd secret")
     });
     wait_until("Ball to say it needs the secret", || {
-        herd.log_text("Ball").contains("Alford requires the herd secret")
+        herd.log_text("Ball")
+            .contains("Alford requires the herd secret")
     });
-    assert!(herd.log_text("Ball").contains("no herd secret: peer links are open"));
+    assert!(herd
+        .log_text("Ball")
+        .contains("no herd secret: peer links are open"));
 }

@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 
 use super::lines::{read_line, Line, MAX_LINE_BYTES};
 use super::{Arrival, Node};
-use crate::config::ReconnectSettings;
 use crate::auth;
+use crate::config::ReconnectSettings;
 use crate::protocol::{
     self, format_auth, format_digest, format_hello, AtRecord, Command, PeerMessage,
 };
@@ -299,10 +299,9 @@ async fn answer(
         }
         // The neighbour refused something this side sent (e.g. AUTH): the link is not what
         // this side thinks it is, so drop it and let the handshake run again.
-        _ if line.starts_with(b"? ") => bail!(
-            "{neighbour} refused: {}",
-            crate::logs::printable(line)
-        ),
+        _ if line.starts_with(b"? ") => {
+            bail!("{neighbour} refused: {}", crate::logs::printable(line))
+        }
         _ => tracing::warn!(
             "unexpected line from {neighbour}: {}",
             crate::logs::printable(line)
