@@ -90,6 +90,22 @@ fn a_client_cannot_forge_an_update_or_a_proof() {
 /// A node started with extra environment, killed when dropped.
 struct EnvNode(Child);
 
+/// Starts `herdctl run NAME` with `HERD_SECRET` set in its environment.
+fn run_with_secret_env(herd: &Herd, name: &str, secret: &str) -> EnvNode {
+    EnvNode(
+        herdctl()
+            .arg("--config")
+            .arg(&herd.config)
+            .args(["run", name])
+            .env("HERD_SECRET", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 impl Drop for EnvNode {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -105,18 +121,7 @@ fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     );
     herd.spawn("Ball");
     herd.wait_listening("Ball");
-    let _alford = EnvNode(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
-            .args(["run", "Alford"])
-            .env("HERD_SECRET", "from-environment")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _alford = run_with_secret_env(&herd, "Alford", "from-environment");
     herd.wait_listening("Alford");
     // Each side checks the other's proof first, so both refuse and say why.
     wait_until("Alford to refuse Ball's proof", || {
@@ -140,18 +145,7 @@ fn a_server_without_the_secret_is_not_linked_and_says_so() {
     // Ball runs open (no secret); Alford has one from the environment.
     herd.spawn("Ball");
     herd.wait_listening("Ball");
-    let _alford = EnvNode(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
-            .args(["run", "Alford"])
-            .env("HERD_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _alford = run_with_secret_env(&herd, "Alford", SECRET);
     herd.wait_listening("Alford");
     wait_until("Alford to refuse the open Ball", || {
         herd.log_text("Alford").contains("Ball has no herd secret")
