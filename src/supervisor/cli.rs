@@ -232,6 +232,12 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
         }
     }
     if failed.is_empty() {
+        let started: Vec<String> = outcome.keys().cloned().collect();
+        if !wait_for_links(supervisor, &started) {
+            eprintln!(
+                "herdctl: note: some peer links are still forming; `herdctl status` shows them"
+            );
+        }
         println!(
             "{} started in {:.1}s",
             plural(outcome.len(), "server"),
@@ -241,6 +247,35 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// How long `start` waits for peer links once its nodes answer.
+const LINKS_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Waits until every node in `names` has its links up to each neighbour that is running, so
+/// an update sent right after `start` floods at once. Best effort: false if the deadline
+/// passed first (a link can legitimately stay down, e.g. a neighbour refusing the secret).
+fn wait_for_links(supervisor: &Supervisor, names: &[String]) -> bool {
+    let began = Instant::now();
+    while began.elapsed() < LINKS_DEADLINE {
+        let Ok(reports) = supervisor.call(&Request::Status) else {
+            return false;
+        };
+        let figures = supervisor
+            .runtime
+            .block_on(query_figures(&supervisor.config, &reports));
+        let running = |n: &String| figures.contains_key(n);
+        let linked = names.iter().all(|name| {
+            let neighbours = &supervisor.config.servers[name].neighbours;
+            let expected = neighbours.iter().filter(|n| running(n)).count();
+            figures.get(name).is_some_and(|f| f.links_up >= expected)
+        });
+        if linked {
+            return true;
+        }
+        std::thread::sleep(POLL);
+    }
+    false
 }
 
 /// Why a node did not come up: how it exited and the last lines it wrote to stderr.
