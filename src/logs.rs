@@ -1,6 +1,7 @@
 //! Per-server log files: tracing + tracing-appender, rotated by time with a kept-files
 //! limit, one set per server under `log_dir/<Server>/`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -68,10 +69,20 @@ pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerG
 /// are not valid UTF-8 and control characters (other than newlines inside a multi-line
 /// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal.
 /// Trailing newlines are dropped (the log adds its own).
-pub fn printable(bytes: &[u8]) -> String {
+/// Borrows when there is nothing to escape, which is almost every line: this runs twice per
+/// request on the hot path.
+pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
     let mut bytes = bytes;
     while let [rest @ .., b'\n'] = bytes {
         bytes = rest;
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Cow::Borrowed(text);
+        }
     }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -86,7 +97,7 @@ pub fn printable(bytes: &[u8]) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

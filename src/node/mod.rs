@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
-use crate::protocol::{format_want, AtRecord, DIGEST_BUCKETS};
+use crate::protocol::{format_want, AtRecord, NodeFigures, DIGEST_BUCKETS};
 use peers::Peers;
 use store::{OpenReport, Seq, Store};
 use table::Table;
@@ -54,10 +54,13 @@ impl Node {
     /// when it is new, floods it to every neighbour except the one it came from. Returns
     /// `None` if it was not new, else its store sequence number (see [`Node::wait_durable`]).
     pub fn accept(&self, record: AtRecord, from: Option<&str>) -> Option<Seq> {
-        let record = Arc::new(record);
-        let seq = self.table.apply(&record);
+        self.accept_shared(&Arc::new(record), from)
+    }
+
+    fn accept_shared(&self, record: &Arc<AtRecord>, from: Option<&str>) -> Option<Seq> {
+        let seq = self.table.apply(record);
         if seq.is_some() {
-            self.peers.flood(&record, from);
+            self.peers.flood(record, from);
         }
         seq
     }
@@ -65,19 +68,35 @@ impl Node {
     /// Applies a record a neighbour sent, logs it, counts what anti-entropy repaired.
     /// Returns whether it was new.
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
-        let line = record.line().to_owned();
+        let record = Arc::new(record);
         // Written like local IAMATs, but never waiting for a flush.
-        let new = self.accept(record, Some(from)).is_some();
+        let new = self.accept_shared(&record, Some(from)).is_some();
         if new && arrival == Arrival::Sync {
             self.synced.fetch_add(1, Ordering::Relaxed);
         }
         tracing::info!(
             target: "wire",
-            "{from} < {}{line} ({})",
+            "{from} < {}{} ({})",
             if arrival == Arrival::Sync { "SYNC " } else { "" },
+            record.line(),
             if new { "new, flooded" } else { "stale, dropped" }
         );
         new
+    }
+
+    /// This node's own figures, the answer to `HERD STATUS`.
+    pub fn figures(&self) -> NodeFigures {
+        let (links_up, links_total) = self.peers.links_up();
+        NodeFigures {
+            name: self.name.clone(),
+            pid: std::process::id(),
+            clients: self.table.len(),
+            links_up,
+            links_total,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            recovered: self.recovered,
+            synced: self.synced.load(Ordering::Relaxed),
+        }
     }
 
     /// The answer to a neighbour's digest: this node's records in every bucket where the

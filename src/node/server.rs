@@ -17,7 +17,7 @@ use crate::logs::printable;
 use crate::places::NearbyQuery;
 use crate::protocol::{
     self, format_invalid, format_status, format_welcome, format_whatsat_reply, AtRecord, Command,
-    NodeFigures, PeerMessage, PEER_PROTOCOL_VERSION,
+    PeerMessage, PEER_PROTOCOL_VERSION,
 };
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
@@ -354,20 +354,7 @@ async fn respond(
         // WANT answers a digest this side sent; the accepting side never sends one.
         Command::Peer(PeerMessage::Want(_)) => Some(format_invalid(line)),
         Command::Peer(PeerMessage::StatusQuery) => {
-            let (links_up, links_total) = node.peers.links_up();
-            Some(
-                format_status(&NodeFigures {
-                    name: node.name.clone(),
-                    pid: std::process::id(),
-                    clients: node.table.len(),
-                    links_up,
-                    links_total,
-                    uptime_ms: node.started.elapsed().as_millis() as u64,
-                    recovered: node.recovered,
-                    synced: node.synced.load(std::sync::atomic::Ordering::Relaxed),
-                })
-                .into_bytes(),
-            )
+            Some(format_status(&node.figures()).into_bytes())
         }
         Command::Peer(PeerMessage::Welcome { .. }) => Some(format_invalid(line)),
     }
