@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::fcntl::{fcntl, FcntlArg};
@@ -17,7 +17,6 @@ use nix::libc;
 #[derive(Debug)]
 pub struct PidLock {
     _file: File,
-    path: PathBuf,
 }
 
 fn whole_file_lock(kind: libc::c_short) -> libc::flock {
@@ -55,10 +54,7 @@ impl PidLock {
         }
         file.set_len(0)?;
         writeln!(file, "{}", std::process::id())?;
-        Ok(Ok(PidLock {
-            _file: file,
-            path: path.to_path_buf(),
-        }))
+        Ok(Ok(PidLock { _file: file }))
     }
 
     /// The pid of the live process holding the lock at `path`, if any.
@@ -75,10 +71,6 @@ impl PidLock {
         fcntl(file.as_fd(), FcntlArg::F_GETLK(&mut probe))
             .with_context(|| format!("cannot query the lock on {}", path.display()))?;
         Ok((probe.l_type != libc::F_UNLCK as libc::c_short).then_some(probe.l_pid as u32))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -32,7 +32,8 @@ const MAX_ENTRY_LINES: usize = 10_000;
 /// Prints the last `lines` lines of server `name`'s log (`all`: of every server's, merged by
 /// time, each line prefixed with its server), then with `follow` keeps printing new ones.
 pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Result<ExitCode> {
-    let all = name == "all" && !config.servers.contains_key("all");
+    // "all" cannot be a server's name (config validation reserves it).
+    let all = name == "all";
     let names = if all {
         config.server_names()
     } else {

@@ -44,7 +44,7 @@ type UpdateQueue = UnboundedReceiver<Arc<AtRecord>>;
 
 struct Link {
     /// True while the handshake is done and the dialler is forwarding. While a link is
-    /// down, updates are not queued for it: the catch-up on reconnect carries them.
+    /// down, updates are not queued for it: the anti-entropy exchange repairs the gap.
     up: AtomicBool,
     queue: UnboundedSender<Arc<AtRecord>>,
     /// Taken once by the link's dialler task.
@@ -226,11 +226,13 @@ async fn forward(
     let (lines_tx, mut lines) = mpsc::channel(1024);
     let _reader = AbortOnDrop(tokio::spawn(read_lines(reader, lines_tx)));
 
-    // One exchange repairs both directions, and whatever breaks a link breaks both of its
-    // one-way connections, so at link-up only the end with the smaller name starts it: a
-    // returning server is sent what it missed once, not twice. The link was marked up before
-    // the digest is taken, so every update is in the exchange or queued after it (a
-    // duplicate is harmless: newer-wins drops it).
+    // One exchange repairs both directions, and a restart or partition breaks both of a
+    // link's one-way connections, so at link-up only the end with the smaller name starts
+    // it: a returning server is sent what it missed once, not twice. A connection that
+    // breaks alone (an idle timeout, a refused line) is repaired by the periodic exchange,
+    // within `sync_interval`. The link was marked up before the digest is taken, so every
+    // update is in the exchange or queued after it (a duplicate is harmless: newer-wins
+    // drops it).
     if node.name.as_str() < neighbour {
         writer
             .write_all(format_digest(&node.table.digest()).as_bytes())

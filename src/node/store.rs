@@ -177,8 +177,9 @@ impl Store {
     }
 
     /// Writes `record` as its client's entry and returns its sequence number. Callers decide
-    /// what is new (the table calls this under its write lock, so the store never receives
-    /// an older record after a newer one). A write error is logged: the node keeps serving
+    /// what is new (the table calls this under the client's shard lock, so the store never
+    /// receives an older record after a newer one for the same client; the counter below
+    /// still only reaches n once puts 1..=n have all inserted, whichever shard they were in). A write error is logged: the node keeps serving
     /// from memory, and the herd still holds the update.
     pub fn put(&self, record: &AtRecord) -> Seq {
         if let Err(e) = self

@@ -106,13 +106,6 @@ impl Table {
         self.read(shard_of(bucket)).records.get(client).cloned()
     }
 
-    /// Every record.
-    pub fn snapshot(&self) -> Vec<Arc<AtRecord>> {
-        (0..SHARDS)
-            .flat_map(|s| self.read(s).records.values().cloned().collect::<Vec<_>>())
-            .collect()
-    }
-
     pub fn len(&self) -> usize {
         (0..SHARDS).map(|s| self.read(s).records.len()).sum()
     }
@@ -211,7 +204,6 @@ mod tests {
         assert_eq!(table.get("kiwi").unwrap().origin(), "Welsh");
         assert!(table.apply(&record("Alford", "other", "1")).is_some());
         assert_eq!(table.len(), 2);
-        assert_eq!(table.snapshot().len(), 2);
         assert!(table.get("nobody").is_none());
     }
 

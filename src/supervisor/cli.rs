@@ -413,6 +413,8 @@ struct StatusRow {
     /// Records anti-entropy brought the node since it started.
     synced: Option<u64>,
     last_exit: Option<String>,
+    /// For a node in backoff: how long until the supervisor restarts it.
+    backoff_ms: Option<u64>,
 }
 
 /// `herdctl status [--json]`.
@@ -444,6 +446,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 recovered: f.map(|f| f.recovered),
                 synced: f.map(|f| f.synced),
                 last_exit: r.last_exit.clone(),
+                backoff_ms: r.backoff_ms,
             }
         })
         .collect();
@@ -483,7 +486,6 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
                 restarts: 0,
                 last_exit: None,
                 backoff_ms: None,
-                generation: 0,
                 crashes_this_start: 0,
             }
         })
@@ -500,7 +502,7 @@ async fn query_figures(
         .iter()
         .filter(|r| r.pid.is_some())
         .map(|r| {
-            let address = std::net::SocketAddr::new(config.host, r.port);
+            let address = config.address(&config.servers[&r.name]);
             let name = r.name.clone();
             tokio::spawn(async move {
                 let figures = super::ask_figures(address, Duration::from_secs(1)).await;
@@ -546,7 +548,10 @@ fn print_table(rows: &[StatusRow]) {
                 .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
             r.recovered.map_or_else(dash, |n| n.to_string()),
             r.synced.map_or_else(dash, |n| n.to_string()),
-            r.last_exit.as_deref().unwrap_or("-"),
+            match (r.last_exit.as_deref(), r.backoff_ms) {
+                (Some(exit), Some(ms)) => format!("{exit}; restart in {:.1}s", ms as f64 / 1000.0),
+                (exit, _) => exit.unwrap_or("-").to_owned(),
+            },
         );
     }
 }

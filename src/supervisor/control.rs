@@ -34,10 +34,9 @@ pub struct NodeReport {
     pub uptime_ms: Option<u64>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// How long until a node in backoff is restarted.
     pub backoff_ms: Option<u64>,
-    /// Bumped on every start request; with `crashes_this_start`, lets `herdctl start` tell
-    /// a crash on start from an older one.
-    pub generation: u64,
+    /// Crashes since the last start request (reset before the start is answered).
     pub crashes_this_start: u32,
 }
 

@@ -1,5 +1,6 @@
 //! The supervisor daemon: one event loop owns every node's state machine, performs the
-//! actions it asks for, and answers the control socket. Started by `herdctl start`,
+//! actions it asks for, and answers the control socket. Started by the first CLI
+//! command that needs it (`start`, `stop`, `restart`, `kill`),
 //! detached in its own session; its nodes outlive it, and the next daemon adopts them.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,16 +172,15 @@ impl Supervisor {
 
     fn handle_request(&mut self, request: Request) -> Response {
         let now = Instant::now();
-        match request {
-            Request::Status => {}
-            Request::Start { ref names } | Request::Stop { ref names } if !names.is_empty() => {
-                if let Some(unknown) = names.iter().find(|n| !self.machines.contains_key(*n)) {
-                    return Response::Error {
-                        message: format!("no server named {unknown:?}"),
-                    };
-                }
-            }
-            _ => {}
+        let named: &[String] = match &request {
+            Request::Start { names } | Request::Stop { names } => names,
+            Request::Kill { name } => std::slice::from_ref(name),
+            Request::Status | Request::Shutdown => &[],
+        };
+        if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
+            return Response::Error {
+                message: format!("no server named {unknown:?}"),
+            };
         }
         match request {
             Request::Status => {}
@@ -196,11 +196,6 @@ impl Supervisor {
                 }
             }
             Request::Kill { name } => {
-                if !self.machines.contains_key(&name) {
-                    return Response::Error {
-                        message: format!("no server named {name:?}"),
-                    };
-                }
                 self.apply(&name, Event::Crash, now);
             }
             Request::Shutdown => {
@@ -263,8 +258,7 @@ impl Supervisor {
             }
             if machine.state == State::Starting && !self.probing.contains(&name) {
                 self.probing.insert(name.clone());
-                let port = self.config.servers[&name].port;
-                let address = std::net::SocketAddr::new(self.config.host, port);
+                let address = self.config.address(&self.config.servers[&name]);
                 let news = self.news_tx.clone();
                 let probe_name = name.clone();
                 tokio::spawn(async move {
@@ -340,8 +334,7 @@ impl Supervisor {
                 restarts: m.restarts,
                 last_exit: m.last_exit.clone(),
                 backoff_ms: m.backoff_remaining(now).map(|d| d.as_millis() as u64),
-                generation: m.generation,
-                crashes_this_start: m.crashes_this_generation,
+                crashes_this_start: m.crashes_since_start,
             })
             .collect()
     }

@@ -80,10 +80,9 @@ pub struct NodeMachine {
     pub quick_crashes: u32,
     /// How the last process ended.
     pub last_exit: Option<String>,
-    /// Bumped on every operator start, so a caller can tell "failed since I asked".
-    pub generation: u64,
-    /// Crashes since the last operator start.
-    pub crashes_this_generation: u32,
+    /// Crashes since the last operator start (an operator start resets it before replying,
+    /// so `herdctl start` can tell a crash on start from an older one).
+    pub crashes_since_start: u32,
     deadline: Option<Instant>,
     settings: SupervisorSettings,
 }
@@ -97,8 +96,7 @@ impl NodeMachine {
             restarts: 0,
             quick_crashes: 0,
             last_exit: None,
-            generation: 0,
-            crashes_this_generation: 0,
+            crashes_since_start: 0,
             deadline: None,
             settings,
         }
@@ -115,8 +113,7 @@ impl NodeMachine {
         use State::*;
         match (self.state, event) {
             (Stopped | Fatal | Backoff, Event::Start) => {
-                self.generation += 1;
-                self.crashes_this_generation = 0;
+                self.crashes_since_start = 0;
                 if self.state != Backoff {
                     self.quick_crashes = 0;
                 }
@@ -212,7 +209,7 @@ impl NodeMachine {
         self.pid = None;
         self.since = None;
         self.quick_crashes += 1;
-        self.crashes_this_generation += 1;
+        self.crashes_since_start += 1;
         if self.quick_crashes > self.settings.max_quick_crashes {
             self.state = State::Fatal;
             self.deadline = None;
@@ -391,10 +388,9 @@ mod tests {
         let t0 = Instant::now();
         let mut m = NodeMachine::new(settings());
         m.handle(Event::Start, t0);
-        let generation = m.generation;
         m.handle(Event::Spawned { pid: 3 }, t0);
         m.handle(exited(), t0);
-        assert_eq!((m.generation, m.crashes_this_generation), (generation, 1));
+        assert_eq!(m.crashes_since_start, 1);
         assert_eq!(m.last_exit.as_deref(), Some("exit status 1"));
         m.handle(
             Event::SpawnFailed {

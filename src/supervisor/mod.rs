@@ -2,7 +2,8 @@
 //! that talk to it over a unix socket.
 //!
 //! - `machine.rs`: one node's lifecycle as a pure state machine (restart policy, stop timeout).
-//! - `process.rs`: the thin OS layer: spawn, signal, is-it-alive, process start time.
+//! - `process.rs`: the thin OS layer: spawn, signal, process start time (liveness is
+//!   `pidlock.rs`).
 //! - `daemon.rs`: the event loop that drives the machines and answers the socket.
 //! - `control.rs`: the JSON-lines request/response protocol on the socket.
 //! - `cli.rs`: start/stop/restart/kill/status as the operator runs them.
