@@ -594,18 +594,13 @@ pub fn format_whatsat_reply(at_line: &str, places_json: &str) -> String {
     let mut reply = String::with_capacity(at_line.len() + places_json.len() + 3);
     reply.push_str(at_line);
     reply.push('\n');
-    let mut previous_newline = false;
-    for c in places_json.trim_end_matches('\n').chars() {
-        if c == '\n' {
-            if previous_newline {
-                continue;
-            }
-            previous_newline = true;
-        } else {
-            previous_newline = false;
-        }
-        reply.push(c);
+    // Copy whole stretches; at each run of newlines keep the first and skip the rest.
+    let mut rest = places_json.trim_end_matches('\n');
+    while let Some(run) = rest.find("\n\n") {
+        reply.push_str(&rest[..=run]);
+        rest = rest[run..].trim_start_matches('\n');
     }
+    reply.push_str(rest);
     reply.push_str("\n\n");
     reply
 }
@@ -994,6 +989,10 @@ mod tests {
         let reply = format_whatsat_reply("AT x", "{\n\n\n  \"a\": 1\n}\n\n");
         assert_eq!(reply, "AT x\n{\n  \"a\": 1\n}\n\n");
         assert_eq!(format_whatsat_reply("AT x", "{}"), "AT x\n{}\n\n");
+        assert_eq!(
+            format_whatsat_reply("AT x", "\n\na\n\n\nb\nc\n\nd"),
+            "AT x\n\na\nb\nc\nd\n\n"
+        );
     }
 
     #[test]

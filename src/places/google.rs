@@ -27,7 +27,7 @@ use reqwest::{Client, StatusCode, Url};
 use serde_json::{json, Map, Value};
 
 use super::cache::{Cache, Source};
-use super::{error_document, NearbyQuery, PlacesFuture, PlacesProvider};
+use super::{error_document, nearby_document, NearbyQuery, PlacesFuture, PlacesProvider};
 use crate::config::{GoogleApi, GoogleSettings};
 
 /// The environment variable that holds the API key.
@@ -460,17 +460,9 @@ pub fn legacy_from_new(answer: &Value) -> Result<Value, Failure> {
         Some(Value::Array(places)) => &places[..],
         Some(_) => return Err(bad_shape("\"places\" is not a list")),
     };
-    let results: Vec<Value> = places.iter().filter_map(legacy_place).collect();
-    let status = if results.is_empty() {
-        "ZERO_RESULTS"
-    } else {
-        "OK"
-    };
-    Ok(json!({
-        "html_attributions": [],
-        "results": results,
-        "status": status,
-    }))
+    Ok(nearby_document(
+        places.iter().filter_map(legacy_place).collect(),
+    ))
 }
 
 /// One New place as a legacy result; `None` for one with no location (it cannot be placed).
@@ -486,7 +478,10 @@ fn legacy_place(place: &Value) -> Option<Value> {
     if let Some(v) = place.get("viewport") {
         if let (Some(ne), Some(sw)) = (v.get("high").and_then(point), v.get("low").and_then(point))
         {
-            geometry.insert("viewport".into(), json!({"northeast": ne, "southwest": sw}));
+            let mut viewport = Map::new();
+            viewport.insert("northeast".into(), ne);
+            viewport.insert("southwest".into(), sw);
+            geometry.insert("viewport".into(), Value::Object(viewport));
         }
     }
     let mut result = Map::new();

@@ -41,6 +41,22 @@ pub trait PlacesProvider: Send + Sync {
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_>;
 }
 
+/// The document for a search that found `results` (nearest first, already cut to the
+/// bound): status OK, or ZERO_RESULTS when empty. Builds the map by hand because `json!`
+/// would serialize the results array again instead of moving it.
+pub fn nearby_document(results: Vec<Value>) -> Value {
+    let status = if results.is_empty() {
+        "ZERO_RESULTS"
+    } else {
+        "OK"
+    };
+    let mut document = serde_json::Map::new();
+    document.insert("html_attributions".into(), Value::Array(Vec::new()));
+    document.insert("results".into(), Value::Array(results));
+    document.insert("status".into(), status.into());
+    Value::Object(document)
+}
+
 /// The document a provider returns when it cannot answer: empty results, a non-OK status
 /// and a human-readable reason.
 pub fn error_document(status: &str, message: &str) -> Value {

@@ -23,7 +23,7 @@ use rstar::primitives::GeomWithData;
 use rstar::RTree;
 use serde_json::{json, Map, Value};
 
-use super::{error_document, NearbyQuery, PlacesFuture, PlacesProvider};
+use super::{error_document, nearby_document, NearbyQuery, PlacesFuture, PlacesProvider};
 
 /// Mean Earth radius in kilometres (IUGG), used to turn a radius into an angle.
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
@@ -172,16 +172,7 @@ impl OfflineIndex {
             .filter_map(|(entry, _)| self.result(entry.data))
             .collect();
 
-        let status = if results.is_empty() {
-            "ZERO_RESULTS"
-        } else {
-            "OK"
-        };
-        json!({
-            "html_attributions": [],
-            "results": results,
-            "status": status,
-        })
+        nearby_document(results)
     }
 
     /// The Google-shaped result for one index entry.
