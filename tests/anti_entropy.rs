@@ -11,11 +11,6 @@ use herdctl::protocol::{self, format_digest, AtRecord, Command, PeerMessage, DIG
 
 const ALL: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
 
-fn status(herd: &Herd, name: &str) -> protocol::NodeFigures {
-    let reply = herd.send(name, "HERD STATUS\n");
-    protocol::parse_status(&reply).unwrap_or_else(|| panic!("{reply:?}"))
-}
-
 fn read_line(reader: &mut impl BufRead) -> String {
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
@@ -43,7 +38,7 @@ fn a_server_that_was_down_gets_every_update_it_missed() {
     herd.start_node("Holiday");
     for name in ALL {
         wait_until(&format!("{name} to hold all 150"), || {
-            status(&herd, name).clients >= 150
+            herd.status(name).clients >= 150
         });
     }
     for name in ["Ball", "Welsh", "Holiday"] {
@@ -58,7 +53,7 @@ fn a_server_that_was_down_gets_every_update_it_missed() {
     // The returning servers say what anti-entropy brought them, in status and in their log.
     let synced: u64 = ["Welsh", "Holiday"]
         .iter()
-        .map(|n| status(&herd, n).synced)
+        .map(|n| herd.status(n).synced)
         .sum();
     assert!(synced >= 150, "synced {synced}");
     wait_until("Welsh's log to mention anti-entropy", || {

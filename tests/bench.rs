@@ -9,14 +9,7 @@ use common::Herd;
 use serde_json::Value;
 
 fn bench(herd: &Herd, args: &[&str]) -> Value {
-    let output = common::herdctl()
-        .arg("--config")
-        .arg(&herd.config)
-        .arg("bench")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let output = common::run_to_end(herd.herdctl().arg("bench").args(args).arg("--json"), b"");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -2,44 +2,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{herdctl, wait_until, Herd, DEADLINE};
+use common::{herdctl, run_to_end, wait_until, Herd, Running, DEADLINE};
 
 const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
 const WHERE: &str = "+34.068930-118.445127 1621464827.959498503";
 
-/// A child process that is killed when dropped, so a failing test never leaves it behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Reading `herdctl tail -f` as it prints.
+trait StdoutLines {
+    fn lines(&mut self) -> Receiver<String>;
 }
 
-impl Running {
-    fn spawn(command: &mut Command) -> Running {
-        Running(command.spawn().unwrap())
-    }
-
-    /// Waits for the process to exit, up to the deadline.
-    fn wait(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < DEADLINE, "herdctl did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
+impl StdoutLines for Running {
     /// Its stdout, line by line, read from a thread.
     fn lines(&mut self) -> Receiver<String> {
         let stdout = self.0.stdout.take().expect("stdout is piped");
@@ -64,34 +43,11 @@ struct Output {
 
 /// Runs `herdctl --config HERD ARGS` with `stdin`, killed if it outlives the deadline.
 fn herdctl_in(herd: &Herd, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Running::spawn(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    let mut input = child.0.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let read_all = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = r.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
-    let status = child.wait();
+    let out = run_to_end(herd.herdctl().args(args), stdin);
     Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

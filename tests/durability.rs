@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{exchange, wait_until, Herd, DEADLINE};
-use herdctl::protocol::{parse_status, NodeFigures};
 
 const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 const PAIR: &[(&str, &[&str])] = &[("A", &["B"]), ("B", &[])];
@@ -81,10 +80,6 @@ fn all_known(expected: &[String]) -> Vec<Option<String>> {
     expected.iter().cloned().map(Some).collect()
 }
 
-fn status(herd: &Herd, server: &str) -> NodeFigures {
-    parse_status(&herd.send(server, "HERD STATUS\n")).expect("a HERD STATUS answer")
-}
-
 fn store_dir(herd: &Herd, server: &str) -> PathBuf {
     herd.path().join("data").join(server)
 }
@@ -105,7 +100,7 @@ fn relaxed_a_killed_node_comes_back_with_everything_flushed_before_the_kill() {
         at_lines(&herd, "Alford", &clients_of("relaxed", 200)),
         all_known(&written)
     );
-    assert_eq!(status(&herd, "Alford").recovered, 200);
+    assert_eq!(herd.status("Alford").recovered, 200);
     let log = herd.log_text("Alford");
     let recovered = format!(
         "recovered 200 clients from {}",
@@ -178,7 +173,7 @@ fn strict_loses_nothing_that_was_answered_when_killed_right_after() {
         );
     }
     assert_eq!(
-        status(&herd, "Alford").recovered,
+        herd.status("Alford").recovered,
         CONNECTIONS * PER_CONNECTION
     );
 }
@@ -246,5 +241,5 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
     herd.terminate("A");
     herd.start_node("A");
     assert_eq!(at_lines(&herd, "A", &clients), all_known(&written));
-    assert_eq!(status(&herd, "A").recovered, COUNT);
+    assert_eq!(herd.status("A").recovered, COUNT);
 }

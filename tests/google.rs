@@ -8,13 +8,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, herdctl, wait_until, Herd, DEADLINE};
+use common::{free_ports, wait_until, Herd, DEADLINE};
 use serde_json::{json, Value};
 
 const KEY: &str = "AIzaTEST-herd-secret-0123456789";
@@ -250,46 +249,19 @@ fn new_answer(n: usize) -> String {
 
 struct Node {
     herd: Herd,
-    child: Option<Child>,
 }
 
 impl Node {
     fn start(places_yaml: &str) -> Node {
         let node = Node::spawn(places_yaml, Some(KEY));
-        let port = node.herd.port("Alford");
-        let mut node = node;
-        wait_until("the node to listen", || {
-            if let Some(status) = node.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "the node exited with {status}: {}",
-                    node.herd.stderr("Alford")
-                );
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        node.herd.wait_listening("Alford");
         node
     }
 
     fn spawn(places_yaml: &str, key: Option<&str>) -> Node {
         let herd = Herd::configure(&[("Alford", &[])], places_yaml);
-        let stderr = std::fs::File::create(herd.path().join("Alford.stderr")).expect("stderr file");
-        let mut command = herdctl();
-        command
-            .arg("--config")
-            .arg(&herd.config)
-            .args(["run", "Alford"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .env_remove("GOOGLE_PLACES_API_KEY");
-        if let Some(key) = key {
-            command.env("GOOGLE_PLACES_API_KEY", key);
-        }
-        let child = command.spawn().unwrap();
-        Node {
-            herd,
-            child: Some(child),
-        }
+        herd.spawn_with_env("Alford", &[("GOOGLE_PLACES_API_KEY", key)]);
+        Node { herd }
     }
 
     fn send(&self, input: &str) -> String {
@@ -320,15 +292,6 @@ impl Node {
         );
         let stderr = self.herd.stderr("Alford");
         assert!(!stderr.contains(KEY), "the key is on stderr:\n{stderr}");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -535,10 +498,26 @@ fn new_api_no_places_is_zero_results() {
 
 #[test]
 fn ten_concurrent_queries_make_one_upstream_request() {
-    let upstream = Upstream::start(|_, _| Reply::Http {
-        status: 200,
-        body: legacy_answer(20),
-        delay: Duration::from_millis(1000),
+    // The upstream holds its answer until the node has logged all ten queries: a task goes
+    // from logging its line to waiting on the shared fetch without yielding, so every query
+    // is then waiting on whatever requests exist. (Weak: the upstream thread must not keep
+    // the node, and so its process, alive.)
+    let node_slot: Arc<OnceLock<Weak<Node>>> = Arc::default();
+    let slot = Arc::clone(&node_slot);
+    let upstream = Upstream::start(move |_, _| {
+        let node = slot
+            .get()
+            .and_then(Weak::upgrade)
+            .expect("the node is running");
+        wait_until("ten WHATSATs to reach the node", || {
+            let log = node.herd.log_text("Alford");
+            log.matches("< WHATSAT kiwi.cs.ucla.edu 10 ").count() >= 10
+        });
+        Reply::Http {
+            status: 200,
+            body: legacy_answer(20),
+            delay: Duration::ZERO,
+        }
     });
     // No caching: only single-flight can turn ten queries into one request.
     let node = Arc::new(Node::start(&places_yaml(
@@ -546,6 +525,7 @@ fn ten_concurrent_queries_make_one_upstream_request() {
         &upstream.url("/json"),
         ", cache_ttl_s: 0",
     )));
+    node_slot.set(Arc::downgrade(&node)).ok();
     node.locate_kiwi();
     let bounds_seen = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (1..=10)
@@ -693,19 +673,8 @@ fn bad_json_and_connection_refused_are_error_documents() {
 #[test]
 fn a_missing_key_stops_the_node_at_start() {
     for key in [None, Some("")] {
-        let mut node = Node::spawn("places: { provider: google }\n", key);
-        let mut child = node.child.take().unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("the node did not stop without a key");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let node = Node::spawn("places: { provider: google }\n", key);
+        let status = node.herd.wait_exit("Alford");
         assert!(!status.success());
         let stderr = node.herd.stderr("Alford");
         assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");

@@ -9,7 +9,6 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{exchange, wait_until, Herd, DEADLINE};
-use herdctl::protocol::parse_status;
 
 const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 const KIWI: &str = "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n";
@@ -23,8 +22,7 @@ fn solo(extra_yaml: &str) -> Herd {
 
 /// The node's resident memory, in KiB (from its own `HERD STATUS` pid).
 fn rss_kib(herd: &Herd) -> u64 {
-    let reply = herd.send("Alford", "HERD STATUS\n");
-    let pid = parse_status(&reply).expect("a status answer").pid;
+    let pid = herd.status("Alford").pid;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()

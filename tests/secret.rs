@@ -5,9 +5,8 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 
-use common::{herdctl, wait_until, Herd, CLASSIC, DEADLINE};
+use common::{wait_until, Herd, CLASSIC, DEADLINE};
 
 const SECRET: &str = "s3cret-that-must-never-be-logged";
 
@@ -87,32 +86,6 @@ fn a_client_cannot_forge_an_update_or_a_proof() {
     });
 }
 
-/// A node started with extra environment, killed when dropped.
-struct EnvNode(Child);
-
-/// Starts `herdctl run NAME` with `HERD_SECRET` set in its environment.
-fn run_with_secret_env(herd: &Herd, name: &str, secret: &str) -> EnvNode {
-    EnvNode(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
-            .args(["run", name])
-            .env("HERD_SECRET", secret)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-impl Drop for EnvNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     let herd = Herd::configure(
@@ -121,7 +94,7 @@ fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     );
     herd.spawn("Ball");
     herd.wait_listening("Ball");
-    let _alford = run_with_secret_env(&herd, "Alford", "from-environment");
+    herd.spawn_with_env("Alford", &[("HERD_SECRET", Some("from-environment"))]);
     herd.wait_listening("Alford");
     // Each side checks the other's proof first, so both refuse and say why.
     wait_until("Alford to refuse Ball's proof", || {
@@ -134,6 +107,8 @@ fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     });
     let at = herd.send("Alford", "IAMAT island +1+1 5\n");
     assert!(at.starts_with("AT Alford"), "still serves clients: {at}");
+    assert_eq!(herd.status("Alford").links_up, 0, "no link may form");
+    assert_eq!(herd.status("Ball").links_up, 0, "no link may form");
     assert_eq!(herd.known_at("Ball", "island"), None);
     let logs = herd.log_text("Alford") + &herd.log_text("Ball");
     assert!(!logs.contains("from-environment") && !logs.contains("from-file"));
@@ -145,7 +120,7 @@ fn a_server_without_the_secret_is_not_linked_and_says_so() {
     // Ball runs open (no secret); Alford has one from the environment.
     herd.spawn("Ball");
     herd.wait_listening("Ball");
-    let _alford = run_with_secret_env(&herd, "Alford", SECRET);
+    herd.spawn_with_env("Alford", &[("HERD_SECRET", Some(SECRET))]);
     herd.wait_listening("Alford");
     wait_until("Alford to refuse the open Ball", || {
         herd.log_text("Alford").contains("Ball has no herd secret")
@@ -157,4 +132,6 @@ fn a_server_without_the_secret_is_not_linked_and_says_so() {
     assert!(herd
         .log_text("Ball")
         .contains("no herd secret: peer links are open"));
+    assert_eq!(herd.status("Alford").links_up, 0, "no link may form");
+    assert_eq!(herd.status("Ball").links_up, 0, "no link may form");
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{exchange, herdctl, wait_until, Herd, CLASSIC};
+use common::{exchange, herdctl, run_to_end, wait_until, Herd, CLASSIC};
 use herdctl::pidlock::PidLock;
 
 /// A classic herd run by the supervisor. Dropping it stops everything and SIGKILLs whatever
@@ -23,12 +23,7 @@ impl Supervised {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        herdctl()
-            .arg("--config")
-            .arg(&self.herd.config)
-            .args(args)
-            .output()
-            .unwrap()
+        run_to_end(self.herd.herdctl().args(args), b"")
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -245,10 +240,10 @@ fn clear_errors_for_bad_names_and_missing_config() {
     assert!(stderr.contains("Alford, Ball"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
-    let out = herdctl()
-        .args(["--config", "/nonexistent/herd.yaml", "status"])
-        .output()
-        .unwrap();
+    let out = run_to_end(
+        herdctl().args(["--config", "/nonexistent/herd.yaml", "status"]),
+        b"",
+    );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("HERD_CONFIG"), "{stderr}");
@@ -256,12 +251,8 @@ fn clear_errors_for_bad_names_and_missing_config() {
     // A node started by hand cannot be started twice.
     s.herd.spawn("Alford");
     s.herd.wait_listening("Alford");
-    let out = herdctl()
-        .arg("--config")
-        .arg(&s.herd.config)
-        .args(["run", "Alford"])
-        .output()
-        .unwrap();
+    // Deadline-bound: if the refusal ever broke, this would serve instead of exiting.
+    let out = run_to_end(s.herd.herdctl().args(["run", "Alford"]), b"");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already running (pid"), "{stderr}");

@@ -27,6 +27,66 @@ pub fn herdctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herdctl"))
 }
 
+/// A child process killed when dropped, so a failing test never leaves it behind.
+pub struct Running(pub Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        Running(command.spawn().unwrap())
+    }
+
+    /// Waits for the process to exit, up to the deadline (then the test fails, and the drop
+    /// kills it).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < DEADLINE, "herdctl did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `command` to the end with `stdin`, like `Command::output` but killed (failing the
+/// test) if it outlives the deadline, so a hang can never stall the test run.
+pub fn run_to_end(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = Running::spawn(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut input = child.0.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.0.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.0.stderr.take().unwrap()));
+    let status = child.wait();
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Polls `condition` until it holds or the deadline passes, then panics naming `what`.
 pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -131,22 +191,39 @@ impl Herd {
         Herd::start(CLASSIC)
     }
 
+    /// `herdctl --config <this herd's file>`.
+    pub fn herdctl(&self) -> Command {
+        let mut command = herdctl();
+        command.arg("--config").arg(&self.config);
+        command
+    }
+
     pub fn port(&self, name: &str) -> u16 {
         self.ports[name]
     }
 
     /// Starts `herdctl run NAME` (stderr kept in the herd's folder for post-mortems).
     pub fn spawn(&self, name: &str) {
+        self.spawn_with_env(name, &[]);
+    }
+
+    /// Like [`Herd::spawn`], with environment variables set (`Some`) or removed (`None`).
+    /// The node is the herd's like any other: watched, logged, killed at the end.
+    pub fn spawn_with_env(&self, name: &str, env: &[(&str, Option<&str>)]) {
         let stderr = std::fs::File::create(self.dir.path().join(format!("{name}.stderr"))).unwrap();
-        let child = herdctl()
-            .arg("--config")
-            .arg(&self.config)
+        let mut command = self.herdctl();
+        command
             .args(["run", name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+            .stderr(stderr);
+        for (key, value) in env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command.spawn().unwrap();
         let previous = self.children.lock().unwrap().insert(name.to_owned(), child);
         assert!(previous.is_none(), "{name} was already running");
     }
@@ -181,19 +258,28 @@ impl Herd {
 
     /// SIGTERM, and wait for a clean exit.
     pub fn terminate(&self, name: &str) -> std::process::ExitStatus {
-        let mut child = self.children.lock().unwrap().remove(name).expect("running");
-        nix_kill(child.id(), "TERM");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = child.kill();
-                panic!("{name} ignored SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let pid = self
+            .children
+            .lock()
+            .unwrap()
+            .get(name)
+            .expect("running")
+            .id();
+        nix_kill(pid, "TERM");
+        self.wait_exit(name)
+    }
+
+    /// Waits (up to the deadline, then the test fails) for `name` to exit by itself.
+    pub fn wait_exit(&self, name: &str) -> std::process::ExitStatus {
+        let mut child = Running(self.children.lock().unwrap().remove(name).expect("running"));
+        child.wait()
+    }
+
+    /// Server `name`'s own figures (`HERD STATUS`).
+    pub fn status(&self, name: &str) -> herdctl::protocol::NodeFigures {
+        let reply = self.send(name, "HERD STATUS\n");
+        herdctl::protocol::parse_status(&reply)
+            .unwrap_or_else(|| panic!("{name} answered HERD STATUS with {reply:?}"))
     }
 
     /// One request/response exchange with server `name`, as text.
