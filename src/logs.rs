@@ -52,8 +52,11 @@ pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerG
         .with_ansi(false)
         .with_target(false)
         .with_filter(LevelFilter::INFO);
+    // Colour only for a person at a terminal: under the supervisor stderr is a file that
+    // `herdctl start` quotes when a node fails.
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_filter(filter_fn(|meta| meta.target() != "wire"))
         .with_filter(LevelFilter::INFO);

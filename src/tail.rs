@@ -217,6 +217,17 @@ fn complete_end(file: &mut File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
+/// The last `n` lines of the file at `path`, read from its end (empty if it cannot be read):
+/// for quoting a log without reading all of it.
+pub fn last_lines_of(path: &Path, n: usize) -> Vec<Vec<u8>> {
+    let read = || -> io::Result<Vec<Vec<u8>>> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        read_back(&mut file, len, n)
+    };
+    read().unwrap_or_default()
+}
+
 /// The last `want` lines of `file[..end]` (fewer when it has fewer), read backwards in
 /// chunks from `end`. A last line without a newline counts as a line.
 fn read_back(file: &mut File, end: u64, want: usize) -> io::Result<Vec<Vec<u8>>> {

@@ -251,6 +251,9 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
 
 /// How long `start` waits for peer links once its nodes answer.
 const LINKS_DEADLINE: Duration = Duration::from_secs(5);
+/// Each poll is a `HERD STATUS` to every running node, two lines in each node's log: poll
+/// gently (links form within a few hundred milliseconds).
+const LINKS_POLL: Duration = Duration::from_millis(200);
 
 /// Waits until every node in `names` has its links up to each neighbour that is running, so
 /// an update sent right after `start` floods at once. Best effort: false if the deadline
@@ -273,7 +276,7 @@ fn wait_for_links(supervisor: &Supervisor, names: &[String]) -> bool {
         if linked {
             return true;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(LINKS_POLL);
     }
     false
 }
@@ -575,11 +578,9 @@ fn plural(n: usize, what: &str) -> String {
 
 /// The last `n` lines of a text file ("" if it cannot be read).
 fn last_lines(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..]
+    crate::tail::last_lines_of(path, n)
         .iter()
-        .map(|l| format!("  {l}"))
+        .map(|l| format!("  {}", crate::logs::printable(l)))
         .collect::<Vec<_>>()
         .join("\n")
 }
