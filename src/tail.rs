@@ -55,7 +55,7 @@ pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Resu
     let result = if follow {
         follow_logs(&mut out, &sources, all, lines)
     } else {
-        print_tail(&mut out, &sources, all, lines).and_then(|()| Ok(out.flush()?))
+        print_tail(&mut out, &sources, all, lines)
     };
     match result {
         Err(e) if !is_broken_pipe(&e) => Err(e),
@@ -464,23 +464,46 @@ fn write_lines(
 
 /// Without `-f`: the last `n` lines (of the merged logs, for several servers).
 fn print_tail(out: &mut impl Write, sources: &[LogSource], prefixed: bool, n: usize) -> Result<()> {
+    print_recent(out, sources, prefixed, n, false).map(drop)
+}
+
+/// Where a source's newest log ends and the stamp of its last entry: where following starts.
+type Resume = (Option<Current>, Option<Stamp>);
+
+/// Prints the last `n` merged lines of `sources` (saying which have no log yet) and returns
+/// where each one ends. When `following`, a half-written last line is left for the follower
+/// to finish, not printed now.
+fn print_recent(
+    out: &mut impl Write,
+    sources: &[LogSource],
+    prefixed: bool,
+    n: usize,
+    following: bool,
+) -> Result<Vec<Resume>> {
     let mut streams = Vec::new();
+    let mut ends = Vec::new();
     let mut empty = Vec::new();
     for source in sources {
         let files = source.files()?;
         if files.is_empty() {
             empty.push(source);
         }
-        let (lines, _) = last_entries(&files, n, true, sources.len() > 1)?;
-        streams.push(entries(lines));
+        let (lines, current) = last_entries(&files, n, !following, sources.len() > 1)?;
+        let stream = entries(lines);
+        ends.push((current, stream.iter().rev().find_map(|e| e.stamp)));
+        streams.push(stream);
     }
     if !empty.is_empty() {
-        note(&no_log_yet(&empty, ""));
+        note(&no_log_yet(
+            &empty,
+            if following { "; waiting for it" } else { "" },
+        ));
     }
     let mut merged = merge(streams);
     merged.drain(..merged.len().saturating_sub(n));
     write_lines(out, sources, prefixed, &merged)?;
-    Ok(())
+    out.flush()?;
+    Ok(ends)
 }
 
 fn no_log_yet(empty: &[&LogSource], then: &str) -> String {
@@ -506,21 +529,7 @@ fn follow_logs(
     prefixed: bool,
     n: usize,
 ) -> Result<()> {
-    let mut followers = Vec::new();
-    let mut streams = Vec::new();
-    let mut empty = Vec::new();
-    for source in sources {
-        let files = source.files()?;
-        if files.is_empty() {
-            empty.push(source);
-        }
-        let (lines, current) = last_entries(&files, n, false, sources.len() > 1)?;
-        followers.push(Follower::new(source.clone(), current));
-        streams.push(entries(lines));
-    }
-    if !empty.is_empty() {
-        note(&no_log_yet(&empty, "; waiting for it"));
-    }
+    let ends = print_recent(out, sources, prefixed, n, true)?;
     // Several servers' new lines are held back briefly, so that a line written a little
     // late (after a poll) still comes out in time order.
     let hold = if sources.len() > 1 {
@@ -529,13 +538,11 @@ fn follow_logs(
         Duration::ZERO
     };
     let mut merger = Merger::new(sources.len(), hold);
-    for (i, stream) in streams.iter().enumerate() {
-        merger.last_stamp[i] = stream.iter().rev().find_map(|e| e.stamp);
+    let mut followers = Vec::new();
+    for (i, (source, (current, last_stamp))) in sources.iter().zip(ends).enumerate() {
+        followers.push(Follower::new(source.clone(), current));
+        merger.last_stamp[i] = last_stamp;
     }
-    let mut merged = merge(streams);
-    merged.drain(..merged.len().saturating_sub(n));
-    write_lines(out, sources, prefixed, &merged)?;
-    out.flush()?;
     loop {
         std::thread::sleep(POLL);
         let now = Instant::now();
