@@ -183,7 +183,7 @@ pub struct PlacesConfig {
 pub struct GoogleSettings {
     pub api: GoogleApi,
     /// `http://` or `https://` URL; Google's own for `api` unless set.
-    pub endpoint: String,
+    pub endpoint: reqwest::Url,
     /// The most an upstream request may take, connect to last byte.
     pub timeout: Duration,
     /// How long an answer (status OK or ZERO_RESULTS) is reused for the same location and
@@ -559,23 +559,17 @@ fn places_config(
     }
     let api = raw.api.unwrap_or_default();
     let endpoint = match raw.endpoint {
-        None => api.default_endpoint().to_owned(),
-        Some(e) => {
-            let lower = e.value.to_ascii_lowercase();
-            let rest = lower
-                .strip_prefix("https://")
-                .or_else(|| lower.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || e.value.contains(' ') {
-                bail!(
-                    "{shown} line {}: places.endpoint {:?} is not an http:// or https:// URL; \
-                     leave it out to use Google's ({})",
-                    e.referenced.line(),
-                    e.value,
-                    api.default_endpoint()
-                );
-            }
-            e.value
-        }
+        None => reqwest::Url::parse(api.default_endpoint()).expect("Google's URLs parse"),
+        Some(e) => match reqwest::Url::parse(&e.value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+            _ => bail!(
+                "{shown} line {}: places.endpoint {:?} is not an http:// or https:// URL; \
+                 leave it out to use Google's ({})",
+                e.referenced.line(),
+                e.value,
+                api.default_endpoint()
+            ),
+        },
     };
     let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_GOOGLE_TIMEOUT_MS);
     if timeout_ms == 0 {
@@ -725,7 +719,7 @@ servers:
         assert_eq!(c.places.provider, ProviderKind::Google);
         let g = &c.places.google;
         assert_eq!(g.api, GoogleApi::Legacy);
-        assert_eq!(g.endpoint, GoogleApi::Legacy.default_endpoint());
+        assert_eq!(g.endpoint.as_str(), GoogleApi::Legacy.default_endpoint());
         assert_eq!(g.timeout, Duration::from_millis(DEFAULT_GOOGLE_TIMEOUT_MS));
         assert_eq!(g.cache_ttl, Duration::from_secs(DEFAULT_GOOGLE_CACHE_TTL_S));
         assert_eq!(g.cache_entries, DEFAULT_GOOGLE_CACHE_ENTRIES);
@@ -738,7 +732,7 @@ servers:
         let g = &c.places.google;
         assert_eq!(g.api, GoogleApi::New);
         assert_eq!(
-            g.endpoint,
+            g.endpoint.as_str(),
             "https://places.googleapis.com/v1/places:searchNearby"
         );
         assert_eq!(g.timeout, Duration::from_millis(250));
@@ -749,7 +743,7 @@ servers:
             "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x' }}\n"
         ))
         .unwrap();
-        assert_eq!(c.places.google.endpoint, "http://127.0.0.1:9/x");
+        assert_eq!(c.places.google.endpoint.as_str(), "http://127.0.0.1:9/x");
     }
 
     #[test]
