@@ -336,59 +336,15 @@ fn check_geonames_fields(fields: [&str; GEONAMES_FIELDS]) -> Result<GeoPlace<'_>
 
 /// Parses a latitude (`limit` 90) or longitude (`limit` 180) in decimal degrees.
 fn parse_coordinate(text: &str, what: &str, limit: f64) -> Result<f64, String> {
-    let value = parse_decimal(text)
-        .or_else(|| text.parse().ok())
+    let value = text
+        .parse()
+        .ok()
         .filter(|v: &f64| v.is_finite())
         .ok_or_else(|| format!("{what} {text:?} is not a number"))?;
     if !(-limit..=limit).contains(&value) {
         return Err(format!("{what} {text} is out of range [-{limit}, {limit}]"));
     }
     Ok(value)
-}
-
-/// A fast path for plain decimals such as `-118.44513`: optional sign, digits, optional
-/// fraction, at most 15 significant digits in all. Returns `None` for anything else, which
-/// the caller hands to `str::parse`.
-///
-/// The result is identical to `str::parse::<f64>`: the digits form an integer below 2^53 and
-/// the divisor a power of ten up to 10^15, both exact in an f64, and IEEE division rounds
-/// their quotient correctly (Clinger's fast path).
-fn parse_decimal(text: &str) -> Option<f64> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
-    let bytes = text.as_bytes();
-    let (negative, digits) = match bytes.first()? {
-        b'-' => (true, &bytes[1..]),
-        b'+' => (false, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    let mut mantissa: u64 = 0;
-    let mut count = 0usize;
-    let mut fraction: Option<usize> = None;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                count += 1;
-                if count > 15 {
-                    return None;
-                }
-                if let Some(f) = fraction.as_mut() {
-                    *f += 1;
-                }
-            }
-            b'.' if fraction.is_none() => fraction = Some(0),
-            _ => return None,
-        }
-    }
-    let fraction = fraction.unwrap_or(0);
-    // Needs a digit on both sides of the point ("1." and ".5" go to str::parse).
-    if count == 0 || fraction == count || (fraction == 0 && digits.last() == Some(&b'.')) {
-        return None;
-    }
-    let value = mantissa as f64 / POW10[fraction];
-    Some(if negative { -value } else { value })
 }
 
 /// The R-tree entries for a GeoNames TSV text, and a message for each malformed line.
@@ -783,60 +739,6 @@ mod tests {
         parse_poi_csv(csv, "pois.csv")
             .expect_err("test CSV is rejected")
             .to_string()
-    }
-
-    #[test]
-    fn fast_decimal_parse_matches_std() {
-        for text in [
-            "0",
-            "-0",
-            "0.0",
-            "34.06893",
-            "-118.445127",
-            "+1.5",
-            "89.99999",
-            "-90",
-            "180",
-            "179.99999999999",
-            "0.000001",
-            "123456789012345",
-            "1.23456789012345",
-            "12.10",
-        ] {
-            let std: f64 = text.parse().unwrap();
-            assert_eq!(
-                parse_decimal(text).map(f64::to_bits),
-                Some(std.to_bits()),
-                "{text}"
-            );
-        }
-        for text in [
-            "",
-            "-",
-            ".",
-            "1.",
-            ".5",
-            "1e5",
-            "1.2.3",
-            "nan",
-            "inf",
-            "1,5",
-            " 1",
-            "1234567890123456",
-        ] {
-            assert_eq!(parse_decimal(text), None, "{text}");
-        }
-        // Every embedded coordinate parses to exactly what str::parse gives.
-        for line in EMBEDDED_CITIES.lines() {
-            for text in line.split('\t').skip(2).take(2) {
-                let std: f64 = text.parse().unwrap();
-                assert_eq!(
-                    parse_decimal(text).map(f64::to_bits),
-                    Some(std.to_bits()),
-                    "{text}"
-                );
-            }
-        }
     }
 
     #[test]
