@@ -79,8 +79,10 @@ impl Mix {
                 other => bail!("--mix: unknown command {other:?} (iamat, whatsat)"),
             }
         }
-        if mix.iamat + mix.whatsat == 0 {
-            bail!("--mix: the weights add up to 0");
+        match mix.iamat.checked_add(mix.whatsat) {
+            Some(0) => bail!("--mix: the weights add up to 0"),
+            None => bail!("--mix: the weights add up to more than {}", u32::MAX),
+            Some(_) => {}
         }
         Ok(mix)
     }
@@ -159,7 +161,7 @@ impl Generator {
     /// Appends the next request line to `out` and says what reply it expects.
     pub fn next(&mut self, out: &mut Vec<u8>) -> Kind {
         let s = &self.settings;
-        let total = u64::from(s.mix.iamat + s.mix.whatsat);
+        let total = u64::from(s.mix.iamat) + u64::from(s.mix.whatsat);
         let whatsat = s.seeded > 0 && self.rng.below(total) < u64::from(s.mix.whatsat);
         if whatsat {
             let id = self.rng.below(s.seeded);

@@ -96,6 +96,16 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         bail!("--connections and --window must be at least 1");
     }
     let mix = Mix::parse(&args.mix)?;
+    // Out of range, every WHATSAT would be answered `? ...`: say so now instead.
+    if !(args.radius > 0.0 && args.radius <= crate::protocol::MAX_RADIUS_KM) {
+        bail!(
+            "--radius must be more than 0 and at most {} km",
+            crate::protocol::MAX_RADIUS_KM
+        );
+    }
+    if args.bound == 0 || args.bound > crate::protocol::MAX_BOUND {
+        bail!("--bound must be 1 to {}", crate::protocol::MAX_BOUND);
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
