@@ -21,14 +21,7 @@ fn bench(herd: &Herd, args: &[&str]) -> Value {
 }
 
 fn assert_sane(report: &Value) {
-    for field in [
-        "ops_per_s",
-        "p50_us",
-        "p99_us",
-        "p999_us",
-        "errors",
-        "generator_cpu",
-    ] {
+    for field in herdctl::bench::report::REQUIRED_JSON_FIELDS {
         assert!(report.get(field).is_some(), "{field} missing: {report}");
     }
     assert_eq!(report["errors"], 0, "{report}");

@@ -8,6 +8,16 @@ use serde::Serialize;
 
 use super::stats::Histogram;
 
+/// The fields every `--json` report carries (the contract; others only when asked).
+pub const REQUIRED_JSON_FIELDS: [&str; 6] = [
+    "ops_per_s",
+    "p50_us",
+    "p99_us",
+    "p999_us",
+    "errors",
+    "generator_cpu",
+];
+
 /// Everything a run measured. Optional parts are left out of the JSON when not asked for.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -277,14 +287,7 @@ mod tests {
         };
         report.fill_main(&figures(&[1000, 2000, 3000, 4000], 2000));
         let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
-        for field in [
-            "ops_per_s",
-            "p50_us",
-            "p99_us",
-            "p999_us",
-            "errors",
-            "generator_cpu",
-        ] {
+        for field in REQUIRED_JSON_FIELDS {
             assert!(value.get(field).is_some(), "{field} missing: {value}");
         }
         assert_eq!(value["ops_per_s"], 2.0);
