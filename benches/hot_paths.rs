@@ -11,7 +11,8 @@ use herdctl::node::store::Store;
 use herdctl::node::table::Table;
 use herdctl::places::offline::OfflineIndex;
 use herdctl::places::NearbyQuery;
-use herdctl::protocol::{format_skew, parse_line, AtRecord, Command, Timestamp};
+use herdctl::protocol::{format_skew, format_update, parse_line, Command, Timestamp};
+use herdctl::record::AtRecord;
 
 const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 const RECEIVED: i128 = 1_621_464_828_223_372_000;
@@ -50,7 +51,7 @@ fn protocol(c: &mut Criterion) {
     c.bench_function("format_skew", |b| {
         b.iter(|| format_skew(black_box(RECEIVED), black_box(time)))
     });
-    let flooded = iamat_record("kiwi.cs.ucla.edu", 1_621_464_827).to_peer_line();
+    let flooded = format_update(iamat_record("kiwi.cs.ucla.edu", 1_621_464_827).line());
     c.bench_function("parse HERD AT line", |b| {
         b.iter(|| parse_line(black_box(flooded.trim_end().as_bytes())).is_some())
     });

@@ -13,5 +13,6 @@ pub mod node;
 pub mod pidlock;
 pub mod places;
 pub mod protocol;
+pub mod record;
 pub mod supervisor;
 pub mod tail;

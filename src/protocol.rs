@@ -5,8 +5,6 @@
 //! server-to-server messages (`HERD ...`) share one grammar: fields separated by ASCII white
 //! space. Anything that is not a valid message is answered `? <the line as received>`.
 
-use std::fmt;
-
 use crate::auth::{is_valid_nonce, is_valid_proof};
 
 /// The verb that starts every server-to-server message, so client commands and peer
@@ -164,10 +162,10 @@ pub enum PeerMessage<'a> {
     /// `HERD AUTH <proof>`: the dialler's proof that it knows the herd secret.
     Auth { proof: &'a str },
     /// `HERD AT <AT line fields>`: a location update being flooded.
-    Update(AtRecord),
+    Update(AtFields<'a>),
     /// `HERD SYNC <AT line fields>`: a record sent to repair a difference found by
     /// anti-entropy (applied like an update; counted apart so status can say what was synced).
-    Sync(AtRecord),
+    Sync(AtFields<'a>),
     /// `HERD DIGEST <n> <hex>`: the sender's table summarised as `n` bucket digests.
     Digest(Vec<u64>),
     /// `HERD WANT <bucket,bucket,...|->`: the buckets whose records the other side should send.
@@ -289,12 +287,12 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
         ["STATUS"] => Some(PeerMessage::StatusQuery),
         ["DIGEST", count, hex] => parse_digest(count, hex).map(PeerMessage::Digest),
         ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
-        ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(
-            AtRecord::from_fields(origin, skew, client, location, time)?,
-        )),
-        ["AT", origin, skew, client, location, time] => Some(PeerMessage::Update(
-            AtRecord::from_fields(origin, skew, client, location, time)?,
-        )),
+        ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(AtFields::check(
+            origin, skew, client, location, time,
+        )?)),
+        ["AT", origin, skew, client, location, time] => Some(PeerMessage::Update(AtFields::check(
+            origin, skew, client, location, time,
+        )?)),
         _ => None,
     }
 }
@@ -353,19 +351,6 @@ pub fn format_want(buckets: &[u16]) -> String {
     format!("{PEER_VERB} WANT {}\n", list.join(","))
 }
 
-/// The digest bucket a client id falls in.
-pub fn client_bucket(client: &str) -> u16 {
-    (stable_hash(client.as_bytes()) % DIGEST_BUCKETS as u64) as u16
-}
-
-/// FNV-1a, 64 bits: a hash every build of herdctl computes the same way (digests are
-/// compared between servers, so std's randomly keyed hashers will not do).
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-    })
-}
-
 fn parse_version(text: &str) -> Option<u32> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -404,130 +389,71 @@ pub fn is_valid_server_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// The AT line the origin server replied with, plus the parsed parts that decide which of
-/// two records for a client is newer. Stored in the table and flooded between servers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtRecord {
-    /// `AT <origin> <skew> <client> <location> <time>`, exactly as the origin replied
-    /// (single spaces, no newline).
-    line: String,
-    /// Byte ranges of the origin and client fields inside `line`.
-    origin: (usize, usize),
-    client: (usize, usize),
-    /// The client's timestamp: the primary newer-wins key.
+/// The six fields of an AT line (`AT <origin> <skew> <client> <location> <time>`), each
+/// checked, borrowed from the line they were parsed from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AtFields<'a> {
+    pub origin: &'a str,
+    pub skew: &'a str,
+    pub client: &'a str,
+    pub location: &'a str,
+    pub time_text: &'a str,
     pub time: Timestamp,
 }
 
-impl AtRecord {
-    /// Builds the record an origin server creates when it accepts an IAMAT.
-    pub fn from_iamat(origin: &str, received_nanos: i128, iamat: &Iamat<'_>) -> AtRecord {
-        let skew = format_skew(received_nanos, iamat.time);
-        AtRecord::assemble(
-            origin,
-            &skew,
-            iamat.client,
-            iamat.location_text,
-            iamat.time_text,
-            iamat.time,
-        )
-    }
-
-    /// Rebuilds a record from the fields of a flooded `HERD AT ...` message, checking each.
-    pub fn from_fields(
-        origin: &str,
-        skew: &str,
-        client: &str,
-        location: &str,
-        time: &str,
-    ) -> Option<AtRecord> {
+impl<'a> AtFields<'a> {
+    /// Checks every field of a flooded or stored AT line.
+    pub fn check(
+        origin: &'a str,
+        skew: &'a str,
+        client: &'a str,
+        location: &'a str,
+        time_text: &'a str,
+    ) -> Option<AtFields<'a>> {
         if !is_valid_server_name(origin) || !is_valid_skew(skew) || !is_valid_client_id(client) {
             return None;
         }
         Location::parse(location)?;
-        let time_value = Timestamp::parse(time)?;
-        Some(AtRecord::assemble(
-            origin, skew, client, location, time, time_value,
-        ))
+        Some(AtFields {
+            origin,
+            skew,
+            client,
+            location,
+            time_text,
+            time: Timestamp::parse(time_text)?,
+        })
     }
+}
 
-    fn assemble(
-        origin: &str,
-        skew: &str,
-        client: &str,
-        location: &str,
-        time_text: &str,
-        time: Timestamp,
-    ) -> AtRecord {
-        let line = format!("AT {origin} {skew} {client} {location} {time_text}");
-        let origin_start = "AT ".len();
-        let origin_end = origin_start + origin.len();
-        let client_start = origin_end + 1 + skew.len() + 1;
-        AtRecord {
-            origin: (origin_start, origin_end),
-            client: (client_start, client_start + client.len()),
-            line,
-            time,
-        }
+/// Parses an AT line as a server replied with it (and as stores keep it).
+pub fn parse_at_line(line: &str) -> Option<AtFields<'_>> {
+    let mut it = fields(line);
+    if it.next()? != "AT" {
+        return None;
     }
+    let (origin, skew, client, location, time) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    AtFields::check(origin, skew, client, location, time)
+}
 
-    /// Parses a stored AT line (as kept on disk).
-    pub fn parse(line: &str) -> Option<AtRecord> {
-        let mut it = fields(line);
-        if it.next()? != "AT" {
-            return None;
-        }
-        let (origin, skew, client, location, time) =
-            (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() {
-            return None;
-        }
-        AtRecord::from_fields(origin, skew, client, location, time)
-    }
+/// The location field that follows the client id in an AT line (`after_client` is the line
+/// from just past the client id). `None` if the line has no such field.
+pub fn location_field(after_client: &str) -> Option<&str> {
+    fields(after_client).next()
+}
 
-    /// The AT line, without newline.
-    pub fn line(&self) -> &str {
-        &self.line
-    }
+/// `HERD AT ...\n`: the server-to-server message that floods an AT line.
+pub fn format_update(at_line: &str) -> String {
+    format!("{PEER_VERB} {at_line}\n")
+}
 
-    /// The server that first received this IAMAT.
-    pub fn origin(&self) -> &str {
-        &self.line[self.origin.0..self.origin.1]
-    }
-
-    /// The client id.
-    pub fn client(&self) -> &str {
-        &self.line[self.client.0..self.client.1]
-    }
-
-    /// The client's location, parsed again from the line (it was validated on the way in).
-    pub fn location(&self) -> Location {
-        let location_text = fields(&self.line[self.client.1..])
-            .next()
-            .expect("an AtRecord always holds a location field");
-        Location::parse(location_text).expect("an AtRecord's location was validated")
-    }
-
-    /// The deterministic order between two records for the same client: client time first,
-    /// then origin server name, then the whole line, so every server picks the same winner.
-    pub fn is_newer_than(&self, other: &AtRecord) -> bool {
-        (self.time, self.origin(), self.line.as_str())
-            > (other.time, other.origin(), other.line.as_str())
-    }
-
-    /// The server-to-server message that floods this record: `HERD AT ...`.
-    pub fn to_peer_line(&self) -> String {
-        format!("{PEER_VERB} {}\n", self.line)
-    }
-
-    /// The anti-entropy form of this record: `HERD SYNC ...`.
-    pub fn to_sync_line(&self) -> String {
-        format!("{PEER_VERB} SYNC {}\n", &self.line["AT ".len()..])
-    }
-
-    /// Which digest bucket this record's client falls in.
-    pub fn bucket(&self) -> u16 {
-        client_bucket(self.client())
-    }
+/// `HERD SYNC ...\n`: the anti-entropy form of an AT line.
+pub fn format_sync(at_line: &str) -> String {
+    let fields = at_line.strip_prefix("AT ").unwrap_or(at_line);
+    format!("{PEER_VERB} SYNC {fields}\n")
 }
 
 /// `HERD HELLO <server> <version> <nonce>\n`.
@@ -605,12 +531,6 @@ pub fn format_whatsat_reply(at_line: &str, places_json: &str) -> String {
     reply
 }
 
-impl fmt::Display for AtRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.line)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,21 +599,6 @@ mod tests {
             format_skew(t.as_nanos() + 86_400_000_000_007, t),
             "+86400.000000007"
         );
-    }
-
-    #[test]
-    fn the_at_line_matches_the_spec_example() {
-        let i = iamat(KIWI);
-        let received = i.time.as_nanos() + 263_873_386;
-        let record = AtRecord::from_iamat("Alford", received, &i);
-        assert_eq!(
-            record.line(),
-            "AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503"
-        );
-        assert_eq!(record.origin(), "Alford");
-        assert_eq!(record.client(), "kiwi.cs.ucla.edu");
-        assert_eq!(record.location(), i.location);
-        assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
     }
 
     #[test]
@@ -853,9 +758,12 @@ mod tests {
             "C1 control"
         );
         assert_eq!(parse_line(b"HERD WANT +5"), None);
-        assert!(AtRecord::from_fields("A", "+0.000000000", "", "+1+1", "1").is_none());
-        assert!(AtRecord::from_fields("A", "+0.000000000", "a b", "+1+1", "1").is_none());
-        assert!(AtRecord::from_fields("A", "+0.000000000", "a\0", "+1+1", "1").is_none());
+        assert!(AtFields::check("A", "+0.000000000", "", "+1+1", "1").is_none());
+        assert!(AtFields::check("A", "+0.000000000", "a b", "+1+1", "1").is_none());
+        assert!(AtFields::check("A", "+0.000000000", "a\0", "+1+1", "1").is_none());
+        assert!(AtFields::check("A", "0.000000000", "a", "+1+1", "1").is_none());
+        assert!(AtFields::check("A", "+0.00000000", "a", "+1+1", "1").is_none());
+        assert!(AtFields::check("1A", "+0.000000000", "a", "+1+1", "1").is_none());
         assert_eq!(
             format_invalid(b"WHATSAT kiwi 51 5"),
             b"? WHATSAT kiwi 51 5\n"
@@ -911,16 +819,21 @@ mod tests {
         ] {
             assert_eq!(parse_line(bad.as_bytes()), None, "{bad}");
         }
-        let i = iamat(KIWI);
-        let record = AtRecord::from_iamat("Alford", i.time.as_nanos() - 5, &i);
+        let at =
+            "AT Alford -0.000000005 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+        let fields = parse_at_line(at).unwrap();
+        assert_eq!(fields.origin, "Alford");
+        assert_eq!(fields.skew, "-0.000000005");
+        assert_eq!(fields.client, "kiwi.cs.ucla.edu");
+        assert_eq!(fields.location, "+34.068930-118.445127");
+        assert_eq!(fields.time_text, "1621464827.959498503");
         assert_eq!(
-            parse(record.to_peer_line().trim_end()),
-            PeerMessage::Update(record.clone())
+            parse(format_update(at).trim_end()),
+            PeerMessage::Update(fields)
         );
-        assert_eq!(
-            parse(record.to_sync_line().trim_end()),
-            PeerMessage::Sync(record)
-        );
+        assert_eq!(parse(format_sync(at).trim_end()), PeerMessage::Sync(fields));
+        assert_eq!(parse_at_line(&format!("{at} extra")), None);
+        assert_eq!(parse_at_line(&at[1..]), None);
         assert_eq!(parse("HERD STATUS"), PeerMessage::StatusQuery);
         let figures = NodeFigures {
             name: "Ball".into(),
@@ -958,30 +871,6 @@ mod tests {
             parse_line(b"HERD DIGEST 2 00000000000000010000000000000002"),
             None
         );
-    }
-
-    #[test]
-    fn stable_hash_is_fnv1a() {
-        assert_eq!(stable_hash(b""), 0xcbf29ce484222325);
-        assert_eq!(stable_hash(b"a"), 0xaf63dc4c8601ec8c);
-    }
-
-    #[test]
-    fn newer_wins_is_a_total_order() {
-        let rec = |origin: &str, time: &str, loc: &str| {
-            AtRecord::from_fields(origin, "+0.000000000", "kiwi", loc, time).unwrap()
-        };
-        let old = rec("Welsh", "100.5", "+1+1");
-        let new = rec("Alford", "100.6", "+1+1");
-        assert!(new.is_newer_than(&old) && !old.is_newer_than(&new));
-        // Same time: the origin name breaks the tie, the same way everywhere.
-        let a = rec("Alford", "100.5", "+1+1");
-        assert!(old.is_newer_than(&a) && !a.is_newer_than(&old));
-        // Same time and origin, different location: still deterministic.
-        let b = rec("Alford", "100.5", "+2+2");
-        assert!(b.is_newer_than(&a) != a.is_newer_than(&b));
-        // A duplicate is not newer.
-        assert!(!a.is_newer_than(&a.clone()));
     }
 
     #[test]

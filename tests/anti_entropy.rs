@@ -7,7 +7,8 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Herd, CLASSIC, DEADLINE};
-use herdctl::protocol::{self, format_digest, AtRecord, Command, PeerMessage, DIGEST_BUCKETS};
+use herdctl::protocol::{self, format_digest, Command, PeerMessage, DIGEST_BUCKETS};
+use herdctl::record::{stable_hash, AtRecord};
 
 const ALL: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
 
@@ -90,7 +91,7 @@ fn a_digest_from_a_neighbour_is_answered_with_what_it_lacks() {
     assert_eq!(read_line(&mut reader), format!("HERD WANT {bucket}"));
     // A digest equal to Alford's own asks for nothing.
     let mut digest = vec![0u64; DIGEST_BUCKETS];
-    digest[usize::from(bucket)] = protocol::stable_hash(at.trim_end().as_bytes());
+    digest[usize::from(bucket)] = stable_hash(at.trim_end().as_bytes());
     stream.write_all(format_digest(&digest).as_bytes()).unwrap();
     assert_eq!(read_line(&mut reader), "HERD WANT -");
 }

@@ -3,9 +3,10 @@
 //! modest so CI stays fast; `PROPTEST_CASES=100000` runs more.
 
 use herdctl::protocol::{
-    format_digest, format_invalid, format_want, is_valid_client_id, parse_line, AtRecord, Command,
-    Location, PeerMessage, Timestamp, DIGEST_BUCKETS,
+    format_digest, format_invalid, format_sync, format_update, format_want, is_valid_client_id,
+    parse_line, Command, Location, PeerMessage, Timestamp, DIGEST_BUCKETS,
 };
+use herdctl::record::AtRecord;
 use proptest::prelude::*;
 
 /// Client ids: any non-control, non-ASCII-white-space characters (Unicode allowed).
@@ -115,16 +116,20 @@ proptest! {
         prop_assert_eq!(record.client(), id.as_str());
         prop_assert_eq!(record.location(), iamat.location);
         prop_assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
-        let peer = record.to_peer_line();
-        prop_assert_eq!(
-            parse_line(peer.trim_end_matches('\n').as_bytes()),
-            Some(Command::Peer(PeerMessage::Update(record.clone())))
-        );
-        let sync = record.to_sync_line();
-        prop_assert_eq!(
-            parse_line(sync.trim_end_matches('\n').as_bytes()),
-            Some(Command::Peer(PeerMessage::Sync(record)))
-        );
+        let peer = format_update(record.line());
+        match parse_line(peer.trim_end_matches('\n').as_bytes()) {
+            Some(Command::Peer(PeerMessage::Update(f))) => {
+                prop_assert_eq!(AtRecord::from_fields(&f), record.clone())
+            }
+            other => prop_assert!(false, "{peer:?} parsed as {other:?}"),
+        }
+        let sync = format_sync(record.line());
+        match parse_line(sync.trim_end_matches('\n').as_bytes()) {
+            Some(Command::Peer(PeerMessage::Sync(f))) => {
+                prop_assert_eq!(AtRecord::from_fields(&f), record)
+            }
+            other => prop_assert!(false, "{sync:?} parsed as {other:?}"),
+        }
     }
 
     #[test]
@@ -229,7 +234,8 @@ fn check_any_line(bytes: &[u8]) -> Result<(), TestCaseError> {
                     prop_assert!(w.radius_km > 0.0 && w.radius_km <= 50.0);
                     prop_assert!((1..=20).contains(&w.bound));
                 }
-                Command::Peer(PeerMessage::Update(r) | PeerMessage::Sync(r)) => {
+                Command::Peer(PeerMessage::Update(f) | PeerMessage::Sync(f)) => {
+                    let r = AtRecord::from_fields(&f);
                     prop_assert_eq!(AtRecord::parse(r.line()), Some(r.clone()));
                 }
                 Command::Peer(_) => {}

@@ -2,7 +2,8 @@
 //! must survive being formatted and parsed again.
 #![no_main]
 
-use herdctl::protocol::{format_invalid, parse_line, AtRecord, Command, PeerMessage};
+use herdctl::protocol::{format_invalid, parse_line, Command, PeerMessage};
+use herdctl::record::AtRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {
@@ -21,7 +22,8 @@ fuzz_target!(|line: &[u8]| {
             assert!(query.radius_km > 0.0 && query.radius_km <= 50.0);
             assert!((1..=20).contains(&query.bound));
         }
-        Some(Command::Peer(PeerMessage::Update(record) | PeerMessage::Sync(record))) => {
+        Some(Command::Peer(PeerMessage::Update(fields) | PeerMessage::Sync(fields))) => {
+            let record = AtRecord::from_fields(&fields);
             assert_eq!(AtRecord::parse(record.line()).as_ref(), Some(&record));
         }
         Some(Command::Peer(_)) => {}

@@ -5,8 +5,9 @@
 #![no_main]
 
 use herdctl::protocol::{
-    format_digest, format_want, parse_line, parse_status, AtRecord, Command, PeerMessage,
+    format_digest, format_want, parse_line, parse_status, format_sync, format_update, Command, PeerMessage,
 };
+use herdctl::record::AtRecord;
 use libfuzzer_sys::fuzz_target;
 
 const VERBS: [&str; 9] = [
@@ -31,19 +32,21 @@ fuzz_target!(|data: &[u8]| {
 
     if let Some(Command::Peer(message)) = parse_line(&line) {
         match message {
-            PeerMessage::Update(record) => {
-                let again = record.to_peer_line();
+            PeerMessage::Update(fields) => {
+                let record = AtRecord::from_fields(&fields);
+                let again = format_update(record.line());
                 assert_eq!(
                     parse_line(again.trim_end().as_bytes()),
-                    Some(Command::Peer(PeerMessage::Update(record.clone())))
+                    Some(Command::Peer(PeerMessage::Update(fields)))
                 );
                 assert_eq!(AtRecord::parse(record.line()), Some(record));
             }
-            PeerMessage::Sync(record) => {
-                let again = record.to_sync_line();
+            PeerMessage::Sync(fields) => {
+                let record = AtRecord::from_fields(&fields);
+                let again = format_sync(record.line());
                 assert_eq!(
                     parse_line(again.trim_end().as_bytes()),
-                    Some(Command::Peer(PeerMessage::Sync(record)))
+                    Some(Command::Peer(PeerMessage::Sync(fields)))
                 );
             }
             PeerMessage::Digest(digest) => {

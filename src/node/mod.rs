@@ -19,7 +19,8 @@ use tokio::sync::watch;
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
-use crate::protocol::{format_want, AtRecord, NodeFigures, DIGEST_BUCKETS};
+use crate::protocol::{format_sync, format_want, NodeFigures, DIGEST_BUCKETS};
+use crate::record::AtRecord;
 use peers::Peers;
 use store::{OpenReport, Seq, Store};
 use table::Table;
@@ -106,7 +107,7 @@ impl Node {
     pub fn answer_digest(&self, from: &str, theirs: &[u64]) -> String {
         let buckets = self.table.differing_buckets(theirs);
         let records = self.table.records_in(&buckets);
-        let mut reply: String = records.iter().map(|r| r.to_sync_line()).collect();
+        let mut reply: String = records.iter().map(|r| format_sync(r.line())).collect();
         reply.push_str(&format_want(&buckets));
         if !buckets.is_empty() {
             tracing::info!(

@@ -32,8 +32,10 @@ use super::{Arrival, Node};
 use crate::auth;
 use crate::config::ReconnectSettings;
 use crate::protocol::{
-    self, format_auth, format_digest, format_hello, AtRecord, Command, PeerMessage,
+    self, format_auth, format_digest, format_hello, format_sync, format_update, Command,
+    PeerMessage,
 };
+use crate::record::AtRecord;
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -247,10 +249,10 @@ async fn forward(
             update = queue.recv() => {
                 let Some(first) = update else { return Ok(()) };
                 batch.clear();
-                batch.push_str(&first.to_peer_line());
+                batch.push_str(&format_update(first.line()));
                 while batch.len() < 64 * 1024 {
                     match queue.try_recv() {
-                        Ok(next) => batch.push_str(&next.to_peer_line()),
+                        Ok(next) => batch.push_str(&format_update(next.line())),
                         Err(_) => break,
                     }
                 }
@@ -280,15 +282,15 @@ async fn answer(
 ) -> Result<()> {
     match protocol::parse_line(line) {
         Some(Command::Peer(PeerMessage::Sync(record))) => {
-            node.accept_from_peer(record, neighbour, Arrival::Sync);
+            node.accept_from_peer(AtRecord::from_fields(&record), neighbour, Arrival::Sync);
         }
         Some(Command::Peer(PeerMessage::Update(record))) => {
-            node.accept_from_peer(record, neighbour, Arrival::Flood);
+            node.accept_from_peer(AtRecord::from_fields(&record), neighbour, Arrival::Flood);
         }
         Some(Command::Peer(PeerMessage::Want(buckets))) => {
             let records = node.table.records_in(&buckets);
             for chunk in records.chunks(MAX_BATCH) {
-                let lines: String = chunk.iter().map(|r| r.to_sync_line()).collect();
+                let lines: String = chunk.iter().map(|r| format_sync(r.line())).collect();
                 writer.write_all(lines.as_bytes()).await?;
             }
             if !buckets.is_empty() {
@@ -389,7 +391,7 @@ mod tests {
         peers.links["A"].up.store(true, Ordering::Release);
         peers.links["B"].up.store(true, Ordering::Release);
         let record =
-            Arc::new(AtRecord::from_fields("X", "+0.000000000", "kiwi", "+1+1", "5").unwrap());
+            Arc::new(AtRecord::from_parts("X", "+0.000000000", "kiwi", "+1+1", "5").unwrap());
         peers.flood(&record, Some("A"));
         assert!(
             receivers.get_mut("A").unwrap().try_recv().is_err(),

@@ -16,9 +16,10 @@ use crate::auth;
 use crate::logs::printable;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_invalid, format_status, format_welcome, format_whatsat_reply, AtRecord, Command,
+    self, format_invalid, format_status, format_welcome, format_whatsat_reply, Command,
     PeerMessage, PEER_PROTOCOL_VERSION,
 };
+use crate::record::AtRecord;
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
 /// slow or hostile client never holds up another.
@@ -335,14 +336,14 @@ async fn respond(
         }
         Command::Peer(PeerMessage::Update(record)) => match role {
             Role::Peer(from) => {
-                node.accept_from_peer(record, from, Arrival::Flood);
+                node.accept_from_peer(AtRecord::from_fields(&record), from, Arrival::Flood);
                 None
             }
             _ => Some(format_invalid(line)),
         },
         Command::Peer(PeerMessage::Sync(record)) => match role {
             Role::Peer(from) => {
-                node.accept_from_peer(record, from, Arrival::Sync);
+                node.accept_from_peer(AtRecord::from_fields(&record), from, Arrival::Sync);
                 None
             }
             _ => Some(format_invalid(line)),

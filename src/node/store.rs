@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::protocol::AtRecord;
+use crate::record::AtRecord;
 
 /// A separate sled tree for the store's own bookkeeping, apart from the client keys.
 const META_TREE: &str = "herd-meta";
@@ -415,7 +415,7 @@ mod tests {
     use super::*;
 
     fn record(client: &str, time: &str) -> AtRecord {
-        AtRecord::from_fields("Alford", "+0.000000001", client, "+1+1", time).unwrap()
+        AtRecord::from_parts("Alford", "+0.000000001", client, "+1+1", time).unwrap()
     }
 
     fn lines(records: &[AtRecord]) -> Vec<String> {

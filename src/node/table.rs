@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::store::{Seq, Store};
-use crate::protocol::{client_bucket, stable_hash, AtRecord, DIGEST_BUCKETS};
+use crate::protocol::DIGEST_BUCKETS;
+use crate::record::{client_bucket, AtRecord};
 
 /// Independent locks. A client always lands in the same shard (its digest bucket decides),
 /// so updates to different clients rarely wait for each other while updates to one client
@@ -30,7 +31,7 @@ impl Shard {
         match self.records.get_mut(record.client()) {
             Some(held) if !record.is_newer_than(held) => return false,
             Some(held) => {
-                self.digests[slot] ^= stable_hash(held.line().as_bytes());
+                self.digests[slot] ^= held.digest_hash();
                 *held = Arc::clone(record);
             }
             None => {
@@ -38,7 +39,7 @@ impl Shard {
                     .insert(record.client().to_owned(), Arc::clone(record));
             }
         }
-        self.digests[slot] ^= stable_hash(record.line().as_bytes());
+        self.digests[slot] ^= record.digest_hash();
         true
     }
 }
@@ -178,7 +179,7 @@ mod tests {
     use super::*;
 
     fn record(origin: &str, client: &str, time: &str) -> Arc<AtRecord> {
-        Arc::new(AtRecord::from_fields(origin, "+0.000000001", client, "+1+1", time).unwrap())
+        Arc::new(AtRecord::from_parts(origin, "+0.000000001", client, "+1+1", time).unwrap())
     }
 
     #[test]
