@@ -40,6 +40,17 @@ struct RawConfig {
     durability: Option<Durability>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    links: RawLinks,
+}
+
+/// `links:`: how much a link to a neighbour may hold back, and how long it may stall.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLinks {
+    queue: Option<usize>,
+    write_timeout_ms: Option<u64>,
+    answer_timeout_ms: Option<u64>,
 }
 
 /// `limits:`: what one connection may cost a node (see [`Limits`]).
@@ -206,6 +217,59 @@ pub struct ReconnectSettings {
     pub sync_interval: Duration,
 }
 
+/// What a link to a neighbour may cost (`links:` in herd.yaml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// Updates waiting to be written to one neighbour. A link whose queue fills (the
+    /// neighbour reads too slowly, or not at all) is dropped and repaired by anti-entropy
+    /// when it comes back, so a stalled neighbour costs a bounded amount of memory.
+    pub queue: usize,
+    /// Every write on a link must complete within this long, or the link is dropped.
+    pub write_timeout: Duration,
+    /// After this node sends its digest, the neighbour must start answering within this long
+    /// (any line counts), or the link is declared dead and re-dialled.
+    pub answer_timeout: Duration,
+}
+
+pub const DEFAULT_LINK_QUEUE: usize = 65_536;
+pub const DEFAULT_LINK_WRITE_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_LINK_ANSWER_TIMEOUT_MS: u64 = 10_000;
+
+impl Default for LinkSettings {
+    fn default() -> LinkSettings {
+        LinkSettings {
+            queue: DEFAULT_LINK_QUEUE,
+            write_timeout: Duration::from_millis(DEFAULT_LINK_WRITE_TIMEOUT_MS),
+            answer_timeout: Duration::from_millis(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The `links:` section, checked: every zero is an error.
+fn links_config(raw: RawLinks, shown: &str) -> Result<LinkSettings> {
+    let links = LinkSettings {
+        queue: raw.queue.unwrap_or(DEFAULT_LINK_QUEUE),
+        write_timeout: Duration::from_millis(
+            raw.write_timeout_ms
+                .unwrap_or(DEFAULT_LINK_WRITE_TIMEOUT_MS),
+        ),
+        answer_timeout: Duration::from_millis(
+            raw.answer_timeout_ms
+                .unwrap_or(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
+        ),
+    };
+    if links.queue == 0 {
+        bail!("{shown}: links.queue is 0; use e.g. {DEFAULT_LINK_QUEUE}");
+    }
+    if links.write_timeout.is_zero() {
+        bail!("{shown}: links.write_timeout_ms is 0; use e.g. {DEFAULT_LINK_WRITE_TIMEOUT_MS}");
+    }
+    if links.answer_timeout.is_zero() {
+        bail!("{shown}: links.answer_timeout_ms is 0; use e.g. {DEFAULT_LINK_ANSWER_TIMEOUT_MS}");
+    }
+    Ok(links)
+}
+
 /// What one connection, or many, may cost a node: the defence against hostile or broken
 /// clients (`limits:` in herd.yaml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +373,8 @@ pub struct HerdConfig {
     pub supervisor: SupervisorSettings,
     /// Per-node resource limits against hostile or broken clients.
     pub limits: Limits,
+    /// What a link to a neighbour may queue, and how long it may stall.
+    pub links: LinkSettings,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
 }
@@ -484,6 +550,7 @@ impl HerdConfig {
         };
 
         let limits = limits_config(raw.limits, &shown.to_string())?;
+        let links = links_config(raw.links, &shown.to_string())?;
 
         let warnings = disconnected_warning(&servers).into_iter().collect();
         Ok(HerdConfig {
@@ -499,6 +566,7 @@ impl HerdConfig {
             secret,
             supervisor,
             limits,
+            links,
             warnings,
         })
     }
@@ -817,6 +885,27 @@ servers:
         assert!(e.contains("line 7"), "{e}");
         let e = error(&format!("{CLASSIC}limits: {{ max_connections: -1 }}\n"));
         assert!(e.contains("line 7"), "{e}");
+    }
+
+    #[test]
+    fn links_have_bounded_defaults_and_reject_zero() {
+        assert_eq!(parse(CLASSIC).unwrap().links, LinkSettings::default());
+        let c = parse(&format!(
+            "{CLASSIC}links: {{ queue: 10, write_timeout_ms: 250, answer_timeout_ms: 750 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.links,
+            LinkSettings {
+                queue: 10,
+                write_timeout: Duration::from_millis(250),
+                answer_timeout: Duration::from_millis(750),
+            }
+        );
+        for key in ["queue", "write_timeout_ms", "answer_timeout_ms"] {
+            let e = error(&format!("{CLASSIC}links: {{ {key}: 0 }}\n"));
+            assert!(e.contains(&format!("links.{key} is 0")), "{e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Reading protocol lines from a byte stream, with a bound on line length so one client
 //! cannot make a node hold unbounded memory.
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest line a node buffers unless `limits.max_line_bytes` says otherwise, and the
 /// bound on lines from a neighbour's link (a digest is a 16 KiB line). A longer line is
@@ -17,6 +19,22 @@ pub enum Line {
     /// A line longer than the limit: its first `max` bytes; the rest was discarded as it
     /// arrived, so an endless line costs no more memory than `max`.
     TooLong(Vec<u8>),
+}
+
+/// Writes `bytes`, giving up (an error: the caller drops the connection) if the other end
+/// does not take them within `timeout`, so a reader that stalls cannot pin a task, its
+/// replies or a link's queue.
+pub async fn write_within<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(timeout, writer.write_all(bytes))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("the other end took nothing for {} ms", timeout.as_millis())
+        })??;
+    Ok(())
 }
 
 /// Reads the next line; `Ok(None)` at EOF with nothing pending.

@@ -1,12 +1,16 @@
 //! One herd node: its state, and how it starts and stops.
 //!
 //! Data flows one way: socket -> protocol::parse_line -> Node::accept (table, which writes the
-//! store) -> (peers, reply).
+//! store) -> (peers, reply). A reply waits until its update is on every up neighbour's socket
+//! (and, under strict durability, on disk).
 
+pub mod dialler;
 pub mod lines;
 pub mod peers;
 pub mod server;
+pub mod session;
 pub mod store;
+pub mod sync;
 pub mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +23,9 @@ use tokio::sync::watch;
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
-use crate::protocol::{format_sync, format_want, NodeFigures, DIGEST_BUCKETS};
+use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
-use peers::Peers;
+use peers::{Handoff, Peers};
 use store::{OpenReport, Seq, Store};
 use table::Table;
 
@@ -51,37 +55,47 @@ pub enum Arrival {
 }
 
 impl Node {
-    /// Applies an update through the newer-wins rule (which also writes it to the store) and,
-    /// when it is new, floods it to every neighbour except the one it came from. Returns
-    /// `None` if it was not new, else its store sequence number (see [`Node::wait_durable`]).
-    pub fn accept(&self, record: AtRecord, from: Option<&str>) -> Option<Seq> {
-        self.accept_shared(&Arc::new(record), from)
+    /// Applies a client's update through the newer-wins rule (which also writes it to the
+    /// store) and, when it is new, floods it to every neighbour, noting in `handoff` what the
+    /// client's reply must wait for. Returns `None` if it was not new, else its store
+    /// sequence number (see [`Node::wait_durable`]).
+    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Option<Seq> {
+        self.accept_shared(&Arc::new(record), None, Some(handoff))
     }
 
-    fn accept_shared(&self, record: &Arc<AtRecord>, from: Option<&str>) -> Option<Seq> {
+    fn accept_shared(
+        &self,
+        record: &Arc<AtRecord>,
+        from: Option<&str>,
+        handoff: Option<&mut Handoff>,
+    ) -> Option<Seq> {
         let seq = self.table.apply(record);
         if seq.is_some() {
-            self.peers.flood(record, from);
+            self.peers.flood(record, from, handoff);
         }
         seq
     }
 
-    /// Applies a record a neighbour sent, logs it, counts what anti-entropy repaired.
+    /// Applies a record a neighbour sent and counts what anti-entropy repaired; a flooded
+    /// one is logged (anti-entropy records are summed up per exchange by `sync.rs`).
     /// Returns whether it was new.
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
         let record = Arc::new(record);
-        // Written like local IAMATs, but never waiting for a flush.
-        let new = self.accept_shared(&record, Some(from)).is_some();
-        if new && arrival == Arrival::Sync {
-            self.synced.fetch_add(1, Ordering::Relaxed);
+        // Written like local IAMATs, but never waiting for a flush or a neighbour.
+        let new = self.accept_shared(&record, Some(from), None).is_some();
+        match arrival {
+            Arrival::Sync => {
+                if new {
+                    self.synced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Arrival::Flood => tracing::info!(
+                target: "wire",
+                "{from} < HERD {} ({})",
+                record.line(),
+                if new { "new, flooded" } else { "stale, dropped" }
+            ),
         }
-        tracing::info!(
-            target: "wire",
-            "{from} < {}{} ({})",
-            if arrival == Arrival::Sync { "SYNC " } else { "" },
-            record.line(),
-            if new { "new, flooded" } else { "stale, dropped" }
-        );
         new
     }
 
@@ -98,25 +112,6 @@ impl Node {
             recovered: self.recovered,
             synced: self.synced.load(Ordering::Relaxed),
         }
-    }
-
-    /// The answer to a neighbour's digest: this node's records in every bucket where the
-    /// digests differ, then which buckets the neighbour should send back. Records the
-    /// neighbour already has are dropped there by newer-wins, so the exchange is safe to
-    /// repeat; its cost follows the differences, not the table.
-    pub fn answer_digest(&self, from: &str, theirs: &[u64]) -> String {
-        let buckets = self.table.differing_buckets(theirs);
-        let records = self.table.records_in(&buckets);
-        let mut reply: String = records.iter().map(|r| format_sync(r.line())).collect();
-        reply.push_str(&format_want(&buckets));
-        if !buckets.is_empty() {
-            tracing::info!(
-                "anti-entropy with {from}: {} of {DIGEST_BUCKETS} buckets differ; sending {} records",
-                buckets.len(),
-                records.len()
-            );
-        }
-        reply
     }
 
     /// Whether client replies wait for their update to be flushed.
@@ -231,7 +226,7 @@ pub async fn run(
 
     let node = Arc::new(Node {
         name: name.to_owned(),
-        peers: Peers::new(&server.neighbours),
+        peers: Peers::new(&server.neighbours, config.links.queue),
         config,
         table,
         places,
@@ -247,7 +242,7 @@ pub async fn run(
             crate::auth::SECRET_ENV
         );
     }
-    let dialers = peers::spawn_dialers(&node, shutdown.clone());
+    let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
     tokio::select! {
         result = server::serve(Arc::clone(&node), listener) => result?,

@@ -1,363 +1,299 @@
-//! Links to neighbours. Each node dials every neighbour and keeps that connection for its
-//! own outgoing updates; what a neighbour sends arrives on the neighbour's own dialled
-//! connection (see `server.rs`). Two one-way connections per link mean no race over which
-//! end owns the link, and each end reconnects on its own.
+//! The node's side of every link to a neighbour: a bounded queue of updates waiting to be
+//! written, the watermark of what was written, and the dialler's wake-up.
 //!
-//! Message flow on a link this node dialled:
-//!   -> `HERD HELLO me 1`            <- `HERD WELCOME them 1`
-//!   -> `HERD DIGEST n <hex>`        (anti-entropy: this table summarised per bucket of clients)
-//!   <- `HERD SYNC ...` * k          (their records in the buckets that differ)
-//!   <- `HERD WANT b1,b2,...`        -> `HERD SYNC ...` (this node's records in those buckets)
-//!   -> `HERD AT ...`                every update this node accepts, except the neighbour's own
-//! At link-up the end with the smaller name starts the exchange (it repairs both directions);
-//! both ends repeat it every `reconnect.sync_interval_s` to repair anything lost while the
-//! link stayed up.
+//! Each node dials every neighbour and keeps that connection for its own outgoing updates
+//! (`dialler.rs`); what a neighbour sends arrives on the neighbour's own dialled connection.
+//! Two one-way connections per link mean no race over which end owns the link, and each end
+//! reconnects on its own. Both kinds of connection run the same session (`session.rs`).
+//!
+//! Three promises live here:
+//! - **Bounded**: a link queues at most `links.queue` updates. When a neighbour reads too
+//!   slowly (or is frozen) and the queue fills, the link is dropped and marked for repair:
+//!   the updates it missed come back through anti-entropy once it is re-established. Memory
+//!   never grows with how far behind a neighbour is.
+//! - **Flood before reply**: every queued update gets a per-link sequence number; the link's
+//!   writer publishes how far it has handed updates to the socket. A client's AT reply waits
+//!   (through a [`Handoff`]) until its update is on every up neighbour's socket, so a client
+//!   that asks a neighbour right after its reply finds the update there.
+//! - **Instant re-link**: when a neighbour's HELLO arrives while this side's link to it is
+//!   down, the dialler is woken to dial at once instead of sleeping out its backoff.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc::{self, unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
-use super::lines::{read_line, Line, MAX_LINE_BYTES};
-use super::{Arrival, Node};
-use crate::auth;
-use crate::config::ReconnectSettings;
-use crate::protocol::{
-    self, format_auth, format_digest, format_hello, format_sync, format_update, Command,
-    PeerMessage,
-};
 use crate::record::AtRecord;
 
-/// How long a neighbour has to accept a connection and answer HELLO.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Updates written to a neighbour in one go when many are queued.
-const MAX_BATCH: usize = 256;
-
-type UpdateQueue = UnboundedReceiver<Arc<AtRecord>>;
-
-struct Link {
-    /// True while the handshake is done and the dialler is forwarding. While a link is
-    /// down, updates are not queued for it: the anti-entropy exchange repairs the gap.
+/// One link to a neighbour.
+pub struct Link {
+    pub name: String,
+    capacity: usize,
+    /// True while the handshake is done and the dialler's session is forwarding. While a
+    /// link is down, updates are not queued for it: the anti-entropy exchange repairs the gap.
     up: AtomicBool,
-    queue: UnboundedSender<Arc<AtRecord>>,
-    /// Taken once by the link's dialler task.
-    receiver: Mutex<Option<UpdateQueue>>,
+    queue: Mutex<Queue>,
+    /// Wakes the session's writer when the queue gains updates (or overflows).
+    queued: Notify,
+    /// Sequence number of the last update handed to the socket, or given up on when the link
+    /// dropped: never behind what a [`Handoff`] may be waiting for once the link is down.
+    written: AtomicU64,
+    written_changed: Notify,
+    /// Wakes the dialler out of its backoff sleep (the neighbour said HELLO: it is back).
+    wake: Notify,
+    /// Set when the link dropped with updates lost (queue full, stalled writes, no answer):
+    /// the next link-up starts an anti-entropy exchange whatever the names' order.
+    needs_repair: AtomicBool,
 }
 
-/// The node's side of every link.
+#[derive(Default)]
+struct Queue {
+    records: VecDeque<Arc<AtRecord>>,
+    /// Sequence number of the last update ever queued (the first is 1).
+    pushed: u64,
+    /// The queue filled up: the session must drop the link.
+    overflowed: bool,
+}
+
+/// What a session's writer takes from its link's queue in one go.
+pub struct Batch {
+    pub records: Vec<Arc<AtRecord>>,
+    /// The sequence number of the last record in `records`.
+    pub last_seq: u64,
+}
+
+impl Link {
+    fn new(name: String, capacity: usize) -> Link {
+        Link {
+            name,
+            capacity,
+            up: AtomicBool::new(false),
+            queue: Mutex::default(),
+            queued: Notify::new(),
+            written: AtomicU64::new(0),
+            written_changed: Notify::new(),
+            wake: Notify::new(),
+            needs_repair: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `record`; returns its sequence number, or `None` if the link is down or its
+    /// queue was full (then the link is marked overflowed and its session drops it).
+    fn push(&self, record: &Arc<AtRecord>) -> Option<u64> {
+        let mut queue = self.lock();
+        // Checked again under the lock: `down` clears the flag under it, so nothing is queued
+        // on a link after it released its waiters.
+        if !self.is_up() || queue.overflowed {
+            return None;
+        }
+        if queue.records.len() >= self.capacity {
+            queue.overflowed = true;
+            drop(queue);
+            self.queued.notify_one();
+            return None;
+        }
+        queue.records.push_back(Arc::clone(record));
+        queue.pushed += 1;
+        let seq = queue.pushed;
+        drop(queue);
+        self.queued.notify_one();
+        Some(seq)
+    }
+
+    /// The link is established: start queueing.
+    pub fn up(&self) {
+        let mut queue = self.lock();
+        queue.records.clear();
+        queue.overflowed = false;
+        self.up.store(true, Ordering::Release);
+    }
+
+    /// The link dropped: stop queueing, forget what was queued (anti-entropy repairs it) and
+    /// release every reply waiting for it.
+    pub fn down(&self) {
+        let mut queue = self.lock();
+        self.up.store(false, Ordering::Release);
+        queue.records.clear();
+        self.written.fetch_max(queue.pushed, Ordering::AcqRel);
+        drop(queue);
+        self.written_changed.notify_waiters();
+    }
+
+    /// Waits until the queue holds updates (or overflowed), then takes up to `max` of them.
+    /// `Err` when the queue overflowed.
+    pub async fn next_batch(&self, max: usize) -> Result<Batch, QueueFull> {
+        loop {
+            let queued = self.queued.notified();
+            {
+                let mut queue = self.lock();
+                if queue.overflowed {
+                    return Err(QueueFull(self.capacity));
+                }
+                if !queue.records.is_empty() {
+                    let take = queue.records.len().min(max);
+                    let records: Vec<_> = queue.records.drain(..take).collect();
+                    let last_seq = queue.pushed - queue.records.len() as u64;
+                    return Ok(Batch { records, last_seq });
+                }
+            }
+            queued.await;
+        }
+    }
+
+    /// The session wrote every update up to `seq` to the socket.
+    pub fn written(&self, seq: u64) {
+        self.written.fetch_max(seq, Ordering::AcqRel);
+        self.written_changed.notify_waiters();
+    }
+
+    /// Waits until update `seq` was handed to the socket, or given up on.
+    async fn wait_written(&self, seq: u64) {
+        loop {
+            let changed = self.written_changed.notified();
+            if self.written.load(Ordering::Acquire) >= seq {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Sleeps for `delay`, or less if the neighbour said HELLO meanwhile (then `true`).
+    pub async fn backoff(&self, delay: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = self.wake.notified() => true,
+        }
+    }
+
+    /// Marks the link for an anti-entropy exchange at its next link-up.
+    pub fn mark_for_repair(&self) {
+        self.needs_repair.store(true, Ordering::Release);
+    }
+
+    /// Whether the link must be repaired now (and clears the mark).
+    pub fn take_repair(&self) -> bool {
+        self.needs_repair.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Why a session dropped its link: the neighbour did not keep up with the updates.
+#[derive(Debug)]
+pub struct QueueFull(pub usize);
+
+impl std::fmt::Display for QueueFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} updates queued and not written (links.queue): the neighbour reads too slowly",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for QueueFull {}
+
+/// Every link of a node.
 pub struct Peers {
-    links: BTreeMap<String, Link>,
+    links: BTreeMap<String, Arc<Link>>,
 }
 
 impl Peers {
-    pub fn new(neighbours: &BTreeSet<String>) -> Peers {
+    pub fn new(neighbours: &BTreeSet<String>, queue_capacity: usize) -> Peers {
         let links = neighbours
             .iter()
             .map(|name| {
-                let (queue, receiver) = unbounded_channel();
-                let link = Link {
-                    up: AtomicBool::new(false),
-                    queue,
-                    receiver: Mutex::new(Some(receiver)),
-                };
-                (name.clone(), link)
+                (
+                    name.clone(),
+                    Arc::new(Link::new(name.clone(), queue_capacity)),
+                )
             })
             .collect();
         Peers { links }
     }
 
-    /// Queues `record` for every neighbour whose link is up, except `from`.
-    pub fn flood(&self, record: &Arc<AtRecord>, from: Option<&str>) {
+    pub fn link(&self, neighbour: &str) -> Option<&Arc<Link>> {
+        self.links.get(neighbour)
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Arc<Link>> {
+        self.links.values()
+    }
+
+    /// Queues `record` for every neighbour whose link is up, except `from`; notes in
+    /// `handoff` (if given) what a reply must wait for.
+    pub fn flood(&self, record: &Arc<AtRecord>, from: Option<&str>, handoff: Option<&mut Handoff>) {
+        let mut handoff = handoff;
         for (name, link) in &self.links {
-            if Some(name.as_str()) != from && link.up.load(Ordering::Acquire) {
-                // A send fails only when the dialler is gone (shutting down): nothing to do.
-                let _ = link.queue.send(Arc::clone(record));
+            if Some(name.as_str()) == from || !link.is_up() {
+                continue;
+            }
+            if let (Some(seq), Some(handoff)) = (link.push(record), handoff.as_deref_mut()) {
+                handoff.note(link, seq);
+            }
+        }
+    }
+
+    /// The neighbour `name` said HELLO: if this side's link to it is down, dial now.
+    pub fn wake(&self, name: &str) {
+        if let Some(link) = self.links.get(name) {
+            if !link.is_up() {
+                link.wake.notify_one();
             }
         }
     }
 
     /// How many links are up, and how many there are.
     pub fn links_up(&self) -> (usize, usize) {
-        let up = self
-            .links
-            .values()
-            .filter(|l| l.up.load(Ordering::Acquire))
-            .count();
+        let up = self.links.values().filter(|l| l.is_up()).count();
         (up, self.links.len())
     }
 }
 
-/// Starts one dialler task per neighbour.
-pub fn spawn_dialers(node: &Arc<Node>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    node.peers
-        .links
-        .iter()
-        .map(|(name, link)| {
-            let queue = link
-                .receiver
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .expect("a link's dialler is started once");
-            let node = Arc::clone(node);
-            let name = name.clone();
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = keep_link(&node, &name, queue) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => {}
-                }
-            })
-        })
-        .collect()
+/// What a connection's pending replies wait for before they are written: per link, the
+/// sequence number of the last update they queued there. Kept per connection and reused,
+/// so a pipelined batch of IAMATs waits once (like strict durability's group commit).
+#[derive(Default)]
+pub struct Handoff {
+    waits: Vec<(Arc<Link>, u64)>,
 }
 
-/// Connects, forwards, and reconnects with capped exponential backoff, forever.
-async fn keep_link(node: &Node, neighbour: &str, mut queue: UpdateQueue) {
-    let address = node.config.address(&node.config.servers[neighbour]);
-    let link = &node.peers.links[neighbour];
-    let mut backoff = Backoff::new(node.config.reconnect);
-    // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
-    // and a new reason (say, a refused proof once it is back up) still gets its own.
-    let mut last_failure: Option<String> = None;
-    loop {
-        match handshake(node, neighbour, address).await {
-            Ok(stream) => {
-                last_failure = None;
-                backoff.reset();
-                link.up.store(true, Ordering::Release);
-                tracing::info!("peer link to {neighbour} ({address}) up");
-                let why = forward(node, neighbour, stream, &mut queue).await;
-                link.up.store(false, Ordering::Release);
-                // Updates queued for the dead connection are covered by the next catch-up.
-                while queue.try_recv().is_ok() {}
-                let why = why
-                    .err()
-                    .map_or("closed by peer".to_owned(), |e| e.to_string());
-                tracing::info!("peer link to {neighbour} ({address}) dropped: {why}");
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                if last_failure.as_deref() != Some(reason.as_str()) {
-                    tracing::info!(
-                        "cannot reach {neighbour} at {address}: {reason}; retrying with backoff"
-                    );
-                    last_failure = Some(reason);
-                }
-            }
+impl Handoff {
+    fn note(&mut self, link: &Arc<Link>, seq: u64) {
+        match self.waits.iter_mut().find(|(l, _)| Arc::ptr_eq(l, link)) {
+            Some((_, at)) => *at = (*at).max(seq),
+            None => self.waits.push((Arc::clone(link), seq)),
         }
-        tokio::time::sleep(backoff.next_delay()).await;
     }
-}
 
-/// Dials `neighbour`, introduces this node and, with a herd secret, has each side prove it
-/// knows it (see `auth.rs`); returns the connection once the link is established.
-async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<TcpStream> {
-    let attempt = async {
-        let mut stream = TcpStream::connect(address).await?;
-        stream.set_nodelay(true)?;
-        let our_nonce = auth::nonce();
-        let hello = format_hello(&node.name, &our_nonce);
-        stream.write_all(hello.as_bytes()).await?;
-        tracing::info!(target: "wire", "{neighbour} > {}", hello.trim_end());
-        // The neighbour sends nothing after WELCOME until this side speaks again, so the
-        // reader buffers nothing past it.
-        let answer = match read_line(&mut BufReader::new(&mut stream), 4096).await? {
-            Some(Line::Complete(line)) => line,
-            _ => bail!("connection closed during handshake"),
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    /// Waits until every noted update is on its neighbour's socket (or its link dropped), at
+    /// most `limit` (a link stalled that long is being dropped by its own write deadline).
+    /// Returns whether everything was handed over in time; the handoff is empty afterwards.
+    pub async fn wait(&mut self, limit: Duration) -> bool {
+        if self.waits.is_empty() {
+            return true;
+        }
+        let all = async {
+            for (link, seq) in &self.waits {
+                link.wait_written(*seq).await;
+            }
         };
-        tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
-        let (their_nonce, proof) = match protocol::parse_line(&answer) {
-            Some(Command::Peer(PeerMessage::Welcome {
-                server,
-                nonce,
-                proof,
-                ..
-            })) if server == neighbour => (nonce.to_owned(), proof.map(str::to_owned)),
-            _ => bail!(
-                "handshake refused: answered {:?}",
-                String::from_utf8_lossy(&answer)
-            ),
-        };
-        match (&node.config.secret, proof) {
-            (None, None) => {}
-            (Some(secret), Some(proof)) => {
-                if !secret.verify_welcome(&proof, neighbour, &node.name, &our_nonce, &their_nonce)
-                {
-                    bail!("{neighbour} could not prove it knows the herd secret; not linking");
-                }
-                let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
-                let auth = format_auth(&proof);
-                stream.write_all(auth.as_bytes()).await?;
-                tracing::info!(target: "wire", "{neighbour} > {}", auth.trim_end());
-            }
-            (Some(_), None) => bail!(
-                "{neighbour} has no herd secret (its links are open); give every server the same secret"
-            ),
-            (None, Some(_)) => bail!(
-                "{neighbour} requires the herd secret; set secret: in herd.yaml or {}",
-                auth::SECRET_ENV
-            ),
-        }
-        Ok(stream)
-    };
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
-        .await
-        .context("handshake timed out")?
-}
-
-/// Runs anti-entropy (now and every `sync_interval`), forwards queued updates, and applies
-/// what the neighbour sends back, until the connection fails or closes.
-async fn forward(
-    node: &Node,
-    neighbour: &str,
-    stream: TcpStream,
-    queue: &mut UpdateQueue,
-) -> Result<()> {
-    let (reader, mut writer) = stream.into_split();
-    // Reading in its own task keeps the select below cancel-safe.
-    let (lines_tx, mut lines) = mpsc::channel(1024);
-    let _reader = AbortOnDrop(tokio::spawn(read_lines(reader, lines_tx)));
-
-    // One exchange repairs both directions, and a restart or partition breaks both of a
-    // link's one-way connections, so at link-up only the end with the smaller name starts
-    // it: a returning server is sent what it missed once, not twice. A connection that
-    // breaks alone (an idle timeout, a refused line) is repaired by the periodic exchange,
-    // within `sync_interval`. The link was marked up before the digest is taken, so every
-    // update is in the exchange or queued after it (a duplicate is harmless: newer-wins
-    // drops it).
-    if node.name.as_str() < neighbour {
-        writer
-            .write_all(format_digest(&node.table.digest()).as_bytes())
-            .await?;
-    }
-    let period = node.config.reconnect.sync_interval;
-    let mut exchange = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-
-    let mut batch = String::new();
-    loop {
-        tokio::select! {
-            update = queue.recv() => {
-                let Some(first) = update else { return Ok(()) };
-                batch.clear();
-                batch.push_str(&format_update(first.line()));
-                while batch.len() < 64 * 1024 {
-                    match queue.try_recv() {
-                        Ok(next) => batch.push_str(&format_update(next.line())),
-                        Err(_) => break,
-                    }
-                }
-                writer.write_all(batch.as_bytes()).await?;
-                for line in batch.lines() {
-                    tracing::info!(target: "wire", "{neighbour} > {line}");
-                }
-            }
-            line = lines.recv() => {
-                let Some(line) = line else { return Ok(()) };
-                answer(node, neighbour, &line, &mut writer).await?;
-            }
-            _ = exchange.tick() => {
-                writer.write_all(format_digest(&node.table.digest()).as_bytes()).await?;
-            }
-        }
-    }
-}
-
-/// Handles one line the neighbour sent on this node's link: records that anti-entropy
-/// repaired, and the buckets it wants from this node.
-async fn answer(
-    node: &Node,
-    neighbour: &str,
-    line: &[u8],
-    writer: &mut OwnedWriteHalf,
-) -> Result<()> {
-    match protocol::parse_line(line) {
-        Some(Command::Peer(PeerMessage::Sync(record))) => {
-            node.accept_from_peer(AtRecord::from_fields(&record), neighbour, Arrival::Sync);
-        }
-        Some(Command::Peer(PeerMessage::Update(record))) => {
-            node.accept_from_peer(AtRecord::from_fields(&record), neighbour, Arrival::Flood);
-        }
-        Some(Command::Peer(PeerMessage::Want(buckets))) => {
-            let records = node.table.records_in(&buckets);
-            for chunk in records.chunks(MAX_BATCH) {
-                let lines: String = chunk.iter().map(|r| format_sync(r.line())).collect();
-                writer.write_all(lines.as_bytes()).await?;
-            }
-            if !buckets.is_empty() {
-                tracing::info!(
-                    "anti-entropy with {neighbour}: it wanted {} buckets; sent {} records",
-                    buckets.len(),
-                    records.len()
-                );
-            }
-        }
-        // The neighbour refused something this side sent (e.g. AUTH): the link is not what
-        // this side thinks it is, so drop it and let the handshake run again.
-        _ if line.starts_with(b"? ") => {
-            bail!("{neighbour} refused: {}", crate::logs::printable(line))
-        }
-        _ => tracing::warn!(
-            "unexpected line from {neighbour}: {}",
-            crate::logs::printable(line)
-        ),
-    }
-    Ok(())
-}
-
-/// Feeds the neighbour's lines into `lines` until EOF or an error.
-async fn read_lines(reader: OwnedReadHalf, lines: mpsc::Sender<Vec<u8>>) {
-    let mut reader = BufReader::new(reader);
-    while let Ok(Some(Line::Complete(line))) = read_line(&mut reader, MAX_LINE_BYTES).await {
-        if lines.send(line).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Aborts a task when the owner goes away, so a link's reader never outlives the link.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Capped exponential backoff with a little jitter, so a herd restarting together does not
-/// dial in lockstep.
-struct Backoff {
-    settings: ReconnectSettings,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(settings: ReconnectSettings) -> Backoff {
-        Backoff {
-            settings,
-            current: settings.initial,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.settings.initial;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = (self.current * 2).min(self.settings.max);
-        let jitter_range = (delay.as_nanos() / 5).max(1) as u64;
-        let jitter = super::server::now_nanos().unsigned_abs() as u64 % jitter_range;
-        delay + Duration::from_nanos(jitter)
+        let in_time = tokio::time::timeout(limit, all).await.is_ok();
+        self.waits.clear();
+        in_time
     }
 }
 
@@ -365,40 +301,97 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(ReconnectSettings {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(1000),
-            sync_interval: Duration::from_secs(30),
-        });
-        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
-        let floors = [100, 200, 400, 800, 1000, 1000];
-        for (d, floor) in delays.iter().zip(floors) {
-            assert!(*d >= floor && *d <= floor + floor / 5, "{delays:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() < Duration::from_millis(121));
+    fn record(client: &str) -> Arc<AtRecord> {
+        Arc::new(AtRecord::from_parts("X", "+0.000000000", client, "+1+1", "5").unwrap())
     }
 
-    #[test]
-    fn flood_skips_the_sender_and_links_that_are_down() {
-        let names: BTreeSet<String> = ["A", "B", "C"].map(String::from).into();
-        let peers = Peers::new(&names);
-        let mut receivers: BTreeMap<&str, UpdateQueue> = ["A", "B", "C"]
-            .map(|n| (n, peers.links[n].receiver.lock().unwrap().take().unwrap()))
-            .into();
-        peers.links["A"].up.store(true, Ordering::Release);
-        peers.links["B"].up.store(true, Ordering::Release);
-        let record =
-            Arc::new(AtRecord::from_parts("X", "+0.000000000", "kiwi", "+1+1", "5").unwrap());
-        peers.flood(&record, Some("A"));
-        assert!(
-            receivers.get_mut("A").unwrap().try_recv().is_err(),
-            "sender"
-        );
-        assert_eq!(receivers.get_mut("B").unwrap().try_recv().unwrap(), record);
-        assert!(receivers.get_mut("C").unwrap().try_recv().is_err(), "down");
+    fn peers(capacity: usize) -> Peers {
+        Peers::new(&["A", "B", "C"].map(String::from).into(), capacity)
+    }
+
+    #[tokio::test]
+    async fn flood_skips_the_sender_and_links_that_are_down() {
+        let peers = peers(8);
+        peers.links["A"].up();
+        peers.links["B"].up();
+        let mut handoff = Handoff::default();
+        peers.flood(&record("kiwi"), Some("A"), Some(&mut handoff));
+        assert!(peers.links["A"].lock().records.is_empty(), "the sender");
+        let batch = peers.links["B"].next_batch(10).await.unwrap();
+        assert_eq!(batch.records, vec![record("kiwi")]);
+        assert_eq!(batch.last_seq, 1);
+        assert!(peers.links["C"].lock().records.is_empty(), "down");
         assert_eq!(peers.links_up(), (2, 3));
+        assert_eq!(handoff.waits.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_until_written_or_the_link_drops() {
+        let peers = peers(8);
+        let b = &peers.links["B"];
+        b.up();
+        let mut handoff = Handoff::default();
+        peers.flood(&record("one"), None, Some(&mut handoff));
+        peers.flood(&record("two"), None, Some(&mut handoff));
+        assert_eq!(
+            handoff.waits.len(),
+            1,
+            "one wait per link, at its highest seq"
+        );
+        assert!(
+            !handoff.wait(Duration::from_millis(20)).await,
+            "nothing written yet"
+        );
+
+        peers.flood(&record("three"), None, Some(&mut handoff));
+        let batch = b.next_batch(2).await.unwrap();
+        b.written(batch.last_seq);
+        assert_eq!(batch.last_seq, 2);
+        assert!(
+            !handoff.wait(Duration::from_millis(20)).await,
+            "seq 3 is not written"
+        );
+
+        peers.flood(&record("four"), None, Some(&mut handoff));
+        b.down();
+        assert!(
+            handoff.wait(Duration::from_secs(5)).await,
+            "a dropped link releases"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_overflows_instead_of_growing() {
+        let peers = peers(2);
+        let a = &peers.links["A"];
+        a.up();
+        for client in ["1", "2", "3", "4"] {
+            peers.flood(&record(client), None, None);
+        }
+        assert!(a.next_batch(10).await.is_err(), "overflowed");
+        assert!(a.lock().records.len() <= 2);
+        a.down();
+        a.up();
+        peers.flood(&record("5"), None, None);
+        assert_eq!(a.next_batch(10).await.unwrap().records.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn hello_wakes_a_dialler_whose_link_is_down() {
+        let peers = peers(2);
+        let a = Arc::clone(&peers.links["A"]);
+        let sleeper = tokio::spawn(async move { a.backoff(Duration::from_secs(3600)).await });
+        peers.wake("A");
+        let woken = tokio::time::timeout(Duration::from_secs(10), sleeper)
+            .await
+            .expect("woken long before the backoff ends")
+            .unwrap();
+        assert!(woken);
+        peers.links["B"].up();
+        peers.wake("B");
+        assert!(
+            !peers.links["B"].backoff(Duration::from_millis(10)).await,
+            "a link that is up is not woken"
+        );
     }
 }

@@ -10,8 +10,9 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::lines::{has_buffered_line, read_line, Line, MAX_LINE_BYTES};
-use super::{Arrival, Node};
+use super::lines::{has_buffered_line, read_line, write_within, Line};
+use super::peers::Handoff;
+use super::{session, Node};
 use crate::auth;
 use crate::logs::printable;
 use crate::places::NearbyQuery;
@@ -122,8 +123,8 @@ enum Role {
         dialler_nonce: String,
         our_nonce: String,
     },
-    /// A neighbour that said HELLO (and, with a secret, proved it): its `HERD AT` updates are
-    /// applied and flooded on.
+    /// A neighbour that said HELLO (and, with a secret, proved it): the connection becomes
+    /// a peer session (`session.rs`).
     Peer(String),
 }
 
@@ -133,30 +134,25 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut role = Role::Client;
     let mut out = Vec::new();
-    // Strict durability: the store write the replies in `out` wait for (0: none).
+    // What the replies in `out` wait for before they are written: their updates on every up
+    // neighbour's socket (flood before reply) and, under strict durability, the store write
+    // (0: none).
+    let mut handoff = Handoff::default();
     let mut durable_at = 0;
 
     let limits = node.config.limits;
 
     loop {
-        // A neighbour's link always fits a digest (a 16 KiB line) and is kept alive by the
-        // anti-entropy digest it sends every `sync_interval`, so its idle timeout is at least
-        // three of those periods whatever `limits.idle_timeout_s` says.
-        let (max_line, idle_timeout) = match role {
-            Role::Peer(_) => (
-                limits.max_line_bytes.max(MAX_LINE_BYTES),
-                limits
-                    .idle_timeout
-                    .max(3 * node.config.reconnect.sync_interval),
-            ),
-            _ => (limits.max_line_bytes, limits.idle_timeout),
-        };
         // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
-        let Ok(line) = tokio::time::timeout(idle_timeout, read_line(&mut reader, max_line)).await
+        let Ok(line) = tokio::time::timeout(
+            limits.idle_timeout,
+            read_line(&mut reader, limits.max_line_bytes),
+        )
+        .await
         else {
             tracing::info!(
                 "{remote}: no complete line for {} s (limits.idle_timeout_s); closing",
-                idle_timeout.as_secs()
+                limits.idle_timeout.as_secs()
             );
             break;
         };
@@ -167,16 +163,26 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             Line::TooLong(prefix) => {
                 tracing::info!(
                     target: "wire",
-                    "{remote} < (line over {max_line} bytes, first {LOGGED_PREFIX_BYTES} shown) {}",
+                    "{remote} < (line over {} bytes, first {LOGGED_PREFIX_BYTES} shown) {}",
+                    limits.max_line_bytes,
                     printable(&prefix[..prefix.len().min(LOGGED_PREFIX_BYTES)])
                 );
                 (prefix, true)
             }
         };
-        if !too_long && !matches!(role, Role::Peer(_)) {
+        if !too_long {
             tracing::info!(target: "wire", "{remote} < {}", printable(&line));
         }
-        let reply = respond(node, &mut role, &line, received, remote, &mut durable_at).await;
+        let reply = respond(
+            node,
+            &mut role,
+            &line,
+            received,
+            remote,
+            &mut handoff,
+            &mut durable_at,
+        )
+        .await;
         // The over-long line's memory goes now, not when the connection ends.
         drop(line);
         if let Some(reply) = reply {
@@ -188,14 +194,24 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             tracing::info!(target: "wire", "{remote} > {}", printable(shown));
             out.extend_from_slice(&reply);
         }
+        if let Role::Peer(from) = role {
+            // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
+            write_within(&mut writer, &out, node.config.links.write_timeout).await?;
+            let ended = session::run_accepted(node, &from, reader, writer).await;
+            let why = ended
+                .err()
+                .map_or("closed by peer".to_owned(), |e| format!("{e:#}"));
+            tracing::info!("peer connection from {from} ({remote}) dropped: {why}");
+            return Ok(());
+        }
         // Replies to lines that are already buffered share one write; each reply stays
         // contiguous either way.
         if !out.is_empty()
             && (!has_buffered_line(reader.buffer()) || out.len() >= MAX_PENDING_REPLY_BYTES)
         {
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
-            node.wait_durable(std::mem::take(&mut durable_at)).await;
-            write_within(&mut writer, &out, idle_timeout).await?;
+            release_point(node, &mut handoff, &mut durable_at).await;
+            write_within(&mut writer, &out, limits.idle_timeout).await?;
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
                 out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back
             } else {
@@ -204,27 +220,19 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         }
     }
     if !out.is_empty() {
-        node.wait_durable(durable_at).await;
+        release_point(node, &mut handoff, &mut durable_at).await;
         write_within(&mut writer, &out, limits.idle_timeout).await?;
-    }
-    if let Role::Peer(name) = role {
-        tracing::info!("peer connection from {name} ({remote}) dropped");
     }
     writer.shutdown().await?;
     Ok(())
 }
 
-/// Writes `bytes`, giving up (an error: the connection is dropped) if the other end does not
-/// read them within `timeout`, so a client that never reads cannot pin a task and its replies.
-async fn write_within(
-    writer: &mut tokio::net::tcp::OwnedWriteHalf,
-    bytes: &[u8],
-    timeout: Duration,
-) -> Result<()> {
-    tokio::time::timeout(timeout, writer.write_all(bytes))
-        .await
-        .map_err(|_| anyhow::anyhow!("the other end read nothing for {} s", timeout.as_secs()))??;
-    Ok(())
+/// Waits until the pending replies may be written: their updates were handed to every up
+/// neighbour's socket (at most `links.write_timeout_ms`: a link stalled longer is being
+/// dropped) and, under strict durability, are on disk.
+async fn release_point(node: &Node, handoff: &mut Handoff, durable_at: &mut u64) {
+    handoff.wait(node.config.links.write_timeout).await;
+    node.wait_durable(std::mem::take(durable_at)).await;
 }
 
 /// Whether an IAMAT or WHATSAT names a client id longer than `limits.max_client_id_bytes`.
@@ -236,14 +244,16 @@ fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
     }
 }
 
-/// The reply to one line, if it gets one (flooded updates do not). Under strict durability,
-/// raises `durable_at` to the store write an IAMAT reply must wait for.
+/// The reply to one line, if it gets one (AUTH does not). An IAMAT notes in `handoff` the
+/// neighbours its update was queued for and, under strict durability, raises `durable_at` to
+/// the store write its reply must wait for.
 async fn respond(
     node: &Node,
     role: &mut Role,
     line: &[u8],
     received: i128,
     remote: SocketAddr,
+    handoff: &mut Handoff,
     durable_at: &mut u64,
 ) -> Option<Vec<u8>> {
     let Some(command) = protocol::parse_line(line) else {
@@ -257,7 +267,7 @@ async fn respond(
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
             let mut reply = record.line().as_bytes().to_vec();
             reply.push(b'\n');
-            let accepted = node.accept(record, None);
+            let accepted = node.accept(record, handoff);
             if node.strict() {
                 *durable_at = (*durable_at).max(node.durable_point(accepted));
             }
@@ -298,6 +308,7 @@ async fn respond(
             let our_nonce = auth::nonce();
             let Some(secret) = &node.config.secret else {
                 tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
+                node.peers.wake(server);
                 *role = Role::Peer(server.to_owned());
                 return Some(format_welcome(&node.name, &our_nonce, None).into_bytes());
             };
@@ -331,29 +342,18 @@ async fn respond(
                 return Some(format_invalid(line));
             }
             tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
+            node.peers.wake(from);
             *role = Role::Peer(from.clone());
             None
         }
-        Command::Peer(PeerMessage::Update(record)) => match role {
-            Role::Peer(from) => {
-                node.accept_from_peer(AtRecord::from_fields(&record), from, Arrival::Flood);
-                None
-            }
-            _ => Some(format_invalid(line)),
-        },
-        Command::Peer(PeerMessage::Sync(record)) => match role {
-            Role::Peer(from) => {
-                node.accept_from_peer(AtRecord::from_fields(&record), from, Arrival::Sync);
-                None
-            }
-            _ => Some(format_invalid(line)),
-        },
-        Command::Peer(PeerMessage::Digest(theirs)) => match role {
-            Role::Peer(from) => Some(node.answer_digest(from, &theirs).into_bytes()),
-            _ => Some(format_invalid(line)),
-        },
-        // WANT answers a digest this side sent; the accepting side never sends one.
-        Command::Peer(PeerMessage::Want(_)) => Some(format_invalid(line)),
+        // Updates, anti-entropy and WANT belong to a peer session; on a connection that
+        // did not say HELLO (and prove the secret) they are refused, never applied.
+        Command::Peer(
+            PeerMessage::Update(_)
+            | PeerMessage::Sync(_)
+            | PeerMessage::Digest(_)
+            | PeerMessage::Want(_),
+        ) => Some(format_invalid(line)),
         Command::Peer(PeerMessage::StatusQuery) => {
             Some(format_status(&node.figures()).into_bytes())
         }

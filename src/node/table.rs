@@ -136,27 +136,24 @@ impl Table {
             .collect()
     }
 
-    /// Every record whose client falls in one of `buckets`: a scan of only the shards that
-    /// own them, done only when digests differ.
-    pub fn records_in(&self, buckets: &[u16]) -> Vec<Arc<AtRecord>> {
+    /// The records whose clients fall in one of `buckets`, one shard's worth at a time: only
+    /// the shards that own those buckets are scanned, and a caller that streams each part
+    /// before asking for the next holds at most one shard's records (1/64 of the table).
+    pub fn records_in(&self, buckets: &[u16]) -> impl Iterator<Item = Vec<Arc<AtRecord>>> + '_ {
         let mut wanted = vec![false; DIGEST_BUCKETS];
         let mut shards = [false; SHARDS];
         for &b in buckets {
             wanted[usize::from(b)] = true;
             shards[shard_of(b)] = true;
         }
-        (0..SHARDS)
-            .filter(|&s| shards[s])
-            .flat_map(|s| {
-                let shard = self.read(s);
-                shard
-                    .records
-                    .values()
-                    .filter(|r| wanted[usize::from(r.bucket())])
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        (0..SHARDS).filter(move |&s| shards[s]).map(move |s| {
+            self.read(s)
+                .records
+                .values()
+                .filter(|r| wanted[usize::from(r.bucket())])
+                .cloned()
+                .collect()
+        })
     }
 
     fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
@@ -228,14 +225,56 @@ mod tests {
         b.apply(&newer);
         let differ = a.differing_buckets(&b.digest());
         assert_eq!(differ, [newer.bucket()]);
-        let repair = b.records_in(&differ);
+        let repair: Vec<_> = b.records_in(&differ).flatten().collect();
         assert!(repair.contains(&newer));
         assert!(repair.iter().all(|r| r.bucket() == newer.bucket()));
         for r in &repair {
             a.apply(r);
         }
         assert_eq!(a.digest(), b.digest());
-        assert!(b.records_in(&[]).is_empty());
+        assert_eq!(b.records_in(&[]).count(), 0);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Flooding and anti-entropy deliver the same updates in any order, any number of
+        /// times: every node must end with the same table and the same digest.
+        #[test]
+        fn any_order_and_duplication_gives_identical_tables(
+            updates in proptest::collection::vec((0..4usize, 0..12u8, 0..6u8, 0..3u8), 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..120),
+        ) {
+            let origins = ["Alford", "Ball", "Hamilton", "Welsh"];
+            let records: Vec<Arc<AtRecord>> = updates
+                .iter()
+                .map(|&(o, client, time, place)| {
+                    let location = format!("+{place}+{place}");
+                    Arc::new(
+                        AtRecord::from_parts(
+                            origins[o], "+0.000000001", &format!("c{client}"), &location,
+                            &format!("{time}.5"),
+                        )
+                        .unwrap(),
+                    )
+                })
+                .collect();
+            let in_order = Table::new();
+            records.iter().for_each(|r| { in_order.apply(r); });
+            // Another node: a shuffled, duplicated delivery of the same updates, each at least once.
+            let shuffled = Table::new();
+            for pick in &order {
+                shuffled.apply(&records[pick.index(records.len())]);
+            }
+            for r in records.iter().rev() {
+                shuffled.apply(r);
+            }
+            proptest::prop_assert_eq!(in_order.digest(), shuffled.digest());
+            proptest::prop_assert_eq!(in_order.len(), shuffled.len());
+            for client in 0..12u8 {
+                let id = format!("c{client}");
+                proptest::prop_assert_eq!(in_order.get(&id), shuffled.get(&id));
+            }
+        }
     }
 
     #[test]

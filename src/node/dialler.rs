@@ -1,0 +1,192 @@
+//! The dialler: one task per neighbour that connects, introduces this node (proving the herd
+//! secret when there is one), runs the link's session, and reconnects with capped exponential
+//! backoff when it drops, forever. A HELLO from the neighbour cuts the backoff short.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::lines::{read_line, Line};
+use super::peers::Link;
+use super::session;
+use super::Node;
+use crate::auth;
+use crate::config::ReconnectSettings;
+use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage};
+
+/// How long a neighbour has to accept a connection and answer HELLO.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts one dialler task per neighbour.
+pub fn spawn_dialers(node: &Arc<Node>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    node.peers
+        .links()
+        .map(|link| {
+            let node = Arc::clone(node);
+            let link = Arc::clone(link);
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = keep_link(&node, &link) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                }
+            })
+        })
+        .collect()
+}
+
+/// Connects, runs the session, and reconnects with capped exponential backoff, forever.
+async fn keep_link(node: &Node, link: &Link) {
+    let neighbour = link.name.as_str();
+    let address = node.config.address(&node.config.servers[neighbour]);
+    let mut backoff = Backoff::new(node.config.reconnect);
+    // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
+    // and a new reason (say, a refused proof once it is back up) still gets its own.
+    let mut last_failure: Option<String> = None;
+    loop {
+        match handshake(node, neighbour, address).await {
+            Ok(stream) => {
+                last_failure = None;
+                backoff.reset();
+                link.up();
+                tracing::info!("peer link to {neighbour} ({address}) up");
+                let ended = session::run_dialled(node, link, stream).await;
+                link.down();
+                let why = match ended {
+                    Ok(()) => "closed by peer".to_owned(),
+                    Err(e) => {
+                        // Updates were lost on the way (queue full, a stalled write, no
+                        // answer): the next link-up repairs them whatever the names' order.
+                        link.mark_for_repair();
+                        format!("{e:#}")
+                    }
+                };
+                tracing::info!("peer link to {neighbour} ({address}) dropped: {why}");
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                if last_failure.as_deref() != Some(reason.as_str()) {
+                    tracing::info!(
+                        "cannot reach {neighbour} at {address}: {reason}; retrying with backoff"
+                    );
+                    last_failure = Some(reason);
+                }
+            }
+        }
+        // A HELLO from the neighbour means it is back: dial now, from the first delay again.
+        if link.backoff(backoff.next_delay()).await {
+            backoff.reset();
+        }
+    }
+}
+
+/// Dials `neighbour`, introduces this node and, with a herd secret, has each side prove it
+/// knows it (see `auth.rs`); returns the connection once the link is established.
+async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<TcpStream> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let our_nonce = auth::nonce();
+        let hello = format_hello(&node.name, &our_nonce);
+        stream.write_all(hello.as_bytes()).await?;
+        tracing::info!(target: "wire", "{neighbour} > {}", hello.trim_end());
+        // The neighbour sends nothing after WELCOME until this side speaks again, so the
+        // reader buffers nothing past it.
+        let answer = match read_line(&mut BufReader::new(&mut stream), 4096).await? {
+            Some(Line::Complete(line)) => line,
+            _ => bail!("connection closed during handshake"),
+        };
+        tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
+        let (their_nonce, proof) = match protocol::parse_line(&answer) {
+            Some(Command::Peer(PeerMessage::Welcome {
+                server,
+                nonce,
+                proof,
+                ..
+            })) if server == neighbour => (nonce.to_owned(), proof.map(str::to_owned)),
+            _ => bail!(
+                "handshake refused: answered {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+        };
+        match (&node.config.secret, proof) {
+            (None, None) => {}
+            (Some(secret), Some(proof)) => {
+                if !secret.verify_welcome(&proof, neighbour, &node.name, &our_nonce, &their_nonce)
+                {
+                    bail!("{neighbour} could not prove it knows the herd secret; not linking");
+                }
+                let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
+                let auth = format_auth(&proof);
+                stream.write_all(auth.as_bytes()).await?;
+                tracing::info!(target: "wire", "{neighbour} > {}", auth.trim_end());
+            }
+            (Some(_), None) => bail!(
+                "{neighbour} has no herd secret (its links are open); give every server the same secret"
+            ),
+            (None, Some(_)) => bail!(
+                "{neighbour} requires the herd secret; set secret: in herd.yaml or {}",
+                auth::SECRET_ENV
+            ),
+        }
+        Ok(stream)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
+        .await
+        .context("handshake timed out")?
+}
+
+/// Capped exponential backoff with a little jitter, so a herd restarting together does not
+/// dial in lockstep.
+struct Backoff {
+    settings: ReconnectSettings,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(settings: ReconnectSettings) -> Backoff {
+        Backoff {
+            settings,
+            current: settings.initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.settings.initial;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.settings.max);
+        let jitter_range = (delay.as_nanos() / 5).max(1) as u64;
+        let jitter = super::server::now_nanos().unsigned_abs() as u64 % jitter_range;
+        delay + Duration::from_nanos(jitter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(ReconnectSettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            sync_interval: Duration::from_secs(30),
+        });
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        let floors = [100, 200, 400, 800, 1000, 1000];
+        for (d, floor) in delays.iter().zip(floors) {
+            assert!(*d >= floor && *d <= floor + floor / 5, "{delays:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() < Duration::from_millis(121));
+    }
+}

@@ -1,0 +1,260 @@
+//! One peer connection, after its handshake, at either end of a link.
+//!
+//! A session is a reader and a writer running side by side. The reader applies what the
+//! neighbour sends (flooded updates, anti-entropy records) and hands requests that need an
+//! answer (a digest, a WANT) to the writer; it never waits on the writer, so a big
+//! anti-entropy stream in one direction cannot deadlock against floods in the other.
+//!
+//! The dialled end's writer also forwards this node's updates from the link's bounded queue,
+//! starts the anti-entropy exchange (at link-up when this node's name is the smaller, or when
+//! the link was dropped with updates lost, and every `reconnect.sync_interval_s`), and
+//! declares the link dead when the neighbour answers nothing for `links.answer_timeout_ms`
+//! after a digest. Every write has a deadline (`links.write_timeout_ms`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use tokio::io::{AsyncWrite, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
+use super::peers::Link;
+use super::sync::{self, Inbound};
+use super::{Arrival, Node};
+use crate::logs::printable;
+use crate::protocol::{self, format_update, Command, PeerMessage};
+use crate::record::AtRecord;
+
+/// Updates taken from the link's queue and written in one go.
+const MAX_BATCH: usize = 512;
+/// Requests (digests to answer, WANTs to serve) the reader may hand the writer before it
+/// starts dropping them; an exchange needs one at a time, and a lost one is redone at the
+/// next period.
+const PENDING_REQUESTS: usize = 8;
+
+/// Runs the session on a connection this node dialled, until it fails or closes.
+pub async fn run_dialled(node: &Node, link: &Link, stream: TcpStream) -> Result<()> {
+    let (reader, writer) = stream.into_split();
+    run(node, &link.name, BufReader::new(reader), writer, Some(link)).await
+}
+
+/// Runs the session on a connection the neighbour `from` dialled (it said HELLO and, with a
+/// secret, proved it), until it fails or closes.
+pub async fn run_accepted(
+    node: &Node,
+    from: &str,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+) -> Result<()> {
+    run(node, from, reader, writer, None).await
+}
+
+/// What the reader asks the writer to send.
+enum Request {
+    /// The neighbour sent its digest: answer with the differing records and a WANT.
+    AnswerDigest(Vec<u64>),
+    /// The neighbour answered this node's digest and wants these buckets.
+    SendWanted(Vec<u16>, Inbound),
+}
+
+/// What the reader and the writer both look at.
+struct Shared {
+    /// When this node's digest went out with no WANT back yet, and what has arrived since.
+    exchange: Mutex<Option<Inbound>>,
+    last_heard: Mutex<Instant>,
+}
+
+impl Shared {
+    fn exchange(&self) -> std::sync::MutexGuard<'_, Option<Inbound>> {
+        self.exchange.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_heard(&self) -> Instant {
+        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard(&self) {
+        *self.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+}
+
+async fn run(
+    node: &Node,
+    neighbour: &str,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    link: Option<&Link>,
+) -> Result<()> {
+    let shared = Shared {
+        exchange: Mutex::new(None),
+        last_heard: Mutex::new(Instant::now()),
+    };
+    let (requests, pending) = mpsc::channel(PENDING_REQUESTS);
+    tokio::select! {
+        read = read_side(node, neighbour, reader, &shared, requests) => read,
+        written = write_side(node, neighbour, writer, &shared, pending, link) => written,
+    }
+}
+
+/// Applies the neighbour's lines until EOF (`Ok`) or an error.
+async fn read_side(
+    node: &Node,
+    neighbour: &str,
+    mut reader: BufReader<OwnedReadHalf>,
+    shared: &Shared,
+    requests: mpsc::Sender<Request>,
+) -> Result<()> {
+    // The neighbour's end sends a digest every `sync_interval` (which this side answers), so
+    // a link quiet for three periods is gone whatever `limits.idle_timeout_s` says.
+    let config = &node.config;
+    let idle = config
+        .limits
+        .idle_timeout
+        .max(3 * config.reconnect.sync_interval);
+    let max_line = config.limits.max_line_bytes.max(MAX_LINE_BYTES);
+    loop {
+        let Ok(line) = tokio::time::timeout(idle, read_line(&mut reader, max_line)).await else {
+            bail!("nothing received for {} s", idle.as_secs());
+        };
+        let line = match line? {
+            None => return Ok(()),
+            Some(Line::Complete(line)) => line,
+            Some(Line::TooLong(start)) => bail!(
+                "sent a line over {max_line} bytes: {}",
+                printable(&start[..start.len().min(200)])
+            ),
+        };
+        shared.heard();
+        match protocol::parse_line(&line) {
+            Some(Command::Peer(PeerMessage::Update(fields))) => {
+                node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Flood);
+            }
+            Some(Command::Peer(PeerMessage::Sync(fields))) => {
+                let new =
+                    node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Sync);
+                if let Some(inbound) = shared.exchange().as_mut() {
+                    inbound.count(new, line.len() + 1);
+                }
+            }
+            Some(Command::Peer(PeerMessage::Digest(theirs))) => {
+                hand_over(&requests, Request::AnswerDigest(theirs), neighbour);
+            }
+            Some(Command::Peer(PeerMessage::Want(buckets))) => {
+                let inbound = shared.exchange().take().unwrap_or_default();
+                hand_over(&requests, Request::SendWanted(buckets, inbound), neighbour);
+            }
+            // The neighbour refused something this side sent: the link is not what this side
+            // thinks it is, so drop it and let the handshake run again.
+            _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
+            _ => tracing::warn!("unexpected line from {neighbour}: {}", printable(&line)),
+        }
+    }
+}
+
+fn hand_over(requests: &mpsc::Sender<Request>, request: Request, neighbour: &str) {
+    if requests.try_send(request).is_err() {
+        tracing::warn!(
+            "{neighbour} sent anti-entropy requests faster than they can be answered; one was \
+             dropped (the next period repeats it)"
+        );
+    }
+}
+
+/// Writes until an error: answers the reader's requests and, on a dialled link, forwards
+/// queued updates, runs the periodic exchange and watches for an answer to it.
+async fn write_side(
+    node: &Node,
+    neighbour: &str,
+    mut writer: OwnedWriteHalf,
+    shared: &Shared,
+    mut pending: mpsc::Receiver<Request>,
+    link: Option<&Link>,
+) -> Result<()> {
+    let deadline = node.config.links.write_timeout;
+    let answer_timeout = node.config.links.answer_timeout;
+    let period = node.config.reconnect.sync_interval;
+    let mut exchange = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut watchdog = tokio::time::interval(watch_period(answer_timeout));
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    // One exchange repairs both directions, and a restart or partition breaks both of a
+    // link's one-way connections, so at link-up only the end with the smaller name starts
+    // it: a returning server is sent what it missed once, not twice. A link that dropped
+    // with updates lost starts it regardless. The link was marked up before the digest is
+    // taken, so every update is in the exchange or queued after it (a duplicate is
+    // harmless: newer-wins drops it).
+    if let Some(link) = link {
+        if link.take_repair() || node.name.as_str() < neighbour {
+            send_digest(node, shared, &mut writer, deadline).await?;
+        }
+    }
+    let mut batch = String::new();
+    loop {
+        tokio::select! {
+            next = async { link.expect("guarded").next_batch(MAX_BATCH).await }, if link.is_some() => {
+                let next = next?;
+                batch.clear();
+                for record in &next.records {
+                    batch.push_str(&format_update(record.line()));
+                }
+                write_within(&mut writer, batch.as_bytes(), deadline).await?;
+                link.expect("guarded").written(next.last_seq);
+                for line in batch.lines() {
+                    tracing::info!(target: "wire", "{neighbour} > {line}");
+                }
+            }
+            request = pending.recv() => match request {
+                Some(Request::AnswerDigest(theirs)) => {
+                    sync::answer_digest(node, neighbour, &theirs, &mut writer, deadline).await?;
+                }
+                Some(Request::SendWanted(buckets, inbound)) => {
+                    sync::send_wanted(node, neighbour, &buckets, inbound, &mut writer, deadline)
+                        .await?;
+                }
+                // The reader is gone: the session is ending.
+                None => return Ok(()),
+            },
+            _ = exchange.tick(), if link.is_some() => {
+                send_digest(node, shared, &mut writer, deadline).await?;
+            }
+            _ = watchdog.tick(), if link.is_some() => {
+                let since = shared.exchange().as_ref().map(|e| e.started);
+                if let Some(sent) = since {
+                    let quiet = sent.max(shared.last_heard()).elapsed();
+                    if quiet > answer_timeout {
+                        bail!(
+                            "no answer to this node's digest for {} ms (links.answer_timeout_ms): \
+                             declared dead",
+                            quiet.as_millis()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends this node's digest and starts waiting for the answer (unless an earlier digest is
+/// still unanswered: its clock keeps running).
+async fn send_digest<W: AsyncWrite + Unpin>(
+    node: &Node,
+    shared: &Shared,
+    writer: &mut W,
+    deadline: Duration,
+) -> Result<()> {
+    {
+        let mut exchange = shared.exchange();
+        if exchange.is_none() {
+            *exchange = Some(Inbound::new());
+        }
+    }
+    write_within(writer, sync::digest_line(node).as_bytes(), deadline).await
+}
+
+/// How often the dialled end checks for an answer: a few times per `answer_timeout`.
+fn watch_period(answer_timeout: Duration) -> Duration {
+    (answer_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
