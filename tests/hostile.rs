@@ -20,17 +20,6 @@ fn solo(extra_yaml: &str) -> Herd {
     herd
 }
 
-/// The node's resident memory, in KiB (from its own `HERD STATUS` pid).
-fn rss_kib(herd: &Herd) -> u64 {
-    let pid = herd.status("Alford").pid;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/PID/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// Asserts an IAMAT is answered with its AT line.
 fn assert_served(herd: &Herd) {
     let reply = herd.send("Alford", KIWI);
@@ -73,7 +62,7 @@ fn read_reply_line(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 fn an_8_mib_line_gets_a_truncated_copy_and_its_memory_is_released() {
     let herd = solo("");
     let port = herd.port("Alford");
-    let before = rss_kib(&herd);
+    let before = herd.rss_kib("Alford");
 
     // Four at once, none with a newline: each is answered with its first MiB when the
     // sender half-closes, and the node keeps serving everyone else meanwhile.
@@ -108,7 +97,7 @@ fn an_8_mib_line_gets_a_truncated_copy_and_its_memory_is_released() {
         String::from_utf8_lossy(second)
     );
 
-    let after = rss_kib(&herd);
+    let after = herd.rss_kib("Alford");
     eprintln!("node RSS: {before} KiB before, {after} KiB after");
     assert!(
         after < before + 64 * 1024,

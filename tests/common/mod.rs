@@ -163,7 +163,10 @@ impl Herd {
                 peers.join(", ")
             );
         }
-        yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
+        // Fast reconnects, unless the test sets its own.
+        if !extra_yaml.contains("reconnect:") {
+            yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
+        }
         yaml += extra_yaml;
         let config = dir.path().join("herd.yaml");
         std::fs::write(&config, yaml).unwrap();
@@ -273,6 +276,22 @@ impl Herd {
     pub fn wait_exit(&self, name: &str) -> std::process::ExitStatus {
         let mut child = Running(self.children.lock().unwrap().remove(name).expect("running"));
         child.wait()
+    }
+
+    /// The pid of server `name` (as it reports itself).
+    pub fn pid(&self, name: &str) -> u32 {
+        self.status(name).pid
+    }
+
+    /// Server `name`'s resident memory, in KiB (from /proc, by its own pid).
+    pub fn rss_kib(&self, name: &str) -> u64 {
+        let pid = self.pid(name);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     /// Server `name`'s own figures (`HERD STATUS`).
