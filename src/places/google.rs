@@ -53,6 +53,7 @@ impl Google {
 impl Service for Google {
     const NAME: &'static str = "google";
     const LABEL: &'static str = "Google Places";
+    const RADIUS_UNIT: &'static str = "m";
 
     /// Metres, to the millimetre.
     fn radius(&self, radius_km: f64) -> f64 {

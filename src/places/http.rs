@@ -163,6 +163,8 @@ pub trait Service: Send + Sync + 'static {
     const NAME: &'static str;
     /// How messages name the service ("Google Places", "X API").
     const LABEL: &'static str;
+    /// The unit of [`Service::radius`], for logs ("m", "km").
+    const RADIUS_UNIT: &'static str;
 
     /// The radius sent for a WHATSAT radius in kilometres, in the service's own unit and
     /// range; queries with the same location and radius share a cache entry.
@@ -254,11 +256,12 @@ impl<S: Service> HttpProvider<S> {
         let (document, source) = self.cache.get_or_fetch(key, || self.fetch(search)).await;
         if source != Source::Hit {
             tracing::info!(
-                "places: {} {},{} radius {}: {} ({}, {} ms)",
+                "places: {} {},{} radius {} {}: {} ({}, {} ms)",
                 S::NAME,
                 search.lat,
                 search.lng,
                 search.radius,
+                S::RADIUS_UNIT,
                 self.service.summary(&document),
                 if source == Source::Fetched {
                     "fetched"
@@ -349,8 +352,7 @@ impl<S: Service> HttpProvider<S> {
             None => String::new(),
         };
         let message = format!("{} request to {} {what}{detail}", S::LABEL, self.host());
-        self.service
-            .unanswered(NoAnswer::Failed, &self.secret.scrub(&message))
+        self.service.unanswered(NoAnswer::Failed, &message)
     }
 }
 

@@ -80,6 +80,7 @@ pub fn point_radius_query(search: Search) -> String {
 impl Service for XRecentSearch {
     const NAME: &'static str = "x";
     const LABEL: &'static str = "X API";
+    const RADIUS_UNIT: &'static str = "km";
 
     /// Kilometres, at most [`MAX_RADIUS_KM`].
     fn radius(&self, radius_km: f64) -> f64 {
@@ -225,7 +226,9 @@ pub fn cut_to_bound(document: &mut Value, bound: usize) {
             }
         }
         if includes.is_empty() {
-            document.as_object_mut().map(|d| d.remove("includes"));
+            if let Some(document) = document.as_object_mut() {
+                document.remove("includes");
+            }
         }
     }
 }
