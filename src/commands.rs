@@ -10,10 +10,11 @@ use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::config::{HerdConfig, PlacesConfig, ProviderKind};
+use crate::config::{HerdConfig, PlacesConfig};
 use crate::pidlock::PidLock;
-use crate::places::google::{ApiKey, GoogleProvider};
+use crate::places::google::Google;
 use crate::places::offline::OfflineIndex;
+use crate::places::x::XRecentSearch;
 use crate::places::PlacesProvider;
 
 /// `herdctl run NAME`: one node in the foreground until SIGTERM or SIGINT.
@@ -95,25 +96,37 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The places provider the herd file asks for.
+/// The places provider the herd file asks for. A provider whose secret is missing from the
+/// environment is an error naming the variable, so the node refuses to start.
 pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
-    match places.provider {
-        ProviderKind::Offline => Ok(Arc::new(match &places.file {
+    match places {
+        PlacesConfig::Offline { file } => Ok(Arc::new(match file {
             Some(file) => OfflineIndex::from_csv_path(file)?,
             None => OfflineIndex::embedded(),
         })),
-        ProviderKind::Google => {
-            let key = ApiKey::from_env()?;
-            let google = GoogleProvider::new(&places.google, key)?;
+        PlacesConfig::Google(settings) => {
+            let google = Google::provider(settings, Google::key_from_env()?)?;
+            let u = &settings.upstream;
             tracing::info!(
                 "places: google ({:?} API) at {}, timeout {} ms, cache {} s x {} entries",
-                places.google.api,
-                places.google.endpoint,
-                places.google.timeout.as_millis(),
-                places.google.cache_ttl.as_secs(),
-                places.google.cache_entries
+                settings.api,
+                u.endpoint,
+                u.timeout.as_millis(),
+                u.cache_ttl.as_secs(),
+                u.cache_entries
             );
             Ok(Arc::new(google))
+        }
+        PlacesConfig::X(u) => {
+            let x = XRecentSearch::provider(u, XRecentSearch::token_from_env()?)?;
+            tracing::info!(
+                "places: x (recent search) at {}, timeout {} ms, cache {} s x {} entries",
+                crate::places::x::search_url(&u.endpoint),
+                u.timeout.as_millis(),
+                u.cache_ttl.as_secs(),
+                u.cache_entries
+            );
+            Ok(Arc::new(x))
         }
     }
 }

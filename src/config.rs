@@ -118,12 +118,24 @@ pub enum LogRotation {
     Never,
 }
 
-/// Which places provider answers WHATSAT.
+/// Which places provider answers WHATSAT (`places.provider`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Offline,
     Google,
+    /// Recent posts near the client from the X API v2 recent search.
+    X,
+}
+
+impl ProviderKind {
+    fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Offline => "offline",
+            ProviderKind::Google => "google",
+            ProviderKind::X => "x",
+        }
+    }
 }
 
 /// Which Google Places web service the google provider calls.
@@ -147,6 +159,9 @@ impl GoogleApi {
         }
     }
 }
+
+/// The X API's own base URL; the x provider adds `/2/tweets/search/recent`.
+pub const X_DEFAULT_ENDPOINT: &str = "https://api.x.com";
 
 /// When a node's store reaches the disk (see `node/store.rs`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -178,14 +193,27 @@ pub struct LogSettings {
     pub keep: usize,
 }
 
-/// The places provider and its settings.
+/// The places provider and its settings: each provider carries only its own, so a setting
+/// of one provider can never sit unused under another.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlacesConfig {
-    pub provider: ProviderKind,
-    /// For the offline provider: a points-of-interest CSV instead of the embedded GeoNames set.
-    pub file: Option<PathBuf>,
-    /// For the google provider (defaults filled in even when the provider is offline).
-    pub google: GoogleSettings,
+pub enum PlacesConfig {
+    /// The embedded GeoNames index, or a points-of-interest CSV instead.
+    Offline {
+        file: Option<PathBuf>,
+    },
+    Google(GoogleSettings),
+    /// The X API v2 recent search (`<endpoint>/2/tweets/search/recent`).
+    X(UpstreamSettings),
+}
+
+impl PlacesConfig {
+    pub fn provider(&self) -> ProviderKind {
+        match self {
+            PlacesConfig::Offline { .. } => ProviderKind::Offline,
+            PlacesConfig::Google(_) => ProviderKind::Google,
+            PlacesConfig::X(_) => ProviderKind::X,
+        }
+    }
 }
 
 /// The google provider's settings. The API key is not here: it comes from the environment
@@ -193,20 +221,30 @@ pub struct PlacesConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleSettings {
     pub api: GoogleApi,
-    /// `http://` or `https://` URL; Google's own for `api` unless set.
+    /// Google's URL for `api` unless set.
+    pub upstream: UpstreamSettings,
+}
+
+/// What every provider that proxies to a web service takes (google, x). Secrets are not
+/// here: they come from the environment when the node starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// `http://` or `https://` URL: the service's own unless set.
     pub endpoint: reqwest::Url,
     /// The most an upstream request may take, connect to last byte.
     pub timeout: Duration,
-    /// How long an answer (status OK or ZERO_RESULTS) is reused for the same location and
-    /// radius; zero turns caching off (concurrent identical queries still share one request).
+    /// How long a successful answer is reused for the same location and radius; zero turns
+    /// caching off (concurrent identical queries still share one request).
     pub cache_ttl: Duration,
     /// The most (location, radius) answers the cache holds.
     pub cache_entries: usize,
 }
 
-pub const DEFAULT_GOOGLE_TIMEOUT_MS: u64 = 3000;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 3000;
 pub const DEFAULT_GOOGLE_CACHE_TTL_S: u64 = 300;
-pub const DEFAULT_GOOGLE_CACHE_ENTRIES: usize = 10_000;
+/// Recent posts go stale sooner than places do.
+pub const DEFAULT_X_CACHE_TTL_S: u64 = 60;
+pub const DEFAULT_UPSTREAM_CACHE_ENTRIES: usize = 10_000;
 
 /// Capped exponential backoff between attempts to reach a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -592,7 +630,7 @@ impl HerdConfig {
     }
 }
 
-/// The `places:` section, checked: settings of one provider under the other are errors, so a
+/// The `places:` section, checked: settings of one provider under another are errors, so a
 /// user never believes a setting is in effect when it is not.
 fn places_config(
     raw: RawPlaces,
@@ -600,66 +638,90 @@ fn places_config(
     resolve: impl Fn(PathBuf) -> PathBuf,
 ) -> Result<PlacesConfig> {
     let provider = raw.provider.unwrap_or(ProviderKind::Offline);
-    let google_keys = [
-        ("api", raw.api.is_some()),
-        ("endpoint", raw.endpoint.is_some()),
-        ("timeout_ms", raw.timeout_ms.is_some()),
-        ("cache_ttl_s", raw.cache_ttl_s.is_some()),
-        ("cache_entries", raw.cache_entries.is_some()),
+    // Each key and the providers that take it.
+    use ProviderKind::{Google, Offline, X};
+    let keys: [(&str, bool, &[ProviderKind]); 6] = [
+        ("file", raw.file.is_some(), &[Offline]),
+        ("api", raw.api.is_some(), &[Google]),
+        ("endpoint", raw.endpoint.is_some(), &[Google, X]),
+        ("timeout_ms", raw.timeout_ms.is_some(), &[Google, X]),
+        ("cache_ttl_s", raw.cache_ttl_s.is_some(), &[Google, X]),
+        ("cache_entries", raw.cache_entries.is_some(), &[Google, X]),
     ];
-    match provider {
-        ProviderKind::Offline => {
-            if let Some((key, _)) = google_keys.iter().find(|(_, set)| *set) {
-                bail!(
-                    "{shown}: places.{key} is a setting of the google provider; add \
-                     `provider: google` under places: or remove {key}"
-                );
-            }
-        }
-        ProviderKind::Google => {
-            if raw.file.is_some() {
-                bail!(
-                    "{shown}: places.file is a setting of the offline provider; remove it or \
-                     use `provider: offline`"
-                );
-            }
+    for (key, set, takers) in keys {
+        if set && !takers.contains(&provider) {
+            let names: Vec<&str> = takers.iter().map(|p| p.name()).collect();
+            let uses: Vec<String> = names.iter().map(|n| format!("`provider: {n}`")).collect();
+            bail!(
+                "{shown}: places.{key} is a setting of the {} provider{}, not of {}; use {} \
+                 under places: or remove {key}",
+                names.join(" and "),
+                if names.len() > 1 { "s" } else { "" },
+                provider.name(),
+                uses.join(" or "),
+            );
         }
     }
     let api = raw.api.unwrap_or_default();
-    let endpoint = match raw.endpoint {
-        None => reqwest::Url::parse(api.default_endpoint()).expect("Google's URLs parse"),
-        Some(e) => match reqwest::Url::parse(&e.value) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
-            _ => bail!(
-                "{shown} line {}: places.endpoint {:?} is not an http:// or https:// URL; \
-                 leave it out to use Google's ({})",
-                e.referenced.line(),
-                e.value,
-                api.default_endpoint()
-            ),
-        },
+    let default_endpoint = match provider {
+        X => X_DEFAULT_ENDPOINT,
+        _ => api.default_endpoint(),
     };
-    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_GOOGLE_TIMEOUT_MS);
-    if timeout_ms == 0 {
-        bail!("{shown}: places.timeout_ms is 0; use e.g. {DEFAULT_GOOGLE_TIMEOUT_MS}");
-    }
-    let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_GOOGLE_CACHE_ENTRIES);
-    if cache_entries == 0 {
-        bail!(
-            "{shown}: places.cache_entries is 0; keep at least 1 (to turn caching off, set \
-             cache_ttl_s: 0)"
-        );
-    }
-    Ok(PlacesConfig {
-        provider,
-        file: raw.file.map(resolve),
-        google: GoogleSettings {
-            api,
+    let default_ttl = match provider {
+        X => DEFAULT_X_CACHE_TTL_S,
+        _ => DEFAULT_GOOGLE_CACHE_TTL_S,
+    };
+    let upstream = |endpoint: Option<Spanned<String>>| -> Result<UpstreamSettings> {
+        let endpoint = match endpoint {
+            None => reqwest::Url::parse(default_endpoint).expect("the services' URLs parse"),
+            Some(e) => {
+                let line = e.referenced.line();
+                let url = match reqwest::Url::parse(&e.value) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+                    _ => bail!(
+                        "{shown} line {line}: places.endpoint {:?} is not an http:// or https:// \
+                         URL; leave it out to use {default_endpoint}",
+                        e.value,
+                    ),
+                };
+                if provider == X && (url.query().is_some() || url.fragment().is_some()) {
+                    bail!(
+                        "{shown} line {line}: places.endpoint {:?} has a query or fragment; for \
+                         provider x it is the API's base URL (like {X_DEFAULT_ENDPOINT}), to \
+                         which /2/tweets/search/recent is added",
+                        e.value,
+                    );
+                }
+                url
+            }
+        };
+        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
+        if timeout_ms == 0 {
+            bail!("{shown}: places.timeout_ms is 0; use e.g. {DEFAULT_UPSTREAM_TIMEOUT_MS}");
+        }
+        let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_UPSTREAM_CACHE_ENTRIES);
+        if cache_entries == 0 {
+            bail!(
+                "{shown}: places.cache_entries is 0; keep at least 1 (to turn caching off, set \
+                 cache_ttl_s: 0)"
+            );
+        }
+        Ok(UpstreamSettings {
             endpoint,
             timeout: Duration::from_millis(timeout_ms),
-            cache_ttl: Duration::from_secs(raw.cache_ttl_s.unwrap_or(DEFAULT_GOOGLE_CACHE_TTL_S)),
+            cache_ttl: Duration::from_secs(raw.cache_ttl_s.unwrap_or(default_ttl)),
             cache_entries,
+        })
+    };
+    Ok(match provider {
+        Offline => PlacesConfig::Offline {
+            file: raw.file.map(resolve),
         },
+        Google => PlacesConfig::Google(GoogleSettings {
+            api,
+            upstream: upstream(raw.endpoint)?,
+        }),
+        X => PlacesConfig::X(upstream(raw.endpoint)?),
     })
 }
 
@@ -727,7 +789,7 @@ servers:
         assert_eq!(c.host.to_string(), "127.0.0.1");
         assert_eq!(c.logs.dir, Path::new("/etc/herd/logs"));
         assert_eq!(c.data_dir, Path::new("/etc/herd/data"));
-        assert_eq!(c.places.provider, ProviderKind::Offline);
+        assert_eq!(c.places, PlacesConfig::Offline { file: None });
         assert_eq!(c.durability, Durability::Relaxed, "the default");
     }
 
@@ -781,37 +843,58 @@ servers:
         assert!(e.contains("line 3"), "{e}");
     }
 
+    fn google(c: &HerdConfig) -> &GoogleSettings {
+        match &c.places {
+            PlacesConfig::Google(g) => g,
+            other => panic!("not google: {other:?}"),
+        }
+    }
+
+    fn x(c: &HerdConfig) -> &UpstreamSettings {
+        match &c.places {
+            PlacesConfig::X(x) => x,
+            other => panic!("not x: {other:?}"),
+        }
+    }
+
     #[test]
     fn google_places_settings_and_defaults() {
         let c = parse(&format!("{CLASSIC}places: {{ provider: google }}\n")).unwrap();
-        assert_eq!(c.places.provider, ProviderKind::Google);
-        let g = &c.places.google;
+        assert_eq!(c.places.provider(), ProviderKind::Google);
+        let g = google(&c);
         assert_eq!(g.api, GoogleApi::Legacy);
-        assert_eq!(g.endpoint.as_str(), GoogleApi::Legacy.default_endpoint());
-        assert_eq!(g.timeout, Duration::from_millis(DEFAULT_GOOGLE_TIMEOUT_MS));
-        assert_eq!(g.cache_ttl, Duration::from_secs(DEFAULT_GOOGLE_CACHE_TTL_S));
-        assert_eq!(g.cache_entries, DEFAULT_GOOGLE_CACHE_ENTRIES);
+        let u = &g.upstream;
+        assert_eq!(u.endpoint.as_str(), GoogleApi::Legacy.default_endpoint());
+        assert_eq!(
+            u.timeout,
+            Duration::from_millis(DEFAULT_UPSTREAM_TIMEOUT_MS)
+        );
+        assert_eq!(u.cache_ttl, Duration::from_secs(DEFAULT_GOOGLE_CACHE_TTL_S));
+        assert_eq!(u.cache_entries, DEFAULT_UPSTREAM_CACHE_ENTRIES);
 
         let c = parse(&format!(
             "{CLASSIC}places:\n  provider: google\n  api: new\n  timeout_ms: 250\n  \
              cache_ttl_s: 0\n  cache_entries: 5\n"
         ))
         .unwrap();
-        let g = &c.places.google;
+        let g = google(&c);
         assert_eq!(g.api, GoogleApi::New);
         assert_eq!(
-            g.endpoint.as_str(),
+            g.upstream.endpoint.as_str(),
             "https://places.googleapis.com/v1/places:searchNearby"
         );
-        assert_eq!(g.timeout, Duration::from_millis(250));
-        assert_eq!(g.cache_ttl, Duration::ZERO);
-        assert_eq!(g.cache_entries, 5);
+        assert_eq!(g.upstream.timeout, Duration::from_millis(250));
+        assert_eq!(g.upstream.cache_ttl, Duration::ZERO);
+        assert_eq!(g.upstream.cache_entries, 5);
 
         let c = parse(&format!(
             "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x' }}\n"
         ))
         .unwrap();
-        assert_eq!(c.places.google.endpoint.as_str(), "http://127.0.0.1:9/x");
+        assert_eq!(
+            google(&c).upstream.endpoint.as_str(),
+            "http://127.0.0.1:9/x"
+        );
     }
 
     #[test]
@@ -824,7 +907,10 @@ servers:
         let e = error(&format!(
             "{CLASSIC}places: {{ provider: google, file: pois.csv }}\n"
         ));
-        assert!(e.contains("places.file"), "{e}");
+        assert!(
+            e.contains("places.file") && e.contains("provider: offline"),
+            "{e}"
+        );
         let e = error(&format!(
             "{CLASSIC}places: {{ provider: google, endpoint: 'ftp://x' }}\n"
         ));
@@ -841,6 +927,60 @@ servers:
             "{CLASSIC}places: {{ provider: google, api: v2 }}\n"
         ));
         assert!(e.contains("line 7") && e.contains("legacy"), "{e}");
+    }
+
+    #[test]
+    fn x_places_settings_and_defaults() {
+        let c = parse(&format!("{CLASSIC}places: {{ provider: x }}\n")).unwrap();
+        assert_eq!(c.places.provider(), ProviderKind::X);
+        assert_eq!(
+            x(&c),
+            &UpstreamSettings {
+                endpoint: reqwest::Url::parse("https://api.x.com").unwrap(),
+                timeout: Duration::from_millis(DEFAULT_UPSTREAM_TIMEOUT_MS),
+                cache_ttl: Duration::from_secs(DEFAULT_X_CACHE_TTL_S),
+                cache_entries: DEFAULT_UPSTREAM_CACHE_ENTRIES,
+            }
+        );
+        let c = parse(&format!(
+            "{CLASSIC}places:\n  provider: x\n  endpoint: http://127.0.0.1:9/proxy/\n  \
+             timeout_ms: 800\n  cache_ttl_s: 5\n  cache_entries: 7\n"
+        ))
+        .unwrap();
+        let u = x(&c);
+        assert_eq!(u.endpoint.as_str(), "http://127.0.0.1:9/proxy/");
+        assert_eq!(u.timeout, Duration::from_millis(800));
+        assert_eq!(u.cache_ttl, Duration::from_secs(5));
+        assert_eq!(u.cache_entries, 7);
+    }
+
+    #[test]
+    fn x_places_errors_name_the_fix() {
+        let e = error(&format!("{CLASSIC}places: {{ provider: x, api: new }}\n"));
+        assert!(
+            e.contains("places.api") && e.contains("not of x") && e.contains("provider: google"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: x, file: a.csv }}\n"
+        ));
+        assert!(e.contains("places.file"), "{e}");
+        let e = error(&format!("{CLASSIC}places: {{ endpoint: 'http://h' }}\n"));
+        assert!(
+            e.contains("google and x providers")
+                && e.contains("`provider: google` or `provider: x`"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: x, endpoint: 'http://h/2/tweets/search/recent?q=1' }}\n"
+        ));
+        assert!(e.contains("line 7") && e.contains("base URL"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: x, timeout_ms: 0 }}\n"
+        ));
+        assert!(e.contains("timeout_ms"), "{e}");
+        let e = error(&format!("{CLASSIC}places: {{ provider: X }}\n"));
+        assert!(e.contains("line 7"), "{e}");
     }
 
     #[test]

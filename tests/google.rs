@@ -1,190 +1,17 @@
 //! The google places provider against a real HTTP server on loopback, started by the test,
 //! that answers in Google's documented formats (Nearby Search legacy and Places API New) and
-//! records every request. A node runs as `herdctl run` with `GOOGLE_PLACES_API_KEY` set.
-//! No test touches the internet.
+//! records every request (`common::upstream`). A node runs as `herdctl run` with
+//! `GOOGLE_PLACES_API_KEY` set. No test touches the internet.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{free_ports, wait_until, Herd, DEADLINE};
+use common::free_ports;
+use common::upstream::{ok, ten_concurrent_whatsats, ProxyNode, Reply, Upstream, IAMAT};
 use serde_json::{json, Value};
 
 const KEY: &str = "AIzaTEST-herd-secret-0123456789";
-const IAMAT: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 server: one request per connection, `Connection: close`.
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    /// Path and query, as sent.
-    target: String,
-    /// Header names lower-cased.
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Recorded {
-    fn query(&self) -> BTreeMap<String, String> {
-        let query = self.target.split_once('?').map(|(_, q)| q).unwrap_or("");
-        query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (k.to_owned(), v.replace("%2C", ",").replace("%2c", ","))
-            })
-            .collect()
-    }
-
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap()
-    }
-}
-
-enum Reply {
-    Http {
-        status: u16,
-        body: String,
-        delay: Duration,
-    },
-    /// Accept, read the request, and say nothing for this long.
-    Hang(Duration),
-}
-
-fn ok(body: impl Into<String>) -> Reply {
-    Reply::Http {
-        status: 200,
-        body: body.into(),
-        delay: Duration::ZERO,
-    }
-}
-
-type Responder = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
-
-struct Upstream {
-    port: u16,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Upstream {
-    /// Serves on a free loopback port; `respond` gets each request and its index (0-based).
-    fn start(respond: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let respond: Arc<Responder> = Arc::new(respond);
-        let (recorded, stopping) = (Arc::clone(&requests), Arc::clone(&stop));
-        thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let (recorded, respond) = (Arc::clone(&recorded), Arc::clone(&respond));
-                thread::spawn(move || serve(stream, &recorded, &*respond));
-            }
-        });
-        Upstream {
-            port,
-            requests,
-            stop,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the accept loop
-    }
-}
-
-fn serve(stream: TcpStream, recorded: &Mutex<Vec<Recorded>>, respond: &Responder) {
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return; // the wake-up connection, or a client that gave up
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_owned();
-    let target = parts.next().unwrap_or("").to_owned();
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-            return;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = h.split_once(':') {
-            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-        }
-    }
-    let length: usize = headers
-        .get("content-length")
-        .map(|l| l.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let request = Recorded {
-        method,
-        target,
-        headers,
-        body: String::from_utf8(body).unwrap(),
-    };
-    let index = {
-        let mut all = recorded.lock().unwrap();
-        all.push(request.clone());
-        all.len() - 1
-    };
-    let mut stream = reader.into_inner();
-    match respond(&request, index) {
-        Reply::Hang(how_long) => thread::sleep(how_long),
-        Reply::Http {
-            status,
-            body,
-            delay,
-        } => {
-            thread::sleep(delay);
-            let reason = if status == 200 { "OK" } else { "Error" };
-            let head = format!(
-                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json; charset=UTF-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body.as_bytes());
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Google's formats.
@@ -247,70 +74,10 @@ fn new_answer(n: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // A node with the key in its environment.
 
-struct Node {
-    herd: Herd,
-}
+type Node = ProxyNode;
 
-impl Node {
-    fn start(places_yaml: &str) -> Node {
-        let node = Node::spawn(places_yaml, Some(KEY));
-        node.herd.wait_listening("Alford");
-        node
-    }
-
-    fn spawn(places_yaml: &str, key: Option<&str>) -> Node {
-        let herd = Herd::configure(&[("Alford", &[])], places_yaml);
-        herd.spawn_with_env("Alford", &[("GOOGLE_PLACES_API_KEY", key)]);
-        Node { herd }
-    }
-
-    fn send(&self, input: &str) -> String {
-        self.herd.send("Alford", input)
-    }
-
-    /// IAMAT for kiwi, returning its AT line.
-    fn locate_kiwi(&self) -> String {
-        let at = self.send(IAMAT);
-        assert!(at.starts_with("AT Alford "), "{at}");
-        at.trim_end().to_owned()
-    }
-
-    /// WHATSAT for kiwi: the AT line and the parsed document, after checking the wire format.
-    fn whatsat(&self, radius: &str, bound: usize) -> (String, Value) {
-        let reply = self.send(&format!("WHATSAT kiwi.cs.ucla.edu {radius} {bound}\n"));
-        parse_whatsat(&reply)
-    }
-
-    /// Neither the node's logs nor its stderr hold the key.
-    fn assert_key_hidden(&self) {
-        let logs = self.herd.log_text("Alford");
-        assert!(!logs.is_empty(), "the node wrote no log");
-        assert!(!logs.contains(KEY), "the key is in the log:\n{logs}");
-        assert!(
-            !logs.contains("secret-0123"),
-            "part of the key is in the log"
-        );
-        let stderr = self.herd.stderr("Alford");
-        assert!(!stderr.contains(KEY), "the key is on stderr:\n{stderr}");
-    }
-}
-
-/// Splits a WHATSAT reply and checks the protocol's newline rules.
-fn parse_whatsat(reply: &str) -> (String, Value) {
-    assert!(!reply.contains(KEY), "the key is in a reply:\n{reply}");
-    assert!(
-        reply.ends_with("}\n\n"),
-        "must end with the document and an empty line: {reply:?}"
-    );
-    let (at, json) = reply.split_once('\n').expect("an AT line");
-    assert!(at.starts_with("AT Alford "), "{reply}");
-    let json = &json[..json.len() - 2];
-    assert!(
-        !json.contains("\n\n"),
-        "a run of newlines reached the wire: {reply:?}"
-    );
-    let document: Value = serde_json::from_str(json).expect("the document is JSON");
-    (at.to_owned(), document)
+fn start(places_yaml: &str) -> Node {
+    ProxyNode::start(places_yaml, "GOOGLE_PLACES_API_KEY", KEY)
 }
 
 fn places_yaml(api: &str, endpoint: &str, extra: &str) -> String {
@@ -344,7 +111,7 @@ fn assert_error_document(document: &Value, status: &str, message_part: &str) {
 #[test]
 fn legacy_request_shape_bound_newlines_and_cache() {
     let upstream = Upstream::start(|_, _| ok(legacy_answer(20)));
-    let node = Node::start(&places_yaml(
+    let node = start(&places_yaml(
         "legacy",
         &upstream.url("/maps/api/place/nearbysearch/json"),
         "",
@@ -408,13 +175,13 @@ fn legacy_request_shape_bound_newlines_and_cache() {
         "WHATSAT cost: first miss {miss:?}, first hit {hit:?}; mean over {rounds}: \
          cache hit {hits:?}, upstream round trip (loopback) {misses:?}"
     );
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
 fn new_api_request_shape_and_mapping() {
     let upstream = Upstream::start(|_, _| ok(new_answer(20)));
-    let node = Node::start(&places_yaml(
+    let node = start(&places_yaml(
         "new",
         &upstream.url("/v1/places:searchNearby"),
         "",
@@ -477,13 +244,13 @@ fn new_api_request_shape_and_mapping() {
     let (_, document) = node.whatsat("10", 20);
     assert_eq!(names(&document).len(), 20);
     assert_eq!(upstream.count(), 1, "a cache hit");
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
 fn new_api_no_places_is_zero_results() {
     let upstream = Upstream::start(|_, _| ok("{}\n"));
-    let node = Node::start(&places_yaml(
+    let node = start(&places_yaml(
         "new",
         &upstream.url("/v1/places:searchNearby"),
         "",
@@ -498,73 +265,32 @@ fn new_api_no_places_is_zero_results() {
 
 #[test]
 fn ten_concurrent_queries_make_one_upstream_request() {
-    // The upstream holds its answer until the node has logged all ten queries: a task goes
-    // from logging its line to waiting on the shared fetch without yielding, so every query
-    // is then waiting on whatever requests exist. (Weak: the upstream thread must not keep
-    // the node, and so its process, alive.)
-    let node_slot: Arc<OnceLock<Weak<Node>>> = Arc::default();
-    let slot = Arc::clone(&node_slot);
-    let upstream = Upstream::start(move |_, _| {
-        let node = slot
-            .get()
-            .and_then(Weak::upgrade)
-            .expect("the node is running");
-        wait_until("ten WHATSATs to reach the node", || {
-            let log = node.herd.log_text("Alford");
-            log.matches("< WHATSAT kiwi.cs.ucla.edu 10 ").count() >= 10
-        });
-        Reply::Http {
-            status: 200,
-            body: legacy_answer(20),
-            delay: Duration::ZERO,
-        }
-    });
-    // No caching: only single-flight can turn ten queries into one request.
-    let node = Arc::new(Node::start(&places_yaml(
-        "legacy",
-        &upstream.url("/json"),
-        ", cache_ttl_s: 0",
-    )));
-    node_slot.set(Arc::downgrade(&node)).ok();
-    node.locate_kiwi();
-    let bounds_seen = Arc::new(AtomicUsize::new(0));
-    let threads: Vec<_> = (1..=10)
-        .map(|bound| {
-            let (node, seen) = (Arc::clone(&node), Arc::clone(&bounds_seen));
-            thread::spawn(move || {
-                let (_, document) = node.whatsat("10", bound);
-                assert_eq!(document["status"], "OK");
-                assert_eq!(names(&document).len(), bound);
-                seen.fetch_add(1, Ordering::SeqCst);
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
+    let (documents, requests) = ten_concurrent_whatsats(
+        |upstream| places_yaml("legacy", &upstream.url("/json"), ", cache_ttl_s: 0"),
+        "GOOGLE_PLACES_API_KEY",
+        KEY,
+        legacy_answer(20),
+    );
+    for (document, bound) in documents.iter().zip(1..) {
+        assert_eq!(document["status"], "OK");
+        assert_eq!(names(document).len(), bound);
     }
-    assert_eq!(bounds_seen.load(Ordering::SeqCst), 10);
     assert_eq!(
-        upstream.count(),
-        1,
+        requests, 1,
         "single-flight: one upstream request for ten queries"
     );
-    node.assert_key_hidden();
 }
 
 #[test]
 fn http_500_is_an_error_document_and_is_not_cached() {
     let upstream = Upstream::start(|_, index| {
         if index == 0 {
-            Reply::Http {
-                status: 500,
-                body: "<html>Internal error</html>".into(),
-                delay: Duration::ZERO,
-            }
+            Reply::status(500, "<html>Internal error</html>")
         } else {
             ok(legacy_answer(2))
         }
     });
-    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    let node = start(&places_yaml("legacy", &upstream.url("/json"), ""));
     node.locate_kiwi();
     let (_, document) = node.whatsat("10", 5);
     assert_error_document(&document, "UNKNOWN_ERROR", "HTTP 500");
@@ -572,13 +298,13 @@ fn http_500_is_an_error_document_and_is_not_cached() {
     let (_, document) = node.whatsat("10", 5);
     assert_eq!(document["status"], "OK", "the failure was not cached");
     assert_eq!(upstream.count(), 2);
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
 fn a_hang_past_the_timeout_is_answered_within_it() {
     let upstream = Upstream::start(|_, _| Reply::Hang(Duration::from_secs(10)));
-    let node = Node::start(&format!(
+    let node = start(&format!(
         "places: {{ provider: google, endpoint: '{}', timeout_ms: 400 }}\n",
         upstream.url("/json")
     ));
@@ -597,7 +323,7 @@ fn a_hang_past_the_timeout_is_answered_within_it() {
     );
     // The node keeps serving.
     assert!(node.send(IAMAT).starts_with("AT Alford "));
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
@@ -611,7 +337,7 @@ fn request_denied_passes_through() {
    "status" : "REQUEST_DENIED"
 }"#)
     });
-    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    let node = start(&places_yaml("legacy", &upstream.url("/json"), ""));
     node.locate_kiwi();
     let (_, document) = node.whatsat("10", 5);
     assert_error_document(
@@ -621,22 +347,22 @@ fn request_denied_passes_through() {
     );
     node.whatsat("10", 5);
     assert_eq!(upstream.count(), 2, "REQUEST_DENIED is not cached");
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 
     // New: HTTP 403 with a Google API error.
-    let upstream = Upstream::start(|_, _| Reply::Http {
-        status: 403,
-        body: r#"{
+    let upstream = Upstream::start(|_, _| {
+        Reply::status(
+            403,
+            r#"{
   "error": {
     "code": 403,
     "message": "API key not valid. Please pass a valid API key.",
     "status": "PERMISSION_DENIED"
   }
-}"#
-        .into(),
-        delay: Duration::ZERO,
+}"#,
+        )
     });
-    let node = Node::start(&places_yaml(
+    let node = start(&places_yaml(
         "new",
         &upstream.url("/v1/places:searchNearby"),
         "",
@@ -644,20 +370,20 @@ fn request_denied_passes_through() {
     node.locate_kiwi();
     let (_, document) = node.whatsat("10", 5);
     assert_error_document(&document, "REQUEST_DENIED", "API key not valid");
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
 fn bad_json_and_connection_refused_are_error_documents() {
     let upstream = Upstream::start(|_, _| ok("this is not JSON"));
-    let node = Node::start(&places_yaml("legacy", &upstream.url("/json"), ""));
+    let node = start(&places_yaml("legacy", &upstream.url("/json"), ""));
     node.locate_kiwi();
     let (_, document) = node.whatsat("10", 5);
     assert_error_document(&document, "UNKNOWN_ERROR", "not JSON");
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 
     let closed = free_ports(1)[0]; // nothing listens there
-    let node = Node::start(&places_yaml(
+    let node = start(&places_yaml(
         "legacy",
         &format!("http://127.0.0.1:{closed}/json"),
         "",
@@ -667,13 +393,17 @@ fn bad_json_and_connection_refused_are_error_documents() {
     let (_, document) = node.whatsat("10", 5);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_error_document(&document, "UNKNOWN_ERROR", "cannot connect");
-    node.assert_key_hidden();
+    node.assert_secret_hidden();
 }
 
 #[test]
 fn a_missing_key_stops_the_node_at_start() {
     for key in [None, Some("")] {
-        let node = Node::spawn("places: { provider: google }\n", key);
+        let node = ProxyNode::spawn(
+            "places: { provider: google }\n",
+            "GOOGLE_PLACES_API_KEY",
+            key,
+        );
         let status = node.herd.wait_exit("Alford");
         assert!(!status.success());
         let stderr = node.herd.stderr("Alford");

@@ -6,38 +6,20 @@
 //!   `locationRestriction` circle; each place is mapped to the legacy result shape
 //!   ([`legacy_from_new`]) so the wire format stays the protocol's.
 //!
-//! Answers are cached by location and radius ([`super::cache`]); the bound is applied after
-//! the cache, so every request asks Google for a full page (20 places, its most) and one
-//! cached page serves every bound. Concurrent identical queries share one upstream request.
-//! Only OK and ZERO_RESULTS answers are cached; failures are shared by the queries already
-//! waiting for them and then forgotten, so the next query tries Google again.
-//!
-//! Any upstream failure (HTTP error, timeout, connection refused, a body that is not the
-//! expected JSON) becomes an [`error_document`] with a non-OK status, within the timeout.
-//! The API key is never logged and never put in an error message: reqwest's errors carry the
-//! request URL, with the key in its query string, so messages are built from the error kind
-//! and its sources with the URL stripped, and any text that could echo the key is scrubbed.
+//! Caching, single-flight, the timeout and keeping the key out of every message are
+//! [`super::http`]'s; only OK and ZERO_RESULTS answers are cached. When Google cannot answer,
+//! the document is an [`error_document`] with a non-OK status.
 
-use std::fmt;
-use std::time::{Duration, Instant};
-
-use anyhow::{bail, Context as _};
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use reqwest::{Client, StatusCode, Url};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::{json, Map, Value};
 
-use super::cache::{Cache, Source};
-use super::{error_document, nearby_document, NearbyQuery, PlacesFuture, PlacesProvider};
+use super::http::{Answer, HttpProvider, NoAnswer, Search, Secret, Service, MAX_RESULTS};
+use super::{error_document, nearby_document, NearbyQuery};
 use crate::config::{GoogleApi, GoogleSettings};
 
 /// The environment variable that holds the API key.
 pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";
-
-/// The most results either API returns for one request, and the protocol's largest bound.
-pub const MAX_RESULTS: usize = 20;
-
-/// The most bytes of an upstream answer read (a full page of 20 places is ~20-40 KB).
-const MAX_BODY_BYTES: usize = 4 << 20;
 
 /// Fields asked of Places API (New): what the legacy result shape can carry. rating,
 /// userRatingCount, priceLevel and opening hours put a request in Google's "Enterprise" SKU.
@@ -46,280 +28,124 @@ places.types,places.formattedAddress,places.shortFormattedAddress,places.busines
 places.plusCode,places.iconMaskBaseUri,places.iconBackgroundColor,places.rating,\
 places.userRatingCount,places.priceLevel,places.currentOpeningHours.openNow";
 
-/// An API key that does not show itself in `Debug` output.
-#[derive(Clone)]
-pub struct ApiKey(String);
+/// The google provider: Google Places behind the shared cache and single-flight.
+pub type GoogleProvider = HttpProvider<Google>;
 
-impl ApiKey {
-    /// The key from `GOOGLE_PLACES_API_KEY`, or an error naming the variable.
-    pub fn from_env() -> anyhow::Result<ApiKey> {
-        match std::env::var(API_KEY_ENV) {
-            Ok(key) if !key.trim().is_empty() => ApiKey::new(key.trim()),
-            Ok(_) => bail!(
-                "places.provider is google but {API_KEY_ENV} is empty; export \
-                 {API_KEY_ENV}=<your key> before starting the node, or use provider: offline"
-            ),
-            Err(_) => bail!(
-                "places.provider is google but {API_KEY_ENV} is not set; export \
-                 {API_KEY_ENV}=<your key> before starting the node, or use provider: offline"
-            ),
-        }
-    }
-
-    pub fn new(key: &str) -> anyhow::Result<ApiKey> {
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_graphic()) {
-            bail!("{API_KEY_ENV} must be printable ASCII with no spaces (a Google API key)");
-        }
-        Ok(ApiKey(key.to_owned()))
-    }
-
-    /// `text` with every occurrence of the key replaced.
-    fn scrub(&self, text: &str) -> String {
-        text.replace(&self.0, "[API key]")
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
-}
-
-/// The cache key: the exact location and the radius in millimetres.
-type Key = (u64, u64, u64);
-
-/// The Google provider; see the module docs.
-pub struct GoogleProvider {
-    client: Client,
+/// Google Places' request and answer formats, for one of its two APIs.
+#[derive(Debug, Clone, Copy)]
+pub struct Google {
     api: GoogleApi,
-    endpoint: Url,
-    key: ApiKey,
-    timeout: Duration,
-    cache: Cache<Key, Value>,
 }
 
-impl fmt::Debug for GoogleProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GoogleProvider")
-            .field("api", &self.api)
-            .field("endpoint", &self.endpoint.as_str())
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
+impl Google {
+    /// The provider for `settings`, with the key from [`API_KEY_ENV`] (read by the caller
+    /// with [`Google::key_from_env`]).
+    pub fn provider(settings: &GoogleSettings, key: Secret) -> anyhow::Result<GoogleProvider> {
+        HttpProvider::new(Google { api: settings.api }, &settings.upstream, key)
+    }
+
+    /// The key from `GOOGLE_PLACES_API_KEY`, or an error naming the variable.
+    pub fn key_from_env() -> anyhow::Result<Secret> {
+        Secret::from_env(API_KEY_ENV, "google", "your key", "")
     }
 }
 
-impl GoogleProvider {
-    /// A provider with one shared HTTP client (connection pool, rustls).
-    pub fn new(settings: &GoogleSettings, key: ApiKey) -> anyhow::Result<GoogleProvider> {
-        let endpoint = settings.endpoint.clone();
-        let client = Client::builder()
-            .user_agent(concat!("herdctl/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
-            .build()
-            .context("cannot set up the HTTP client for Google Places")?;
-        Ok(GoogleProvider {
-            client,
-            api: settings.api,
-            endpoint,
-            key,
-            timeout: settings.timeout,
-            cache: Cache::new(settings.cache_ttl, settings.cache_entries),
-        })
+impl Service for Google {
+    const NAME: &'static str = "google";
+    const LABEL: &'static str = "Google Places";
+    const RADIUS_UNIT: &'static str = "m";
+
+    /// Metres, to the millimetre.
+    fn radius(&self, radius_km: f64) -> f64 {
+        radius_metres(radius_km)
     }
 
-    /// The answer for `query`, from the cache or from Google, cut to the bound.
-    pub async fn search(&self, query: NearbyQuery) -> Value {
-        let metres = radius_metres(query.radius_km);
-        let key = (
-            query.lat.to_bits(),
-            query.lng.to_bits(),
-            (metres * 1000.0).round() as u64,
-        );
-        let started = Instant::now();
-        let (mut document, source) = self
-            .cache
-            .get_or_fetch(key, || self.fetch(query.lat, query.lng, metres))
-            .await;
-        if source != Source::Hit {
-            tracing::info!(
-                "places: google {} {},{} radius {} m: {} ({}, {} ms)",
-                api_name(self.api),
-                query.lat,
-                query.lng,
-                metres,
-                document["status"].as_str().unwrap_or("?"),
-                if source == Source::Fetched {
-                    "fetched"
-                } else {
-                    "shared an in-flight fetch"
-                },
-                started.elapsed().as_millis()
-            );
-        }
-        if let Some(results) = document.get_mut("results").and_then(Value::as_array_mut) {
-            results.truncate(query.bound);
-        }
-        document
-    }
-
-    /// One upstream request, bounded by the timeout: the document and whether it may be cached.
-    async fn fetch(&self, lat: f64, lng: f64, metres: f64) -> (Value, bool) {
-        let answer = tokio::time::timeout(self.timeout, self.request(lat, lng, metres)).await;
-        let document = match answer {
-            Ok(Ok(document)) => document,
-            Ok(Err(failure)) => {
-                let message = self.key.scrub(&failure.message);
-                tracing::warn!("places: google request failed: {message}");
-                error_document(failure.status, &message)
-            }
-            Err(_) => {
-                let message = self.timeout_message();
-                tracing::warn!("places: {message}");
-                error_document("UNKNOWN_ERROR", &message)
-            }
-        };
-        let cacheable = matches!(document["status"].as_str(), Some("OK" | "ZERO_RESULTS"));
-        (document, cacheable)
-    }
-
-    fn timeout_message(&self) -> String {
-        format!(
-            "Google Places did not answer within {} ms ({})",
-            self.timeout.as_millis(),
-            self.host()
-        )
-    }
-
-    /// `host:port` of the endpoint, for messages (never the query string).
-    fn host(&self) -> String {
-        match (
-            self.endpoint.host_str(),
-            self.endpoint.port_or_known_default(),
-        ) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_owned(),
-            _ => "the endpoint".to_owned(),
-        }
-    }
-
-    async fn request(&self, lat: f64, lng: f64, metres: f64) -> Result<Value, Failure> {
-        let request = match self.api {
+    fn request(
+        &self,
+        client: &Client,
+        endpoint: &Url,
+        key: &Secret,
+        search: Search,
+    ) -> RequestBuilder {
+        let Search { lat, lng, radius } = search;
+        match self.api {
             GoogleApi::Legacy => {
-                let mut url = self.endpoint.clone();
+                let mut url = endpoint.clone();
                 url.query_pairs_mut()
                     .append_pair("location", &format!("{lat},{lng}"))
-                    .append_pair("radius", &metres.to_string())
-                    .append_pair("key", &self.key.0);
-                self.client.get(url)
+                    .append_pair("radius", &radius.to_string())
+                    .append_pair("key", key.expose());
+                client.get(url)
             }
-            GoogleApi::New => {
-                let mut headers = HeaderMap::new();
-                let mut key = HeaderValue::from_str(&self.key.0).map_err(|_| Failure {
-                    status: "REQUEST_DENIED",
-                    message: format!("{API_KEY_ENV} cannot be sent as an HTTP header"),
-                })?;
-                key.set_sensitive(true);
-                headers.insert("X-Goog-Api-Key", key);
-                headers.insert("X-Goog-FieldMask", HeaderValue::from_static(NEW_FIELD_MASK));
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                self.client
-                    .post(self.endpoint.clone())
-                    .headers(headers)
-                    .body(new_request_body(lat, lng, metres).to_string())
-            }
-        };
-        let response = request
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| self.transport_failure(e))?;
-        let status = response.status();
-        let body = read_body(response)
-            .await
-            .map_err(|e| self.transport_failure(e))?;
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        if !status.is_success() {
-            return Err(http_failure(self.api, status, parsed.as_ref()));
+            GoogleApi::New => client
+                .post(endpoint.clone())
+                .header("X-Goog-Api-Key", key.header())
+                .header("X-Goog-FieldMask", HeaderValue::from_static(NEW_FIELD_MASK))
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(new_request_body(lat, lng, radius).to_string()),
+        }
+    }
+
+    fn read(&self, answer: Answer) -> Result<Value, Value> {
+        let parsed = answer.json();
+        if !answer.status.is_success() {
+            return Err(http_failure(self.api, answer.status, parsed.as_ref()).document());
         }
         let Some(parsed) = parsed else {
             return Err(Failure {
                 status: "UNKNOWN_ERROR",
                 message: format!(
-                    "Google Places answered HTTP {status} with a body that is not JSON ({} bytes)",
-                    body.len()
+                    "Google Places answered HTTP {} with a body that is not JSON ({} bytes)",
+                    answer.status,
+                    answer.body.len()
                 ),
-            });
-        };
-        let mut document = match self.api {
-            GoogleApi::Legacy => legacy_document(parsed)?,
-            GoogleApi::New => legacy_from_new(&parsed)?,
-        };
-        scrub_strings(&mut document, &self.key);
-        Ok(document)
-    }
-
-    /// A reqwest error as a message with no URL (the URL holds the key).
-    fn transport_failure(&self, error: reqwest::Error) -> Failure {
-        if error.is_timeout() {
-            return Failure {
-                status: "UNKNOWN_ERROR",
-                message: self.timeout_message(),
-            };
-        }
-        let what = if error.is_connect() {
-            "cannot connect"
-        } else if error.is_body() || error.is_decode() {
-            "the answer broke off"
-        } else {
-            "request failed"
-        };
-        let error = error.without_url();
-        let mut causes = Vec::new();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !causes.contains(&text) {
-                causes.push(text);
             }
-            source = cause.source();
-        }
-        let detail = match causes.last() {
-            Some(root) => format!(": {root}"),
-            None => String::new(),
+            .document());
         };
-        Failure {
-            status: "UNKNOWN_ERROR",
-            message: format!("Google Places request to {} {what}{detail}", self.host()),
+        let document = match self.api {
+            GoogleApi::Legacy => legacy_document(parsed),
+            GoogleApi::New => legacy_from_new(&parsed),
         }
+        .map_err(Failure::document)?;
+        // Google's own failures (REQUEST_DENIED, ...) pass through, but are not cached.
+        match document["status"].as_str() {
+            Some("OK" | "ZERO_RESULTS") => Ok(document),
+            _ => Err(document),
+        }
+    }
+
+    fn unanswered(&self, _why: NoAnswer, message: &str) -> Value {
+        error_document("UNKNOWN_ERROR", message)
+    }
+
+    fn summary(&self, document: &Value) -> String {
+        let status = document["status"].as_str().unwrap_or("?");
+        match document["error_message"].as_str() {
+            Some(message) => format!("{status}: {message}"),
+            None => status.to_owned(),
+        }
+    }
+
+    fn finish(&self, mut document: Value, query: &NearbyQuery, _search: Search) -> Value {
+        if let Some(results) = document.get_mut("results").and_then(Value::as_array_mut) {
+            results.truncate(query.bound);
+        }
+        document
     }
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] of a response body.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Why an upstream request gave no usable answer.
+/// Why Google gave no usable answer.
 #[derive(Debug)]
 pub struct Failure {
     /// A Google status string (never "OK").
     pub status: &'static str,
-    /// What went wrong, with no API key in it.
+    /// What went wrong.
     pub message: String,
 }
 
-fn api_name(api: GoogleApi) -> &'static str {
-    match api {
-        GoogleApi::Legacy => "legacy",
-        GoogleApi::New => "new",
+impl Failure {
+    fn document(self) -> Value {
+        error_document(self.status, &self.message)
     }
 }
 
@@ -437,17 +263,6 @@ fn status_for_http(status: StatusCode) -> &'static str {
     }
 }
 
-/// Replaces the key wherever it appears in the document's strings (Google does not echo keys,
-/// but a proxy or a misconfigured endpoint might).
-fn scrub_strings(value: &mut Value, key: &ApiKey) {
-    match value {
-        Value::String(s) if s.contains(&key.0) => *s = key.scrub(s),
-        Value::Array(items) => items.iter_mut().for_each(|v| scrub_strings(v, key)),
-        Value::Object(map) => map.values_mut().for_each(|v| scrub_strings(v, key)),
-        _ => {}
-    }
-}
-
 /// A Places API (New) `searchNearby` answer (`{"places": [...]}`, or `{}` when nothing is
 /// near) in the legacy Nearby Search shape.
 pub fn legacy_from_new(answer: &Value) -> Result<Value, Failure> {
@@ -556,16 +371,6 @@ fn price_level(level: &str) -> Option<u8> {
         "PRICE_LEVEL_VERY_EXPENSIVE" => 4,
         _ => return None,
     })
-}
-
-impl PlacesProvider for GoogleProvider {
-    fn name(&self) -> &'static str {
-        "google"
-    }
-
-    fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_> {
-        Box::pin(self.search(query))
-    }
 }
 
 #[cfg(test)]
@@ -706,15 +511,5 @@ mod tests {
                 "center": {"latitude": 34.06893, "longitude": -118.445127},
                 "radius": 10000.0}}})
         );
-    }
-
-    #[test]
-    fn the_key_never_shows() {
-        let key = ApiKey::new("AIzaSECRET").unwrap();
-        assert_eq!(format!("{key:?}"), "ApiKey([redacted])");
-        let mut doc = json!({"error_message": "bad key AIzaSECRET", "x": ["AIzaSECRET!"]});
-        scrub_strings(&mut doc, &key);
-        assert!(!doc.to_string().contains("SECRET"), "{doc}");
-        assert!(ApiKey::new("has space").is_err());
     }
 }

@@ -1,14 +1,17 @@
-//! Places providers: answer "what is near (lat, lng) within radius" in the Google Places
-//! Nearby Search (legacy web service) JSON shape, which is what WHATSAT puts on the wire.
+//! Places providers: answer "what is near (lat, lng) within radius" with the JSON document
+//! WHATSAT puts on the wire: the Google Places Nearby Search (legacy web service) shape for
+//! the offline and google providers, the X API's recent search shape for the x provider.
 //!
 //! A provider never fails from the caller's point of view: when it cannot answer it returns a
-//! document with empty `results`, a non-OK `status` and an `error_message` (see
-//! [`error_document`]), because the protocol requires a reply, never a hang or a dropped
-//! connection.
+//! document saying so (for the Google shape: empty `results`, a non-OK `status` and an
+//! `error_message`, see [`error_document`]), because the protocol requires a reply, never a
+//! hang or a dropped connection.
 
 pub mod cache;
 pub mod google;
+pub mod http;
 pub mod offline;
+pub mod x;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,11 +36,11 @@ pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
 
 /// Something that can answer a nearby search.
 pub trait PlacesProvider: Send + Sync {
-    /// A short name for logs and status ("offline", "google").
+    /// A short name for logs and status ("offline", "google", "x").
     fn name(&self) -> &'static str;
 
-    /// The Google-shaped JSON document for `query`: `results` nearest first and at most
-    /// `query.bound` long, `status` one of Google's status strings.
+    /// The JSON document for `query`, cut to `query.bound` results. In the Google shape:
+    /// `results` nearest first, `status` one of Google's status strings.
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_>;
 }
 

@@ -2,6 +2,8 @@
 //! the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod upstream;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

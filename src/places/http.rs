@@ -1,0 +1,411 @@
+//! What the providers that proxy WHATSAT to a web service share (google, x): the HTTP client,
+//! the secret from the environment, one bounded request, the cache with single-flight, and
+//! messages that never carry the secret.
+//!
+//! A [`Service`] says how to ask one web service and how to read its answers; an
+//! [`HttpProvider`] runs it:
+//! - answers are cached by location and radius ([`super::cache`]); the bound is applied after
+//!   the cache, so every request asks for a full page ([`MAX_RESULTS`]) and one cached page
+//!   serves every bound;
+//! - concurrent identical queries share one upstream request (single-flight);
+//! - only answers the service calls successful are cached; failures are shared by the queries
+//!   already waiting for them and then forgotten, so the next query asks again;
+//! - any failure (HTTP error, timeout, connection refused, a body that is not the expected
+//!   JSON) becomes the service's error document, within the timeout.
+//!
+//! The secret never reaches a log, a reply or an error: reqwest's errors carry the request URL
+//! (which may hold a key), so messages are built from the error kind and its sources with the
+//! URL stripped, and every string of every document is scrubbed of the secret before it is
+//! cached, logged or sent.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Client, RequestBuilder, StatusCode, Url};
+use serde_json::Value;
+
+use super::cache::{Cache, Source};
+use super::{NearbyQuery, PlacesFuture, PlacesProvider};
+use crate::config::UpstreamSettings;
+
+/// The protocol's largest bound: every request asks for this many results.
+pub const MAX_RESULTS: usize = 20;
+
+/// The most bytes of an upstream answer read (a full page is tens of KB).
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// A credential from the environment that does not show itself in `Debug` output.
+pub struct Secret {
+    /// The environment variable it came from, for messages.
+    var: &'static str,
+    value: String,
+    /// The value as an HTTP header value (with the service's prefix), marked sensitive.
+    header: HeaderValue,
+}
+
+impl Secret {
+    /// The secret in `var`, or an error naming the variable and the fix, for a node whose
+    /// `provider` needs it (`what`: "your key", "your bearer token").
+    pub fn from_env(
+        var: &'static str,
+        provider: &str,
+        what: &str,
+        header_prefix: &str,
+    ) -> anyhow::Result<Secret> {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Secret::new(var, value.trim(), header_prefix),
+            Ok(_) => bail!(
+                "places.provider is {provider} but {var} is empty; export {var}=<{what}> before \
+                 starting the node, or use provider: offline"
+            ),
+            Err(_) => bail!(
+                "places.provider is {provider} but {var} is not set; export {var}=<{what}> \
+                 before starting the node, or use provider: offline"
+            ),
+        }
+    }
+
+    /// `value` as the secret from `var`: printable ASCII with no spaces, as API keys and
+    /// bearer tokens are (so it is always a valid header value).
+    pub fn new(var: &'static str, value: &str, header_prefix: &str) -> anyhow::Result<Secret> {
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_graphic()) {
+            bail!("{var} must be printable ASCII with no spaces");
+        }
+        let mut header = HeaderValue::from_str(&format!("{header_prefix}{value}"))
+            .with_context(|| format!("{var} cannot be sent as an HTTP header"))?;
+        header.set_sensitive(true);
+        Ok(Secret {
+            var,
+            value: value.to_owned(),
+            header,
+        })
+    }
+
+    /// The secret itself, for a request that must carry it in its URL.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The secret as a header value (with its prefix, e.g. `Bearer `), marked sensitive.
+    pub fn header(&self) -> HeaderValue {
+        self.header.clone()
+    }
+
+    /// `text` with every occurrence of the secret replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        text.replace(&self.value, &format!("[{}]", self.var))
+    }
+
+    /// Scrubs every string in `value`, keys included (services do not echo secrets, but a
+    /// proxy or a misconfigured endpoint might).
+    pub fn scrub_json(&self, value: &mut Value) {
+        match value {
+            Value::String(s) if s.contains(&self.value) => *s = self.scrub(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json(v)),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains(&self.value)) {
+                    *map = std::mem::take(map)
+                        .into_iter()
+                        .map(|(k, v)| (self.scrub(&k), v))
+                        .collect();
+                }
+                map.values_mut().for_each(|v| self.scrub_json(v));
+            }
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}: [redacted])", self.var)
+    }
+}
+
+/// One search as sent upstream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Search {
+    pub lat: f64,
+    pub lng: f64,
+    /// In the service's own unit and range (see [`Service::radius`]).
+    pub radius: f64,
+}
+
+/// An HTTP answer, read to its end (at most [`MAX_BODY_BYTES`]).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Why no HTTP answer came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// Nothing within the timeout.
+    TimedOut,
+    /// The connection failed or broke off.
+    Failed,
+}
+
+/// One web service's request and answer formats.
+pub trait Service: Send + Sync + 'static {
+    /// The provider's name in herd.yaml and in logs ("google", "x").
+    const NAME: &'static str;
+    /// How messages name the service ("Google Places", "X API").
+    const LABEL: &'static str;
+    /// The unit of [`Service::radius`], for logs ("m", "km").
+    const RADIUS_UNIT: &'static str;
+
+    /// The radius sent for a WHATSAT radius in kilometres, in the service's own unit and
+    /// range; queries with the same location and radius share a cache entry.
+    fn radius(&self, radius_km: f64) -> f64;
+
+    /// The request for `search`, asking for a full page of [`MAX_RESULTS`].
+    fn request(
+        &self,
+        client: &Client,
+        endpoint: &Url,
+        secret: &Secret,
+        search: Search,
+    ) -> RequestBuilder;
+
+    /// The document for an HTTP answer: `Ok` when it is a successful answer (cached), `Err`
+    /// when it says what went wrong (not cached).
+    fn read(&self, answer: Answer) -> Result<Value, Value>;
+
+    /// The document when no HTTP answer came; `message` says what happened.
+    fn unanswered(&self, why: NoAnswer, message: &str) -> Value;
+
+    /// A few words on a document for the log: its status, its size, or what went wrong.
+    fn summary(&self, document: &Value) -> String;
+
+    /// What one query gets: the (shared, cached) `document` for `search`, cut to the query's
+    /// bound, plus anything the query needs said.
+    fn finish(&self, document: Value, query: &NearbyQuery, search: Search) -> Value;
+}
+
+/// The cache key: the exact location and the radius sent.
+type Key = (u64, u64, u64);
+
+/// A places provider that proxies to the web service `S`; see the module docs.
+pub struct HttpProvider<S: Service> {
+    service: S,
+    client: Client,
+    endpoint: Url,
+    secret: Secret,
+    timeout: Duration,
+    cache: Cache<Key, Value>,
+}
+
+impl<S: Service + fmt::Debug> fmt::Debug for HttpProvider<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("service", &self.service)
+            .field("endpoint", &self.endpoint.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Service> HttpProvider<S> {
+    /// A provider with one shared HTTP client (connection pool, rustls).
+    pub fn new(
+        service: S,
+        settings: &UpstreamSettings,
+        secret: Secret,
+    ) -> anyhow::Result<HttpProvider<S>> {
+        let client = Client::builder()
+            .user_agent(concat!("herdctl/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.timeout)
+            .timeout(settings.timeout)
+            .build()
+            .with_context(|| format!("cannot set up the HTTP client for {}", S::LABEL))?;
+        Ok(HttpProvider {
+            service,
+            client,
+            endpoint: settings.endpoint.clone(),
+            secret,
+            timeout: settings.timeout,
+            cache: Cache::new(settings.cache_ttl, settings.cache_entries),
+        })
+    }
+
+    /// The answer for `query`, from the cache or from the service.
+    pub async fn search(&self, query: NearbyQuery) -> Value {
+        let search = Search {
+            lat: query.lat,
+            lng: query.lng,
+            radius: self.service.radius(query.radius_km),
+        };
+        let key = (
+            search.lat.to_bits(),
+            search.lng.to_bits(),
+            search.radius.to_bits(),
+        );
+        let started = Instant::now();
+        let (document, source) = self.cache.get_or_fetch(key, || self.fetch(search)).await;
+        if source != Source::Hit {
+            tracing::info!(
+                "places: {} {},{} radius {} {}: {} ({}, {} ms)",
+                S::NAME,
+                search.lat,
+                search.lng,
+                search.radius,
+                S::RADIUS_UNIT,
+                self.service.summary(&document),
+                if source == Source::Fetched {
+                    "fetched"
+                } else {
+                    "shared an in-flight fetch"
+                },
+                started.elapsed().as_millis()
+            );
+        }
+        self.service.finish(document, &query, search)
+    }
+
+    /// One upstream request, bounded by the timeout: the document and whether it may be cached.
+    async fn fetch(&self, search: Search) -> (Value, bool) {
+        let request = self
+            .service
+            .request(&self.client, &self.endpoint, &self.secret, search)
+            .timeout(self.timeout);
+        let outcome = match tokio::time::timeout(self.timeout, send(request)).await {
+            Ok(Ok(answer)) => self.service.read(answer),
+            Ok(Err(error)) => Err(self.transport_failure(error)),
+            Err(_) => Err(self
+                .service
+                .unanswered(NoAnswer::TimedOut, &self.timeout_message())),
+        };
+        let (mut document, cacheable) = match outcome {
+            Ok(document) => (document, true),
+            Err(document) => (document, false),
+        };
+        self.secret.scrub_json(&mut document);
+        if !cacheable {
+            tracing::warn!(
+                "places: {} request failed: {}",
+                S::NAME,
+                self.service.summary(&document)
+            );
+        }
+        (document, cacheable)
+    }
+
+    fn timeout_message(&self) -> String {
+        format!(
+            "{} did not answer within {} ms ({})",
+            S::LABEL,
+            self.timeout.as_millis(),
+            self.host()
+        )
+    }
+
+    /// `host:port` of the endpoint, for messages (never a path or query string).
+    fn host(&self) -> String {
+        match (
+            self.endpoint.host_str(),
+            self.endpoint.port_or_known_default(),
+        ) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => "the endpoint".to_owned(),
+        }
+    }
+
+    /// A reqwest error as the service's document, with a message that has no URL in it.
+    fn transport_failure(&self, error: reqwest::Error) -> Value {
+        if error.is_timeout() {
+            return self
+                .service
+                .unanswered(NoAnswer::TimedOut, &self.timeout_message());
+        }
+        let what = if error.is_connect() {
+            "cannot connect"
+        } else if error.is_body() || error.is_decode() {
+            "the answer broke off"
+        } else {
+            "request failed"
+        };
+        let error = error.without_url();
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !causes.contains(&text) {
+                causes.push(text);
+            }
+            source = cause.source();
+        }
+        let detail = match causes.last() {
+            Some(root) => format!(": {root}"),
+            None => String::new(),
+        };
+        let message = format!("{} request to {} {what}{detail}", S::LABEL, self.host());
+        self.service.unanswered(NoAnswer::Failed, &message)
+    }
+}
+
+/// Sends `request` and reads at most [`MAX_BODY_BYTES`] of the answer.
+async fn send(request: RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let mut response = request.send().await?;
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+impl<S: Service> PlacesProvider for HttpProvider<S> {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_> {
+        Box::pin(self.search(query))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_secret_never_shows() {
+        let secret = Secret::new("TOKEN_VAR", "AAAASECRET%3D", "Bearer ").unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(TOKEN_VAR: [redacted])");
+        assert_eq!(secret.header().to_str().unwrap(), "Bearer AAAASECRET%3D");
+        assert!(secret.header().is_sensitive());
+        let mut doc = json!({
+            "detail": "bad token AAAASECRET%3D",
+            "x": ["AAAASECRET%3D!"],
+            "AAAASECRET%3D": 1
+        });
+        secret.scrub_json(&mut doc);
+        assert!(!doc.to_string().contains("SECRET"), "{doc}");
+        assert_eq!(doc["detail"], "bad token [TOKEN_VAR]");
+        assert!(Secret::new("V", "has space", "").is_err());
+        assert!(Secret::new("V", "", "").is_err());
+        assert!(Secret::new("V", "naïve", "").is_err());
+    }
+}
