@@ -135,19 +135,31 @@ impl Link {
         loop {
             let queued = self.queued.notified();
             {
-                let mut queue = self.lock();
-                if queue.overflowed {
-                    return Err(QueueFull(self.capacity));
-                }
-                if !queue.records.is_empty() {
-                    let take = queue.records.len().min(max);
-                    let records: Vec<_> = queue.records.drain(..take).collect();
-                    let last_seq = queue.pushed - queue.records.len() as u64;
-                    return Ok(Batch { records, last_seq });
+                if let Some(batch) = self.ready_batch(max)? {
+                    return Ok(batch);
                 }
             }
             queued.await;
         }
+    }
+
+    /// Takes up to `max` queued updates without waiting (`None`: nothing queued).
+    pub fn ready_batch(&self, max: usize) -> Result<Option<Batch>, QueueFull> {
+        let mut queue = self.lock();
+        if queue.overflowed {
+            return Err(QueueFull(self.capacity));
+        }
+        Ok(Self::take(&mut queue, max))
+    }
+
+    fn take(queue: &mut Queue, max: usize) -> Option<Batch> {
+        if queue.records.is_empty() {
+            return None;
+        }
+        let take = queue.records.len().min(max);
+        let records: Vec<_> = queue.records.drain(..take).collect();
+        let last_seq = queue.pushed - queue.records.len() as u64;
+        Some(Batch { records, last_seq })
     }
 
     /// The session wrote every update up to `seq` to the socket.

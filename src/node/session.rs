@@ -15,17 +15,17 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use tokio::io::{AsyncWrite, BufReader};
+use tokio::io::BufReader;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
-use super::peers::Link;
+use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
 use crate::logs::printable;
-use crate::protocol::{self, format_update, Command, PeerMessage};
+use crate::protocol::{self, format_update, format_want, Command, PeerMessage};
 use crate::record::AtRecord;
 
 /// Updates taken from the link's queue and written in one go.
@@ -168,7 +168,7 @@ fn hand_over(requests: &mpsc::Sender<Request>, request: Request, neighbour: &str
 async fn write_side(
     node: &Node,
     neighbour: &str,
-    mut writer: OwnedWriteHalf,
+    writer: OwnedWriteHalf,
     shared: &Shared,
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
@@ -186,39 +186,39 @@ async fn write_side(
     // with updates lost starts it regardless. The link was marked up before the digest is
     // taken, so every update is in the exchange or queued after it (a duplicate is
     // harmless: newer-wins drops it).
+    let mut out = Output {
+        writer,
+        neighbour,
+        deadline,
+        buffer: String::new(),
+    };
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
-            send_digest(node, shared, &mut writer, deadline).await?;
+            send_digest(node, shared, &mut out).await?;
         }
     }
-    let mut batch = String::new();
     loop {
         tokio::select! {
             next = async { link.expect("guarded").next_batch(MAX_BATCH).await }, if link.is_some() => {
-                let next = next?;
-                batch.clear();
-                for record in &next.records {
-                    batch.push_str(&format_update(record.line()));
-                }
-                write_within(&mut writer, batch.as_bytes(), deadline).await?;
-                link.expect("guarded").written(next.last_seq);
-                for line in batch.lines() {
-                    tracing::info!(target: "wire", "{neighbour} > {line}");
-                }
+                out.forward(link.expect("guarded"), next?).await?;
             }
             request = pending.recv() => match request {
                 Some(Request::AnswerDigest(theirs)) => {
-                    sync::answer_digest(node, neighbour, &theirs, &mut writer, deadline).await?;
+                    let started = Instant::now();
+                    let buckets = sync::differing(&node.table, &theirs);
+                    let sent = out.stream_records(node, &buckets, link).await?;
+                    out.write(format_want(&buckets).as_bytes()).await?;
+                    sync::log_answer(neighbour, &buckets, sent, started);
                 }
                 Some(Request::SendWanted(buckets, inbound)) => {
-                    sync::send_wanted(node, neighbour, &buckets, inbound, &mut writer, deadline)
-                        .await?;
+                    let sent = out.stream_records(node, &buckets, link).await?;
+                    sync::log_exchange(neighbour, &buckets, inbound, sent);
                 }
                 // The reader is gone: the session is ending.
                 None => return Ok(()),
             },
             _ = exchange.tick(), if link.is_some() => {
-                send_digest(node, shared, &mut writer, deadline).await?;
+                send_digest(node, shared, &mut out).await?;
             }
             _ = watchdog.tick(), if link.is_some() => {
                 let since = shared.exchange().as_ref().map(|e| e.started);
@@ -239,19 +239,64 @@ async fn write_side(
 
 /// Sends this node's digest and starts waiting for the answer (unless an earlier digest is
 /// still unanswered: its clock keeps running).
-async fn send_digest<W: AsyncWrite + Unpin>(
-    node: &Node,
-    shared: &Shared,
-    writer: &mut W,
-    deadline: Duration,
-) -> Result<()> {
+async fn send_digest(node: &Node, shared: &Shared, out: &mut Output<'_>) -> Result<()> {
     {
         let mut exchange = shared.exchange();
         if exchange.is_none() {
             *exchange = Some(Inbound::new());
         }
     }
-    write_within(writer, sync::digest_line(node).as_bytes(), deadline).await
+    out.write(sync::digest_line(&node.table).as_bytes()).await
+}
+
+/// The writing half of a session: every write within `links.write_timeout_ms`.
+struct Output<'a> {
+    writer: OwnedWriteHalf,
+    neighbour: &'a str,
+    deadline: Duration,
+    buffer: String,
+}
+
+impl Output<'_> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        write_within(&mut self.writer, bytes, self.deadline).await
+    }
+
+    /// Writes a batch of this node's updates and tells the link how far it got.
+    async fn forward(&mut self, link: &Link, batch: Batch) -> Result<()> {
+        self.buffer.clear();
+        for record in &batch.records {
+            self.buffer.push_str(&format_update(record.line()));
+        }
+        write_within(&mut self.writer, self.buffer.as_bytes(), self.deadline).await?;
+        link.written(batch.last_seq);
+        for line in self.buffer.lines() {
+            tracing::info!(target: "wire", "{} > {line}", self.neighbour);
+        }
+        Ok(())
+    }
+
+    /// Streams this node's records in `buckets`. On a dialled link, updates queued meanwhile
+    /// go out between chunks, so a long repair holds back neither the flood nor the client
+    /// replies waiting for it (and cannot overflow the queue).
+    async fn stream_records(
+        &mut self,
+        node: &Node,
+        buckets: &[u16],
+        link: Option<&Link>,
+    ) -> Result<sync::Sent> {
+        let mut stream = sync::SyncStream::new(&node.table, buckets);
+        let mut chunk = String::new();
+        while stream.next_chunk(&mut chunk) {
+            self.write(chunk.as_bytes()).await?;
+            if let Some(link) = link {
+                while let Some(batch) = link.ready_batch(MAX_BATCH)? {
+                    self.forward(link, batch).await?;
+                }
+            }
+        }
+        Ok(stream.sent)
+    }
 }
 
 /// How often the dialled end checks for an answer: a few times per `answer_timeout`.

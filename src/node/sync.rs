@@ -12,26 +12,27 @@
 //!
 //! Records are applied through the same newer-wins rule as flooding, so an exchange is safe
 //! to repeat and its cost follows the differences, not the table. They are streamed one table
-//! shard at a time in chunks of at most [`CHUNK_BYTES`], so neither end ever holds more than
-//! one shard's worth of a big repair (a node that lost a 1M-client store is refilled without
-//! either side building the whole answer). Each end logs one summary line per exchange that
-//! found differences (buckets, records, bytes, time), never the records themselves.
+//! shard at a time in chunks of about [`CHUNK_BYTES`] ([`SyncStream`]), so neither end ever
+//! holds more than one shard's worth of a big repair (a node that lost a 1M-client store is
+//! refilled without either side building the whole answer), and the session forwards floods
+//! between chunks. Each end logs one summary line per exchange that found differences
+//! (buckets, records, bytes, time), never the records themselves.
+//!
+//! This module decides what an exchange sends and what it logs; `session.rs` does the I/O.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use anyhow::Result;
-use tokio::io::AsyncWrite;
-
-use super::lines::write_within;
-use super::Node;
-use crate::protocol::{format_digest, format_want, DIGEST_BUCKETS, PEER_VERB};
+use super::table::Table;
+use crate::protocol::{format_digest, DIGEST_BUCKETS, PEER_VERB};
+use crate::record::AtRecord;
 
 /// A chunk of SYNC lines is written once it reaches this size.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// `HERD DIGEST ...`: this node's table, summarised.
-pub fn digest_line(node: &Node) -> String {
-    format_digest(&node.table.digest())
+pub fn digest_line(table: &Table) -> String {
+    format_digest(&table.digest())
 }
 
 /// What the dialling end received between sending its digest and the WANT that closes the
@@ -75,50 +76,79 @@ pub struct Sent {
     pub bytes: u64,
 }
 
-/// The accepting end's half: streams this node's records in every bucket where the
-/// neighbour's digest differs, then asks for the neighbour's records in those buckets.
-pub async fn answer_digest<W: AsyncWrite + Unpin>(
-    node: &Node,
-    from: &str,
-    theirs: &[u64],
-    writer: &mut W,
-    deadline: Duration,
-) -> Result<()> {
-    let started = Instant::now();
-    let buckets = node.table.differing_buckets(theirs);
-    let sent = send_buckets(node, &buckets, writer, deadline).await?;
-    write_within(writer, format_want(&buckets).as_bytes(), deadline).await?;
+/// The buckets where `theirs` and this node's digest differ: what both ends will send.
+pub fn differing(table: &Table, theirs: &[u64]) -> Vec<u16> {
+    table.differing_buckets(theirs)
+}
+
+/// This node's records in a set of buckets, as `HERD SYNC` lines in chunks of about
+/// [`CHUNK_BYTES`]: one table shard (1/64 of the table) is held at a time, so a repair of any
+/// size costs a bounded amount of memory. The caller writes each chunk (and may forward
+/// other traffic between chunks).
+pub struct SyncStream<'a> {
+    shards: Box<dyn Iterator<Item = Vec<Arc<AtRecord>>> + Send + 'a>,
+    shard: std::vec::IntoIter<Arc<AtRecord>>,
+    pub sent: Sent,
+}
+
+impl<'a> SyncStream<'a> {
+    pub fn new(table: &'a Table, buckets: &[u16]) -> SyncStream<'a> {
+        SyncStream {
+            shards: Box::new(table.records_in(buckets)),
+            shard: Vec::new().into_iter(),
+            sent: Sent::default(),
+        }
+    }
+
+    /// Fills `chunk` (cleared first) with the next lines; `false` when there are no more.
+    pub fn next_chunk(&mut self, chunk: &mut String) -> bool {
+        chunk.clear();
+        while chunk.len() < CHUNK_BYTES {
+            let record = match self.shard.next() {
+                Some(record) => record,
+                None => match self.shards.next() {
+                    Some(shard) => {
+                        self.shard = shard.into_iter();
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            // `HERD SYNC <origin> <skew> <client> <location> <time>`: the AT line's fields.
+            let fields = record.line().strip_prefix("AT ").unwrap_or(record.line());
+            chunk.push_str(PEER_VERB);
+            chunk.push_str(" SYNC ");
+            chunk.push_str(fields);
+            chunk.push('\n');
+            self.sent.records += 1;
+        }
+        self.sent.bytes += chunk.len() as u64;
+        !chunk.is_empty()
+    }
+}
+
+/// The accepting end's summary of its half: it answered the neighbour's digest.
+pub fn log_answer(from: &str, buckets: &[u16], sent: Sent, started: Instant) {
     if !buckets.is_empty() {
         tracing::info!(
-            "anti-entropy with {from}, answering its digest: {} of {} buckets differ; sent {} \
-             records ({}) in {} ms and asked for its records in those buckets",
+            "anti-entropy with {from}, answering its digest: {} of {DIGEST_BUCKETS} buckets \
+             differ; sent {} records ({}) in {} ms and asked for its records in those buckets",
             buckets.len(),
-            DIGEST_BUCKETS,
             sent.records,
             human_bytes(sent.bytes),
             started.elapsed().as_millis()
         );
     }
-    Ok(())
 }
 
-/// The dialling end's half: the neighbour answered this node's digest (its records are in
-/// `inbound`) and wants this node's records in `wanted`.
-pub async fn send_wanted<W: AsyncWrite + Unpin>(
-    node: &Node,
-    to: &str,
-    wanted: &[u16],
-    inbound: Inbound,
-    writer: &mut W,
-    deadline: Duration,
-) -> Result<()> {
-    let sent = send_buckets(node, wanted, writer, deadline).await?;
+/// The dialling end's summary of a whole exchange: what the neighbour sent in answer to its
+/// digest (`inbound`) and what it sent back for the buckets `wanted`.
+pub fn log_exchange(to: &str, wanted: &[u16], inbound: Inbound, sent: Sent) {
     if !wanted.is_empty() || inbound.records > 0 {
         tracing::info!(
-            "anti-entropy with {to}: {} of {} buckets differed; received {} records ({} new, \
-             {}), sent {} records ({}) in {} ms",
+            "anti-entropy with {to}: {} of {DIGEST_BUCKETS} buckets differed; received {} \
+             records ({} new, {}), sent {} records ({}) in {} ms",
             wanted.len(),
-            DIGEST_BUCKETS,
             inbound.records,
             inbound.new,
             human_bytes(inbound.bytes),
@@ -127,43 +157,6 @@ pub async fn send_wanted<W: AsyncWrite + Unpin>(
             inbound.started.elapsed().as_millis()
         );
     }
-    Ok(())
-}
-
-/// Streams this node's records in `buckets` as `HERD SYNC` lines: one table shard at a
-/// time, in chunks of at most [`CHUNK_BYTES`], each written within `deadline`.
-async fn send_buckets<W: AsyncWrite + Unpin>(
-    node: &Node,
-    buckets: &[u16],
-    writer: &mut W,
-    deadline: Duration,
-) -> Result<Sent> {
-    let mut sent = Sent::default();
-    if buckets.is_empty() {
-        return Ok(sent);
-    }
-    let mut chunk = String::with_capacity(CHUNK_BYTES + 512);
-    for shard in node.table.records_in(buckets) {
-        for record in shard {
-            // `HERD SYNC <origin> <skew> <client> <location> <time>`: the AT line's fields.
-            let fields = record.line().strip_prefix("AT ").unwrap_or(record.line());
-            chunk.push_str(PEER_VERB);
-            chunk.push_str(" SYNC ");
-            chunk.push_str(fields);
-            chunk.push('\n');
-            sent.records += 1;
-            if chunk.len() >= CHUNK_BYTES {
-                write_within(writer, chunk.as_bytes(), deadline).await?;
-                sent.bytes += chunk.len() as u64;
-                chunk.clear();
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        write_within(writer, chunk.as_bytes(), deadline).await?;
-        sent.bytes += chunk.len() as u64;
-    }
-    Ok(sent)
 }
 
 /// `1.2 MB`, `830 B`: byte counts for a log line.
@@ -178,6 +171,50 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{parse_line, Command, PeerMessage};
+
+    #[test]
+    fn a_stream_sends_every_record_of_the_buckets_in_bounded_chunks() {
+        let table = Table::new();
+        for i in 0..5000 {
+            let time = format!("{i}.5");
+            let record =
+                AtRecord::from_parts("Alford", "+0.000000001", &format!("c{i}"), "+1+2", &time);
+            table.apply(&Arc::new(record.unwrap()));
+        }
+        let all: Vec<u16> = (0..DIGEST_BUCKETS as u16).collect();
+        let mut stream = SyncStream::new(&table, &all);
+        let (mut chunk, mut lines, mut chunks) = (String::new(), 0, 0);
+        while stream.next_chunk(&mut chunk) {
+            chunks += 1;
+            assert!(chunk.len() < CHUNK_BYTES + 200, "{}", chunk.len());
+            for line in chunk.lines() {
+                let Some(Command::Peer(PeerMessage::Sync(fields))) = parse_line(line.as_bytes())
+                else {
+                    panic!("{line:?}");
+                };
+                let record = AtRecord::from_fields(&fields);
+                assert_eq!(table.get(record.client()).as_deref(), Some(&record));
+                lines += 1;
+            }
+        }
+        assert_eq!((lines, stream.sent.records), (5000, 5000));
+        assert!(chunks > 1, "a 5000-record stream spans several chunks");
+
+        // Only the buckets asked for; none at all costs nothing.
+        let one = table.get("c7").unwrap().bucket();
+        let mut stream = SyncStream::new(&table, &[one]);
+        while stream.next_chunk(&mut chunk) {
+            assert!(chunk.lines().all(|l| {
+                let Some(Command::Peer(PeerMessage::Sync(f))) = parse_line(l.as_bytes()) else {
+                    return false;
+                };
+                AtRecord::from_fields(&f).bucket() == one
+            }));
+        }
+        assert!(stream.sent.records >= 1);
+        assert!(!SyncStream::new(&table, &[]).next_chunk(&mut chunk));
+    }
 
     #[test]
     fn byte_counts_read_like_a_person_wrote_them() {
