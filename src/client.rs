@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use crate::config::{HerdConfig, DEFAULT_CONFIG_PATH};
+use crate::hosts::Machine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for the reply once everything is sent (WHATSAT may query an upstream).
@@ -22,12 +23,22 @@ const READ_TICK: Duration = Duration::from_millis(250);
 /// to stdout. Fails when the reply is empty or any reply line is a `? ` (invalid input).
 pub fn send(config: &HerdConfig, name: &str, line: &str) -> Result<ExitCode> {
     let server = config.server(name)?;
-    let address = config.address(server);
-    let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT).map_err(|e| {
+    let local = config.is_local(server, &Machine::this()?);
+    let endpoint = match local {
+        true => config.local_endpoint(server),
+        false => config.endpoint(server),
+    };
+    let (stream, address) = endpoint.connect_blocking(CONNECT_TIMEOUT).map_err(|e| {
+        let fix = match local {
+            true => format!("start it with: herdctl{} start {name}", config_flag(config)),
+            false => format!(
+                "it runs on host {}: start it there with: herdctl start {name}",
+                server.host
+            ),
+        };
         anyhow!(
-            "{name} is not answering on {address} ({}); start it with: herdctl{} start {name}",
-            connect_failure(&e),
-            config_flag(config)
+            "{name} is not answering on {endpoint} ({}); {fix}",
+            connect_failure(&e)
         )
     })?;
     let input: Box<dyn Read + Send> = if line == "-" {

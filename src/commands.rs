@@ -82,10 +82,17 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
     );
     for server in config.servers.values() {
         let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();
+        let listen = match server.listen {
+            Some(ip) => format!(
+                " (listens on {})",
+                std::net::SocketAddr::new(ip, server.port)
+            ),
+            None => String::new(),
+        };
         println!(
-            "  {:<12} {}  links: {}",
+            "  {:<12} {}{listen}  links: {}",
             server.name,
-            config.address(server),
+            config.endpoint(server),
             if neighbours.is_empty() {
                 "none".to_owned()
             } else {

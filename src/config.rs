@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::auth::{HerdSecret, SECRET_ENV};
+use crate::hosts::{Endpoint, Host, Machine};
 use crate::protocol::is_valid_server_name;
 
 /// The file as written. Unknown keys are errors, so a typo never silently does nothing.
@@ -20,6 +21,8 @@ struct RawConfig {
     servers: BTreeMap<String, Spanned<RawServer>>,
     #[serde(default)]
     host: Option<Spanned<String>>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
     #[serde(default)]
     log_dir: Option<PathBuf>,
     #[serde(default)]
@@ -79,6 +82,10 @@ struct RawServer {
     port: Spanned<u32>,
     #[serde(default)]
     peers: Vec<Spanned<String>>,
+    #[serde(default)]
+    host: Option<Spanned<String>>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,7 +187,12 @@ pub enum Durability {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub name: String,
+    /// Where the server is: what neighbours and clients dial (with `port`), and what decides
+    /// on which machine it runs (see `hosts.rs`).
+    pub host: Host,
     pub port: u16,
+    /// The address to bind when it differs from `host` (a container's `0.0.0.0`, NAT).
+    pub listen: Option<IpAddr>,
     /// Neighbours on either side of a link: a link named by one end is bidirectional.
     pub neighbours: BTreeSet<String>,
 }
@@ -395,7 +407,6 @@ pub struct SupervisorSettings {
 #[derive(Debug, Clone)]
 pub struct HerdConfig {
     pub path: PathBuf,
-    pub host: IpAddr,
     pub servers: BTreeMap<String, ServerConfig>,
     pub logs: LogSettings,
     pub data_dir: PathBuf,
@@ -451,22 +462,21 @@ impl HerdConfig {
             }
         };
 
-        let host = match raw.host {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(h) => h.value.parse().map_err(|_| {
-                anyhow!(
-                    "{shown} line {}: host {:?} is not an IP address; use e.g. 127.0.0.1",
-                    h.referenced.line(),
-                    h.value
-                )
-            })?,
+        let default_host = match &raw.host {
+            None => Host::Ip(IpAddr::from([127, 0, 0, 1])),
+            Some(h) => host_value(h, "host", &shown.to_string())?,
+        };
+        let default_listen = match &raw.listen {
+            None => None,
+            Some(l) => Some(listen_value(l, "listen", &shown.to_string())?),
         };
 
         if raw.servers.is_empty() {
             bail!("{shown}: servers: is empty; list at least one server with its port");
         }
         let mut servers = BTreeMap::new();
-        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        // Ports are per host: servers on different hosts may share one.
+        let mut ports: BTreeMap<(String, u16), &str> = BTreeMap::new();
         for (name, spec) in &raw.servers {
             let line = spec.referenced.line();
             if name == "all" {
@@ -489,17 +499,31 @@ impl HerdConfig {
                 .ok_or_else(|| {
                     anyhow!("{shown} line {port_line}: server {name} has port {port}; use 1-65535")
                 })?;
-            if let Some(other) = ports.insert(port, name) {
+            let host = match &spec.value.host {
+                None => default_host.clone(),
+                Some(h) => host_value(h, &format!("server {name} has host"), &shown.to_string())?,
+            };
+            let listen = match &spec.value.listen {
+                None => default_listen,
+                Some(l) => Some(listen_value(
+                    l,
+                    &format!("server {name} has listen"),
+                    &shown.to_string(),
+                )?),
+            };
+            if let Some(other) = ports.insert((host.to_string(), port), name) {
                 bail!(
-                    "{shown} line {port_line}: servers {other} and {name} both use port {port}; \
-                     give each server its own port"
+                    "{shown} line {port_line}: servers {other} and {name} both use port {port} on \
+                     host {host}; give each server on a host its own port"
                 );
             }
             servers.insert(
                 name.clone(),
                 ServerConfig {
                     name: name.clone(),
+                    host,
                     port,
+                    listen,
                     neighbours: BTreeSet::new(),
                 },
             );
@@ -593,7 +617,6 @@ impl HerdConfig {
         let warnings = disconnected_warning(&servers).into_iter().collect();
         Ok(HerdConfig {
             path: path.to_path_buf(),
-            host,
             servers,
             logs,
             data_dir: resolve(raw.data_dir, "data"),
@@ -624,10 +647,94 @@ impl HerdConfig {
         self.servers.keys().map(String::as_str).collect()
     }
 
-    /// The address a server listens on and its neighbours dial.
-    pub fn address(&self, server: &ServerConfig) -> SocketAddr {
-        SocketAddr::new(self.host, server.port)
+    /// Where neighbours and clients dial `server`: its host (a name is resolved at each
+    /// dial, see [`Endpoint::connect`]) and port.
+    pub fn endpoint(&self, server: &ServerConfig) -> Endpoint {
+        Endpoint::new(server.host.clone(), server.port)
     }
+
+    /// Where a process on the server's own machine reaches it: its `listen:` address when
+    /// it has one (the unspecified address as loopback), else its host. The supervisor
+    /// probes its nodes there, so a host that only works from outside (NAT) does not matter.
+    pub fn local_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        match server.listen {
+            Some(IpAddr::V4(ip)) if ip.is_unspecified() => {
+                Endpoint::new(Host::Ip(IpAddr::from([127, 0, 0, 1])), server.port)
+            }
+            Some(IpAddr::V6(ip)) if ip.is_unspecified() => {
+                Endpoint::new(Host::Ip(std::net::Ipv6Addr::LOCALHOST.into()), server.port)
+            }
+            Some(ip) => Endpoint::new(Host::Ip(ip), server.port),
+            None => self.endpoint(server),
+        }
+    }
+
+    /// The address `server` binds: its `listen:` address, else its host, a name being
+    /// resolved now to the address it has on this machine.
+    pub fn listen_address(&self, server: &ServerConfig) -> Result<SocketAddr> {
+        if let Some(ip) = server.listen {
+            return Ok(SocketAddr::new(ip, server.port));
+        }
+        let found = self.endpoint(server).resolve_blocking()?;
+        let machine = Machine::this()?;
+        found
+            .iter()
+            .find(|a| machine.owns(a.ip()))
+            .copied()
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} cannot listen on its host {}: it resolves to {}, not an address of this \
+                     machine ({}); run it on its host, or give it listen: (e.g. 0.0.0.0) in {}",
+                    server.name,
+                    server.host,
+                    found
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    machine.describe(),
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Whether `server` lives on `machine`: its host is, or resolves to, one of its addresses.
+    pub fn is_local(&self, server: &ServerConfig, machine: &Machine) -> bool {
+        machine.hosts(&server.host)
+    }
+
+    /// The servers that live on `machine`, by name.
+    pub fn local_servers(&self, machine: &Machine) -> Vec<String> {
+        self.servers
+            .values()
+            .filter(|s| self.is_local(s, machine))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// A `host:` value: an IP address or a DNS name.
+fn host_value(h: &Spanned<String>, what: &str, shown: &str) -> Result<Host> {
+    Host::parse(&h.value).ok_or_else(|| {
+        anyhow!(
+            "{shown} line {}: {what} {:?}, which is neither an IP address nor a DNS name; use \
+             e.g. 10.0.0.5 or herd1.example.com",
+            h.referenced.line(),
+            h.value
+        )
+    })
+}
+
+/// A `listen:` value: an IP address of this machine, or 0.0.0.0 / :: for all of them.
+fn listen_value(l: &Spanned<String>, what: &str, shown: &str) -> Result<IpAddr> {
+    l.value.parse().map_err(|_| {
+        anyhow!(
+            "{shown} line {}: {what} {:?}, which is not an IP address; listen: is the address \
+             to bind, e.g. 0.0.0.0 (every address of the machine)",
+            l.referenced.line(),
+            l.value
+        )
+    })
 }
 
 /// The `places:` section, checked: settings of one provider under another are errors, so a
@@ -786,7 +893,10 @@ servers:
         assert_eq!(n("Holiday"), ["Ball", "Hamilton"]);
         assert_eq!(n("Welsh"), ["Alford", "Ball"]);
         assert!(c.warnings.is_empty());
-        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert!(c
+            .servers
+            .values()
+            .all(|s| s.host.to_string() == "127.0.0.1" && s.listen.is_none()));
         assert_eq!(c.logs.dir, Path::new("/etc/herd/logs"));
         assert_eq!(c.data_dir, Path::new("/etc/herd/data"));
         assert_eq!(c.places, PlacesConfig::Offline { file: None });
@@ -830,9 +940,9 @@ servers:
         assert!(e.contains("line 2") && e.contains("1-65535"), "{e}");
         let e = error("servers:\n  A: { port: 1, peer: [B] }\n");
         assert!(e.contains("line 2") && e.contains("peer"), "{e}");
-        let e = error("servers:\n  A: { port: 1 }\nhost: localhost\n");
+        let e = error("servers:\n  A: { port: 1 }\nhost: 'local host'\n");
         assert!(
-            e.contains("line 3") && e.contains("not an IP address"),
+            e.contains("line 3") && e.contains("neither an IP address nor a DNS name"),
             "{e}"
         );
         let e = error("servers:\n  all: { port: 1 }\n");
@@ -1046,6 +1156,85 @@ servers:
             let e = error(&format!("{CLASSIC}links: {{ {key}: 0 }}\n"));
             assert!(e.contains(&format!("links.{key} is 0")), "{e}");
         }
+    }
+
+    #[test]
+    fn each_server_may_have_its_own_host_and_listen_address() {
+        let c = parse(
+            "host: herd.example.com\nlisten: 0.0.0.0\nservers:\n  \
+             A: { port: 12000 }\n  \
+             B: { port: 12000, host: 10.0.0.2 }\n  \
+             C: { port: 12000, host: C.Example.com, listen: '::' }\n  \
+             D: { port: 12001, host: 10.0.0.2, listen: 10.0.0.2 }\n",
+        )
+        .unwrap();
+        let s = |n: &str| &c.servers[n];
+        assert_eq!(s("A").host, Host::Name("herd.example.com".into()));
+        assert_eq!(s("B").host, Host::Ip("10.0.0.2".parse().unwrap()));
+        assert_eq!(s("C").host, Host::Name("c.example.com".into()));
+        assert_eq!(
+            s("A").listen,
+            Some("0.0.0.0".parse().unwrap()),
+            "global listen"
+        );
+        assert_eq!(s("C").listen, Some("::".parse().unwrap()), "per server");
+        assert_eq!(c.endpoint(s("C")).to_string(), "c.example.com:12000");
+        assert_eq!(c.local_endpoint(s("A")).to_string(), "127.0.0.1:12000");
+        assert_eq!(c.local_endpoint(s("C")).to_string(), "[::1]:12000");
+        assert_eq!(c.local_endpoint(s("D")).to_string(), "10.0.0.2:12001");
+        assert_eq!(
+            c.listen_address(s("D")).unwrap(),
+            "10.0.0.2:12001".parse().unwrap()
+        );
+
+        let here = Machine::with_addresses(["10.0.0.2".parse().unwrap()]);
+        assert_eq!(c.local_servers(&here), ["B", "D"]);
+    }
+
+    #[test]
+    fn ports_are_unique_per_host_and_hosts_are_checked() {
+        let e = error(
+            "servers:\n  A: { port: 1, host: h.example }\n  B: { port: 1, host: H.example }\n",
+        );
+        assert!(
+            e.contains("line 3") && e.contains("both use port 1 on host h.example"),
+            "{e}"
+        );
+        let e = error("servers:\n  A: { port: 1, host: 'a b' }\n");
+        assert!(
+            e.contains("line 2") && e.contains("server A has host \"a b\""),
+            "{e}"
+        );
+        let e = error("servers:\n  A: { port: 1, listen: any }\n");
+        assert!(
+            e.contains("line 2") && e.contains("not an IP address") && e.contains("0.0.0.0"),
+            "{e}"
+        );
+        let e = error("servers:\n  A: { port: 1 }\nlisten: localhost\n");
+        assert!(e.contains("line 3") && e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn a_server_whose_host_is_elsewhere_cannot_listen_here_without_listen() {
+        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1 }\n").unwrap();
+        let e = format!("{:#}", c.listen_address(&c.servers["A"]).unwrap_err());
+        assert!(
+            e.contains("A cannot listen on its host 192.0.2.1")
+                && e.contains("not an address of this machine")
+                && e.contains("listen:"),
+            "{e}"
+        );
+        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1, listen: 0.0.0.0 }\n").unwrap();
+        assert_eq!(
+            c.listen_address(&c.servers["A"]).unwrap(),
+            "0.0.0.0:1".parse().unwrap()
+        );
+        let c = parse("servers:\n  A: { port: 1, host: localhost }\n").unwrap();
+        assert!(c
+            .listen_address(&c.servers["A"])
+            .unwrap()
+            .ip()
+            .is_loopback());
     }
 
     #[test]

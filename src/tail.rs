@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
-use crate::config::{HerdConfig, LogRotation};
+use crate::commands::node_lock_path;
+use crate::config::{HerdConfig, LogRotation, ServerConfig};
+use crate::hosts::Machine;
 use crate::logs::server_log_dir;
+use crate::pidlock::PidLock;
 
 /// How often `-f` looks for new lines and new files.
 const POLL: Duration = Duration::from_millis(100);
@@ -34,12 +37,54 @@ const MAX_ENTRY_LINES: usize = 10_000;
 pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Result<ExitCode> {
     // "all" cannot be a server's name (config validation reserves it).
     let all = name == "all";
+    let machine = Machine::this()?;
+    // Logs are kept where a server runs: on its host, or here if it runs here anyway.
+    let here = |server: &ServerConfig| {
+        config.is_local(server, &machine)
+            || PidLock::holder(&node_lock_path(config, &server.name))
+                .ok()
+                .flatten()
+                .is_some()
+    };
     let names = if all {
-        config.server_names()
+        let (local, remote): (Vec<&ServerConfig>, Vec<&ServerConfig>) =
+            config.servers.values().partition(|s| here(s));
+        if local.is_empty() {
+            bail!(
+                "no server of {} lives on this machine (its addresses: {}); each server's log is \
+                 on its host: {}",
+                config.path.display(),
+                machine.describe(),
+                remote
+                    .iter()
+                    .map(|s| format!("{} on {}", s.name, s.host))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !remote.is_empty() {
+            note(&format!(
+                "showing this machine's servers; the others' logs are on their hosts: {}",
+                remote
+                    .iter()
+                    .map(|s| format!("{} on {}", s.name, s.host))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        local.iter().map(|s| s.name.as_str()).collect()
     } else {
-        config
+        let server = config
             .server(name)
             .map_err(|e| anyhow!("{e}, or all (every server's log, interleaved)"))?;
+        if !here(server) {
+            bail!(
+                "{name}'s log is on its host {}, not on this machine (its addresses: {}); run \
+                 `herdctl tail {name}` there",
+                server.host,
+                machine.describe()
+            );
+        }
         vec![name]
     };
     let undated_is_current = config.logs.rotation == LogRotation::Never;

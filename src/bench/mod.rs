@@ -74,9 +74,13 @@ struct Plan {
 /// Runs the benchmark and prints the report.
 pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
-    let target = config.address(config.server(&args.target)?);
+    // Resolved once: the run measures the server, not the resolver.
+    let address = |name: &str| -> Result<SocketAddr> {
+        Ok(config.endpoint(config.server(name)?).resolve_blocking()?[0])
+    };
+    let target = address(&args.target)?;
     let propagation = match &args.propagation {
-        Some(name) => Some((name.clone(), config.address(config.server(name)?))),
+        Some(name) => Some((name.clone(), address(name)?)),
         None => None,
     };
     if !(args.duration > 0.0 && args.duration.is_finite()) {

@@ -2,7 +2,6 @@
 //! secret when there is one), runs the link's session, and reconnects with capped exponential
 //! backoff when it drops, forever. A HELLO from the neighbour cuts the backoff short.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use super::session;
 use super::Node;
 use crate::auth;
 use crate::config::ReconnectSettings;
+use crate::hosts::Endpoint;
 use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
@@ -44,13 +44,13 @@ pub fn spawn_dialers(node: &Arc<Node>, shutdown: watch::Receiver<bool>) -> Vec<J
 /// Connects, runs the session, and reconnects with capped exponential backoff, forever.
 async fn keep_link(node: &Node, link: &Link) {
     let neighbour = link.name.as_str();
-    let address = node.config.address(&node.config.servers[neighbour]);
+    let address = node.config.endpoint(&node.config.servers[neighbour]);
     let mut backoff = Backoff::new(node.config.reconnect);
     // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
     // and a new reason (say, a refused proof once it is back up) still gets its own.
     let mut last_failure: Option<String> = None;
     loop {
-        match handshake(node, neighbour, address).await {
+        match handshake(node, neighbour, &address).await {
             Ok(stream) => {
                 last_failure = None;
                 backoff.reset();
@@ -88,9 +88,10 @@ async fn keep_link(node: &Node, link: &Link) {
 
 /// Dials `neighbour`, introduces this node and, with a herd secret, has each side prove it
 /// knows it (see `auth.rs`); returns the connection once the link is established.
-async fn handshake(node: &Node, neighbour: &str, address: SocketAddr) -> Result<TcpStream> {
+async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<TcpStream> {
     let attempt = async {
-        let mut stream = TcpStream::connect(address).await?;
+        // Resolved at every dial: a neighbour whose name now points elsewhere is found.
+        let mut stream = address.connect().await?;
         stream.set_nodelay(true)?;
         let our_nonce = auth::nonce();
         let hello = format_hello(&node.name, &our_nonce);

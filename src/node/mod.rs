@@ -167,7 +167,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let server = config.server(name)?.clone();
-    let address = config.address(&server);
+    let address = config.listen_address(&server)?;
 
     let (table, store, recovered) = match store {
         None => (Table::new(), None, 0),

@@ -19,6 +19,7 @@ use super::machine::State;
 use super::{node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
+use crate::hosts::{Endpoint, Machine};
 use crate::pidlock::PidLock;
 use crate::protocol::NodeFigures;
 
@@ -136,18 +137,70 @@ impl Supervisor {
     }
 }
 
-/// `all`, nothing, or a list of known names -> the names to act on (empty = every server).
-fn resolve_targets(config: &HerdConfig, names: &[String]) -> Result<Vec<String>> {
+/// Which servers a command may act on from this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// `start`: servers whose host is this machine.
+    Hosted,
+    /// `stop`, `restart`, `kill`: those, and any server running here even though its host
+    /// now points elsewhere (it moved: it can still be stopped where it runs).
+    HostedOrRunning,
+}
+
+/// `all`, nothing, or a list of known names -> the servers to act on, by name: `all` (or
+/// nothing) is every server of this machine; a server of another host is an error naming it.
+fn resolve_targets(
+    config: &HerdConfig,
+    names: &[String],
+    machine: &Machine,
+    reach: Reach,
+) -> Result<Vec<String>> {
+    let running = match reach {
+        Reach::Hosted => BTreeMap::new(),
+        Reach::HostedOrRunning => running_by_lock(config),
+    };
+    let here =
+        |name: &str| config.is_local(&config.servers[name], machine) || running.contains_key(name);
     if names.is_empty() || names.iter().any(|n| n == "all") {
         if names.len() > 1 {
             bail!("give either `all` or server names, not both");
         }
-        return Ok(Vec::new());
+        let local: Vec<String> = config.servers.keys().filter(|n| here(n)).cloned().collect();
+        if local.is_empty() {
+            bail!(
+                "no server of {} lives on this machine (its addresses: {}); the herd's hosts \
+                 are {}: run herdctl on those machines, or give a server one of this machine's \
+                 addresses as its host",
+                config.path.display(),
+                machine.describe(),
+                herd_hosts(config)
+            );
+        }
+        return Ok(local);
     }
     for name in names {
-        config.server(name)?;
+        let server = config.server(name)?;
+        if !here(name) {
+            bail!(
+                "{name} lives on host {}, not on this machine (its addresses: {}); run this \
+                 command on {}",
+                server.host,
+                machine.describe(),
+                server.host
+            );
+        }
     }
     Ok(names.to_vec())
+}
+
+/// `Alford 10.0.0.1, Ball 10.0.0.2, ...` for messages.
+fn herd_hosts(config: &HerdConfig) -> String {
+    config
+        .servers
+        .values()
+        .map(|s| format!("{} {}", s.name, s.host))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn selected<'a>(reports: &'a [NodeReport], targets: &[String]) -> Vec<&'a NodeReport> {
@@ -163,7 +216,7 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
-    let targets = resolve_targets(&config, names)?;
+    let targets = resolve_targets(&config, names, &Machine::this()?, Reach::Hosted)?;
     let supervisor = Supervisor::new(config)?;
     supervisor.ensure_running()?;
     start_and_wait(&supervisor, &targets)
@@ -233,7 +286,7 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
     }
     if failed.is_empty() {
         let started: Vec<String> = outcome.keys().cloned().collect();
-        if !wait_for_links(supervisor, &started) {
+        if !wait_for_links(supervisor, &started, &Machine::this()?) {
             eprintln!(
                 "herdctl: note: some peer links are still forming; `herdctl status` shows them"
             );
@@ -255,18 +308,18 @@ const LINKS_DEADLINE: Duration = Duration::from_secs(5);
 /// gently (links form within a few hundred milliseconds).
 const LINKS_POLL: Duration = Duration::from_millis(200);
 
-/// Waits until every node in `names` has its links up to each neighbour that is running, so
+/// Waits until every node in `names` has its links up to each neighbour that is running
+/// (here or on another host), so
 /// an update sent right after `start` floods at once. Best effort: false if the deadline
 /// passed first (a link can legitimately stay down, e.g. a neighbour refusing the secret).
-fn wait_for_links(supervisor: &Supervisor, names: &[String]) -> bool {
+fn wait_for_links(supervisor: &Supervisor, names: &[String], machine: &Machine) -> bool {
     let began = Instant::now();
     while began.elapsed() < LINKS_DEADLINE {
         let Ok(reports) = supervisor.call(&Request::Status) else {
             return false;
         };
-        let figures = supervisor
-            .runtime
-            .block_on(query_figures(&supervisor.config, &reports));
+        let asks = where_to_ask(&supervisor.config, &reports, machine);
+        let figures = supervisor.runtime.block_on(query_figures(asks));
         let running = |n: &String| figures.contains_key(n);
         let linked = names.iter().all(|name| {
             let neighbours = &supervisor.config.servers[name].neighbours;
@@ -295,16 +348,30 @@ fn failure_reason(config: &HerdConfig, report: &NodeReport) -> String {
 /// `herdctl stop [all|NAME...]`: `all` also ends the supervisor.
 pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
-    let targets = resolve_targets(&config, names)?;
     let supervisor = Supervisor::new(config)?;
-    if supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty() {
+    let every = names.is_empty() || names.iter().any(|n| n == "all");
+    let nothing_running =
+        supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty();
+    if nothing_running && every {
+        println!("nothing is running");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Named servers are checked even when nothing runs, so a typo or a server of another
+    // host is an error, not "stopped".
+    let targets = resolve_targets(
+        &supervisor.config,
+        names,
+        &Machine::this()?,
+        Reach::HostedOrRunning,
+    )?;
+    if nothing_running {
         println!("nothing is running");
         return Ok(ExitCode::SUCCESS);
     }
     supervisor.ensure_running()?;
     let began = Instant::now();
     stop_and_wait(&supervisor, &targets)?;
-    if targets.is_empty() {
+    if every {
         supervisor.call(&Request::Shutdown)?;
         wait_for("the supervisor to exit", || supervisor.pid().is_none())?;
     }
@@ -354,7 +421,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 /// `herdctl restart [all|NAME...]`.
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
-    let targets = resolve_targets(&config, names)?;
+    let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
     let supervisor = Supervisor::new(config)?;
     supervisor.ensure_running()?;
     stop_and_wait(&supervisor, &targets)?;
@@ -365,6 +432,12 @@ pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
 pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
     config.server(name)?;
+    resolve_targets(
+        &config,
+        &[name.to_owned()],
+        &Machine::this()?,
+        Reach::HostedOrRunning,
+    )?;
     let supervisor = Supervisor::new(config)?;
     supervisor.ensure_running()?;
     let reports = supervisor.call(&Request::Kill {
@@ -403,11 +476,17 @@ fn running_by_lock(config: &HerdConfig) -> BTreeMap<String, u32> {
 #[derive(Debug, Serialize)]
 struct StatusRow {
     name: String,
+    /// The server's host as herd.yaml gives it.
+    host: String,
+    /// Whether it lives on this machine (process facts from here) or another (asked over
+    /// the network: `running` or `unreachable`).
+    local: bool,
     state: String,
     pid: Option<u32>,
     port: u16,
     uptime_s: Option<u64>,
-    restarts: u32,
+    /// Restarts by this machine's supervisor; unknown (null) for a server of another host.
+    restarts: Option<u32>,
     clients: Option<usize>,
     links_up: Option<usize>,
     links_total: usize,
@@ -420,36 +499,62 @@ struct StatusRow {
     backoff_ms: Option<u64>,
 }
 
-/// `herdctl status [--json]`.
+/// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
+const REMOTE_RUNNING: &str = "running";
+const REMOTE_UNREACHABLE: &str = "unreachable";
+
+/// `herdctl status [--json]`: every server of the herd, from any of its hosts.
 pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
+    let machine = Machine::this()?;
     let supervisor = Supervisor::new(config)?;
     let supervised = supervisor.pid().is_some();
     let reports = match supervised {
         true => supervisor.call(&Request::Status)?,
         false => reports_without_supervisor(&supervisor.config),
     };
-    let figures = supervisor
-        .runtime
-        .block_on(query_figures(&supervisor.config, &reports));
+    let config = &supervisor.config;
+    let asks = where_to_ask(config, &reports, &machine);
+    let local: BTreeMap<String, bool> = asks.iter().map(|a| (a.name.clone(), a.local)).collect();
+    let figures = supervisor.runtime.block_on(query_figures(asks));
     let rows: Vec<StatusRow> = reports
         .iter()
         .map(|r| {
             let f = figures.get(&r.name);
-            StatusRow {
+            let server = &config.servers[&r.name];
+            let local = local[&r.name];
+            let row = StatusRow {
                 name: r.name.clone(),
+                host: server.host.to_string(),
+                local,
                 state: r.state.as_str().to_owned(),
                 pid: r.pid,
-                port: r.port,
+                port: server.port,
                 uptime_s: r.uptime_ms.map(|ms| ms / 1000),
-                restarts: r.restarts,
+                restarts: Some(r.restarts),
                 clients: f.map(|f| f.clients),
                 links_up: f.map(|f| f.links_up),
-                links_total: supervisor.config.servers[&r.name].neighbours.len(),
+                links_total: server.neighbours.len(),
                 recovered: f.map(|f| f.recovered),
                 synced: f.map(|f| f.synced),
                 last_exit: r.last_exit.clone(),
                 backoff_ms: r.backoff_ms,
+            };
+            if local {
+                return row;
+            }
+            StatusRow {
+                state: match f {
+                    Some(_) => REMOTE_RUNNING,
+                    None => REMOTE_UNREACHABLE,
+                }
+                .to_owned(),
+                pid: f.map(|f| f.pid),
+                uptime_s: f.map(|f| f.uptime_ms / 1000),
+                restarts: None,
+                last_exit: None,
+                backoff_ms: None,
+                ..row
             }
         })
         .collect();
@@ -458,7 +563,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         print_table(&rows);
     }
-    if !supervised {
+    if !supervised && rows.iter().any(|r| r.local) {
         eprintln!(
             "supervisor: not running (states from each server's lock; `herdctl start` starts it)"
         );
@@ -495,22 +600,54 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
         .collect()
 }
 
-/// Asks every running node for its own figures, all at once, each with a short timeout.
-async fn query_figures(
-    config: &HerdConfig,
-    reports: &[NodeReport],
-) -> BTreeMap<String, NodeFigures> {
-    // Spawned, so a node that hangs costs its own timeout, not everyone's in turn.
-    let queries: Vec<_> = reports
+/// Whom to ask for figures, and where.
+struct Ask {
+    name: String,
+    local: bool,
+    /// `None`: a local server with no process, nothing to ask.
+    endpoint: Option<Endpoint>,
+}
+
+/// A server is local when it lives on this machine or runs here anyway (it moved while
+/// running): local ones are asked on their local address when they have a process; every
+/// other one is asked across the network, since only it can say whether it runs.
+fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) -> Vec<Ask> {
+    reports
         .iter()
-        .filter(|r| r.pid.is_some())
         .map(|r| {
-            let address = config.address(&config.servers[&r.name]);
-            let name = r.name.clone();
-            tokio::spawn(async move {
-                let figures = super::ask_figures(address, Duration::from_secs(1)).await;
-                figures.map(|f| (name, f))
-            })
+            let server = &config.servers[&r.name];
+            let local = r.pid.is_some() || config.is_local(server, machine);
+            let endpoint = match (local, r.pid) {
+                (true, Some(_)) => Some(config.local_endpoint(server)),
+                (true, None) => None,
+                (false, _) => Some(config.endpoint(server)),
+            };
+            Ask {
+                name: r.name.clone(),
+                local,
+                endpoint,
+            }
+        })
+        .collect()
+}
+
+/// How long a server has to answer `HERD STATUS`, name resolution and connecting included.
+const FIGURES_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Asks each server for its own figures, all at once, each with a short timeout. Only an
+/// answer in the server's own name counts (anything else on that address is not it).
+async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
+    // Spawned, so a server that hangs costs its own timeout, not everyone's in turn.
+    let queries: Vec<_> = asks
+        .into_iter()
+        .filter_map(|ask| {
+            let endpoint = ask.endpoint?;
+            Some(tokio::spawn(async move {
+                let figures = super::ask_figures(endpoint, FIGURES_TIMEOUT).await;
+                figures
+                    .filter(|f| f.name == ask.name)
+                    .map(|f| (ask.name, f))
+            }))
         })
         .collect();
     let mut out = BTreeMap::new();
@@ -523,9 +660,12 @@ async fn query_figures(
 }
 
 fn print_table(rows: &[StatusRow]) {
+    let host_width = rows.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
     println!(
-        "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
+        "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
         "NAME",
+        "HOST",
+        "LOCAL",
         "STATE",
         "PID",
         "PORT",
@@ -539,13 +679,15 @@ fn print_table(rows: &[StatusRow]) {
     let dash = || "-".to_owned();
     for r in rows {
         println!(
-            "{:<12} {:<9} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
+            "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
             r.name,
+            r.host,
+            if r.local { "yes" } else { "no" },
             r.state,
             r.pid.map_or_else(dash, |p| p.to_string()),
             r.port,
             r.uptime_s.map_or_else(dash, format_uptime),
-            r.restarts,
+            r.restarts.map_or_else(dash, |n| n.to_string()),
             r.clients.map_or_else(dash, |c| c.to_string()),
             r.links_up
                 .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
@@ -640,18 +782,44 @@ mod tests {
     }
 
     #[test]
-    fn targets_are_all_or_known_names() {
+    fn targets_are_this_machines_servers_or_named_local_ones() {
         let config = HerdConfig::parse(
-            "servers:\n  A: { port: 1 }\n  B: { port: 2 }\n",
+            "servers:\n  A: { port: 1 }\n  B: { port: 2 }\n  R: { port: 1, host: 10.9.9.9 }\n",
             Path::new("/h/herd.yaml"),
         )
         .unwrap();
-        assert!(resolve_targets(&config, &[]).unwrap().is_empty());
-        assert!(resolve_targets(&config, &["all".into()])
-            .unwrap()
-            .is_empty());
-        assert_eq!(resolve_targets(&config, &["B".into()]).unwrap(), ["B"]);
-        assert!(resolve_targets(&config, &["C".into()]).is_err());
-        assert!(resolve_targets(&config, &["all".into(), "A".into()]).is_err());
+        let here = Machine::with_addresses(["10.1.1.1".parse().unwrap()]);
+        let targets = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            resolve_targets(&config, &names, &here, Reach::Hosted)
+        };
+        assert_eq!(targets(&[]).unwrap(), ["A", "B"], "all = the local servers");
+        assert_eq!(targets(&["all"]).unwrap(), ["A", "B"]);
+        assert_eq!(targets(&["B"]).unwrap(), ["B"]);
+        assert!(targets(&["C"]).is_err());
+        assert!(targets(&["all", "A"]).is_err());
+        let e = targets(&["R"]).unwrap_err().to_string();
+        assert!(
+            e.contains("R lives on host 10.9.9.9") && e.contains("10.1.1.1"),
+            "{e}"
+        );
+
+        let elsewhere = Machine::with_addresses(["10.9.9.9".parse().unwrap()]);
+        let only_r = HerdConfig::parse(
+            "servers:\n  R: { port: 1, host: 10.9.9.9 }\n  S: { port: 1, host: 10.9.9.8 }\n",
+            Path::new("/h/herd.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_targets(&only_r, &[], &elsewhere, Reach::Hosted).unwrap(),
+            ["R"]
+        );
+        let e = resolve_targets(&only_r, &[], &here, Reach::Hosted)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no server") && e.contains("R 10.9.9.9, S 10.9.9.8"),
+            "{e}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use super::machine::{Action, Event, NodeMachine, State};
 use super::{node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
+use crate::hosts::Endpoint;
 use crate::pidlock::PidLock;
 
 /// How often the loop looks at timers, readiness and adopted nodes.
@@ -258,7 +259,7 @@ impl Supervisor {
             }
             if machine.state == State::Starting && !self.probing.contains(&name) {
                 self.probing.insert(name.clone());
-                let address = self.config.address(&self.config.servers[&name]);
+                let address = self.config.local_endpoint(&self.config.servers[&name]);
                 let news = self.news_tx.clone();
                 let probe_name = name.clone();
                 tokio::spawn(async move {
@@ -342,7 +343,7 @@ impl Supervisor {
 
 /// Whether the node on `address` answers `HERD STATUS` as process `pid`: the port merely
 /// accepting could be some other program squatting on it.
-async fn answers_as(address: std::net::SocketAddr, pid: u32) -> bool {
+async fn answers_as(address: Endpoint, pid: u32) -> bool {
     let figures = super::ask_figures(address, Duration::from_secs(2)).await;
     figures.is_some_and(|f| f.pid == pid)
 }

@@ -14,14 +14,13 @@ pub mod daemon;
 pub mod machine;
 pub mod process;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::config::HerdConfig;
+use crate::hosts::Endpoint;
 use crate::protocol::{parse_status, NodeFigures};
 
 /// Where the supervisor's files live, all inside the herd's run folder.
@@ -46,10 +45,11 @@ pub fn node_stderr_path(config: &HerdConfig, name: &str) -> PathBuf {
     config.run_dir.join(format!("{name}.stderr"))
 }
 
-/// Asks the node on `address` for its own figures (`HERD STATUS`), within `timeout`.
-pub async fn ask_figures(address: SocketAddr, timeout: Duration) -> Option<NodeFigures> {
+/// Asks the node on `address` for its own figures (`HERD STATUS`), within `timeout` (name
+/// resolution included).
+pub async fn ask_figures(address: Endpoint, timeout: Duration) -> Option<NodeFigures> {
     let ask = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
+        let mut stream = address.connect().await.ok()?;
         stream.write_all(b"HERD STATUS\n").await.ok()?;
         let mut line = String::new();
         BufReader::new(&mut stream)
