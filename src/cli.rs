@@ -74,9 +74,16 @@ pub enum Command {
     Run {
         /// The server's name in the herd file.
         name: String,
+        /// Also write every log line to standard output, where a container engine collects
+        /// logs (the files under log_dir stay the complete record).
+        #[arg(long)]
+        log_stdout: bool,
     },
     /// Validate the herd file and print the herd it describes.
     Check,
+    /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
+    #[command(subcommand)]
+    Export(Export),
     /// Print a shell completion script.
     Completions { shell: Shell },
     /// Load a running server and measure throughput, latency and propagation.
@@ -84,6 +91,31 @@ pub enum Command {
     /// The supervisor daemon itself (started by `herdctl start`; not for direct use).
     #[command(hide = true)]
     Supervise,
+}
+
+/// `herdctl export`: where the herd should run instead of under herdctl's own supervisor.
+#[derive(Debug, Subcommand)]
+pub enum Export {
+    /// A `herd-<Name>.service` per server (running `herdctl run <Name>`) and a `herd.target`
+    /// grouping them.
+    Systemd {
+        /// The folder to write the units into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// `all` (every server of the herd) or server names (default: this machine's servers).
+        #[arg(value_name = "all|NAME")]
+        names: Vec<String>,
+    },
+    /// Kubernetes objects on standard output: a ConfigMap with the herd file, and per server
+    /// a Service and a one-replica StatefulSet with a volume for its store.
+    Kubernetes {
+        /// The container image holding herdctl (see the README for how to build one).
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// The namespace to put every object in (default: kubectl's current one).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
 }
 
 /// `herdctl bench`: what to load, how, and what to measure.

@@ -17,8 +17,8 @@ use crate::places::offline::OfflineIndex;
 use crate::places::x::XRecentSearch;
 use crate::places::PlacesProvider;
 
-/// `herdctl run NAME`: one node in the foreground until SIGTERM or SIGINT.
-pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
+/// `herdctl run NAME [--log-stdout]`: one node in the foreground until SIGTERM or SIGINT.
+pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
     let config = HerdConfig::load(config_path)?;
     config.server(name)?;
@@ -30,7 +30,7 @@ pub fn run(config_path: &Path, name: &str) -> Result<ExitCode> {
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
         }
     };
-    let _log_guard = crate::logs::init_node_logging(&config.logs, name)?;
+    let _log_guard = crate::logs::init_node_logging(&config.logs, name, log_stdout)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

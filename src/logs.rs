@@ -21,9 +21,14 @@ pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
 }
 
 /// Sends this process's tracing output to `server`'s log files (everything, wire lines
-/// included) and lifecycle messages (not wire lines) to stderr. Keep the guard alive: it
-/// flushes the file writer when dropped.
-pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerGuard> {
+/// included) and lifecycle messages (not wire lines) to stderr; with `stdout`, everything to
+/// standard output as well, instead of stderr (a container engine collects both, so one copy
+/// is enough). Keep the guards alive: they flush the writers when dropped.
+pub fn init_node_logging(
+    settings: &LogSettings,
+    server: &str,
+    stdout: bool,
+) -> Result<Vec<WorkerGuard>> {
     let dir = server_log_dir(settings, server);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create log folder {}", dir.display()))?;
@@ -44,7 +49,7 @@ pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerG
     // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
     // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
     // still has every line on disk at once.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (writer, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
     let file_layer = tracing_subscriber::fmt::layer()
@@ -52,20 +57,37 @@ pub fn init_node_logging(settings: &LogSettings, server: &str) -> Result<WorkerG
         .with_ansi(false)
         .with_target(false)
         .with_filter(LevelFilter::INFO);
-    // Colour only for a person at a terminal: under the supervisor stderr is a file that
-    // `herdctl start` quotes when a node fails.
-    let stderr_layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .with_filter(filter_fn(|meta| meta.target() != "wire"))
-        .with_filter(LevelFilter::INFO);
+    let mut guards = vec![file_guard];
+    let console_layer = if stdout {
+        // Lossy: the files are the record; a log collector that falls behind loses lines
+        // from this copy rather than stalling the node.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .finish(std::io::stdout());
+        guards.push(guard);
+        tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(LevelFilter::INFO)
+            .boxed()
+    } else {
+        // Colour only for a person at a terminal: under the supervisor stderr is a file that
+        // `herdctl start` quotes when a node fails.
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .with_filter(filter_fn(|meta| meta.target() != "wire"))
+            .with_filter(LevelFilter::INFO)
+            .boxed()
+    };
     tracing_subscriber::registry()
         .with(file_layer)
-        .with(stderr_layer)
+        .with(console_layer)
         .try_init()
         .context("logging was already set up")?;
-    Ok(guard)
+    Ok(guards)
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that

@@ -4,15 +4,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use herdctl::cli::{Cli, Command};
+use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, supervisor, tail};
+use herdctl::{bench, client, commands, completions, export, supervisor, tail};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Run { name } => commands::run(&cli.config, name),
+        Command::Run { name, log_stdout } => commands::run(&cli.config, name, *log_stdout),
         Command::Check => commands::check(&cli.config),
+        Command::Export(Export::Systemd { dir, names }) => {
+            export::systemd::export(&cli.config, dir, names)
+        }
+        Command::Export(Export::Kubernetes { image, namespace }) => {
+            export::kubernetes::export(&cli.config, image, namespace.as_deref())
+        }
         Command::Completions { shell } => completions::print(*shell),
         Command::Send { name, line } => {
             HerdConfig::load(&cli.config).and_then(|c| client::send(&c, name, line))

@@ -1,0 +1,530 @@
+//! `herdctl export kubernetes --image IMAGE [--namespace NS]`: the herd as Kubernetes
+//! objects, as multi-document YAML on stdout, for `kubectl apply -f -`.
+//!
+//! - a ConfigMap `herd-config` holding the herd file, rewritten for the cluster: each
+//!   server's host becomes its Service's name, every server listens on 0.0.0.0, and the data,
+//!   log and run folders move to the container's volumes;
+//! - a Secret `herd-secret` when the herd file holds the herd secret (it is taken out of the
+//!   ConfigMap);
+//! - per server, a headless Service (its stable DNS name, which neighbours resolve at every
+//!   dial, so a rescheduled pod is found) and a one-replica StatefulSet running
+//!   `herdctl run <Name> --log-stdout`, with a volume claim for its store and TCP probes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::{HerdConfig, ProviderKind, ServerConfig};
+
+/// Where the pods find the herd file (the ConfigMap's mount).
+pub const CONFIG_DIR: &str = "/etc/herd";
+pub const CONFIG_FILE: &str = "herd.yaml";
+/// The volume claim of each server: its store and its log files.
+const STATE_DIR: &str = "/var/lib/herd";
+/// Locks and stderr: an emptyDir, gone with the pod.
+const RUN_DIR: &str = "/run/herd";
+const CONFIG_MAP: &str = "herd-config";
+const SECRET: &str = "herd-secret";
+const GOOGLE_SECRET: &str = "herd-google-places";
+/// The image's unprivileged user (the README's Dockerfile creates it).
+const USER_ID: u32 = 65532;
+/// A ConfigMap holds at most 1 MiB; keep room for the object around the data.
+const MAX_CONFIG_MAP_BYTES: usize = 1000 * 1024;
+/// What each server's store may grow to; change it in the output if it needs more.
+const STORAGE: &str = "1Gi";
+
+/// `herdctl export kubernetes`: prints the objects, and on stderr what to create by hand.
+pub fn export(config_path: &Path, image: &str, namespace: Option<&str>) -> Result<ExitCode> {
+    let config = HerdConfig::load(config_path)?;
+    let text = std::fs::read_to_string(&config.path)
+        .with_context(|| format!("cannot read {}", config.path.display()))?;
+    let export = manifests(&config, &text, image, namespace)?;
+    print!("{}", export.yaml);
+    for note in &export.notes {
+        eprintln!("herdctl: note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The objects as YAML, and things the operator must do besides applying them.
+pub struct Manifests {
+    pub yaml: String,
+    pub notes: Vec<String>,
+}
+
+/// Builds every object for `config`, whose file says `text`.
+pub fn manifests(
+    config: &HerdConfig,
+    text: &str,
+    image: &str,
+    namespace: Option<&str>,
+) -> Result<Manifests> {
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        bail!("--image {image:?} is not an image reference; use e.g. registry.example.com/herdctl:1.0");
+    }
+    if let Some(ns) = namespace {
+        if !is_dns_label(ns) {
+            bail!(
+                "--namespace {ns:?} is not a valid namespace name; use lower-case letters, \
+                 digits and '-', at most 63"
+            );
+        }
+    }
+    let names = object_names(config)?;
+    let mut notes = Vec::new();
+    let cluster_config = cluster_herd_file(config, text, &names)?;
+    let config_hash = hex_prefix(&Sha256::digest(cluster_config.herd_yaml.as_bytes()));
+
+    let metadata = |name: &str, extra_labels: &[(&str, &str)]| {
+        let mut labels = Map::new();
+        labels.insert("app.kubernetes.io/name".into(), json!("herd"));
+        labels.insert("app.kubernetes.io/managed-by".into(), json!("herdctl"));
+        for (key, value) in extra_labels {
+            labels.insert((*key).into(), json!(value));
+        }
+        let mut meta = Map::new();
+        meta.insert("name".into(), json!(name));
+        if let Some(ns) = namespace {
+            meta.insert("namespace".into(), json!(ns));
+        }
+        meta.insert("labels".into(), Value::Object(labels));
+        Value::Object(meta)
+    };
+
+    let mut documents = Vec::new();
+    let mut data = Map::new();
+    data.insert(CONFIG_FILE.into(), json!(cluster_config.herd_yaml));
+    for (key, content) in &cluster_config.extra_files {
+        data.insert(key.clone(), json!(content));
+    }
+    documents.push(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(CONFIG_MAP, &[]),
+        "data": data,
+    }));
+
+    if let Some(secret) = &cluster_config.secret {
+        documents.push(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": metadata(SECRET, &[]),
+            "type": "Opaque",
+            "stringData": { (crate::auth::SECRET_ENV): secret },
+        }));
+    } else if config.secret.is_some() {
+        notes.push(format!(
+            "the herd secret comes from {} here, not from the herd file: create it in the \
+             cluster with: kubectl create secret generic {SECRET} --from-literal={}=...",
+            crate::auth::SECRET_ENV,
+            crate::auth::SECRET_ENV
+        ));
+    }
+    let mut env = vec![json!({
+        "name": "HERD_CONFIG",
+        "value": format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+    })];
+    if config.secret.is_some() {
+        env.push(json!({
+            "name": crate::auth::SECRET_ENV,
+            "valueFrom": { "secretKeyRef": { "name": SECRET, "key": crate::auth::SECRET_ENV } },
+        }));
+    }
+    if config.places.provider == ProviderKind::Google {
+        let key = crate::places::google::API_KEY_ENV;
+        env.push(json!({
+            "name": key,
+            "valueFrom": { "secretKeyRef": { "name": GOOGLE_SECRET, "key": key } },
+        }));
+        notes.push(format!(
+            "the google places provider needs its key in the cluster: kubectl create secret \
+             generic {GOOGLE_SECRET} --from-literal={key}=..."
+        ));
+    }
+
+    for server in config.servers.values() {
+        let name = &names[&server.name];
+        let labels = [("app.kubernetes.io/instance", name.as_str())];
+        let selector = json!({
+            "app.kubernetes.io/name": "herd",
+            "app.kubernetes.io/instance": name,
+        });
+        documents.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata(name, &labels),
+            "spec": {
+                // Headless: the name resolves to the pod itself, ready or not, so
+                // neighbours can link while it starts and find it again when it moves.
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": selector,
+                "ports": [{ "name": "herd", "port": server.port, "targetPort": "herd", "protocol": "TCP" }],
+            },
+        }));
+        documents.push(stateful_set(
+            config,
+            server,
+            name,
+            metadata(name, &labels),
+            &selector,
+            image,
+            &env,
+            &config_hash,
+        ));
+    }
+
+    let mut yaml = String::new();
+    for document in &documents {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_saphyr::to_string(document).context("cannot write YAML")?);
+    }
+    Ok(Manifests { yaml, notes })
+}
+
+/// One server's StatefulSet: one replica running `herdctl run <Name>`.
+#[allow(clippy::too_many_arguments)]
+fn stateful_set(
+    config: &HerdConfig,
+    server: &ServerConfig,
+    name: &str,
+    metadata: Value,
+    selector: &Value,
+    image: &str,
+    env: &[Value],
+    config_hash: &str,
+) -> Value {
+    let tcp_probe = |period: u32, failures: u32| {
+        json!({
+            "tcpSocket": { "port": "herd" },
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        })
+    };
+    let mut capabilities = json!({ "drop": ["ALL"] });
+    if server.port < 1024 {
+        capabilities["add"] = json!(["NET_BIND_SERVICE"]);
+    }
+    // SIGTERM, then SIGKILL after the herd's stop timeout, as under herdctl's supervisor.
+    let grace = config
+        .supervisor
+        .stop_timeout
+        .as_millis()
+        .div_ceil(1000)
+        .max(1) as u64;
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata,
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            "selector": { "matchLabels": selector },
+            "template": {
+                "metadata": {
+                    "labels": selector,
+                    // A changed herd file changes this, which rolls the pod onto it.
+                    "annotations": { "herdctl/config-sha256": config_hash },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "securityContext": {
+                        "runAsNonRoot": true,
+                        "runAsUser": USER_ID,
+                        "runAsGroup": USER_ID,
+                        "fsGroup": USER_ID,
+                        "seccompProfile": { "type": "RuntimeDefault" },
+                    },
+                    "containers": [{
+                        "name": "herd",
+                        "image": image,
+                        "command": ["herdctl"],
+                        "args": [
+                            "--config", format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+                            "run", server.name, "--log-stdout",
+                        ],
+                        "env": env,
+                        "ports": [{ "name": "herd", "containerPort": server.port, "protocol": "TCP" }],
+                        // A node reads its whole store before it listens: give a big one
+                        // time before liveness counts.
+                        "startupProbe": tcp_probe(2, 150),
+                        "readinessProbe": tcp_probe(5, 2),
+                        "livenessProbe": tcp_probe(10, 3),
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": capabilities,
+                        },
+                        "volumeMounts": [
+                            { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
+                            { "name": "state", "mountPath": STATE_DIR },
+                            { "name": "run", "mountPath": RUN_DIR },
+                        ],
+                    }],
+                    "volumes": [
+                        { "name": "config", "configMap": { "name": CONFIG_MAP } },
+                        { "name": "run", "emptyDir": {} },
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [{
+                "metadata": { "name": "state" },
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": { "requests": { "storage": STORAGE } },
+                },
+            }],
+        },
+    })
+}
+
+/// The herd file as the pods read it, the files it refers to, and the secret taken out.
+struct ClusterConfig {
+    herd_yaml: String,
+    extra_files: BTreeMap<String, String>,
+    secret: Option<String>,
+}
+
+/// Rewrites the herd file for the cluster; the rest of it (links, limits, places, ...) is
+/// kept as written. The result is validated like any herd file.
+fn cluster_herd_file(
+    config: &HerdConfig,
+    text: &str,
+    names: &BTreeMap<String, String>,
+) -> Result<ClusterConfig> {
+    let mut file: Value = serde_saphyr::from_str(text)
+        .with_context(|| format!("cannot read {} as YAML", config.path.display()))?;
+    let top = file
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{} is not a YAML mapping", config.path.display()))?;
+    top.remove("host");
+    top.insert("listen".into(), json!("0.0.0.0"));
+    top.insert("data_dir".into(), json!(format!("{STATE_DIR}/data")));
+    top.insert("log_dir".into(), json!(format!("{STATE_DIR}/logs")));
+    top.insert("run_dir".into(), json!(RUN_DIR));
+    let secret = match top.remove("secret") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let servers = top
+        .get_mut("servers")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow!("{}: servers: is not a mapping", config.path.display()))?;
+    for (server, spec) in servers.iter_mut() {
+        let spec = spec.as_object_mut().ok_or_else(|| {
+            anyhow!(
+                "{}: server {server} is not a mapping",
+                config.path.display()
+            )
+        })?;
+        spec.remove("listen");
+        spec.insert("host".into(), json!(names[server]));
+    }
+
+    let mut extra_files = BTreeMap::new();
+    let places_file = top
+        .get("places")
+        .and_then(|p| p.get("file"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let (Some(written), Some(resolved)) = (places_file, &config.places.file) {
+        // A relative path goes into the ConfigMap beside the herd file; an absolute one
+        // must be in the image already.
+        if Path::new(&written).is_relative() {
+            let content = std::fs::read_to_string(resolved).with_context(|| {
+                format!("cannot read places.file {} (as text)", resolved.display())
+            })?;
+            let key = "places.csv".to_owned();
+            top["places"]["file"] = json!(key);
+            extra_files.insert(key, content);
+        }
+    }
+
+    let herd_yaml = serde_saphyr::to_string(&file).context("cannot write the herd file")?;
+    HerdConfig::parse(&herd_yaml, &Path::new(CONFIG_DIR).join(CONFIG_FILE))
+        .context("the herd file rewritten for the cluster is not valid (a herdctl bug)")?;
+    let size = herd_yaml.len() + extra_files.values().map(String::len).sum::<usize>();
+    if size > MAX_CONFIG_MAP_BYTES {
+        bail!(
+            "the herd file and its places file take {size} bytes, more than a ConfigMap holds \
+             (1 MiB); put the places file into the image and give places.file its absolute path"
+        );
+    }
+    Ok(ClusterConfig {
+        herd_yaml,
+        extra_files,
+        secret,
+    })
+}
+
+/// Each server's Service and StatefulSet name: `herd-` and the server's name in lower case,
+/// `_` as `-` (Kubernetes names are DNS labels).
+fn object_names(config: &HerdConfig) -> Result<BTreeMap<String, String>> {
+    let mut names = BTreeMap::new();
+    let mut taken: BTreeMap<String, &str> = BTreeMap::new();
+    for server in config.servers.keys() {
+        let name = format!("herd-{}", server.to_ascii_lowercase().replace('_', "-"));
+        // A StatefulSet's name goes into its pods' labels with a suffix: 52 leaves room.
+        if !is_dns_label(&name) || name.len() > 52 {
+            bail!(
+                "server {server} cannot be named {name:?} in Kubernetes (a name there is at \
+                 most 52 lower-case letters, digits and '-', ending with a letter or digit); \
+                 rename it in {}",
+                config.path.display()
+            );
+        }
+        if let Some(other) = taken.insert(name.clone(), server) {
+            bail!(
+                "servers {other} and {server} would both be named {name:?} in Kubernetes \
+                 (names there are lower case, '_' as '-'); rename one in {}",
+                config.path.display()
+            );
+        }
+        names.insert(server.clone(), name);
+    }
+    Ok(names)
+}
+
+/// An RFC 1123 label: what Kubernetes accepts as a namespace or Service name.
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HERD: &str = "\
+servers:
+  Alford:   { port: 12000, peers: [Hamilton, Welsh] }
+  Ball:     { port: 12001, peers: [Holiday, Welsh], host: 10.0.0.2, listen: 10.0.0.2 }
+  Hamilton: { port: 12002, peers: [Holiday] }
+  Holiday:  { port: 12003 }
+  Welsh:    { port: 12004 }
+host: 10.0.0.1
+secret: s3cret
+limits: { max_connections: 50 }
+supervisor: { stop_timeout_ms: 2500 }
+";
+
+    fn export(text: &str, namespace: Option<&str>) -> Result<(HerdConfig, Manifests)> {
+        let config = HerdConfig::parse(text, Path::new("/srv/herd/herd.yaml"))?;
+        let out = manifests(&config, text, "registry.example/herdctl:1", namespace)?;
+        Ok((config, out))
+    }
+
+    fn documents(yaml: &str) -> Vec<Value> {
+        serde_saphyr::from_str_multiple(yaml).unwrap()
+    }
+
+    #[test]
+    fn every_server_gets_a_service_and_a_stateful_set() {
+        let (_, out) = export(HERD, Some("herd")).unwrap();
+        let docs = documents(&out.yaml);
+        let kinds: Vec<(&str, &str)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            &kinds[..2],
+            [("ConfigMap", "herd-config"), ("Secret", "herd-secret")]
+        );
+        assert_eq!(kinds.len(), 2 + 2 * 5);
+        assert!(kinds.contains(&("Service", "herd-hamilton")));
+        assert!(kinds.contains(&("StatefulSet", "herd-hamilton")));
+        assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "herd"));
+
+        let set = docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "herd-ball")
+            .unwrap();
+        let pod = &set["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["args"],
+            json!([
+                "--config",
+                "/etc/herd/herd.yaml",
+                "run",
+                "Ball",
+                "--log-stdout"
+            ])
+        );
+        assert_eq!(container["ports"][0]["containerPort"], 12001);
+        assert_eq!(set["spec"]["replicas"], 1);
+        assert_eq!(pod["terminationGracePeriodSeconds"], 3);
+        assert!(container["readinessProbe"]["tcpSocket"].is_object());
+        assert!(container["livenessProbe"]["tcpSocket"].is_object());
+        assert_eq!(
+            set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+            "state"
+        );
+        let env = container["env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e["name"] == "HERD_SECRET"
+            && e["valueFrom"]["secretKeyRef"]["name"] == "herd-secret"));
+    }
+
+    #[test]
+    fn the_config_map_points_every_host_at_its_service_and_listens_everywhere() {
+        let (_, out) = export(HERD, None).unwrap();
+        let docs = documents(&out.yaml);
+        assert!(docs
+            .iter()
+            .all(|d| d["metadata"].get("namespace").is_none()));
+        let herd_yaml = docs[0]["data"]["herd.yaml"].as_str().unwrap();
+        assert!(
+            !herd_yaml.contains("s3cret"),
+            "the secret is in the Secret only"
+        );
+        assert_eq!(docs[1]["stringData"]["HERD_SECRET"], "s3cret");
+        let cluster = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
+        for server in cluster.servers.values() {
+            assert_eq!(
+                server.host.to_string(),
+                format!("herd-{}", server.name.to_lowercase())
+            );
+            assert_eq!(server.listen, Some("0.0.0.0".parse().unwrap()));
+        }
+        assert_eq!(cluster.servers["Alford"].neighbours.len(), 2, "links kept");
+        assert_eq!(cluster.limits.max_connections, 50, "settings kept");
+        assert_eq!(cluster.data_dir, Path::new("/var/lib/herd/data"));
+        assert_eq!(cluster.run_dir, Path::new("/run/herd"));
+    }
+
+    #[test]
+    fn names_that_kubernetes_cannot_take_are_refused() {
+        let e = export("servers:\n  A_b: { port: 1 }\n  a-B: { port: 2 }\n", None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("would both be named \"herd-a-b\""), "{e}");
+        let e = export("servers:\n  A_: { port: 1 }\n", None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cannot be named"), "{e}");
+        let e = export("servers:\n  A: { port: 1 }\n", Some("Bad_NS"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("--namespace"), "{e}");
+    }
+}
