@@ -25,6 +25,9 @@ _herdctl() {
             herdctl,completions)
                 cmd="herdctl__subcmd__completions"
                 ;;
+            herdctl,export)
+                cmd="herdctl__subcmd__export"
+                ;;
             herdctl,help)
                 cmd="herdctl__subcmd__help"
                 ;;
@@ -55,6 +58,24 @@ _herdctl() {
             herdctl,tail)
                 cmd="herdctl__subcmd__tail"
                 ;;
+            herdctl__subcmd__export,help)
+                cmd="herdctl__subcmd__export__subcmd__help"
+                ;;
+            herdctl__subcmd__export,kubernetes)
+                cmd="herdctl__subcmd__export__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__export,systemd)
+                cmd="herdctl__subcmd__export__subcmd__systemd"
+                ;;
+            herdctl__subcmd__export__subcmd__help,help)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__help"
+                ;;
+            herdctl__subcmd__export__subcmd__help,kubernetes)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__export__subcmd__help,systemd)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__systemd"
+                ;;
             herdctl__subcmd__help,bench)
                 cmd="herdctl__subcmd__help__subcmd__bench"
                 ;;
@@ -63,6 +84,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,completions)
                 cmd="herdctl__subcmd__help__subcmd__completions"
+                ;;
+            herdctl__subcmd__help,export)
+                cmd="herdctl__subcmd__help__subcmd__export"
                 ;;
             herdctl__subcmd__help,help)
                 cmd="herdctl__subcmd__help__subcmd__help"
@@ -94,6 +118,12 @@ _herdctl() {
             herdctl__subcmd__help,tail)
                 cmd="herdctl__subcmd__help__subcmd__tail"
                 ;;
+            herdctl__subcmd__help__subcmd__export,kubernetes)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__help__subcmd__export,systemd)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__systemd"
+                ;;
             *)
                 ;;
         esac
@@ -101,7 +131,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill status send tail run check completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill status send tail run check export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,8 +238,130 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__export)
+            opts="-h --config --help systemd kubernetes help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help)
+            opts="systemd kubernetes help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__kubernetes)
+            opts="-h --image --namespace --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__systemd)
+            opts="-h --dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill status send tail run check completions bench supervise help"
+            opts="start stop restart kill status send tail run check export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +405,48 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export)
+            opts="systemd kubernetes"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -441,7 +635,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__run)
-            opts="-h --config --help"
+            opts="-h --log-stdout --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
