@@ -358,7 +358,7 @@ fn five_hosts_one_herd_file_start_all_on_each_status_flood_cut_and_heal() {
         net.host(5)
             .log_text("Welsh")
             .lines()
-            .filter(|l| l.contains(&prefix) && l.ends_with("dropped"))
+            .filter(|l| l.contains(&prefix) && l.contains(") dropped"))
             .count()
     };
     let drops_before = (dropped("Alford"), dropped("Ball"));
