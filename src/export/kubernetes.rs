@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{HerdConfig, ProviderKind, ServerConfig};
+use crate::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 
 /// Where the pods find the herd file (the ConfigMap's mount).
 pub const CONFIG_DIR: &str = "/etc/herd";
@@ -30,6 +30,7 @@ const RUN_DIR: &str = "/run/herd";
 const CONFIG_MAP: &str = "herd-config";
 const SECRET: &str = "herd-secret";
 const GOOGLE_SECRET: &str = "herd-google-places";
+const X_SECRET: &str = "herd-x";
 /// The image's unprivileged user (the README's Dockerfile creates it).
 const USER_ID: u32 = 65532;
 /// A ConfigMap holds at most 1 MiB; keep room for the object around the data.
@@ -134,15 +135,20 @@ pub fn manifests(
             "valueFrom": { "secretKeyRef": { "name": SECRET, "key": crate::auth::SECRET_ENV } },
         }));
     }
-    if config.places.provider == ProviderKind::Google {
-        let key = crate::places::google::API_KEY_ENV;
+    // An upstream places provider needs its credential in the environment, from a Secret.
+    let credential = match config.places.provider() {
+        ProviderKind::Offline => None,
+        ProviderKind::Google => Some((GOOGLE_SECRET, crate::places::google::API_KEY_ENV, "google")),
+        ProviderKind::X => Some((X_SECRET, crate::places::x::TOKEN_ENV, "x")),
+    };
+    if let Some((secret, key, provider)) = credential {
         env.push(json!({
             "name": key,
-            "valueFrom": { "secretKeyRef": { "name": GOOGLE_SECRET, "key": key } },
+            "valueFrom": { "secretKeyRef": { "name": secret, "key": key } },
         }));
         notes.push(format!(
-            "the google places provider needs its key in the cluster: kubectl create secret \
-             generic {GOOGLE_SECRET} --from-literal={key}=..."
+            "the {provider} places provider needs {key} in the cluster: kubectl create secret \
+             generic {secret} --from-literal={key}=..."
         ));
     }
 
@@ -331,7 +337,11 @@ fn cluster_herd_file(
         .and_then(|p| p.get("file"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    if let (Some(written), Some(resolved)) = (places_file, &config.places.file) {
+    let resolved_file = match &config.places {
+        PlacesConfig::Offline { file } => file.as_ref(),
+        _ => None,
+    };
+    if let (Some(written), Some(resolved)) = (places_file, resolved_file) {
         // A relative path goes into the ConfigMap beside the herd file; an absolute one
         // must be in the image already.
         if Path::new(&written).is_relative() {
