@@ -1,0 +1,320 @@
+//! The GeoNames populated places and country names embedded in the binary: their R-tree
+//! entries at start-up, and the result object of an entry when a query returns it.
+//!
+//! The index keeps only each place's unit vector and the byte offset of its line in the
+//! embedded text; the few lines a query returns are split again when the reply is built. That
+//! keeps start-up to one pass over the text and one bulk load.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{parse_coordinate, result_value, unit_vector, Entry};
+
+/// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
+/// population; tab-separated, one per line (see `scripts/make_geonames.py`).
+pub(super) const EMBEDDED_CITIES: &str = include_str!("../../../assets/geonames/cities1000.tsv");
+
+/// ISO 3166-1 alpha-2 code, country name; tab-separated, one per line.
+const EMBEDDED_COUNTRIES: &str = include_str!("../../../assets/geonames/countries.tsv");
+
+/// Types of a GeoNames populated place, as Google reports a town or city.
+const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
+
+/// The embedded GeoNames data an index's entries point into.
+pub(super) struct GeoNames {
+    text: &'static str,
+    /// (ISO code, country name), sorted by code.
+    countries: Vec<(&'static str, &'static str)>,
+}
+
+impl GeoNames {
+    /// The embedded data and its R-tree entries (each holding the byte offset of its line).
+    ///
+    /// A malformed line is a bug (a unit test checks the file parses fully); here it is
+    /// skipped with a warning rather than stopping the node.
+    pub(super) fn embedded() -> (GeoNames, Vec<Entry>) {
+        let (entries, errors) = parse_geonames(EMBEDDED_CITIES);
+        if !errors.is_empty() {
+            tracing::warn!(
+                skipped = errors.len(),
+                first = %errors[0],
+                "embedded GeoNames data has malformed lines; they are skipped"
+            );
+        }
+        let geonames = GeoNames {
+            text: EMBEDDED_CITIES,
+            countries: parse_countries(EMBEDDED_COUNTRIES),
+        };
+        (geonames, entries)
+    }
+
+    /// The Google-shaped result for the place whose line starts at byte `offset`.
+    pub(super) fn result(&self, offset: u32) -> Option<Value> {
+        let line = line_at(self.text, offset as usize);
+        // The line parsed when the index was built, so this does not fail.
+        let place = parse_geonames_line(line).ok()?;
+        let mut vicinity = String::with_capacity(64);
+        vicinity.push_str(place.name);
+        if is_region_code(place.admin1) {
+            vicinity.push_str(", ");
+            vicinity.push_str(place.admin1);
+        }
+        let countries = &self.countries;
+        if let Ok(i) = countries.binary_search_by(|(code, _)| (*code).cmp(place.country)) {
+            vicinity.push_str(", ");
+            vicinity.push_str(countries[i].1);
+        }
+        let mut place_id = String::with_capacity(20);
+        let _ = write!(place_id, "geonames:{}", place.id);
+        Some(result_value(
+            place.lat,
+            place.lng,
+            place.name,
+            place_id,
+            LOCALITY_TYPES.iter().map(|t| Value::from(*t)).collect(),
+            vicinity,
+        ))
+    }
+}
+
+/// Whether an admin1 code is a human-readable region code such as `CA` or `ENG` (letters
+/// only), rather than a number (`03`) or an opaque code (`ESYE12`, `A2`).
+fn is_region_code(code: &str) -> bool {
+    !code.is_empty() && code.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// The line starting at byte `offset` of `text`, without its line ending.
+fn line_at(text: &str, offset: usize) -> &str {
+    let rest = text.get(offset..).unwrap_or("");
+    let line = rest.split('\n').next().unwrap_or("");
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// One GeoNames line, split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GeoPlace<'a> {
+    id: &'a str,
+    name: &'a str,
+    lat: f64,
+    lng: f64,
+    country: &'a str,
+    admin1: &'a str,
+}
+
+/// The number of tab-separated fields on a GeoNames line.
+const GEONAMES_FIELDS: usize = 7;
+
+/// Splits and checks one GeoNames line (without its line ending).
+fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
+    let mut fields = [""; GEONAMES_FIELDS];
+    let mut split = line.split('\t');
+    for field in &mut fields {
+        *field = split.next().ok_or("fewer than 7 fields")?;
+    }
+    if split.next().is_some() {
+        return Err("more than 7 fields".into());
+    }
+    check_geonames_fields(fields)
+}
+
+/// Checks the fields of one GeoNames line: geonameid, name, latitude, longitude, country
+/// code, admin1 code, population.
+fn check_geonames_fields(fields: [&str; GEONAMES_FIELDS]) -> Result<GeoPlace<'_>, String> {
+    let [id, name, lat_text, lng_text, country, admin1, population] = fields;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("geonameid {id:?} is not a number"));
+    }
+    if name.trim().is_empty() {
+        return Err("empty name".into());
+    }
+    let lat = parse_coordinate(lat_text, "latitude", 90.0)?;
+    let lng = parse_coordinate(lng_text, "longitude", 180.0)?;
+    if !population.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("population {population:?} is not a number"));
+    }
+    Ok(GeoPlace {
+        id,
+        name,
+        lat,
+        lng,
+        country,
+        admin1,
+    })
+}
+
+/// The R-tree entries for a GeoNames TSV text, and a message for each malformed line.
+///
+/// This runs at every node start-up, so it scans bytes directly rather than going through
+/// `lines()` and `split()`; each line is checked exactly as [`parse_geonames_line`] checks it.
+fn parse_geonames(text: &str) -> (Vec<Entry>, Vec<String>) {
+    assert!(
+        u32::try_from(text.len()).is_ok(),
+        "GeoNames text over 4 GiB"
+    );
+    let bytes = text.as_bytes();
+    let mut entries = Vec::with_capacity(text.len() / 45);
+    let mut errors = Vec::new();
+    let mut start = 0;
+    let mut line_number = 0;
+    while start < bytes.len() {
+        line_number += 1;
+        // One pass over the line: its end and the positions of its first tabs.
+        let mut tabs = [0usize; GEONAMES_FIELDS];
+        let mut tab_count = 0;
+        let mut end = start;
+        while end < bytes.len() && bytes[end] != b'\n' {
+            if bytes[end] == b'\t' {
+                if tab_count < GEONAMES_FIELDS {
+                    tabs[tab_count] = end;
+                }
+                tab_count += 1;
+            }
+            end += 1;
+        }
+        let next = end + 1;
+        if end > start && bytes[end - 1] == b'\r' {
+            end -= 1;
+        }
+        if end > start {
+            // Tabs and newlines are ASCII, so these are all char boundaries.
+            let parsed = if tab_count == GEONAMES_FIELDS - 1 {
+                let mut fields = [""; GEONAMES_FIELDS];
+                let mut from = start;
+                for (i, field) in fields.iter_mut().enumerate() {
+                    let to = if i < GEONAMES_FIELDS - 1 {
+                        tabs[i]
+                    } else {
+                        end
+                    };
+                    *field = &text[from..to];
+                    from = to + 1;
+                }
+                check_geonames_fields(fields)
+            } else {
+                parse_geonames_line(&text[start..end])
+            };
+            match parsed {
+                Ok(place) => {
+                    entries.push(Entry::new(unit_vector(place.lat, place.lng), start as u32))
+                }
+                Err(e) => errors.push(format!("line {line_number}: {e}: {:?}", &text[start..end])),
+            }
+        }
+        start = next;
+    }
+    (entries, errors)
+}
+
+/// (ISO code, country name) pairs, sorted by code for binary search.
+fn parse_countries(text: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut countries: Vec<_> = text
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(code, name)| (code.trim(), name.trim()))
+        .filter(|(code, name)| !code.is_empty() && !name.is_empty())
+        .collect();
+    countries.sort_unstable();
+    countries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{embedded, query};
+    use super::*;
+
+    #[test]
+    fn malformed_geonames_lines_are_reported_and_skipped() {
+        let text = "1\tA\t1.5\t2.5\tUS\tCA\t1000\r\n\
+                    2\tB\t95\t2.5\tUS\tCA\t1000\n\
+                    \n\
+                    3\tC\t1.5\t2.5\tUS\tCA\n\
+                    4\tD\t1.5\t2.5\tUS\tCA\t1000\textra\n\
+                    x5\tE\t1.5\t2.5\tUS\tCA\t1000\n\
+                    6\t \t1.5\t2.5\tUS\tCA\t1000\n\
+                    7\tG\t-1.5\t-2.5\tFR\t11\t";
+        let (entries, errors) = parse_geonames(text);
+        assert_eq!(entries.len(), 2, "{errors:?}");
+        assert_eq!(entries[0].data, 0);
+        assert_eq!(
+            line_at(text, entries[1].data as usize),
+            "7\tG\t-1.5\t-2.5\tFR\t11\t"
+        );
+        assert_eq!(line_at(text, 0), "1\tA\t1.5\t2.5\tUS\tCA\t1000");
+        let lines: Vec<&str> = errors
+            .iter()
+            .map(|e| e.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            ["line 2", "line 4", "line 5", "line 6", "line 7"],
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains("latitude 95 is out of range [-90, 90]"),
+            "{errors:?}"
+        );
+        // The slow path (used when a reply is built) agrees with the fast one.
+        for line in text.lines() {
+            let fast = parse_geonames(line).0.len() == 1;
+            assert_eq!(
+                parse_geonames_line(line.trim_end_matches('\r')).is_ok(),
+                fast,
+                "{line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn embedded_file_parses_completely() {
+        let (entries, errors) = parse_geonames(EMBEDDED_CITIES);
+        assert!(
+            errors.is_empty(),
+            "malformed embedded lines: {:?}",
+            &errors[..errors.len().min(10)]
+        );
+        let lines = EMBEDDED_CITIES.lines().filter(|l| !l.is_empty()).count();
+        assert_eq!(entries.len(), lines);
+        assert!(entries.len() > 100_000, "only {} places", entries.len());
+        assert_eq!(embedded().len(), lines);
+
+        let countries = parse_countries(EMBEDDED_COUNTRIES);
+        assert!(countries.len() > 240);
+        // Every place's country has a name.
+        for line in EMBEDDED_CITIES.lines() {
+            let place = parse_geonames_line(line).unwrap();
+            assert!(
+                countries
+                    .binary_search_by(|(c, _)| (*c).cmp(place.country))
+                    .is_ok(),
+                "no country name for {line:?}"
+            );
+        }
+        // Sorted by geonameid, as the generator promises.
+        let ids: Vec<u64> = EMBEDDED_CITIES
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn vicinity_uses_letter_region_codes_only() {
+        // Beverly Hills, CA; a Greek place with an opaque admin1 code (ESYE..) gets none.
+        let doc = embedded().search(query(34.07362, -118.40036, 0.1, 1));
+        assert_eq!(
+            doc["results"][0]["vicinity"],
+            "Beverly Hills, CA, United States"
+        );
+        assert!(is_region_code("ENG"));
+        assert!(!is_region_code("03"));
+        assert!(!is_region_code("ESYE12"));
+        assert!(!is_region_code(""));
+        let doc = embedded().search(query(37.98376, 23.72784, 3.0, 1)); // central Athens
+        let vicinity = doc["results"][0]["vicinity"].as_str().unwrap();
+        assert!(
+            vicinity.ends_with(", Greece") && !vicinity.contains("ESYE"),
+            "{vicinity}"
+        );
+    }
+}
