@@ -74,6 +74,9 @@ struct RawSupervisor {
     backoff_max_ms: Option<u64>,
     stable_after_s: Option<u64>,
     max_quick_crashes: Option<u32>,
+    start_timeout_ms: Option<u64>,
+    health_interval_ms: Option<u64>,
+    health_failures: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +261,8 @@ pub const DEFAULT_GOOGLE_CACHE_TTL_S: u64 = 300;
 pub const DEFAULT_X_CACHE_TTL_S: u64 = 60;
 pub const DEFAULT_UPSTREAM_CACHE_ENTRIES: usize = 10_000;
 
+pub const DEFAULT_SYNC_INTERVAL_S: u64 = 30;
+
 /// Capped exponential backoff between attempts to reach a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReconnectSettings {
@@ -297,27 +302,29 @@ impl Default for LinkSettings {
 
 /// The `links:` section, checked: every zero is an error.
 fn links_config(raw: RawLinks, shown: &str) -> Result<LinkSettings> {
-    let links = LinkSettings {
-        queue: raw.queue.unwrap_or(DEFAULT_LINK_QUEUE),
-        write_timeout: Duration::from_millis(
-            raw.write_timeout_ms
-                .unwrap_or(DEFAULT_LINK_WRITE_TIMEOUT_MS),
-        ),
-        answer_timeout: Duration::from_millis(
-            raw.answer_timeout_ms
-                .unwrap_or(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
-        ),
+    let millis = |key: &str, value: Option<u64>, default: u64| {
+        nonzero(shown, key, value, default, &format!("use e.g. {default}"))
+            .map(Duration::from_millis)
     };
-    if links.queue == 0 {
-        bail!("{shown}: links.queue is 0; use e.g. {DEFAULT_LINK_QUEUE}");
-    }
-    if links.write_timeout.is_zero() {
-        bail!("{shown}: links.write_timeout_ms is 0; use e.g. {DEFAULT_LINK_WRITE_TIMEOUT_MS}");
-    }
-    if links.answer_timeout.is_zero() {
-        bail!("{shown}: links.answer_timeout_ms is 0; use e.g. {DEFAULT_LINK_ANSWER_TIMEOUT_MS}");
-    }
-    Ok(links)
+    Ok(LinkSettings {
+        queue: nonzero(
+            shown,
+            "links.queue",
+            raw.queue,
+            DEFAULT_LINK_QUEUE,
+            &format!("use e.g. {DEFAULT_LINK_QUEUE}"),
+        )?,
+        write_timeout: millis(
+            "links.write_timeout_ms",
+            raw.write_timeout_ms,
+            DEFAULT_LINK_WRITE_TIMEOUT_MS,
+        )?,
+        answer_timeout: millis(
+            "links.answer_timeout_ms",
+            raw.answer_timeout_ms,
+            DEFAULT_LINK_ANSWER_TIMEOUT_MS,
+        )?,
+    })
 }
 
 /// What one connection, or many, may cost a node: the defence against hostile or broken
@@ -358,34 +365,39 @@ impl Default for Limits {
 
 /// The `limits:` section, checked: zero (or a line too short to be useful) is an error.
 fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
-    let limits = Limits {
-        max_line_bytes: raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES),
-        max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-        idle_timeout: Duration::from_secs(raw.idle_timeout_s.unwrap_or(DEFAULT_IDLE_TIMEOUT_S)),
-        max_client_id_bytes: raw
-            .max_client_id_bytes
-            .unwrap_or(DEFAULT_MAX_CLIENT_ID_BYTES),
-    };
-    if limits.max_line_bytes < MIN_MAX_LINE_BYTES {
+    let max_line_bytes = raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
+    if max_line_bytes < MIN_MAX_LINE_BYTES {
         bail!(
-            "{shown}: limits.max_line_bytes is {}; use at least {MIN_MAX_LINE_BYTES} (default \
-             {DEFAULT_MAX_LINE_BYTES})",
-            limits.max_line_bytes
+            "{shown}: limits.max_line_bytes is {max_line_bytes}; use at least \
+             {MIN_MAX_LINE_BYTES} (default {DEFAULT_MAX_LINE_BYTES})"
         );
     }
-    if limits.max_connections == 0 {
-        bail!(
-            "{shown}: limits.max_connections is 0; a node must accept at least 1 connection \
-             (default {DEFAULT_MAX_CONNECTIONS})"
-        );
-    }
-    if limits.idle_timeout.is_zero() {
-        bail!("{shown}: limits.idle_timeout_s is 0; use e.g. {DEFAULT_IDLE_TIMEOUT_S}");
-    }
-    if limits.max_client_id_bytes == 0 {
-        bail!("{shown}: limits.max_client_id_bytes is 0; use e.g. {DEFAULT_MAX_CLIENT_ID_BYTES}");
-    }
-    Ok(limits)
+    Ok(Limits {
+        max_line_bytes,
+        max_connections: nonzero(
+            shown,
+            "limits.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            &format!(
+                "a node must accept at least 1 connection (default {DEFAULT_MAX_CONNECTIONS})"
+            ),
+        )?,
+        idle_timeout: Duration::from_secs(nonzero(
+            shown,
+            "limits.idle_timeout_s",
+            raw.idle_timeout_s,
+            DEFAULT_IDLE_TIMEOUT_S,
+            &format!("use e.g. {DEFAULT_IDLE_TIMEOUT_S}"),
+        )?),
+        max_client_id_bytes: nonzero(
+            shown,
+            "limits.max_client_id_bytes",
+            raw.max_client_id_bytes,
+            DEFAULT_MAX_CLIENT_ID_BYTES,
+            &format!("use e.g. {DEFAULT_MAX_CLIENT_ID_BYTES}"),
+        )?,
+    })
 }
 
 /// How the supervisor stops nodes and restarts crashed ones.
@@ -400,7 +412,19 @@ pub struct SupervisorSettings {
     pub stable_after: Duration,
     /// More quick crashes in a row than this and the node is FATAL (not restarted).
     pub max_quick_crashes: u32,
+    /// A started node that has not answered as itself by then is killed, and the start
+    /// counts as a crash.
+    pub start_timeout: Duration,
+    /// How often a running node is asked `HERD STATUS`; a probe not answered within this
+    /// long fails.
+    pub health_interval: Duration,
+    /// Probes failed in a row before a running node is killed and restarted by policy.
+    pub health_failures: u32,
 }
+
+pub const DEFAULT_START_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 5_000;
+pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
 
 /// The whole herd, validated, with every path absolute (relative paths in the file resolve
 /// against the file's folder, so the herd behaves the same from any working directory).
@@ -447,10 +471,13 @@ impl HerdConfig {
 
     /// Validates herd-file text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<HerdConfig> {
-        let shown = path.display();
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| match e.location() {
-            Some(at) => anyhow!("{shown} line {}: {}", at.line(), first_line(&e.to_string())),
-            None => anyhow!("{shown}: {}", first_line(&e.to_string())),
+        let shown = path.display().to_string();
+        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+            let message = yaml_message(&e);
+            match e.location() {
+                Some(at) => anyhow!("{shown} line {}: {message}", at.line()),
+                None => anyhow!("{shown}: {message}"),
+            }
         })?;
         let folder = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: Option<PathBuf>, default: &str| {
@@ -561,42 +588,17 @@ impl HerdConfig {
         let logs = LogSettings {
             dir: resolve(raw.log_dir, "logs"),
             rotation: raw.logs.rotation.unwrap_or(LogRotation::Daily),
-            keep: raw.logs.keep.unwrap_or(DEFAULT_LOG_KEEP),
+            keep: nonzero(
+                &shown,
+                "logs.keep",
+                raw.logs.keep,
+                DEFAULT_LOG_KEEP,
+                &format!("keep at least 1 file (default {DEFAULT_LOG_KEEP})"),
+            )?,
         };
-        if logs.keep == 0 {
-            bail!("{shown}: logs.keep is 0; keep at least 1 file (default {DEFAULT_LOG_KEEP})");
-        }
-        let places = places_config(raw.places, &shown.to_string(), |f| resolve(Some(f), ""))?;
-        let reconnect = ReconnectSettings {
-            initial: Duration::from_millis(raw.reconnect.initial_ms.unwrap_or(100)),
-            max: Duration::from_millis(raw.reconnect.max_ms.unwrap_or(2000)),
-            sync_interval: Duration::from_secs(raw.reconnect.sync_interval_s.unwrap_or(30).max(1)),
-        };
-        if reconnect.initial.is_zero() || reconnect.max < reconnect.initial {
-            bail!(
-                "{shown}: reconnect needs 0 < initial_ms <= max_ms (got {} and {})",
-                reconnect.initial.as_millis(),
-                reconnect.max.as_millis()
-            );
-        }
-
-        let sup = &raw.supervisor;
-        let supervisor = SupervisorSettings {
-            stop_timeout: Duration::from_millis(sup.stop_timeout_ms.unwrap_or(5000)),
-            backoff_initial: Duration::from_millis(sup.backoff_initial_ms.unwrap_or(500)),
-            backoff_max: Duration::from_millis(sup.backoff_max_ms.unwrap_or(30_000)),
-            stable_after: Duration::from_secs(sup.stable_after_s.unwrap_or(10)),
-            max_quick_crashes: sup.max_quick_crashes.unwrap_or(5),
-        };
-        if supervisor.backoff_initial.is_zero()
-            || supervisor.backoff_max < supervisor.backoff_initial
-        {
-            bail!(
-                "{shown}: supervisor needs 0 < backoff_initial_ms <= backoff_max_ms (got {} and {})",
-                supervisor.backoff_initial.as_millis(),
-                supervisor.backoff_max.as_millis()
-            );
-        }
+        let places = places_config(raw.places, &shown, |f| resolve(Some(f), ""))?;
+        let reconnect = reconnect_config(&raw.reconnect, &shown)?;
+        let supervisor = supervisor_config(&raw.supervisor, &shown)?;
 
         let secret = match std::env::var(SECRET_ENV) {
             Ok(from_env) if !from_env.is_empty() => Some(HerdSecret::new(from_env)),
@@ -611,8 +613,8 @@ impl HerdConfig {
             },
         };
 
-        let limits = limits_config(raw.limits, &shown.to_string())?;
-        let links = links_config(raw.links, &shown.to_string())?;
+        let limits = limits_config(raw.limits, &shown)?;
+        let links = links_config(raw.links, &shown)?;
 
         let warnings = disconnected_warning(&servers).into_iter().collect();
         Ok(HerdConfig {
@@ -737,6 +739,73 @@ fn listen_value(l: &Spanned<String>, what: &str, shown: &str) -> Result<IpAddr> 
     })
 }
 
+/// The `reconnect:` section, checked.
+fn reconnect_config(raw: &RawReconnect, shown: &str) -> Result<ReconnectSettings> {
+    let initial = raw.initial_ms.unwrap_or(100);
+    let max = raw.max_ms.unwrap_or(2000);
+    ordered_pair(shown, "reconnect", ("initial_ms", initial), ("max_ms", max))?;
+    let sync_interval = nonzero(
+        shown,
+        "reconnect.sync_interval_s",
+        raw.sync_interval_s,
+        DEFAULT_SYNC_INTERVAL_S,
+        &format!("use e.g. {DEFAULT_SYNC_INTERVAL_S} (anti-entropy cannot run continuously)"),
+    )?;
+    Ok(ReconnectSettings {
+        initial: Duration::from_millis(initial),
+        max: Duration::from_millis(max),
+        sync_interval: Duration::from_secs(sync_interval),
+    })
+}
+
+/// The `supervisor:` section, checked.
+fn supervisor_config(raw: &RawSupervisor, shown: &str) -> Result<SupervisorSettings> {
+    let backoff_initial = raw.backoff_initial_ms.unwrap_or(500);
+    let backoff_max = raw.backoff_max_ms.unwrap_or(30_000);
+    ordered_pair(
+        shown,
+        "supervisor",
+        ("backoff_initial_ms", backoff_initial),
+        ("backoff_max_ms", backoff_max),
+    )?;
+    let millis = |key: &str, value: Option<u64>, default: u64| {
+        nonzero(
+            shown,
+            &format!("supervisor.{key}"),
+            value,
+            default,
+            &format!("use e.g. {default}"),
+        )
+        .map(Duration::from_millis)
+    };
+    Ok(SupervisorSettings {
+        stop_timeout: Duration::from_millis(raw.stop_timeout_ms.unwrap_or(5000)),
+        backoff_initial: Duration::from_millis(backoff_initial),
+        backoff_max: Duration::from_millis(backoff_max),
+        stable_after: Duration::from_secs(raw.stable_after_s.unwrap_or(10)),
+        max_quick_crashes: raw.max_quick_crashes.unwrap_or(5),
+        start_timeout: millis(
+            "start_timeout_ms",
+            raw.start_timeout_ms,
+            DEFAULT_START_TIMEOUT_MS,
+        )?,
+        health_interval: millis(
+            "health_interval_ms",
+            raw.health_interval_ms,
+            DEFAULT_HEALTH_INTERVAL_MS,
+        )?,
+        health_failures: nonzero(
+            shown,
+            "supervisor.health_failures",
+            raw.health_failures,
+            DEFAULT_HEALTH_FAILURES,
+            &format!(
+                "use e.g. {DEFAULT_HEALTH_FAILURES} (probes failed in a row before a restart)"
+            ),
+        )?,
+    })
+}
+
 /// The `places:` section, checked: settings of one provider under another are errors, so a
 /// user never believes a setting is in effect when it is not.
 fn places_config(
@@ -802,17 +871,20 @@ fn places_config(
                 url
             }
         };
-        let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS);
-        if timeout_ms == 0 {
-            bail!("{shown}: places.timeout_ms is 0; use e.g. {DEFAULT_UPSTREAM_TIMEOUT_MS}");
-        }
-        let cache_entries = raw.cache_entries.unwrap_or(DEFAULT_UPSTREAM_CACHE_ENTRIES);
-        if cache_entries == 0 {
-            bail!(
-                "{shown}: places.cache_entries is 0; keep at least 1 (to turn caching off, set \
-                 cache_ttl_s: 0)"
-            );
-        }
+        let timeout_ms = nonzero(
+            shown,
+            "places.timeout_ms",
+            raw.timeout_ms,
+            DEFAULT_UPSTREAM_TIMEOUT_MS,
+            &format!("use e.g. {DEFAULT_UPSTREAM_TIMEOUT_MS}"),
+        )?;
+        let cache_entries = nonzero(
+            shown,
+            "places.cache_entries",
+            raw.cache_entries,
+            DEFAULT_UPSTREAM_CACHE_ENTRIES,
+            "keep at least 1 (to turn caching off, set cache_ttl_s: 0)",
+        )?;
         Ok(UpstreamSettings {
             endpoint,
             timeout: Duration::from_millis(timeout_ms),
@@ -832,8 +904,43 @@ fn places_config(
     })
 }
 
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+/// The YAML parser's message alone: its own rendering repeats the line and column, which
+/// our error already names.
+fn yaml_message(error: &serde_saphyr::Error) -> String {
+    use serde_saphyr::MessageFormatter;
+    let message = serde_saphyr::DefaultMessageFormatter.format_message(error.without_snippet());
+    message.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A setting that must not be zero: its value (or `default` when absent), else an error
+/// naming the key and `fix`.
+fn nonzero<T: Copy + PartialEq + Default>(
+    shown: &str,
+    key: &str,
+    value: Option<T>,
+    default: T,
+    fix: &str,
+) -> Result<T> {
+    let value = value.unwrap_or(default);
+    if value == T::default() {
+        bail!("{shown}: {key} is 0; {fix}");
+    }
+    Ok(value)
+}
+
+/// A pair of settings that must satisfy `0 < low <= high` (a backoff's first and largest
+/// delay).
+fn ordered_pair(shown: &str, section: &str, low: (&str, u64), high: (&str, u64)) -> Result<()> {
+    if low.1 == 0 || high.1 < low.1 {
+        bail!(
+            "{shown}: {section} needs 0 < {} <= {} (got {} and {})",
+            low.0,
+            high.0,
+            low.1,
+            high.1
+        );
+    }
+    Ok(())
 }
 
 /// Floods only reach servers connected to the origin: warn when the link graph is split.
@@ -1235,6 +1342,79 @@ servers:
             .unwrap()
             .ip()
             .is_loopback());
+    }
+
+    #[test]
+    fn a_yaml_error_names_its_line_once() {
+        let e = error("servers:\n  A: { port: x }\n");
+        assert!(e.starts_with("/etc/herd/herd.yaml line 2: "), "{e}");
+        assert_eq!(e.matches("line").count(), 1, "{e}");
+        assert!(!e.contains("error:") && !e.contains("column"), "{e}");
+        let e = error("servers:\n  A: { port: 1, peers: [B] foo }\n");
+        assert_eq!(e.matches("line 2").count(), 1, "{e}");
+    }
+
+    #[test]
+    fn every_zero_is_an_error_naming_the_key() {
+        for (yaml, key) in [
+            (
+                "reconnect: { sync_interval_s: 0 }",
+                "reconnect.sync_interval_s",
+            ),
+            ("logs: { keep: 0 }", "logs.keep"),
+            (
+                "supervisor: { start_timeout_ms: 0 }",
+                "supervisor.start_timeout_ms",
+            ),
+            (
+                "supervisor: { health_interval_ms: 0 }",
+                "supervisor.health_interval_ms",
+            ),
+            (
+                "supervisor: { health_failures: 0 }",
+                "supervisor.health_failures",
+            ),
+        ] {
+            let e = error(&format!("{CLASSIC}{yaml}\n"));
+            assert!(
+                e.contains(&format!("{key} is 0; use")) || e.contains(&format!("{key} is 0; keep")),
+                "{e}"
+            );
+        }
+        for (yaml, wanted) in [
+            (
+                "reconnect: { initial_ms: 0 }",
+                "0 < initial_ms <= max_ms (got 0 and 2000)",
+            ),
+            (
+                "reconnect: { initial_ms: 300, max_ms: 200 }",
+                "(got 300 and 200)",
+            ),
+            (
+                "supervisor: { backoff_initial_ms: 0 }",
+                "supervisor needs 0 < backoff_initial_ms <= backoff_max_ms",
+            ),
+        ] {
+            let e = error(&format!("{CLASSIC}{yaml}\n"));
+            assert!(e.contains(wanted), "{e}");
+        }
+    }
+
+    #[test]
+    fn supervisor_health_settings_and_defaults() {
+        let c = parse(CLASSIC).unwrap();
+        assert_eq!(c.supervisor.start_timeout, Duration::from_secs(30));
+        assert_eq!(c.supervisor.health_interval, Duration::from_secs(5));
+        assert_eq!(c.supervisor.health_failures, 3);
+        assert_eq!(c.reconnect.sync_interval, Duration::from_secs(30));
+        let c = parse(&format!(
+            "{CLASSIC}supervisor: {{ start_timeout_ms: 900, health_interval_ms: 250, \
+             health_failures: 2 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.supervisor.start_timeout, Duration::from_millis(900));
+        assert_eq!(c.supervisor.health_interval, Duration::from_millis(250));
+        assert_eq!(c.supervisor.health_failures, 2);
     }
 
     #[test]

@@ -239,6 +239,9 @@ mod tests {
             backoff_max: Duration::from_millis(1000),
             stable_after: Duration::from_secs(10),
             max_quick_crashes: 3,
+            start_timeout: Duration::from_secs(20),
+            health_interval: Duration::from_secs(1),
+            health_failures: 3,
         }
     }
 
