@@ -13,12 +13,19 @@ struct Supervised {
     herd: Herd,
 }
 
+const SUPERVISOR: &str = "backoff_initial_ms: 100, backoff_max_ms: 400, stop_timeout_ms: 3000, \
+                          stable_after_s: 5, max_quick_crashes: 5";
+
 impl Supervised {
     fn new() -> Supervised {
-        let extra = "supervisor: { backoff_initial_ms: 100, backoff_max_ms: 400, \
-                     stop_timeout_ms: 3000, stable_after_s: 5, max_quick_crashes: 5 }\n";
+        Supervised::with("", "")
+    }
+
+    /// With more `supervisor:` settings and more herd-file lines.
+    fn with(supervisor: &str, extra: &str) -> Supervised {
+        let yaml = format!("supervisor: {{ {SUPERVISOR}{supervisor} }}\n{extra}");
         Supervised {
-            herd: Herd::configure(CLASSIC, extra),
+            herd: Herd::configure(CLASSIC, &yaml),
         }
     }
 
@@ -256,4 +263,85 @@ fn clear_errors_for_bad_names_and_missing_config() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("already running (pid"), "{stderr}");
+}
+
+#[test]
+fn a_hung_node_is_killed_and_restarted_by_health_probes() {
+    let s = Supervised::with(", health_interval_ms: 300, health_failures: 2", "");
+    s.ok(&["start", "Welsh"]);
+    let hung = s.node_pid("Welsh").unwrap();
+    common::nix_kill(hung, "STOP");
+    wait_until("Welsh to be killed and restarted", || {
+        let n = s.node("Welsh");
+        n["state"] == "running" && n["pid"].as_u64().is_some_and(|p| p != hung as u64)
+    });
+    assert!(gone(hung), "the hung process was left behind");
+    let n = s.node("Welsh");
+    assert_eq!(n["restarts"], 1, "{n}");
+    let why = n["last_exit"].as_str().unwrap();
+    assert!(
+        why.starts_with("killed by SIGKILL (2 health probes in a row unanswered within 300 ms"),
+        "{why}"
+    );
+    assert!(s.serves("Welsh"));
+    // The table shows why, too.
+    let table = s.ok(&["status"]);
+    assert!(table.contains("health probes in a row"), "{table}");
+    // Probes are not wire traffic: the node's log does not record them.
+    let log = s.herd.log_text("Welsh");
+    assert!(log.contains("IAMAT probe"), "{log}");
+    assert!(!log.contains("HERD STATUS"), "{log}");
+}
+
+#[test]
+fn a_node_stuck_before_answering_is_killed_at_the_start_timeout() {
+    // The places file is a FIFO nobody writes: the node blocks opening it, before it
+    // listens, as a node stuck on a slow disk would.
+    let s = Supervised::with(
+        ", start_timeout_ms: 1500",
+        "places: { provider: offline, file: stuck.csv }\n",
+    );
+    let fifo = s.herd.path().join("stuck.csv");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = s.run(&["start", "Welsh"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "Welsh failed to start: killed by SIGKILL (did not answer as itself \
+                         within 1500 ms of starting (supervisor.start_timeout_ms))"
+        ),
+        "{stderr}"
+    );
+    assert!(s.node_pid("Welsh").is_none(), "the stuck process is gone");
+    assert_eq!(s.node("Welsh")["state"], "stopped");
+}
+
+#[test]
+fn a_start_sent_while_a_node_is_stopping_is_carried_out() {
+    let s = Supervised::new();
+    s.ok(&["start", "Welsh"]);
+    let old = s.node_pid("Welsh").unwrap();
+    // Frozen, it cannot act on SIGTERM: it stays `stopping` until the SIGKILL 3 s later.
+    common::nix_kill(old, "STOP");
+    let stop = common::Running::spawn(
+        s.herd
+            .herdctl()
+            .args(["stop", "Welsh"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    wait_until("Welsh to be stopping", || {
+        s.node("Welsh")["state"] == "stopping"
+    });
+    let out = s.ok(&["start", "Welsh"]);
+    assert!(out.contains("Welsh        running"), "{out}");
+    let new = s.node_pid("Welsh").unwrap();
+    assert_ne!(new, old);
+    assert!(gone(old));
+    drop(stop);
 }

@@ -170,7 +170,12 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
                 (prefix, true)
             }
         };
-        if !too_long {
+        // The supervisor's health probes and `herdctl status` ask every few seconds: their
+        // exchanges are logged only at debug level, so the log shows traffic, not polling.
+        let polling = !too_long && is_status_query(&line);
+        if polling {
+            tracing::debug!(target: "wire", "{remote} < {}", printable(&line));
+        } else if !too_long {
             tracing::info!(target: "wire", "{remote} < {}", printable(&line));
         }
         let reply = respond(
@@ -191,7 +196,11 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             } else {
                 &reply[..]
             };
-            tracing::info!(target: "wire", "{remote} > {}", printable(shown));
+            if polling {
+                tracing::debug!(target: "wire", "{remote} > {}", printable(shown));
+            } else {
+                tracing::info!(target: "wire", "{remote} > {}", printable(shown));
+            }
             out.extend_from_slice(&reply);
         }
         if let Role::Peer(from) = role {
@@ -233,6 +242,15 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
 async fn release_point(node: &Node, handoff: &mut Handoff, durable_at: &mut u64) {
     handoff.wait(node.config.links.write_timeout).await;
     node.wait_durable(std::mem::take(durable_at)).await;
+}
+
+/// Whether `line` is `HERD STATUS` (checked cheaply first: most lines are not `HERD`).
+fn is_status_query(line: &[u8]) -> bool {
+    line.trim_ascii_start().starts_with(b"HERD")
+        && matches!(
+            protocol::parse_line(line),
+            Some(Command::Peer(PeerMessage::StatusQuery))
+        )
 }
 
 /// Whether an IAMAT or WHATSAT names a client id longer than `limits.max_client_id_bytes`.

@@ -16,15 +16,17 @@ use tokio::net::UnixStream;
 
 use super::control::{call, NodeReport, Request, Response};
 use super::machine::State;
-use super::{node_stderr_path, process, RunPaths};
+use super::{files, node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
 use crate::pidlock::PidLock;
 use crate::protocol::NodeFigures;
 
-/// How long `start` waits for every node to answer.
-const START_DEADLINE: Duration = Duration::from_secs(60);
+/// How long `start` waits for a node to answer beyond what the supervisor allows it (a
+/// node still stopping, then `supervisor.start_timeout_ms`): the supervisor gives up first
+/// and says why.
+const START_GRACE: Duration = Duration::from_secs(10);
 /// How long a new supervisor has to open its socket.
 const DAEMON_DEADLINE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
@@ -227,6 +229,8 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
     let mut reports = supervisor.call(&Request::Start {
         names: targets.to_vec(),
     })?;
+    let settings = &supervisor.config.supervisor;
+    let deadline = settings.stop_timeout + settings.start_timeout + START_GRACE;
     let progress = Progress::new(selected(&reports, targets).iter().map(|r| r.name.as_str()));
     let mut outcome: BTreeMap<String, std::result::Result<String, String>> = BTreeMap::new();
     loop {
@@ -250,13 +254,13 @@ fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCod
         if outcome.len() == selected(&reports, targets).len() {
             break;
         }
-        if began.elapsed() > START_DEADLINE {
+        if began.elapsed() > deadline {
             for report in selected(&reports, targets) {
                 outcome.entry(report.name.clone()).or_insert_with(|| {
                     Err(format!(
                         "still {} after {}s",
                         report.state.as_str(),
-                        START_DEADLINE.as_secs()
+                        deadline.as_secs()
                     ))
                 });
             }
@@ -334,14 +338,16 @@ fn wait_for_links(supervisor: &Supervisor, names: &[String], machine: &Machine) 
     false
 }
 
-/// Why a node did not come up: how it exited and the last lines it wrote to stderr.
+/// Why a node did not come up: how it exited and the last lines its latest run wrote to
+/// stderr.
 fn failure_reason(config: &HerdConfig, report: &NodeReport) -> String {
     let exit = report.last_exit.as_deref().unwrap_or("exited");
-    let tail = last_lines(&node_stderr_path(config, &report.name), 5);
-    if tail.is_empty() {
+    let said = files::latest_run_lines(&node_stderr_path(config, &report.name), 5);
+    if said.is_empty() {
         exit.to_owned()
     } else {
-        format!("{exit}; it said:\n{tail}")
+        let said: Vec<String> = said.iter().map(|l| format!("  {l}")).collect();
+        format!("{exit}; it said:\n{}", said.join("\n"))
     }
 }
 
@@ -494,9 +500,15 @@ struct StatusRow {
     recovered: Option<usize>,
     /// Records anti-entropy brought the node since it started.
     synced: Option<u64>,
+    /// How the last process ended: exit code or signal, and why when the supervisor ended
+    /// it (health probes, start timeout, `herdctl kill`).
     last_exit: Option<String>,
+    /// The last line the last process wrote to stderr (a panic message, an error).
+    last_words: Option<String>,
     /// For a node in backoff: how long until the supervisor restarts it.
     backoff_ms: Option<u64>,
+    /// Health probes of the running process unanswered in a row.
+    failed_probes: u32,
 }
 
 /// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
@@ -538,7 +550,9 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 recovered: f.map(|f| f.recovered),
                 synced: f.map(|f| f.synced),
                 last_exit: r.last_exit.clone(),
+                last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
+                failed_probes: r.failed_probes,
             };
             if local {
                 return row;
@@ -553,7 +567,9 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 uptime_s: f.map(|f| f.uptime_ms / 1000),
                 restarts: None,
                 last_exit: None,
+                last_words: None,
                 backoff_ms: None,
+                failed_probes: 0,
                 ..row
             }
         })
@@ -593,8 +609,11 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
                     .map(|s| now.saturating_duration_since(s).as_millis() as u64),
                 restarts: 0,
                 last_exit: None,
+                last_words: None,
                 backoff_ms: None,
                 crashes_this_start: 0,
+                failed_probes: 0,
+                start_queued: false,
             }
         })
         .collect()
@@ -693,12 +712,26 @@ fn print_table(rows: &[StatusRow]) {
                 .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
             r.recovered.map_or_else(dash, |n| n.to_string()),
             r.synced.map_or_else(dash, |n| n.to_string()),
-            match (r.last_exit.as_deref(), r.backoff_ms) {
-                (Some(exit), Some(ms)) => format!("{exit}; restart in {:.1}s", ms as f64 / 1000.0),
-                (exit, _) => exit.unwrap_or("-").to_owned(),
-            },
+            last_exit_column(r),
         );
     }
+}
+
+/// The LAST EXIT column: how the last process ended and its last words, then what is
+/// happening now (a restart pending, probes failing).
+fn last_exit_column(row: &StatusRow) -> String {
+    let mut text = match (&row.last_exit, &row.last_words) {
+        (Some(exit), Some(words)) => format!("{exit}: \"{words}\""),
+        (Some(exit), None) => exit.clone(),
+        (None, _) => "-".to_owned(),
+    };
+    if let Some(ms) = row.backoff_ms {
+        text += &format!("; restart in {:.1}s", ms as f64 / 1000.0);
+    }
+    if row.failed_probes > 0 {
+        text += &format!("; {} health probe(s) unanswered", row.failed_probes);
+    }
+    text
 }
 
 fn format_uptime(seconds: u64) -> String {

@@ -33,11 +33,21 @@ pub struct NodeReport {
     pub port: u16,
     pub uptime_ms: Option<u64>,
     pub restarts: u32,
+    /// How the last process ended (status or signal), and why when the supervisor ended it.
     pub last_exit: Option<String>,
+    /// The last line the last process wrote to its stderr.
+    #[serde(default)]
+    pub last_words: Option<String>,
     /// How long until a node in backoff is restarted.
     pub backoff_ms: Option<u64>,
     /// Crashes since the last start request (reset before the start is answered).
     pub crashes_this_start: u32,
+    /// Health probes of the running process unanswered in a row.
+    #[serde(default)]
+    pub failed_probes: u32,
+    /// A start asked for while the node was stopping, carried out once it is gone.
+    #[serde(default)]
+    pub start_queued: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

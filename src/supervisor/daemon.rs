@@ -16,29 +16,17 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::control::{NodeReport, Request, Response};
+use super::files::{self, Rotate};
 use super::machine::{Action, Event, NodeMachine, State};
-use super::{node_stderr_path, process, RunPaths};
-use crate::commands::node_lock_path;
+use super::process::{NodeOs, ProcessNews, RealOs};
+use super::{node_stderr_path, RunPaths};
 use crate::config::HerdConfig;
-use crate::hosts::Endpoint;
 use crate::pidlock::PidLock;
 
-/// How often the loop looks at timers, readiness and adopted nodes.
+/// How often the loop looks at timers, probes and adopted nodes.
 const TICK: Duration = Duration::from_millis(50);
-
-/// Something that happened to a node process, tagged with its pid so that news about an
-/// earlier process of the same node is never applied to the current one.
-enum ProcessNews {
-    Exited {
-        pid: u32,
-        how: String,
-    },
-    /// A readiness probe finished; `ready` when the node answered as itself.
-    Probed {
-        pid: u32,
-        ready: bool,
-    },
-}
+/// How often full log files (nodes' stderr, the supervisor's own log) are rotated.
+const ROTATE_EVERY: Duration = Duration::from_secs(10);
 
 type ControlMessage = (Request, oneshot::Sender<Response>);
 
@@ -70,7 +58,9 @@ pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
             config.path.display(),
             paths.socket.display()
         );
-        Supervisor::new(config).run(listener).await
+        let (news_tx, news_rx) = mpsc::unbounded_channel();
+        let supervisor = Supervisor::new(config, RealOs::new(news_tx));
+        supervisor.run(listener, news_rx, &paths).await
     })?;
     let _ = std::fs::remove_file(&paths.socket);
     Ok(ExitCode::SUCCESS)
@@ -88,42 +78,45 @@ fn bind_socket(paths: &RunPaths) -> Result<UnixListener> {
     Ok(listener)
 }
 
-struct Supervisor {
+/// Every node's state machine, and the OS calls that carry out what they ask for. Time is
+/// passed in, and news of processes is handed over by the caller, so tests drive it with a
+/// fake [`NodeOs`] and a made-up clock.
+pub struct Supervisor<O: NodeOs> {
     config: Arc<HerdConfig>,
     machines: BTreeMap<String, NodeMachine>,
     /// Nodes found running at start-up: not our children, so their end is seen through
     /// their lock rather than waitpid.
     adopted: BTreeSet<String>,
-    /// Nodes with a readiness probe in flight.
-    probing: BTreeSet<String>,
-    news_tx: mpsc::UnboundedSender<(String, ProcessNews)>,
-    news_rx: mpsc::UnboundedReceiver<(String, ProcessNews)>,
+    os: O,
     shutting_down: bool,
 }
 
-impl Supervisor {
-    fn new(config: HerdConfig) -> Supervisor {
+impl<O: NodeOs> Supervisor<O> {
+    pub fn new(config: HerdConfig, os: O) -> Supervisor<O> {
         let machines = config
             .servers
             .keys()
             .map(|name| (name.clone(), NodeMachine::new(config.supervisor)))
             .collect();
-        let (news_tx, news_rx) = mpsc::unbounded_channel();
         Supervisor {
             config: Arc::new(config),
             machines,
             adopted: BTreeSet::new(),
-            probing: BTreeSet::new(),
-            news_tx,
-            news_rx,
+            os,
             shutting_down: false,
         }
     }
 
-    async fn run(mut self, listener: UnixListener) -> Result<()> {
-        self.adopt_running_nodes();
+    async fn run(
+        mut self,
+        listener: UnixListener,
+        mut news: mpsc::UnboundedReceiver<(String, ProcessNews)>,
+        paths: &RunPaths,
+    ) -> Result<()> {
+        self.adopt_running_nodes(Instant::now());
         let (control_tx, mut control_rx) = mpsc::unbounded_channel::<ControlMessage>();
         let mut tick = tokio::time::interval(TICK);
+        let mut rotate = tokio::time::interval(ROTATE_EVERY);
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
@@ -135,17 +128,18 @@ impl Supervisor {
                     Err(e) => tracing::warn!("control socket accept failed: {e}"),
                 },
                 Some((request, reply)) = control_rx.recv() => {
-                    let response = self.handle_request(request);
+                    let response = self.handle_request(request, Instant::now());
                     let _ = reply.send(response);
                 }
-                Some((name, news)) = self.news_rx.recv() => self.handle_news(&name, news),
+                Some((name, news)) = news.recv() => self.handle_news(&name, news, Instant::now()),
                 _ = tick.tick() => {
-                    self.on_tick();
-                    if self.shutting_down && self.machines.values().all(|m| m.state == State::Stopped) {
+                    self.on_tick(Instant::now());
+                    if self.finished() {
                         tracing::info!("every node stopped; supervisor exiting");
                         return Ok(());
                     }
                 }
+                _ = rotate.tick() => self.rotate_files(paths),
                 _ = terminate.recv() => {
                     // Leave the nodes serving: the next supervisor adopts them.
                     tracing::info!("SIGTERM: supervisor exiting, nodes left running");
@@ -155,15 +149,38 @@ impl Supervisor {
         }
     }
 
+    /// After a shutdown request, once every node is stopped.
+    pub fn finished(&self) -> bool {
+        self.shutting_down && self.machines.values().all(|m| m.state == State::Stopped)
+    }
+
+    /// Rotates full files that live processes append to: each node's stderr and this
+    /// daemon's own log (its stdout and stderr).
+    fn rotate_files(&self, paths: &RunPaths) {
+        let full = std::iter::once((paths.log.clone(), files::SUPERVISOR_LOG_MAX_BYTES)).chain(
+            self.machines.keys().map(|name| {
+                (
+                    node_stderr_path(&self.config, name),
+                    files::STDERR_MAX_BYTES,
+                )
+            }),
+        );
+        for (path, max) in full {
+            match files::rotate_if_larger(&path, max, Rotate::InPlace) {
+                Ok(true) => tracing::info!("rotated {}", path.display()),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot rotate {}: {e}", path.display()),
+            }
+        }
+    }
+
     /// Nodes still running from an earlier supervisor (or started by hand) are adopted with
     /// their real pid and start time.
-    fn adopt_running_nodes(&mut self) {
-        let now = Instant::now();
+    pub fn adopt_running_nodes(&mut self, now: Instant) {
         let names: Vec<String> = self.machines.keys().cloned().collect();
         for name in names {
-            let lock = node_lock_path(&self.config, &name);
-            if let Ok(Some(pid)) = PidLock::holder(&lock) {
-                let started = process::process_start(pid).unwrap_or(now);
+            if let Some(pid) = self.os.lock_holder(&self.config, &name) {
+                let started = self.os.process_start(pid).unwrap_or(now);
                 tracing::info!("adopted {name} (pid {pid})");
                 self.adopted.insert(name.clone());
                 self.apply(&name, Event::Adopted { pid, started }, now);
@@ -171,8 +188,7 @@ impl Supervisor {
         }
     }
 
-    fn handle_request(&mut self, request: Request) -> Response {
-        let now = Instant::now();
+    pub fn handle_request(&mut self, request: Request, now: Instant) -> Response {
         let named: &[String] = match &request {
             Request::Start { names } | Request::Stop { names } => names,
             Request::Kill { name } => std::slice::from_ref(name),
@@ -180,7 +196,11 @@ impl Supervisor {
         };
         if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
             return Response::Error {
-                message: format!("no server named {unknown:?}"),
+                message: format!(
+                    "no server named {unknown:?} in the herd the supervisor runs; if you added \
+                     it to {}, apply it with: herdctl reload",
+                    self.config.path.display()
+                ),
             };
         }
         match request {
@@ -219,53 +239,53 @@ impl Supervisor {
         }
     }
 
-    fn handle_news(&mut self, name: &str, news: ProcessNews) {
-        let now = Instant::now();
-        let current = self.machines[name].pid;
+    pub fn handle_news(&mut self, name: &str, news: ProcessNews, now: Instant) {
+        let Some(machine) = self.machines.get(name) else {
+            return; // a node removed by a reload
+        };
+        let current = machine.pid;
         match news {
-            ProcessNews::Exited { pid, how } if current == Some(pid) => {
+            ProcessNews::Exited {
+                pid,
+                how,
+                last_words,
+            } if current == Some(pid) => {
                 tracing::info!("{name} (pid {pid}) {how}");
-                self.apply(name, Event::Exited { how }, now);
+                self.apply(name, Event::Exited { how, last_words }, now);
             }
-            ProcessNews::Probed { pid, ready } => {
-                self.probing.remove(name);
-                if ready && current == Some(pid) && self.machines[name].state == State::Starting {
+            ProcessNews::Probed { pid, answered } if current == Some(pid) => {
+                let state = self.machines[name].state;
+                if state == State::Starting && answered {
                     tracing::info!("{name} (pid {pid}) ready");
-                    self.apply(name, Event::Ready, now);
+                } else if state == State::Running && !answered {
+                    tracing::warn!("{name} (pid {pid}) did not answer a health probe");
                 }
+                self.apply(name, Event::Probed { answered }, now);
             }
-            ProcessNews::Exited { .. } => {} // about a process that is no longer this node's
+            // About a process that is no longer this node's.
+            ProcessNews::Exited { .. } | ProcessNews::Probed { .. } => {}
         }
     }
 
-    fn on_tick(&mut self) {
-        let now = Instant::now();
+    pub fn on_tick(&mut self, now: Instant) {
         let names: Vec<String> = self.machines.keys().cloned().collect();
         for name in names {
             self.apply(&name, Event::Tick, now);
-            let machine = &self.machines[&name];
-            let Some(pid) = machine.pid else { continue };
-            if self.adopted.contains(&name) {
-                let lock = node_lock_path(&self.config, &name);
-                if PidLock::holder(&lock).ok().flatten() != Some(pid) {
-                    let _ = self.news_tx.send((
-                        name.clone(),
-                        ProcessNews::Exited {
-                            pid,
-                            how: "exited (adopted: status unknown)".into(),
-                        },
-                    ));
-                }
-            }
-            if machine.state == State::Starting && !self.probing.contains(&name) {
-                self.probing.insert(name.clone());
-                let address = self.config.local_endpoint(&self.config.servers[&name]);
-                let news = self.news_tx.clone();
-                let probe_name = name.clone();
-                tokio::spawn(async move {
-                    let ready = answers_as(address, pid).await;
-                    let _ = news.send((probe_name, ProcessNews::Probed { pid, ready }));
-                });
+            let Some(pid) = self.machines[&name].pid else {
+                continue;
+            };
+            if self.adopted.contains(&name) && self.os.lock_holder(&self.config, &name) != Some(pid)
+            {
+                let last_words = self.os.last_words(&self.config, &name);
+                self.handle_news(
+                    &name,
+                    ProcessNews::Exited {
+                        pid,
+                        how: "exited (adopted: status unknown)".into(),
+                        last_words,
+                    },
+                    now,
+                );
             }
         }
     }
@@ -279,26 +299,16 @@ impl Supervisor {
             Action::Spawn => self.spawn(name, now),
             Action::Terminate(pid) => self.signal(name, pid, Signal::SIGTERM),
             Action::Kill(pid) => self.signal(name, pid, Signal::SIGKILL),
+            Action::Probe { pid, timeout } => self.os.probe(&self.config, name, pid, timeout),
         }
     }
 
     fn spawn(&mut self, name: &str, now: Instant) {
         self.adopted.remove(name);
-        let stderr = node_stderr_path(&self.config, name);
-        match process::spawn_node(&self.config, name, &stderr) {
-            Ok(mut child) => {
-                let pid = child.id().expect("a just-spawned child has a pid");
+        match self.os.spawn(&self.config, name) {
+            Ok(pid) => {
                 tracing::info!("started {name} (pid {pid})");
                 self.apply(name, Event::Spawned { pid }, now);
-                let news = self.news_tx.clone();
-                let name = name.to_owned();
-                tokio::spawn(async move {
-                    let how = match child.wait().await {
-                        Ok(status) => process::describe_exit(status),
-                        Err(e) => format!("lost track: {e}"),
-                    };
-                    let _ = news.send((name, ProcessNews::Exited { pid, how }));
-                });
             }
             Err(e) => {
                 tracing::warn!("cannot start {name}: {e:#}");
@@ -313,14 +323,12 @@ impl Supervisor {
         }
     }
 
-    fn signal(&self, name: &str, pid: u32, signal: Signal) {
+    fn signal(&mut self, name: &str, pid: u32, signal: Signal) {
         tracing::info!("sending {signal} to {name} (pid {pid})");
-        if let Err(e) = process::signal_node(pid, signal) {
-            tracing::warn!("{e:#}");
-        }
+        self.os.signal(pid, signal);
     }
 
-    fn reports(&self, now: Instant) -> Vec<NodeReport> {
+    pub fn reports(&self, now: Instant) -> Vec<NodeReport> {
         self.machines
             .iter()
             .map(|(name, m)| NodeReport {
@@ -334,18 +342,14 @@ impl Supervisor {
                     .map(|s| now.saturating_duration_since(s).as_millis() as u64),
                 restarts: m.restarts,
                 last_exit: m.last_exit.clone(),
+                last_words: m.last_words.clone(),
                 backoff_ms: m.backoff_remaining(now).map(|d| d.as_millis() as u64),
                 crashes_this_start: m.crashes_since_start,
+                failed_probes: m.failed_probes,
+                start_queued: m.start_queued(),
             })
             .collect()
     }
-}
-
-/// Whether the node on `address` answers `HERD STATUS` as process `pid`: the port merely
-/// accepting could be some other program squatting on it.
-async fn answers_as(address: Endpoint, pid: u32) -> bool {
-    let figures = super::ask_figures(address, Duration::from_secs(2)).await;
-    figures.is_some_and(|f| f.pid == pid)
 }
 
 /// Reads one request from a CLI connection, has the loop answer it, writes the answer.
@@ -373,4 +377,211 @@ async fn serve_client(stream: UnixStream, control: mpsc::UnboundedSender<Control
     let mut text = serde_json::to_string(&response).expect("responses serialize");
     text.push('\n');
     let _ = writer.write_all(text.as_bytes()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Records what the supervisor asked of the OS; the test plays the OS's answers.
+    #[derive(Default)]
+    struct FakeOs {
+        next_pid: u32,
+        spawned: Vec<(String, u32)>,
+        signals: Vec<(u32, Signal)>,
+        probes: Vec<(String, u32, Duration)>,
+        locks: BTreeMap<String, u32>,
+        stderr: BTreeMap<String, String>,
+    }
+
+    impl NodeOs for FakeOs {
+        fn spawn(&mut self, _: &HerdConfig, name: &str) -> Result<u32> {
+            self.next_pid += 1;
+            let pid = 100 + self.next_pid;
+            self.spawned.push((name.to_owned(), pid));
+            Ok(pid)
+        }
+        fn signal(&mut self, pid: u32, signal: Signal) {
+            self.signals.push((pid, signal));
+        }
+        fn probe(&mut self, _: &HerdConfig, name: &str, pid: u32, timeout: Duration) {
+            self.probes.push((name.to_owned(), pid, timeout));
+        }
+        fn lock_holder(&self, _: &HerdConfig, name: &str) -> Option<u32> {
+            self.locks.get(name).copied()
+        }
+        fn process_start(&self, _: u32) -> Option<Instant> {
+            None
+        }
+        fn last_words(&self, _: &HerdConfig, name: &str) -> Option<String> {
+            self.stderr.get(name).cloned()
+        }
+    }
+
+    fn supervisor() -> Supervisor<FakeOs> {
+        let config = HerdConfig::parse(
+            "servers:\n  A: { port: 1, peers: [B] }\n  B: { port: 2 }\nsupervisor: { \
+             health_interval_ms: 1000, health_failures: 2, start_timeout_ms: 5000, \
+             backoff_initial_ms: 100, stop_timeout_ms: 3000 }\n",
+            Path::new("/h/herd.yaml"),
+        )
+        .unwrap();
+        Supervisor::new(config, FakeOs::default())
+    }
+
+    fn start(names: &[&str]) -> Request {
+        Request::Start {
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn probed(pid: u32, answered: bool) -> ProcessNews {
+        ProcessNews::Probed { pid, answered }
+    }
+
+    fn report(s: &Supervisor<FakeOs>, name: &str, now: Instant) -> NodeReport {
+        s.reports(now).into_iter().find(|r| r.name == name).unwrap()
+    }
+
+    /// Starts A and has it answer its readiness probe; returns its pid.
+    fn start_a(s: &mut Supervisor<FakeOs>, now: Instant) -> u32 {
+        s.handle_request(start(&["A"]), now);
+        let (_, pid) = s.os.spawned.last().cloned().unwrap();
+        s.on_tick(now);
+        assert_eq!(s.os.probes.last().unwrap().1, pid, "a readiness probe");
+        s.handle_news("A", probed(pid, true), now);
+        assert_eq!(report(s, "A", now).state, State::Running);
+        pid
+    }
+
+    #[test]
+    fn a_hung_node_is_killed_by_health_probes_and_restarted() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let pid = start_a(&mut s, t0);
+        let mut now = t0;
+        for round in 1..=2 {
+            now += Duration::from_secs(1);
+            s.on_tick(now);
+            let (name, probed_pid, timeout) = s.os.probes.last().cloned().unwrap();
+            assert_eq!((name.as_str(), probed_pid), ("A", pid));
+            assert_eq!(timeout, Duration::from_secs(1));
+            s.handle_news("A", probed(pid, false), now);
+            assert_eq!(report(&s, "A", now).failed_probes, round);
+        }
+        assert_eq!(s.os.signals, [(pid, Signal::SIGKILL)]);
+        s.handle_news(
+            "A",
+            ProcessNews::Exited {
+                pid,
+                how: "killed by SIGKILL".into(),
+                last_words: Some("peer link to B up".into()),
+            },
+            now,
+        );
+        let r = report(&s, "A", now);
+        assert_eq!(r.state, State::Backoff);
+        let why = r.last_exit.unwrap();
+        assert!(
+            why.starts_with("killed by SIGKILL (2 health probes"),
+            "{why}"
+        );
+        assert_eq!(r.last_words.as_deref(), Some("peer link to B up"));
+        // Restarted by policy after the backoff.
+        s.on_tick(now + Duration::from_millis(100));
+        assert_eq!(s.os.spawned.len(), 2);
+        assert_eq!(report(&s, "A", now).restarts, 1);
+    }
+
+    #[test]
+    fn a_start_while_stopping_is_carried_out_when_the_node_is_gone() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let pid = start_a(&mut s, t0);
+        s.handle_request(Request::Stop { names: vec![] }, t0);
+        assert_eq!(s.os.signals, [(pid, Signal::SIGTERM)]);
+        let r = s.handle_request(start(&["A"]), t0);
+        let Response::Ok { nodes } = r else { panic!() };
+        assert!(nodes[0].start_queued);
+        assert_eq!(s.os.spawned.len(), 1, "not while the old process lives");
+        // B was never started: a start for it is not queued, it starts at once.
+        s.handle_news(
+            "A",
+            ProcessNews::Exited {
+                pid,
+                how: "exit status 0".into(),
+                last_words: None,
+            },
+            t0,
+        );
+        assert_eq!(s.os.spawned.len(), 2);
+        assert_eq!(report(&s, "A", t0).state, State::Starting);
+    }
+
+    #[test]
+    fn news_of_an_earlier_process_is_ignored() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let old = start_a(&mut s, t0);
+        s.handle_request(Request::Kill { name: "A".into() }, t0);
+        s.handle_news(
+            "A",
+            ProcessNews::Exited {
+                pid: old,
+                how: "killed by SIGKILL".into(),
+                last_words: None,
+            },
+            t0,
+        );
+        let now = t0 + Duration::from_millis(100);
+        s.on_tick(now);
+        let (_, new) = s.os.spawned.last().cloned().unwrap();
+        assert_ne!(new, old);
+        // A late exit and a late probe answer of the old process change nothing.
+        s.handle_news(
+            "A",
+            ProcessNews::Exited {
+                pid: old,
+                how: "exit status 1".into(),
+                last_words: None,
+            },
+            now,
+        );
+        s.handle_news("A", probed(old, true), now);
+        let r = report(&s, "A", now);
+        assert_eq!((r.state, r.pid), (State::Starting, Some(new)));
+        assert_eq!(
+            r.last_exit.as_deref(),
+            Some("killed by SIGKILL (herdctl kill)")
+        );
+    }
+
+    #[test]
+    fn an_adopted_node_that_dies_is_seen_through_its_lock() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        s.os.locks.insert("B".into(), 77);
+        s.adopt_running_nodes(t0);
+        assert_eq!(report(&s, "B", t0).state, State::Running);
+        s.os.locks.remove("B");
+        s.os.stderr
+            .insert("B".into(), "thread 'main' panicked at src/x.rs:1:1".into());
+        s.on_tick(t0);
+        let r = report(&s, "B", t0);
+        assert_eq!(r.state, State::Backoff);
+        assert_eq!(
+            r.last_words.as_deref(),
+            Some("thread 'main' panicked at src/x.rs:1:1")
+        );
+    }
+
+    #[test]
+    fn unknown_names_point_at_reload() {
+        let mut s = supervisor();
+        let Response::Error { message } = s.handle_request(start(&["C"]), Instant::now()) else {
+            panic!("C is not in the herd");
+        };
+        assert!(message.contains("herdctl reload"), "{message}");
+    }
 }

@@ -44,6 +44,12 @@ pub enum Action {
     Spawn,
     Terminate(u32),
     Kill(u32),
+    /// Ask the node whether it answers as process `pid` (`HERD STATUS`), giving up after
+    /// `timeout`; the answer comes back as [`Event::Probed`].
+    Probe {
+        pid: u32,
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +66,21 @@ pub enum Event {
     SpawnFailed { reason: String },
     /// A node found already running (started by an earlier supervisor).
     Adopted { pid: u32, started: Instant },
-    /// The node answered on its port.
-    Ready,
-    /// The process ended; `how` says with what status or signal, when known.
-    Exited { how: String },
+    /// A probe finished: `answered` when the node answered as itself in time.
+    Probed { answered: bool },
+    /// The process ended; `how` says with what status or signal, when known, and
+    /// `last_words` is the last line it wrote to stderr, if any.
+    Exited {
+        how: String,
+        last_words: Option<String>,
+    },
     /// Time passed.
     Tick,
 }
+
+/// A readiness probe of a starting node gives up after this long at most (a node that
+/// listens answers in milliseconds; the next probe follows at once).
+const MAX_READINESS_PROBE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct NodeMachine {
@@ -78,12 +92,24 @@ pub struct NodeMachine {
     pub restarts: u32,
     /// Crashes in a row without a stable uptime between them.
     pub quick_crashes: u32,
-    /// How the last process ended.
+    /// How the last process ended, and why, when the supervisor ended it.
     pub last_exit: Option<String>,
+    /// The last line the last process wrote to stderr.
+    pub last_words: Option<String>,
     /// Crashes since the last operator start (an operator start resets it before replying,
     /// so `herdctl start` can tell a crash on start from an older one).
     pub crashes_since_start: u32,
+    /// Health probes of the running process failed in a row.
+    pub failed_probes: u32,
+    /// Stop deadline, backoff end, or start deadline, by state.
     deadline: Option<Instant>,
+    /// A start asked for while stopping: carried out once the process is gone.
+    start_queued: bool,
+    probe_in_flight: bool,
+    next_probe: Option<Instant>,
+    /// Why the supervisor itself killed the current process (health, start timeout,
+    /// `herdctl kill`), added to how it exited.
+    kill_reason: Option<String>,
     settings: SupervisorSettings,
 }
 
@@ -96,16 +122,32 @@ impl NodeMachine {
             restarts: 0,
             quick_crashes: 0,
             last_exit: None,
+            last_words: None,
             crashes_since_start: 0,
+            failed_probes: 0,
             deadline: None,
+            start_queued: false,
+            probe_in_flight: false,
+            next_probe: None,
+            kill_reason: None,
             settings,
         }
+    }
+
+    /// New settings from a reload; they apply from the next timer each one sets.
+    pub fn set_settings(&mut self, settings: SupervisorSettings) {
+        self.settings = settings;
     }
 
     /// The delay before restart number `crashes` in a row: initial * 2^(crashes-1), capped.
     pub fn backoff_delay(&self, crashes: u32) -> Duration {
         let doublings = crashes.saturating_sub(1).min(20);
         (self.settings.backoff_initial * 2u32.pow(doublings)).min(self.settings.backoff_max)
+    }
+
+    /// Whether a start was asked for while the node was stopping.
+    pub fn start_queued(&self) -> bool {
+        self.start_queued
     }
 
     /// Applies `event` at time `now`; returns what the supervisor must do.
@@ -117,30 +159,51 @@ impl NodeMachine {
                 if self.state != Backoff {
                     self.quick_crashes = 0;
                 }
-                self.state = Starting;
-                self.deadline = None;
-                Some(Action::Spawn)
+                self.begin_start()
             }
-            (Starting | Running | Stopping, Event::Start) => None,
+            // Carried out when the old process is gone: dropping it would leave the node
+            // stopped although the operator asked for it to run.
+            (Stopping, Event::Start) => {
+                self.crashes_since_start = 0;
+                self.start_queued = true;
+                None
+            }
+            (Starting | Running, Event::Start) => None,
 
-            (Starting | Running, Event::Stop) => {
-                self.state = Stopping;
-                self.deadline = Some(now + self.settings.stop_timeout);
-                self.pid.map(Action::Terminate)
+            (Starting | Running, Event::Stop) => match self.pid {
+                Some(pid) => {
+                    self.state = Stopping;
+                    self.deadline = Some(now + self.settings.stop_timeout);
+                    Some(Action::Terminate(pid))
+                }
+                None => {
+                    self.state = Stopped;
+                    self.deadline = None;
+                    None
+                }
+            },
+            (Stopping, Event::Stop) => {
+                self.start_queued = false;
+                None
             }
             (Backoff | Fatal, Event::Stop) => {
                 self.state = Stopped;
                 self.deadline = None;
                 None
             }
-            (Stopped | Stopping, Event::Stop) => None,
+            (Stopped, Event::Stop) => None,
 
-            (Starting | Running, Event::Crash) => self.pid.map(Action::Kill),
+            (Starting | Running, Event::Crash) => {
+                let pid = self.pid?;
+                self.kill_reason = Some("herdctl kill".into());
+                Some(Action::Kill(pid))
+            }
             (_, Event::Crash) => None,
 
             (Starting, Event::Spawned { pid }) => {
                 self.pid = Some(pid);
                 self.since = Some(now);
+                self.deadline = Some(now + self.settings.start_timeout);
                 None
             }
             (_, Event::Spawned { pid }) => Some(Action::Kill(pid)), // not wanted any more
@@ -150,36 +213,97 @@ impl NodeMachine {
             (_, Event::Adopted { pid, started }) => {
                 self.pid = Some(pid);
                 self.since = Some(started);
-                self.state = Running;
+                self.became_running(now);
                 None
             }
 
-            (Starting, Event::Ready) => {
-                self.state = Running;
-                None
-            }
-            (_, Event::Ready) => None,
-
-            (Stopping, Event::Exited { how }) => {
-                self.last_exit = Some(how);
-                self.pid = None;
-                self.since = None;
-                self.state = Stopped;
-                self.deadline = None;
-                None
-            }
-            (Starting | Running, Event::Exited { how }) => {
-                let uptime = self.since.map(|s| now.saturating_duration_since(s));
-                if uptime.is_some_and(|u| u >= self.settings.stable_after) {
-                    self.quick_crashes = 0;
+            (Starting, Event::Probed { answered }) => {
+                self.probe_in_flight = false;
+                if answered {
+                    self.became_running(now);
                 }
-                self.crashed(how, now)
+                None
             }
-            (_, Event::Exited { how }) => {
-                self.last_exit = Some(how);
+            (Running, Event::Probed { answered }) => {
+                self.probe_in_flight = false;
+                if answered {
+                    self.failed_probes = 0;
+                    return None;
+                }
+                self.failed_probes += 1;
+                if self.failed_probes < self.settings.health_failures || self.kill_reason.is_some()
+                {
+                    return None;
+                }
+                // Hung (stopped, deadlocked, overloaded past the interval): SIGKILL, as
+                // SIGTERM would wait on the very thing that hangs. The exit then takes the
+                // crash path, so the restart policy applies.
+                self.kill_reason = Some(format!(
+                    "{} health probes in a row unanswered within {} ms (supervisor.health_failures)",
+                    self.failed_probes,
+                    self.settings.health_interval.as_millis()
+                ));
+                self.pid.map(Action::Kill)
+            }
+            (_, Event::Probed { .. }) => {
+                self.probe_in_flight = false;
                 None
             }
 
+            (state, Event::Exited { how, last_words }) => {
+                let how = match self.kill_reason.take() {
+                    Some(why) => format!("{how} ({why})"),
+                    None => how,
+                };
+                self.last_words = last_words;
+                match state {
+                    Stopping => {
+                        self.last_exit = Some(how);
+                        self.pid = None;
+                        self.since = None;
+                        self.state = Stopped;
+                        self.deadline = None;
+                        if std::mem::take(&mut self.start_queued) {
+                            return self.begin_start();
+                        }
+                        None
+                    }
+                    Starting | Running => {
+                        let uptime = self.since.map(|s| now.saturating_duration_since(s));
+                        if uptime.is_some_and(|u| u >= self.settings.stable_after) {
+                            self.quick_crashes = 0;
+                        }
+                        self.crashed(how, now)
+                    }
+                    _ => {
+                        self.last_exit = Some(how);
+                        None
+                    }
+                }
+            }
+
+            (Starting, Event::Tick) => {
+                let pid = self.pid?;
+                if self.deadline.is_some_and(|d| now >= d) {
+                    if self.kill_reason.is_some() {
+                        return None; // SIGKILL sent; waiting for the exit
+                    }
+                    self.kill_reason = Some(format!(
+                        "did not answer as itself within {} ms of starting \
+                         (supervisor.start_timeout_ms)",
+                        self.settings.start_timeout.as_millis()
+                    ));
+                    return Some(Action::Kill(pid));
+                }
+                if self.probe_in_flight {
+                    return None;
+                }
+                self.probe_in_flight = true;
+                Some(Action::Probe {
+                    pid,
+                    timeout: self.settings.health_interval.min(MAX_READINESS_PROBE),
+                })
+            }
             (Running, Event::Tick) => {
                 let stable = self.since.is_some_and(|s| {
                     now.saturating_duration_since(s) >= self.settings.stable_after
@@ -187,13 +311,23 @@ impl NodeMachine {
                 if stable {
                     self.quick_crashes = 0;
                 }
-                None
+                let pid = self.pid?;
+                if self.probe_in_flight
+                    || self.kill_reason.is_some()
+                    || self.next_probe.is_some_and(|t| now < t)
+                {
+                    return None;
+                }
+                self.probe_in_flight = true;
+                self.next_probe = Some(now + self.settings.health_interval);
+                Some(Action::Probe {
+                    pid,
+                    timeout: self.settings.health_interval,
+                })
             }
             (Backoff, Event::Tick) if self.deadline.is_some_and(|d| now >= d) => {
-                self.state = Starting;
                 self.restarts += 1;
-                self.deadline = None;
-                Some(Action::Spawn)
+                self.begin_start()
             }
             (Stopping, Event::Tick) if self.deadline.is_some_and(|d| now >= d) => {
                 // Still alive after SIGTERM's grace period: SIGKILL, once.
@@ -204,10 +338,27 @@ impl NodeMachine {
         }
     }
 
+    fn begin_start(&mut self) -> Option<Action> {
+        self.state = State::Starting;
+        self.deadline = None;
+        self.failed_probes = 0;
+        self.probe_in_flight = false;
+        self.kill_reason = None;
+        Some(Action::Spawn)
+    }
+
+    fn became_running(&mut self, now: Instant) {
+        self.state = State::Running;
+        self.deadline = None;
+        self.failed_probes = 0;
+        self.next_probe = Some(now + self.settings.health_interval);
+    }
+
     fn crashed(&mut self, how: String, now: Instant) -> Option<Action> {
         self.last_exit = Some(how);
         self.pid = None;
         self.since = None;
+        self.probe_in_flight = false;
         self.quick_crashes += 1;
         self.crashes_since_start += 1;
         if self.quick_crashes > self.settings.max_quick_crashes {
@@ -245,16 +396,38 @@ mod tests {
         }
     }
 
-    fn exited() -> Event {
+    fn exit(how: &str) -> Event {
         Event::Exited {
-            how: "exit status 1".into(),
+            how: how.into(),
+            last_words: None,
         }
     }
 
+    fn exited() -> Event {
+        exit("exit status 1")
+    }
+
+    fn answered() -> Event {
+        Event::Probed { answered: true }
+    }
+
+    fn unanswered() -> Event {
+        Event::Probed { answered: false }
+    }
+
+    fn probe(pid: u32, timeout: Duration) -> Option<Action> {
+        Some(Action::Probe { pid, timeout })
+    }
+
+    /// Start, spawn, and a first readiness probe that answers.
     fn start(m: &mut NodeMachine, now: Instant, pid: u32) {
         assert_eq!(m.handle(Event::Start, now), Some(Action::Spawn));
         assert_eq!(m.handle(Event::Spawned { pid }, now), None);
-        assert_eq!(m.handle(Event::Ready, now), None);
+        assert_eq!(
+            m.handle(Event::Tick, now),
+            probe(pid, Duration::from_secs(1))
+        );
+        assert_eq!(m.handle(answered(), now), None);
         assert_eq!(m.state, State::Running);
     }
 
@@ -293,6 +466,37 @@ mod tests {
     }
 
     #[test]
+    fn a_start_while_stopping_is_queued_not_dropped() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 1);
+        assert_eq!(m.handle(Event::Stop, t0), Some(Action::Terminate(1)));
+        assert_eq!(
+            m.handle(Event::Start, t0),
+            None,
+            "the old process still runs"
+        );
+        assert!(m.start_queued());
+        assert_eq!(m.state, State::Stopping);
+        // The old process ends: the queued start is carried out at once.
+        assert_eq!(m.handle(exit("exit status 0"), t0), Some(Action::Spawn));
+        assert_eq!(m.state, State::Starting);
+        assert_eq!(m.restarts, 0, "an operator's start, not the policy's");
+        assert_eq!(m.crashes_since_start, 0);
+
+        m.handle(Event::Spawned { pid: 2 }, t0);
+        m.handle(Event::Tick, t0);
+        m.handle(answered(), t0);
+        assert_eq!(m.state, State::Running);
+        // A stop after the queued start cancels it again.
+        m.handle(Event::Stop, t0);
+        m.handle(Event::Start, t0);
+        m.handle(Event::Stop, t0);
+        assert_eq!(m.handle(exited(), t0), None);
+        assert_eq!(m.state, State::Stopped);
+    }
+
+    #[test]
     fn crashes_back_off_exponentially_then_go_fatal() {
         let t0 = Instant::now();
         let mut m = NodeMachine::new(settings());
@@ -308,7 +512,8 @@ mod tests {
             now += delay;
             assert_eq!(m.handle(Event::Tick, now), Some(Action::Spawn));
             m.handle(Event::Spawned { pid }, now);
-            m.handle(Event::Ready, now);
+            m.handle(Event::Tick, now);
+            m.handle(answered(), now);
         }
         assert_eq!(delays, [100, 200, 400]);
         assert_eq!(m.restarts, 3);
@@ -333,7 +538,8 @@ mod tests {
         let back = t0 + Duration::from_millis(100);
         m.handle(Event::Tick, back);
         m.handle(Event::Spawned { pid: 2 }, back);
-        m.handle(Event::Ready, back);
+        m.handle(Event::Tick, back);
+        m.handle(answered(), back);
         assert_eq!(m.quick_crashes, 1);
         m.handle(Event::Tick, back + Duration::from_secs(11));
         assert_eq!(m.quick_crashes, 0);
@@ -372,13 +578,12 @@ mod tests {
         let mut m = NodeMachine::new(settings());
         start(&mut m, t0, 7);
         assert_eq!(m.handle(Event::Crash, t0), Some(Action::Kill(7)));
-        m.handle(
-            Event::Exited {
-                how: "killed by SIGKILL".into(),
-            },
-            t0,
-        );
+        m.handle(exit("killed by SIGKILL"), t0);
         assert_eq!(m.state, State::Backoff);
+        assert_eq!(
+            m.last_exit.as_deref(),
+            Some("killed by SIGKILL (herdctl kill)")
+        );
         assert_eq!(
             m.handle(Event::Tick, t0 + Duration::from_millis(100)),
             Some(Action::Spawn)
@@ -392,9 +597,16 @@ mod tests {
         let mut m = NodeMachine::new(settings());
         m.handle(Event::Start, t0);
         m.handle(Event::Spawned { pid: 3 }, t0);
-        m.handle(exited(), t0);
+        m.handle(
+            Event::Exited {
+                how: "exit status 1".into(),
+                last_words: Some("Error: port in use".into()),
+            },
+            t0,
+        );
         assert_eq!(m.crashes_since_start, 1);
         assert_eq!(m.last_exit.as_deref(), Some("exit status 1"));
+        assert_eq!(m.last_words.as_deref(), Some("Error: port in use"));
         m.handle(
             Event::SpawnFailed {
                 reason: "no such file".into(),
@@ -415,5 +627,96 @@ mod tests {
             (State::Running, Some(9), Some(started))
         );
         assert_eq!(m.handle(Event::Stop, t0), Some(Action::Terminate(9)));
+    }
+
+    #[test]
+    fn a_node_silent_past_the_start_timeout_is_killed_as_a_failed_start() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        m.handle(Event::Start, t0);
+        m.handle(Event::Spawned { pid: 5 }, t0);
+        // It never answers: readiness probes keep failing, one at a time.
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(20) {
+            assert_eq!(m.handle(Event::Tick, now), probe(5, Duration::from_secs(1)));
+            assert_eq!(m.handle(Event::Tick, now), None, "one probe at a time");
+            m.handle(unanswered(), now);
+            now += Duration::from_millis(500);
+        }
+        assert_eq!(m.state, State::Starting);
+        assert_eq!(m.handle(Event::Tick, now), Some(Action::Kill(5)));
+        assert_eq!(m.handle(Event::Tick, now), None, "SIGKILL once");
+        m.handle(exit("killed by SIGKILL"), now);
+        assert_eq!(m.state, State::Backoff);
+        assert_eq!(m.crashes_since_start, 1, "a failed start, like a crash");
+        let why = m.last_exit.clone().unwrap();
+        assert!(
+            why.starts_with("killed by SIGKILL (did not answer as itself within 20000 ms")
+                && why.contains("start_timeout_ms"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_running_node_is_probed_every_interval() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 8);
+        let second = Duration::from_secs(1);
+        assert_eq!(m.handle(Event::Tick, t0 + second / 2), None, "not yet due");
+        assert_eq!(m.handle(Event::Tick, t0 + second), probe(8, second));
+        assert_eq!(m.handle(Event::Tick, t0 + 3 * second), None, "in flight");
+        assert_eq!(m.handle(answered(), t0 + 3 * second), None);
+        assert_eq!(m.handle(Event::Tick, t0 + 3 * second), probe(8, second));
+    }
+
+    #[test]
+    fn a_hung_node_is_killed_after_failed_probes_and_restarted_by_policy() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 8);
+        let mut now = t0;
+        // Two failures, then an answer: the count starts over.
+        for _ in 0..2 {
+            now += Duration::from_secs(1);
+            assert!(m.handle(Event::Tick, now).is_some());
+            assert_eq!(m.handle(unanswered(), now), None);
+        }
+        assert_eq!(m.failed_probes, 2);
+        now += Duration::from_secs(1);
+        m.handle(Event::Tick, now);
+        m.handle(answered(), now);
+        assert_eq!(m.failed_probes, 0);
+        // Three in a row: SIGKILL.
+        for n in 1..=3 {
+            now += Duration::from_secs(1);
+            assert!(m.handle(Event::Tick, now).is_some());
+            let action = m.handle(unanswered(), now);
+            assert_eq!(action, (n == 3).then_some(Action::Kill(8)), "probe {n}");
+        }
+        now += Duration::from_secs(1);
+        assert_eq!(m.handle(Event::Tick, now), None, "no probes while it dies");
+        m.handle(exit("killed by SIGKILL"), now);
+        assert_eq!(m.state, State::Backoff);
+        let why = m.last_exit.clone().unwrap();
+        assert!(
+            why.contains("3 health probes in a row unanswered within 1000 ms")
+                && why.contains("health_failures"),
+            "{why}"
+        );
+        now += Duration::from_millis(100);
+        assert_eq!(m.handle(Event::Tick, now), Some(Action::Spawn));
+        assert_eq!(m.restarts, 1);
+        assert_eq!(m.failed_probes, 0);
+    }
+
+    #[test]
+    fn a_stop_is_not_reported_as_a_health_kill() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 8);
+        m.handle(Event::Stop, t0);
+        m.handle(exit("exit status 0"), t0);
+        assert_eq!(m.last_exit.as_deref(), Some("exit status 0"));
     }
 }

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod control;
 pub mod daemon;
+pub mod files;
 pub mod machine;
 pub mod process;
 

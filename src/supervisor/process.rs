@@ -1,5 +1,6 @@
 //! The thin OS layer under the supervisor: spawning nodes in their own process groups,
-//! signalling them, and reading facts about a process from /proc.
+//! signalling them, probing them, and reading facts about a process from /proc. The daemon
+//! reaches all of it through [`NodeOs`], so its logic runs in tests against a fake.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -9,14 +10,122 @@ use anyhow::{Context, Result};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedSender;
 
+use super::{files, node_stderr_path};
+use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
+use crate::pidlock::PidLock;
 
-/// Starts `herdctl run NAME` in its own process group, stderr to `stderr_path`.
+/// Something that happened to a node process, tagged with its pid so that news about an
+/// earlier process of the same node is never applied to the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessNews {
+    Exited {
+        pid: u32,
+        how: String,
+        /// The last line it wrote to stderr.
+        last_words: Option<String>,
+    },
+    /// A probe finished; `answered` when the node answered as itself in time.
+    Probed { pid: u32, answered: bool },
+}
+
+/// What the supervisor asks of the operating system. Calls return at once; what happens
+/// later (an exit, a probe's answer) arrives as [`ProcessNews`] for the named node.
+pub trait NodeOs {
+    /// Starts node `name`; returns its pid.
+    fn spawn(&mut self, config: &HerdConfig, name: &str) -> Result<u32>;
+    fn signal(&mut self, pid: u32, signal: Signal);
+    /// Asks node `name` whether it answers as process `pid` within `timeout`.
+    fn probe(&mut self, config: &HerdConfig, name: &str, pid: u32, timeout: Duration);
+    /// The pid holding node `name`'s lock: alive, whoever started it.
+    fn lock_holder(&self, config: &HerdConfig, name: &str) -> Option<u32>;
+    /// When process `pid` started.
+    fn process_start(&self, pid: u32) -> Option<Instant>;
+    /// The last line node `name`'s latest run wrote to stderr.
+    fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String>;
+}
+
+/// The real thing: child processes, signals, TCP probes, lock files. Needs a tokio runtime.
+pub struct RealOs {
+    news: UnboundedSender<(String, ProcessNews)>,
+}
+
+impl RealOs {
+    pub fn new(news: UnboundedSender<(String, ProcessNews)>) -> RealOs {
+        RealOs { news }
+    }
+}
+
+impl NodeOs for RealOs {
+    fn spawn(&mut self, config: &HerdConfig, name: &str) -> Result<u32> {
+        let stderr = node_stderr_path(config, name);
+        let mut child = spawn_node(config, name, &stderr)?;
+        let pid = child.id().context("the new process has no pid")?;
+        let news = self.news.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let how = match child.wait().await {
+                Ok(status) => describe_exit(status),
+                Err(e) => format!("lost track: {e}"),
+            };
+            let last_words = files::last_words(&stderr);
+            let _ = news.send((
+                name,
+                ProcessNews::Exited {
+                    pid,
+                    how,
+                    last_words,
+                },
+            ));
+        });
+        Ok(pid)
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        if let Err(e) = signal_node(pid, signal) {
+            tracing::warn!("{e:#}");
+        }
+    }
+
+    fn probe(&mut self, config: &HerdConfig, name: &str, pid: u32, timeout: Duration) {
+        let address = config.local_endpoint(&config.servers[name]);
+        let news = self.news.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let answered = answers_as(address, pid, timeout).await;
+            let _ = news.send((name, ProcessNews::Probed { pid, answered }));
+        });
+    }
+
+    fn lock_holder(&self, config: &HerdConfig, name: &str) -> Option<u32> {
+        PidLock::holder(&node_lock_path(config, name))
+            .ok()
+            .flatten()
+    }
+
+    fn process_start(&self, pid: u32) -> Option<Instant> {
+        process_start(pid)
+    }
+
+    fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String> {
+        files::last_words(&node_stderr_path(config, name))
+    }
+}
+
+/// Whether the node on `address` answers `HERD STATUS` as process `pid`: the port merely
+/// accepting could be some other program squatting on it.
+async fn answers_as(address: crate::hosts::Endpoint, pid: u32, timeout: Duration) -> bool {
+    let figures = super::ask_figures(address, timeout).await;
+    figures.is_some_and(|f| f.pid == pid)
+}
+
+/// Starts `herdctl run NAME` in its own process group, stderr appended to `stderr_path`.
 pub fn spawn_node(config: &HerdConfig, name: &str, stderr_path: &Path) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
-    let stderr = std::fs::File::create(stderr_path)
-        .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+    let stderr = files::open_node_stderr(stderr_path, name)
+        .with_context(|| format!("cannot open {}", stderr_path.display()))?;
     Command::new(exe)
         .arg("--config")
         .arg(&config.path)
