@@ -31,6 +31,7 @@ pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode>
         }
     };
     let _log_guard = crate::logs::init_node_logging(&config.logs, name, log_stdout)?;
+    crate::panics::log_panics();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -12,6 +12,7 @@ pub mod export;
 pub mod hosts;
 pub mod logs;
 pub mod node;
+pub mod panics;
 pub mod pidlock;
 pub mod places;
 pub mod protocol;

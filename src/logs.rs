@@ -78,7 +78,10 @@ pub fn init_node_logging(
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
-            .with_filter(filter_fn(|meta| meta.target() != "wire"))
+            // Wire lines are for the files; a panic prints its own one-line summary.
+            .with_filter(filter_fn(|meta| {
+                meta.target() != "wire" && meta.target() != crate::panics::TARGET
+            }))
             .with_filter(LevelFilter::INFO)
             .boxed()
     };

@@ -33,6 +33,12 @@ impl Supervised {
         run_to_end(self.herd.herdctl().args(args), b"")
     }
 
+    /// Runs a command with an environment variable set (a supervisor it starts, and so its
+    /// nodes, inherit it).
+    fn run_with_env(&self, args: &[&str], key: &str, value: &str) -> Output {
+        run_to_end(self.herd.herdctl().args(args).env(key, value), b"")
+    }
+
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -344,4 +350,95 @@ fn a_start_sent_while_a_node_is_stopping_is_carried_out() {
     assert_ne!(new, old);
     assert!(gone(old));
     drop(stop);
+}
+
+#[test]
+fn a_panicking_task_lands_in_the_node_log_with_a_backtrace() {
+    let s = Supervised::new();
+    let out = s.run_with_env(&["start", "Welsh"], "HERDCTL_INJECT_PANIC", "task");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the panic to be logged", || {
+        s.herd
+            .log_text("Welsh")
+            .contains("injected panic in a task")
+    });
+    let log = s.herd.log_text("Welsh");
+    let at = log.find("panic in thread").expect("the panic is logged");
+    let report = &log[at..];
+    assert!(report.contains("src/panics.rs"), "{report}");
+    assert!(report.contains("backtrace:"), "{report}");
+    assert!(
+        report.contains("inject_panic_if_asked"),
+        "a symbolized frame: {report}"
+    );
+    // A task's panic does not take the node down.
+    assert!(s.serves("Welsh"));
+    assert_eq!(s.node("Welsh")["restarts"], 0);
+}
+
+#[test]
+fn a_crash_leaves_its_exit_code_and_last_words_in_status_and_stderr_is_kept() {
+    let s = Supervised::new();
+    for attempt in 1..=2 {
+        let out = s.run_with_env(&["start", "Welsh"], "HERDCTL_INJECT_PANIC", "main");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Welsh failed to start: exit status 101; it said:")
+                && stderr.contains("injected panic in the main thread"),
+            "attempt {attempt}: {stderr}"
+        );
+    }
+    let n = s.node("Welsh");
+    assert_eq!(n["last_exit"], "exit status 101", "{n}");
+    let words = n["last_words"].as_str().unwrap();
+    assert!(
+        words.starts_with("panic in thread 'main' at src/")
+            && words.ends_with("injected panic in the main thread (HERDCTL_INJECT_PANIC=main)"),
+        "{words}"
+    );
+    let table = s.ok(&["status"]);
+    let row = table.lines().find(|l| l.starts_with("Welsh")).unwrap();
+    assert!(
+        row.contains("exit status 101: \"panic in thread 'main'"),
+        "{table}"
+    );
+    // Both runs' words are kept: the stderr file is appended to, each start marked.
+    let kept = std::fs::read_to_string(s.herd.path().join("run/Welsh.stderr")).unwrap();
+    assert_eq!(
+        kept.matches("--- herdctl: starting Welsh").count(),
+        2,
+        "{kept}"
+    );
+    assert_eq!(
+        kept.matches("injected panic in the main thread").count(),
+        2,
+        "{kept}"
+    );
+    // And the node log has the backtrace.
+    let log = s.herd.log_text("Welsh");
+    assert!(log.contains("backtrace:"), "{log}");
+}
+
+#[test]
+fn full_supervisor_log_and_stderr_files_are_rotated_not_lost() {
+    let s = Supervised::new();
+    let run = s.herd.path().join("run");
+    let logs = s.herd.path().join("logs");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    let big = |what: &str, mib: usize| format!("{what}\n").repeat(mib << 20 >> 4);
+    std::fs::write(logs.join("supervisor.log"), big("old supervisor 1", 5)).unwrap();
+    std::fs::write(run.join("Welsh.stderr"), big("old welsh stderr", 2)).unwrap();
+    s.ok(&["start", "Welsh"]);
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(read(logs.join("supervisor.log.1")).starts_with("old supervisor 1"));
+    assert!(!read(logs.join("supervisor.log")).contains("old supervisor 1"));
+    assert!(read(logs.join("supervisor.log")).contains("started Welsh"));
+    assert!(read(run.join("Welsh.stderr.1")).starts_with("old welsh stderr"));
+    assert!(read(run.join("Welsh.stderr")).starts_with("--- herdctl: starting Welsh"));
 }

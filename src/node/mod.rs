@@ -243,6 +243,7 @@ pub async fn run(
         );
     }
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
+    crate::panics::inject_panic_if_asked();
 
     tokio::select! {
         result = server::serve(Arc::clone(&node), listener) => result?,

@@ -15,8 +15,9 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::control::{call, NodeReport, Request, Response};
+use super::files::{self, Rotate};
 use super::machine::State;
-use super::{files, node_stderr_path, process, RunPaths};
+use super::{node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
@@ -118,6 +119,14 @@ impl Supervisor {
         }
         std::fs::create_dir_all(&self.config.run_dir)
             .with_context(|| format!("cannot create {}", self.config.run_dir.display()))?;
+        // No supervisor has it open: a full log is renamed aside (the daemon rotates it in
+        // place while it runs).
+        files::rotate_if_larger(
+            &self.paths.log,
+            files::SUPERVISOR_LOG_MAX_BYTES,
+            Rotate::Rename,
+        )
+        .with_context(|| format!("cannot rotate {}", self.paths.log.display()))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

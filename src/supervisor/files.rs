@@ -101,9 +101,20 @@ pub fn latest_run_lines(path: &Path, n: usize) -> Vec<String> {
 /// The most of a node's last words that status quotes.
 const MAX_LAST_WORDS: usize = 300;
 
-/// The last non-empty line the latest run wrote to its stderr, shortened for status.
+/// How far back in a run's stderr a panic is looked for.
+const PANIC_LOOKBACK_LINES: usize = 50;
+
+/// What status quotes of a node's latest run: its panic, if it panicked (other threads can
+/// still write while a panic unwinds), else the last line it wrote to stderr; shortened.
 pub fn last_words(path: &Path) -> Option<String> {
-    let line = latest_run_lines(path, 1).pop()?;
+    let mut said = latest_run_lines(path, PANIC_LOOKBACK_LINES);
+    let panic = said
+        .iter()
+        .rposition(|l| l.starts_with(crate::panics::SUMMARY_PREFIX));
+    let line = match panic {
+        Some(at) => said.swap_remove(at),
+        None => said.pop()?,
+    };
     let line = line.trim();
     Some(match line.char_indices().nth(MAX_LAST_WORDS) {
         Some((cut, _)) => format!("{}...", &line[..cut]),
@@ -149,6 +160,16 @@ mod tests {
         writeln!(second, "Error: cannot listen\n\n").unwrap();
         assert_eq!(last_words(&path).as_deref(), Some("Error: cannot listen"));
         assert_eq!(latest_run_lines(&path, 5), ["Error: cannot listen"]);
+        // A panic outranks what other threads said after it.
+        writeln!(
+            second,
+            "panic in thread 'main' at a.rs:1:1: boom\nlink down"
+        )
+        .unwrap();
+        assert_eq!(
+            last_words(&path).as_deref(),
+            Some("panic in thread 'main' at a.rs:1:1: boom")
+        );
         assert_eq!(read(&path).matches(START_MARKER).count(), 2);
     }
 
