@@ -17,8 +17,11 @@ pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        let message = info
-            .payload_as_str()
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(a non-text panic payload)");
         let at = info.location().map_or_else(String::new, |l| {
             format!(" at {}:{}:{}", l.file(), l.line(), l.column())
