@@ -34,6 +34,9 @@ _herdctl() {
             herdctl,kill)
                 cmd="herdctl__subcmd__kill"
                 ;;
+            herdctl,reload)
+                cmd="herdctl__subcmd__reload"
+                ;;
             herdctl,restart)
                 cmd="herdctl__subcmd__restart"
                 ;;
@@ -94,6 +97,9 @@ _herdctl() {
             herdctl__subcmd__help,kill)
                 cmd="herdctl__subcmd__help__subcmd__kill"
                 ;;
+            herdctl__subcmd__help,reload)
+                cmd="herdctl__subcmd__help__subcmd__reload"
+                ;;
             herdctl__subcmd__help,restart)
                 cmd="herdctl__subcmd__help__subcmd__restart"
                 ;;
@@ -131,7 +137,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill status send tail run check export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill status send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -361,7 +367,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill status send tail run check export completions bench supervise help"
+            opts="start stop restart kill status send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -473,6 +479,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__kill)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -616,6 +636,24 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__reload)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__restart)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -635,12 +673,16 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__run)
-            opts="-h --log-stdout --config --help"
+            opts="-h --log-stdout --applied-copy --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --applied-copy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -71,6 +71,7 @@ pub enum Command {
         follow: bool,
     },
     /// Run one server in the foreground (what the supervisor, systemd or a container runs).
+    /// SIGHUP makes it re-read the herd file and apply it live.
     Run {
         /// The server's name in the herd file.
         name: String,
@@ -78,9 +79,16 @@ pub enum Command {
         /// logs (the files under log_dir stay the complete record).
         #[arg(long)]
         log_stdout: bool,
+        /// Read the herd file's text from this copy (the supervisor's copy of the file it
+        /// applied), as if it were the --config file.
+        #[arg(long, hide = true, value_name = "PATH")]
+        applied_copy: Option<PathBuf>,
     },
     /// Validate the herd file and print the herd it describes.
     Check,
+    /// Re-read the herd file and apply it to the running herd: start added servers, stop
+    /// removed ones, restart those whose own settings changed, tell the rest live.
+    Reload,
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]
     Export(Export),

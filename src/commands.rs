@@ -8,19 +8,39 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{HerdConfig, PlacesConfig};
+use crate::node::reconfigure::Reload;
 use crate::pidlock::PidLock;
 use crate::places::google::Google;
 use crate::places::offline::OfflineIndex;
 use crate::places::x::XRecentSearch;
 use crate::places::PlacesProvider;
 
+/// Where `herdctl run` reads its herd file: the file itself, or the supervisor's copy of the
+/// file it applied (so a node it starts runs what it runs, whatever the file says now).
+#[derive(Debug, Clone)]
+pub struct HerdSource {
+    pub path: std::path::PathBuf,
+    pub applied_copy: Option<std::path::PathBuf>,
+}
+
+impl HerdSource {
+    pub fn load(&self) -> Result<HerdConfig> {
+        match &self.applied_copy {
+            Some(copy) => HerdConfig::load_copy(copy, &self.path),
+            None => HerdConfig::load(&self.path),
+        }
+    }
+}
+
 /// `herdctl run NAME [--log-stdout]`: one node in the foreground until SIGTERM or SIGINT.
-pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode> {
+/// SIGHUP re-reads the herd file and applies it live (or refuses it, saying why, and runs
+/// on).
+pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
-    let config = HerdConfig::load(config_path)?;
+    let config = source.load()?;
     config.server(name)?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell
     // this node is alive, whoever started it.
@@ -30,7 +50,7 @@ pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode>
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
         }
     };
-    let _log_guard = crate::logs::init_node_logging(&config.logs, name, log_stdout)?;
+    let log = Arc::new(crate::logs::init_node_logging(&config.logs, name, log_stdout)?);
     crate::panics::log_panics();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
@@ -54,8 +74,18 @@ pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode>
             tracing::info!("{which} received, stopping");
             let _ = stop.send(true);
         });
+        // Before the node listens: a SIGHUP from then on is a reload, never the end.
+        let hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+        let (reloads, reload_rx) = mpsc::unbounded_channel();
+        tokio::spawn(reload_on_hangup(
+            hangup,
+            source.clone(),
+            config.logs.clone(),
+            Arc::clone(&log),
+            reloads,
+        ));
         let store = Some((Arc::clone(&store), report));
-        crate::node::run(config, name, places, started, store, stopped).await
+        crate::node::run(config, name, places, started, store, stopped, reload_rx).await
     });
     // Dropping the runtime ends every connection task, so nothing writes after this flush:
     // a graceful stop loses no accepted update, whatever the durability mode.
@@ -68,6 +98,47 @@ pub fn run(config_path: &Path, name: &str, log_stdout: bool) -> Result<ExitCode>
     served?;
     flushed?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On each SIGHUP: re-reads and validates the herd file, has the node apply it, and switches
+/// the log files if their settings changed. Any error leaves everything as it was.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    source: HerdSource,
+    mut logs: crate::config::LogSettings,
+    log: Arc<crate::logs::NodeLog>,
+    reloads: mpsc::UnboundedSender<Reload>,
+) {
+    while hangup.recv().await.is_some() {
+        let outcome = async {
+            let config = source.load()?;
+            let digest = config.digest.clone();
+            let new_logs = config.logs.clone();
+            let prepared = match new_logs != logs {
+                true => Some(log.prepare(&new_logs)?),
+                false => None,
+            };
+            let (done, answer) = oneshot::channel();
+            reloads
+                .send(Reload { config, done })
+                .map_err(|_| anyhow::anyhow!("the node is stopping"))?;
+            let changes = answer.await.context("the node is stopping")??;
+            if let Some(prepared) = prepared {
+                log.install(prepared);
+                logs = new_logs;
+            }
+            anyhow::Ok((digest, changes))
+        };
+        match outcome.await {
+            Ok((digest, changes)) if changes.is_empty() => {
+                tracing::info!("reloaded the herd file ({digest}): nothing changes here");
+            }
+            Ok((digest, changes)) => {
+                tracing::info!("reloaded the herd file ({digest}): {}", changes.join("; "));
+            }
+            Err(e) => tracing::error!("reload refused, running on unchanged: {e:#}"),
+        }
+    }
 }
 
 /// `herdctl check`: validate the herd file and describe the herd.

@@ -448,6 +448,9 @@ pub struct HerdConfig {
     pub limits: Limits,
     /// What a link to a neighbour may queue, and how long it may stall.
     pub links: LinkSettings,
+    /// A fingerprint of the file's text. Nodes report it in `HERD STATUS`, so the
+    /// supervisor can tell that they run the herd file it applied.
+    pub digest: String,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
 }
@@ -458,15 +461,28 @@ const DEFAULT_LOG_KEEP: usize = 14;
 impl HerdConfig {
     /// Reads and validates a herd file.
     pub fn load(path: &Path) -> Result<HerdConfig> {
+        Ok(HerdConfig::load_with_text(path)?.0)
+    }
+
+    /// Reads and validates a herd file; also returns the text it read.
+    pub fn load_with_text(path: &Path) -> Result<(HerdConfig, String)> {
         let text = std::fs::read_to_string(path).with_context(|| {
             format!(
                 "cannot read {}: pass --config PATH or set HERD_CONFIG to your herd.yaml",
                 path.display()
             )
         })?;
-        let absolute = std::path::absolute(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?;
-        HerdConfig::parse(&text, &absolute)
+        let config = HerdConfig::parse(&text, &absolute(path)?)?;
+        Ok((config, text))
+    }
+
+    /// Validates the text in `copy` (the supervisor's copy of the herd file it applied) as
+    /// if it were the file at `path`: errors name `path`, relative paths resolve against its
+    /// folder.
+    pub fn load_copy(copy: &Path, path: &Path) -> Result<HerdConfig> {
+        let text = std::fs::read_to_string(copy)
+            .with_context(|| format!("cannot read the applied herd file {}", copy.display()))?;
+        HerdConfig::parse(&text, &absolute(path)?)
     }
 
     /// Validates herd-file text; `path` names the file in errors and anchors relative paths.
@@ -630,6 +646,7 @@ impl HerdConfig {
             supervisor,
             limits,
             links,
+            digest: text_digest(text),
             warnings,
         })
     }
@@ -902,6 +919,19 @@ fn places_config(
         }),
         X => PlacesConfig::X(upstream(raw.endpoint)?),
     })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// The first 64 bits of the text's SHA-256, in hex: enough to tell herd files apart.
+fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The YAML parser's message alone: its own rendering repeats the line and column, which
@@ -1415,6 +1445,14 @@ servers:
         assert_eq!(c.supervisor.start_timeout, Duration::from_millis(900));
         assert_eq!(c.supervisor.health_interval, Duration::from_millis(250));
         assert_eq!(c.supervisor.health_failures, 2);
+    }
+
+    #[test]
+    fn the_digest_tells_texts_apart() {
+        let a = parse(CLASSIC).unwrap().digest;
+        assert_eq!(a.len(), 16);
+        assert_eq!(a, parse(CLASSIC).unwrap().digest);
+        assert_ne!(a, parse(&format!("{CLASSIC}# a comment\n")).unwrap().digest);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod client;
 pub mod commands;
 pub mod completions;
 pub mod config;
+pub mod config_diff;
 pub mod export;
 pub mod hosts;
 pub mod logs;

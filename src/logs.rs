@@ -4,11 +4,13 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::filter::{filter_fn, LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
@@ -23,48 +25,24 @@ pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
 /// Sends this process's tracing output to `server`'s log files (everything, wire lines
 /// included) and lifecycle messages (not wire lines) to stderr; with `stdout`, everything to
 /// standard output as well, instead of stderr (a container engine collects both, so one copy
-/// is enough). Keep the guards alive: they flush the writers when dropped.
-pub fn init_node_logging(
-    settings: &LogSettings,
-    server: &str,
-    stdout: bool,
-) -> Result<Vec<WorkerGuard>> {
-    let dir = server_log_dir(settings, server);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create log folder {}", dir.display()))?;
-    let rotation = match settings.rotation {
-        LogRotation::Minutely => Rotation::MINUTELY,
-        LogRotation::Hourly => Rotation::HOURLY,
-        LogRotation::Daily => Rotation::DAILY,
-        LogRotation::Never => Rotation::NEVER,
-    };
-    let appender = RollingFileAppender::builder()
-        .rotation(rotation)
-        .filename_prefix(server)
-        .filename_suffix("log")
-        .max_log_files(settings.keep)
-        .build(&dir)
-        .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
-    // Lossless: the log is the record of every line in and out, so it must not drop any.
-    // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
-    // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
-    // still has every line on disk at once.
-    let (writer, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
+/// is enough). Keep the returned handle alive: dropping it flushes the writers. A reload
+/// changes the files' settings through it.
+pub fn init_node_logging(settings: &LogSettings, server: &str, stdout: bool) -> Result<NodeLog> {
+    let (writer, file_guard) = file_writer(settings, server)?;
+    let current = Arc::new(RwLock::new(writer));
     let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(CurrentWriter(Arc::clone(&current)))
         .with_ansi(false)
         .with_target(false)
         .with_filter(LevelFilter::INFO);
-    let mut guards = vec![file_guard];
+    let mut console_guard = None;
     let console_layer = if stdout {
         // Lossy: the files are the record; a log collector that falls behind loses lines
         // from this copy rather than stalling the node.
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(true)
             .finish(std::io::stdout());
-        guards.push(guard);
+        console_guard = Some(guard);
         tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
@@ -90,7 +68,84 @@ pub fn init_node_logging(
         .with(console_layer)
         .try_init()
         .context("logging was already set up")?;
-    Ok(guards)
+    Ok(NodeLog {
+        server: server.to_owned(),
+        current,
+        file_guard: Mutex::new(file_guard),
+        _console_guard: console_guard,
+    })
+}
+
+/// A node's log files, as set up by [`init_node_logging`].
+pub struct NodeLog {
+    server: String,
+    current: Arc<RwLock<NonBlocking>>,
+    /// Flushes the current file writer when dropped (or replaced).
+    file_guard: Mutex<WorkerGuard>,
+    _console_guard: Option<WorkerGuard>,
+}
+
+impl NodeLog {
+    /// Opens the files `settings` asks for (folder, rotation, files kept), without using
+    /// them yet: a reload that fails here changes nothing.
+    pub fn prepare(&self, settings: &LogSettings) -> Result<PreparedLog> {
+        file_writer(settings, &self.server).map(|(writer, guard)| PreparedLog { writer, guard })
+    }
+
+    /// Writes to the prepared files from now on; the old writer is flushed.
+    pub fn install(&self, prepared: PreparedLog) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = prepared.writer;
+        // The old guard goes last: it flushes what the old writer still holds.
+        let _old = std::mem::replace(
+            &mut *self.file_guard.lock().unwrap_or_else(|e| e.into_inner()),
+            prepared.guard,
+        );
+    }
+}
+
+/// New log files, opened and not yet written to (see [`NodeLog::prepare`]).
+pub struct PreparedLog {
+    writer: NonBlocking,
+    guard: WorkerGuard,
+}
+
+/// The file writer in use: a reload swaps it under the subscriber, which cannot be set up
+/// twice.
+struct CurrentWriter(Arc<RwLock<NonBlocking>>);
+
+impl<'a> MakeWriter<'a> for CurrentWriter {
+    type Writer = NonBlocking;
+
+    fn make_writer(&'a self) -> NonBlocking {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A writer to `server`'s rolling log files, and the guard that flushes it.
+fn file_writer(settings: &LogSettings, server: &str) -> Result<(NonBlocking, WorkerGuard)> {
+    let dir = server_log_dir(settings, server);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create log folder {}", dir.display()))?;
+    let rotation = match settings.rotation {
+        LogRotation::Minutely => Rotation::MINUTELY,
+        LogRotation::Hourly => Rotation::HOURLY,
+        LogRotation::Daily => Rotation::DAILY,
+        LogRotation::Never => Rotation::NEVER,
+    };
+    let appender = RollingFileAppender::builder()
+        .rotation(rotation)
+        .filename_prefix(server)
+        .filename_suffix("log")
+        .max_log_files(settings.keep)
+        .build(&dir)
+        .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
+    // Lossless: the log is the record of every line in and out, so it must not drop any.
+    // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
+    // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
+    // still has every line on disk at once.
+    Ok(tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender)))
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that

@@ -11,7 +11,17 @@ use herdctl::{bench, client, commands, completions, export, supervisor, tail};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Run { name, log_stdout } => commands::run(&cli.config, name, *log_stdout),
+        Command::Run {
+            name,
+            log_stdout,
+            applied_copy,
+        } => {
+            let source = commands::HerdSource {
+                path: cli.config.clone(),
+                applied_copy: applied_copy.clone(),
+            };
+            commands::run(&source, name, *log_stdout)
+        }
         Command::Check => commands::check(&cli.config),
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
@@ -33,6 +43,7 @@ fn main() -> ExitCode {
         Command::Restart(targets) => supervisor::cli::restart(&cli.config, &targets.names),
         Command::Kill { name } => supervisor::cli::kill(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
+        Command::Reload => supervisor::cli::reload(&cli.config),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
     };

@@ -487,6 +487,9 @@ pub struct NodeFigures {
     /// Records anti-entropy brought in since start-up.
     #[serde(default)]
     pub synced: u64,
+    /// The digest of the herd file the node runs (see `HerdConfig::digest`).
+    #[serde(default)]
+    pub config: Option<String>,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -844,6 +847,7 @@ mod tests {
             uptime_ms: 99,
             recovered: 2,
             synced: 1,
+            config: Some("0123456789abcdef".into()),
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

@@ -27,29 +27,47 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn spawn_dialers(node: &Arc<Node>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     node.peers
         .links()
-        .map(|link| {
-            let node = Arc::clone(node);
-            let link = Arc::clone(link);
-            let mut shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = keep_link(&node, &link) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => {}
-                }
-            })
-        })
+        .into_iter()
+        .map(|link| spawn_dialer(node, link, shutdown.clone()))
         .collect()
 }
 
+/// Starts the dialler of `link`; it runs until the node shuts down or a reload retires the
+/// link.
+pub fn spawn_dialer(
+    node: &Arc<Node>,
+    link: Arc<Link>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let node = Arc::clone(node);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = keep_link(&node, &link) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+            _ = link.retired() => {
+                tracing::info!("peer link to {} removed (the herd file was reloaded)", link.name);
+            }
+        }
+    })
+}
+
 /// Connects, runs the session, and reconnects with capped exponential backoff, forever.
+/// The neighbour's address and the backoff settings are read from the herd file the node
+/// runs at each attempt, so a reload that moves the neighbour is followed.
 async fn keep_link(node: &Node, link: &Link) {
     let neighbour = link.name.as_str();
-    let address = node.config.endpoint(&node.config.servers[neighbour]);
-    let mut backoff = Backoff::new(node.config.reconnect);
+    let mut backoff = Backoff::new(node.config().reconnect);
     // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
     // and a new reason (say, a refused proof once it is back up) still gets its own.
     let mut last_failure: Option<String> = None;
     loop {
+        let config = node.config();
+        let Some(server) = config.servers.get(neighbour) else {
+            return; // no longer in the herd file: the reload retires this link
+        };
+        let address = config.endpoint(server);
+        backoff.settings = config.reconnect;
+        drop(config);
         match handshake(node, neighbour, &address).await {
             Ok(stream) => {
                 last_failure = None;
@@ -116,7 +134,7 @@ async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<T
                 String::from_utf8_lossy(&answer)
             ),
         };
-        match (&node.config.secret, proof) {
+        match (&node.config().secret, proof) {
             (None, None) => {}
             (Some(secret), Some(proof)) => {
                 if !secret.verify_welcome(&proof, neighbour, &node.name, &our_nonce, &their_nonce)
@@ -163,7 +181,7 @@ impl Backoff {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
+        let delay = self.current.min(self.settings.max);
         self.current = (self.current * 2).min(self.settings.max);
         let jitter_range = (delay.as_nanos() / 5).max(1) as u64;
         let jitter = super::server::now_nanos().unsigned_abs() as u64 % jitter_range;

@@ -7,6 +7,7 @@
 pub mod dialler;
 pub mod lines;
 pub mod peers;
+pub mod reconfigure;
 pub mod server;
 pub mod session;
 pub mod store;
@@ -14,25 +15,28 @@ pub mod sync;
 pub mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::places::PlacesProvider;
 use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
 use peers::{Handoff, Peers};
+use reconfigure::Reload;
+use server::ConnectionSlots;
 use store::{OpenReport, Seq, Store};
 use table::Table;
 
 /// Everything a node's tasks share.
 pub struct Node {
     pub name: String,
-    pub config: HerdConfig,
+    /// The herd file the node runs; a reload swaps it (see `reconfigure.rs`).
+    config: RwLock<Arc<HerdConfig>>,
     pub table: Table,
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
@@ -43,6 +47,8 @@ pub struct Node {
     pub recovered: usize,
     /// Records that anti-entropy brought in (new to this node).
     pub synced: AtomicU64,
+    /// Open connections, against `limits.max_connections`.
+    pub slots: ConnectionSlots,
 }
 
 /// How a record arrived from a neighbour.
@@ -55,6 +61,16 @@ pub enum Arrival {
 }
 
 impl Node {
+    /// The herd file the node runs now. Tasks take it once per connection or session, so a
+    /// reload reaches what starts after it.
+    pub fn config(&self) -> Arc<HerdConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set_config(&self, config: Arc<HerdConfig>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
     /// Applies a client's update through the newer-wins rule (which also writes it to the
     /// store) and, when it is new, floods it to every neighbour, noting in `handoff` what the
     /// client's reply must wait for. Returns `None` if it was not new, else its store
@@ -111,12 +127,13 @@ impl Node {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             recovered: self.recovered,
             synced: self.synced.load(Ordering::Relaxed),
+            config: Some(self.config().digest.clone()),
         }
     }
 
     /// Whether client replies wait for their update to be flushed.
     pub fn strict(&self) -> bool {
-        self.config.durability == Durability::Strict && self.store.is_some()
+        self.config().durability == Durability::Strict && self.store.is_some()
     }
 
     /// The sequence number a strict reply to an IAMAT must wait for: its own write, or, when
@@ -137,8 +154,9 @@ impl Node {
         }
     }
 
-    pub fn server_config(&self) -> &ServerConfig {
-        &self.config.servers[&self.name]
+    /// This server's entry in the herd file it runs now.
+    pub fn server_config(&self) -> ServerConfig {
+        self.config().servers[&self.name].clone()
     }
 }
 
@@ -157,7 +175,8 @@ pub fn open_store(config: &HerdConfig, name: &str) -> Result<(Arc<Store>, OpenRe
 
 /// Runs node `name` until `shutdown` turns true: loads the table from `store` (if any), then
 /// binds its port, then dials its neighbours, so a restarted node answers from what it had
-/// before it links. The caller flushes the store after this returns.
+/// before it links. Applies the new herd files `reloads` brings while it runs. The caller
+/// flushes the store after this returns.
 pub async fn run(
     config: HerdConfig,
     name: &str,
@@ -165,6 +184,7 @@ pub async fn run(
     started: Instant,
     store: Option<(Arc<Store>, OpenReport)>,
     mut shutdown: watch::Receiver<bool>,
+    mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
@@ -227,7 +247,8 @@ pub async fn run(
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers: Peers::new(&server.neighbours, config.links.queue),
-        config,
+        slots: ConnectionSlots::new(config.limits.max_connections),
+        config: RwLock::new(Arc::new(config)),
         table,
         places,
         started,
@@ -235,7 +256,7 @@ pub async fn run(
         recovered,
         synced: AtomicU64::new(0),
     });
-    if node.config.secret.is_none() && !node.server_config().neighbours.is_empty() {
+    if node.config().secret.is_none() && !server.neighbours.is_empty() {
         tracing::warn!(
             "no herd secret: peer links are open to anyone who can reach {address} (set \
              secret: in herd.yaml or {})",
@@ -245,9 +266,21 @@ pub async fn run(
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
     crate::panics::inject_panic_if_asked();
 
-    tokio::select! {
-        result = server::serve(Arc::clone(&node), listener) => result?,
-        _ = shutdown.wait_for(|stop| *stop) => {}
+    let serving = server::serve(Arc::clone(&node), listener);
+    tokio::pin!(serving);
+    let for_new_links = shutdown.clone();
+    loop {
+        tokio::select! {
+            result = &mut serving => {
+                result?;
+                break;
+            }
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            Some(reload) = reloads.recv() => {
+                let outcome = reconfigure::apply(&node, reload.config, &for_new_links);
+                let _ = reload.done.send(outcome);
+            }
+        }
     }
     for dialer in dialers {
         dialer.abort();

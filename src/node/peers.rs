@@ -17,13 +17,16 @@
 //!   that asks a neighbour right after its reply finds the update there.
 //! - **Instant re-link**: when a neighbour's HELLO arrives while this side's link to it is
 //!   down, the dialler is woken to dial at once instead of sleeping out its backoff.
+//!
+//! A reload changes the set of links live ([`Peers::set_neighbours`]): a new link gets its
+//! dialler, a dropped one is retired, which ends its dialler and both of its connections.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::record::AtRecord;
 
@@ -46,6 +49,8 @@ pub struct Link {
     /// Set when the link dropped with updates lost (queue full, stalled writes, no answer):
     /// the next link-up starts an anti-entropy exchange whatever the names' order.
     needs_repair: AtomicBool,
+    /// True once a reload dropped the link: its dialler and sessions end.
+    retired: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -76,7 +81,21 @@ impl Link {
             written_changed: Notify::new(),
             wake: Notify::new(),
             needs_repair: AtomicBool::new(false),
+            retired: watch::Sender::new(false),
         }
+    }
+
+    /// The link is no longer in the herd file: stop queueing for it for good, and end its
+    /// dialler and its sessions (see [`Link::retired`]).
+    fn retire(&self) {
+        self.retired.send_replace(true);
+        self.down();
+    }
+
+    /// Resolves once the link is retired: tasks serving it select on this.
+    pub async fn retired(&self) {
+        let mut retired = self.retired.subscribe();
+        let _ = retired.wait_for(|r| *r).await;
     }
 
     pub fn is_up(&self) -> bool {
@@ -216,7 +235,8 @@ impl std::error::Error for QueueFull {}
 
 /// Every link of a node.
 pub struct Peers {
-    links: BTreeMap<String, Arc<Link>>,
+    /// Read on every flood; written only by a reload.
+    links: RwLock<BTreeMap<String, Arc<Link>>>,
 }
 
 impl Peers {
@@ -230,22 +250,58 @@ impl Peers {
                 )
             })
             .collect();
-        Peers { links }
+        Peers {
+            links: RwLock::new(links),
+        }
     }
 
-    pub fn link(&self, neighbour: &str) -> Option<&Arc<Link>> {
-        self.links.get(neighbour)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Link>>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn links(&self) -> impl Iterator<Item = &Arc<Link>> {
-        self.links.values()
+    pub fn link(&self, neighbour: &str) -> Option<Arc<Link>> {
+        self.read().get(neighbour).cloned()
+    }
+
+    pub fn links(&self) -> Vec<Arc<Link>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Makes `neighbours` the node's links: returns the links added (they need a dialler)
+    /// and retires the ones dropped (their diallers and sessions end). Links that stay are
+    /// untouched, so their connections and queues carry on.
+    pub fn set_neighbours(
+        &self,
+        neighbours: &BTreeSet<String>,
+        queue_capacity: usize,
+    ) -> (Vec<Arc<Link>>, Vec<Arc<Link>>) {
+        let mut links = self.links.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<String> = links
+            .keys()
+            .filter(|name| !neighbours.contains(*name))
+            .cloned()
+            .collect();
+        let dropped: Vec<Arc<Link>> = gone.iter().filter_map(|name| links.remove(name)).collect();
+        let mut added = Vec::new();
+        for name in neighbours {
+            if !links.contains_key(name) {
+                let link = Arc::new(Link::new(name.clone(), queue_capacity));
+                links.insert(name.clone(), Arc::clone(&link));
+                added.push(link);
+            }
+        }
+        drop(links);
+        for link in &dropped {
+            link.retire();
+        }
+        (added, dropped)
     }
 
     /// Queues `record` for every neighbour whose link is up, except `from`; notes in
     /// `handoff` (if given) what a reply must wait for.
     pub fn flood(&self, record: &Arc<AtRecord>, from: Option<&str>, handoff: Option<&mut Handoff>) {
         let mut handoff = handoff;
-        for (name, link) in &self.links {
+        for (name, link) in self.read().iter() {
             if Some(name.as_str()) == from || !link.is_up() {
                 continue;
             }
@@ -257,7 +313,7 @@ impl Peers {
 
     /// The neighbour `name` said HELLO: if this side's link to it is down, dial now.
     pub fn wake(&self, name: &str) {
-        if let Some(link) = self.links.get(name) {
+        if let Some(link) = self.read().get(name) {
             if !link.is_up() {
                 link.wake.notify_one();
             }
@@ -266,8 +322,9 @@ impl Peers {
 
     /// How many links are up, and how many there are.
     pub fn links_up(&self) -> (usize, usize) {
-        let up = self.links.values().filter(|l| l.is_up()).count();
-        (up, self.links.len())
+        let links = self.read();
+        let up = links.values().filter(|l| l.is_up()).count();
+        (up, links.len())
     }
 }
 
@@ -324,15 +381,18 @@ mod tests {
     #[tokio::test]
     async fn flood_skips_the_sender_and_links_that_are_down() {
         let peers = peers(8);
-        peers.links["A"].up();
-        peers.links["B"].up();
+        peers.link("A").unwrap().up();
+        peers.link("B").unwrap().up();
         let mut handoff = Handoff::default();
         peers.flood(&record("kiwi"), Some("A"), Some(&mut handoff));
-        assert!(peers.links["A"].lock().records.is_empty(), "the sender");
-        let batch = peers.links["B"].next_batch(10).await.unwrap();
+        assert!(
+            peers.link("A").unwrap().lock().records.is_empty(),
+            "the sender"
+        );
+        let batch = peers.link("B").unwrap().next_batch(10).await.unwrap();
         assert_eq!(batch.records, vec![record("kiwi")]);
         assert_eq!(batch.last_seq, 1);
-        assert!(peers.links["C"].lock().records.is_empty(), "down");
+        assert!(peers.link("C").unwrap().lock().records.is_empty(), "down");
         assert_eq!(peers.links_up(), (2, 3));
         assert_eq!(handoff.waits.len(), 1);
     }
@@ -340,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn a_reply_waits_until_written_or_the_link_drops() {
         let peers = peers(8);
-        let b = &peers.links["B"];
+        let b = &peers.link("B").unwrap();
         b.up();
         let mut handoff = Handoff::default();
         peers.flood(&record("one"), None, Some(&mut handoff));
@@ -375,7 +435,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_overflows_instead_of_growing() {
         let peers = peers(2);
-        let a = &peers.links["A"];
+        let a = &peers.link("A").unwrap();
         a.up();
         for client in ["1", "2", "3", "4"] {
             peers.flood(&record(client), None, None);
@@ -391,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn hello_wakes_a_dialler_whose_link_is_down() {
         let peers = peers(2);
-        let a = Arc::clone(&peers.links["A"]);
+        let a = Arc::clone(&peers.link("A").unwrap());
         let sleeper = tokio::spawn(async move { a.backoff(Duration::from_secs(3600)).await });
         peers.wake("A");
         let woken = tokio::time::timeout(Duration::from_secs(10), sleeper)
@@ -399,11 +459,49 @@ mod tests {
             .expect("woken long before the backoff ends")
             .unwrap();
         assert!(woken);
-        peers.links["B"].up();
+        peers.link("B").unwrap().up();
         peers.wake("B");
         assert!(
-            !peers.links["B"].backoff(Duration::from_millis(10)).await,
+            !peers
+                .link("B")
+                .unwrap()
+                .backoff(Duration::from_millis(10))
+                .await,
             "a link that is up is not woken"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_adds_and_retires_links_live() {
+        let peers = peers(8);
+        let b = peers.link("B").unwrap();
+        let c = peers.link("C").unwrap();
+        b.up();
+        c.up();
+        let (added, dropped) = peers.set_neighbours(&["C", "D"].map(String::from).into(), 8);
+        assert_eq!(
+            added.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["D"]
+        );
+        let mut dropped: Vec<&str> = dropped.iter().map(|l| l.name.as_str()).collect();
+        dropped.sort();
+        assert_eq!(dropped, ["A", "B"]);
+        // A dropped link's tasks are told, and nothing more is queued for it.
+        tokio::time::timeout(Duration::from_secs(10), b.retired())
+            .await
+            .expect("retired");
+        assert!(!b.is_up());
+        peers.flood(&record("kiwi"), None, None);
+        assert!(b.lock().records.is_empty());
+        assert!(
+            Arc::ptr_eq(&peers.link("C").unwrap(), &c),
+            "a kept link is untouched"
+        );
+        assert_eq!(
+            c.next_batch(10).await.unwrap().records,
+            vec![record("kiwi")]
+        );
+        assert_eq!(peers.links_up(), (1, 2));
+        assert!(peers.link("A").is_none());
     }
 }

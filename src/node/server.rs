@@ -2,13 +2,13 @@
 //! a connection becomes a peer connection when its first message is a valid `HERD HELLO`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
 use super::peers::Handoff;
@@ -31,9 +31,7 @@ use crate::record::AtRecord;
 /// backlog never fills with connections nobody will serve, and the descriptor is released
 /// immediately. Neighbours that are turned away redial with their backoff.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
-    let max_connections = node.config.limits.max_connections;
-    raise_open_files_limit(max_connections);
-    let slots = Arc::new(Semaphore::new(max_connections));
+    raise_open_files_limit(node.config().limits.max_connections);
     let mut refusals = RefusalLog::default();
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -45,9 +43,9 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(slot) = node.slots.try_take() else {
             drop(stream);
-            refusals.refused(max_connections);
+            refusals.refused(node.config().limits.max_connections);
             continue;
         };
         let node = Arc::clone(&node);
@@ -57,6 +55,45 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
                 tracing::debug!("{remote}: connection ended with error: {e}");
             }
         });
+    }
+}
+
+/// The open-connection budget (`limits.max_connections`). A reload resizes it: a larger
+/// one at once, a smaller one as connections close (none is cut off).
+pub struct ConnectionSlots {
+    semaphore: Arc<Semaphore>,
+    max: Mutex<usize>,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max: Mutex::new(max),
+        }
+    }
+
+    fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.semaphore).try_acquire_owned().ok()
+    }
+
+    /// Makes the budget `new_max`. Call inside the runtime.
+    pub fn resize(&self, new_max: usize) {
+        let mut max = self.max.lock().unwrap_or_else(|e| e.into_inner());
+        if new_max > *max {
+            raise_open_files_limit(new_max);
+            self.semaphore.add_permits(new_max - *max);
+        } else if new_max < *max {
+            // Retire the surplus as connections release it.
+            let surplus = u32::try_from(*max - new_max).unwrap_or(u32::MAX);
+            let semaphore = Arc::clone(&self.semaphore);
+            tokio::spawn(async move {
+                if let Ok(permits) = semaphore.acquire_many_owned(surplus).await {
+                    permits.forget();
+                }
+            });
+        }
+        *max = new_max;
     }
 }
 
@@ -140,7 +177,9 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     let mut handoff = Handoff::default();
     let mut durable_at = 0;
 
-    let limits = node.config.limits;
+    // The herd file as it is when the connection opens: a reload applies to new connections.
+    let config_at_start = node.config();
+    let limits = config_at_start.limits;
 
     loop {
         // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
@@ -205,8 +244,17 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         }
         if let Role::Peer(from) = role {
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
-            write_within(&mut writer, &out, node.config.links.write_timeout).await?;
-            let ended = session::run_accepted(node, &from, reader, writer).await;
+            write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
+            let ended = match node.peers.link(&from) {
+                // A reload that drops the link ends this end of it too.
+                Some(link) => tokio::select! {
+                    ended = session::run_accepted(node, &from, reader, writer) => ended,
+                    _ = link.retired() => Err(anyhow::anyhow!(
+                        "no longer a neighbour (the herd file was reloaded)"
+                    )),
+                },
+                None => Ok(()),
+            };
             let why = ended
                 .err()
                 .map_or("closed by peer".to_owned(), |e| format!("{e:#}"));
@@ -240,7 +288,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
 /// neighbour's socket (at most `links.write_timeout_ms`: a link stalled longer is being
 /// dropped) and, under strict durability, are on disk.
 async fn release_point(node: &Node, handoff: &mut Handoff, durable_at: &mut u64) {
-    handoff.wait(node.config.links.write_timeout).await;
+    handoff.wait(node.config().links.write_timeout).await;
     node.wait_durable(std::mem::take(durable_at)).await;
 }
 
@@ -277,7 +325,7 @@ async fn respond(
     let Some(command) = protocol::parse_line(line) else {
         return Some(format_invalid(line));
     };
-    if client_id_too_long(&command, node.config.limits.max_client_id_bytes) {
+    if client_id_too_long(&command, node.config().limits.max_client_id_bytes) {
         return Some(format_invalid(line));
     }
     match command {
@@ -324,7 +372,8 @@ async fn respond(
                 return Some(format_invalid(line));
             }
             let our_nonce = auth::nonce();
-            let Some(secret) = &node.config.secret else {
+            let config = node.config();
+            let Some(secret) = &config.secret else {
                 tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
                 node.peers.wake(server);
                 *role = Role::Peer(server.to_owned());
@@ -347,8 +396,8 @@ async fn respond(
             else {
                 return Some(format_invalid(line));
             };
-            let secret = node
-                .config
+            let config = node.config();
+            let secret = config
                 .secret
                 .as_ref()
                 .expect("authenticating needs a secret");

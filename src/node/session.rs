@@ -109,7 +109,7 @@ async fn read_side(
 ) -> Result<()> {
     // The neighbour's end sends a digest every `sync_interval` (which this side answers), so
     // a link quiet for three periods is gone whatever `limits.idle_timeout_s` says.
-    let config = &node.config;
+    let config = node.config();
     let idle = config
         .limits
         .idle_timeout
@@ -173,9 +173,10 @@ async fn write_side(
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
 ) -> Result<()> {
-    let deadline = node.config.links.write_timeout;
-    let answer_timeout = node.config.links.answer_timeout;
-    let period = node.config.reconnect.sync_interval;
+    let config = node.config();
+    let deadline = config.links.write_timeout;
+    let answer_timeout = config.links.answer_timeout;
+    let period = config.reconnect.sync_interval;
     let mut exchange = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut watchdog = tokio::time::interval(watch_period(answer_timeout));
     watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -58,6 +58,14 @@ impl Supervisor {
     }
 
     fn call(&self, request: &Request) -> Result<Vec<NodeReport>> {
+        match self.ask(request)? {
+            Response::Ok { nodes } => Ok(nodes),
+            Response::Reloaded(report) => Ok(report.nodes),
+            Response::Error { message } => bail!("{message}"),
+        }
+    }
+
+    fn ask(&self, request: &Request) -> Result<Response> {
         self.runtime.block_on(async {
             let stream = UnixStream::connect(&self.paths.socket)
                 .await
@@ -67,10 +75,7 @@ impl Supervisor {
                         self.paths.socket.display()
                     )
                 })?;
-            match call(stream, request).await? {
-                Response::Ok { nodes } => Ok(nodes),
-                Response::Error { message } => bail!("{message}"),
-            }
+            call(stream, request).await
         })
     }
 
@@ -473,6 +478,112 @@ pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
     }
 }
 
+/// How long `reload` waits for the nodes it told to report the new file.
+const TOLD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `herdctl reload`: has the supervisor re-read the herd file and apply it, prints what it
+/// did, and waits until the herd runs it: started and restarted servers up, removed ones
+/// stopped, the others reporting the new file.
+pub fn reload(config_path: &Path) -> Result<ExitCode> {
+    // Checked here first, so a broken file is reported even with no supervisor.
+    let config = HerdConfig::load(config_path)?;
+    for warning in &config.warnings {
+        eprintln!("herdctl: warning: {warning}");
+    }
+    let supervisor = Supervisor::new(config)?;
+    if supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty() {
+        println!(
+            "nothing is running; `herdctl start` runs {} as it is",
+            supervisor.config.path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    supervisor.ensure_running()?;
+    let began = Instant::now();
+    let report = match supervisor.ask(&Request::Reload)? {
+        Response::Reloaded(report) => report,
+        Response::Error { message } => bail!("{message}"),
+        Response::Ok { .. } => bail!("the supervisor does not know `reload`: restart it"),
+    };
+    for action in &report.actions {
+        println!("{action}");
+    }
+    let mut failed = false;
+    if !report.started.is_empty()
+        && start_and_wait(&supervisor, &report.started)? != ExitCode::SUCCESS
+    {
+        failed = true;
+    }
+    if !report.removed.is_empty() {
+        wait_until_removed(&supervisor, &report.removed)?;
+    }
+    for name in wait_for_digest(&supervisor, &report.told, &report.digest, &Machine::this()?) {
+        eprintln!(
+            "herdctl: error: {name} did not take the new herd file within {}s; its log says \
+             why (herdctl tail {name})",
+            TOLD_DEADLINE.as_secs()
+        );
+        failed = true;
+    }
+    if failed {
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "reloaded {} in {:.1}s",
+        supervisor.config.path.display(),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the supervisor no longer lists `names` (stopped, then dropped).
+fn wait_until_removed(supervisor: &Supervisor, names: &[String]) -> Result<()> {
+    let deadline = supervisor.config.supervisor.stop_timeout + START_GRACE;
+    let began = Instant::now();
+    loop {
+        let reports = supervisor.call(&Request::Status)?;
+        if !reports.iter().any(|r| names.contains(&r.name)) {
+            return Ok(());
+        }
+        if began.elapsed() > deadline {
+            bail!(
+                "{} did not stop within {}s",
+                names.join(", "),
+                deadline.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until each of `names` reports herd file `digest`; returns those that did not in
+/// time (a node that refused a file says why in its log).
+fn wait_for_digest(
+    supervisor: &Supervisor,
+    names: &[String],
+    digest: &str,
+    machine: &Machine,
+) -> Vec<String> {
+    let began = Instant::now();
+    let mut waiting: Vec<String> = names.to_vec();
+    while !waiting.is_empty() && began.elapsed() < TOLD_DEADLINE {
+        let Ok(mut reports) = supervisor.call(&Request::Status) else {
+            break;
+        };
+        reports.retain(|r| supervisor.config.servers.contains_key(&r.name));
+        let asks = where_to_ask(&supervisor.config, &reports, machine);
+        let figures = supervisor.runtime.block_on(query_figures(asks));
+        waiting.retain(|name| {
+            let running = reports.iter().any(|r| &r.name == name && r.pid.is_some());
+            running && figures.get(name).and_then(|f| f.config.as_deref()) != Some(digest)
+        });
+        if !waiting.is_empty() {
+            std::thread::sleep(LINKS_POLL);
+        }
+    }
+    waiting
+}
+
 /// Nodes alive by their locks, with their pids: the truth without a supervisor.
 fn running_by_lock(config: &HerdConfig) -> BTreeMap<String, u32> {
     config
@@ -526,14 +637,17 @@ const REMOTE_UNREACHABLE: &str = "unreachable";
 
 /// `herdctl status [--json]`: every server of the herd, from any of its hosts.
 pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    let applied = std::fs::read_to_string(super::applied_copy_path(&config)).ok();
     let machine = Machine::this()?;
     let supervisor = Supervisor::new(config)?;
     let supervised = supervisor.pid().is_some();
-    let reports = match supervised {
+    let (reports, unlisted): (Vec<NodeReport>, Vec<NodeReport>) = match supervised {
         true => supervisor.call(&Request::Status)?,
         false => reports_without_supervisor(&supervisor.config),
-    };
+    }
+    .into_iter()
+    .partition(|r| supervisor.config.servers.contains_key(&r.name));
     let config = &supervisor.config;
     let asks = where_to_ask(config, &reports, &machine);
     let local: BTreeMap<String, bool> = asks.iter().map(|a| (a.name.clone(), a.local)).collect();
@@ -555,7 +669,9 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 restarts: Some(r.restarts),
                 clients: f.map(|f| f.clients),
                 links_up: f.map(|f| f.links_up),
-                links_total: server.neighbours.len(),
+                // The node's own count when it answers: it runs the file the supervisor
+                // applied, which may differ from the file on disk.
+                links_total: f.map_or(server.neighbours.len(), |f| f.links_total),
                 recovered: f.map(|f| f.recovered),
                 synced: f.map(|f| f.synced),
                 last_exit: r.last_exit.clone(),
@@ -591,6 +707,19 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     if !supervised && rows.iter().any(|r| r.local) {
         eprintln!(
             "supervisor: not running (states from each server's lock; `herdctl start` starts it)"
+        );
+    }
+    for r in &unlisted {
+        eprintln!(
+            "note: the supervisor runs {}, which {} no longer lists; `herdctl reload` stops it",
+            r.name,
+            config.path.display()
+        );
+    }
+    if supervised && applied.is_some_and(|applied| applied != text) {
+        eprintln!(
+            "note: {} has changed since the supervisor applied it; `herdctl reload` applies it",
+            supervisor.config.path.display()
         );
     }
     Ok(ExitCode::SUCCESS)

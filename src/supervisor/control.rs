@@ -20,6 +20,8 @@ pub enum Request {
         name: String,
     },
     Status,
+    /// Re-read the herd file and apply it (see `config_diff.rs`).
+    Reload,
     /// Stop every node, then end the supervisor.
     Shutdown,
 }
@@ -50,10 +52,27 @@ pub struct NodeReport {
     pub start_queued: bool,
 }
 
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// The digest of the herd file now applied (nodes report it in `HERD STATUS`).
+    pub digest: String,
+    /// What was done, one line per server (and one for the supervisor's own settings).
+    pub actions: Vec<String>,
+    /// Servers started or restarted: they come up on the new file.
+    pub started: Vec<String>,
+    /// Servers removed from the file: being stopped.
+    pub removed: Vec<String>,
+    /// Running servers told to re-read the file (SIGHUP).
+    pub told: Vec<String>,
+    pub nodes: Vec<NodeReport>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "lowercase")]
 pub enum Response {
     Ok { nodes: Vec<NodeReport> },
+    Reloaded(ReloadReport),
     Error { message: String },
 }
 
@@ -86,6 +105,7 @@ mod tests {
                 name: "Ball".into(),
             },
             Request::Status,
+            Request::Reload,
             Request::Shutdown,
         ] {
             let text = serde_json::to_string(&request).unwrap();

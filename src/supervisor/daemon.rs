@@ -15,12 +15,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::control::{NodeReport, Request, Response};
+use super::control::{NodeReport, ReloadReport, Request, Response};
 use super::files::{self, Rotate};
 use super::machine::{Action, Event, NodeMachine, State};
 use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
-use crate::config::HerdConfig;
+use crate::config::{HerdConfig, ServerConfig};
+use crate::config_diff;
 use crate::pidlock::PidLock;
 
 /// How often the loop looks at timers, probes and adopted nodes.
@@ -32,7 +33,7 @@ type ControlMessage = (Request, oneshot::Sender<Response>);
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, text) = HerdConfig::load_with_text(config_path)?;
     let paths = RunPaths::new(&config);
     let _lock = match PidLock::acquire(&paths.lock)? {
         Ok(lock) => lock,
@@ -59,7 +60,11 @@ pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
             paths.socket.display()
         );
         let (news_tx, news_rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor::new(config, RealOs::new(news_tx));
+        let mut os = RealOs::new(news_tx);
+        // The nodes it starts run this copy; adopted ones that run another are told (see
+        // `Supervisor::check_digest`).
+        os.write_applied_copy(&config, &text)?;
+        let supervisor = Supervisor::new(config, os);
         supervisor.run(listener, news_rx, &paths).await
     })?;
     let _ = std::fs::remove_file(&paths.socket);
@@ -87,6 +92,11 @@ pub struct Supervisor<O: NodeOs> {
     /// Nodes found running at start-up: not our children, so their end is seen through
     /// their lock rather than waitpid.
     adopted: BTreeSet<String>,
+    /// Servers a reload removed from the file, stopping; dropped once stopped.
+    removed: BTreeMap<String, ServerConfig>,
+    /// Nodes told to re-read the herd file (SIGHUP), by process and the digest they were
+    /// told about: a node still on another file at a later probe is restarted.
+    told: BTreeMap<String, (u32, String)>,
     os: O,
     shutting_down: bool,
 }
@@ -102,6 +112,8 @@ impl<O: NodeOs> Supervisor<O> {
             config: Arc::new(config),
             machines,
             adopted: BTreeSet::new(),
+            removed: BTreeMap::new(),
+            told: BTreeMap::new(),
             os,
             shutting_down: false,
         }
@@ -192,7 +204,7 @@ impl<O: NodeOs> Supervisor<O> {
         let named: &[String] = match &request {
             Request::Start { names } | Request::Stop { names } => names,
             Request::Kill { name } => std::slice::from_ref(name),
-            Request::Status | Request::Shutdown => &[],
+            Request::Status | Request::Shutdown | Request::Reload => &[],
         };
         if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
             return Response::Error {
@@ -218,6 +230,14 @@ impl<O: NodeOs> Supervisor<O> {
             }
             Request::Kill { name } => {
                 self.apply(&name, Event::Crash, now);
+            }
+            Request::Reload => {
+                return match self.reload(now) {
+                    Ok(report) => Response::Reloaded(report),
+                    Err(e) => Response::Error {
+                        message: format!("{e:#}; nothing was changed"),
+                    },
+                };
             }
             Request::Shutdown => {
                 self.shutting_down = true;
@@ -253,7 +273,11 @@ impl<O: NodeOs> Supervisor<O> {
                 tracing::info!("{name} (pid {pid}) {how}");
                 self.apply(name, Event::Exited { how, last_words }, now);
             }
-            ProcessNews::Probed { pid, answered } if current == Some(pid) => {
+            ProcessNews::Probed {
+                pid,
+                answered,
+                digest,
+            } if current == Some(pid) => {
                 let state = self.machines[name].state;
                 if state == State::Starting && answered {
                     tracing::info!("{name} (pid {pid}) ready");
@@ -261,13 +285,154 @@ impl<O: NodeOs> Supervisor<O> {
                     tracing::warn!("{name} (pid {pid}) did not answer a health probe");
                 }
                 self.apply(name, Event::Probed { answered }, now);
+                if let Some(digest) = digest {
+                    self.check_digest(name, pid, &digest, now);
+                }
             }
             // About a process that is no longer this node's.
             ProcessNews::Exited { .. } | ProcessNews::Probed { .. } => {}
         }
     }
 
+    /// The daemon and its nodes never run on different herd files: a running node that
+    /// reports another file is told to re-read it, once; if it still runs another at a
+    /// later probe (it refused: a setting it reads at start-up differs), it is restarted.
+    fn check_digest(&mut self, name: &str, pid: u32, digest: &str, now: Instant) {
+        let applied = self.config.digest.clone();
+        if digest == applied || self.machines[name].state != State::Running {
+            return;
+        }
+        match self.told.get(name) {
+            Some((told_pid, told)) if *told_pid == pid && *told == applied => {
+                tracing::warn!(
+                    "{name} (pid {pid}) still runs another herd file ({digest}, not \
+                     {applied}) after it was told; restarting it on the applied one"
+                );
+                self.told.remove(name);
+                self.apply(name, Event::Stop, now);
+                self.apply(name, Event::Start, now);
+            }
+            _ => {
+                tracing::info!(
+                    "{name} (pid {pid}) runs another herd file ({digest}); telling it to \
+                     re-read the applied one ({applied})"
+                );
+                self.tell(name, pid);
+            }
+        }
+    }
+
+    /// SIGHUP: the node re-reads the applied copy and takes it live, or refuses it.
+    fn tell(&mut self, name: &str, pid: u32) {
+        self.signal(name, pid, Signal::SIGHUP);
+        self.told
+            .insert(name.to_owned(), (pid, self.config.digest.clone()));
+    }
+
+    /// `herdctl reload`: reads and validates the herd file and applies it. On any error
+    /// nothing changes.
+    fn reload(&mut self, now: Instant) -> Result<ReloadReport> {
+        let text = self.os.read_herd_file(&self.config.path)?;
+        let new = HerdConfig::parse(&text, &self.config.path)?;
+        let plan = config_diff::plan(&self.config, &new)?;
+        self.os.write_applied_copy(&new, &text)?;
+        tracing::info!(
+            "reloaded {} ({} -> {})",
+            new.path.display(),
+            self.config.digest,
+            new.digest
+        );
+        let old = std::mem::replace(&mut self.config, Arc::new(new));
+        let mut report = ReloadReport {
+            digest: self.config.digest.clone(),
+            actions: Vec::new(),
+            started: Vec::new(),
+            removed: Vec::new(),
+            told: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let mut actions = Vec::new();
+        let mut act = |name: &str, what: String| {
+            tracing::info!("reload: {name} {what}");
+            actions.push(format!("{name:<12} {what}"));
+        };
+
+        for machine in self.machines.values_mut() {
+            machine.set_settings(self.config.supervisor);
+        }
+        if plan.supervisor {
+            act("supervisor", "settings applied".into());
+        }
+        for name in &plan.removed {
+            self.removed.insert(name.clone(), old.servers[name].clone());
+            self.apply(name, Event::Stop, now);
+            act(name, "stopped: removed from the herd file".into());
+            report.removed.push(name.clone());
+        }
+        for name in &plan.added {
+            self.machines
+                .insert(name.clone(), NodeMachine::new(self.config.supervisor));
+            self.apply(name, Event::Start, now);
+            act(name, "started: added to the herd file".into());
+            report.started.push(name.clone());
+        }
+        for (name, why) in &plan.restart {
+            let state = self.machines[name].state;
+            if matches!(state, State::Stopped | State::Fatal) {
+                act(name, format!("not running; starts on the new file ({why})"));
+                continue;
+            }
+            // Stop, then start once it is gone (a start while stopping is queued).
+            self.apply(name, Event::Stop, now);
+            self.apply(name, Event::Start, now);
+            act(name, format!("restarted: {why}"));
+            report.started.push(name.clone());
+        }
+        for (name, changes) in &plan.live {
+            let machine = &self.machines[name];
+            let changes = match changes.is_empty() {
+                true => "nothing changes for it".to_owned(),
+                false => changes.join("; "),
+            };
+            match (machine.state, machine.pid) {
+                (State::Running, Some(pid)) => {
+                    self.tell(name, pid);
+                    act(name, format!("told live: {changes}"));
+                    report.told.push(name.clone());
+                }
+                // Not answering yet: it may have read the old copy; the first probe that
+                // finds it running on another file tells it.
+                (State::Starting, _) => act(name, format!("starting; takes it once up: {changes}")),
+                (state, _) => act(
+                    name,
+                    format!("{}; starts on the new file: {changes}", state.as_str()),
+                ),
+            }
+        }
+        report.actions = actions;
+        report.nodes = self.reports(now);
+        Ok(report)
+    }
+
     pub fn on_tick(&mut self, now: Instant) {
+        // Servers removed by a reload leave once they are stopped.
+        let gone: Vec<String> = self
+            .removed
+            .keys()
+            .filter(|n| {
+                self.machines
+                    .get(*n)
+                    .is_none_or(|m| m.state == State::Stopped)
+            })
+            .cloned()
+            .collect();
+        for name in gone {
+            self.removed.remove(&name);
+            self.machines.remove(&name);
+            self.adopted.remove(&name);
+            self.told.remove(&name);
+            tracing::info!("{name} stopped and removed");
+        }
         let names: Vec<String> = self.machines.keys().cloned().collect();
         for name in names {
             self.apply(&name, Event::Tick, now);
@@ -335,7 +500,12 @@ impl<O: NodeOs> Supervisor<O> {
                 name: name.clone(),
                 state: m.state,
                 pid: m.pid,
-                port: self.config.servers[name].port,
+                port: self
+                    .config
+                    .servers
+                    .get(name)
+                    .or_else(|| self.removed.get(name))
+                    .map_or(0, |s| s.port),
                 uptime_ms: m
                     .since
                     .filter(|_| m.pid.is_some())
@@ -393,6 +563,9 @@ mod tests {
         probes: Vec<(String, u32, Duration)>,
         locks: BTreeMap<String, u32>,
         stderr: BTreeMap<String, String>,
+        /// The herd file on "disk", and the applied copy.
+        file: String,
+        applied: String,
     }
 
     impl NodeOs for FakeOs {
@@ -417,16 +590,21 @@ mod tests {
         fn last_words(&self, _: &HerdConfig, name: &str) -> Option<String> {
             self.stderr.get(name).cloned()
         }
+        fn read_herd_file(&self, _: &Path) -> Result<String> {
+            Ok(self.file.clone())
+        }
+        fn write_applied_copy(&mut self, _: &HerdConfig, text: &str) -> Result<()> {
+            self.applied = text.to_owned();
+            Ok(())
+        }
     }
 
+    const HERD: &str = "servers:\n  A: { port: 1, peers: [B] }\n  B: { port: 2 }\n\
+                        supervisor: { health_interval_ms: 1000, health_failures: 2, \
+                        start_timeout_ms: 5000, backoff_initial_ms: 100, stop_timeout_ms: 3000 }\n";
+
     fn supervisor() -> Supervisor<FakeOs> {
-        let config = HerdConfig::parse(
-            "servers:\n  A: { port: 1, peers: [B] }\n  B: { port: 2 }\nsupervisor: { \
-             health_interval_ms: 1000, health_failures: 2, start_timeout_ms: 5000, \
-             backoff_initial_ms: 100, stop_timeout_ms: 3000 }\n",
-            Path::new("/h/herd.yaml"),
-        )
-        .unwrap();
+        let config = HerdConfig::parse(HERD, Path::new("/h/herd.yaml")).unwrap();
         Supervisor::new(config, FakeOs::default())
     }
 
@@ -437,7 +615,11 @@ mod tests {
     }
 
     fn probed(pid: u32, answered: bool) -> ProcessNews {
-        ProcessNews::Probed { pid, answered }
+        ProcessNews::Probed {
+            pid,
+            answered,
+            digest: None,
+        }
     }
 
     fn report(s: &Supervisor<FakeOs>, name: &str, now: Instant) -> NodeReport {
@@ -583,5 +765,139 @@ mod tests {
             panic!("C is not in the herd");
         };
         assert!(message.contains("herdctl reload"), "{message}");
+    }
+
+    fn exited(pid: u32) -> ProcessNews {
+        ProcessNews::Exited {
+            pid,
+            how: "exit status 0".into(),
+            last_words: None,
+        }
+    }
+
+    fn reload(s: &mut Supervisor<FakeOs>, file: &str, now: Instant) -> Response {
+        s.os.file = file.to_owned();
+        s.handle_request(Request::Reload, now)
+    }
+
+    #[test]
+    fn a_broken_or_unmovable_file_changes_nothing() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let pid = start_a(&mut s, t0);
+        let before = s.config.digest.clone();
+        for (file, wanted) in [
+            ("servers:\n  A: { port: x }\n", "/h/herd.yaml line 2"),
+            (
+                "servers:\n  A: { port: 1 }\nrun_dir: /elsewhere\n",
+                "run_dir changed",
+            ),
+        ] {
+            let Response::Error { message } = reload(&mut s, file, t0) else {
+                panic!("{file} must be refused");
+            };
+            assert!(
+                message.contains(wanted) && message.ends_with("nothing was changed"),
+                "{message}"
+            );
+        }
+        assert_eq!(s.config.digest, before);
+        assert!(s.os.signals.is_empty() && s.os.applied.is_empty());
+        assert_eq!(report(&s, "A", t0).pid, Some(pid));
+        assert_eq!(s.reports(t0).len(), 2);
+    }
+
+    #[test]
+    fn reload_starts_added_stops_removed_restarts_moved_and_tells_the_rest() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let a = start_a(&mut s, t0);
+        s.handle_request(start(&["B"]), t0);
+        let (_, b) = s.os.spawned.last().cloned().unwrap();
+        s.on_tick(t0);
+        s.handle_news("B", probed(b, true), t0);
+
+        // B moves to another port, C is added with a link to A, and A keeps running.
+        let file = "servers:\n  A: { port: 1, peers: [B, C] }\n  B: { port: 20 }\n  \
+                    C: { port: 3 }\nsupervisor: { health_failures: 2 }\n";
+        let Response::Reloaded(r) = reload(&mut s, file, t0) else {
+            panic!("a valid file is applied");
+        };
+        assert_eq!(s.os.applied, file, "nodes start from the copy");
+        assert_eq!(r.digest, s.config.digest);
+        assert_eq!(r.started, ["C", "B"]);
+        assert_eq!(r.told, ["A"]);
+        assert!(r.removed.is_empty());
+        assert_eq!(
+            r.actions,
+            [
+                "supervisor   settings applied",
+                "C            started: added to the herd file",
+                "B            restarted: its address changed (127.0.0.1:2 -> 127.0.0.1:20)",
+                "A            told live: link to C added; new address for B",
+            ]
+        );
+        assert_eq!(
+            s.os.signals,
+            [(b, Signal::SIGTERM), (a, Signal::SIGHUP)],
+            "B stopped, A told"
+        );
+        assert_eq!(s.os.spawned.last().unwrap().0, "C");
+        // B comes back once its old process is gone.
+        s.handle_news("B", exited(b), t0);
+        assert_eq!(s.os.spawned.last().unwrap().0, "B");
+        assert_eq!(report(&s, "B", t0).port, 20);
+
+        // Dropping C again: it is stopped, then no longer listed.
+        let (_, c) =
+            s.os.spawned
+                .iter()
+                .find(|(n, _)| n == "C")
+                .cloned()
+                .unwrap();
+        s.on_tick(t0);
+        s.handle_news("C", probed(c, true), t0);
+        let Response::Reloaded(r) = reload(
+            &mut s,
+            "servers:\n  A: { port: 1 }\n  B: { port: 20 }\n",
+            t0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.removed, ["C"]);
+        assert_eq!(report(&s, "C", t0).state, State::Stopping);
+        s.handle_news("C", exited(c), t0);
+        s.on_tick(t0);
+        assert!(s.reports(t0).iter().all(|r| r.name != "C"));
+    }
+
+    #[test]
+    fn a_node_on_another_herd_file_is_told_then_restarted() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        let pid = start_a(&mut s, t0);
+        let other = |pid| ProcessNews::Probed {
+            pid,
+            answered: true,
+            digest: Some("0000000000000000".into()),
+        };
+        s.handle_news("A", other(pid), t0);
+        assert_eq!(s.os.signals, [(pid, Signal::SIGHUP)]);
+        // Its own digest: all is well, nothing more is sent.
+        let own = ProcessNews::Probed {
+            pid,
+            answered: true,
+            digest: Some(s.config.digest.clone()),
+        };
+        s.handle_news("A", own, t0);
+        assert_eq!(s.os.signals.len(), 1);
+        // Still on another file after being told: it refused, so it restarts on the copy.
+        s.handle_news("A", other(pid), t0);
+        assert_eq!(
+            s.os.signals,
+            [(pid, Signal::SIGHUP), (pid, Signal::SIGTERM)]
+        );
+        s.handle_news("A", exited(pid), t0);
+        assert_eq!(s.os.spawned.len(), 2);
     }
 }

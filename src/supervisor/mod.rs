@@ -6,7 +6,8 @@
 //!   `pidlock.rs`).
 //! - `daemon.rs`: the event loop that drives the machines and answers the socket.
 //! - `control.rs`: the JSON-lines request/response protocol on the socket.
-//! - `cli.rs`: start/stop/restart/kill/status as the operator runs them.
+//! - `files.rs`: the nodes' stderr files and the supervisor's log, appended and rotated.
+//! - `cli.rs`: start/stop/restart/kill/status/reload as the operator runs them.
 
 pub mod cli;
 pub mod control;
@@ -29,6 +30,9 @@ pub struct RunPaths {
     pub socket: PathBuf,
     pub lock: PathBuf,
     pub log: PathBuf,
+    /// The supervisor's copy of the herd file it applied: the nodes it starts read this, so
+    /// they run what it runs even when the file has been edited since.
+    pub applied: PathBuf,
 }
 
 impl RunPaths {
@@ -37,8 +41,33 @@ impl RunPaths {
             socket: config.run_dir.join("supervisor.sock"),
             lock: config.run_dir.join("supervisor.lock"),
             log: config.logs.dir.join("supervisor.log"),
+            applied: applied_copy_path(config),
         }
     }
+}
+
+/// See [`RunPaths::applied`].
+pub fn applied_copy_path(config: &HerdConfig) -> PathBuf {
+    config.run_dir.join("herd.applied.yaml")
+}
+
+/// Replaces the applied copy with `text` in one step (written aside, then renamed), mode
+/// 0600: the file may hold the herd secret.
+pub fn write_applied_copy(config: &HerdConfig, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = applied_copy_path(config);
+    std::fs::create_dir_all(&config.run_dir)?;
+    let aside = path.with_extension("yaml.new");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&aside)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&aside, &path)
 }
 
 /// Where a node's stderr goes when the supervisor starts it (start-up errors land here).

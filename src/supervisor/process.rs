@@ -27,8 +27,13 @@ pub enum ProcessNews {
         /// The last line it wrote to stderr.
         last_words: Option<String>,
     },
-    /// A probe finished; `answered` when the node answered as itself in time.
-    Probed { pid: u32, answered: bool },
+    /// A probe finished; `answered` when the node answered as itself in time, `digest`
+    /// of the herd file it says it runs.
+    Probed {
+        pid: u32,
+        answered: bool,
+        digest: Option<String>,
+    },
 }
 
 /// What the supervisor asks of the operating system. Calls return at once; what happens
@@ -45,6 +50,10 @@ pub trait NodeOs {
     fn process_start(&self, pid: u32) -> Option<Instant>;
     /// The last line node `name`'s latest run wrote to stderr.
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String>;
+    /// The herd file's text, as it is now.
+    fn read_herd_file(&self, path: &Path) -> Result<String>;
+    /// Makes `text` the applied copy that nodes start from (see `RunPaths::applied`).
+    fn write_applied_copy(&mut self, config: &HerdConfig, text: &str) -> Result<()>;
 }
 
 /// The real thing: child processes, signals, TCP probes, lock files. Needs a tokio runtime.
@@ -90,12 +99,24 @@ impl NodeOs for RealOs {
     }
 
     fn probe(&mut self, config: &HerdConfig, name: &str, pid: u32, timeout: Duration) {
-        let address = config.local_endpoint(&config.servers[name]);
+        let Some(server) = config.servers.get(name) else {
+            return; // removed by a reload, and being stopped
+        };
+        let address = config.local_endpoint(server);
         let news = self.news.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
-            let answered = answers_as(address, pid, timeout).await;
-            let _ = news.send((name, ProcessNews::Probed { pid, answered }));
+            // Its own figures, from the right process: the port merely accepting could be
+            // some other program squatting on it.
+            let figures = super::ask_figures(address, timeout)
+                .await
+                .filter(|f| f.pid == pid);
+            let probed = ProcessNews::Probed {
+                pid,
+                answered: figures.is_some(),
+                digest: figures.and_then(|f| f.config),
+            };
+            let _ = news.send((name, probed));
         });
     }
 
@@ -112,16 +133,23 @@ impl NodeOs for RealOs {
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String> {
         files::last_words(&node_stderr_path(config, name))
     }
+
+    fn read_herd_file(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    fn write_applied_copy(&mut self, config: &HerdConfig, text: &str) -> Result<()> {
+        super::write_applied_copy(config, text).with_context(|| {
+            format!(
+                "cannot write {}",
+                super::applied_copy_path(config).display()
+            )
+        })
+    }
 }
 
-/// Whether the node on `address` answers `HERD STATUS` as process `pid`: the port merely
-/// accepting could be some other program squatting on it.
-async fn answers_as(address: crate::hosts::Endpoint, pid: u32, timeout: Duration) -> bool {
-    let figures = super::ask_figures(address, timeout).await;
-    figures.is_some_and(|f| f.pid == pid)
-}
-
-/// Starts `herdctl run NAME` in its own process group, stderr appended to `stderr_path`.
+/// Starts `herdctl run NAME` on the supervisor's applied copy of the herd file, in its own
+/// process group, stderr appended to `stderr_path`.
 pub fn spawn_node(config: &HerdConfig, name: &str, stderr_path: &Path) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
     let stderr = files::open_node_stderr(stderr_path, name)
@@ -129,7 +157,8 @@ pub fn spawn_node(config: &HerdConfig, name: &str, stderr_path: &Path) -> Result
     Command::new(exe)
         .arg("--config")
         .arg(&config.path)
-        .args(["run", name])
+        .args(["run", name, "--applied-copy"])
+        .arg(super::applied_copy_path(config))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
