@@ -493,7 +493,8 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
     let supervisor = Supervisor::new(config)?;
     if supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty() {
         println!(
-            "nothing is running; `herdctl start` runs {} as it is",
+            "nothing runs under {}; `herdctl start` runs {} as it is",
+            supervisor.config.run_dir.display(),
             supervisor.config.path.display()
         );
         return Ok(ExitCode::SUCCESS);

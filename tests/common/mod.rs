@@ -2,6 +2,7 @@
 //! the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod supervised;
 pub mod upstream;
 
 use std::collections::BTreeMap;
