@@ -29,6 +29,14 @@ const TICK: Duration = Duration::from_millis(50);
 /// How often full log files (nodes' stderr, the supervisor's own log) are rotated.
 const ROTATE_EVERY: Duration = Duration::from_secs(10);
 
+/// A SIGHUP sent to a node (see `Supervisor::check_digest`).
+#[derive(Debug, Clone)]
+struct Told {
+    pid: u32,
+    digest: String,
+    at: Instant,
+}
+
 type ControlMessage = (Request, oneshot::Sender<Response>);
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
@@ -94,9 +102,9 @@ pub struct Supervisor<O: NodeOs> {
     adopted: BTreeSet<String>,
     /// Servers a reload removed from the file, stopping; dropped once stopped.
     removed: BTreeMap<String, ServerConfig>,
-    /// Nodes told to re-read the herd file (SIGHUP), by process and the digest they were
-    /// told about: a node still on another file at a later probe is restarted.
-    told: BTreeMap<String, (u32, String)>,
+    /// Nodes told to re-read the herd file (SIGHUP): the process, the digest it was told
+    /// about, and when. One still on another file at a later probe is restarted.
+    told: BTreeMap<String, Told>,
     os: O,
     shutting_down: bool,
 }
@@ -302,8 +310,14 @@ impl<O: NodeOs> Supervisor<O> {
         if digest == applied || self.machines[name].state != State::Running {
             return;
         }
+        // A probe sent before the node was told may still answer with the old file: only
+        // one sent after it (a full probe period later) shows a refusal.
+        let grace = self.config.supervisor.health_interval;
         match self.told.get(name) {
-            Some((told_pid, told)) if *told_pid == pid && *told == applied => {
+            Some(told) if told.pid == pid && told.digest == applied => {
+                if now.saturating_duration_since(told.at) <= grace {
+                    return;
+                }
                 tracing::warn!(
                     "{name} (pid {pid}) still runs another herd file ({digest}, not \
                      {applied}) after it was told; restarting it on the applied one"
@@ -317,16 +331,20 @@ impl<O: NodeOs> Supervisor<O> {
                     "{name} (pid {pid}) runs another herd file ({digest}); telling it to \
                      re-read the applied one ({applied})"
                 );
-                self.tell(name, pid);
+                self.tell(name, pid, now);
             }
         }
     }
 
     /// SIGHUP: the node re-reads the applied copy and takes it live, or refuses it.
-    fn tell(&mut self, name: &str, pid: u32) {
+    fn tell(&mut self, name: &str, pid: u32, now: Instant) {
         self.signal(name, pid, Signal::SIGHUP);
-        self.told
-            .insert(name.to_owned(), (pid, self.config.digest.clone()));
+        let told = Told {
+            pid,
+            digest: self.config.digest.clone(),
+            at: now,
+        };
+        self.told.insert(name.to_owned(), told);
     }
 
     /// `herdctl reload`: reads and validates the herd file and applies it. On any error
@@ -396,7 +414,7 @@ impl<O: NodeOs> Supervisor<O> {
             };
             match (machine.state, machine.pid) {
                 (State::Running, Some(pid)) => {
-                    self.tell(name, pid);
+                    self.tell(name, pid, now);
                     act(name, format!("told live: {changes}"));
                     report.told.push(name.clone());
                 }
@@ -891,8 +909,12 @@ mod tests {
         };
         s.handle_news("A", own, t0);
         assert_eq!(s.os.signals.len(), 1);
-        // Still on another file after being told: it refused, so it restarts on the copy.
-        s.handle_news("A", other(pid), t0);
+        // An answer to a probe sent before it was told proves nothing yet.
+        s.handle_news("A", other(pid), t0 + Duration::from_millis(500));
+        assert_eq!(s.os.signals.len(), 1);
+        // Still on another file a probe period after being told: it refused, so it
+        // restarts on the copy.
+        s.handle_news("A", other(pid), t0 + Duration::from_millis(1500));
         assert_eq!(
             s.os.signals,
             [(pid, Signal::SIGHUP), (pid, Signal::SIGTERM)]
