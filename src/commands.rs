@@ -50,7 +50,11 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
         }
     };
-    let log = Arc::new(crate::logs::init_node_logging(&config.logs, name, log_stdout)?);
+    let log = Arc::new(crate::logs::init_node_logging(
+        &config.logs,
+        name,
+        log_stdout,
+    )?);
     crate::panics::log_panics();
     for warning in &config.warnings {
         tracing::warn!("{warning}");

@@ -143,9 +143,11 @@ fn file_writer(settings: &LogSettings, server: &str) -> Result<(NonBlocking, Wor
     // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
     // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
     // still has every line on disk at once.
-    Ok(tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender)))
+    Ok(
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::BufWriter::with_capacity(64 * 1024, appender)),
+    )
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that
