@@ -390,6 +390,12 @@ impl<O: NodeOs> Supervisor<O> {
         for name in &plan.added {
             self.machines
                 .insert(name.clone(), NodeMachine::new(self.config.supervisor));
+            // Another machine's server is that machine's to start.
+            if !self.os.is_local(&self.config, name) {
+                let host = &self.config.servers[name].host;
+                act(name, format!("added; lives on {host}: start it there"));
+                continue;
+            }
             self.apply(name, Event::Start, now);
             act(name, "started: added to the herd file".into());
             report.started.push(name.clone());
@@ -397,7 +403,13 @@ impl<O: NodeOs> Supervisor<O> {
         for (name, why) in &plan.restart {
             let state = self.machines[name].state;
             if matches!(state, State::Stopped | State::Fatal) {
-                act(name, format!("not running; starts on the new file ({why})"));
+                match self.os.is_local(&self.config, name) {
+                    true => act(name, format!("not running; starts on the new file ({why})")),
+                    false => {
+                        let host = &self.config.servers[name].host;
+                        act(name, format!("lives on {host}: reload it there ({why})"));
+                    }
+                }
                 continue;
             }
             // Stop, then start once it is gone (a start while stopping is queued).
@@ -421,6 +433,10 @@ impl<O: NodeOs> Supervisor<O> {
                 // Not answering yet: it may have read the old copy; the first probe that
                 // finds it running on another file tells it.
                 (State::Starting, _) => act(name, format!("starting; takes it once up: {changes}")),
+                _ if !self.os.is_local(&self.config, name) => {
+                    let host = &self.config.servers[name].host;
+                    act(name, format!("lives on {host}: reload it there"));
+                }
                 (state, _) => act(
                     name,
                     format!("{}; starts on the new file: {changes}", state.as_str()),
@@ -614,6 +630,9 @@ mod tests {
         fn write_applied_copy(&mut self, _: &HerdConfig, text: &str) -> Result<()> {
             self.applied = text.to_owned();
             Ok(())
+        }
+        fn is_local(&self, config: &HerdConfig, name: &str) -> bool {
+            config.servers[name].host.to_string() != "10.9.9.9"
         }
     }
 
@@ -837,7 +856,8 @@ mod tests {
 
         // B moves to another port, C is added with a link to A, and A keeps running.
         let file = "servers:\n  A: { port: 1, peers: [B, C] }\n  B: { port: 20 }\n  \
-                    C: { port: 3 }\nsupervisor: { health_failures: 2 }\n";
+                    C: { port: 3 }\n  D: { port: 4, host: 10.9.9.9 }\n\
+                    supervisor: { health_failures: 2 }\n";
         let Response::Reloaded(r) = reload(&mut s, file, t0) else {
             panic!("a valid file is applied");
         };
@@ -851,6 +871,7 @@ mod tests {
             [
                 "supervisor   settings applied",
                 "C            started: added to the herd file",
+                "D            added; lives on 10.9.9.9: start it there",
                 "B            restarted: its address changed (127.0.0.1:2 -> 127.0.0.1:20)",
                 "A            told live: link to C added; new address for B",
             ]
@@ -860,7 +881,12 @@ mod tests {
             [(b, Signal::SIGTERM), (a, Signal::SIGHUP)],
             "B stopped, A told"
         );
-        assert_eq!(s.os.spawned.last().unwrap().0, "C");
+        assert_eq!(
+            s.os.spawned.last().unwrap().0,
+            "C",
+            "not D, another machine's"
+        );
+        assert_eq!(report(&s, "D", t0).state, State::Stopped);
         // B comes back once its old process is gone.
         s.handle_news("B", exited(b), t0);
         assert_eq!(s.os.spawned.last().unwrap().0, "B");
@@ -882,7 +908,7 @@ mod tests {
         ) else {
             panic!()
         };
-        assert_eq!(r.removed, ["C"]);
+        assert_eq!(r.removed, ["C", "D"]);
         assert_eq!(report(&s, "C", t0).state, State::Stopping);
         s.handle_news("C", exited(c), t0);
         s.on_tick(t0);
