@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `main.rs` is a thin CLI over it.
 pub mod auth;
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -66,7 +66,7 @@ async fn keep_link(node: &Node, link: &Link) {
             return; // no longer in the herd file: the reload retires this link
         };
         let address = config.endpoint(server);
-        backoff.settings = config.reconnect;
+        backoff.follow(config.reconnect);
         drop(config);
         match handshake(node, neighbour, &address).await {
             Ok(stream) => {
@@ -161,31 +161,38 @@ async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<T
         .context("handshake timed out")?
 }
 
-/// Capped exponential backoff with a little jitter, so a herd restarting together does not
-/// dial in lockstep.
+/// The dialler's retry count: jittered capped exponential backoff (`backoff.rs`) from
+/// `reconnect:`, back to the first delay once a link comes up or the neighbour says HELLO.
 struct Backoff {
-    settings: ReconnectSettings,
-    current: Duration,
+    policy: crate::backoff::Backoff,
+    retries: u32,
 }
 
 impl Backoff {
     fn new(settings: ReconnectSettings) -> Backoff {
         Backoff {
-            settings,
-            current: settings.initial,
+            policy: crate::backoff::Backoff {
+                initial: settings.initial,
+                max: settings.max,
+            },
+            retries: 0,
         }
     }
 
+    /// Takes `reconnect:` as the herd file now says (a reload may have changed it).
+    fn follow(&mut self, settings: ReconnectSettings) {
+        self.policy.initial = settings.initial;
+        self.policy.max = settings.max;
+    }
+
     fn reset(&mut self) {
-        self.current = self.settings.initial;
+        self.retries = 0;
     }
 
     fn next_delay(&mut self) -> Duration {
-        let delay = self.current.min(self.settings.max);
-        self.current = (self.current * 2).min(self.settings.max);
-        let jitter_range = (delay.as_nanos() / 5).max(1) as u64;
-        let jitter = super::server::now_nanos().unsigned_abs() as u64 % jitter_range;
-        delay + Duration::from_nanos(jitter)
+        let delay = self.policy.jittered(self.retries);
+        self.retries = self.retries.saturating_add(1);
+        delay
     }
 }
 

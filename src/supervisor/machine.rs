@@ -141,8 +141,11 @@ impl NodeMachine {
 
     /// The delay before restart number `crashes` in a row: initial * 2^(crashes-1), capped.
     pub fn backoff_delay(&self, crashes: u32) -> Duration {
-        let doublings = crashes.saturating_sub(1).min(20);
-        (self.settings.backoff_initial * 2u32.pow(doublings)).min(self.settings.backoff_max)
+        let policy = crate::backoff::Backoff {
+            initial: self.settings.backoff_initial,
+            max: self.settings.backoff_max,
+        };
+        policy.delay(crashes.saturating_sub(1))
     }
 
     /// Whether a start was asked for while the node was stopping.
