@@ -535,12 +535,14 @@ pub fn format_whatsat_reply(at_line: &str, places_json: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const KIWI: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+    pub(crate) const KIWI: &str =
+        "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
 
-    fn iamat(line: &str) -> Iamat<'_> {
+    /// The IAMAT `line` parses to (the test fails if it is not one).
+    pub(crate) fn iamat(line: &str) -> Iamat<'_> {
         match parse_line(line.as_bytes()) {
             Some(Command::Iamat(i)) => i,
             other => panic!("{line:?} should be an IAMAT, got {other:?}"),

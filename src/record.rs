@@ -139,16 +139,8 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::tests::{iamat, KIWI};
     use crate::protocol::{format_sync, format_update, parse_line, Command, PeerMessage};
-
-    const KIWI: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
-
-    fn iamat(line: &str) -> Iamat<'_> {
-        match parse_line(line.as_bytes()) {
-            Some(Command::Iamat(i)) => i,
-            other => panic!("{line:?} should be an IAMAT, got {other:?}"),
-        }
-    }
 
     #[test]
     fn the_at_line_matches_the_spec_example() {

@@ -242,15 +242,7 @@ impl Host {
 
     /// All of `server`'s log files on this host, concatenated.
     fn log_text(&self, server: &str) -> String {
-        let dir = self.dir.join("logs").join(server);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-            .collect()
+        common::log_text_in(&self.dir, server)
     }
 }
 

@@ -328,15 +328,7 @@ impl Herd {
 
     /// All of server `name`'s log files, concatenated in name order.
     pub fn log_text(&self, name: &str) -> String {
-        let dir = self.dir.path().join("logs").join(name);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
-            .collect()
+        log_text_in(self.dir.path(), name)
     }
 
     pub fn path(&self) -> &Path {
@@ -352,6 +344,19 @@ impl Drop for Herd {
             let _ = child.wait();
         }
     }
+}
+
+/// All of server `name`'s log files under the herd folder `dir` (`dir/logs/<name>/`),
+/// concatenated in name order.
+pub fn log_text_in(dir: &Path, name: &str) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("logs").join(name))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect()
 }
 
 /// Sends a signal by name with the system `kill`, so tests need no extra crates.
