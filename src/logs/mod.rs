@@ -1,19 +1,25 @@
-//! Per-server log files: tracing + tracing-appender, rotated by time with a kept-files
-//! limit, one set per server under `log_dir/<Server>/`.
+//! Per-server log files: one writer thread per node appends whole lines to
+//! `log_dir/<Server>/`, rotated by time and size with a kept-files limit (`files.rs`); wire
+//! traffic is formatted straight into batches and tracing's events through
+//! tracing-subscriber, both into one bounded queue (`sink.rs`).
+
+pub mod clock;
+pub mod files;
+pub mod sink;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tracing_appender::non_blocking::WorkerGuard;
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::filter::{filter_fn, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::{LogRotation, LogSettings};
+use crate::config::{LogLevel, LogSettings};
+use files::LogFiles;
+pub use sink::{LogBatch, LogGuard, WireLog};
 
 /// The folder holding one server's log files.
 pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
@@ -21,73 +27,47 @@ pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
 }
 
 /// Sends this process's tracing output to `server`'s log files (everything, wire lines
-/// included) and lifecycle messages (not wire lines) to stderr; with `stdout`, everything to
-/// standard output as well, instead of stderr (a container engine collects both, so one copy
-/// is enough). Keep the guards alive: they flush the writers when dropped.
+/// included) and lifecycle messages (not wire lines) to stderr; with `stdout`, everything
+/// that goes into the files to standard output as well, instead of stderr (a container
+/// engine collects both, so one copy is enough). Returns the queue wire traffic is logged
+/// through. Keep the guard alive: dropping it writes out and flushes what is queued.
 pub fn init_node_logging(
     settings: &LogSettings,
     server: &str,
     stdout: bool,
-) -> Result<Vec<WorkerGuard>> {
+) -> Result<(WireLog, LogGuard)> {
     let dir = server_log_dir(settings, server);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create log folder {}", dir.display()))?;
-    let rotation = match settings.rotation {
-        LogRotation::Minutely => Rotation::MINUTELY,
-        LogRotation::Hourly => Rotation::HOURLY,
-        LogRotation::Daily => Rotation::DAILY,
-        LogRotation::Never => Rotation::NEVER,
-    };
-    let appender = RollingFileAppender::builder()
-        .rotation(rotation)
-        .filename_prefix(server)
-        .filename_suffix("log")
-        .max_log_files(settings.keep)
-        .build(&dir)
-        .with_context(|| format!("cannot open a log file in {}", dir.display()))?;
-    // Lossless: the log is the record of every line in and out, so it must not drop any.
-    // Buffered: the writer thread drains whatever is queued and then flushes, so a busy node
-    // writes a batch of lines per syscall instead of one line per syscall, and a quiet one
-    // still has every line on disk at once.
-    let (writer, file_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
+    let files = LogFiles::new(&dir, server, settings);
+    let (log, guard) = WireLog::start(
+        files,
+        settings.max_line_bytes,
+        settings.level == LogLevel::Debug,
+        stdout,
+    );
     let file_layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+        .with_writer(log.clone())
         .with_ansi(false)
         .with_target(false)
         .with_filter(LevelFilter::INFO);
-    let mut guards = vec![file_guard];
-    let console_layer = if stdout {
-        // Lossy: the files are the record; a log collector that falls behind loses lines
-        // from this copy rather than stalling the node.
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(true)
-            .finish(std::io::stdout());
-        guards.push(guard);
-        tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(false)
-            .with_target(false)
-            .with_filter(LevelFilter::INFO)
-            .boxed()
-    } else {
-        // Colour only for a person at a terminal: under the supervisor stderr is a file that
-        // `herdctl start` quotes when a node fails.
+    // With `stdout` the log writer copies everything there; otherwise lifecycle messages go
+    // to stderr, in colour only for a person at a terminal: under the supervisor stderr is
+    // a file that `herdctl start` quotes when a node fails.
+    let stderr_layer = (!stdout).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
             .with_filter(filter_fn(|meta| meta.target() != "wire"))
             .with_filter(LevelFilter::INFO)
-            .boxed()
-    };
+    });
     tracing_subscriber::registry()
         .with(file_layer)
-        .with(console_layer)
+        .with(stderr_layer)
         .try_init()
         .context("logging was already set up")?;
-    Ok(guards)
+    Ok((log, guard))
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that
