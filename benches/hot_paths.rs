@@ -1,5 +1,6 @@
-//! Micro-benchmarks of the node's hot pure paths: parsing an IAMAT line and formatting its AT
-//! reply, building an AtRecord, the table's newer-wins apply, and the offline places query.
+//! Micro-benchmarks of the node's hot paths: parsing an IAMAT line and formatting its AT
+//! reply, building an AtRecord, the table's newer-wins apply, the store path (queueing,
+//! the writer's journal and flush, a restart), and the offline places query.
 //!
 //!     cargo bench --bench hot_paths
 
@@ -62,7 +63,7 @@ fn table(c: &mut Criterion) {
     let table = Table::new();
     let clients: Vec<String> = (0..10_000).map(|i| format!("client{i}")).collect();
     for client in &clients {
-        table.apply(&Arc::new(iamat_record(client, 1_000_000_000)));
+        table.apply(&iamat_record(client, 1_000_000_000));
     }
     let mut secs = 1_000_000_001;
     let mut i = 0;
@@ -71,38 +72,84 @@ fn table(c: &mut Criterion) {
             || {
                 i = (i + 1) % clients.len();
                 secs += 1;
-                Arc::new(iamat_record(&clients[i], secs))
+                iamat_record(&clients[i], secs)
             },
             |record| table.apply(&record),
             criterion::BatchSize::SmallInput,
         )
     });
-    // The same with the node's sled store behind the table (what a node really does; the
-    // store is written under the table's lock).
+    let stale = iamat_record(&clients[0], 1);
+    c.bench_function("table apply (stale, dropped)", |b| {
+        b.iter(|| table.apply(black_box(&stale)))
+    });
+}
+
+/// The store path: what a request pays (queueing for the writer), what the writer pays per
+/// update (journal append and flush), and what a restart pays per client.
+fn store(c: &mut Criterion) {
+    let clients: Vec<String> = (0..100_000).map(|i| format!("client{i}")).collect();
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path()).unwrap();
-    let stored = Table::with_store(Arc::new(store));
-    for client in &clients {
-        stored.apply(&Arc::new(iamat_record(client, 1_000_000_000)));
-    }
+    let path = dir.path().join("A");
+    let table = Arc::new(Table::new());
+    let (store, _) = Store::open(&path, &table).unwrap();
+    let store = Arc::new(store);
+    table.attach_store(Arc::clone(&store));
+    store.start_writer(Arc::clone(&table), false);
+    let mut secs = 1_000_000_000;
+    let mut i = 0;
     c.bench_function(
-        "table apply with sled store (newer wins, 10k clients)",
+        "table apply with store writer (request path, 100k clients)",
         |b| {
             b.iter_batched(
                 || {
                     i = (i + 1) % clients.len();
                     secs += 1;
-                    Arc::new(iamat_record(&clients[i], secs))
+                    iamat_record(&clients[i], secs)
                 },
-                |record| stored.apply(&record),
+                |record| table.apply(&record),
                 criterion::BatchSize::SmallInput,
             )
         },
     );
-    let stale = Arc::new(iamat_record(&clients[0], 1));
-    c.bench_function("table apply (stale, dropped)", |b| {
-        b.iter(|| table.apply(black_box(&stale)))
+    let mut group = c.benchmark_group("store writer");
+    group.sample_size(10);
+    group.throughput(criterion::Throughput::Elements(10_000));
+    group.bench_function("journal + flush 10k updates", |b| {
+        b.iter_batched(
+            || {
+                (0..10_000)
+                    .map(|_| {
+                        i = (i + 1) % clients.len();
+                        secs += 1;
+                        iamat_record(&clients[i], secs)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |records| {
+                for record in &records {
+                    table.apply(record);
+                }
+                store.flush().unwrap()
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
+    group.finish();
+    store.close().unwrap();
+    drop((store, table));
+
+    let mut group = c.benchmark_group("store restart");
+    group.sample_size(10);
+    group.throughput(criterion::Throughput::Elements(clients.len() as u64));
+    group.bench_function("open + restore 100k clients", |b| {
+        b.iter(|| {
+            let table = Table::new();
+            let (store, _) = Store::open(&path, &table).unwrap();
+            drop(store);
+            table.len()
+        })
+    });
+    group.finish();
 }
 
 fn places(c: &mut Criterion) {
@@ -121,5 +168,5 @@ fn places(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, protocol, table, places);
+criterion_group!(benches, protocol, table, store, places);
 criterion_main!(benches);

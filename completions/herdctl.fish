@@ -89,6 +89,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l duration -d 'H
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l connections -d 'Connections (default: 50 in the closed loop, 8 with --rate)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rate -d 'Open loop: send this many requests per second in all, whatever the replies do (latency counts from when each request was due). Without it: closed loop' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l window -d 'Requests in flight per connection in the closed loop (pipelining)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l ids -d 'Distinct client ids the IAMATs cycle through (fewer ids: more updates per client, which a node coalesces; more: closer to a herd of many clients)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l mix -d 'The share of each command, e.g. `iamat=90,whatsat=10`' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l radius -d 'WHATSAT radius in km' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l bound -d 'WHATSAT bound (most places per reply)' -r

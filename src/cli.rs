@@ -148,6 +148,10 @@ pub struct BenchArgs {
     /// A new TCP connection per request, like the classic test clients.
     #[arg(long)]
     pub per_request: bool,
+    /// Distinct client ids the IAMATs cycle through (fewer ids: more updates per client,
+    /// which a node coalesces; more: closer to a herd of many clients).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub ids: u64,
     /// The share of each command, e.g. `iamat=90,whatsat=10`.
     #[arg(long, value_name = "MIX", default_value = "iamat=100")]
     pub mix: String,

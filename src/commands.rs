@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{HerdConfig, PlacesConfig};
 use crate::node::reconfigure::Reload;
+use crate::node::table::Table;
+use crate::node::Start;
 use crate::pidlock::PidLock;
 use crate::places::google::Google;
 use crate::places::offline::OfflineIndex;
@@ -50,18 +52,25 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
         }
     };
-    let log = Arc::new(crate::logs::init_node_logging(
-        &config.logs,
-        name,
-        log_stdout,
-    )?);
+    let (log, _log_guard) = crate::logs::init_node_logging(&config.logs, name, log_stdout)?;
+    let log = Arc::new(log);
     crate::panics::log_panics();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let places = build_places(&config.places)?;
-    // Before the listener and the links: a restarted node serves what it had at once.
-    let (store, report) = crate::node::open_store(&config, name)?;
+    // Before the listener and the links: a restarted node serves what it had at once. The
+    // places index is built meanwhile (both take a while: a big store, the embedded index).
+    let table = Arc::new(Table::new());
+    let (places, opened) = std::thread::scope(|scope| {
+        let places = scope.spawn(|| build_places(&config.places));
+        let opened = crate::node::open_store(&config, name, &table);
+        let places = places
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (places, opened)
+    });
+    let places = places?;
+    let (store, report) = opened?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,13 +97,17 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             Arc::clone(&log),
             reloads,
         ));
-        let store = Some((Arc::clone(&store), report));
-        crate::node::run(config, name, places, started, store, stopped, reload_rx).await
+        let start = Start {
+            table,
+            store: Some((Arc::clone(&store), report)),
+            log: log.wire(),
+        };
+        crate::node::run(config, name, places, started, start, stopped, reload_rx).await
     });
-    // Dropping the runtime ends every connection task, so nothing writes after this flush:
-    // a graceful stop loses no accepted update, whatever the durability mode.
+    // Dropping the runtime ends every connection task, so nothing is accepted after this
+    // close: a graceful stop loses no accepted update, whatever the durability mode.
     drop(runtime);
-    let flushed = store.flush();
+    let flushed = store.close();
     match &flushed {
         Ok(()) => tracing::info!("store {} flushed", store.dir().display()),
         Err(e) => tracing::error!("{e:#}"),

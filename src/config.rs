@@ -42,6 +42,8 @@ struct RawConfig {
     #[serde(default)]
     durability: Option<Durability>,
     #[serde(default)]
+    strict_wait_ms: Option<u64>,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     links: RawLinks,
@@ -96,6 +98,9 @@ struct RawServer {
 struct RawLogs {
     rotation: Option<LogRotation>,
     keep: Option<usize>,
+    max_file_bytes: Option<u64>,
+    max_line_bytes: Option<usize>,
+    level: Option<LogLevel>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +131,16 @@ pub enum LogRotation {
     Hourly,
     Daily,
     Never,
+}
+
+/// How much a node's log says. `info` (default) logs every wire line except `HERD STATUS`
+/// probes; `debug` logs those too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    #[default]
+    Info,
+    Debug,
 }
 
 /// Which places provider answers WHATSAT (`places.provider`).
@@ -206,7 +221,19 @@ pub struct LogSettings {
     pub dir: PathBuf,
     pub rotation: LogRotation,
     pub keep: usize,
+    /// A file that reaches this size is closed and a new one started (within the same
+    /// period); `None`: rotation by time only.
+    pub max_file_bytes: Option<u64>,
+    /// A wire line is logged up to this many bytes, then `... (<n> bytes)`.
+    pub max_line_bytes: usize,
+    pub level: LogLevel,
 }
+
+pub const DEFAULT_LOG_MAX_LINE_BYTES: usize = 4096;
+/// Below this a capped log line could not show a whole IAMAT.
+const MIN_LOG_LINE_BYTES: usize = 64;
+/// Below this, rotating by size would start a file every few lines.
+const MIN_LOG_FILE_BYTES: u64 = 4096;
 
 /// The places provider and its settings: each provider carries only its own, so a setting
 /// of one provider can never sit unused under another.
@@ -363,6 +390,16 @@ impl Default for Limits {
     }
 }
 
+pub const DEFAULT_STRICT_WAIT_MS: u64 = 5000;
+
+/// `strict_wait_ms`, checked: zero would refuse every strict update.
+fn strict_wait(ms: Option<u64>, shown: &str) -> Result<Duration> {
+    match ms.unwrap_or(DEFAULT_STRICT_WAIT_MS) {
+        0 => bail!("{shown}: strict_wait_ms is 0; use e.g. {DEFAULT_STRICT_WAIT_MS}"),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
 /// The `limits:` section, checked: zero (or a line too short to be useful) is an error.
 fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
     let max_line_bytes = raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
@@ -436,6 +473,9 @@ pub struct HerdConfig {
     pub data_dir: PathBuf,
     /// When each node's store is flushed.
     pub durability: Durability,
+    /// Under strict durability, the longest an IAMAT reply waits for its flush; past it the
+    /// IAMAT is refused (`? <line>`) rather than acknowledged.
+    pub strict_wait: Duration,
     pub places: PlacesConfig,
     pub reconnect: ReconnectSettings,
     /// Where the supervisor keeps its socket and the nodes their locks.
@@ -611,7 +651,27 @@ impl HerdConfig {
                 DEFAULT_LOG_KEEP,
                 &format!("keep at least 1 file (default {DEFAULT_LOG_KEEP})"),
             )?,
+            max_file_bytes: raw.logs.max_file_bytes,
+            max_line_bytes: raw
+                .logs
+                .max_line_bytes
+                .unwrap_or(DEFAULT_LOG_MAX_LINE_BYTES),
+            level: raw.logs.level.unwrap_or_default(),
         };
+        if logs.max_file_bytes.is_some_and(|b| b < MIN_LOG_FILE_BYTES) {
+            bail!(
+                "{shown}: logs.max_file_bytes is {}; use at least {MIN_LOG_FILE_BYTES} (or leave \
+                 it out to rotate by time only)",
+                logs.max_file_bytes.unwrap_or_default()
+            );
+        }
+        if logs.max_line_bytes < MIN_LOG_LINE_BYTES {
+            bail!(
+                "{shown}: logs.max_line_bytes is {}; use at least {MIN_LOG_LINE_BYTES} (default \
+                 {DEFAULT_LOG_MAX_LINE_BYTES})",
+                logs.max_line_bytes
+            );
+        }
         let places = places_config(raw.places, &shown, |f| resolve(Some(f), ""))?;
         let reconnect = reconnect_config(&raw.reconnect, &shown)?;
         let supervisor = supervisor_config(&raw.supervisor, &shown)?;
@@ -639,6 +699,7 @@ impl HerdConfig {
             logs,
             data_dir: resolve(raw.data_dir, "data"),
             durability: raw.durability.unwrap_or_default(),
+            strict_wait: strict_wait(raw.strict_wait_ms, &shown.to_string())?,
             places,
             reconnect,
             run_dir: resolve(raw.run_dir, "run"),

@@ -361,10 +361,23 @@ fn parse_version(text: &str) -> Option<u32> {
 /// Server receive time minus client time, formatted as the protocol's skew:
 /// always signed, nine digits after the point.
 pub fn format_skew(received_nanos: i128, client: Timestamp) -> String {
+    let mut skew = String::with_capacity(24);
+    write_skew(&mut skew, received_nanos, client);
+    skew
+}
+
+/// [`format_skew`], appended to `out` (the hot path builds a record's line in one buffer).
+pub fn write_skew(out: &mut String, received_nanos: i128, client: Timestamp) {
+    use std::fmt::Write as _;
     let diff = received_nanos - client.as_nanos();
     let sign = if diff < 0 { '-' } else { '+' };
     let abs = diff.unsigned_abs();
-    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+    let _ = write!(
+        out,
+        "{sign}{}.{:09}",
+        abs / 1_000_000_000,
+        abs % 1_000_000_000
+    );
 }
 
 /// `[+-]\d+\.\d{9}`: the skew field of an AT line.
@@ -439,12 +452,6 @@ pub fn parse_at_line(line: &str) -> Option<AtFields<'_>> {
     AtFields::check(origin, skew, client, location, time)
 }
 
-/// The location field that follows the client id in an AT line (`after_client` is the line
-/// from just past the client id). `None` if the line has no such field.
-pub fn location_field(after_client: &str) -> Option<&str> {
-    fields(after_client).next()
-}
-
 /// `HERD AT ...\n`: the server-to-server message that floods an AT line.
 pub fn format_update(at_line: &str) -> String {
     format!("{PEER_VERB} {at_line}\n")
@@ -490,6 +497,13 @@ pub struct NodeFigures {
     /// The digest of the herd file the node runs (see `HerdConfig::digest`).
     #[serde(default)]
     pub config: Option<String>,
+    /// The store's last write or flush error while it is unhealthy (`None`: healthy, or no
+    /// store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// Wire log lines dropped because the log writer fell behind.
+    #[serde(default)]
+    pub log_dropped: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -850,6 +864,8 @@ pub(crate) mod tests {
             recovered: 2,
             synced: 1,
             config: Some("0123456789abcdef".into()),
+            store_error: Some("fdatasync: No space left on device".into()),
+            log_dropped: 4,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

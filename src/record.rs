@@ -4,38 +4,51 @@
 //! This is the herd's one piece of domain data. The wire format (how a record is parsed and
 //! formatted on a connection) lives in `protocol.rs`; this module decides what a record *is*.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::protocol::{
-    format_skew, location_field, parse_at_line, AtFields, Iamat, Location, Timestamp,
-    DIGEST_BUCKETS,
+    parse_at_line, write_skew, AtFields, Iamat, Location, Timestamp, DIGEST_BUCKETS,
 };
 
-/// The AT line the origin server replied with, plus the parsed parts that decide which of
-/// two records for a client is newer. Stored in the table and flooded between servers.
+/// The AT line the origin server replied with. Stored in the table and flooded between
+/// servers.
+///
+/// One allocation per record: the line, shared by reference count, so the table, the
+/// store writer and the flood queues hold the same bytes. The parts that decide which of two
+/// records is newer (origin, client, time) are read back from the line when needed: it was
+/// checked on the way in and is always in the canonical form `AT <origin> <skew> <client>
+/// <location> <time>` (single spaces, no newline), so finding a field is a short scan.
+/// Keeping them parsed beside the line would cost more memory per client than reading them
+/// costs time (a node holds every client; it compares two records only on an update).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtRecord {
-    /// `AT <origin> <skew> <client> <location> <time>`, exactly as the origin replied
-    /// (single spaces, no newline).
-    line: String,
-    /// Byte ranges of the origin and client fields inside `line`.
-    origin: (usize, usize),
-    client: (usize, usize),
-    /// The client's timestamp: the primary newer-wins key.
-    pub time: Timestamp,
+    line: Arc<str>,
+}
+
+thread_local! {
+    /// Where a record's line is assembled before it is copied into its one allocation.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 impl AtRecord {
     /// Builds the record an origin server creates when it accepts an IAMAT.
     pub fn from_iamat(origin: &str, received_nanos: i128, iamat: &Iamat<'_>) -> AtRecord {
-        let skew = format_skew(received_nanos, iamat.time);
-        AtRecord::assemble(&AtFields {
-            origin,
-            skew: &skew,
-            client: iamat.client,
-            location: iamat.location_text,
-            time_text: iamat.time_text,
-            time: iamat.time,
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            line.push_str("AT ");
+            line.push_str(origin);
+            line.push(' ');
+            write_skew(line, received_nanos, iamat.time);
+            for part in [iamat.client, iamat.location_text, iamat.time_text] {
+                line.push(' ');
+                line.push_str(part);
+            }
+            AtRecord {
+                line: Arc::from(line.as_str()),
+            }
         })
     }
 
@@ -55,25 +68,41 @@ impl AtRecord {
         AtFields::check(origin, skew, client, location, time).map(|f| AtRecord::assemble(&f))
     }
 
-    /// Parses a stored AT line (as kept on disk).
+    /// Parses a stored AT line (as kept on disk). A line already in canonical form (what a
+    /// store holds) is copied as it is, without being assembled again.
     pub fn parse(line: &str) -> Option<AtRecord> {
-        parse_at_line(line).map(|f| AtRecord::assemble(&f))
+        let fields = parse_at_line(line)?;
+        let canonical_len = "AT".len()
+            + [
+                fields.origin,
+                fields.skew,
+                fields.client,
+                fields.location,
+                fields.time_text,
+            ]
+            .iter()
+            .map(|f| 1 + f.len())
+            .sum::<usize>();
+        if line.len() == canonical_len && line.starts_with("AT ") {
+            return Some(AtRecord {
+                line: Arc::from(line),
+            });
+        }
+        Some(AtRecord::assemble(&fields))
     }
 
     fn assemble(f: &AtFields<'_>) -> AtRecord {
-        let line = format!(
-            "AT {} {} {} {} {}",
-            f.origin, f.skew, f.client, f.location, f.time_text
-        );
-        let origin_start = "AT ".len();
-        let origin_end = origin_start + f.origin.len();
-        let client_start = origin_end + 1 + f.skew.len() + 1;
-        AtRecord {
-            origin: (origin_start, origin_end),
-            client: (client_start, client_start + f.client.len()),
-            line,
-            time: f.time,
-        }
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            let _ = write!(
+                line,
+                "AT {} {} {} {} {}",
+                f.origin, f.skew, f.client, f.location, f.time_text
+            );
+            AtRecord {
+                line: Arc::from(line.as_str()),
+            }
+        })
     }
 
     /// The AT line, without newline.
@@ -81,20 +110,41 @@ impl AtRecord {
         &self.line
     }
 
+    /// Where the field after the one ending at `end` ends (fields are separated by one space).
+    fn field_end(&self, end: usize) -> usize {
+        let bytes = self.line.as_bytes();
+        bytes[end + 1..]
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(bytes.len(), |i| end + 1 + i)
+    }
+
     /// The server that first received this IAMAT.
     pub fn origin(&self) -> &str {
-        &self.line[self.origin.0..self.origin.1]
+        &self.line["AT ".len()..self.field_end("AT".len())]
     }
 
     /// The client id.
     pub fn client(&self) -> &str {
-        &self.line[self.client.0..self.client.1]
+        let skew = self.field_end(self.field_end("AT".len()));
+        &self.line[skew + 1..self.field_end(skew)]
+    }
+
+    /// The client's timestamp: the primary newer-wins key.
+    pub fn time(&self) -> Timestamp {
+        let start = self
+            .line
+            .as_bytes()
+            .iter()
+            .rposition(|&b| b == b' ')
+            .map_or(0, |i| i + 1);
+        Timestamp::parse(&self.line[start..]).expect("an AtRecord's time was validated")
     }
 
     /// The client's location, parsed again from the line (it was validated on the way in).
     pub fn location(&self) -> Location {
-        let text = location_field(&self.line[self.client.1..])
-            .expect("an AtRecord always holds a location field");
+        let client = self.field_end(self.field_end(self.field_end("AT".len())));
+        let text = &self.line[client + 1..self.field_end(client)];
         Location::parse(text).expect("an AtRecord's location was validated")
     }
 
@@ -102,8 +152,7 @@ impl AtRecord {
     /// then origin server name, then the whole line, so every server picks the same winner.
     /// This is the herd's one newer-wins rule; `node::table` is the one place that applies it.
     pub fn is_newer_than(&self, other: &AtRecord) -> bool {
-        (self.time, self.origin(), self.line.as_str())
-            > (other.time, other.origin(), other.line.as_str())
+        (self.time(), self.origin(), self.line()) > (other.time(), other.origin(), other.line())
     }
 
     /// Which digest bucket this record's client falls in.

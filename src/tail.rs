@@ -1,8 +1,9 @@
 //! `herdctl tail`: the end of a node's log, or of every node's merged by time (`all`),
 //! optionally followed (`-f`) across rotation.
 //!
-//! A server's log files live in `log_dir/<Name>/` and are named by tracing-appender:
-//! `<Name>.<date>.log` (the date part sorts in time order) or `<Name>.log` (no rotation).
+//! A server's log files live in `log_dir/<Name>/`, named `<Name>.<date>.log` (the date part
+//! sorts in time order), `<Name>.log` (no rotation by time), and `<Name>.<date>.<n>.log` /
+//! `<Name>.<n>.log` when a file reached `logs.max_file_bytes` (see `logs/files.rs`).
 //! The tail is read from the end of the files (seeking), so a big log costs no more than a
 //! small one. Following polls: new bytes in the current file, then a newer file in the
 //! folder (finish the old one, then switch), a truncated or replaced file (start over).
@@ -20,6 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::commands::node_lock_path;
 use crate::config::{HerdConfig, LogRotation, ServerConfig};
 use crate::hosts::Machine;
+use crate::logs::files::{file_key, FileKey};
 use crate::logs::server_log_dir;
 use crate::pidlock::PidLock;
 
@@ -130,22 +132,10 @@ struct LogSource {
     undated_is_current: bool,
 }
 
-/// Orders a source's files, oldest first: (dated-or-undated rank, date part).
-type FileKey = (bool, String);
-
 impl LogSource {
     /// The sort key of a file name of this source, or `None` when it is not one of its logs.
     fn key(&self, file_name: &str) -> Option<FileKey> {
-        let rest = file_name
-            .strip_prefix(self.name.as_str())?
-            .strip_prefix('.')?
-            .strip_suffix("log")?;
-        if rest.is_empty() {
-            return Some((self.undated_is_current, String::new()));
-        }
-        let date = rest.strip_suffix('.')?;
-        let is_date = !date.is_empty() && date.bytes().all(|b| b.is_ascii_digit() || b == b'-');
-        is_date.then(|| (!self.undated_is_current, date.to_owned()))
+        file_key(&self.name, file_name, self.undated_is_current)
     }
 
     /// This source's log files, oldest first (none when the folder does not exist yet).
@@ -709,6 +699,8 @@ mod tests {
             "X.2026-01-01-23.log",
             "X.log",
             "X.2026-01-01.log",
+            "X.2026-01-01.2.log",
+            "X.2026-01-01.10.log",
             "Y.2026-01-03.log",
             "X.2026-01-04.log.gz",
             "X.notes.log",
@@ -728,6 +720,8 @@ mod tests {
             [
                 "X.log",
                 "X.2026-01-01.log",
+                "X.2026-01-01.2.log",
+                "X.2026-01-01.10.log",
                 "X.2026-01-01-23.log",
                 "X.2026-01-02.log"
             ]

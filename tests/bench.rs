@@ -71,6 +71,34 @@ fn a_tiny_baseline_echo_run_reports_the_ratio() {
 }
 
 #[test]
+fn ids_sets_how_many_clients_the_run_reports_to() {
+    let herd = Herd::start(&[("Alford", &[])]);
+    let report = bench(
+        &herd,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "0.5",
+            "--connections",
+            "2",
+            "--ids",
+            "7",
+        ],
+    );
+    assert_sane(&report);
+    assert_eq!(report["ids"], 7, "{report}");
+    assert_eq!(herd.status("Alford").clients, 7);
+    let refused = common::run_to_end(
+        herd.herdctl()
+            .args(["bench", "--target", "Alford", "--ids", "0"]),
+        b"",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--ids must be at least 1"));
+}
+
+#[test]
 fn open_loop_per_request_and_propagation_run_without_errors() {
     let herd = Herd::start(&[("Alford", &["Ball"]), ("Ball", &[])]);
     let report = bench(

@@ -47,8 +47,6 @@ use stats::Histogram;
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How long one per-request exchange may take before it counts as an error.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Distinct client ids IAMAT cycles through.
-const CLIENT_IDS: u64 = 100_000;
 /// Clients given a location before the run, for WHATSAT to ask about.
 const SEEDED_CLIENTS: u64 = 1_000;
 /// The time between propagation probes (10 per second: a negligible load next to the run's).
@@ -99,6 +97,9 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     if connections == 0 || args.window == 0 {
         bail!("--connections and --window must be at least 1");
     }
+    if args.ids == 0 {
+        bail!("--ids must be at least 1");
+    }
     let mix = Mix::parse(&args.mix)?;
     // Out of range, every WHATSAT would be answered `? ...`: say so now instead.
     if !(args.radius > 0.0 && args.radius <= crate::protocol::MAX_RADIUS_KM) {
@@ -123,8 +124,12 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         generator: GenSettings {
             mix,
             prefix: prefix.clone(),
-            ids: CLIENT_IDS,
-            seeded: if mix.has_whatsat() { SEEDED_CLIENTS } else { 0 },
+            ids: args.ids,
+            seeded: if mix.has_whatsat() {
+                SEEDED_CLIENTS.min(args.ids)
+            } else {
+                0
+            },
             radius_km: args.radius,
             bound: args.bound,
         },
@@ -146,6 +151,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         connections,
         window: args.window,
         rate: args.rate,
+        ids: args.ids,
         mix: mix.to_string(),
         duration_s: args.duration,
         ..Report::default()

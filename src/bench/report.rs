@@ -30,6 +30,8 @@ pub struct Report {
     pub window: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
+    /// Distinct client ids the IAMATs cycled through.
+    pub ids: u64,
     pub mix: String,
     pub duration_s: f64,
     /// Replies received (errors included).
@@ -176,8 +178,8 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "target     {} ({load}{per}), mix {}, {} s",
-            self.target, self.mix, self.duration_s
+            "target     {} ({load}{per}), mix {}, {} ids, {} s",
+            self.target, self.mix, self.ids, self.duration_s
         );
         let _ = writeln!(
             out,

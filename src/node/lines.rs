@@ -16,9 +16,10 @@ pub enum Line {
     /// A complete line, without its `\n` or `\r\n`. The last line before EOF may lack a
     /// terminator; it is still a line.
     Complete(Vec<u8>),
-    /// A line longer than the limit: its first `max` bytes; the rest was discarded as it
-    /// arrived, so an endless line costs no more memory than `max`.
-    TooLong(Vec<u8>),
+    /// A line longer than the limit: its first `max` bytes, and its whole length (without
+    /// the terminator); the rest was discarded as it arrived, so an endless line costs no
+    /// more memory than `max`.
+    TooLong(Vec<u8>, usize),
 }
 
 /// Writes `bytes`, giving up (an error: the caller drops the connection) if the other end
@@ -44,13 +45,14 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 ) -> std::io::Result<Option<Line>> {
     let mut line = Vec::new();
     let mut overflowed = false;
+    let mut length = 0;
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
             // EOF: a final line without newline still counts.
             return Ok(match (line.is_empty() && !overflowed, overflowed) {
                 (true, _) => None,
-                (false, true) => Some(Line::TooLong(line)),
+                (false, true) => Some(Line::TooLong(line, length)),
                 (false, false) => Some(Line::Complete(strip_cr(line))),
             });
         }
@@ -58,6 +60,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
             Some(i) => (&available[..i], Some(i + 1)),
             None => (available, None),
         };
+        length += chunk.len();
         let room = max.saturating_sub(line.len());
         if chunk.len() > room {
             overflowed = true;
@@ -67,7 +70,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
         reader.consume(consumed);
         if found_newline.is_some() {
             return Ok(Some(if overflowed {
-                Line::TooLong(line)
+                Line::TooLong(line, length)
             } else {
                 Line::Complete(strip_cr(line))
             }));
@@ -127,9 +130,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                Line::TooLong(b"01234".to_vec()),
+                Line::TooLong(b"01234".to_vec(), 10),
                 complete("ok"),
-                Line::TooLong(b"01234".to_vec())
+                Line::TooLong(b"01234".to_vec(), 10)
             ]
         );
     }

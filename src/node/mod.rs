@@ -1,8 +1,8 @@
 //! One herd node: its state, and how it starts and stops.
 //!
-//! Data flows one way: socket -> protocol::parse_line -> Node::accept (table, which writes the
-//! store) -> (peers, reply). A reply waits until its update is on every up neighbour's socket
-//! (and, under strict durability, on disk).
+//! Data flows one way: socket -> protocol::parse_line -> Node::accept (table, which queues
+//! the update for the store writer) -> (peers, reply). A reply waits until its update is on
+//! every up neighbour's socket (and, under strict durability, on disk).
 
 pub mod dialler;
 pub mod lines;
@@ -23,13 +23,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Durability, HerdConfig, ServerConfig};
+use crate::logs::WireLog;
 use crate::places::PlacesProvider;
 use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
 use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
-use store::{OpenReport, Seq, Store};
+use store::{NotDurable, OpenReport, Seq, Store};
 use table::Table;
 
 /// Everything a node's tasks share.
@@ -37,7 +38,7 @@ pub struct Node {
     pub name: String,
     /// The herd file the node runs; a reload swaps it (see `reconfigure.rs`).
     config: RwLock<Arc<HerdConfig>>,
-    pub table: Table,
+    pub table: Arc<Table>,
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
     pub started: Instant,
@@ -49,6 +50,8 @@ pub struct Node {
     pub synced: AtomicU64,
     /// Open connections, against `limits.max_connections`.
     pub slots: ConnectionSlots,
+    /// Where wire traffic is logged.
+    pub log: WireLog,
 }
 
 /// How a record arrived from a neighbour.
@@ -71,23 +74,23 @@ impl Node {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
-    /// Applies a client's update through the newer-wins rule (which also writes it to the
-    /// store) and, when it is new, floods it to every neighbour, noting in `handoff` what the
+    /// Applies a client's update through the newer-wins rule (which queues it for the store)
+    /// and, when it is new, floods it to every neighbour, noting in `handoff` what the
     /// client's reply must wait for. Returns `None` if it was not new, else its store
     /// sequence number (see [`Node::wait_durable`]).
     pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Option<Seq> {
-        self.accept_shared(&Arc::new(record), None, Some(handoff))
+        self.accept_shared(record, None, Some(handoff))
     }
 
     fn accept_shared(
         &self,
-        record: &Arc<AtRecord>,
+        record: AtRecord,
         from: Option<&str>,
         handoff: Option<&mut Handoff>,
     ) -> Option<Seq> {
-        let seq = self.table.apply(record);
+        let seq = self.table.apply(&record);
         if seq.is_some() {
-            self.peers.flood(record, from, handoff);
+            self.peers.flood(&Arc::new(record), from, handoff);
         }
         seq
     }
@@ -96,21 +99,26 @@ impl Node {
     /// one is logged (anti-entropy records are summed up per exchange by `sync.rs`).
     /// Returns whether it was new.
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
-        let record = Arc::new(record);
+        let received = crate::logs::clock::now_nanos();
+        let flooded = (arrival == Arrival::Flood).then(|| format!("HERD {}", record.line()));
         // Written like local IAMATs, but never waiting for a flush or a neighbour.
-        let new = self.accept_shared(&record, Some(from), None).is_some();
-        match arrival {
-            Arrival::Sync => {
+        let new = self.accept_shared(record, Some(from), None).is_some();
+        match flooded {
+            None => {
                 if new {
                     self.synced.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Arrival::Flood => tracing::info!(
-                target: "wire",
-                "{from} < HERD {} ({})",
-                record.line(),
-                if new { "new, flooded" } else { "stale, dropped" }
-            ),
+            Some(mut text) => {
+                text.push_str(if new {
+                    " (new, flooded)"
+                } else {
+                    " (stale, dropped)"
+                });
+                let mut batch = self.log.batch();
+                batch.line(received, from, "<", text.as_bytes(), None);
+                self.log.submit(&mut batch);
+            }
         }
         new
     }
@@ -128,6 +136,8 @@ impl Node {
             recovered: self.recovered,
             synced: self.synced.load(Ordering::Relaxed),
             config: Some(self.config().digest.clone()),
+            store_error: self.store.as_ref().and_then(|s| s.health()),
+            log_dropped: self.log.dropped(),
         }
     }
 
@@ -143,14 +153,16 @@ impl Node {
         match (&self.store, accepted) {
             (None, _) => 0,
             (Some(_), Some(seq)) => seq,
-            (Some(store), None) => store.written(),
+            (Some(store), None) => store.assigned(),
         }
     }
 
-    /// Waits until store write `seq` is on disk (strict durability's group commit).
-    pub async fn wait_durable(&self, seq: Seq) {
-        if let (true, Some(store)) = (seq > 0, &self.store) {
-            store.wait_flushed(seq).await;
+    /// Waits until update `seq` is on disk (strict durability's group commit), at most
+    /// `strict_wait_ms`. An error means the update must not be acknowledged.
+    pub async fn wait_durable(&self, seq: Seq) -> Result<(), NotDurable> {
+        match (&self.store, seq) {
+            (Some(store), 1..) => store.wait_durable(seq, self.config().strict_wait).await,
+            _ => Ok(()),
         }
     }
 
@@ -165,41 +177,56 @@ pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
     config.data_dir.join(name)
 }
 
-/// Opens node `name`'s store (creating `data_dir` if needed), moving a corrupt one aside.
-pub fn open_store(config: &HerdConfig, name: &str) -> Result<(Arc<Store>, OpenReport)> {
+/// Opens node `name`'s store (creating `data_dir` if needed), moving a corrupt one aside,
+/// and loads what it holds into `table`, which from then on queues its updates for it.
+pub fn open_store(
+    config: &HerdConfig,
+    name: &str,
+    table: &Table,
+) -> Result<(Arc<Store>, OpenReport)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let (store, report) = Store::open(&store_dir(config, name))?;
-    Ok((Arc::new(store), report))
+    let (store, report) = Store::open(&store_dir(config, name), table)?;
+    let store = Arc::new(store);
+    table.attach_store(Arc::clone(&store));
+    Ok((store, report))
 }
 
-/// Runs node `name` until `shutdown` turns true: loads the table from `store` (if any), then
-/// binds its port, then dials its neighbours, so a restarted node answers from what it had
-/// before it links. Applies the new herd files `reloads` brings while it runs. The caller
-/// flushes the store after this returns.
+/// What a node starts from: its table, already filled from its store (see [`open_store`]),
+/// and the store with what opening it found.
+pub struct Start {
+    pub table: Arc<Table>,
+    pub store: Option<(Arc<Store>, OpenReport)>,
+    pub log: WireLog,
+}
+
+/// Runs node `name` until `shutdown` turns true: starts from the table its store filled
+/// (if any), then binds its port, then dials its neighbours, so a restarted node answers
+/// from what it had before it links. Applies the new herd files `reloads` brings while it
+/// runs. The caller closes the store after this returns.
 pub async fn run(
     config: HerdConfig,
     name: &str,
     places: Arc<dyn PlacesProvider>,
     started: Instant,
-    store: Option<(Arc<Store>, OpenReport)>,
+    start: Start,
     mut shutdown: watch::Receiver<bool>,
     mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
+    let Start { table, store, log } = start;
 
-    let (table, store, recovered) = match store {
-        None => (Table::new(), None, 0),
+    let (store, recovered) = match store {
+        None => (None, 0),
         Some((store, report)) => {
-            let restoring = Instant::now();
-            let table = Table::with_store(Arc::clone(&store));
-            let recovered = table.restore(report.records);
+            let recovered = table.len();
             tracing::info!(
-                "recovered {recovered} clients from {} in {} ms{}",
+                "recovered {recovered} clients ({} records read) from {} in {} ms{}",
+                report.records,
                 report.dir.display(),
-                // Opening and reading the store, then filling the table.
-                (report.took + restoring.elapsed()).as_millis(),
+                // Opening and reading the store into the table.
+                report.took.as_millis(),
                 if report.skipped > 0 {
                     format!(" ({} unreadable entries skipped)", report.skipped)
                 } else {
@@ -213,12 +240,9 @@ pub async fn run(
                     aside.display()
                 );
             }
-            (table, Some(store), recovered)
+            store.start_writer(Arc::clone(&table), config.durability == Durability::Strict);
+            (Some(store), recovered)
         }
-    };
-    let group_commit = match (&store, config.durability) {
-        (Some(store), Durability::Strict) => Some(store.spawn_group_commit()),
-        _ => None,
     };
 
     let listener = TcpListener::bind(address).await.with_context(|| {
@@ -255,6 +279,7 @@ pub async fn run(
         store,
         recovered,
         synced: AtomicU64::new(0),
+        log,
     });
     if node.config().secret.is_none() && !server.neighbours.is_empty() {
         tracing::warn!(
@@ -284,9 +309,6 @@ pub async fn run(
     }
     for dialer in dialers {
         dialer.abort();
-    }
-    if let Some(task) = group_commit {
-        task.abort();
     }
     tracing::info!("{name} stopped with {} clients known", node.table.len());
     Ok(())

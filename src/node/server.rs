@@ -2,8 +2,10 @@
 //! a connection becomes a peer connection when its first message is a valid `HERD HELLO`.
 
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -12,13 +14,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
 use super::peers::Handoff;
+use super::store::NotDurable;
 use super::{session, Node};
 use crate::auth;
-use crate::logs::printable;
+use crate::logs::LogBatch;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_invalid, format_status, format_welcome, format_whatsat_reply, Command,
-    PeerMessage, PEER_PROTOCOL_VERSION,
+    self, format_status, format_welcome, format_whatsat_reply, Command, PeerMessage,
+    PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
 
@@ -148,9 +151,6 @@ fn raise_open_files_limit(max_connections: usize) {
 /// pipelined lines are waiting, so a client that pipelines cannot pile up replies.
 const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
 
-/// Only the start of an over-long line (and of its `? ` reply) goes into the log.
-const LOGGED_PREFIX_BYTES: usize = 1024;
-
 /// Who is on the other end of a connection.
 enum Role {
     Client,
@@ -165,17 +165,96 @@ enum Role {
     Peer(String),
 }
 
+/// What kind of answer a line got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Logged as usual.
+    Normal,
+    /// An IAMAT under strict durability: its reply waits for the flush and becomes a
+    /// refusal if the update cannot be made durable.
+    Strict,
+    /// A `HERD STATUS` probe: logged only with `logs.level: debug`, so an operator's polling
+    /// does not fill the log.
+    Quiet,
+}
+
+/// The strict IAMAT replies of the batch being built, so that they can be turned into
+/// refusals (`? <line>`) when their updates cannot be made durable: a reply never
+/// acknowledges an update that is not on disk.
+#[derive(Default)]
+struct Refusable {
+    /// Where each reply sits in the replies, and its line in the log batch (if logged).
+    replies: Vec<(Range<usize>, Option<Range<usize>>)>,
+    /// The IAMAT lines as received, back to back, and where each ends.
+    lines: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Refusable {
+    fn push(&mut self, reply: Range<usize>, logged: Option<Range<usize>>, line: &[u8]) {
+        self.replies.push((reply, logged));
+        self.lines.extend_from_slice(line);
+        self.ends.push(self.lines.len());
+    }
+
+    /// Rewrites every strict reply in `out` (and its log line) as a refusal.
+    fn refuse(&self, out: &mut Vec<u8>, log: &mut LogBatch, who: &str, why: NotDurable) {
+        let mut rebuilt = Vec::with_capacity(out.len() + self.lines.len());
+        let (mut from, mut start) = (0, 0);
+        let (mut log_ranges, mut log_lines) = (Vec::new(), Vec::new());
+        let now = now_nanos();
+        for ((reply, logged), &end) in self.replies.iter().zip(&self.ends) {
+            let line = &self.lines[start..end];
+            start = end;
+            rebuilt.extend_from_slice(&out[from..reply.start]);
+            let refusal_at = rebuilt.len();
+            push_invalid(&mut rebuilt, line);
+            from = reply.end;
+            if let Some(range) = logged {
+                log_ranges.push(range.clone());
+                log_lines.push(log.format_line(now, who, ">", &rebuilt[refusal_at..]));
+            }
+        }
+        rebuilt.extend_from_slice(&out[from..]);
+        *out = rebuilt;
+        log.replace(&log_ranges, &log_lines);
+        // Each refusal is in the wire log; say why at most once a second.
+        static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+        let secs = (now / 1_000_000_000) as u64;
+        if LAST_WARNING_SECS.swap(secs, Ordering::Relaxed) != secs {
+            tracing::warn!(
+                "IAMATs refused under strict durability: {}",
+                match why {
+                    NotDurable::Unhealthy => "the store cannot write (see herdctl status)",
+                    NotDurable::TimedOut => "a flush took longer than strict_wait_ms",
+                }
+            );
+        }
+    }
+
+    fn clear(&mut self) {
+        self.replies.clear();
+        self.lines.clear();
+        self.ends.clear();
+    }
+}
+
 async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -> Result<()> {
     let _ = stream.set_nodelay(true);
     let (read_half, mut writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut role = Role::Client;
+    let who = remote.to_string();
+    // Replies to the lines read so far, written together; their log lines, handed to the
+    // log writer after each write.
     let mut out = Vec::new();
+    let mut log = node.log.batch();
     // What the replies in `out` wait for before they are written: their updates on every up
     // neighbour's socket (flood before reply) and, under strict durability, the store write
-    // (0: none).
+    // (0: none); and the strict replies that become refusals if it cannot be made durable.
     let mut handoff = Handoff::default();
     let mut durable_at = 0;
+    let mut refusable = Refusable::default();
 
     // The herd file as it is when the connection opens: a reload applies to new connections.
     let config_at_start = node.config();
@@ -197,27 +276,12 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         };
         let Some(line) = line? else { break };
         let received = now_nanos();
-        let (line, too_long) = match line {
-            Line::Complete(line) => (line, false),
-            Line::TooLong(prefix) => {
-                tracing::info!(
-                    target: "wire",
-                    "{remote} < (line over {} bytes, first {LOGGED_PREFIX_BYTES} shown) {}",
-                    limits.max_line_bytes,
-                    printable(&prefix[..prefix.len().min(LOGGED_PREFIX_BYTES)])
-                );
-                (prefix, true)
-            }
+        let (line, length) = match line {
+            Line::Complete(line) => (line, None),
+            Line::TooLong(prefix, length) => (prefix, Some(length)),
         };
-        // The supervisor's health probes and `herdctl status` ask every few seconds: their
-        // exchanges are logged only at debug level, so the log shows traffic, not polling.
-        let polling = !too_long && is_status_query(&line);
-        if polling {
-            tracing::debug!(target: "wire", "{remote} < {}", printable(&line));
-        } else if !too_long {
-            tracing::info!(target: "wire", "{remote} < {}", printable(&line));
-        }
-        let reply = respond(
+        let reply_start = out.len();
+        let answer = respond(
             node,
             &mut role,
             &line,
@@ -225,26 +289,25 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             remote,
             &mut handoff,
             &mut durable_at,
+            &mut out,
         )
         .await;
+        let mut logged_reply = None;
+        if answer != Answer::Quiet || node.log.logs_status() {
+            log.line(received, &who, "<", &line, length);
+            if out.len() > reply_start {
+                logged_reply = Some(log.line(now_nanos(), &who, ">", &out[reply_start..], None));
+            }
+        }
+        if answer == Answer::Strict {
+            refusable.push(reply_start..out.len(), logged_reply, &line);
+        }
         // The over-long line's memory goes now, not when the connection ends.
         drop(line);
-        if let Some(reply) = reply {
-            let shown = if too_long {
-                &reply[..reply.len().min(LOGGED_PREFIX_BYTES)]
-            } else {
-                &reply[..]
-            };
-            if polling {
-                tracing::debug!(target: "wire", "{remote} > {}", printable(shown));
-            } else {
-                tracing::info!(target: "wire", "{remote} > {}", printable(shown));
-            }
-            out.extend_from_slice(&reply);
-        }
         if let Role::Peer(from) = role {
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
             write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
+            node.log.submit(&mut log);
             let ended = match node.peers.link(&from) {
                 // A reload that drops the link ends this end of it too.
                 Some(link) => tokio::select! {
@@ -267,8 +330,12 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             && (!has_buffered_line(reader.buffer()) || out.len() >= MAX_PENDING_REPLY_BYTES)
         {
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
-            release_point(node, &mut handoff, &mut durable_at).await;
+            if let Err(why) = release_point(node, &mut handoff, &mut durable_at).await {
+                refusable.refuse(&mut out, &mut log, &who, why);
+            }
+            refusable.clear();
             write_within(&mut writer, &out, limits.idle_timeout).await?;
+            node.log.submit(&mut log);
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
                 out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back
             } else {
@@ -277,28 +344,34 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         }
     }
     if !out.is_empty() {
-        release_point(node, &mut handoff, &mut durable_at).await;
+        if let Err(why) = release_point(node, &mut handoff, &mut durable_at).await {
+            refusable.refuse(&mut out, &mut log, &who, why);
+        }
         write_within(&mut writer, &out, limits.idle_timeout).await?;
     }
+    node.log.submit(&mut log);
     writer.shutdown().await?;
     Ok(())
 }
 
 /// Waits until the pending replies may be written: their updates were handed to every up
 /// neighbour's socket (at most `links.write_timeout_ms`: a link stalled longer is being
-/// dropped) and, under strict durability, are on disk.
-async fn release_point(node: &Node, handoff: &mut Handoff, durable_at: &mut u64) {
+/// dropped) and, under strict durability, are on disk. An error: the updates are not on disk,
+/// so their replies must not acknowledge them.
+async fn release_point(
+    node: &Node,
+    handoff: &mut Handoff,
+    durable_at: &mut u64,
+) -> Result<(), NotDurable> {
     handoff.wait(node.config().links.write_timeout).await;
-    node.wait_durable(std::mem::take(durable_at)).await;
+    node.wait_durable(std::mem::take(durable_at)).await
 }
 
-/// Whether `line` is `HERD STATUS` (checked cheaply first: most lines are not `HERD`).
-fn is_status_query(line: &[u8]) -> bool {
-    line.trim_ascii_start().starts_with(b"HERD")
-        && matches!(
-            protocol::parse_line(line),
-            Some(Command::Peer(PeerMessage::StatusQuery))
-        )
+/// Appends `? <line as received>\n`: the answer to anything invalid.
+fn push_invalid(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(b"? ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
 }
 
 /// Whether an IAMAT or WHATSAT names a client id longer than `limits.max_client_id_bytes`.
@@ -310,9 +383,11 @@ fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
     }
 }
 
-/// The reply to one line, if it gets one (AUTH does not). An IAMAT notes in `handoff` the
-/// neighbours its update was queued for and, under strict durability, raises `durable_at` to
-/// the store write its reply must wait for.
+/// Appends the reply to one line to `out`, if it gets one (AUTH does not). An IAMAT notes in
+/// `handoff` the neighbours its update was queued for and, under strict durability, raises
+/// `durable_at` to the update its reply must wait for.
+// Each argument is a different part of the connection's state; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn respond(
     node: &Node,
     role: &mut Role,
@@ -321,27 +396,37 @@ async fn respond(
     remote: SocketAddr,
     handoff: &mut Handoff,
     durable_at: &mut u64,
-) -> Option<Vec<u8>> {
+    out: &mut Vec<u8>,
+) -> Answer {
+    let reply = |bytes: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(bytes);
+        Answer::Normal
+    };
+    let invalid = |out: &mut Vec<u8>| {
+        push_invalid(out, line);
+        Answer::Normal
+    };
     let Some(command) = protocol::parse_line(line) else {
-        return Some(format_invalid(line));
+        return invalid(out);
     };
     if client_id_too_long(&command, node.config().limits.max_client_id_bytes) {
-        return Some(format_invalid(line));
+        return invalid(out);
     }
     match command {
         Command::Iamat(iamat) => {
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
-            let mut reply = record.line().as_bytes().to_vec();
-            reply.push(b'\n');
+            out.extend_from_slice(record.line().as_bytes());
+            out.push(b'\n');
             let accepted = node.accept(record, handoff);
             if node.strict() {
                 *durable_at = (*durable_at).max(node.durable_point(accepted));
+                return Answer::Strict;
             }
-            Some(reply)
+            Answer::Normal
         }
         Command::Whatsat(query) => {
             let Some(record) = node.table.get(query.client) else {
-                return Some(format_invalid(line));
+                return invalid(out);
             };
             let location = record.location();
             let places = node
@@ -355,7 +440,7 @@ async fn respond(
                 .await;
             let json = serde_json::to_string_pretty(&places)
                 .expect("a serde_json::Value always serializes");
-            Some(format_whatsat_reply(record.line(), &json).into_bytes())
+            reply(format_whatsat_reply(record.line(), &json).as_bytes(), out)
         }
         Command::Peer(PeerMessage::Hello {
             server,
@@ -364,12 +449,14 @@ async fn respond(
         }) => {
             let known = node.server_config().neighbours.contains(server);
             if !known || version != PEER_PROTOCOL_VERSION || !matches!(role, Role::Client) {
+                // A name is ASCII (checked), but as long as the line: show its start.
                 tracing::warn!(
-                    "{remote}: refused HELLO from {server:?} (protocol {version}): not a \
+                    "{remote}: refused HELLO from {:?} (protocol {version}): not a \
                      neighbour of {}, or a version other than {PEER_PROTOCOL_VERSION}",
+                    &server[..server.len().min(64)],
                     node.name
                 );
-                return Some(format_invalid(line));
+                return invalid(out);
             }
             let our_nonce = auth::nonce();
             let config = node.config();
@@ -377,7 +464,7 @@ async fn respond(
                 tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
                 node.peers.wake(server);
                 *role = Role::Peer(server.to_owned());
-                return Some(format_welcome(&node.name, &our_nonce, None).into_bytes());
+                return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
             };
             let proof = secret.welcome_mac(&node.name, server, nonce, &our_nonce);
             *role = Role::Authenticating {
@@ -385,7 +472,10 @@ async fn respond(
                 dialler_nonce: nonce.to_owned(),
                 our_nonce: our_nonce.clone(),
             };
-            Some(format_welcome(&node.name, &our_nonce, Some(&proof)).into_bytes())
+            reply(
+                format_welcome(&node.name, &our_nonce, Some(&proof)).as_bytes(),
+                out,
+            )
         }
         Command::Peer(PeerMessage::Auth { proof }) => {
             let Role::Authenticating {
@@ -394,7 +484,7 @@ async fn respond(
                 our_nonce,
             } = role
             else {
-                return Some(format_invalid(line));
+                return invalid(out);
             };
             let config = node.config();
             let secret = config
@@ -406,12 +496,12 @@ async fn respond(
                     "{remote}: {from} failed to prove the herd secret; treating it as a client"
                 );
                 *role = Role::Client;
-                return Some(format_invalid(line));
+                return invalid(out);
             }
             tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
             node.peers.wake(from);
             *role = Role::Peer(from.clone());
-            None
+            Answer::Normal
         }
         // Updates, anti-entropy and WANT belong to a peer session; on a connection that
         // did not say HELLO (and prove the secret) they are refused, never applied.
@@ -420,18 +510,16 @@ async fn respond(
             | PeerMessage::Sync(_)
             | PeerMessage::Digest(_)
             | PeerMessage::Want(_),
-        ) => Some(format_invalid(line)),
+        ) => invalid(out),
         Command::Peer(PeerMessage::StatusQuery) => {
-            Some(format_status(&node.figures()).into_bytes())
+            out.extend_from_slice(format_status(&node.figures()).as_bytes());
+            Answer::Quiet
         }
-        Command::Peer(PeerMessage::Welcome { .. }) => Some(format_invalid(line)),
+        Command::Peer(PeerMessage::Welcome { .. }) => invalid(out),
     }
 }
 
 /// The server's receive time, in nanoseconds since the epoch.
 pub fn now_nanos() -> i128 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_nanos() as i128,
-        Err(before_epoch) => -(before_epoch.duration().as_nanos() as i128),
-    }
+    crate::logs::clock::now_nanos()
 }

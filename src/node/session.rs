@@ -122,7 +122,7 @@ async fn read_side(
         let line = match line? {
             None => return Ok(()),
             Some(Line::Complete(line)) => line,
-            Some(Line::TooLong(start)) => bail!(
+            Some(Line::TooLong(start, _)) => bail!(
                 "sent a line over {max_line} bytes: {}",
                 printable(&start[..start.len().min(200)])
             ),

@@ -20,7 +20,6 @@
 //!
 //! This module decides what an exchange sends and what it logs; `session.rs` does the I/O.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::table::Table;
@@ -86,8 +85,8 @@ pub fn differing(table: &Table, theirs: &[u64]) -> Vec<u16> {
 /// size costs a bounded amount of memory. The caller writes each chunk (and may forward
 /// other traffic between chunks).
 pub struct SyncStream<'a> {
-    shards: Box<dyn Iterator<Item = Vec<Arc<AtRecord>>> + Send + 'a>,
-    shard: std::vec::IntoIter<Arc<AtRecord>>,
+    shards: Box<dyn Iterator<Item = Vec<AtRecord>> + Send + 'a>,
+    shard: std::vec::IntoIter<AtRecord>,
     pub sent: Sent,
 }
 
@@ -180,7 +179,7 @@ mod tests {
             let time = format!("{i}.5");
             let record =
                 AtRecord::from_parts("Alford", "+0.000000001", &format!("c{i}"), "+1+2", &time);
-            table.apply(&Arc::new(record.unwrap()));
+            table.apply(&record.unwrap());
         }
         let all: Vec<u16> = (0..DIGEST_BUCKETS as u16).collect();
         let mut stream = SyncStream::new(&table, &all);
@@ -194,7 +193,7 @@ mod tests {
                     panic!("{line:?}");
                 };
                 let record = AtRecord::from_fields(&fields);
-                assert_eq!(table.get(record.client()).as_deref(), Some(&record));
+                assert_eq!(table.get(record.client()), Some(record));
                 lines += 1;
             }
         }

@@ -2,8 +2,10 @@
 //! received it. This is the one place that decides whether an update is new, and so the one
 //! place that writes the store.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::hash_table::{Entry, HashTable};
 
 use super::store::{Seq, Store};
 use crate::protocol::DIGEST_BUCKETS;
@@ -12,66 +14,82 @@ use crate::record::{client_bucket, AtRecord};
 /// Independent locks. A client always lands in the same shard (its digest bucket decides),
 /// so updates to different clients rarely wait for each other while updates to one client
 /// stay strictly ordered.
-const SHARDS: usize = 64;
+pub const SHARDS: usize = 64;
 const BUCKETS_PER_SHARD: usize = DIGEST_BUCKETS / SHARDS;
 
-/// One shard: its records, and per digest bucket it owns (buckets `b` with
-/// `b % SHARDS == shard`) the XOR of its records' line hashes, kept current in O(1) per update,
-/// so two servers can compare digests to find where their tables differ.
+/// One shard: its records, filed by client id (the key is read from the record itself, so a
+/// client costs one pointer in the table and no second copy of its id), and per digest
+/// bucket it owns (buckets `b` with `b % SHARDS == shard`) the XOR of its records' line
+/// hashes, kept current in O(1) per update, so two servers can compare digests to find where
+/// their tables differ.
 #[derive(Default)]
 struct Shard {
-    records: HashMap<String, Arc<AtRecord>>,
+    records: HashTable<AtRecord>,
+    /// Keyed per process (SipHash, as std's maps): client ids come from clients.
+    hasher: RandomState,
     digests: [u64; BUCKETS_PER_SHARD],
 }
 
 impl Shard {
-    /// Newer-wins; returns whether `record` was stored.
-    fn store_if_newer(&mut self, record: &Arc<AtRecord>) -> bool {
-        let slot = usize::from(record.bucket()) / SHARDS;
-        match self.records.get_mut(record.client()) {
-            Some(held) if !record.is_newer_than(held) => return false,
-            Some(held) => {
-                self.digests[slot] ^= held.digest_hash();
-                *held = Arc::clone(record);
+    /// Newer-wins; returns whether `record` (whose client is `client`, in digest bucket
+    /// `bucket`) was stored.
+    fn store_if_newer(&mut self, record: &AtRecord, client: &str, bucket: u16) -> bool {
+        let slot = usize::from(bucket) / SHARDS;
+        let hash = self.hasher.hash_one(client);
+        let hasher = &self.hasher;
+        match self.records.entry(
+            hash,
+            |held| held.client() == client,
+            |held| hasher.hash_one(held.client()),
+        ) {
+            Entry::Occupied(mut held) => {
+                if !record.is_newer_than(held.get()) {
+                    return false;
+                }
+                self.digests[slot] ^= held.get().digest_hash();
+                *held.get_mut() = record.clone();
             }
-            None => {
-                self.records
-                    .insert(record.client().to_owned(), Arc::clone(record));
+            Entry::Vacant(vacant) => {
+                vacant.insert(record.clone());
             }
         }
         self.digests[slot] ^= record.digest_hash();
         true
     }
+
+    fn get(&self, client: &str) -> Option<&AtRecord> {
+        let hash = self.hasher.hash_one(client);
+        self.records.find(hash, |held| held.client() == client)
+    }
 }
 
 /// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
-/// every critical section is a hash lookup (plus, with a store, one in-memory sled insert).
+/// every critical section is a hash lookup (plus, with a store, a push onto the store
+/// writer's queue: the disk is written by another thread, never under these locks).
 pub struct Table {
     shards: Vec<RwLock<Shard>>,
-    store: Option<Arc<Store>>,
+    store: OnceLock<Arc<Store>>,
 }
 
 impl Default for Table {
     fn default() -> Table {
         Table {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            store: None,
+            store: OnceLock::new(),
         }
     }
 }
 
 impl Table {
-    /// A table in memory only.
+    /// A table in memory only (until a store is attached).
     pub fn new() -> Table {
         Table::default()
     }
 
-    /// A table that writes every accepted record to `store`.
-    pub fn with_store(store: Arc<Store>) -> Table {
-        Table {
-            store: Some(store),
-            ..Table::default()
-        }
+    /// From now on every accepted record is queued for `store` (once: a second store is
+    /// ignored).
+    pub fn attach_store(&self, store: Arc<Store>) {
+        let _ = self.store.set(store);
     }
 
     /// Stores `record` if it is newer than what the table holds for its client (see
@@ -79,32 +97,56 @@ impl Table {
     /// the store's sequence number for the write (0 without a store). Only stored records
     /// are flooded on, which is what makes flooding terminate.
     ///
-    /// The store is written under the client's shard lock: the decision "newer" and the disk
-    /// write are one step, so two racing updates for a client reach the store in the order
-    /// the table took them and the store can never end with the older one.
-    pub fn apply(&self, record: &Arc<AtRecord>) -> Option<Seq> {
-        let mut shard = self.write(shard_of(record.bucket()));
-        if !shard.store_if_newer(record) {
+    /// The record is queued for the store under the client's shard lock: the decision
+    /// "newer" and the queueing are one step, so two racing updates for a client reach the
+    /// store in the order the table took them.
+    pub fn apply(&self, record: &AtRecord) -> Option<Seq> {
+        let client = record.client();
+        let bucket = client_bucket(client);
+        let shard = shard_of(bucket);
+        let mut held = self.write(shard);
+        if !held.store_if_newer(record, client, bucket) {
             return None;
         }
-        Some(self.store.as_ref().map_or(0, |store| store.put(record)))
+        Some(
+            self.store
+                .get()
+                .map_or(0, |store| store.enqueue(shard, record.clone())),
+        )
     }
 
-    /// Loads records read back from the store (newer-wins, not written back). Returns how
-    /// many clients the table holds afterwards.
-    pub fn restore(&self, recovered: Vec<AtRecord>) -> usize {
-        for record in recovered {
-            let record = Arc::new(record);
-            self.write(shard_of(record.bucket()))
-                .store_if_newer(&record);
+    /// Makes room for about `clients` clients in all, so loading a store does not grow (and
+    /// rehash) the table step by step.
+    pub fn reserve(&self, clients: usize) {
+        for shard in 0..SHARDS {
+            let mut held = self.write(shard);
+            let held = &mut *held;
+            let wanted = (clients / SHARDS).saturating_sub(held.records.len());
+            let hasher = &held.hasher;
+            held.records
+                .reserve(wanted, |record| hasher.hash_one(record.client()));
         }
-        self.len()
+    }
+
+    /// Loads a record read back from the store (newer-wins, not written back).
+    pub fn restore_one(&self, record: AtRecord) {
+        let client = record.client();
+        let bucket = client_bucket(client);
+        self.write(shard_of(bucket))
+            .store_if_newer(&record, client, bucket);
+    }
+
+    /// Calls `f` with every record of shard `shard` (under its read lock: keep `f` short).
+    pub fn visit_shard(&self, shard: usize, mut f: impl FnMut(&AtRecord)) {
+        for record in &self.read(shard).records {
+            f(record);
+        }
     }
 
     /// The latest record for `client`.
-    pub fn get(&self, client: &str) -> Option<Arc<AtRecord>> {
+    pub fn get(&self, client: &str) -> Option<AtRecord> {
         let bucket = client_bucket(client);
-        self.read(shard_of(bucket)).records.get(client).cloned()
+        self.read(shard_of(bucket)).get(client).cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -139,7 +181,7 @@ impl Table {
     /// The records whose clients fall in one of `buckets`, one shard's worth at a time: only
     /// the shards that own those buckets are scanned, and a caller that streams each part
     /// before asking for the next holds at most one shard's records (1/64 of the table).
-    pub fn records_in(&self, buckets: &[u16]) -> impl Iterator<Item = Vec<Arc<AtRecord>>> + '_ {
+    pub fn records_in(&self, buckets: &[u16]) -> impl Iterator<Item = Vec<AtRecord>> + '_ {
         let mut wanted = vec![false; DIGEST_BUCKETS];
         let mut shards = [false; SHARDS];
         for &b in buckets {
@@ -149,7 +191,7 @@ impl Table {
         (0..SHARDS).filter(move |&s| shards[s]).map(move |s| {
             self.read(s)
                 .records
-                .values()
+                .iter()
                 .filter(|r| wanted[usize::from(r.bucket())])
                 .cloned()
                 .collect()
@@ -175,8 +217,8 @@ fn shard_of(bucket: u16) -> usize {
 mod tests {
     use super::*;
 
-    fn record(origin: &str, client: &str, time: &str) -> Arc<AtRecord> {
-        Arc::new(AtRecord::from_parts(origin, "+0.000000001", client, "+1+1", time).unwrap())
+    fn record(origin: &str, client: &str, time: &str) -> AtRecord {
+        AtRecord::from_parts(origin, "+0.000000001", client, "+1+1", time).unwrap()
     }
 
     #[test]
@@ -209,7 +251,7 @@ mod tests {
     fn digests_match_exactly_when_tables_hold_the_same_records() {
         let a = Table::new();
         let b = Table::new();
-        let updates: Vec<Arc<AtRecord>> = (0..300)
+        let updates: Vec<AtRecord> = (0..300)
             .map(|i| record("Alford", &format!("c{}", i % 100), &format!("{i}")))
             .collect();
         for u in &updates {
@@ -245,17 +287,15 @@ mod tests {
             order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..120),
         ) {
             let origins = ["Alford", "Ball", "Hamilton", "Welsh"];
-            let records: Vec<Arc<AtRecord>> = updates
+            let records: Vec<AtRecord> = updates
                 .iter()
                 .map(|&(o, client, time, place)| {
                     let location = format!("+{place}+{place}");
-                    Arc::new(
-                        AtRecord::from_parts(
-                            origins[o], "+0.000000001", &format!("c{client}"), &location,
-                            &format!("{time}.5"),
-                        )
-                        .unwrap(),
+                    AtRecord::from_parts(
+                        origins[o], "+0.000000001", &format!("c{client}"), &location,
+                        &format!("{time}.5"),
                     )
+                    .unwrap()
                 })
                 .collect();
             let in_order = Table::new();
@@ -298,29 +338,30 @@ mod tests {
     }
 
     #[test]
-    fn accepted_records_reach_the_store_and_stale_ones_do_not() {
+    fn accepted_records_are_queued_for_the_store_and_stale_ones_are_not() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("A")).unwrap();
+        let table = Table::new();
+        let (store, _) = Store::open(&dir.path().join("A"), &Table::new()).unwrap();
         let store = Arc::new(store);
-        let table = Table::with_store(Arc::clone(&store));
+        table.attach_store(Arc::clone(&store));
         assert_eq!(table.apply(&record("Alford", "kiwi", "5")), Some(1));
         assert_eq!(table.apply(&record("Ball", "kiwi", "4")), None);
         assert_eq!(table.apply(&record("Ball", "kiwi", "6")), Some(2));
-        let stored = store.load().unwrap().records;
-        assert_eq!(stored, [(*record("Ball", "kiwi", "6")).clone()]);
-        // Restoring keeps the newest per client and writes nothing back.
+        assert_eq!(store.assigned(), 2);
+        // Restoring keeps the newest per client and queues nothing.
         let fresh = Table::new();
-        let older = (*record("Alford", "kiwi", "5")).clone();
-        assert_eq!(fresh.restore(vec![stored[0].clone(), older]), 1);
+        fresh.attach_store(Arc::clone(&store));
+        fresh.restore_one(record("Ball", "kiwi", "6"));
+        fresh.restore_one(record("Alford", "kiwi", "5"));
         assert_eq!(fresh.get("kiwi").unwrap().origin(), "Ball");
-        assert_eq!(store.written(), 2);
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(store.assigned(), 2);
+        store.close().unwrap();
     }
 
     #[test]
-    fn racing_writers_leave_the_newest_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(&dir.path().join("A")).unwrap();
-        let table = Arc::new(Table::with_store(Arc::new(store)));
+    fn racing_writers_leave_the_newest() {
+        let table = Arc::new(Table::new());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let table = Arc::clone(&table);
@@ -336,7 +377,5 @@ mod tests {
         threads.into_iter().for_each(|t| t.join().unwrap());
         let held = table.get("kiwi").unwrap();
         assert_eq!(held.line(), record("Alford", "kiwi", "1999").line());
-        let stored = table.store.as_ref().unwrap().load().unwrap().records;
-        assert_eq!(stored, [(*held).clone()]);
     }
 }

@@ -621,6 +621,11 @@ struct StatusRow {
     recovered: Option<usize>,
     /// Records anti-entropy brought the node since it started.
     synced: Option<u64>,
+    /// The node's store error while its store is unhealthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_error: Option<String>,
+    /// Wire log lines the node dropped because its log writer fell behind.
+    log_dropped: Option<u64>,
     /// How the last process ended: exit code or signal, and why when the supervisor ended
     /// it (health probes, start timeout, `herdctl kill`).
     last_exit: Option<String>,
@@ -675,6 +680,8 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 links_total: f.map_or(server.neighbours.len(), |f| f.links_total),
                 recovered: f.map(|f| f.recovered),
                 synced: f.map(|f| f.synced),
+                store_error: f.and_then(|f| f.store_error.clone()),
+                log_dropped: f.map(|f| f.log_dropped),
                 last_exit: r.last_exit.clone(),
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
@@ -853,6 +860,18 @@ fn print_table(rows: &[StatusRow]) {
             r.synced.map_or_else(dash, |n| n.to_string()),
             last_exit_column(r),
         );
+    }
+    // What needs the operator's attention, below the table (it does not fit a column).
+    for r in rows {
+        if let Some(error) = &r.store_error {
+            println!("{}: STORE UNHEALTHY: {error}", r.name);
+        }
+        if let Some(dropped @ 1..) = r.log_dropped {
+            println!(
+                "{}: {dropped} wire log lines dropped (its log writer fell behind)",
+                r.name
+            );
+        }
     }
 }
 

@@ -1,0 +1,504 @@
+//! The one way into a node's log files: a queue of whole lines drained by one writer thread.
+//!
+//! Wire traffic does not go through tracing: a connection formats its exchanges straight into
+//! a byte buffer (timestamp, level, peer, arrow, the line capped at `logs.max_line_bytes`),
+//! one buffer per batch of pipelined lines, and hands the buffer over in one queue push.
+//! tracing's events (lifecycle, warnings, a panic hook's report) are formatted by
+//! tracing-subscriber and pushed the same way, so the file keeps one format and one order.
+//!
+//! The queue is bounded in bytes and never blocks: when the writer falls behind by more than
+//! [`MAX_QUEUED_BYTES`], wire batches are dropped and counted (shown by `herdctl status` and
+//! noted in the log); tracing's events get twice that room, so a warning still gets through
+//! a flood of traffic.
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::clock::push_timestamp;
+use super::files::LogFiles;
+
+/// How far (in bytes of formatted lines) the writer may fall behind before wire lines are
+/// dropped.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// The writer flushes at least this often while it drains a long queue.
+const FLUSH_BYTES: usize = 1 << 20;
+
+enum Message {
+    Lines(Vec<u8>),
+    /// A reload's new files: what was queued before goes to the old ones.
+    Files(LogFiles),
+    Stop,
+}
+
+struct Shared {
+    queue: Sender<Message>,
+    queued: AtomicUsize,
+    dropped: AtomicU64,
+    /// `logs.max_line_bytes` and `logs.level`, which a reload may change.
+    max_line_bytes: AtomicUsize,
+    log_status: AtomicBool,
+}
+
+/// A handle on a node's log queue (cheap to clone).
+#[derive(Clone)]
+pub struct WireLog {
+    shared: Arc<Shared>,
+}
+
+/// Stops the writer thread when dropped, after it has written and flushed everything queued.
+pub struct LogGuard {
+    log: WireLog,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let _ = self.log.shared.queue.send(Message::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl WireLog {
+    /// Starts the writer thread on `files` (and, with `stdout`, a copy of every line to
+    /// standard output, see [`StdoutCopy`]).
+    pub fn start(
+        files: LogFiles,
+        max_line_bytes: usize,
+        log_status: bool,
+        stdout: bool,
+    ) -> (WireLog, LogGuard) {
+        let (queue, lines) = channel();
+        let log = WireLog {
+            shared: Arc::new(Shared {
+                queue,
+                queued: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                max_line_bytes: AtomicUsize::new(max_line_bytes),
+                log_status: AtomicBool::new(log_status),
+            }),
+        };
+        let writer = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let copy = stdout.then(StdoutCopy::start);
+                writer.write_loop(files, lines, copy.as_ref());
+                if let Some(copy) = copy {
+                    copy.finish();
+                }
+            })
+            .expect("cannot start the log-writer thread");
+        let guard = LogGuard {
+            log: log.clone(),
+            thread: Some(thread),
+        };
+        (log, guard)
+    }
+
+    /// A log that writes nothing (for tests and benchmarks).
+    pub fn discard() -> WireLog {
+        let (queue, _) = channel();
+        WireLog {
+            shared: Arc::new(Shared {
+                queue,
+                queued: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                max_line_bytes: AtomicUsize::new(crate::config::DEFAULT_LOG_MAX_LINE_BYTES),
+                log_status: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// An empty batch to format lines into.
+    pub fn batch(&self) -> LogBatch {
+        LogBatch {
+            bytes: Vec::new(),
+            lines: 0,
+            max_line_bytes: self.shared.max_line_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether `HERD STATUS` exchanges are logged (`logs.level: debug`).
+    pub fn logs_status(&self) -> bool {
+        self.shared.log_status.load(Ordering::Relaxed)
+    }
+
+    /// From now on, lines go to `files` (after what is already queued), capped at
+    /// `max_line_bytes`, with `HERD STATUS` exchanges logged when `log_status` (a reload).
+    pub fn switch(&self, files: LogFiles, max_line_bytes: usize, log_status: bool) {
+        self.shared
+            .max_line_bytes
+            .store(max_line_bytes, Ordering::Relaxed);
+        self.shared.log_status.store(log_status, Ordering::Relaxed);
+        let _ = self.shared.queue.send(Message::Files(files));
+    }
+
+    /// Wire lines dropped so far because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hands `batch`'s lines to the writer (or drops them, counted, when it is too far
+    /// behind) and leaves the batch empty. Never blocks.
+    pub fn submit(&self, batch: &mut LogBatch) {
+        if batch.bytes.is_empty() {
+            return;
+        }
+        let capacity = batch.bytes.capacity();
+        let bytes = std::mem::replace(&mut batch.bytes, Vec::with_capacity(capacity.min(64 << 10)));
+        let lines = std::mem::take(&mut batch.lines);
+        if !self.push(bytes, MAX_QUEUED_BYTES) {
+            self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues already formatted lines if the queue holds less than `limit` bytes.
+    fn push(&self, bytes: Vec<u8>, limit: usize) -> bool {
+        let len = bytes.len();
+        if self.shared.queued.load(Ordering::Relaxed) + len > limit {
+            return false;
+        }
+        self.shared.queued.fetch_add(len, Ordering::Relaxed);
+        if self.shared.queue.send(Message::Lines(bytes)).is_err() {
+            // No writer (stopped, or a discarding log).
+            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+        true
+    }
+
+    fn write_loop(&self, mut files: LogFiles, lines: Receiver<Message>, copy: Option<&StdoutCopy>) {
+        let mut reported = 0;
+        let mut failed = false;
+        let mut write = |files: &mut LogFiles, bytes: &[u8]| {
+            if let Some(copy) = copy {
+                copy.send(bytes);
+            }
+            let secs = (super::clock::now_nanos().max(0) / 1_000_000_000) as u64;
+            if let Err(e) = files.write(bytes, secs) {
+                if !failed {
+                    eprintln!("herdctl: cannot write the log: {e}");
+                    failed = true;
+                }
+            }
+        };
+        while let Ok(message) = lines.recv() {
+            let mut next = Some(message);
+            let mut unflushed = 0;
+            while let Some(message) = next.take() {
+                let bytes = match message {
+                    Message::Lines(bytes) => bytes,
+                    Message::Files(new) => {
+                        let _ = files.flush();
+                        files = new;
+                        next = lines.try_recv().ok();
+                        continue;
+                    }
+                    Message::Stop => {
+                        let _ = files.flush();
+                        return;
+                    }
+                };
+                write(&mut files, &bytes);
+                self.shared.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                unflushed += bytes.len();
+                if unflushed >= FLUSH_BYTES {
+                    let _ = files.flush();
+                    unflushed = 0;
+                }
+                next = lines.try_recv().ok();
+            }
+            let dropped = self.dropped();
+            if dropped > reported {
+                let mut note = Vec::new();
+                push_timestamp(&mut note, super::clock::now_nanos());
+                let _ = writeln!(
+                    note,
+                    "  WARN the log writer fell behind: {} wire lines dropped ({dropped} since \
+                     start; `herdctl status` shows the count)",
+                    dropped - reported
+                );
+                write(&mut files, &note);
+                reported = dropped;
+            }
+            let _ = files.flush();
+        }
+        let _ = files.flush();
+    }
+}
+
+/// A copy of the log on standard output (`herdctl run --log-stdout`, for a container engine
+/// that collects it). Lossy: the files are the record, so a collector that falls behind
+/// loses lines from this copy rather than stalling the log writer.
+struct StdoutCopy {
+    queue: std::sync::mpsc::SyncSender<Vec<u8>>,
+    thread: JoinHandle<()>,
+}
+
+impl StdoutCopy {
+    fn start() -> StdoutCopy {
+        let (queue, lines) = std::sync::mpsc::sync_channel::<Vec<u8>>(1024);
+        let thread = std::thread::Builder::new()
+            .name("log-stdout".into())
+            .spawn(move || {
+                let mut out = std::io::stdout().lock();
+                while let Ok(bytes) = lines.recv() {
+                    if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("cannot start the log-stdout thread");
+        StdoutCopy { queue, thread }
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        let _ = self.queue.try_send(bytes.to_vec());
+    }
+
+    /// Writes out what is queued and stops.
+    fn finish(self) {
+        drop(self.queue);
+        let _ = self.thread.join();
+    }
+}
+
+/// tracing-subscriber's writer for the log file: each event is formatted into one buffer
+/// and queued whole when the writer is dropped.
+pub struct EventWriter<'a> {
+    log: &'a WireLog,
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for EventWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter<'_> {
+    fn drop(&mut self) {
+        if !self.bytes.is_empty() {
+            let bytes = std::mem::take(&mut self.bytes);
+            self.log.push(bytes, 2 * MAX_QUEUED_BYTES);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for WireLog {
+    type Writer = EventWriter<'a>;
+
+    fn make_writer(&'a self) -> EventWriter<'a> {
+        EventWriter {
+            log: self,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+/// Wire lines formatted for one hand-over to the writer.
+pub struct LogBatch {
+    bytes: Vec<u8>,
+    lines: u64,
+    max_line_bytes: usize,
+}
+
+impl LogBatch {
+    /// Appends one wire line: `<timestamp>  INFO <who> <arrow> <text>`, the text escaped (see
+    /// [`push_capped`]) and capped. `total` is the text's real length when `text` is only its
+    /// start (an over-long line). Returns where the line sits in the batch.
+    pub fn line(
+        &mut self,
+        at_nanos: i128,
+        who: &str,
+        arrow: &str,
+        text: &[u8],
+        total: Option<usize>,
+    ) -> Range<usize> {
+        let start = self.bytes.len();
+        push_timestamp(&mut self.bytes, at_nanos);
+        self.bytes.extend_from_slice(b"  INFO ");
+        self.bytes.extend_from_slice(who.as_bytes());
+        self.bytes.push(b' ');
+        self.bytes.extend_from_slice(arrow.as_bytes());
+        self.bytes.push(b' ');
+        push_capped(&mut self.bytes, text, total, self.max_line_bytes);
+        self.bytes.push(b'\n');
+        self.lines += 1;
+        start..self.bytes.len()
+    }
+
+    /// Replaces the lines at `ranges` (ascending, from [`LogBatch::line`]) with `lines`.
+    pub fn replace(&mut self, ranges: &[Range<usize>], lines: &[Vec<u8>]) {
+        let mut rebuilt = Vec::with_capacity(self.bytes.len());
+        let mut from = 0;
+        for (range, line) in ranges.iter().zip(lines) {
+            rebuilt.extend_from_slice(&self.bytes[from..range.start]);
+            rebuilt.extend_from_slice(line);
+            from = range.end;
+        }
+        rebuilt.extend_from_slice(&self.bytes[from..]);
+        self.bytes = rebuilt;
+    }
+
+    /// A line formatted apart from the batch (to go into it with [`LogBatch::replace`]).
+    pub fn format_line(&self, at_nanos: i128, who: &str, arrow: &str, text: &[u8]) -> Vec<u8> {
+        let mut single = LogBatch {
+            bytes: Vec::new(),
+            lines: 0,
+            max_line_bytes: self.max_line_bytes,
+        };
+        single.line(at_nanos, who, arrow, text, None);
+        single.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The formatted lines (for tests).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Appends a line of wire traffic as it goes into a log: the text verbatim, except that bytes
+/// that are not valid UTF-8 and control characters (other than newlines inside a multi-line
+/// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal;
+/// trailing newlines dropped. At most `cap` bytes of it are written: a longer one is cut and
+/// ends `... (<n> bytes)`, n being its real length (`total`, or the text's own).
+pub fn push_capped(out: &mut Vec<u8>, text: &[u8], total: Option<usize>, cap: usize) {
+    let mut text = text;
+    while let [rest @ .., b'\n'] = text {
+        text = rest;
+    }
+    let total = total.unwrap_or(text.len());
+    let clean_ascii = text
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t');
+    if clean_ascii && text.len() <= cap && total == text.len() {
+        out.extend_from_slice(text);
+        return;
+    }
+    let start = out.len();
+    let mut cut = total > text.len();
+    // Appends `piece` unless it would take the line past the cap (then records the cut).
+    let mut fits = |out: &mut Vec<u8>, piece: &[u8]| -> bool {
+        if out.len() - start + piece.len() > cap {
+            cut = true;
+            return false;
+        }
+        out.extend_from_slice(piece);
+        true
+    };
+    'text: for chunk in text.utf8_chunks() {
+        let mut rest = chunk.valid();
+        while !rest.is_empty() {
+            // Copy the stretch up to the next character to escape in one go.
+            let (run, escaped) = match rest
+                .char_indices()
+                .find(|&(_, c)| c.is_control() && c != '\n' && c != '\t')
+            {
+                Some((at, c)) => (&rest[..at], Some(c)),
+                None => (rest, None),
+            };
+            let room = cap.saturating_sub(out.len() - start);
+            if run.len() > room {
+                let mut end = room;
+                while !run.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.extend_from_slice(&run.as_bytes()[..end]);
+                cut = true;
+                break 'text;
+            }
+            out.extend_from_slice(run.as_bytes());
+            rest = &rest[run.len()..];
+            if let Some(c) = escaped {
+                if !fits(out, format!("\\u{{{:x}}}", c as u32).as_bytes()) {
+                    break 'text;
+                }
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        for &b in chunk.invalid() {
+            if !fits(out, format!("\\x{b:02x}").as_bytes()) {
+                break 'text;
+            }
+        }
+    }
+    if cut {
+        let _ = write!(out, "... ({total} bytes)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped(text: &[u8], total: Option<usize>, cap: usize) -> String {
+        let mut out = Vec::new();
+        push_capped(&mut out, text, total, cap);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_are_escaped_like_printable() {
+        for text in [
+            &b"IAMAT kiwi +1+2 3"[..],
+            "AT x\n{\n}\n\n".as_bytes(),
+            "üñí\tcode".as_bytes(),
+            b"a\x00b\x1b[31m\r",
+            b"bad \xff\xfe",
+        ] {
+            assert_eq!(capped(text, None, 1000), super::super::printable(text));
+        }
+    }
+
+    #[test]
+    fn long_lines_are_cut_with_their_length() {
+        assert_eq!(capped(b"0123456789", None, 10), "0123456789");
+        assert_eq!(capped(b"0123456789\n", None, 4), "0123... (10 bytes)");
+        assert_eq!(
+            capped(b"0123", Some(1_000_000), 100),
+            "0123... (1000000 bytes)"
+        );
+        // Escapes count in the cap and are never split.
+        assert_eq!(capped(b"ab\x1bcd", None, 6), "ab... (5 bytes)");
+        assert_eq!(capped("ééé".as_bytes(), None, 3), "é... (6 bytes)");
+        // A hostile line costs at most the cap, however it escapes.
+        let hostile = vec![0x1b; 100_000];
+        assert!(capped(&hostile, None, 4096).len() < 4096 + 32);
+    }
+
+    #[test]
+    fn a_batch_formats_lines_like_tracing_and_can_replace_them() {
+        let log = WireLog::discard();
+        let mut batch = log.batch();
+        let at = 1_621_464_827_959_498_503;
+        batch.line(at, "127.0.0.1:5", "<", b"IAMAT x", None);
+        let reply = batch.line(at, "127.0.0.1:5", ">", b"AT y\n", None);
+        assert_eq!(
+            String::from_utf8_lossy(batch.as_bytes()),
+            "2021-05-19T22:53:47.959498Z  INFO 127.0.0.1:5 < IAMAT x\n\
+             2021-05-19T22:53:47.959498Z  INFO 127.0.0.1:5 > AT y\n"
+        );
+        let refused = batch.format_line(at, "127.0.0.1:5", ">", b"? IAMAT x");
+        batch.replace(&[reply], &[refused]);
+        assert!(String::from_utf8_lossy(batch.as_bytes()).ends_with("> ? IAMAT x\n"));
+        // Submitting to a log without a writer neither blocks nor fails.
+        log.submit(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(log.dropped(), 0);
+    }
+}

@@ -1,0 +1,122 @@
+//! Strict durability fails safe: when the store cannot write, an IAMAT is refused
+//! (`? <line>`), never acknowledged; the node says so in its status and its log, and keeps
+//! serving. The failure is real: the node's data_dir is a tiny tmpfs this test mounts and
+//! then fills up (needs root, as CI has; elsewhere the test says it is skipped).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{exchange, Herd};
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Writes zeros into `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}
+
+fn iamat(i: usize) -> String {
+    format!("IAMAT full-{i} +10.{i:06}-20.000000 1700000000.{i:09}")
+}
+
+#[test]
+fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
+    let space = tempfile::tempdir().unwrap();
+    let Some(mount) = Tmpfs::mount(&space.path().join("disk"), "2m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let herd = Herd::configure(
+        &[("Alford", &[])],
+        &format!(
+            "durability: strict\nstrict_wait_ms: 3000\ndata_dir: {}\n",
+            mount.dir.join("data").display()
+        ),
+    );
+    herd.start_node("Alford");
+
+    // Healthy: acknowledged.
+    let first = herd.send("Alford", &format!("{}\n", iamat(0)));
+    assert!(first.starts_with("AT Alford "), "{first}");
+    assert!(herd.status("Alford").store_error.is_none());
+
+    fill(&mount.dir.join("filler"));
+    // Each batch of updates grows the store's log until a write fails. From the first
+    // refusal on, no update may be acknowledged.
+    let mut refused_at = None;
+    for batch in 0..200 {
+        let lines: Vec<String> = (1..=50).map(|k| iamat(batch * 50 + k)).collect();
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let reply = String::from_utf8(exchange(herd.port("Alford"), input.as_bytes())).unwrap();
+        let replies: Vec<&str> = reply.lines().collect();
+        assert_eq!(replies.len(), lines.len(), "one reply per IAMAT: {reply}");
+        for (line, reply) in lines.iter().zip(&replies) {
+            if reply.starts_with("? ") {
+                assert_eq!(*reply, format!("? {line}"), "a refusal copies the line");
+                refused_at.get_or_insert(batch);
+            } else {
+                assert!(
+                    refused_at.is_none(),
+                    "acknowledged after a refusal: {reply}"
+                );
+                assert!(reply.starts_with("AT Alford "), "{reply}");
+            }
+        }
+        if refused_at.is_some_and(|at| batch > at) {
+            break;
+        }
+    }
+    assert!(
+        refused_at.is_some(),
+        "the store never failed on a full disk"
+    );
+
+    // It says so, and keeps serving (what it holds in memory, and new connections).
+    let figures = herd.status("Alford");
+    let error = figures.store_error.expect("status shows the store error");
+    assert!(!error.is_empty());
+    let log = herd.log_text("Alford");
+    assert!(log.contains("STORE UNHEALTHY"), "{log}");
+    assert!(
+        log.contains("> ? IAMAT full-"),
+        "refusals are logged as sent"
+    );
+    let status = herd.herdctl().arg("status").output().unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(table.contains("Alford: STORE UNHEALTHY: "), "{table}");
+    let known = herd.send("Alford", "WHATSAT full-0 1 1\n");
+    assert!(known.starts_with("AT Alford "), "{known}");
+    assert!(herd
+        .send("Alford", "IAMAT bad\n")
+        .starts_with("? IAMAT bad"));
+}
