@@ -504,6 +504,9 @@ pub struct NodeFigures {
     /// Wire log lines dropped because the log writer fell behind.
     #[serde(default)]
     pub log_dropped: u64,
+    /// WHATSATs waiting on the places provider right now (a slow or hung upstream shows here).
+    #[serde(default)]
+    pub places_waiting: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -866,6 +869,7 @@ pub(crate) mod tests {
             config: Some("0123456789abcdef".into()),
             store_error: Some("fdatasync: No space left on device".into()),
             log_dropped: 4,
+            places_waiting: 2,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

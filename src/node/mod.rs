@@ -48,6 +48,8 @@ pub struct Node {
     pub recovered: usize,
     /// Records that anti-entropy brought in (new to this node).
     pub synced: AtomicU64,
+    /// WHATSATs waiting on the places provider right now.
+    pub places_waiting: AtomicU64,
     /// Open connections, against `limits.max_connections`.
     pub slots: ConnectionSlots,
     /// Where wire traffic is logged.
@@ -138,6 +140,7 @@ impl Node {
             config: Some(self.config().digest.clone()),
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
+            places_waiting: self.places_waiting.load(Ordering::Relaxed),
         }
     }
 
@@ -279,6 +282,7 @@ pub async fn run(
         store,
         recovered,
         synced: AtomicU64::new(0),
+        places_waiting: AtomicU64::new(0),
         log,
     });
     if node.config().secret.is_none() && !server.neighbours.is_empty() {

@@ -374,6 +374,22 @@ fn push_invalid(out: &mut Vec<u8>, line: &[u8]) {
     out.push(b'\n');
 }
 
+/// Counts a query as waiting while it lives (also when its connection drops mid-wait).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn on(counter: &'a AtomicU64) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether an IAMAT or WHATSAT names a client id longer than `limits.max_client_id_bytes`.
 fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
     match command {
@@ -429,6 +445,7 @@ async fn respond(
                 return invalid(out);
             };
             let location = record.location();
+            let _waiting = Waiting::on(&node.places_waiting);
             let places = node
                 .places
                 .nearby(NearbyQuery {

@@ -312,8 +312,8 @@ pub fn parse_whatsat(reply: &str) -> (String, Value) {
 /// Ten WHATSATs for kiwi at once, same radius, bounds 1 to 10, against a node whose herd.yaml
 /// `places:` line `places_yaml` makes for the stand-in's base URL (`url("")`), and with no
 /// cache, so only single-flight can share a request. The stand-in answers `answer` only once
-/// the node has logged all ten queries: a task goes from logging its line to waiting on the
-/// shared fetch without yielding, so every query is then waiting on whatever requests exist.
+/// the node says (`places_waiting` in `HERD STATUS`) that all ten queries are waiting on the
+/// places provider, so every query is then waiting on whatever requests exist.
 /// Returns each bound's document (in bound order) and how many requests reached the stand-in.
 pub fn ten_concurrent_whatsats(
     places_yaml: impl FnOnce(&Upstream) -> String,
@@ -330,9 +330,8 @@ pub fn ten_concurrent_whatsats(
             .get()
             .and_then(Weak::upgrade)
             .expect("the node is running");
-        super::wait_until("ten WHATSATs to reach the node", || {
-            let log = node.herd.log_text("Alford");
-            log.matches("< WHATSAT kiwi.cs.ucla.edu 10 ").count() >= 10
+        super::wait_until("ten WHATSATs to wait on the places provider", || {
+            node.herd.status("Alford").places_waiting >= 10
         });
         ok(answer.clone())
     });
