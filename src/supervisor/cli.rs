@@ -33,19 +33,19 @@ const DAEMON_DEADLINE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(50);
 
 /// A connection-per-request client of the supervisor, with the runtime it needs.
-struct Supervisor {
+struct SupervisorClient {
     runtime: tokio::runtime::Runtime,
     paths: RunPaths,
     config: HerdConfig,
 }
 
-impl Supervisor {
-    fn new(config: HerdConfig) -> Result<Supervisor> {
+impl SupervisorClient {
+    fn new(config: HerdConfig) -> Result<SupervisorClient> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        Ok(Supervisor {
+        Ok(SupervisorClient {
             runtime,
             paths: RunPaths::new(&config),
             config,
@@ -233,12 +233,12 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
         eprintln!("herdctl: warning: {warning}");
     }
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::Hosted)?;
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     start_and_wait(&supervisor, &targets)
 }
 
-fn start_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<ExitCode> {
+fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<ExitCode> {
     let began = Instant::now();
     let mut reports = supervisor.call(&Request::Start {
         names: targets.to_vec(),
@@ -330,7 +330,7 @@ const LINKS_POLL: Duration = Duration::from_millis(200);
 /// (here or on another host), so
 /// an update sent right after `start` floods at once. Best effort: false if the deadline
 /// passed first (a link can legitimately stay down, e.g. a neighbour refusing the secret).
-fn wait_for_links(supervisor: &Supervisor, names: &[String], machine: &Machine) -> bool {
+fn wait_for_links(supervisor: &SupervisorClient, names: &[String], machine: &Machine) -> bool {
     let began = Instant::now();
     while began.elapsed() < LINKS_DEADLINE {
         let Ok(reports) = supervisor.call(&Request::Status) else {
@@ -368,7 +368,7 @@ fn failure_reason(config: &HerdConfig, report: &NodeReport) -> String {
 /// `herdctl stop [all|NAME...]`: `all` also ends the supervisor.
 pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     let every = names.is_empty() || names.iter().any(|n| n == "all");
     let nothing_running =
         supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty();
@@ -399,7 +399,7 @@ pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn stop_and_wait(supervisor: &Supervisor, targets: &[String]) -> Result<()> {
+fn stop_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<()> {
     let before = supervisor.call(&Request::Stop {
         names: targets.to_vec(),
     })?;
@@ -442,7 +442,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     stop_and_wait(&supervisor, &targets)?;
     start_and_wait(&supervisor, &targets)
@@ -458,7 +458,7 @@ pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
         &Machine::this()?,
         Reach::HostedOrRunning,
     )?;
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     let reports = supervisor.call(&Request::Kill {
         name: name.to_owned(),
@@ -490,7 +490,7 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     if supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty() {
         println!(
             "nothing runs under {}; `herdctl start` runs {} as it is",
@@ -538,7 +538,7 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
 }
 
 /// Waits until the supervisor no longer lists `names` (stopped, then dropped).
-fn wait_until_removed(supervisor: &Supervisor, names: &[String]) -> Result<()> {
+fn wait_until_removed(supervisor: &SupervisorClient, names: &[String]) -> Result<()> {
     let deadline = supervisor.config.supervisor.stop_timeout + START_GRACE;
     let began = Instant::now();
     loop {
@@ -560,7 +560,7 @@ fn wait_until_removed(supervisor: &Supervisor, names: &[String]) -> Result<()> {
 /// Waits until each of `names` reports herd file `digest`; returns those that did not in
 /// time (a node that refused a file says why in its log).
 fn wait_for_digest(
-    supervisor: &Supervisor,
+    supervisor: &SupervisorClient,
     names: &[String],
     digest: &str,
     machine: &Machine,
@@ -646,7 +646,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let (config, text) = HerdConfig::load_with_text(config_path)?;
     let applied = std::fs::read_to_string(super::applied_copy_path(&config)).ok();
     let machine = Machine::this()?;
-    let supervisor = Supervisor::new(config)?;
+    let supervisor = SupervisorClient::new(config)?;
     let supervised = supervisor.pid().is_some();
     let (reports, unlisted): (Vec<NodeReport>, Vec<NodeReport>) = match supervised {
         true => supervisor.call(&Request::Status)?,
