@@ -462,21 +462,15 @@ fn entries(lines: Vec<Vec<u8>>) -> VecDeque<Entry> {
 }
 
 /// Merges the streams' entries by timestamp, keeping each stream's own order (and, on equal
-/// stamps, the earlier stream first). Yields (stream index, line).
-fn merge(mut streams: Vec<VecDeque<Entry>>) -> Vec<(usize, Vec<u8>)> {
-    let mut out = Vec::new();
-    loop {
-        let next = streams
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.front().map(|e| (e.stamp, i)))
-            .min();
-        let Some((_, i)) = next else {
-            return out;
-        };
-        let entry = streams[i].pop_front().unwrap();
-        out.extend(entry.lines.into_iter().map(|l| (i, l)));
+/// stamps, the earlier stream first). Yields (stream index, line). This is [`Merger`] with
+/// everything already read and nothing held back.
+fn merge(streams: Vec<VecDeque<Entry>>) -> Vec<(usize, Vec<u8>)> {
+    let now = Instant::now();
+    let mut merger = Merger::new(streams.len(), Duration::ZERO);
+    for (pending, stream) in merger.pending.iter_mut().zip(streams) {
+        pending.extend(stream.into_iter().map(|entry| (now, entry)));
     }
+    merger.release(now)
 }
 
 /// Writes lines, with `Name   | ` prefixes when showing several servers.
