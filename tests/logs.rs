@@ -32,6 +32,10 @@ fn wire_lines_are_capped_and_files_rotate_by_size() {
         reply.len()
     );
 
+    // The log writer has its own thread: the lines may land a moment after the reply.
+    wait_until("the exchange in the log", || {
+        herd.log_text("Alford").contains("... (10008 bytes)")
+    });
     let log = herd.log_text("Alford");
     assert!(log.contains("< IAMAT xxxx"), "{log}");
     assert!(log.contains("... (10006 bytes)"), "{log}");

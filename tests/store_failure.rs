@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{exchange, Herd};
+use common::{exchange, wait_until, Herd};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -105,12 +105,11 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     let figures = herd.status("Alford");
     let error = figures.store_error.expect("status shows the store error");
     assert!(!error.is_empty());
-    let log = herd.log_text("Alford");
-    assert!(log.contains("STORE UNHEALTHY"), "{log}");
-    assert!(
-        log.contains("> ? IAMAT full-"),
-        "refusals are logged as sent"
-    );
+    // The log writer has its own thread: the lines may land a moment after the replies.
+    wait_until("the failure and the refusals in the log", || {
+        let log = herd.log_text("Alford");
+        log.contains("STORE UNHEALTHY") && log.contains("> ? IAMAT full-")
+    });
     let status = herd.herdctl().arg("status").output().unwrap();
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(table.contains("Alford: STORE UNHEALTHY: "), "{table}");

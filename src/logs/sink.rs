@@ -150,17 +150,17 @@ impl WireLog {
         if batch.bytes.is_empty() {
             return;
         }
-        let capacity = batch.bytes.capacity();
-        let bytes = std::mem::replace(&mut batch.bytes, Vec::with_capacity(capacity.min(64 << 10)));
+        let bytes = std::mem::take(&mut batch.bytes);
         let lines = std::mem::take(&mut batch.lines);
         if !self.push(bytes, MAX_QUEUED_BYTES) {
             self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
         }
     }
 
-    /// Queues already formatted lines if the queue holds less than `limit` bytes.
+    /// Queues already formatted lines if the queue holds less than `limit` bytes (counted
+    /// as allocated, which is what the queue costs).
     fn push(&self, bytes: Vec<u8>, limit: usize) -> bool {
-        let len = bytes.len();
+        let len = bytes.capacity();
         if self.shared.queued.load(Ordering::Relaxed) + len > limit {
             return false;
         }
@@ -205,7 +205,9 @@ impl WireLog {
                     }
                 };
                 write(&mut files, &bytes);
-                self.shared.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                self.shared
+                    .queued
+                    .fetch_sub(bytes.capacity(), Ordering::Relaxed);
                 unflushed += bytes.len();
                 if unflushed >= FLUSH_BYTES {
                     let _ = files.flush();

@@ -73,11 +73,16 @@ const FLUSH_EVERY_MS: u64 = 1000;
 const WRITER_TICK: Duration = Duration::from_millis(10);
 /// Journal values are cut at about this size (small, for the same reason as [`CHUNKS`]).
 const JOURNAL_VALUE_BYTES: usize = 6 << 10;
-/// Compaction runs once the journal holds this much, or half the snapshot if that is more,
-/// so a restart replays at most about half a table more than it loads...
-const COMPACT_MIN_BYTES: u64 = 32 << 20;
+/// Compaction runs once the journal holds this much, or half the snapshot if that is more:
+/// a restart replays at most about half a table more than it loads, and sled, which keeps
+/// about as much memory as the journal holds (whatever `cache_capacity` says), stays small
+/// for a small table. Compaction runs in steps between journal writes, so it never holds
+/// up a strict reply for long...
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// ...or once the journal has been quiet for this long (a quiet node ends up compact).
 const COMPACT_IDLE: Duration = Duration::from_secs(5);
+/// Table shards a compaction rewrites between two journal writes (of 64).
+const SHARDS_PER_STEP: usize = 4;
 /// How often an unhealthy store tries again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -143,6 +148,7 @@ struct WriterState {
     rewrite_all: bool,
     last_write: Instant,
     last_failure: Option<Instant>,
+    compaction: Option<Compaction>,
 }
 
 impl WriterState {
@@ -150,12 +156,42 @@ impl WriterState {
         self.chunk_bytes.iter().map(|&b| u64::from(b)).sum()
     }
 
-    fn compaction_due(&self) -> bool {
-        let limit = COMPACT_MIN_BYTES.max(self.snapshot_bytes() / 2);
-        self.rewrite_all
-            || self.journal_bytes >= limit
-            || (self.journal_bytes > 0 && self.last_write.elapsed() >= COMPACT_IDLE)
+    /// Journal bytes that start a compaction.
+    fn compaction_limit(&self) -> u64 {
+        COMPACT_MIN_BYTES.max(self.snapshot_bytes() / 2)
     }
+
+    fn compaction_due(&self) -> bool {
+        self.compaction.is_none()
+            && (self.rewrite_all
+                || self.journal_bytes >= self.compaction_limit()
+                || (self.journal_bytes > 0 && self.last_write.elapsed() >= COMPACT_IDLE))
+    }
+
+    /// Starts a compaction of every chunk changed so far (and of the journal written so far);
+    /// chunks changed from now on wait for the next one.
+    fn start_compaction(&mut self) {
+        self.compaction = Some(Compaction {
+            dirty: std::mem::replace(&mut self.dirty, vec![false; CHUNKS]),
+            next_shard: 0,
+            start_key: self.next_key,
+            journal_bytes: self.journal_bytes,
+            rewrite_all: std::mem::take(&mut self.rewrite_all),
+        });
+    }
+}
+
+/// A compaction under way.
+struct Compaction {
+    /// The chunks it rewrites.
+    dirty: Vec<bool>,
+    /// The next table shard to rewrite the chunks of.
+    next_shard: usize,
+    /// The journal batches it replaces: those before this key, and their size.
+    start_key: u64,
+    journal_bytes: u64,
+    /// Whether it rewrites a format-1 store (whose entries it clears when done).
+    rewrite_all: bool,
 }
 
 /// What opening found.
@@ -378,14 +414,15 @@ impl Store {
 
     fn writer_loop(&self, table: &Table, strict: bool) {
         loop {
-            {
+            // Woken by a reply that waits (strict), rather than by the tick.
+            let waited_for = {
                 let kicked = lock(&self.kick);
                 let (mut kicked, _) = self
                     .kicked
                     .wait_timeout_while(kicked, WRITER_TICK, |k| !*k)
                     .unwrap_or_else(|e| e.into_inner());
-                *kicked = false;
-            }
+                std::mem::take(&mut *kicked)
+            };
             if self.stopping.load(Ordering::Acquire) {
                 return;
             }
@@ -414,7 +451,13 @@ impl Store {
                 }
             }
             if state.compaction_due() {
-                if let Err(e) = self.compact(&mut state, table) {
+                state.start_compaction();
+            }
+            // Replies waiting for the next flush come first: compaction steps wait for a
+            // quiet moment, unless the journal has grown to twice what triggers one.
+            let behind = state.journal_bytes >= 2 * state.compaction_limit();
+            if state.compaction.is_some() && (!waited_for || behind) {
+                if let Err(e) = self.compact_step(&mut state, table, SHARDS_PER_STEP) {
                     self.failed(&mut state, &e);
                 }
             }
@@ -465,20 +508,58 @@ impl Store {
         Ok(())
     }
 
-    /// Rewrites every changed chunk of the snapshot from the table, then empties the
-    /// journal. A crash half-way leaves the journal in place, and replaying it is harmless
-    /// (newer-wins), so the store is never worse than before.
+    /// Compacts at once (all steps): the retry after a failure, and tests.
     fn compact(&self, state: &mut WriterState, table: &Table) -> Result<()> {
+        if state.compaction.is_none() {
+            state.start_compaction();
+        }
+        while !self.compact_step(state, table, SHARDS)? {}
+        Ok(())
+    }
+
+    /// Rewrites, from the table, the changed chunks of the next `shards` table shards of the
+    /// compaction under way; after the last shard, drops the journal it replaced. Returns
+    /// whether the compaction is done. Done in steps between journal writes, so a strict
+    /// reply never waits for a whole compaction. A crash half-way leaves the journal in
+    /// place, and replaying it is harmless (newer-wins), so the store is never worse than
+    /// before. On an error the compaction is abandoned and its chunks stay marked changed.
+    fn compact_step(&self, state: &mut WriterState, table: &Table, shards: usize) -> Result<bool> {
+        let mut compaction = state.compaction.take().expect("a compaction under way");
+        let done = self.write_shards(state, &mut compaction, table, shards);
+        let done = done.and_then(|done| match done {
+            true => self.finish_compaction(state, &compaction).map(|()| true),
+            false => Ok(false),
+        });
+        match done {
+            Ok(false) => state.compaction = Some(compaction),
+            Ok(true) => {}
+            Err(_) => {
+                for (mine, theirs) in state.dirty.iter_mut().zip(&compaction.dirty) {
+                    *mine |= theirs;
+                }
+            }
+        }
+        done
+    }
+
+    fn write_shards(
+        &self,
+        state: &mut WriterState,
+        compaction: &mut Compaction,
+        table: &Table,
+        shards: usize,
+    ) -> Result<bool> {
         let mut buffers: Vec<Vec<u8>> = vec![Vec::new(); CHUNKS / SHARDS];
         let mut counts = vec![0u32; CHUNKS / SHARDS];
-        for shard in 0..SHARDS {
-            let wanted = |chunk: usize| state.dirty[chunk];
-            if !(shard..CHUNKS).step_by(SHARDS).any(wanted) {
+        let end = (compaction.next_shard + shards).min(SHARDS);
+        let dirty = &compaction.dirty;
+        for shard in compaction.next_shard..end {
+            if !(shard..CHUNKS).step_by(SHARDS).any(|chunk| dirty[chunk]) {
                 continue;
             }
             table.visit_shard(shard, |record| {
                 let chunk = client_chunk(record.client());
-                if state.dirty[chunk] {
+                if dirty[chunk] {
                     let buffer = &mut buffers[chunk / SHARDS];
                     buffer.extend_from_slice(record.line().as_bytes());
                     buffer.push(b'\n');
@@ -488,7 +569,7 @@ impl Store {
             let mut batch = sled::Batch::default();
             for (slot, buffer) in buffers.iter_mut().enumerate() {
                 let chunk = slot * SHARDS + shard;
-                if !state.dirty[chunk] {
+                if !dirty[chunk] {
                     continue;
                 }
                 let key = (chunk as u16).to_be_bytes();
@@ -505,6 +586,13 @@ impl Store {
                 .apply_batch(batch)
                 .context("writing the snapshot")?;
         }
+        compaction.next_shard = end;
+        Ok(end == SHARDS)
+    }
+
+    /// The snapshot now holds everything the journal held before the compaction started:
+    /// make it durable, then drop those journal batches.
+    fn finish_compaction(&self, state: &mut WriterState, compaction: &Compaction) -> Result<()> {
         let records: u64 = state.chunk_records.iter().map(|&n| u64::from(n)).sum();
         self.db
             .open_tree(META_TREE)
@@ -512,18 +600,28 @@ impl Store {
             .context("writing the snapshot's size")?;
         // The snapshot must be on disk before the journal it replaces is dropped.
         self.sync()?;
-        self.journal.clear().context("emptying the journal")?;
-        if state.rewrite_all {
+        if compaction.start_key == state.next_key {
+            // Nothing was journaled meanwhile: the whole journal goes.
+            self.journal.clear().context("emptying the journal")?;
+        } else {
+            // Batches journaled meanwhile stay (their chunks wait for the next compaction).
+            // One remove at a time: a sled batch of thousands of removes held hundreds of
+            // megabytes.
+            let replaced = ..compaction.start_key.to_be_bytes();
+            for key in self.journal.range(replaced).keys() {
+                self.journal
+                    .remove(key.context("reading the journal")?)
+                    .context("emptying the journal")?;
+            }
+        }
+        if compaction.rewrite_all {
             self.db.clear().context("clearing format-1 entries")?;
             let meta = self.db.open_tree(META_TREE).context("the meta tree")?;
             meta.insert(MARKER_KEY, MARKER_VALUE)
                 .context("writing the store's marker")?;
             self.sync()?;
-            state.rewrite_all = false;
         }
-        state.dirty.iter_mut().for_each(|d| *d = false);
-        state.journal_bytes = 0;
-        drop(buffers);
+        state.journal_bytes = state.journal_bytes.saturating_sub(compaction.journal_bytes);
         release_free_memory();
         Ok(())
     }
@@ -666,6 +764,7 @@ fn open_and_load(dir: &Path, table: &Table) -> std::result::Result<(Store, Loade
             rewrite_all: false,
             last_write: Instant::now(),
             last_failure: None,
+            compaction: None,
         }),
         kick: Mutex::new(false),
         kicked: Condvar::new(),
