@@ -528,10 +528,15 @@ pub fn parse_status(line: &str) -> Option<NodeFigures> {
 /// `? <line as received>\n`: the answer to anything invalid.
 pub fn format_invalid(line: &[u8]) -> Vec<u8> {
     let mut reply = Vec::with_capacity(line.len() + 3);
-    reply.extend_from_slice(b"? ");
-    reply.extend_from_slice(line);
-    reply.push(b'\n');
+    push_invalid(&mut reply, line);
     reply
+}
+
+/// Appends [`format_invalid`]'s answer to `out` (straight into a connection's reply buffer).
+pub fn push_invalid(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(b"? ");
+    out.extend_from_slice(line);
+    out.push(b'\n');
 }
 
 /// The WHATSAT reply: the AT line, a newline, the JSON document with every run of two or

@@ -144,9 +144,10 @@ impl Node {
         }
     }
 
-    /// Whether client replies wait for their update to be flushed.
-    pub fn strict(&self) -> bool {
-        self.config().durability == Durability::Strict && self.store.is_some()
+    /// Whether client replies wait for their update to be flushed, under `config` (the herd
+    /// file a connection runs, looked up once per connection rather than per line).
+    pub fn strict(&self, config: &HerdConfig) -> bool {
+        config.durability == Durability::Strict && self.store.is_some()
     }
 
     /// The sequence number a strict reply to an IAMAT must wait for: its own write, or, when

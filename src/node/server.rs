@@ -17,10 +17,11 @@ use super::peers::Handoff;
 use super::store::NotDurable;
 use super::{session, Node};
 use crate::auth;
+use crate::config::HerdConfig;
 use crate::logs::LogBatch;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_status, format_welcome, format_whatsat_reply, Command, PeerMessage,
+    self, format_status, format_welcome, format_whatsat_reply, push_invalid, Command, PeerMessage,
     PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
@@ -283,6 +284,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         let reply_start = out.len();
         let answer = respond(
             node,
+            &config_at_start,
             &mut role,
             &line,
             received,
@@ -330,7 +332,9 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             && (!has_buffered_line(reader.buffer()) || out.len() >= MAX_PENDING_REPLY_BYTES)
         {
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
-            if let Err(why) = release_point(node, &mut handoff, &mut durable_at).await {
+            if let Err(why) =
+                release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
+            {
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
@@ -344,7 +348,8 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         }
     }
     if !out.is_empty() {
-        if let Err(why) = release_point(node, &mut handoff, &mut durable_at).await {
+        if let Err(why) = release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
+        {
             refusable.refuse(&mut out, &mut log, &who, why);
         }
         write_within(&mut writer, &out, limits.idle_timeout).await?;
@@ -360,18 +365,12 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
 /// so their replies must not acknowledge them.
 async fn release_point(
     node: &Node,
+    config: &HerdConfig,
     handoff: &mut Handoff,
     durable_at: &mut u64,
 ) -> Result<(), NotDurable> {
-    handoff.wait(node.config().links.write_timeout).await;
+    handoff.wait(config.links.write_timeout).await;
     node.wait_durable(std::mem::take(durable_at)).await
-}
-
-/// Appends `? <line as received>\n`: the answer to anything invalid.
-fn push_invalid(out: &mut Vec<u8>, line: &[u8]) {
-    out.extend_from_slice(b"? ");
-    out.extend_from_slice(line);
-    out.push(b'\n');
 }
 
 /// Counts a query as waiting while it lives (also when its connection drops mid-wait).
@@ -406,6 +405,7 @@ fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
 #[allow(clippy::too_many_arguments)]
 async fn respond(
     node: &Node,
+    config: &HerdConfig,
     role: &mut Role,
     line: &[u8],
     received: i128,
@@ -425,7 +425,7 @@ async fn respond(
     let Some(command) = protocol::parse_line(line) else {
         return invalid(out);
     };
-    if client_id_too_long(&command, node.config().limits.max_client_id_bytes) {
+    if client_id_too_long(&command, config.limits.max_client_id_bytes) {
         return invalid(out);
     }
     match command {
@@ -434,7 +434,7 @@ async fn respond(
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
             let accepted = node.accept(record, handoff);
-            if node.strict() {
+            if node.strict(config) {
                 *durable_at = (*durable_at).max(node.durable_point(accepted));
                 return Answer::Strict;
             }

@@ -24,8 +24,10 @@ use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
+use crate::logs::clock::now_nanos;
 use crate::logs::printable;
-use crate::protocol::{self, format_update, format_want, Command, PeerMessage};
+use crate::logs::WireLog;
+use crate::protocol::{self, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
 
 /// Updates taken from the link's queue and written in one go.
@@ -192,6 +194,7 @@ async fn write_side(
         neighbour,
         deadline,
         buffer: String::new(),
+        log: node.log.clone(),
     };
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
@@ -256,6 +259,8 @@ struct Output<'a> {
     neighbour: &'a str,
     deadline: Duration,
     buffer: String,
+    /// The node's wire log: each forwarded batch is logged as one batch of lines.
+    log: WireLog,
 }
 
 impl Output<'_> {
@@ -266,14 +271,26 @@ impl Output<'_> {
     /// Writes a batch of this node's updates and tells the link how far it got.
     async fn forward(&mut self, link: &Link, batch: Batch) -> Result<()> {
         self.buffer.clear();
+        let mut logged = self.log.batch();
+        let now = now_nanos();
         for record in &batch.records {
-            self.buffer.push_str(&format_update(record.line()));
+            // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
+            let start = self.buffer.len();
+            self.buffer.push_str(PEER_VERB);
+            self.buffer.push(' ');
+            self.buffer.push_str(record.line());
+            logged.line(
+                now,
+                self.neighbour,
+                ">",
+                &self.buffer.as_bytes()[start..],
+                None,
+            );
+            self.buffer.push('\n');
         }
         write_within(&mut self.writer, self.buffer.as_bytes(), self.deadline).await?;
         link.written(batch.last_seq);
-        for line in self.buffer.lines() {
-            tracing::info!(target: "wire", "{} > {line}", self.neighbour);
-        }
+        self.log.submit(&mut logged);
         Ok(())
     }
 
