@@ -17,12 +17,7 @@ pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(a non-text panic payload)");
+        let message = payload_text(info.payload()).unwrap_or("(a non-text panic payload)");
         let at = info.location().map_or_else(String::new, |l| {
             format!(" at {}:{}:{}", l.file(), l.line(), l.column())
         });
@@ -55,4 +50,12 @@ pub fn inject_panic_if_asked() {
         Ok("main") => panic!("injected panic in the main thread ({INJECT_PANIC_ENV}=main)"),
         _ => {}
     }
+}
+
+/// The text a panic carries (`panic!("...")` gives a `&str` or a `String`), if any.
+pub fn payload_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }

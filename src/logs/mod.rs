@@ -8,7 +8,6 @@ pub mod files;
 pub mod sink;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -122,9 +121,8 @@ pub struct PreparedLog {
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that
 /// are not valid UTF-8 and control characters (other than newlines inside a multi-line
 /// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal.
-/// Trailing newlines are dropped (the log adds its own).
-/// Borrows when there is nothing to escape, which is almost every line: this runs twice per
-/// request on the hot path.
+/// Trailing newlines are dropped (the log adds its own). Borrows when there is nothing to
+/// escape; the escaping is the wire log's own ([`sink::push_capped`], with no cap).
 pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
     let mut bytes = bytes;
     while let [rest @ .., b'\n'] = bytes {
@@ -138,20 +136,9 @@ pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
             return Cow::Borrowed(text);
         }
     }
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() && c != '\n' && c != '\t' {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02x}");
-        }
-    }
-    Cow::Owned(out)
+    let mut out = Vec::with_capacity(bytes.len());
+    sink::push_capped(&mut out, bytes, None, usize::MAX);
+    Cow::Owned(String::from_utf8(out).expect("escaped text is valid UTF-8"))
 }
 
 #[cfg(test)]

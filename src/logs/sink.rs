@@ -150,7 +150,10 @@ impl WireLog {
         if batch.bytes.is_empty() {
             return;
         }
-        let bytes = std::mem::take(&mut batch.bytes);
+        // The next batch starts with room for one like this, so a connection's two lines per
+        // request do not grow a buffer from nothing again after every write.
+        let room = batch.bytes.len().min(64 << 10);
+        let bytes = std::mem::replace(&mut batch.bytes, Vec::with_capacity(room));
         let lines = std::mem::take(&mut batch.lines);
         if !self.push(bytes, MAX_QUEUED_BYTES) {
             self.shared.dropped.fetch_add(lines, Ordering::Relaxed);

@@ -18,6 +18,7 @@ use super::store::NotDurable;
 use super::{session, Node};
 use crate::auth;
 use crate::config::HerdConfig;
+use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
 use crate::places::NearbyQuery;
 use crate::protocol::{
@@ -534,9 +535,4 @@ async fn respond(
         }
         Command::Peer(PeerMessage::Welcome { .. }) => invalid(out),
     }
-}
-
-/// The server's receive time, in nanoseconds since the epoch.
-pub fn now_nanos() -> i128 {
-    crate::logs::clock::now_nanos()
 }

@@ -1012,12 +1012,8 @@ fn forget_quietly(store: Store) {
     let _ = catch_unwind(AssertUnwindSafe(move || drop(store)));
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    crate::panics::payload_text(panic.as_ref()).unwrap_or("(no message)")
 }
 
 /// Renames `dir` to `<dir>.corrupt-<unix seconds>` beside it (a suffix if that exists).
