@@ -392,14 +392,6 @@ impl Default for Limits {
 
 pub const DEFAULT_STRICT_WAIT_MS: u64 = 5000;
 
-/// `strict_wait_ms`, checked: zero would refuse every strict update.
-fn strict_wait(ms: Option<u64>, shown: &str) -> Result<Duration> {
-    match ms.unwrap_or(DEFAULT_STRICT_WAIT_MS) {
-        0 => bail!("{shown}: strict_wait_ms is 0; use e.g. {DEFAULT_STRICT_WAIT_MS}"),
-        ms => Ok(Duration::from_millis(ms)),
-    }
-}
-
 /// The `limits:` section, checked: zero (or a line too short to be useful) is an error.
 fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
     let max_line_bytes = raw.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
@@ -699,7 +691,15 @@ impl HerdConfig {
             logs,
             data_dir: resolve(raw.data_dir, "data"),
             durability: raw.durability.unwrap_or_default(),
-            strict_wait: strict_wait(raw.strict_wait_ms, &shown.to_string())?,
+            // Zero would refuse every strict update.
+            strict_wait: nonzero(
+                &shown,
+                "strict_wait_ms",
+                raw.strict_wait_ms,
+                DEFAULT_STRICT_WAIT_MS,
+                &format!("use e.g. {DEFAULT_STRICT_WAIT_MS}"),
+            )
+            .map(Duration::from_millis)?,
             places,
             reconnect,
             run_dir: resolve(raw.run_dir, "run"),
@@ -987,7 +987,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// The first 64 bits of the text's SHA-256, in hex: enough to tell herd files apart.
-fn text_digest(text: &str) -> String {
+pub fn text_digest(text: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(text.as_bytes())[..8]
         .iter()

@@ -16,7 +16,6 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 
@@ -40,9 +39,7 @@ const STORAGE: &str = "1Gi";
 
 /// `herdctl export kubernetes`: prints the objects, and on stderr what to create by hand.
 pub fn export(config_path: &Path, image: &str, namespace: Option<&str>) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
-    let text = std::fs::read_to_string(&config.path)
-        .with_context(|| format!("cannot read {}", config.path.display()))?;
+    let (config, text) = HerdConfig::load_with_text(config_path)?;
     let export = manifests(&config, &text, image, namespace)?;
     print!("{}", export.yaml);
     for note in &export.notes {
@@ -78,7 +75,7 @@ pub fn manifests(
     let names = object_names(config)?;
     let mut notes = Vec::new();
     let cluster_config = cluster_herd_file(config, text, &names)?;
-    let config_hash = hex_prefix(&Sha256::digest(cluster_config.herd_yaml.as_bytes()));
+    let config_hash = crate::config::text_digest(&cluster_config.herd_yaml);
 
     let metadata = |name: &str, extra_labels: &[(&str, &str)]| {
         let mut labels = Map::new();
@@ -407,10 +404,6 @@ fn is_dns_label(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
-}
-
-fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

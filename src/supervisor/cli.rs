@@ -568,10 +568,9 @@ fn wait_for_digest(
     let began = Instant::now();
     let mut waiting: Vec<String> = names.to_vec();
     while !waiting.is_empty() && began.elapsed() < TOLD_DEADLINE {
-        let Ok(mut reports) = supervisor.call(&Request::Status) else {
+        let Ok(reports) = supervisor.call(&Request::Status) else {
             break;
         };
-        reports.retain(|r| supervisor.config.servers.contains_key(&r.name));
         let asks = where_to_ask(&supervisor.config, &reports, machine);
         let figures = supervisor.runtime.block_on(query_figures(asks));
         waiting.retain(|name| {
@@ -776,22 +775,24 @@ struct Ask {
 /// A server is local when it lives on this machine or runs here anyway (it moved while
 /// running): local ones are asked on their local address when they have a process; every
 /// other one is asked across the network, since only it can say whether it runs.
+/// A server the supervisor reports but the herd file no longer names (removed, not yet
+/// reloaded or still stopping) has no address to ask at: it is left out.
 fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) -> Vec<Ask> {
     reports
         .iter()
-        .map(|r| {
-            let server = &config.servers[&r.name];
+        .filter_map(|r| {
+            let server = config.servers.get(&r.name)?;
             let local = r.pid.is_some() || config.is_local(server, machine);
             let endpoint = match (local, r.pid) {
                 (true, Some(_)) => Some(config.local_endpoint(server)),
                 (true, None) => None,
                 (false, _) => Some(config.endpoint(server)),
             };
-            Ask {
+            Some(Ask {
                 name: r.name.clone(),
                 local,
                 endpoint,
-            }
+            })
         })
         .collect()
 }
