@@ -207,21 +207,7 @@ impl LogFiles {
 
     /// This server's log files, oldest first.
     fn files(&self) -> io::Result<Vec<(FileKey, PathBuf)>> {
-        let undated_is_current = self.rotation == LogRotation::Never;
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(key) = name
-                .to_str()
-                .and_then(|n| file_key(&self.server, n, undated_is_current))
-            else {
-                continue;
-            };
-            files.push((key, entry.path()));
-        }
-        files.sort();
-        Ok(files)
+        list(&self.dir, &self.server, self.rotation == LogRotation::Never)
     }
 
     /// Deletes the oldest files beyond `keep` (never the current one).
@@ -238,6 +224,36 @@ impl LogFiles {
             }
         }
     }
+}
+
+/// `server`'s log files in `dir`, oldest first (see [`file_key`]); none when the folder does
+/// not exist yet. The writer prunes with it and `herdctl tail` reads with it.
+pub fn list(
+    dir: &Path,
+    server: &str,
+    undated_is_current: bool,
+) -> io::Result<Vec<(FileKey, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| file_key(server, n, undated_is_current))
+        else {
+            continue;
+        };
+        if entry.file_type().is_ok_and(|t| !t.is_dir()) {
+            files.push((key, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crate::commands::node_lock_path;
 use crate::config::{HerdConfig, LogRotation, ServerConfig};
 use crate::hosts::Machine;
-use crate::logs::files::{file_key, FileKey};
+use crate::logs::files::FileKey;
 use crate::logs::server_log_dir;
 use crate::pidlock::PidLock;
 use merge::{entries, merge, stamp, Merger, Stamp};
@@ -135,30 +135,10 @@ struct LogSource {
 }
 
 impl LogSource {
-    /// The sort key of a file name of this source, or `None` when it is not one of its logs.
-    fn key(&self, file_name: &str) -> Option<FileKey> {
-        file_key(&self.name, file_name, self.undated_is_current)
-    }
-
     /// This source's log files, oldest first (none when the folder does not exist yet).
     fn files(&self) -> Result<Vec<(FileKey, PathBuf)>> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).context(format!("cannot list {}", self.dir.display())),
-        };
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.with_context(|| format!("cannot list {}", self.dir.display()))?;
-            let Some(key) = entry.file_name().to_str().and_then(|n| self.key(n)) else {
-                continue;
-            };
-            if entry.file_type().is_ok_and(|t| !t.is_dir()) {
-                files.push((key, entry.path()));
-            }
-        }
-        files.sort();
-        Ok(files)
+        crate::logs::files::list(&self.dir, &self.name, self.undated_is_current)
+            .with_context(|| format!("cannot list {}", self.dir.display()))
     }
 }
 
