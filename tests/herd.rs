@@ -158,6 +158,18 @@ fn newer_wins_and_older_is_dropped_everywhere() {
             "at {s}"
         );
     }
+    // The classic herd is one ring, so Ball's update goes round both ways: each of the four
+    // others hears it new once and floods it on, and the two wavefronts meet as two stale
+    // copies, dropped. Every server logs which neighbour sent which.
+    wait_until("every copy of Ball's update in the logs", || {
+        let count = |what: &str| {
+            let line = format!(" < HERD {newer} ({what})");
+            ALL.iter()
+                .map(|s| herd.log_text(s).matches(&line).count())
+                .sum::<usize>()
+        };
+        count("new, flooded") == 4 && count("stale, dropped") == 2
+    });
 }
 
 #[test]

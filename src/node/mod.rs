@@ -92,35 +92,19 @@ impl Node {
     ) -> Option<Seq> {
         let seq = self.table.apply(&record);
         if seq.is_some() {
-            self.peers.flood(&Arc::new(record), from, handoff);
+            self.peers.flood(&record, from, handoff);
         }
         seq
     }
 
-    /// Applies a record a neighbour sent and counts what anti-entropy repaired; a flooded
-    /// one is logged (anti-entropy records are summed up per exchange by `sync.rs`).
-    /// Returns whether it was new.
+    /// Applies a record a neighbour sent and counts what anti-entropy repaired. Returns
+    /// whether it was new. (The session logs flooded records, a read burst at a time;
+    /// anti-entropy records are summed up per exchange by `sync.rs`.)
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
-        let received = crate::logs::clock::now_nanos();
-        let flooded = (arrival == Arrival::Flood).then(|| format!("HERD {}", record.line()));
         // Written like local IAMATs, but never waiting for a flush or a neighbour.
         let new = self.accept_shared(record, Some(from), None).is_some();
-        match flooded {
-            None => {
-                if new {
-                    self.synced.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Some(mut text) => {
-                text.push_str(if new {
-                    " (new, flooded)"
-                } else {
-                    " (stale, dropped)"
-                });
-                let mut batch = self.log.batch();
-                batch.line(received, from, "<", text.as_bytes(), None);
-                self.log.submit(&mut batch);
-            }
+        if new && arrival == Arrival::Sync {
+            self.synced.fetch_add(1, Ordering::Relaxed);
         }
         new
     }

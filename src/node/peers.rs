@@ -55,7 +55,7 @@ pub struct Link {
 
 #[derive(Default)]
 struct Queue {
-    records: VecDeque<Arc<AtRecord>>,
+    records: VecDeque<AtRecord>,
     /// Sequence number of the last update ever queued (the first is 1).
     pushed: u64,
     /// The queue filled up: the session must drop the link.
@@ -64,7 +64,7 @@ struct Queue {
 
 /// What a session's writer takes from its link's queue in one go.
 pub struct Batch {
-    pub records: Vec<Arc<AtRecord>>,
+    pub records: Vec<AtRecord>,
     /// The sequence number of the last record in `records`.
     pub last_seq: u64,
 }
@@ -108,7 +108,7 @@ impl Link {
 
     /// Queues `record`; returns its sequence number, or `None` if the link is down or its
     /// queue was full (then the link is marked overflowed and its session drops it).
-    fn push(&self, record: &Arc<AtRecord>) -> Option<u64> {
+    fn push(&self, record: &AtRecord) -> Option<u64> {
         let mut queue = self.lock();
         // Checked again under the lock: `down` clears the flag under it, so nothing is queued
         // on a link after it released its waiters.
@@ -121,7 +121,8 @@ impl Link {
             self.queued.notify_one();
             return None;
         }
-        queue.records.push_back(Arc::clone(record));
+        // A record is one reference-counted line: queueing it copies a pointer.
+        queue.records.push_back(record.clone());
         queue.pushed += 1;
         let seq = queue.pushed;
         drop(queue);
@@ -299,7 +300,7 @@ impl Peers {
 
     /// Queues `record` for every neighbour whose link is up, except `from`; notes in
     /// `handoff` (if given) what a reply must wait for.
-    pub fn flood(&self, record: &Arc<AtRecord>, from: Option<&str>, handoff: Option<&mut Handoff>) {
+    pub fn flood(&self, record: &AtRecord, from: Option<&str>, handoff: Option<&mut Handoff>) {
         let mut handoff = handoff;
         for (name, link) in self.read().iter() {
             if Some(name.as_str()) == from || !link.is_up() {
@@ -370,8 +371,8 @@ impl Handoff {
 mod tests {
     use super::*;
 
-    fn record(client: &str) -> Arc<AtRecord> {
-        Arc::new(AtRecord::from_parts("X", "+0.000000000", client, "+1+1", "5").unwrap())
+    fn record(client: &str) -> AtRecord {
+        AtRecord::from_parts("X", "+0.000000000", client, "+1+1", "5").unwrap()
     }
 
     fn peers(capacity: usize) -> Peers {

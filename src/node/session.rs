@@ -26,7 +26,7 @@ use super::sync::{self, Inbound};
 use super::{Arrival, Node};
 use crate::logs::clock::now_nanos;
 use crate::logs::printable;
-use crate::logs::WireLog;
+use crate::logs::{LogBatch, WireLog};
 use crate::protocol::{self, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
 
@@ -36,6 +36,8 @@ const MAX_BATCH: usize = 512;
 /// starts dropping them; an exchange needs one at a time, and a lost one is redone at the
 /// next period.
 const PENDING_REQUESTS: usize = 8;
+/// Flood log lines a reader gathers before handing them to the log writer mid-burst.
+const LOG_BURST_BYTES: usize = 64 << 10;
 
 /// Runs the session on a connection this node dialled, until it fails or closes.
 pub async fn run_dialled(node: &Node, link: &Link, stream: TcpStream) -> Result<()> {
@@ -117,7 +119,17 @@ async fn read_side(
         .idle_timeout
         .max(3 * config.reconnect.sync_interval);
     let max_line = config.limits.max_line_bytes.max(MAX_LINE_BYTES);
+    // Flooded records are logged as they arrive, handed to the log writer once per read
+    // burst (when nothing more is buffered) rather than once per line.
+    let mut log = BurstLog {
+        log: &node.log,
+        batch: node.log.batch(),
+    };
+    let mut scratch = Vec::new();
     loop {
+        if reader.buffer().is_empty() || log.batch.as_bytes().len() >= LOG_BURST_BYTES {
+            log.submit();
+        }
         let Ok(line) = tokio::time::timeout(idle, read_line(&mut reader, max_line)).await else {
             bail!("nothing received for {} s", idle.as_secs());
         };
@@ -130,9 +142,21 @@ async fn read_side(
             ),
         };
         shared.heard();
+        let received = now_nanos();
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
-                node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Flood);
+                let new = node.accept_from_peer(
+                    AtRecord::from_fields(&fields),
+                    neighbour,
+                    Arrival::Flood,
+                );
+                scratch.clear();
+                scratch.extend_from_slice(&line);
+                scratch.extend_from_slice(match new {
+                    true => b" (new, flooded)",
+                    false => b" (stale, dropped)",
+                });
+                log.batch.line(received, neighbour, "<", &scratch, None);
             }
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
                 let new =
@@ -153,6 +177,25 @@ async fn read_side(
             _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
             _ => tracing::warn!("unexpected line from {neighbour}: {}", printable(&line)),
         }
+    }
+}
+
+/// The reader's log lines not yet handed to the log writer; handed over on drop too, so
+/// the lines before an error (or before the session ends) are never lost.
+struct BurstLog<'a> {
+    log: &'a WireLog,
+    batch: LogBatch,
+}
+
+impl BurstLog<'_> {
+    fn submit(&mut self) {
+        self.log.submit(&mut self.batch);
+    }
+}
+
+impl Drop for BurstLog<'_> {
+    fn drop(&mut self) {
+        self.submit();
     }
 }
 
