@@ -34,7 +34,8 @@ pub struct UnitSettings {
 /// `herdctl export systemd`: writes the units into `dir` and says how to install them.
 pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
-    let servers = chosen_servers(&config, names, &Machine::this()?)?;
+    let machine = Machine::this()?;
+    let servers = chosen_servers(&config, names, &machine)?;
     let settings = UnitSettings {
         exe: std::env::current_exe()
             .and_then(|p| p.canonicalize())
@@ -43,8 +44,9 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The sandbox makes only these folders writable, and systemd refuses to start a unit
-    // whose writable folder does not exist: create them now, as `herdctl start` would.
-    for server in &servers {
+    // whose writable folder does not exist: create them now, as `herdctl start` would, for
+    // the servers that live here (another machine's folders are made by an export there).
+    for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
         for folder in writable_paths(&config, server) {
             std::fs::create_dir_all(&folder)
                 .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -135,6 +137,8 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
         quoted(&settings.exe.to_string_lossy()),
         quoted(&config.path.to_string_lossy())
     ));
+    // `systemctl reload`: the node re-reads the herd file and applies what it can live.
+    line("ExecReload=/bin/kill -HUP $MAINPID");
     line("Restart=on-failure");
     line(&format!(
         "RestartSec={}ms",
