@@ -18,17 +18,21 @@ use super::load::{MARKER_KEY, MARKER_VALUE, RECORDS_KEY};
 use super::{client_chunk, lock, release_free_memory, Seq, Store, CHUNKS, RETRY_EVERY};
 use crate::node::table::{Table, SHARDS};
 
-/// Compaction runs once the journal holds this much, or half the snapshot if that is more.
-/// Each compaction rewrites every chunk that changed, which under a spread-out load is most
-/// of the snapshot: the bigger the journal may grow, the less is rewritten per update (at
-/// 100,000 clients, 32 MiB of journal per 9 MB snapshot rewritten; before the journal left
-/// sled, which held it in memory, half the snapshot: 4.5 MB). What bounds it is a restart,
-/// which replays the journal after reading the snapshot: replaying a record costs about as
-/// much as loading one, and at a million clients (88 MB of snapshot, about 0.6 s to load)
-/// the journal may hold half a snapshot more, plus what arrives during the compaction that
-/// replaces it (about a second), within the second a restart may take. Disk use follows:
-/// the journal stays under about this limit plus one compaction's worth of updates.
-const COMPACT_MIN_BYTES: u64 = 32 << 20;
+/// Compaction runs once the journal and the snapshot together hold this much (the journal
+/// at least [`COMPACT_MIN_BYTES`], at most [`COMPACT_MAX_BYTES`]). A restart reads both, and
+/// replaying a journal record costs about as much as loading a snapshot one (measured: a
+/// million clients, 88 MB of snapshot, load in about 0.6 s on 2 cores; each 100,000 journal
+/// records replayed add about 0.07 s): so a restart reads at most about this much, plus
+/// what arrives while the compaction that replaces the journal runs, and a million clients
+/// restart within a second. Below that, a bigger journal means fewer compactions, each of
+/// which rewrites every chunk that changed (under a spread-out load most of the snapshot):
+/// at 100,000 clients, 64 MiB of journal per 9 MB snapshot rewritten, where the journal in
+/// sled (which held it in memory) was compacted at half the snapshot (4.5 MB).
+const RESTART_BYTES: u64 = 104 << 20;
+/// A store bigger than [`RESTART_BYTES`] still compacts this seldom.
+const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// Disk use, and restarts of small stores: the journal never waits to grow beyond this.
+const COMPACT_MAX_BYTES: u64 = 64 << 20;
 /// ...or once the journal has been quiet for this long (a quiet node ends up compact).
 const COMPACT_IDLE: Duration = Duration::from_secs(5);
 /// How often the compactor looks whether one is due.
@@ -76,7 +80,9 @@ impl SnapshotState {
 
     /// Journal bytes that start a compaction.
     fn limit(&self) -> u64 {
-        COMPACT_MIN_BYTES.max(self.snapshot_bytes / 2)
+        RESTART_BYTES
+            .saturating_sub(self.snapshot_bytes)
+            .clamp(COMPACT_MIN_BYTES, COMPACT_MAX_BYTES)
     }
 }
 
