@@ -146,6 +146,13 @@ impl Table {
         }
     }
 
+    /// Replaces what `into` holds with shard `shard`'s records (a reference each, taken
+    /// under its read lock; whatever the caller then does with them holds up no update).
+    pub fn copy_shard(&self, shard: usize, into: &mut Vec<AtRecord>) {
+        into.clear();
+        into.extend(self.read(shard).records.iter().cloned());
+    }
+
     /// The latest record for `client`.
     pub fn get(&self, client: &str) -> Option<AtRecord> {
         let bucket = client_bucket(client);
