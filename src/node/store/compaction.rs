@@ -243,9 +243,16 @@ impl Store {
             journal.next_segment += 1;
             journal.next_segment - 1
         };
-        let segment = Segment::create(&self.journal_dir, number)
-            .with_context(|| format!("creating journal segment {number}"))?;
+        let segment = Segment::create(&self.journal_dir, number);
         let mut journal = self.journal();
+        let segment = match segment {
+            Ok(segment) => segment,
+            Err(e) => {
+                // Half created, perhaps: deleted with the others by a later compaction.
+                journal.live.push(number);
+                return Err(e).with_context(|| format!("creating journal segment {number}"));
+            }
+        };
         if journal.broken {
             // Nothing was journaled since the failure: what the lanes hold is rewritten
             // from the table instead (their chunks marked here).
