@@ -375,6 +375,12 @@ impl Store {
         done.with_context(|| format!("flushing the store {}", self.dir.display()))
     }
 
+    /// Compacts the journal into the snapshot at once, from `table` (blocking): what the
+    /// compactor does when one is due; for tools and benchmarks.
+    pub fn compact_now(&self, table: &Table) -> Result<()> {
+        self.compact(table, false)
+    }
+
     /// Waits (at most `limit`) until update `seq` is on disk; needs the writer running in
     /// strict mode. Refuses at once while the store is unhealthy.
     pub async fn wait_durable(&self, seq: Seq, limit: Duration) -> Result<(), NotDurable> {
