@@ -138,17 +138,41 @@ fn store(c: &mut Criterion) {
     store.close().unwrap();
     drop((store, table));
 
+    // A restart, per client: from the snapshot (a compacted store), and from the journal (a
+    // store that has not compacted yet: the same clients, one batch each).
     let mut group = c.benchmark_group("store restart");
     group.sample_size(10);
     group.throughput(criterion::Throughput::Elements(clients.len() as u64));
-    group.bench_function("open + restore 100k clients", |b| {
-        b.iter(|| {
-            let table = Table::new();
-            let (store, _) = Store::open(&path, &table).unwrap();
-            drop(store);
-            table.len()
-        })
-    });
+    for compacted in [true, false] {
+        let path = dir
+            .path()
+            .join(if compacted { "snapshot" } else { "journal" });
+        let table = Table::new();
+        let (store, _) = Store::open(&path, &table).unwrap();
+        let store = Arc::new(store);
+        table.attach_store(Arc::clone(&store));
+        for (n, client) in clients.iter().enumerate() {
+            table.apply(&iamat_record(client, 1_000_000_000 + n as u64));
+        }
+        store.flush().unwrap();
+        if compacted {
+            store.compact_now(&table).unwrap();
+        }
+        store.close().unwrap();
+        drop((store, table));
+        let name = match compacted {
+            true => "open + restore 100k clients from the snapshot",
+            false => "open + replay 100k clients from the journal",
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let table = Table::new();
+                let (store, _) = Store::open(&path, &table).unwrap();
+                drop(store);
+                table.len()
+            })
+        });
+    }
     group.finish();
 }
 

@@ -188,7 +188,7 @@ impl GoogleApi {
 /// The X API's own base URL; the x provider adds `/2/tweets/search/recent`.
 pub const X_DEFAULT_ENDPOINT: &str = "https://api.x.com";
 
-/// When a node's store reaches the disk (see `node/store.rs`).
+/// When a node's store reaches the disk (see `node/store/`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {

@@ -174,7 +174,13 @@ impl fmt::Display for AtRecord {
 
 /// The digest bucket a client id falls in.
 pub fn client_bucket(client: &str) -> u16 {
-    (stable_hash(client.as_bytes()) % DIGEST_BUCKETS as u64) as u16
+    bucket_of(stable_hash(client.as_bytes()))
+}
+
+/// The digest bucket of a client whose id has stable hash `hash` (for a caller that needs
+/// the hash for more than the bucket, and takes it once).
+pub fn bucket_of(hash: u64) -> u16 {
+    (hash % DIGEST_BUCKETS as u64) as u16
 }
 
 /// FNV-1a, 64 bits: a hash every build of herdctl computes the same way (digests are

@@ -89,8 +89,8 @@ fn relaxed_a_killed_node_comes_back_with_everything_flushed_before_the_kill() {
     let herd = Herd::configure(SOLO, "");
     herd.start_node("Alford");
     let written = write_clients(&herd, "Alford", "relaxed", 200);
-    // Relaxed durability promises what sled's own flusher writes, at most every second, and
-    // nothing outside the node shows when it has run: waiting two intervals is the test.
+    // Relaxed durability promises what the journal's fdatasync covers, at most every second,
+    // and nothing outside the node shows when it has run: waiting two intervals is the test.
     std::thread::sleep(Duration::from_millis(2000));
     herd.kill("Alford");
 
@@ -111,11 +111,45 @@ fn relaxed_a_killed_node_comes_back_with_everything_flushed_before_the_kill() {
 }
 
 #[test]
+fn a_torn_journal_tail_is_cut_and_the_rest_recovered() {
+    let herd = Herd::configure(SOLO, "");
+    herd.start_node("Alford");
+    let written = write_clients(&herd, "Alford", "torn", 100);
+    assert!(herd.terminate("Alford").success());
+    // A batch the power cut short: a frame header promising more than the file holds.
+    let journal = store_dir(&herd, "Alford").join("journal");
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.pop().expect("a journal segment");
+    let whole = std::fs::metadata(&last).unwrap().len();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap();
+    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'A', b'T', b' '])
+        .unwrap();
+    drop(file);
+
+    herd.start_node("Alford");
+    assert_eq!(
+        at_lines(&herd, "Alford", &clients_of("torn", 100)),
+        all_known(&written)
+    );
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), whole, "cut off");
+    let log = herd.log_text("Alford");
+    assert!(log.contains("is torn at byte"), "{log}");
+}
+
+#[test]
 fn sigterm_flushes_before_the_node_exits() {
     let herd = Herd::configure(SOLO, "");
     herd.start_node("Alford");
     let written = write_clients(&herd, "Alford", "term", 300);
-    // At once: well inside sled's flush interval.
+    // At once: well inside the journal's fdatasync interval.
     let status = herd.terminate("Alford");
     assert!(status.success(), "{status}");
 

@@ -1,6 +1,6 @@
 //! Strict durability fails safe: when the store cannot write, an IAMAT is refused
-//! (`? <line>`), never acknowledged; the node says so in its status and its log, and keeps
-//! serving. The failure is real: the node's data_dir is a tiny tmpfs this test mounts and
+//! (`? <line>`), never acknowledged; the node says so in its status and its log, keeps
+//! serving, and heals once there is room again. The failure is real: the node's data_dir is a tiny tmpfs this test mounts and
 //! then fills up (needs root, as CI has; elsewhere the test says it is skipped).
 
 mod common;
@@ -74,6 +74,7 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     // Each batch of updates grows the store's log until a write fails. From the first
     // refusal on, no update may be acknowledged.
     let mut refused_at = None;
+    let mut acknowledged = vec![0];
     for batch in 0..200 {
         let lines: Vec<String> = (1..=50).map(|k| iamat(batch * 50 + k)).collect();
         let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -90,6 +91,7 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
                     "acknowledged after a refusal: {reply}"
                 );
                 assert!(reply.starts_with("AT Alford "), "{reply}");
+                acknowledged.push(batch * 50 + lines.iter().position(|l| l == line).unwrap() + 1);
             }
         }
         if refused_at.is_some_and(|at| batch > at) {
@@ -118,4 +120,27 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     assert!(herd
         .send("Alford", "IAMAT bad\n")
         .starts_with("? IAMAT bad"));
+
+    // Room again: the retry rewrites what the failed writes held from the table, the store
+    // is healthy, and updates are acknowledged (and on disk) again.
+    std::fs::remove_file(mount.dir.join("filler")).unwrap();
+    wait_until("the store healthy again", || {
+        herd.status("Alford").store_error.is_none()
+    });
+    let healed = herd.send("Alford", &format!("{}\n", iamat(99_999)));
+    assert!(healed.starts_with("AT Alford "), "{healed}");
+    wait_until("the recovery in the log", || {
+        herd.log_text("Alford").contains("healthy again")
+    });
+
+    // Killed outright, it comes back with every update it acknowledged.
+    acknowledged.push(99_999);
+    herd.kill("Alford");
+    herd.start_node("Alford");
+    for i in acknowledged {
+        assert!(
+            herd.known_at("Alford", &format!("full-{i}")).is_some(),
+            "acknowledged full-{i} lost"
+        );
+    }
 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use super::store::{Seq, Store};
+use super::store::{chunk_of, Seq, Store};
 use crate::protocol::DIGEST_BUCKETS;
-use crate::record::{client_bucket, AtRecord};
+use crate::record::{bucket_of, client_bucket, stable_hash, AtRecord};
 
 /// Independent locks. A client always lands in the same shard (its digest bucket decides),
 /// so updates to different clients rarely wait for each other while updates to one client
@@ -99,20 +99,20 @@ impl Table {
     ///
     /// The record is queued for the store under the client's shard lock: the decision
     /// "newer" and the queueing are one step, so two racing updates for a client reach the
-    /// store in the order the table took them.
+    /// store in the order the table took them. The client id is hashed once: its digest
+    /// bucket and its snapshot chunk both come from that hash.
     pub fn apply(&self, record: &AtRecord) -> Option<Seq> {
         let client = record.client();
-        let bucket = client_bucket(client);
+        let hash = stable_hash(client.as_bytes());
+        let bucket = bucket_of(hash);
         let shard = shard_of(bucket);
         let mut held = self.write(shard);
         if !held.store_if_newer(record, client, bucket) {
             return None;
         }
-        Some(
-            self.store
-                .get()
-                .map_or(0, |store| store.enqueue(shard, record.clone())),
-        )
+        Some(self.store.get().map_or(0, |store| {
+            store.enqueue(shard, chunk_of(hash), record.clone())
+        }))
     }
 
     /// Makes room for about `clients` clients in all, so loading a store does not grow (and
@@ -128,12 +128,15 @@ impl Table {
         }
     }
 
-    /// Loads a record read back from the store (newer-wins, not written back).
-    pub fn restore_one(&self, record: AtRecord) {
+    /// Loads a record read back from the store (newer-wins, not written back). Returns the
+    /// stable hash of its client id (the store files the record by it).
+    pub fn restore_one(&self, record: AtRecord) -> u64 {
         let client = record.client();
-        let bucket = client_bucket(client);
+        let hash = stable_hash(client.as_bytes());
+        let bucket = bucket_of(hash);
         self.write(shard_of(bucket))
             .store_if_newer(&record, client, bucket);
+        hash
     }
 
     /// Calls `f` with every record of shard `shard` (under its read lock: keep `f` short).
@@ -141,6 +144,13 @@ impl Table {
         for record in &self.read(shard).records {
             f(record);
         }
+    }
+
+    /// Replaces what `into` holds with shard `shard`'s records (a reference each, taken
+    /// under its read lock; whatever the caller then does with them holds up no update).
+    pub fn copy_shard(&self, shard: usize, into: &mut Vec<AtRecord>) {
+        into.clear();
+        into.extend(self.read(shard).records.iter().cloned());
     }
 
     /// The latest record for `client`.
