@@ -132,10 +132,15 @@ impl Table {
     /// stable hash of its client id (the store files the record by it).
     pub fn restore_one(&self, record: AtRecord) -> u64 {
         let client = record.client();
+        self.restore(&record, client)
+    }
+
+    /// [`Table::restore_one`] for a record whose client id the caller has at hand.
+    pub fn restore(&self, record: &AtRecord, client: &str) -> u64 {
         let hash = stable_hash(client.as_bytes());
         let bucket = bucket_of(hash);
         self.write(shard_of(bucket))
-            .store_if_newer(&record, client, bucket);
+            .store_if_newer(record, client, bucket);
         hash
     }
 

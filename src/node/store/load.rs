@@ -506,10 +506,13 @@ impl Tally {
     /// mark their chunks dirty.
     fn lines(&mut self, dir: &Path, value: &[u8], table: &Table, from_journal: bool) {
         for line in value.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match std::str::from_utf8(line).ok().and_then(AtRecord::parse) {
-                Some(record) => {
+            match std::str::from_utf8(line)
+                .ok()
+                .and_then(AtRecord::from_store)
+            {
+                Some((record, client)) => {
                     self.records += 1;
-                    let hash = table.restore_one(record);
+                    let hash = table.restore(&record, client);
                     if from_journal {
                         self.journal_dirty[usize::from(chunk_of(hash))] = true;
                     }
