@@ -27,7 +27,7 @@ use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
 use super::cache::{Cache, Source};
-use super::{NearbyQuery, PlacesFuture, PlacesProvider};
+use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
 use crate::config::UpstreamSettings;
 
 /// The protocol's largest bound: every request asks for this many results.
@@ -381,7 +381,7 @@ impl<S: Service> PlacesProvider for HttpProvider<S> {
     }
 
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_> {
-        Box::pin(self.search(query))
+        Box::pin(async move { Document::render(&self.search(query).await) })
     }
 }
 

@@ -5,11 +5,11 @@
 //! embedded text; the few lines a query returns are split again when the reply is built. That
 //! keeps start-up to one pass over the text and one bulk load.
 
-use std::fmt::Write as _;
+use std::fmt;
 
-use serde_json::Value;
+use serde::{Serialize, Serializer};
 
-use super::{parse_coordinate, result_value, unit_vector, Entry};
+use super::{parse_coordinate, unit_vector, Entry, PlaceResult};
 
 /// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
 /// population; tab-separated, one per line (see `scripts/make_geonames.py`).
@@ -19,13 +19,13 @@ pub(super) const EMBEDDED_CITIES: &str = include_str!("../../../assets/geonames/
 const EMBEDDED_COUNTRIES: &str = include_str!("../../../assets/geonames/countries.tsv");
 
 /// Types of a GeoNames populated place, as Google reports a town or city.
-const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
+pub(super) const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
 
 /// The embedded GeoNames data an index's entries point into.
 pub(super) struct GeoNames {
-    text: &'static str,
+    pub(super) text: &'static str,
     /// (ISO code, country name), sorted by code.
-    countries: Vec<(&'static str, &'static str)>,
+    pub(super) countries: Vec<(&'static str, &'static str)>,
 }
 
 impl GeoNames {
@@ -49,43 +49,85 @@ impl GeoNames {
         (geonames, entries)
     }
 
-    /// The Google-shaped result for the place whose line starts at byte `offset`.
-    pub(super) fn result(&self, offset: u32) -> Option<Value> {
+    /// The Google-shaped result for the place whose line starts at byte `offset`, borrowing
+    /// its strings from the embedded text (nothing is allocated until it is rendered).
+    pub(super) fn result(&self, offset: u32) -> Option<GeoResult<'static>> {
         let line = line_at(self.text, offset as usize);
         // The line parsed when the index was built, so this does not fail.
         let place = parse_geonames_line(line).ok()?;
-        let mut vicinity = String::with_capacity(64);
-        vicinity.push_str(place.name);
-        if is_region_code(place.admin1) {
-            vicinity.push_str(", ");
-            vicinity.push_str(place.admin1);
-        }
-        let countries = &self.countries;
-        if let Ok(i) = countries.binary_search_by(|(code, _)| (*code).cmp(place.country)) {
-            vicinity.push_str(", ");
-            vicinity.push_str(countries[i].1);
-        }
-        let mut place_id = String::with_capacity(20);
-        let _ = write!(place_id, "geonames:{}", place.id);
-        Some(result_value(
+        Some(PlaceResult::new(
             place.lat,
             place.lng,
             place.name,
-            place_id,
-            LOCALITY_TYPES.iter().map(|t| Value::from(*t)).collect(),
-            vicinity,
+            PlaceId(place.id),
+            &LOCALITY_TYPES,
+            Vicinity {
+                name: place.name,
+                region: is_region_code(place.admin1).then_some(place.admin1),
+                country: self.country_name(place.country),
+            },
         ))
+    }
+
+    /// The name of the country with ISO code `code`, if known.
+    fn country_name(&self, code: &str) -> Option<&'static str> {
+        let countries = &self.countries;
+        let i = countries.binary_search_by(|(c, _)| (*c).cmp(code)).ok()?;
+        Some(countries[i].1)
+    }
+}
+
+/// A GeoNames result: its id, types and vicinity are written out as it is rendered.
+pub(super) type GeoResult<'a> =
+    PlaceResult<'a, PlaceId<'a>, &'static [&'static str; 2], Vicinity<'a>>;
+
+/// `geonames:<geonameid>`, rendered as a JSON string.
+pub(super) struct PlaceId<'a>(&'a str);
+
+impl fmt::Display for PlaceId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "geonames:{}", self.0)
+    }
+}
+
+impl Serialize for PlaceId<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `<name>[, <region code>][, <country name>]`, rendered as a JSON string.
+pub(super) struct Vicinity<'a> {
+    name: &'a str,
+    region: Option<&'a str>,
+    country: Option<&'a str>,
+}
+
+impl fmt::Display for Vicinity<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)?;
+        for part in [self.region, self.country].into_iter().flatten() {
+            f.write_str(", ")?;
+            f.write_str(part)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Vicinity<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
 /// Whether an admin1 code is a human-readable region code such as `CA` or `ENG` (letters
 /// only), rather than a number (`03`) or an opaque code (`ESYE12`, `A2`).
-fn is_region_code(code: &str) -> bool {
+pub(super) fn is_region_code(code: &str) -> bool {
     !code.is_empty() && code.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// The line starting at byte `offset` of `text`, without its line ending.
-fn line_at(text: &str, offset: usize) -> &str {
+pub(super) fn line_at(text: &str, offset: usize) -> &str {
     let rest = text.get(offset..).unwrap_or("");
     let line = rest.split('\n').next().unwrap_or("");
     line.strip_suffix('\r').unwrap_or(line)
@@ -93,20 +135,20 @@ fn line_at(text: &str, offset: usize) -> &str {
 
 /// One GeoNames line, split.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct GeoPlace<'a> {
-    id: &'a str,
-    name: &'a str,
-    lat: f64,
-    lng: f64,
-    country: &'a str,
-    admin1: &'a str,
+pub(super) struct GeoPlace<'a> {
+    pub(super) id: &'a str,
+    pub(super) name: &'a str,
+    pub(super) lat: f64,
+    pub(super) lng: f64,
+    pub(super) country: &'a str,
+    pub(super) admin1: &'a str,
 }
 
 /// The number of tab-separated fields on a GeoNames line.
 const GEONAMES_FIELDS: usize = 7;
 
 /// Splits and checks one GeoNames line (without its line ending).
-fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
+pub(super) fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
     let mut fields = [""; GEONAMES_FIELDS];
     let mut split = line.split('\t');
     for field in &mut fields {
@@ -301,7 +343,7 @@ mod tests {
     #[test]
     fn vicinity_uses_letter_region_codes_only() {
         // Beverly Hills, CA; a Greek place with an opaque admin1 code (ESYE..) gets none.
-        let doc = embedded().search(query(34.07362, -118.40036, 0.1, 1));
+        let doc = embedded().search_value(query(34.07362, -118.40036, 0.1, 1));
         assert_eq!(
             doc["results"][0]["vicinity"],
             "Beverly Hills, CA, United States"
@@ -310,7 +352,7 @@ mod tests {
         assert!(!is_region_code("03"));
         assert!(!is_region_code("ESYE12"));
         assert!(!is_region_code(""));
-        let doc = embedded().search(query(37.98376, 23.72784, 3.0, 1)); // central Athens
+        let doc = embedded().search_value(query(37.98376, 23.72784, 3.0, 1)); // central Athens
         let vicinity = doc["results"][0]["vicinity"].as_str().unwrap();
         assert!(
             vicinity.ends_with(", Greece") && !vicinity.contains("ESYE"),
