@@ -5,11 +5,8 @@
 //! embedded text; the few lines a query returns are split again when the reply is built. That
 //! keeps start-up to one pass over the text and one bulk load.
 
-use std::fmt;
-
-use serde::{Serialize, Serializer};
-
-use super::{parse_coordinate, unit_vector, Entry, PlaceResult};
+use super::render::{push_escaped, JsonText, PlaceResult};
+use super::{parse_coordinate, unit_vector, Entry};
 
 /// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
 /// population; tab-separated, one per line (see `scripts/make_geonames.py`).
@@ -26,6 +23,19 @@ pub(super) struct GeoNames {
     pub(super) text: &'static str,
     /// (ISO code, country name), sorted by code.
     pub(super) countries: Vec<(&'static str, &'static str)>,
+    /// The country names by two-letter code (`AA` is 0, `AB` 1, ...), for a lookup per result
+    /// without string comparisons.
+    by_code: Vec<Option<&'static str>>,
+}
+
+/// Where a two-letter upper-case ISO code sits in [`GeoNames::by_code`].
+fn code_index(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        &[a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            Some(usize::from(a - b'A') * 26 + usize::from(b - b'A'))
+        }
+        _ => None,
+    }
 }
 
 impl GeoNames {
@@ -42,9 +52,17 @@ impl GeoNames {
                 "embedded GeoNames data has malformed lines; they are skipped"
             );
         }
+        let countries = parse_countries(EMBEDDED_COUNTRIES);
+        let mut by_code = vec![None; 26 * 26];
+        for &(code, name) in &countries {
+            if let Some(i) = code_index(code) {
+                by_code[i] = Some(name);
+            }
+        }
         let geonames = GeoNames {
             text: EMBEDDED_CITIES,
-            countries: parse_countries(EMBEDDED_COUNTRIES),
+            countries,
+            by_code,
         };
         (geonames, entries)
     }
@@ -52,71 +70,92 @@ impl GeoNames {
     /// The Google-shaped result for the place whose line starts at byte `offset`, borrowing
     /// its strings from the embedded text (nothing is allocated until it is rendered).
     pub(super) fn result(&self, offset: u32) -> Option<GeoResult<'static>> {
-        let line = line_at(self.text, offset as usize);
-        // The line parsed when the index was built, so this does not fail.
-        let place = parse_geonames_line(line).ok()?;
-        Some(PlaceResult::new(
-            place.lat,
-            place.lng,
-            place.name,
-            PlaceId(place.id),
-            &LOCALITY_TYPES,
-            Vicinity {
-                name: place.name,
-                region: is_region_code(place.admin1).then_some(place.admin1),
-                country: self.country_name(place.country),
+        // The line was checked when the index was built: only split it and read the numbers.
+        let [id, name, lat, lng, country, admin1, _] = fields_at(self.text, offset as usize)?;
+        Some(PlaceResult {
+            lat: lat.parse().ok()?,
+            lng: lng.parse().ok()?,
+            name,
+            place_id: PlaceId(id),
+            types: &LOCALITY_TYPES,
+            vicinity: Vicinity {
+                name,
+                region: is_region_code(admin1).then_some(admin1),
+                country: self.country_name(country),
             },
-        ))
+        })
     }
 
     /// The name of the country with ISO code `code`, if known.
     fn country_name(&self, code: &str) -> Option<&'static str> {
-        let countries = &self.countries;
-        let i = countries.binary_search_by(|(c, _)| (*c).cmp(code)).ok()?;
-        Some(countries[i].1)
+        match code_index(code) {
+            Some(i) => self.by_code[i],
+            None => {
+                let countries = &self.countries;
+                let i = countries.binary_search_by(|(c, _)| (*c).cmp(code)).ok()?;
+                Some(countries[i].1)
+            }
+        }
     }
 }
 
-/// A GeoNames result: its id, types and vicinity are written out as it is rendered.
-pub(super) type GeoResult<'a> =
-    PlaceResult<'a, PlaceId<'a>, &'static [&'static str; 2], Vicinity<'a>>;
+/// The tab-separated fields of the line starting at byte `offset` of `text`, in one pass;
+/// `None` unless there are exactly [`GEONAMES_FIELDS`].
+fn fields_at(text: &str, offset: usize) -> Option<[&str; GEONAMES_FIELDS]> {
+    let bytes = text.as_bytes();
+    let mut fields = [""; GEONAMES_FIELDS];
+    let mut count = 0;
+    let mut from = offset;
+    for at in offset..=bytes.len() {
+        let end = match bytes.get(at) {
+            Some(b'\t') => false,
+            Some(b'\n') | None => true,
+            Some(_) => continue,
+        };
+        let field = fields.get_mut(count)?;
+        // Tabs and newlines are ASCII: these are char boundaries.
+        *field = text.get(from..at)?;
+        count += 1;
+        from = at + 1;
+        if end {
+            break;
+        }
+    }
+    if count != GEONAMES_FIELDS {
+        return None;
+    }
+    let last = &mut fields[GEONAMES_FIELDS - 1];
+    *last = last.strip_suffix('\r').unwrap_or(last);
+    Some(fields)
+}
 
-/// `geonames:<geonameid>`, rendered as a JSON string.
+/// A GeoNames result: its id and vicinity are written out as it is rendered.
+pub(super) type GeoResult<'a> = PlaceResult<'a, PlaceId<'a>, &'static str, Vicinity<'a>>;
+
+/// `geonames:<geonameid>`.
 pub(super) struct PlaceId<'a>(&'a str);
 
-impl fmt::Display for PlaceId<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "geonames:{}", self.0)
+impl JsonText for PlaceId<'_> {
+    fn push_escaped(&self, out: &mut String) {
+        out.push_str("geonames:");
+        push_escaped(out, self.0);
     }
 }
 
-impl Serialize for PlaceId<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-/// `<name>[, <region code>][, <country name>]`, rendered as a JSON string.
+/// `<name>[, <region code>][, <country name>]`.
 pub(super) struct Vicinity<'a> {
     name: &'a str,
     region: Option<&'a str>,
     country: Option<&'a str>,
 }
 
-impl fmt::Display for Vicinity<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)?;
+impl JsonText for Vicinity<'_> {
+    fn push_escaped(&self, out: &mut String) {
+        push_escaped(out, self.name);
         for part in [self.region, self.country].into_iter().flatten() {
-            f.write_str(", ")?;
-            f.write_str(part)?;
+            out.push_str(", ");
+            push_escaped(out, part);
         }
-        Ok(())
-    }
-}
-
-impl Serialize for Vicinity<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }
 
@@ -127,6 +166,7 @@ pub(super) fn is_region_code(code: &str) -> bool {
 }
 
 /// The line starting at byte `offset` of `text`, without its line ending.
+#[cfg(test)]
 pub(super) fn line_at(text: &str, offset: usize) -> &str {
     let rest = text.get(offset..).unwrap_or("");
     let line = rest.split('\n').next().unwrap_or("");
@@ -320,8 +360,33 @@ mod tests {
         assert!(entries.len() > 100_000, "only {} places", entries.len());
         assert_eq!(embedded().len(), lines);
 
+        // A reply splits a line again, without the checks: it finds what the checks found.
+        let (geonames, _) = GeoNames::embedded();
+        for entry in &entries {
+            let checked = parse_geonames_line(line_at(EMBEDDED_CITIES, entry.data as usize));
+            let checked = checked.unwrap();
+            let [id, name, lat, lng, country, admin1, _] =
+                fields_at(EMBEDDED_CITIES, entry.data as usize).unwrap();
+            assert_eq!(
+                (id, name, country, admin1),
+                (checked.id, checked.name, checked.country, checked.admin1)
+            );
+            assert_eq!(
+                (lat.parse(), lng.parse()),
+                (Ok(checked.lat), Ok(checked.lng))
+            );
+        }
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6\t7\r\nx", 0).unwrap()[6], "7");
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6", 0), None);
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6\t7\t8", 0), None);
+
         let countries = parse_countries(EMBEDDED_COUNTRIES);
         assert!(countries.len() > 240);
+        for &(code, name) in &countries {
+            assert_eq!(geonames.country_name(code), Some(name), "{code}");
+        }
+        assert_eq!(geonames.country_name("ZZZ"), None);
+        assert_eq!(geonames.country_name("zz"), None);
         // Every place's country has a name.
         for line in EMBEDDED_CITIES.lines() {
             let place = parse_geonames_line(line).unwrap();

@@ -16,16 +16,15 @@ mod geonames;
 mod poi;
 #[cfg(test)]
 mod reference;
+mod render;
 
 use std::path::Path;
-
-use rstar::primitives::GeomWithData;
-use rstar::RTree;
-use serde::Serialize;
 
 use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
 use geonames::GeoNames;
 use poi::Pois;
+use rstar::primitives::GeomWithData;
+use rstar::RTree;
 
 /// Mean Earth radius in kilometres (IUGG), used to turn a radius into an angle.
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
@@ -110,16 +109,16 @@ impl OfflineIndex {
             bound,
         } = query;
         if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
-            return render_error(&format!("latitude {lat} is out of range"));
+            return render::invalid_request(&format!("latitude {lat} is out of range"));
         }
         if !(lng.is_finite() && (-180.0..=180.0).contains(&lng)) {
-            return render_error(&format!("longitude {lng} is out of range"));
+            return render::invalid_request(&format!("longitude {lng} is out of range"));
         }
         if radius_km.is_nan() || radius_km <= 0.0 {
-            return render_error(&format!("radius {radius_km} km is not positive"));
+            return render::invalid_request(&format!("radius {radius_km} km is not positive"));
         }
         if bound == 0 {
-            return render_error("bound must be at least 1");
+            return render::invalid_request("bound must be at least 1");
         }
 
         let max_chord_2 = chord_2_for_radius(radius_km);
@@ -130,13 +129,13 @@ impl OfflineIndex {
             .take(bound)
             .map(|(entry, _)| entry.data);
         match &self.places {
-            Places::GeoNames(geonames) => render_nearby(
+            Places::GeoNames(geonames) => render::nearby(
                 &hits
                     .filter_map(|at| geonames.result(at))
                     .collect::<Vec<_>>(),
             ),
             Places::Poi(pois) => {
-                render_nearby(&hits.filter_map(|at| pois.result(at)).collect::<Vec<_>>())
+                render::nearby(&hits.filter_map(|at| pois.result(at)).collect::<Vec<_>>())
             }
         }
     }
@@ -151,100 +150,6 @@ impl PlacesProvider for OfflineIndex {
         // CPU-only and fast (microseconds): computed when the future is first polled.
         Box::pin(async move { self.search(query) })
     }
-}
-
-/// The bytes a rendered result takes, about (a GeoNames one is ~320): enough that a full
-/// page is rendered without its buffer growing.
-const RESULT_BYTES: usize = 400;
-
-/// No attributions: GeoNames is credited in the README and the binary's assets.
-const NO_ATTRIBUTIONS: &[&str] = &[];
-
-/// A nearby-search document. Fields in alphabetical order, as Google sends them and as the
-/// protocol's example shows.
-#[derive(Serialize)]
-struct NearbyDocument<'a, R> {
-    html_attributions: &'static [&'static str],
-    results: &'a [R],
-    status: &'static str,
-}
-
-/// The document of a query that cannot be answered (status INVALID_REQUEST).
-#[derive(Serialize)]
-struct ErrorDocument<'a> {
-    error_message: &'a str,
-    html_attributions: &'static [&'static str],
-    results: &'static [&'static str],
-    status: &'static str,
-}
-
-/// One result object, fields in alphabetical order. `Id`, `Types` and `Vicinity` are whatever
-/// serializes as a string, a list of strings and a string without being built first.
-#[derive(Serialize)]
-struct PlaceResult<'a, Id, Types, Vicinity> {
-    geometry: Geometry,
-    name: &'a str,
-    place_id: Id,
-    types: Types,
-    vicinity: Vicinity,
-}
-
-#[derive(Serialize)]
-struct Geometry {
-    location: Location,
-}
-
-#[derive(Serialize)]
-struct Location {
-    lat: f64,
-    lng: f64,
-}
-
-impl<'a, Id, Types, Vicinity> PlaceResult<'a, Id, Types, Vicinity> {
-    fn new(
-        lat: f64,
-        lng: f64,
-        name: &'a str,
-        place_id: Id,
-        types: Types,
-        vicinity: Vicinity,
-    ) -> Self {
-        PlaceResult {
-            geometry: Geometry {
-                location: Location { lat, lng },
-            },
-            name,
-            place_id,
-            types,
-            vicinity,
-        }
-    }
-}
-
-/// The document for `results` (nearest first, already cut to the bound): status OK, or
-/// ZERO_RESULTS when empty.
-fn render_nearby<R: Serialize>(results: &[R]) -> Document {
-    let status = if results.is_empty() {
-        "ZERO_RESULTS"
-    } else {
-        "OK"
-    };
-    let document = NearbyDocument {
-        html_attributions: NO_ATTRIBUTIONS,
-        results,
-        status,
-    };
-    Document::render_with_capacity(&document, 128 + results.len() * RESULT_BYTES)
-}
-
-/// The INVALID_REQUEST document saying why.
-fn render_error(message: &str) -> Document {
-    Document::render(&ErrorDocument {
-        error_message: message,
-        html_attributions: NO_ATTRIBUTIONS,
-        results: &[],
-        status: "INVALID_REQUEST",
-    })
 }
 
 /// The point on the unit sphere for a latitude and longitude in degrees.

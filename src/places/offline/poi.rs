@@ -9,7 +9,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context as _};
 
-use super::{parse_coordinate, unit_vector, Entry, PlaceResult};
+use super::render::PlaceResult;
+use super::{parse_coordinate, unit_vector, Entry};
 
 /// Types of a point of interest whose file has no `types` for it.
 const DEFAULT_POI_TYPES: [&str; 2] = ["point_of_interest", "establishment"];
@@ -40,19 +41,19 @@ impl Pois {
     /// The Google-shaped result for the point of interest at `index`, borrowing its strings.
     pub(super) fn result(&self, index: u32) -> Option<PoiResult<'_>> {
         let poi = self.0.get(index as usize)?;
-        Some(PlaceResult::new(
-            poi.lat,
-            poi.lng,
-            &poi.name,
-            &poi.place_id,
-            &poi.types,
-            &poi.vicinity,
-        ))
+        Some(PlaceResult {
+            lat: poi.lat,
+            lng: poi.lng,
+            name: &poi.name,
+            place_id: poi.place_id.as_str(),
+            types: &poi.types,
+            vicinity: poi.vicinity.as_str(),
+        })
     }
 }
 
 /// A point-of-interest result.
-pub(super) type PoiResult<'a> = PlaceResult<'a, &'a str, &'a [String], &'a str>;
+pub(super) type PoiResult<'a> = PlaceResult<'a, &'a str, String, &'a str>;
 
 /// A CSV record and the line it starts on, or the line and a description of what is wrong.
 type CsvRecord = Result<(usize, Vec<String>), (usize, String)>;

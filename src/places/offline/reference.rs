@@ -200,7 +200,7 @@ fn poi_replies_with_awkward_strings_are_byte_for_byte_the_old_ones() {
          q1,\"Joe's \"\"Best\"\" Diner, Westwood\",34.06,-118.44,restaurant;food,\"1000 Gayley Ave\"\n\
          b\\s,C:\\path\\to\\cafe\\,34.0601,-118.4401,back\\slash,\\\\server\\share\n\
          u1,Café Ünïcödé 中文 🦀,34.0602,-118.4402,café;日本,Zürich\n\
-         c1,\"bell\u{7}and\u{1b}[31mescape\u{1}\",34.0603,-118.4403,ctl\u{2},\"tab\there\"\n\
+         c1,\"bell\u{7}and\u{1b}[31mescape\u{1}\u{8}\u{c}\u{1f}\u{0}/\",34.0603,-118.4403,ctl\u{2},\"tab\there\"\n\
          n1,\"two\nlines\r\nand CRLF\",34.0604,-118.4404,,\"</script> \u{2028}\u{2029} \u{7f}\"\n\
          z1,Negative zero,-0,-0.000000000000001,a|b|c,\n\
          p1,Precise,34.123456789012345,-118.98765432109876,,\n\
