@@ -39,24 +39,19 @@ pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Document> + Send + 'a>>;
 /// (no run of two or more newlines) and no trailing newline, so a WHATSAT reply is the AT
 /// line, this text and an empty line, copied as they are ([`crate::protocol::push_whatsat_reply`]).
 ///
-/// The two ways to make one keep that rule: [`Document::render`] writes pretty JSON, which
+/// Every way to make one keeps that rule: [`Document::render`] writes pretty JSON, which
 /// never has a blank line (an escaped string cannot hold a raw newline, an empty array or
-/// object is written `[]` or `{}`); [`Document::from_text`] collapses the runs of newlines of
-/// any other text, as the protocol says.
+/// object is written `[]` or `{}`), and so does the offline provider's own writer;
+/// [`Document::from_text`] collapses the runs of newlines of any other text, as the protocol
+/// says (for a provider whose text could have them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document(String);
 
 impl Document {
-    /// `document` as pretty JSON (two-space indent, the fields in `document`'s own order),
-    /// written straight from typed values or a `serde_json::Value`.
+    /// `document` (a `serde_json::Value`, or anything serializable) as pretty JSON: two-space
+    /// indent, the fields in `document`'s own order.
     pub fn render<T: Serialize + ?Sized>(document: &T) -> Document {
-        Document::render_with_capacity(document, 1024)
-    }
-
-    /// [`Document::render`] into a buffer of `capacity` bytes to start with (a guess at the
-    /// size, so a large document is not copied as its buffer grows).
-    pub fn render_with_capacity<T: Serialize + ?Sized>(document: &T, capacity: usize) -> Document {
-        let mut text = Vec::with_capacity(capacity);
+        let mut text = Vec::with_capacity(4096);
         // Writing into a Vec cannot fail, and our documents have string keys only.
         serde_json::to_writer_pretty(&mut text, document)
             .expect("a places document always serializes");
@@ -82,10 +77,6 @@ impl Document {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
     }
 }
 
