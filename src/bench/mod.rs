@@ -351,11 +351,12 @@ fn measure(
 /// then spins to it. It returns how late it woke for each due time.
 type Schedule = mpsc::UnboundedReceiver<Instant>;
 
-/// How long before a due time the schedule thread stops sleeping and spins: about what a
-/// wake-up from a sleep costs here (measured: with it, requests at 1000/s leave ~20 µs
-/// earlier at the median), so a due time is seldom missed by more than the time to hand it
-/// over. At most this much CPU per due time.
-const PACER_SPIN: Duration = Duration::from_micros(20);
+/// How long before a due time the schedule thread stops sleeping and spins. Measured at
+/// 1000/s (WHATSAT, one node, load ~1): with 20 µs requests left ~30 µs late at the median and
+/// ~165 µs at p99, and the p99 latency was 310-360 µs; with 100 µs, ~16 µs and ~95 µs, and
+/// 195-260 µs (a core kept busy wakes the other threads sooner too). At most this much CPU
+/// per due time, and at most a tenth of a core (see `spawn_pacer`).
+const PACER_SPIN: Duration = Duration::from_micros(100);
 
 fn spawn_pacer(
     start: Instant,
