@@ -8,11 +8,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use herdctl::logs::WireLog;
 use herdctl::node::store::Store;
 use herdctl::node::table::Table;
 use herdctl::places::offline::OfflineIndex;
 use herdctl::places::NearbyQuery;
-use herdctl::protocol::{format_skew, format_update, parse_line, Command, Timestamp};
+use herdctl::protocol::{
+    format_skew, format_update, parse_line, push_whatsat_reply, Command, Timestamp,
+};
 use herdctl::record::AtRecord;
 
 const IAMAT: &[u8] = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
@@ -184,11 +187,23 @@ fn places(c: &mut Criterion) {
         radius_km: 50.0,
         bound: 20,
     };
+    // The document as wire text (rendered straight from typed results).
     c.bench_function("offline search r=50km b=20", |b| {
         b.iter(|| index.search(black_box(query)))
     });
-    c.bench_function("offline search r=50km b=20 + JSON text", |b| {
-        b.iter(|| serde_json::to_string_pretty(&index.search(black_box(query))).unwrap())
+    // What a WHATSAT costs a node besides I/O: the search, the reply and its wire-log line
+    // (a full page is over the default 4096-byte log cap).
+    let at = "AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+    let log = WireLog::discard();
+    let mut out = Vec::new();
+    c.bench_function("offline WHATSAT reply + log line r=50km b=20", |b| {
+        b.iter(|| {
+            out.clear();
+            push_whatsat_reply(&mut out, at, &index.search(black_box(query)));
+            let mut batch = log.batch();
+            batch.line(0, "127.0.0.1:5", ">", &out, None);
+            batch
+        })
     });
 }
 

@@ -6,6 +6,7 @@
 //! space. Anything that is not a valid message is answered `? <the line as received>`.
 
 use crate::auth::{is_valid_nonce, is_valid_proof};
+use crate::places::Document;
 
 /// The verb that starts every server-to-server message, so client commands and peer
 /// messages can share one port and never be confused.
@@ -545,15 +546,31 @@ pub fn format_whatsat_reply(at_line: &str, places_json: &str) -> String {
     let mut reply = String::with_capacity(at_line.len() + places_json.len() + 3);
     reply.push_str(at_line);
     reply.push('\n');
-    // Copy whole stretches; at each run of newlines keep the first and skip the rest.
-    let mut rest = places_json.trim_end_matches('\n');
-    while let Some(run) = rest.find("\n\n") {
-        reply.push_str(&rest[..=run]);
-        rest = rest[run..].trim_start_matches('\n');
-    }
-    reply.push_str(rest);
+    push_collapsed(&mut reply, places_json);
     reply.push_str("\n\n");
     reply
+}
+
+/// Appends `text` with every run of two or more newlines collapsed into one and its
+/// trailing newlines dropped (the rule for the JSON in a WHATSAT reply).
+pub fn push_collapsed(out: &mut String, text: &str) {
+    // Copy whole stretches; at each run of newlines keep the first and skip the rest.
+    let mut rest = text.trim_end_matches('\n');
+    while let Some(run) = rest.find("\n\n") {
+        out.push_str(&rest[..=run]);
+        rest = rest[run..].trim_start_matches('\n');
+    }
+    out.push_str(rest);
+}
+
+/// Appends the WHATSAT reply for `at_line` and `places` to `out` ([`format_whatsat_reply`]'s
+/// bytes): a [`Document`] already keeps the newline rule, so this is three copies.
+pub fn push_whatsat_reply(out: &mut Vec<u8>, at_line: &str, places: &Document) {
+    out.reserve(at_line.len() + places.as_str().len() + 3);
+    out.extend_from_slice(at_line.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(places.as_str().as_bytes());
+    out.extend_from_slice(b"\n\n");
 }
 
 #[cfg(test)]
@@ -913,6 +930,32 @@ pub(crate) mod tests {
             format_whatsat_reply("AT x", "\n\na\n\n\nb\nc\n\nd"),
             "AT x\n\na\nb\nc\nd\n\n"
         );
+    }
+
+    #[test]
+    fn whatsat_reply_from_a_document_is_the_formatted_one() {
+        for text in [
+            "{\n\n\n  \"a\": 1\n}\n\n",
+            "{}",
+            "\n\na\n\n\nb\nc\n\nd",
+            "x\n",
+        ] {
+            let mut out = Vec::new();
+            push_whatsat_reply(&mut out, "AT x", &Document::from_text(text));
+            assert_eq!(
+                out,
+                format_whatsat_reply("AT x", text).as_bytes(),
+                "{text:?}"
+            );
+        }
+        // Pretty JSON never has a blank line, so a rendered document is copied as it is.
+        let value = serde_json::json!({"a": [], "b": {}, "c": "x\n\ny", "d": [{"e": []}]});
+        let document = Document::render(&value);
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(document.as_str(), pretty);
+        let mut out = Vec::new();
+        push_whatsat_reply(&mut out, "AT x", &document);
+        assert_eq!(out, format_whatsat_reply("AT x", &pretty).as_bytes());
     }
 
     #[test]

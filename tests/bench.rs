@@ -123,4 +123,10 @@ fn open_loop_per_request_and_propagation_run_without_errors() {
     );
     assert_eq!(report["propagation"]["lost"], 0, "{report}");
     assert!(report["propagation_p99_us"].is_number(), "{report}");
+    // How late requests left is reported, and it is part of (never more than) the latency.
+    let late = report["send_late_p50_us"]
+        .as_f64()
+        .expect("send_late_p50_us");
+    assert!(late <= report["p50_us"].as_f64().unwrap(), "{report}");
+    assert!(report["pacer_late_p99_us"].is_number(), "{report}");
 }

@@ -128,6 +128,7 @@ fn legacy_request_shape_bound_newlines_and_cache() {
         names(&document),
         ["Place 0", "Place 1", "Place 2", "Place 3", "Place 4"]
     );
+    let first_reply = document.clone();
     let first = &document["results"][0];
     assert_eq!(first["place_id"], "ChIJplace0", "Google's fields are kept");
     assert_eq!(first["user_ratings_total"], 100);
@@ -151,6 +152,10 @@ fn legacy_request_shape_bound_newlines_and_cache() {
     assert_eq!(names(&document).len(), 20);
     let (_, document) = node.whatsat("10.5", 1);
     assert_eq!(names(&document), ["Place 0"]);
+    // A bound asked before gets the text kept for it: the same reply.
+    let (_, five) = node.whatsat("10.5", 5);
+    assert_eq!(names(&five), names(&first_reply));
+    assert_eq!(five, first_reply);
     assert_eq!(upstream.count(), 1, "cache hits make no upstream request");
 
     // Another radius is another cache entry.

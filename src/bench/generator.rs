@@ -202,6 +202,11 @@ impl Pacer {
         }
     }
 
+    /// The time between this pacer's due times.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// When the next request is due, or `None` once the run is over.
     pub fn next_due(&self) -> Option<Instant> {
         (self.next < self.end).then_some(self.next)

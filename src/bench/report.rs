@@ -48,6 +48,18 @@ pub struct Report {
     /// The generator thread's CPU time (user + system) over wall time during the run, in
     /// cores: 1.0 means it was busy the whole time and may be the bottleneck.
     pub generator_cpu: f64,
+    /// Open loop: how late requests left the generator, from their due time to their write
+    /// (already counted in the latencies; a floor the server cannot go below).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_late_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_late_p99_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_late_p999_us: Option<f64>,
+    /// Open loop: how late the schedule thread woke up for a due time (the first part of
+    /// `send_late`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacer_late_p99_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub echo_ops_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +106,10 @@ pub struct PhaseFigures {
     pub elapsed: Duration,
     pub cpu: f64,
     pub latency: Histogram,
+    /// Open loop: due time to write, per request.
+    pub send_late: Histogram,
+    /// Open loop: due time to the schedule thread's wake-up, per due time.
+    pub pacer_late: Histogram,
 }
 
 impl PhaseFigures {
@@ -120,6 +136,13 @@ impl Report {
         self.max_us = micros(h.max());
         self.mean_us = micros(h.mean() as u64);
         self.generator_cpu = (phase.cpu * 100.0).round() / 100.0;
+        if phase.send_late.count() > 0 {
+            let late = &phase.send_late;
+            self.send_late_p50_us = Some(micros(late.quantile(0.5)));
+            self.send_late_p99_us = Some(micros(late.quantile(0.99)));
+            self.send_late_p999_us = Some(micros(late.quantile(0.999)));
+            self.pacer_late_p99_us = Some(micros(phase.pacer_late.quantile(0.99)));
+        }
     }
 
     pub fn fill_echo(&mut self, echo: &PhaseFigures) {
@@ -198,6 +221,17 @@ impl Report {
             self.p999_us,
             self.max_us
         );
+        if let (Some(p50), Some(p99), Some(p999)) = (
+            self.send_late_p50_us,
+            self.send_late_p99_us,
+            self.send_late_p999_us,
+        ) {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>12} {:>8} {:>10.1} {:>10} {:>10.1} {:>10.1} {:>10}",
+                "sent late", "", "", p50, "", p99, p999, ""
+            );
+        }
         if let (Some(rate), Some(p50), Some(p99)) =
             (self.echo_ops_per_s, self.echo_p50_us, self.echo_p99_us)
         {
@@ -277,6 +311,7 @@ mod tests {
             elapsed: Duration::from_millis(elapsed_ms),
             cpu: 0.25,
             latency,
+            ..PhaseFigures::default()
         }
     }
 
@@ -301,6 +336,7 @@ mod tests {
             "propagation_p50_us",
             "propagation_p99_us",
             "rate",
+            "send_late_p99_us",
         ] {
             assert!(value.get(field).is_none(), "{field} present: {value}");
         }

@@ -22,7 +22,7 @@ use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_status, format_welcome, format_whatsat_reply, push_invalid, Command, PeerMessage,
+    self, format_status, format_welcome, push_invalid, push_whatsat_reply, Command, PeerMessage,
     PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
@@ -456,9 +456,8 @@ async fn respond(
                     bound: query.bound,
                 })
                 .await;
-            let json = serde_json::to_string_pretty(&places)
-                .expect("a serde_json::Value always serializes");
-            reply(format_whatsat_reply(record.line(), &json).as_bytes(), out)
+            push_whatsat_reply(out, record.line(), &places);
+            Answer::Normal
         }
         Command::Peer(PeerMessage::Hello {
             server,

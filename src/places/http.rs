@@ -19,6 +19,7 @@
 //! cached, logged or sent.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -27,7 +28,7 @@ use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
 use super::cache::{Cache, Source};
-use super::{NearbyQuery, PlacesFuture, PlacesProvider};
+use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
 use crate::config::UpstreamSettings;
 
 /// The protocol's largest bound: every request asks for this many results.
@@ -190,12 +191,50 @@ pub trait Service: Send + Sync + 'static {
     fn summary(&self, document: &Value) -> String;
 
     /// What one query gets: the (shared, cached) `document` for `search`, cut to the query's
-    /// bound, plus anything the query needs said.
+    /// bound, plus anything the query needs said. It must depend on nothing else than its
+    /// arguments: its wire text is kept with the cached document, per bound and radius asked.
     fn finish(&self, document: Value, query: &NearbyQuery, search: Search) -> Value;
 }
 
 /// The cache key: the exact location and the radius sent.
 type Key = (u64, u64, u64);
+
+/// How many wire texts (bound, radius asked) one answer keeps; past that, a query's text is
+/// rendered each time (they are only a shortcut).
+const MAX_RENDERINGS: usize = 8;
+
+/// A service's answer for one search, as the cache shares it: the document, and the wire
+/// text each (bound, radius asked) got from it, so a cache hit costs a copy instead of a
+/// deep copy of the document, [`Service::finish`] and rendering.
+struct Answered {
+    document: Value,
+    renderings: Mutex<Vec<((usize, u64), Document)>>,
+}
+
+impl Answered {
+    fn new(document: Value) -> Answered {
+        Answered {
+            document,
+            renderings: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The wire text for `query`: the one kept, or `render`'s (then kept, if there is room).
+    fn text(&self, query: &NearbyQuery, render: impl FnOnce(&Value) -> Document) -> Document {
+        let asked = (query.bound, query.radius_km.to_bits());
+        let lock = || self.renderings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, text)) = lock().iter().find(|(k, _)| *k == asked) {
+            return text.clone();
+        }
+        // Rendered outside the lock: two queries may both render it; either copy is right.
+        let text = render(&self.document);
+        let mut renderings = lock();
+        if renderings.len() < MAX_RENDERINGS && renderings.iter().all(|(k, _)| *k != asked) {
+            renderings.push((asked, text.clone()));
+        }
+        text
+    }
+}
 
 /// A places provider that proxies to the web service `S`; see the module docs.
 pub struct HttpProvider<S: Service> {
@@ -204,7 +243,7 @@ pub struct HttpProvider<S: Service> {
     endpoint: Url,
     secret: Secret,
     timeout: Duration,
-    cache: Cache<Key, Value>,
+    cache: Cache<Key, Arc<Answered>>,
 }
 
 impl<S: Service + fmt::Debug> fmt::Debug for HttpProvider<S> {
@@ -240,8 +279,8 @@ impl<S: Service> HttpProvider<S> {
         })
     }
 
-    /// The answer for `query`, from the cache or from the service.
-    pub async fn search(&self, query: NearbyQuery) -> Value {
+    /// The answer for `query` as wire text, from the cache or from the service.
+    pub async fn search(&self, query: NearbyQuery) -> Document {
         let search = Search {
             lat: query.lat,
             lng: query.lng,
@@ -253,7 +292,12 @@ impl<S: Service> HttpProvider<S> {
             search.radius.to_bits(),
         );
         let started = Instant::now();
-        let (document, source) = self.cache.get_or_fetch(key, || self.fetch(search)).await;
+        let fetch = || async {
+            let (document, cacheable) = self.fetch(search).await;
+            (Arc::new(Answered::new(document)), cacheable)
+        };
+        let (answered, source) = self.cache.get_or_fetch(key, fetch).await;
+        let document = &answered.document;
         if source != Source::Hit {
             tracing::info!(
                 "places: {} {},{} radius {} {}: {} ({}, {} ms)",
@@ -262,7 +306,7 @@ impl<S: Service> HttpProvider<S> {
                 search.lng,
                 search.radius,
                 S::RADIUS_UNIT,
-                self.service.summary(&document),
+                self.service.summary(document),
                 if source == Source::Fetched {
                     "fetched"
                 } else {
@@ -271,7 +315,9 @@ impl<S: Service> HttpProvider<S> {
                 started.elapsed().as_millis()
             );
         }
-        self.service.finish(document, &query, search)
+        answered.text(&query, |document| {
+            Document::render(&self.service.finish(document.clone(), &query, search))
+        })
     }
 
     /// One upstream request, bounded by the timeout: the document and whether it may be cached.
@@ -389,6 +435,45 @@ impl<S: Service> PlacesProvider for HttpProvider<S> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_answer_keeps_the_text_of_each_bound_and_radius_it_was_asked_for() {
+        let answered = Answered::new(json!({"results": [1, 2, 3, 4], "status": "OK"}));
+        let renders = std::cell::Cell::new(0);
+        let text = |bound: usize, radius_km: f64| {
+            let query = NearbyQuery {
+                lat: 1.0,
+                lng: 2.0,
+                radius_km,
+                bound,
+            };
+            answered.text(&query, |document| {
+                renders.set(renders.get() + 1);
+                let mut document = document.clone();
+                document["results"].as_array_mut().unwrap().truncate(bound);
+                document["radius"] = json!(radius_km);
+                Document::render(&document)
+            })
+        };
+        let first = text(2, 10.0);
+        assert!(first.as_str().contains("\"radius\": 10.0"), "{first:?}");
+        assert_eq!(text(2, 10.0), first);
+        assert_eq!(renders.get(), 1);
+        // Another bound or radius is another text, rendered from the same document.
+        assert_ne!(text(3, 10.0), first);
+        assert_ne!(text(2, 10.5), first);
+        assert_eq!(renders.get(), 3);
+        // Only so many are kept; the rest are rendered each time, and still right.
+        for bound in 4..20 {
+            text(bound, 10.0);
+        }
+        assert_eq!(answered.renderings.lock().unwrap().len(), MAX_RENDERINGS);
+        let before = renders.get();
+        assert_eq!(text(19, 10.0), text(19, 10.0));
+        assert_eq!(renders.get(), before + 2);
+        assert_eq!(text(2, 10.0), first);
+        assert_eq!(renders.get(), before + 2);
+    }
 
     #[test]
     fn a_secret_never_shows() {

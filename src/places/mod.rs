@@ -16,6 +16,7 @@ pub mod x;
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 /// One nearby-search request, already validated by the protocol layer.
@@ -32,15 +33,60 @@ pub struct NearbyQuery {
 }
 
 /// A boxed future so providers can be used behind `dyn PlacesProvider`.
-pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Value> + Send + 'a>>;
+pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Document> + Send + 'a>>;
+
+/// A places document as it goes on the wire after the AT line: JSON text with no blank line
+/// (no run of two or more newlines) and no trailing newline, so a WHATSAT reply is the AT
+/// line, this text and an empty line, copied as they are ([`crate::protocol::push_whatsat_reply`]).
+///
+/// Every way to make one keeps that rule: [`Document::render`] writes pretty JSON, which
+/// never has a blank line (an escaped string cannot hold a raw newline, an empty array or
+/// object is written `[]` or `{}`), and so does the offline provider's own writer;
+/// [`Document::from_text`] collapses the runs of newlines of any other text, as the protocol
+/// says (for a provider whose text could have them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document(String);
+
+impl Document {
+    /// `document` (a `serde_json::Value`, or anything serializable) as pretty JSON: two-space
+    /// indent, the fields in `document`'s own order.
+    pub fn render<T: Serialize + ?Sized>(document: &T) -> Document {
+        let mut text = Vec::with_capacity(4096);
+        // Writing into a Vec cannot fail, and our documents have string keys only.
+        serde_json::to_writer_pretty(&mut text, document)
+            .expect("a places document always serializes");
+        // serde_json writes valid UTF-8 (it escapes nothing into invalid bytes).
+        let text = String::from_utf8(text).expect("serde_json writes UTF-8");
+        debug_assert!(!text.contains("\n\n") && !text.ends_with('\n'));
+        Document(text)
+    }
+
+    /// Text its maker guarantees is such a document (the offline provider's own writer).
+    pub(in crate::places) fn rendered(text: String) -> Document {
+        debug_assert!(!text.contains("\n\n") && !text.ends_with('\n'));
+        Document(text)
+    }
+
+    /// Any text as a document: every run of two or more newlines becomes one newline and
+    /// trailing newlines go (the protocol's rule for the JSON in a WHATSAT reply).
+    pub fn from_text(text: &str) -> Document {
+        let mut collapsed = String::with_capacity(text.len());
+        crate::protocol::push_collapsed(&mut collapsed, text);
+        Document(collapsed)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Something that can answer a nearby search.
 pub trait PlacesProvider: Send + Sync {
     /// A short name for logs and status ("offline", "google", "x").
     fn name(&self) -> &'static str;
 
-    /// The JSON document for `query`, cut to `query.bound` results. In the Google shape:
-    /// `results` nearest first, `status` one of Google's status strings.
+    /// The JSON document for `query`, cut to `query.bound` results, as wire text. In the
+    /// Google shape: `results` nearest first, `status` one of Google's status strings.
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_>;
 }
 

@@ -5,11 +5,8 @@
 //! embedded text; the few lines a query returns are split again when the reply is built. That
 //! keeps start-up to one pass over the text and one bulk load.
 
-use std::fmt::Write as _;
-
-use serde_json::Value;
-
-use super::{parse_coordinate, result_value, unit_vector, Entry};
+use super::render::{push_escaped, JsonText, PlaceResult};
+use super::{parse_coordinate, unit_vector, Entry};
 
 /// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
 /// population; tab-separated, one per line (see `scripts/make_geonames.py`).
@@ -19,13 +16,26 @@ pub(super) const EMBEDDED_CITIES: &str = include_str!("../../../assets/geonames/
 const EMBEDDED_COUNTRIES: &str = include_str!("../../../assets/geonames/countries.tsv");
 
 /// Types of a GeoNames populated place, as Google reports a town or city.
-const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
+pub(super) const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];
 
 /// The embedded GeoNames data an index's entries point into.
 pub(super) struct GeoNames {
-    text: &'static str,
+    pub(super) text: &'static str,
     /// (ISO code, country name), sorted by code.
-    countries: Vec<(&'static str, &'static str)>,
+    pub(super) countries: Vec<(&'static str, &'static str)>,
+    /// The country names by two-letter code (`AA` is 0, `AB` 1, ...), for a lookup per result
+    /// without string comparisons.
+    by_code: Vec<Option<&'static str>>,
+}
+
+/// Where a two-letter upper-case ISO code sits in [`GeoNames::by_code`].
+fn code_index(code: &str) -> Option<usize> {
+    match code.as_bytes() {
+        &[a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            Some(usize::from(a - b'A') * 26 + usize::from(b - b'A'))
+        }
+        _ => None,
+    }
 }
 
 impl GeoNames {
@@ -42,50 +52,122 @@ impl GeoNames {
                 "embedded GeoNames data has malformed lines; they are skipped"
             );
         }
+        let countries = parse_countries(EMBEDDED_COUNTRIES);
+        let mut by_code = vec![None; 26 * 26];
+        for &(code, name) in &countries {
+            if let Some(i) = code_index(code) {
+                by_code[i] = Some(name);
+            }
+        }
         let geonames = GeoNames {
             text: EMBEDDED_CITIES,
-            countries: parse_countries(EMBEDDED_COUNTRIES),
+            countries,
+            by_code,
         };
         (geonames, entries)
     }
 
-    /// The Google-shaped result for the place whose line starts at byte `offset`.
-    pub(super) fn result(&self, offset: u32) -> Option<Value> {
-        let line = line_at(self.text, offset as usize);
-        // The line parsed when the index was built, so this does not fail.
-        let place = parse_geonames_line(line).ok()?;
-        let mut vicinity = String::with_capacity(64);
-        vicinity.push_str(place.name);
-        if is_region_code(place.admin1) {
-            vicinity.push_str(", ");
-            vicinity.push_str(place.admin1);
+    /// The Google-shaped result for the place whose line starts at byte `offset`, borrowing
+    /// its strings from the embedded text (nothing is allocated until it is rendered).
+    pub(super) fn result(&self, offset: u32) -> Option<GeoResult<'static>> {
+        // The line was checked when the index was built: only split it and read the numbers.
+        let [id, name, lat, lng, country, admin1, _] = fields_at(self.text, offset as usize)?;
+        Some(PlaceResult {
+            lat: lat.parse().ok()?,
+            lng: lng.parse().ok()?,
+            name,
+            place_id: PlaceId(id),
+            types: &LOCALITY_TYPES,
+            vicinity: Vicinity {
+                name,
+                region: is_region_code(admin1).then_some(admin1),
+                country: self.country_name(country),
+            },
+        })
+    }
+
+    /// The name of the country with ISO code `code`, if known.
+    fn country_name(&self, code: &str) -> Option<&'static str> {
+        match code_index(code) {
+            Some(i) => self.by_code[i],
+            None => {
+                let countries = &self.countries;
+                let i = countries.binary_search_by(|(c, _)| (*c).cmp(code)).ok()?;
+                Some(countries[i].1)
+            }
         }
-        let countries = &self.countries;
-        if let Ok(i) = countries.binary_search_by(|(code, _)| (*code).cmp(place.country)) {
-            vicinity.push_str(", ");
-            vicinity.push_str(countries[i].1);
+    }
+}
+
+/// The tab-separated fields of the line starting at byte `offset` of `text`, in one pass;
+/// `None` unless there are exactly [`GEONAMES_FIELDS`].
+fn fields_at(text: &str, offset: usize) -> Option<[&str; GEONAMES_FIELDS]> {
+    let bytes = text.as_bytes();
+    let mut fields = [""; GEONAMES_FIELDS];
+    let mut count = 0;
+    let mut from = offset;
+    for at in offset..=bytes.len() {
+        let end = match bytes.get(at) {
+            Some(b'\t') => false,
+            Some(b'\n') | None => true,
+            Some(_) => continue,
+        };
+        let field = fields.get_mut(count)?;
+        // Tabs and newlines are ASCII: these are char boundaries.
+        *field = text.get(from..at)?;
+        count += 1;
+        from = at + 1;
+        if end {
+            break;
         }
-        let mut place_id = String::with_capacity(20);
-        let _ = write!(place_id, "geonames:{}", place.id);
-        Some(result_value(
-            place.lat,
-            place.lng,
-            place.name,
-            place_id,
-            LOCALITY_TYPES.iter().map(|t| Value::from(*t)).collect(),
-            vicinity,
-        ))
+    }
+    if count != GEONAMES_FIELDS {
+        return None;
+    }
+    let last = &mut fields[GEONAMES_FIELDS - 1];
+    *last = last.strip_suffix('\r').unwrap_or(last);
+    Some(fields)
+}
+
+/// A GeoNames result: its id and vicinity are written out as it is rendered.
+pub(super) type GeoResult<'a> = PlaceResult<'a, PlaceId<'a>, &'static str, Vicinity<'a>>;
+
+/// `geonames:<geonameid>`.
+pub(super) struct PlaceId<'a>(&'a str);
+
+impl JsonText for PlaceId<'_> {
+    fn push_escaped(&self, out: &mut String) {
+        out.push_str("geonames:");
+        push_escaped(out, self.0);
+    }
+}
+
+/// `<name>[, <region code>][, <country name>]`.
+pub(super) struct Vicinity<'a> {
+    name: &'a str,
+    region: Option<&'a str>,
+    country: Option<&'a str>,
+}
+
+impl JsonText for Vicinity<'_> {
+    fn push_escaped(&self, out: &mut String) {
+        push_escaped(out, self.name);
+        for part in [self.region, self.country].into_iter().flatten() {
+            out.push_str(", ");
+            push_escaped(out, part);
+        }
     }
 }
 
 /// Whether an admin1 code is a human-readable region code such as `CA` or `ENG` (letters
 /// only), rather than a number (`03`) or an opaque code (`ESYE12`, `A2`).
-fn is_region_code(code: &str) -> bool {
+pub(super) fn is_region_code(code: &str) -> bool {
     !code.is_empty() && code.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// The line starting at byte `offset` of `text`, without its line ending.
-fn line_at(text: &str, offset: usize) -> &str {
+#[cfg(test)]
+pub(super) fn line_at(text: &str, offset: usize) -> &str {
     let rest = text.get(offset..).unwrap_or("");
     let line = rest.split('\n').next().unwrap_or("");
     line.strip_suffix('\r').unwrap_or(line)
@@ -93,20 +175,20 @@ fn line_at(text: &str, offset: usize) -> &str {
 
 /// One GeoNames line, split.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct GeoPlace<'a> {
-    id: &'a str,
-    name: &'a str,
-    lat: f64,
-    lng: f64,
-    country: &'a str,
-    admin1: &'a str,
+pub(super) struct GeoPlace<'a> {
+    pub(super) id: &'a str,
+    pub(super) name: &'a str,
+    pub(super) lat: f64,
+    pub(super) lng: f64,
+    pub(super) country: &'a str,
+    pub(super) admin1: &'a str,
 }
 
 /// The number of tab-separated fields on a GeoNames line.
 const GEONAMES_FIELDS: usize = 7;
 
 /// Splits and checks one GeoNames line (without its line ending).
-fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
+pub(super) fn parse_geonames_line(line: &str) -> Result<GeoPlace<'_>, String> {
     let mut fields = [""; GEONAMES_FIELDS];
     let mut split = line.split('\t');
     for field in &mut fields {
@@ -278,8 +360,33 @@ mod tests {
         assert!(entries.len() > 100_000, "only {} places", entries.len());
         assert_eq!(embedded().len(), lines);
 
+        // A reply splits a line again, without the checks: it finds what the checks found.
+        let (geonames, _) = GeoNames::embedded();
+        for entry in &entries {
+            let checked = parse_geonames_line(line_at(EMBEDDED_CITIES, entry.data as usize));
+            let checked = checked.unwrap();
+            let [id, name, lat, lng, country, admin1, _] =
+                fields_at(EMBEDDED_CITIES, entry.data as usize).unwrap();
+            assert_eq!(
+                (id, name, country, admin1),
+                (checked.id, checked.name, checked.country, checked.admin1)
+            );
+            assert_eq!(
+                (lat.parse(), lng.parse()),
+                (Ok(checked.lat), Ok(checked.lng))
+            );
+        }
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6\t7\r\nx", 0).unwrap()[6], "7");
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6", 0), None);
+        assert_eq!(fields_at("1\t2\t3\t4\t5\t6\t7\t8", 0), None);
+
         let countries = parse_countries(EMBEDDED_COUNTRIES);
         assert!(countries.len() > 240);
+        for &(code, name) in &countries {
+            assert_eq!(geonames.country_name(code), Some(name), "{code}");
+        }
+        assert_eq!(geonames.country_name("ZZZ"), None);
+        assert_eq!(geonames.country_name("zz"), None);
         // Every place's country has a name.
         for line in EMBEDDED_CITIES.lines() {
             let place = parse_geonames_line(line).unwrap();
@@ -301,7 +408,7 @@ mod tests {
     #[test]
     fn vicinity_uses_letter_region_codes_only() {
         // Beverly Hills, CA; a Greek place with an opaque admin1 code (ESYE..) gets none.
-        let doc = embedded().search(query(34.07362, -118.40036, 0.1, 1));
+        let doc = embedded().search_value(query(34.07362, -118.40036, 0.1, 1));
         assert_eq!(
             doc["results"][0]["vicinity"],
             "Beverly Hills, CA, United States"
@@ -310,7 +417,7 @@ mod tests {
         assert!(!is_region_code("03"));
         assert!(!is_region_code("ESYE12"));
         assert!(!is_region_code(""));
-        let doc = embedded().search(query(37.98376, 23.72784, 3.0, 1)); // central Athens
+        let doc = embedded().search_value(query(37.98376, 23.72784, 3.0, 1)); // central Athens
         let vicinity = doc["results"][0]["vicinity"].as_str().unwrap();
         assert!(
             vicinity.ends_with(", Greece") && !vicinity.contains("ESYE"),

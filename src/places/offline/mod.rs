@@ -14,16 +14,17 @@
 
 mod geonames;
 mod poi;
+#[cfg(test)]
+mod reference;
+mod render;
 
 use std::path::Path;
 
-use rstar::primitives::GeomWithData;
-use rstar::RTree;
-use serde_json::{json, Map, Value};
-
-use super::{error_document, nearby_document, NearbyQuery, PlacesFuture, PlacesProvider};
+use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
 use geonames::GeoNames;
 use poi::Pois;
+use rstar::primitives::GeomWithData;
+use rstar::RTree;
 
 /// Mean Earth radius in kilometres (IUGG), used to turn a radius into an angle.
 pub const EARTH_RADIUS_KM: f64 = 6371.0088;
@@ -98,8 +99,9 @@ impl OfflineIndex {
         self.len() == 0
     }
 
-    /// The Google Nearby Search (legacy) document for `query`, computed synchronously.
-    pub fn search(&self, query: NearbyQuery) -> Value {
+    /// The Google Nearby Search (legacy) document for `query`, computed synchronously and
+    /// rendered straight to its wire text (no `serde_json::Value` in between).
+    pub fn search(&self, query: NearbyQuery) -> Document {
         let NearbyQuery {
             lat,
             lng,
@@ -107,44 +109,34 @@ impl OfflineIndex {
             bound,
         } = query;
         if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
-            return error_document(
-                "INVALID_REQUEST",
-                &format!("latitude {lat} is out of range"),
-            );
+            return render::invalid_request(&format!("latitude {lat} is out of range"));
         }
         if !(lng.is_finite() && (-180.0..=180.0).contains(&lng)) {
-            return error_document(
-                "INVALID_REQUEST",
-                &format!("longitude {lng} is out of range"),
-            );
+            return render::invalid_request(&format!("longitude {lng} is out of range"));
         }
         if radius_km.is_nan() || radius_km <= 0.0 {
-            return error_document(
-                "INVALID_REQUEST",
-                &format!("radius {radius_km} km is not positive"),
-            );
+            return render::invalid_request(&format!("radius {radius_km} km is not positive"));
         }
         if bound == 0 {
-            return error_document("INVALID_REQUEST", "bound must be at least 1");
+            return render::invalid_request("bound must be at least 1");
         }
 
         let max_chord_2 = chord_2_for_radius(radius_km);
-        let results: Vec<Value> = self
+        let hits = self
             .tree
             .nearest_neighbor_iter_with_distance_2(unit_vector(lat, lng))
             .take_while(|&(_, chord_2)| chord_2 <= max_chord_2)
             .take(bound)
-            .filter_map(|(entry, _)| self.result(entry.data))
-            .collect();
-
-        nearby_document(results)
-    }
-
-    /// The Google-shaped result for one index entry.
-    fn result(&self, data: u32) -> Option<Value> {
+            .map(|(entry, _)| entry.data);
         match &self.places {
-            Places::GeoNames(geonames) => geonames.result(data),
-            Places::Poi(pois) => pois.result(data),
+            Places::GeoNames(geonames) => render::nearby(
+                &hits
+                    .filter_map(|at| geonames.result(at))
+                    .collect::<Vec<_>>(),
+            ),
+            Places::Poi(pois) => {
+                render::nearby(&hits.filter_map(|at| pois.result(at)).collect::<Vec<_>>())
+            }
         }
     }
 }
@@ -158,28 +150,6 @@ impl PlacesProvider for OfflineIndex {
         // CPU-only and fast (microseconds): computed when the future is first polled.
         Box::pin(async move { self.search(query) })
     }
-}
-
-/// One result object. Keys are inserted in alphabetical order, so the output is the same
-/// whether or not serde_json's `preserve_order` feature is enabled somewhere in the build.
-fn result_value(
-    lat: f64,
-    lng: f64,
-    name: &str,
-    place_id: String,
-    types: Vec<Value>,
-    vicinity: String,
-) -> Value {
-    let mut map = Map::new();
-    map.insert(
-        "geometry".into(),
-        json!({ "location": { "lat": lat, "lng": lng } }),
-    );
-    map.insert("name".into(), Value::from(name));
-    map.insert("place_id".into(), Value::String(place_id));
-    map.insert("types".into(), Value::Array(types));
-    map.insert("vicinity".into(), Value::String(vicinity));
-    Value::Object(map)
 }
 
 /// The point on the unit sphere for a latitude and longitude in degrees.
@@ -216,7 +186,16 @@ fn parse_coordinate(text: &str, what: &str, limit: f64) -> Result<f64, String> {
 /// The index's tests; the `pub(super)` helpers are shared with the submodules' tests.
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
+
+    impl OfflineIndex {
+        /// The rendered document parsed back, for tests that look at its fields.
+        pub(crate) fn search_value(&self, query: NearbyQuery) -> Value {
+            serde_json::from_str(self.search(query).as_str()).expect("a document is JSON")
+        }
+    }
 
     /// Independent great-circle distance (haversine), in km.
     fn haversine_km(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
@@ -280,7 +259,7 @@ mod tests {
     #[test]
     fn ucla_within_10_km_nearest_first() {
         let (lat, lng) = (34.068930, -118.445127);
-        let doc = embedded().search(query(lat, lng, 10.0, 20));
+        let doc = embedded().search_value(query(lat, lng, 10.0, 20));
         assert_eq!(doc["status"], "OK");
         assert_eq!(doc["html_attributions"], json!([]));
         let got = results(&doc);
@@ -343,7 +322,7 @@ mod tests {
             (64.1, -21.9),
         ] {
             for radius in [0.5, 3.0, 7.5, 50.0] {
-                let doc = embedded().search(query(lat, lng, radius, 20));
+                let doc = embedded().search_value(query(lat, lng, radius, 20));
                 let expected = brute_force(lat, lng, radius);
                 assert_eq!(
                     results(&doc).len(),
@@ -361,19 +340,19 @@ mod tests {
     #[test]
     fn bound_cuts_results() {
         let (lat, lng) = (34.068930, -118.445127);
-        let one = embedded().search(query(lat, lng, 50.0, 1));
+        let one = embedded().search_value(query(lat, lng, 50.0, 1));
         assert_eq!(names(&one), ["Bel Air"]);
-        let twenty = embedded().search(query(lat, lng, 50.0, 20));
+        let twenty = embedded().search_value(query(lat, lng, 50.0, 20));
         assert_eq!(results(&twenty).len(), 20);
         assert_eq!(results(&twenty)[0], results(&one)[0]);
         assert!(brute_force(lat, lng, 50.0).len() > 100);
-        let five = embedded().search(query(lat, lng, 50.0, 5));
+        let five = embedded().search_value(query(lat, lng, 50.0, 5));
         assert_eq!(results(&five)[..], results(&twenty)[..5]);
     }
 
     #[test]
     fn zero_results_mid_pacific() {
-        let doc = embedded().search(query(0.0, -140.0, 5.0, 20));
+        let doc = embedded().search_value(query(0.0, -140.0, 5.0, 20));
         assert_eq!(
             doc,
             json!({"html_attributions": [], "results": [], "status": "ZERO_RESULTS"})
@@ -390,7 +369,7 @@ mod tests {
             query(0.0, 0.0, f64::NAN, 1),
             query(0.0, 0.0, 1.0, 0),
         ] {
-            let doc = embedded().search(q);
+            let doc = embedded().search_value(q);
             assert_eq!(doc["status"], "INVALID_REQUEST", "{q:?}");
             assert!(doc["error_message"].is_string());
             assert_eq!(doc["results"], json!([]));
@@ -400,9 +379,9 @@ mod tests {
     #[test]
     fn antimeridian_embedded() {
         // Egvekinot, Chukotka, is at (66.32321, -179.11838); ask from the other side of 180.
-        let doc = embedded().search(query(66.3, 179.95, 50.0, 20));
+        let doc = embedded().search_value(query(66.3, 179.95, 50.0, 20));
         assert!(names(&doc).contains(&"Egvekinot"), "{:?}", names(&doc));
-        let doc = embedded().search(query(66.3, -180.0, 50.0, 20));
+        let doc = embedded().search_value(query(66.3, -180.0, 50.0, 20));
         assert!(names(&doc).contains(&"Egvekinot"), "{:?}", names(&doc));
     }
 
@@ -416,21 +395,21 @@ mod tests {
              North B,89.99,180\n\
              South,-90,45\n",
         );
-        let doc = index.search(query(0.0, 179.99, 5.0, 20));
+        let doc = index.search_value(query(0.0, 179.99, 5.0, 20));
         assert_eq!(names(&doc), ["West", "East"]);
-        let doc = index.search(query(0.0, -180.0, 1.2, 20));
+        let doc = index.search_value(query(0.0, -180.0, 1.2, 20));
         let mut got = names(&doc);
         got.sort();
         assert_eq!(got, ["East", "West"]);
         // Across the north pole: 0.02 degrees of arc, about 2.2 km.
-        let doc = index.search(query(89.99, 0.0, 3.0, 20));
+        let doc = index.search_value(query(89.99, 0.0, 3.0, 20));
         assert_eq!(names(&doc), ["North A", "North B"]);
         // From the pole both are 0.01 degrees away (a tie, in either order).
-        let doc = index.search(query(90.0, 123.0, 1.2, 20));
+        let doc = index.search_value(query(90.0, 123.0, 1.2, 20));
         let mut got = names(&doc);
         got.sort();
         assert_eq!(got, ["North A", "North B"]);
-        let doc = index.search(query(-89.9999, -170.0, 1.0, 20));
+        let doc = index.search_value(query(-89.9999, -170.0, 1.0, 20));
         assert_eq!(names(&doc), ["South"]);
     }
 
@@ -444,14 +423,14 @@ mod tests {
             10.0 + deg(50.1)
         );
         let index = poi_index(&csv);
-        let doc = index.search(query(10.0, 20.0, 50.0, 20));
+        let doc = index.search_value(query(10.0, 20.0, 50.0, 20));
         assert_eq!(names(&doc), ["in"]);
-        let doc = index.search(query(10.0, 20.0, 50.2, 20));
+        let doc = index.search_value(query(10.0, 20.0, 50.2, 20));
         assert_eq!(names(&doc), ["in", "out"]);
 
         let csv = format!("name,lat,lon\nin,0,{}\nout,0,{}\n", -deg(49.99), deg(50.01));
         let index = poi_index(&csv);
-        let doc = index.search(query(0.0, 0.0, 50.0, 20));
+        let doc = index.search_value(query(0.0, 0.0, 50.0, 20));
         assert_eq!(names(&doc), ["in"]);
         for r in results(&doc) {
             let (plat, plng) = location(r);
@@ -467,6 +446,7 @@ mod tests {
             .build()
             .unwrap()
             .block_on(index.nearby(query(34.068930, -118.445127, 10.0, 3)));
+        let doc: Value = serde_json::from_str(doc.as_str()).unwrap();
         assert_eq!(names(&doc).len(), 3);
         assert_eq!(names(&doc)[..2], ["Bel Air", "Westwood"]);
     }

@@ -8,24 +8,24 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{anyhow, Context as _};
-use serde_json::Value;
 
-use super::{parse_coordinate, result_value, unit_vector, Entry};
+use super::render::PlaceResult;
+use super::{parse_coordinate, unit_vector, Entry};
 
 /// Types of a point of interest whose file has no `types` for it.
 const DEFAULT_POI_TYPES: [&str; 2] = ["point_of_interest", "establishment"];
 
 /// A user's points of interest, in file order; an index's entries hold positions in it.
-pub(super) struct Pois(Vec<Poi>);
+pub(super) struct Pois(pub(super) Vec<Poi>);
 
 /// One point of interest from a user's CSV file, ready to be put in a reply.
-struct Poi {
-    lat: f64,
-    lng: f64,
-    name: String,
-    place_id: String,
-    types: Vec<String>,
-    vicinity: String,
+pub(super) struct Poi {
+    pub(super) lat: f64,
+    pub(super) lng: f64,
+    pub(super) name: String,
+    pub(super) place_id: String,
+    pub(super) types: Vec<String>,
+    pub(super) vicinity: String,
 }
 
 impl Pois {
@@ -38,19 +38,22 @@ impl Pois {
         parse(&text, &path.display().to_string())
     }
 
-    /// The Google-shaped result for the point of interest at `index`.
-    pub(super) fn result(&self, index: u32) -> Option<Value> {
+    /// The Google-shaped result for the point of interest at `index`, borrowing its strings.
+    pub(super) fn result(&self, index: u32) -> Option<PoiResult<'_>> {
         let poi = self.0.get(index as usize)?;
-        Some(result_value(
-            poi.lat,
-            poi.lng,
-            &poi.name,
-            poi.place_id.clone(),
-            poi.types.iter().map(|t| Value::from(t.as_str())).collect(),
-            poi.vicinity.clone(),
-        ))
+        Some(PlaceResult {
+            lat: poi.lat,
+            lng: poi.lng,
+            name: &poi.name,
+            place_id: poi.place_id.as_str(),
+            types: &poi.types,
+            vicinity: poi.vicinity.as_str(),
+        })
     }
 }
+
+/// A point-of-interest result.
+pub(super) type PoiResult<'a> = PlaceResult<'a, &'a str, String, &'a str>;
 
 /// A CSV record and the line it starts on, or the line and a description of what is wrong.
 type CsvRecord = Result<(usize, Vec<String>), (usize, String)>;
@@ -329,7 +332,7 @@ mod tests {
                    b2,\"Multi\nline\",34.08,-118.46,  ,\"\",\"\"\r\n";
         let index = poi_index(csv);
         assert_eq!(index.len(), 3);
-        let doc = index.search(query(34.06, -118.44, 10.0, 20));
+        let doc = index.search_value(query(34.06, -118.44, 10.0, 20));
         assert_eq!(doc["status"], "OK");
         let got = results(&doc);
         assert_eq!(
@@ -378,7 +381,7 @@ mod tests {
             "pois.csv line 6: latitude 95 is out of range [-90, 90]"
         );
         let index = poi_index("name,lat,lng\n\nfirst,3,4\r\n \nsecond,5,6\n");
-        let doc = index.search(query(3.0, 4.0, 500.0, 5));
+        let doc = index.search_value(query(3.0, 4.0, 500.0, 5));
         let ids: Vec<&str> = results(&doc)
             .iter()
             .map(|r| r["place_id"].as_str().unwrap())
@@ -457,7 +460,7 @@ mod tests {
     fn csv_header_only_is_an_empty_index() {
         let index = poi_index("name,lat,lon\n");
         assert!(index.is_empty());
-        let doc = index.search(query(1.0, 2.0, 50.0, 20));
+        let doc = index.search_value(query(1.0, 2.0, 50.0, 20));
         assert_eq!(doc["status"], "ZERO_RESULTS");
         assert_eq!(results(&doc).len(), 0);
     }
@@ -470,7 +473,7 @@ mod tests {
         let index = OfflineIndex::from_csv_path(&path);
         let _ = std::fs::remove_file(&path);
         let index = index.unwrap();
-        let doc = index.search(query(34.068930, -118.445127, 1.0, 5));
+        let doc = index.search_value(query(34.068930, -118.445127, 1.0, 5));
         assert_eq!(names(&doc), ["Royce Hall"]);
         assert_eq!(
             doc["results"][0]["types"],
