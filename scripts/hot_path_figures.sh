@@ -22,10 +22,10 @@ echo "== echo ratio 50x32" | tee -a summary.txt
 for i in 1 2 3; do (cd relaxed && $H bench --target Alford --duration 8 --connections 50 --baseline-echo --json) | tee -a summary.txt; done
 echo "== echo ratio 1x32" | tee -a summary.txt
 for i in 1 2; do (cd relaxed && $H bench --target Alford --duration 8 --connections 1 --baseline-echo --json) | tee -a summary.txt; done
-(cd strict && $H start all >/dev/null)
-echo "== strict vs relaxed (relaxed, strict alternating)" | tee -a summary.txt
-for i in 1 2 3; do for d in relaxed strict; do (cd $d && echo -n "$d " && $H bench --target Alford --duration 8 --connections 50 --json) | tee -a summary.txt; done; done
-(cd strict && $H stop all >/dev/null)
+echo "== strict vs relaxed (alternating, each run on a fresh store: same table size)" | tee -a summary.txt
+(cd relaxed && $H stop all >/dev/null)
+for i in 1 2 3; do for d in relaxed strict; do (cd $d && rm -rf data logs && $H start all >/dev/null && echo -n "$d " && $H bench --target Alford --duration 8 --connections 50 --json; $H stop all >/dev/null) | tee -a summary.txt; done; done
+(cd relaxed && rm -rf data logs && $H start all >/dev/null)
 echo "== WHATSAT r=50 b=20 at 1000/s" | tee -a summary.txt
 for i in 1 2 3; do (cd relaxed && $H bench --target Alford --duration 10 --rate 1000 --mix whatsat=100 --radius 50 --bound 20 --json) | tee -a summary.txt; done
 echo "== IAMAT at 1000/s (floor)" | tee -a summary.txt
