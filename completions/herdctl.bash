@@ -155,7 +155,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__bench)
-            opts="-h --target --duration --connections --rate --window --per-request --ids --mix --radius --bound --propagation --baseline-echo --json --config --help"
+            opts="-h --target --duration --connections --rate --window --per-request --ids --id-prefix --mix --radius --bound --propagation --baseline-echo --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -182,6 +182,10 @@ _herdctl() {
                     return 0
                     ;;
                 --ids)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --id-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -90,6 +90,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l connections -d
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rate -d 'Open loop: send this many requests per second in all, whatever the replies do (latency counts from when each request was due). Without it: closed loop' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l window -d 'Requests in flight per connection in the closed loop (pipelining)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l ids -d 'Distinct client ids the IAMATs cycle through (fewer ids: more updates per client, which a node coalesces; more: closer to a herd of many clients)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l id-prefix -d 'Client ids are this text and a number. By default a new prefix per run, so every run reports new clients; give the same one to make runs update the same clients (to compare runs against one node at the same table size)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l mix -d 'The share of each command, e.g. `iamat=90,whatsat=10`' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l radius -d 'WHATSAT radius in km' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l bound -d 'WHATSAT bound (most places per reply)' -r

@@ -152,6 +152,11 @@ pub struct BenchArgs {
     /// which a node coalesces; more: closer to a herd of many clients).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub ids: u64,
+    /// Client ids are this text and a number. By default a new prefix per run, so every run
+    /// reports new clients; give the same one to make runs update the same clients (to
+    /// compare runs against one node at the same table size).
+    #[arg(long, value_name = "TEXT")]
+    pub id_prefix: Option<String>,
     /// The share of each command, e.g. `iamat=90,whatsat=10`.
     #[arg(long, value_name = "MIX", default_value = "iamat=100")]
     pub mix: String,

@@ -89,6 +89,26 @@ fn ids_sets_how_many_clients_the_run_reports_to() {
     assert_sane(&report);
     assert_eq!(report["ids"], 7, "{report}");
     assert_eq!(herd.status("Alford").clients, 7);
+
+    // Runs with one --id-prefix update the same clients; without it each run brings new ones.
+    let run = |prefix: &[&str]| {
+        let mut args = vec!["--target", "Alford", "--duration", "0.3", "--ids", "5"];
+        args.extend_from_slice(prefix);
+        assert_sane(&bench(&herd, &args));
+    };
+    run(&["--id-prefix", "same-"]);
+    run(&["--id-prefix", "same-"]);
+    assert_eq!(herd.status("Alford").clients, 7 + 5);
+    run(&[]);
+    assert_eq!(herd.status("Alford").clients, 7 + 5 + 5);
+    assert!(herd.known_at("Alford", "same-4").is_some());
+    let bad_prefix = common::run_to_end(
+        herd.herdctl()
+            .args(["bench", "--target", "Alford", "--id-prefix", "two words"]),
+        b"",
+    );
+    assert!(!bad_prefix.status.success());
+    assert!(String::from_utf8_lossy(&bad_prefix.stderr).contains("--id-prefix"));
     let refused = common::run_to_end(
         herd.herdctl()
             .args(["bench", "--target", "Alford", "--ids", "0"]),

@@ -114,7 +114,16 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    // The probe always has ids of its own: it waits for the other server to learn one, so
+    // an id from an earlier run would be seen at once.
     let prefix = format!("bench{}x{}-", std::process::id(), now.as_secs() % 1_000_000);
+    let load_prefix = match &args.id_prefix {
+        Some(text) if !text.is_empty() && !crate::protocol::is_valid_client_id(text) => {
+            bail!("--id-prefix {text:?} cannot start a client id: no spaces or control characters")
+        }
+        Some(text) => text.clone(),
+        None => prefix.clone(),
+    };
     let plan = Plan {
         duration: Duration::from_secs_f64(args.duration),
         connections,
@@ -123,7 +132,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         per_request: args.per_request,
         generator: GenSettings {
             mix,
-            prefix: prefix.clone(),
+            prefix: load_prefix,
             ids: args.ids,
             seeded: if mix.has_whatsat() {
                 SEEDED_CLIENTS.min(args.ids)
