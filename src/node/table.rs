@@ -128,14 +128,9 @@ impl Table {
         }
     }
 
-    /// Loads a record read back from the store (newer-wins, not written back). Returns the
-    /// stable hash of its client id (the store files the record by it).
-    pub fn restore_one(&self, record: AtRecord) -> u64 {
-        let client = record.client();
-        self.restore(&record, client)
-    }
-
-    /// [`Table::restore_one`] for a record whose client id the caller has at hand.
+    /// Loads a record read back from the store (newer-wins, not written back); `client` is
+    /// its client id, which the reader found on the way. Returns the stable hash of the id
+    /// (the store files the record by it).
     pub fn restore(&self, record: &AtRecord, client: &str) -> u64 {
         let hash = stable_hash(client.as_bytes());
         let bucket = bucket_of(hash);
@@ -366,8 +361,9 @@ mod tests {
         // Restoring keeps the newest per client and queues nothing.
         let fresh = Table::new();
         fresh.attach_store(Arc::clone(&store));
-        fresh.restore_one(record("Ball", "kiwi", "6"));
-        fresh.restore_one(record("Alford", "kiwi", "5"));
+        for record in [record("Ball", "kiwi", "6"), record("Alford", "kiwi", "5")] {
+            fresh.restore(&record, record.client());
+        }
         assert_eq!(fresh.get("kiwi").unwrap().origin(), "Ball");
         assert_eq!(fresh.len(), 1);
         assert_eq!(store.assigned(), 2);

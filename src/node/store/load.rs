@@ -139,27 +139,18 @@ pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found),
     let forget = |sled: Sled| {
         let _ = catch_unwind(AssertUnwindSafe(move || drop(sled)));
     };
-    let legacy = match catch_unwind(AssertUnwindSafe(|| check_marker(&sled, existed))) {
-        Ok(Ok(legacy)) => legacy,
-        Ok(Err(e)) => {
-            forget(sled);
-            return Err(Failure::Unreadable(format!("{e:#}")));
-        }
-        Err(panic) => {
-            forget(sled);
-            return Err(caught("reading", panic));
-        }
-    };
     let journal_dir = dir.join(journal::DIR);
+    // Checking the marker, listing the journal and reading everything: one guarded step.
     let loaded = catch_unwind(AssertUnwindSafe(|| {
+        let legacy = check_marker(&sled, existed)?;
         let segments = journal::list(&journal_dir)
             .with_context(|| format!("listing {}", journal_dir.display()))?;
         if !existed {
             journal::sync_dir(dir).context("syncing the new store's folder")?;
         }
-        load(&sled, legacy, dir, &segments, table).map(|loaded| (loaded, segments))
+        load(&sled, legacy, dir, &segments, table).map(|loaded| (legacy, loaded, segments))
     }));
-    let (loaded, segments) = match loaded {
+    let (legacy, loaded, segments) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => {
             forget(sled);
@@ -376,7 +367,7 @@ fn load(
             match record {
                 Some(record) => {
                     tally.records += 1;
-                    table.restore_one(record);
+                    table.restore(&record, record.client());
                 }
                 None => tally.skip(
                     dir,
