@@ -142,9 +142,9 @@ async fn read_side(
             ),
         };
         shared.heard();
-        let received = now_nanos();
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
+                let received = now_nanos();
                 let new = node.accept_from_peer(
                     AtRecord::from_fields(&fields),
                     neighbour,
