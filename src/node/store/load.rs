@@ -238,18 +238,6 @@ fn check_marker(sled: &Sled, existed: bool) -> Result<Legacy> {
     }
 }
 
-/// What reading a store back found.
-struct Loaded {
-    records: usize,
-    skipped: usize,
-    torn: usize,
-    chunk_bytes: Vec<u32>,
-    chunk_records: Vec<u32>,
-    /// The chunks of the records read from a journal: the next compaction must write them.
-    journal_dirty: Vec<bool>,
-    journal_bytes: u64,
-}
-
 /// A piece of the store for one reader thread.
 enum Work {
     /// A journal segment, whole.
@@ -264,13 +252,7 @@ enum Work {
 /// several threads at once: each takes the next piece of work (a segment, a range of
 /// chunks) and parses its values as they come, so memory holds about one value (or segment)
 /// per thread, not the store. Replay order does not matter: the table keeps the newest.
-fn load(
-    sled: &Sled,
-    legacy: Legacy,
-    dir: &Path,
-    segments: &[u64],
-    table: &Table,
-) -> Result<Loaded> {
+fn load(sled: &Sled, legacy: Legacy, dir: &Path, segments: &[u64], table: &Table) -> Result<Tally> {
     if let Some(count) = sled
         .meta
         .get(RECORDS_KEY)
@@ -377,15 +359,7 @@ fn load(
             }
         }
     }
-    Ok(Loaded {
-        records: tally.records,
-        skipped: tally.skipped,
-        torn: tally.torn,
-        chunk_bytes: tally.chunk_bytes,
-        chunk_records: tally.chunk_records,
-        journal_dirty: tally.journal_dirty,
-        journal_bytes: tally.journal_bytes,
-    })
+    Ok(tally)
 }
 
 /// Reading threads at start-up: the machine's cores, at most four.
@@ -393,7 +367,7 @@ fn reader_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
-/// What reader threads found.
+/// What reader threads found (each its own, merged), and so what reading the store found.
 struct Tally {
     records: usize,
     skipped: usize,
