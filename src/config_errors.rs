@@ -99,7 +99,7 @@ fn field_at(text: &str, line: usize, column: usize) -> (Option<String>, Option<S
             .rev()
             .map(|l| l.split('#').next().unwrap_or_default())
             .find(|l| !l.trim().is_empty())
-            .and_then(|l| key_ending(l))
+            .and_then(key_ending)
     });
     (key, value)
 }
