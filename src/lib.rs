@@ -17,6 +17,7 @@ pub mod node;
 pub mod panics;
 pub mod pidlock;
 pub mod places;
+pub mod private;
 pub mod protocol;
 pub mod record;
 pub mod supervisor;
