@@ -42,6 +42,8 @@ impl HerdSource {
 /// on).
 pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
+    // Its store, logs and lock hold clients' locations: this user's only, sled's files too.
+    crate::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell
@@ -165,9 +167,9 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
         eprintln!("herdctl: warning: {warning}");
     }
     println!(
-        "{}: {} servers",
+        "{}: {}",
         config.path.display(),
-        config.servers.len()
+        crate::supervisor::cli::plural(config.servers.len(), "server")
     );
     for server in config.servers.values() {
         let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();
