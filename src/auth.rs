@@ -87,6 +87,68 @@ impl HerdSecret {
         let mac = self.mac(&["auth", dialler, acceptor, acceptor_nonce, dialler_nonce]);
         unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
     }
+
+    /// The bearer token of the admin endpoint's `/status` and `/metrics`: derived from the
+    /// secret under its own label, so handing it to Prometheus does not hand out the secret
+    /// (nor anything a peer handshake accepts).
+    pub fn admin_token(&self) -> String {
+        hex(&self.mac(&["herd admin token"]).finalize().into_bytes())
+    }
+
+    /// Checks an admin bearer token in constant time.
+    pub fn verify_admin_token(&self, token: &str) -> bool {
+        let mac = self.mac(&["herd admin token"]);
+        unhex(token).is_some_and(|t| mac.verify_slice(&t).is_ok())
+    }
+}
+
+/// The operator's control path (`operator.rs`) proves the same secret the same way:
+///
+///   tool -> `HERD OPERATOR <nonce_t>`
+///   node -> `HERD CHALLENGE <node> <nonce_n> <mac_n>`      mac_n = HMAC(challenge|node|nonce_t|nonce_n)
+///   tool -> `HERD CONTROL <mac_t> <command>`             mac_t = HMAC(control|node|nonce_n|nonce_t|command)
+///
+/// The command is inside the proof, and the node's nonce is good for one command, so a
+/// recorded command can be neither replayed nor changed.
+impl HerdSecret {
+    pub fn challenge_mac(&self, node: &str, tool_nonce: &str, node_nonce: &str) -> String {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_challenge(
+        &self,
+        proof: &str,
+        node: &str,
+        tool_nonce: &str,
+        node_nonce: &str,
+    ) -> bool {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
+
+    pub fn control_mac(
+        &self,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> String {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_control(
+        &self,
+        proof: &str,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> bool {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
 }
 
 impl fmt::Debug for HerdSecret {
@@ -134,6 +196,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_admin_token_is_derived_and_checked() {
+        let secret = HerdSecret::new("correct horse".into());
+        let token = secret.admin_token();
+        assert_eq!(token.len(), 64);
+        assert!(!token.contains("correct"));
+        assert!(secret.verify_admin_token(&token));
+        assert!(!secret.verify_admin_token(&token[..62]));
+        assert!(!secret.verify_admin_token(""));
+        assert!(!HerdSecret::new("battery staple".into()).verify_admin_token(&token));
+    }
+
+    #[test]
     fn proofs_verify_only_with_the_same_secret_names_and_nonces() {
         let secret = HerdSecret::new("correct horse".into());
         let (nd, na) = (nonce(), nonce());
@@ -160,6 +234,22 @@ mod tests {
         assert!(secret.verify_auth(&a, "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("-", "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("zz", "Alford", "Ball", &na, &nd));
+    }
+
+    #[test]
+    fn control_proofs_bind_the_command_and_both_nonces() {
+        let secret = HerdSecret::new("correct horse".into());
+        let (nt, nn) = (nonce(), nonce());
+        let c = secret.challenge_mac("Ball", &nt, &nn);
+        assert!(secret.verify_challenge(&c, "Ball", &nt, &nn));
+        assert!(!secret.verify_challenge(&c, "Welsh", &nt, &nn));
+        let p = secret.control_mac("Ball", &nn, &nt, "CUT Welsh 1a");
+        assert!(secret.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nn, &nt, "CUT Alford 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nonce(), &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&c, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        let other = HerdSecret::new("battery staple".into());
+        assert!(!other.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
     }
 
     #[test]

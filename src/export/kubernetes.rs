@@ -24,8 +24,10 @@ pub const CONFIG_DIR: &str = "/etc/herd";
 pub const CONFIG_FILE: &str = "herd.yaml";
 /// The volume claim of each server: its store and its log files.
 const STATE_DIR: &str = "/var/lib/herd";
-/// Locks and stderr: an emptyDir, gone with the pod.
-const RUN_DIR: &str = "/run/herd";
+/// An emptyDir, gone with the pod, which the kubelet makes writable by everyone: the run
+/// folder (locks and stderr) is a private folder the node makes in it.
+const RUN_MOUNT: &str = "/run/herd";
+const RUN_DIR: &str = "/run/herd/run";
 const CONFIG_MAP: &str = "herd-config";
 const SECRET: &str = "herd-secret";
 const GOOGLE_SECRET: &str = "herd-google-places";
@@ -201,9 +203,11 @@ fn stateful_set(
     env: &[Value],
     config_hash: &str,
 ) -> Value {
-    let tcp_probe = |period: u32, failures: u32| {
+    // On the admin port, never the client port: a client holding every client slot must
+    // not make the pod look dead (or unready).
+    let http_probe = |path: &str, period: u32, failures: u32| {
         json!({
-            "tcpSocket": { "port": "herd" },
+            "httpGet": { "path": path, "port": "admin" },
             "periodSeconds": period,
             "failureThreshold": failures,
         })
@@ -231,7 +235,14 @@ fn stateful_set(
                 "metadata": {
                     "labels": selector,
                     // A changed herd file changes this, which rolls the pod onto it.
-                    "annotations": { "herdctl/config-sha256": config_hash },
+                    "annotations": {
+                        "herdctl/config-sha256": config_hash,
+                        // Prometheus's kubernetes_sd scrapes pods that ask for it; /metrics
+                        // needs the admin token unless admin.open (see the README).
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": server.admin_port.to_string(),
+                        "prometheus.io/path": "/metrics",
+                    },
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
@@ -240,6 +251,9 @@ fn stateful_set(
                         "runAsUser": USER_ID,
                         "runAsGroup": USER_ID,
                         "fsGroup": USER_ID,
+                        // Otherwise the kubelet makes every folder on the volume writable by
+                        // the group at each mount, and the node refuses such a folder.
+                        "fsGroupChangePolicy": "OnRootMismatch",
                         "seccompProfile": { "type": "RuntimeDefault" },
                     },
                     "containers": [{
@@ -251,12 +265,15 @@ fn stateful_set(
                             "run", server.name, "--log-stdout",
                         ],
                         "env": env,
-                        "ports": [{ "name": "herd", "containerPort": server.port, "protocol": "TCP" }],
+                        "ports": [
+                            { "name": "herd", "containerPort": server.port, "protocol": "TCP" },
+                            { "name": "admin", "containerPort": server.admin_port, "protocol": "TCP" },
+                        ],
                         // A node reads its whole store before it listens: give a big one
                         // time before liveness counts.
-                        "startupProbe": tcp_probe(2, 150),
-                        "readinessProbe": tcp_probe(5, 2),
-                        "livenessProbe": tcp_probe(10, 3),
+                        "startupProbe": http_probe("/readyz", 2, 150),
+                        "readinessProbe": http_probe("/readyz", 5, 2),
+                        "livenessProbe": http_probe("/healthz", 10, 3),
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
@@ -265,7 +282,7 @@ fn stateful_set(
                         "volumeMounts": [
                             { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
                             { "name": "state", "mountPath": STATE_DIR },
-                            { "name": "run", "mountPath": RUN_DIR },
+                            { "name": "run", "mountPath": RUN_MOUNT },
                         ],
                     }],
                     "volumes": [
@@ -474,8 +491,18 @@ supervisor: { stop_timeout_ms: 2500 }
         assert_eq!(container["ports"][0]["containerPort"], 12001);
         assert_eq!(set["spec"]["replicas"], 1);
         assert_eq!(pod["terminationGracePeriodSeconds"], 3);
-        assert!(container["readinessProbe"]["tcpSocket"].is_object());
-        assert!(container["livenessProbe"]["tcpSocket"].is_object());
+        assert_eq!(
+            container["readinessProbe"]["httpGet"],
+            json!({ "path": "/readyz", "port": "admin" })
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"],
+            json!({ "path": "/healthz", "port": "admin" })
+        );
+        assert_eq!(container["ports"][1]["containerPort"], 13001);
+        let annotations = &set["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "13001");
         assert_eq!(
             set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
             "state"
@@ -509,7 +536,7 @@ supervisor: { stop_timeout_ms: 2500 }
         assert_eq!(cluster.servers["Alford"].neighbours.len(), 2, "links kept");
         assert_eq!(cluster.limits.max_connections, 50, "settings kept");
         assert_eq!(cluster.data_dir, Path::new("/var/lib/herd/data"));
-        assert_eq!(cluster.run_dir, Path::new("/run/herd"));
+        assert_eq!(cluster.run_dir, Path::new("/run/herd/run"));
     }
 
     #[test]

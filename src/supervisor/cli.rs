@@ -119,11 +119,9 @@ impl SupervisorClient {
     fn spawn_daemon(&self) -> Result<std::process::Child> {
         let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
         if let Some(folder) = self.paths.log.parent() {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
+            crate::private::folder(folder, "log_dir")?;
         }
-        std::fs::create_dir_all(&self.config.run_dir)
-            .with_context(|| format!("cannot create {}", self.config.run_dir.display()))?;
+        crate::private::folder(&self.config.run_dir, "run_dir")?;
         // No supervisor has it open: a full log is renamed aside (the daemon rotates it in
         // place while it runs).
         files::rotate_if_larger(
@@ -132,10 +130,7 @@ impl SupervisorClient {
             Rotate::Rename,
         )
         .with_context(|| format!("cannot rotate {}", self.paths.log.display()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.log)
+        let log = crate::private::open_append(&self.paths.log)
             .with_context(|| format!("cannot open {}", self.paths.log.display()))?;
         let mut command = std::process::Command::new(exe);
         command
@@ -812,6 +807,9 @@ struct StatusRow {
     backoff_ms: Option<u64>,
     /// Health probes of the running process unanswered in a row.
     failed_probes: u32,
+    /// Why the supervisor gave up on the node (FATAL), while it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fatal_reason: Option<String>,
     /// For a local server with no process: who holds its port instead, if anyone.
     #[serde(skip_serializing_if = "Option::is_none")]
     port_held_by: Option<String>,
@@ -871,6 +869,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
+                fatal_reason: r.fatal_reason.clone(),
                 port_held_by: None,
             };
             if local {
@@ -896,6 +895,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: None,
                 backoff_ms: None,
                 failed_probes: 0,
+                fatal_reason: None,
                 ..row
             }
         })
@@ -952,6 +952,7 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
                 backoff_ms: None,
                 crashes_this_start: 0,
                 failed_probes: 0,
+                fatal_reason: None,
                 start_queued: false,
             }
         })
@@ -1061,6 +1062,12 @@ fn print_table(rows: &[StatusRow]) {
     }
     // What needs the operator's attention, below the table (it does not fit a column).
     for r in rows {
+        if let Some(why) = &r.fatal_reason {
+            println!(
+                "{}: FATAL: {why}; `herdctl start {}` tries again",
+                r.name, r.name
+            );
+        }
         if let Some(holder) = &r.port_held_by {
             println!(
                 "{}: {} but its port {} is held by {holder}, not by this herd",
