@@ -10,6 +10,7 @@ pub mod commands;
 pub mod completions;
 pub mod config;
 pub mod config_diff;
+pub mod direct;
 pub mod export;
 pub mod hosts;
 pub mod logs;
