@@ -34,6 +34,9 @@ _herdctl() {
             herdctl,kill)
                 cmd="herdctl__subcmd__kill"
                 ;;
+            herdctl,pause)
+                cmd="herdctl__subcmd__pause"
+                ;;
             herdctl,probe)
                 cmd="herdctl__subcmd__probe"
                 ;;
@@ -42,6 +45,9 @@ _herdctl() {
                 ;;
             herdctl,restart)
                 cmd="herdctl__subcmd__restart"
+                ;;
+            herdctl,resume)
+                cmd="herdctl__subcmd__resume"
                 ;;
             herdctl,run)
                 cmd="herdctl__subcmd__run"
@@ -100,6 +106,9 @@ _herdctl() {
             herdctl__subcmd__help,kill)
                 cmd="herdctl__subcmd__help__subcmd__kill"
                 ;;
+            herdctl__subcmd__help,pause)
+                cmd="herdctl__subcmd__help__subcmd__pause"
+                ;;
             herdctl__subcmd__help,probe)
                 cmd="herdctl__subcmd__help__subcmd__probe"
                 ;;
@@ -108,6 +117,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,restart)
                 cmd="herdctl__subcmd__help__subcmd__restart"
+                ;;
+            herdctl__subcmd__help,resume)
+                cmd="herdctl__subcmd__help__subcmd__resume"
                 ;;
             herdctl__subcmd__help,run)
                 cmd="herdctl__subcmd__help__subcmd__run"
@@ -143,7 +155,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill status send tail run check reload probe export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -381,7 +393,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill status send tail run check reload probe export completions bench supervise help"
+            opts="start stop restart kill pause resume status send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -506,6 +518,20 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -535,6 +561,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__resume)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -664,6 +704,24 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__pause)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__probe)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -709,6 +767,24 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__restart)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__resume)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         Command::Stop(targets) => supervisor::cli::stop(&cli.config, &targets.names),
         Command::Restart(targets) => supervisor::cli::restart(&cli.config, &targets.names),
         Command::Kill { name } => supervisor::cli::kill(&cli.config, name),
+        Command::Pause { name } => supervisor::cli::pause(&cli.config, name),
+        Command::Resume { name } => supervisor::cli::resume(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
         Command::Reload { node: None, .. } => supervisor::cli::reload(&cli.config),
         Command::Reload {

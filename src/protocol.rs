@@ -508,6 +508,10 @@ pub struct NodeFigures {
     /// WHATSATs waiting on the places provider right now (a slow or hung upstream shows here).
     #[serde(default)]
     pub places_waiting: u64,
+    /// WHATSATs answered with an over-limit document because the node's budget for a paid
+    /// places service was spent (`places.max_requests_per_s`, `places.max_in_flight`).
+    #[serde(default)]
+    pub places_refused: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -896,6 +900,7 @@ pub(crate) mod tests {
             store_error: Some("fdatasync: No space left on device".into()),
             log_dropped: 4,
             places_waiting: 2,
+            places_refused: 5,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

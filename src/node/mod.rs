@@ -125,6 +125,7 @@ impl Node {
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
+            places_refused: self.places.spend().refused,
         }
     }
 
