@@ -60,6 +60,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand resume" -s h -l help -d 
 complete -c herdctl -n "__fish_herdctl_using_subcommand status" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand status" -l json -d 'Print a JSON list instead of a table'
 complete -c herdctl -n "__fish_herdctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand send" -l timeout -d 'Seconds to wait for a reply (or for more of it) once everything is sent' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand send" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand send" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s n -l lines -d 'How many lines to print' -r

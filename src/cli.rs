@@ -68,6 +68,9 @@ pub enum Command {
         name: String,
         /// The line to send, or `-` to send standard input.
         line: String,
+        /// Seconds to wait for a reply (or for more of it) once everything is sent.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Print the end of a server's log (`all`: every server's, interleaved by time).
     Tail {

@@ -165,9 +165,9 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
         eprintln!("herdctl: warning: {warning}");
     }
     println!(
-        "{}: {} servers",
+        "{}: {}",
         config.path.display(),
-        config.servers.len()
+        crate::supervisor::cli::plural(config.servers.len(), "server")
     );
     for server in config.servers.values() {
         let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();

@@ -973,7 +973,8 @@ fn format_uptime(seconds: u64) -> String {
     }
 }
 
-fn plural(n: usize, what: &str) -> String {
+/// `1 server`, `5 servers`.
+pub fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
