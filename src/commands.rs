@@ -42,6 +42,8 @@ impl HerdSource {
 /// on).
 pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
+    // Its store, logs and lock hold clients' locations: this user's only, sled's files too.
+    crate::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell

@@ -20,6 +20,7 @@ pub mod panics;
 pub mod pidlock;
 pub mod places;
 pub mod port_owner;
+pub mod private;
 pub mod protocol;
 pub mod record;
 pub mod supervisor;

@@ -48,10 +48,11 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     // those are made now, for the servers that live here (another machine's folders are made
     // by an export there).
     for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
-        for folder in writable_paths(&config, server) {
-            if let Folder::Plain(folder) = Folder::of(&folder) {
-                std::fs::create_dir_all(&folder)
-                    .with_context(|| format!("cannot create {}", folder.display()))?;
+        // Private, as the node makes them (see `crate::private`).
+        let keys = ["data_dir", "log_dir", "run_dir"];
+        for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
+            if let Folder::Plain(folder) = Folder::of(folder) {
+                crate::private::folder(&folder, key)?;
             }
         }
     }
@@ -265,11 +266,18 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     if let Some(user) = &settings.user {
         line(&format!("User={user}"));
     }
-    line("UMask=0027");
+    // What the node writes holds clients' locations (it also sets this itself).
+    line("UMask=0077");
     line("");
     line("# Sandbox: the node writes only its data, log and run folders.");
     line("ProtectSystem=strict");
-    for setting in folder_settings(&writable_paths(config, server)) {
+    let mut folders = writable_paths(config, server);
+    // The node also checks that log_dir itself is its own (see `crate::private`): under
+    // /var/log systemd makes it root's unless it is named too.
+    if matches!(Folder::of(&config.logs.dir), Folder::Logs(_)) {
+        folders.insert(1, config.logs.dir.clone());
+    }
+    for setting in folder_settings(&folders) {
         line(&setting);
     }
     line("ProtectHome=read-only");
@@ -451,7 +459,7 @@ mod tests {
             "RuntimeDirectory=herd\n",
             "RuntimeDirectoryPreserve=yes\n",
             "StateDirectory=herd\n",
-            "LogsDirectory=herd/Alford\n",
+            "LogsDirectory=herd herd/Alford\n",
         ] {
             assert!(unit.contains(expected), "{expected:?} in\n{unit}");
         }

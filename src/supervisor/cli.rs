@@ -119,11 +119,9 @@ impl SupervisorClient {
     fn spawn_daemon(&self) -> Result<std::process::Child> {
         let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
         if let Some(folder) = self.paths.log.parent() {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
+            crate::private::folder(folder, "log_dir")?;
         }
-        std::fs::create_dir_all(&self.config.run_dir)
-            .with_context(|| format!("cannot create {}", self.config.run_dir.display()))?;
+        crate::private::folder(&self.config.run_dir, "run_dir")?;
         // No supervisor has it open: a full log is renamed aside (the daemon rotates it in
         // place while it runs).
         files::rotate_if_larger(
@@ -132,10 +130,7 @@ impl SupervisorClient {
             Rotate::Rename,
         )
         .with_context(|| format!("cannot rotate {}", self.paths.log.display()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.log)
+        let log = crate::private::open_append(&self.paths.log)
             .with_context(|| format!("cannot open {}", self.paths.log.display()))?;
         let mut command = std::process::Command::new(exe);
         command

@@ -41,6 +41,8 @@ type ControlMessage = (Request, oneshot::Sender<Response>);
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
+    // The applied copy, nodes' stderr and the socket are this user's only.
+    crate::private::restrict_umask();
     let (config, text) = HerdConfig::load_with_text(config_path)?;
     let paths = RunPaths::new(&config);
     let _lock = match PidLock::acquire(&paths.lock)? {
