@@ -348,7 +348,10 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
     assert_eq!(container.property(holiday, "NRestarts"), "0");
 
     // The logs land where the units say.
-    assert_eq!(container.property(holiday, "LogsDirectory"), "herd/Holiday");
+    assert_eq!(
+        container.property(holiday, "LogsDirectory"),
+        "herd herd/Holiday"
+    );
     let logs = container.path("/var/log/herd/Holiday");
     let log: String = std::fs::read_dir(&logs)
         .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
