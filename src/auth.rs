@@ -89,6 +89,55 @@ impl HerdSecret {
     }
 }
 
+/// The operator's control path (`operator.rs`) proves the same secret the same way:
+///
+///   tool -> `HERD OPERATOR <nonce_t>`
+///   node -> `HERD CHALLENGE <node> <nonce_n> <mac_n>`      mac_n = HMAC(challenge|node|nonce_t|nonce_n)
+///   tool -> `HERD CONTROL <mac_t> <command>`             mac_t = HMAC(control|node|nonce_n|nonce_t|command)
+///
+/// The command is inside the proof, and the node's nonce is good for one command, so a
+/// recorded command can be neither replayed nor changed.
+impl HerdSecret {
+    pub fn challenge_mac(&self, node: &str, tool_nonce: &str, node_nonce: &str) -> String {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_challenge(
+        &self,
+        proof: &str,
+        node: &str,
+        tool_nonce: &str,
+        node_nonce: &str,
+    ) -> bool {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
+
+    pub fn control_mac(
+        &self,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> String {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_control(
+        &self,
+        proof: &str,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> bool {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
+}
+
 impl fmt::Debug for HerdSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HerdSecret([redacted])")
@@ -160,6 +209,22 @@ mod tests {
         assert!(secret.verify_auth(&a, "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("-", "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("zz", "Alford", "Ball", &na, &nd));
+    }
+
+    #[test]
+    fn control_proofs_bind_the_command_and_both_nonces() {
+        let secret = HerdSecret::new("correct horse".into());
+        let (nt, nn) = (nonce(), nonce());
+        let c = secret.challenge_mac("Ball", &nt, &nn);
+        assert!(secret.verify_challenge(&c, "Ball", &nt, &nn));
+        assert!(!secret.verify_challenge(&c, "Welsh", &nt, &nn));
+        let p = secret.control_mac("Ball", &nn, &nt, "CUT Welsh 1a");
+        assert!(secret.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nn, &nt, "CUT Alford 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nonce(), &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&c, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        let other = HerdSecret::new("battery staple".into());
+        assert!(!other.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail};
+use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail, verify};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         Command::Probe { name } => {
             HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name))
         }
+        Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
     };

@@ -6,6 +6,7 @@
 
 pub mod dialler;
 pub mod lines;
+pub mod operator;
 pub mod peers;
 pub mod reconfigure;
 pub mod server;
