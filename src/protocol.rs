@@ -687,8 +687,9 @@ pub struct NodeFigures {
     /// WHATSATs waiting on the places provider right now (a slow or hung upstream shows here).
     #[serde(default)]
     pub places_waiting: u64,
-    /// WHATSATs answered with an over-limit document because the node's budget for a paid
-    /// places service was spent (`places.max_requests_per_s`, `places.max_in_flight`).
+    /// Upstream requests not sent because the node's budget for a paid places service was
+    /// spent (`places.max_requests_per_s`, `places.max_in_flight`): their WHATSATs (and any
+    /// identical ones waiting on them) got an over-limit document instead.
     #[serde(default)]
     pub places_refused: u64,
 }
