@@ -404,3 +404,13 @@ pub fn nix_kill(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// For a test that needs a tool or engine this machine lacks: says so and returns, so the
+/// caller can skip, except under CI=true (CI machines have them all: `.ci/run` installs
+/// them), where the test fails instead.
+pub fn skip_unless_ci(message: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: .ci/run installs it, so missing is a failure)");
+    }
+    eprintln!("SKIPPED: {message}");
+}
