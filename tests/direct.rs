@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run_to_end, Herd};
+use common::{run_to_end, with_peers, Herd};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -29,11 +29,7 @@ fn reload_node_applies_the_file_to_that_node_and_checks_its_pid() {
 
     // The file gains a link; the reload returns once Alford runs it.
     let yaml = std::fs::read_to_string(&herd.config).unwrap();
-    let linked = yaml.replace(
-        &format!("Alford: {{ port: {}, peers: [] }}", herd.port("Alford")),
-        &format!("Alford: {{ port: {}, peers: [Ball] }}", herd.port("Alford")),
-    );
-    assert_ne!(linked, yaml);
+    let linked = with_peers(&yaml, "Alford", &["Ball"]);
     std::fs::write(&herd.config, linked).unwrap();
     let out = reload(&["Alford", "--pid", &pid.to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));

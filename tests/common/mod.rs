@@ -414,3 +414,18 @@ pub fn skip_unless_ci(message: &str) {
     }
     eprintln!("SKIPPED: {message}");
 }
+
+/// `yaml` (a herd file `Herd::configure` wrote) with server `name`'s peers set to `peers`.
+pub fn with_peers(yaml: &str, name: &str, peers: &[&str]) -> String {
+    let line = format!("  {name}: ");
+    let changed: Vec<String> = yaml
+        .lines()
+        .map(|l| match l.starts_with(&line) {
+            true => l.replace("peers: []", &format!("peers: [{}]", peers.join(", "))),
+            false => l.to_owned(),
+        })
+        .collect();
+    let changed = changed.join("\n") + "\n";
+    assert_ne!(changed, yaml, "{name} has no `peers: []` in\n{yaml}");
+    changed
+}
