@@ -12,6 +12,7 @@ pub mod completions;
 pub mod config;
 pub mod config_diff;
 pub mod config_errors;
+pub mod direct;
 pub mod export;
 pub mod hosts;
 pub mod logs;

@@ -404,3 +404,28 @@ pub fn nix_kill(pid: u32, signal: &str) {
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
 }
+
+/// For a test that needs a tool or engine this machine lacks: says so and returns, so the
+/// caller can skip, except under CI=true (CI machines have them all: `.ci/run` installs
+/// them), where the test fails instead.
+pub fn skip_unless_ci(message: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: .ci/run installs it, so missing is a failure)");
+    }
+    eprintln!("SKIPPED: {message}");
+}
+
+/// `yaml` (a herd file `Herd::configure` wrote) with server `name`'s peers set to `peers`.
+pub fn with_peers(yaml: &str, name: &str, peers: &[&str]) -> String {
+    let line = format!("  {name}: ");
+    let changed: Vec<String> = yaml
+        .lines()
+        .map(|l| match l.starts_with(&line) {
+            true => l.replace("peers: []", &format!("peers: [{}]", peers.join(", "))),
+            false => l.to_owned(),
+        })
+        .collect();
+    let changed = changed.join("\n") + "\n";
+    assert_ne!(changed, yaml, "{name} has no `peers: []` in\n{yaml}");
+    changed
+}
