@@ -6,6 +6,7 @@
 
 pub mod dialler;
 pub mod lines;
+pub mod peer_input;
 pub mod peers;
 pub mod reconfigure;
 pub mod server;
@@ -22,11 +23,13 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::HerdSecret;
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::logs::WireLog;
 use crate::places::PlacesProvider;
 use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
+use peer_input::PeerInput;
 use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
@@ -54,6 +57,11 @@ pub struct Node {
     pub slots: ConnectionSlots,
     /// Where wire traffic is logged.
     pub log: WireLog,
+    /// The herd secret links prove in their handshake, read once at start-up; `None` only
+    /// with `insecure_open_links: true`.
+    pub secret: Option<HerdSecret>,
+    /// What neighbours sent that was refused, by reason.
+    pub peer_input: PeerInput,
 }
 
 /// How a record arrived from a neighbour.
@@ -125,6 +133,8 @@ impl Node {
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
+            open_links: self.secret.is_none(),
+            peer_dropped: self.peer_input.nonzero(),
         }
     }
 
@@ -186,6 +196,8 @@ pub struct Start {
     pub table: Arc<Table>,
     pub store: Option<(Arc<Store>, OpenReport)>,
     pub log: WireLog,
+    /// The herd secret ([`crate::auth::SecretSource::ensure_secret`]); `None`: open links.
+    pub secret: Option<HerdSecret>,
 }
 
 /// Runs node `name` until `shutdown` turns true: starts from the table its store filled
@@ -203,7 +215,12 @@ pub async fn run(
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
-    let Start { table, store, log } = start;
+    let Start {
+        table,
+        store,
+        log,
+        secret,
+    } = start;
 
     let (store, recovered) = match store {
         None => (None, 0),
@@ -269,12 +286,14 @@ pub async fn run(
         synced: AtomicU64::new(0),
         places_waiting: AtomicU64::new(0),
         log,
+        secret,
+        peer_input: PeerInput::default(),
     });
-    if node.config().secret.is_none() && !server.neighbours.is_empty() {
+    if node.secret.is_none() {
         tracing::warn!(
-            "no herd secret: peer links are open to anyone who can reach {address} (set \
-             secret: in herd.yaml or {})",
-            crate::auth::SECRET_ENV
+            "OPEN LINKS: insecure_open_links is true, so anyone who can reach {address} can \
+             join the herd as a neighbour and rewrite any client's location; remove it to \
+             use the herd secret"
         );
     }
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
