@@ -121,6 +121,9 @@ struct RawPlaces {
     timeout_ms: Option<u64>,
     cache_ttl_s: Option<u64>,
     cache_entries: Option<usize>,
+    max_requests_per_s: Option<u32>,
+    max_in_flight: Option<usize>,
+    allow_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +291,14 @@ pub struct UpstreamSettings {
     pub cache_ttl: Duration,
     /// The most (location, radius) answers the cache holds.
     pub cache_entries: usize,
+    /// The most requests sent a second (a token bucket: bursts of that many); a WHATSAT
+    /// over it is answered with an over-limit document and sends nothing.
+    pub max_requests_per_s: u32,
+    /// The most requests waiting for an answer at once; over it, the same.
+    pub max_in_flight: usize,
+    /// Whether an `http://` endpoint may be used (a local test server); otherwise only
+    /// `https://`, since requests carry the key.
+    pub allow_http: bool,
 }
 
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 3000;
@@ -295,6 +306,8 @@ pub const DEFAULT_GOOGLE_CACHE_TTL_S: u64 = 300;
 /// Recent posts go stale sooner than places do.
 pub const DEFAULT_X_CACHE_TTL_S: u64 = 60;
 pub const DEFAULT_UPSTREAM_CACHE_ENTRIES: usize = 10_000;
+pub const DEFAULT_UPSTREAM_MAX_REQUESTS_PER_S: u32 = 10;
+pub const DEFAULT_UPSTREAM_MAX_IN_FLIGHT: usize = 16;
 
 pub const DEFAULT_SYNC_INTERVAL_S: u64 = 30;
 
@@ -1014,13 +1027,20 @@ fn places_config(
     let provider = raw.provider.unwrap_or(ProviderKind::Offline);
     // Each key and the providers that take it.
     use ProviderKind::{Google, Offline, X};
-    let keys: [(&str, bool, &[ProviderKind]); 6] = [
+    let keys: [(&str, bool, &[ProviderKind]); 9] = [
         ("file", raw.file.is_some(), &[Offline]),
         ("api", raw.api.is_some(), &[Google]),
         ("endpoint", raw.endpoint.is_some(), &[Google, X]),
         ("timeout_ms", raw.timeout_ms.is_some(), &[Google, X]),
         ("cache_ttl_s", raw.cache_ttl_s.is_some(), &[Google, X]),
         ("cache_entries", raw.cache_entries.is_some(), &[Google, X]),
+        (
+            "max_requests_per_s",
+            raw.max_requests_per_s.is_some(),
+            &[Google, X],
+        ),
+        ("max_in_flight", raw.max_in_flight.is_some(), &[Google, X]),
+        ("allow_http", raw.allow_http.is_some(), &[Google, X]),
     ];
     for (key, set, takers) in keys {
         if set && !takers.contains(&provider) {
@@ -1058,6 +1078,14 @@ fn places_config(
                         e.value,
                     ),
                 };
+                if url.scheme() == "http" && raw.allow_http != Some(true) {
+                    bail!(
+                        "{shown} line {line}: places.endpoint {:?} is plain http, which would \
+                         send your key and every query in the clear; use an https:// URL (or, \
+                         for a local test server, add allow_http: true under places:)",
+                        e.value,
+                    );
+                }
                 if provider == X && (url.query().is_some() || url.fragment().is_some()) {
                     bail!(
                         "{shown} line {line}: places.endpoint {:?} has a query or fragment; for \
@@ -1083,11 +1111,34 @@ fn places_config(
             DEFAULT_UPSTREAM_CACHE_ENTRIES,
             "keep at least 1 (to turn caching off, set cache_ttl_s: 0)",
         )?;
+        let max_requests_per_s = nonzero(
+            shown,
+            "places.max_requests_per_s",
+            raw.max_requests_per_s,
+            DEFAULT_UPSTREAM_MAX_REQUESTS_PER_S,
+            &format!(
+                "use e.g. {DEFAULT_UPSTREAM_MAX_REQUESTS_PER_S} (requests a second this server \
+                 may send to the service)"
+            ),
+        )?;
+        let max_in_flight = nonzero(
+            shown,
+            "places.max_in_flight",
+            raw.max_in_flight,
+            DEFAULT_UPSTREAM_MAX_IN_FLIGHT,
+            &format!(
+                "use e.g. {DEFAULT_UPSTREAM_MAX_IN_FLIGHT} (requests waiting for an answer at \
+                 once)"
+            ),
+        )?;
         Ok(UpstreamSettings {
             endpoint,
             timeout: Duration::from_millis(timeout_ms),
             cache_ttl: Duration::from_secs(raw.cache_ttl_s.unwrap_or(default_ttl)),
             cache_entries,
+            max_requests_per_s,
+            max_in_flight,
+            allow_http: raw.allow_http.unwrap_or(false),
         })
     };
     Ok(match provider {
@@ -1316,7 +1367,7 @@ servers:
         assert_eq!(g.upstream.cache_entries, 5);
 
         let c = parse(&format!(
-            "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x' }}\n"
+            "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x', allow_http: true }}\n"
         ))
         .unwrap();
         assert_eq!(
@@ -1368,11 +1419,15 @@ servers:
                 timeout: Duration::from_millis(DEFAULT_UPSTREAM_TIMEOUT_MS),
                 cache_ttl: Duration::from_secs(DEFAULT_X_CACHE_TTL_S),
                 cache_entries: DEFAULT_UPSTREAM_CACHE_ENTRIES,
+                max_requests_per_s: DEFAULT_UPSTREAM_MAX_REQUESTS_PER_S,
+                max_in_flight: DEFAULT_UPSTREAM_MAX_IN_FLIGHT,
+                allow_http: false,
             }
         );
         let c = parse(&format!(
             "{CLASSIC}places:\n  provider: x\n  endpoint: http://127.0.0.1:9/proxy/\n  \
-             timeout_ms: 800\n  cache_ttl_s: 5\n  cache_entries: 7\n"
+             timeout_ms: 800\n  cache_ttl_s: 5\n  cache_entries: 7\n  allow_http: true\n  \
+             max_requests_per_s: 2\n  max_in_flight: 3\n"
         ))
         .unwrap();
         let u = x(&c);
@@ -1380,6 +1435,29 @@ servers:
         assert_eq!(u.timeout, Duration::from_millis(800));
         assert_eq!(u.cache_ttl, Duration::from_secs(5));
         assert_eq!(u.cache_entries, 7);
+        assert_eq!((u.max_requests_per_s, u.max_in_flight), (2, 3));
+        assert!(u.allow_http);
+    }
+
+    #[test]
+    fn upstream_spend_and_plain_http_errors_name_the_fix() {
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, endpoint: 'http://127.0.0.1:9/x' }}\n"
+        ));
+        assert!(
+            e.contains("plain http") && e.contains("allow_http: true") && e.contains("https://"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: x, max_requests_per_s: 0 }}\n"
+        ));
+        assert!(e.contains("places.max_requests_per_s is 0"), "{e}");
+        let e = error(&format!(
+            "{CLASSIC}places: {{ provider: google, max_in_flight: 0 }}\n"
+        ));
+        assert!(e.contains("places.max_in_flight is 0"), "{e}");
+        let e = error(&format!("{CLASSIC}places: {{ allow_http: true }}\n"));
+        assert!(e.contains("places.allow_http"), "{e}");
     }
 
     #[test]
@@ -1400,7 +1478,7 @@ servers:
             "{e}"
         );
         let e = error(&format!(
-            "{CLASSIC}places: {{ provider: x, endpoint: 'http://h/2/tweets/search/recent?q=1' }}\n"
+            "{CLASSIC}places: {{ provider: x, endpoint: 'https://h/2/tweets/search/recent?q=1' }}\n"
         ));
         assert!(e.contains("line 7") && e.contains("base URL"), "{e}");
         let e = error(&format!(

@@ -525,6 +525,10 @@ pub struct NodeFigures {
     /// What neighbours sent that the node refused, by reason (see `node/peer_input.rs`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub peer_dropped: std::collections::BTreeMap<String, u64>,
+    /// WHATSATs answered with an over-limit document because the node's budget for a paid
+    /// places service was spent (`places.max_requests_per_s`, `places.max_in_flight`).
+    #[serde(default)]
+    pub places_refused: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -921,6 +925,7 @@ pub(crate) mod tests {
             places_waiting: 2,
             open_links: true,
             peer_dropped: [("future_time".to_owned(), 3)].into(),
+            places_refused: 5,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

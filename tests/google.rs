@@ -82,7 +82,7 @@ fn start(places_yaml: &str) -> Node {
 
 fn places_yaml(api: &str, endpoint: &str, extra: &str) -> String {
     format!(
-        "places: {{ provider: google, api: {api}, endpoint: '{endpoint}', timeout_ms: 2000{extra} }}\n"
+        "places: {{ provider: google, api: {api}, endpoint: '{endpoint}', timeout_ms: 2000, allow_http: true{extra} }}\n"
     )
 }
 
@@ -111,10 +111,11 @@ fn assert_error_document(document: &Value, status: &str, message_part: &str) {
 #[test]
 fn legacy_request_shape_bound_newlines_and_cache() {
     let upstream = Upstream::start(|_, _| ok(legacy_answer(20)));
+    // A budget above the misses measured below.
     let node = start(&places_yaml(
         "legacy",
         &upstream.url("/maps/api/place/nearbysearch/json"),
-        "",
+        ", max_requests_per_s: 1000",
     ));
     let at = node.locate_kiwi();
 
@@ -140,7 +141,10 @@ fn legacy_request_shape_bound_newlines_and_cache() {
     assert_eq!(request.method, "GET");
     assert_eq!(request.path(), "/maps/api/place/nearbysearch/json");
     let query = request.query();
-    assert_eq!(query["location"], "34.06893,-118.445127");
+    assert_eq!(
+        query["location"], "34.0689,-118.4451",
+        "the location rounded to 4 decimals"
+    );
     assert_eq!(query["radius"], "10500", "10.5 km in metres");
     assert_eq!(query["key"], KEY);
     assert_eq!(query.len(), 3, "{query:?}");
@@ -172,7 +176,8 @@ fn legacy_request_shape_bound_newlines_and_cache() {
     let hits = started.elapsed() / rounds;
     let started = Instant::now();
     for i in 0..rounds {
-        node.whatsat(&format!("20.{i:03}"), 20);
+        // Radii 0.1 km apart: each its own cache entry.
+        node.whatsat(&format!("{}.{}", 20 + i / 10, i % 10), 20);
     }
     let misses = started.elapsed() / rounds;
     assert_eq!(upstream.count(), 2 + rounds as usize);
@@ -239,7 +244,7 @@ fn new_api_request_shape_and_mapping() {
         json!({
             "maxResultCount": 20,
             "locationRestriction": {"circle": {
-                "center": {"latitude": 34.06893, "longitude": -118.445127},
+                "center": {"latitude": 34.0689, "longitude": -118.4451},
                 "radius": 10000.0
             }}
         }),
@@ -310,7 +315,7 @@ fn http_500_is_an_error_document_and_is_not_cached() {
 fn a_hang_past_the_timeout_is_answered_within_it() {
     let upstream = Upstream::start(|_, _| Reply::Hang(Duration::from_secs(10)));
     let node = start(&format!(
-        "places: {{ provider: google, endpoint: '{}', timeout_ms: 400 }}\n",
+        "places: {{ provider: google, endpoint: '{}', timeout_ms: 400, allow_http: true }}\n",
         upstream.url("/json")
     ));
     node.locate_kiwi();

@@ -70,7 +70,7 @@ fn start(places_yaml: &str) -> ProxyNode {
 }
 
 fn places_yaml(endpoint: &str, extra: &str) -> String {
-    format!("places: {{ provider: x, endpoint: '{endpoint}', timeout_ms: 2000{extra} }}\n")
+    format!("places: {{ provider: x, endpoint: '{endpoint}', timeout_ms: 2000, allow_http: true{extra} }}\n")
 }
 
 fn ids(document: &Value, list: &str) -> Vec<String> {
@@ -140,7 +140,7 @@ fn request_shape_bound_meta_includes_and_cache() {
     assert_eq!(request.headers["authorization"], format!("Bearer {TOKEN}"));
     assert!(!request.target.contains("Token0123"), "no token in the URL");
     let query = request.query();
-    assert_eq!(query["query"], "point_radius:[-118.445127 34.06893 10.5km]");
+    assert_eq!(query["query"], "point_radius:[-118.4451 34.0689 10.5km]");
     assert_eq!(
         query["max_results"], "20",
         "a full page, so one cached answer serves every bound"
@@ -174,7 +174,7 @@ fn request_shape_bound_meta_includes_and_cache() {
     assert_eq!(upstream.count(), 2);
     assert_eq!(
         upstream.requests()[1].query()["query"],
-        "point_radius:[-118.445127 34.06893 3km]"
+        "point_radius:[-118.4451 34.0689 3km]"
     );
     node.assert_secret_hidden();
 }
@@ -188,7 +188,7 @@ fn a_radius_above_40_km_is_clamped_and_the_document_says_so() {
     let (_, document) = node.whatsat("50", 3);
     assert_eq!(
         upstream.requests()[0].query()["query"],
-        "point_radius:[-118.445127 34.06893 40km]"
+        "point_radius:[-118.4451 34.0689 40km]"
     );
     assert_eq!(ids(&document, "data").len(), 3);
     let clamped = &document["radius_clamped"];
@@ -325,7 +325,7 @@ fn http_errors_and_bad_answers_say_what_went_wrong() {
 fn no_answer_is_a_gateway_document_within_the_timeout() {
     let upstream = Upstream::start(|_, _| Reply::Hang(Duration::from_secs(10)));
     let node = start(&format!(
-        "places: {{ provider: x, endpoint: '{}', timeout_ms: 400 }}\n",
+        "places: {{ provider: x, endpoint: '{}', timeout_ms: 400, allow_http: true }}\n",
         upstream.url("")
     ));
     node.locate_kiwi();

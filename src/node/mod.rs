@@ -135,6 +135,7 @@ impl Node {
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
             open_links: self.secret.is_none(),
             peer_dropped: self.peer_input.nonzero(),
+            places_refused: self.places.spend().refused,
         }
     }
 

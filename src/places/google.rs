@@ -55,7 +55,7 @@ impl Service for Google {
     const LABEL: &'static str = "Google Places";
     const RADIUS_UNIT: &'static str = "m";
 
-    /// Metres, to the millimetre.
+    /// Metres (the radius comes rounded to 0.1 km, so whole metres).
     fn radius(&self, radius_km: f64) -> f64 {
         radius_metres(radius_km)
     }
@@ -114,8 +114,12 @@ impl Service for Google {
         }
     }
 
-    fn unanswered(&self, _why: NoAnswer, message: &str) -> Value {
-        error_document("UNKNOWN_ERROR", message)
+    fn unanswered(&self, why: NoAnswer, message: &str) -> Value {
+        let status = match why {
+            NoAnswer::OverBudget => "OVER_QUERY_LIMIT",
+            NoAnswer::TimedOut | NoAnswer::Failed => "UNKNOWN_ERROR",
+        };
+        error_document(status, message)
     }
 
     fn summary(&self, document: &Value) -> String {

@@ -7,7 +7,15 @@
 //! - answers are cached by location and radius ([`super::cache`]); the bound is applied after
 //!   the cache, so every request asks for a full page ([`MAX_RESULTS`]) and one cached page
 //!   serves every bound;
+//! - queries are rounded first ([`super::budget::rounded`]: coordinates to 4 decimals, the
+//!   radius to 0.1 km), so near-identical queries share one answer, and what is sent is the
+//!   rounded query;
 //! - concurrent identical queries share one upstream request (single-flight);
+//! - what is sent is bounded ([`Budget`]: requests a second and in flight); a request over
+//!   the budget is not sent, and the WHATSAT gets the service's over-limit document at once;
+//! - redirects are not followed (an answer that redirects is an error document), and the
+//!   endpoint is `https` unless `places.allow_http` says otherwise (checked by `config.rs`,
+//!   enforced again by the client);
 //! - only answers the service calls successful are cached; failures are shared by the queries
 //!   already waiting for them and then forgotten, so the next query asks again;
 //! - any failure (HTTP error, timeout, connection refused, a body that is not the expected
@@ -27,6 +35,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, RequestBuilder, StatusCode, Url};
 use serde_json::Value;
 
+use super::budget::{self, Budget, Refusal, Spend};
 use super::cache::{Cache, Source};
 use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
 use crate::config::UpstreamSettings;
@@ -156,6 +165,8 @@ pub enum NoAnswer {
     TimedOut,
     /// The connection failed or broke off.
     Failed,
+    /// Not sent: over the node's budget for the service ([`Budget`]).
+    OverBudget,
 }
 
 /// One web service's request and answer formats.
@@ -196,7 +207,7 @@ pub trait Service: Send + Sync + 'static {
     fn finish(&self, document: Value, query: &NearbyQuery, search: Search) -> Value;
 }
 
-/// The cache key: the exact location and the radius sent.
+/// The cache key: the location and the radius sent (rounded, see [`budget::rounded`]).
 type Key = (u64, u64, u64);
 
 /// How many wire texts (bound, radius asked) one answer keeps; past that, a query's text is
@@ -244,6 +255,7 @@ pub struct HttpProvider<S: Service> {
     secret: Secret,
     timeout: Duration,
     cache: Cache<Key, Arc<Answered>>,
+    budget: Budget,
 }
 
 impl<S: Service + fmt::Debug> fmt::Debug for HttpProvider<S> {
@@ -265,6 +277,10 @@ impl<S: Service> HttpProvider<S> {
     ) -> anyhow::Result<HttpProvider<S>> {
         let client = Client::builder()
             .user_agent(concat!("herdctl/", env!("CARGO_PKG_VERSION")))
+            // A redirect could send the key, or the spend, elsewhere: it is answered as an
+            // error instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(!settings.allow_http)
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
             .build()
@@ -276,15 +292,17 @@ impl<S: Service> HttpProvider<S> {
             secret,
             timeout: settings.timeout,
             cache: Cache::new(settings.cache_ttl, settings.cache_entries),
+            budget: Budget::new(settings.max_requests_per_s, settings.max_in_flight),
         })
     }
 
     /// The answer for `query` as wire text, from the cache or from the service.
     pub async fn search(&self, query: NearbyQuery) -> Document {
+        let sent = budget::rounded(query);
         let search = Search {
-            lat: query.lat,
-            lng: query.lng,
-            radius: self.service.radius(query.radius_km),
+            lat: sent.lat,
+            lng: sent.lng,
+            radius: self.service.radius(sent.radius_km),
         };
         let key = (
             search.lat.to_bits(),
@@ -322,6 +340,10 @@ impl<S: Service> HttpProvider<S> {
 
     /// One upstream request, bounded by the timeout: the document and whether it may be cached.
     async fn fetch(&self, search: Search) -> (Value, bool) {
+        let _in_flight = match self.budget.take() {
+            Ok(permit) => permit,
+            Err(refusal) => return (self.over_budget(refusal), false),
+        };
         let request = self
             .service
             .request(&self.client, &self.endpoint, &self.secret, search)
@@ -346,6 +368,26 @@ impl<S: Service> HttpProvider<S> {
             );
         }
         (document, cacheable)
+    }
+
+    /// The document for a request not sent because of `refusal` (logged as every other
+    /// document that did not come from the cache, by [`HttpProvider::search`]).
+    fn over_budget(&self, refusal: Refusal) -> Value {
+        let why = match refusal {
+            Refusal::Rate => format!(
+                "more than places.max_requests_per_s ({}) requests a second",
+                self.budget.per_second()
+            ),
+            Refusal::InFlight => format!(
+                "places.max_in_flight ({}) requests are already waiting for an answer",
+                self.budget.max_in_flight()
+            ),
+        };
+        let message = format!(
+            "not sent to {}: this server's budget for it is spent ({why}); try again shortly",
+            S::LABEL
+        );
+        self.service.unanswered(NoAnswer::OverBudget, &message)
     }
 
     fn timeout_message(&self) -> String {
@@ -428,6 +470,10 @@ impl<S: Service> PlacesProvider for HttpProvider<S> {
 
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_> {
         Box::pin(self.search(query))
+    }
+
+    fn spend(&self) -> Spend {
+        self.budget.spend()
     }
 }
 

@@ -7,6 +7,7 @@
 //! `error_message`, see [`error_document`]), because the protocol requires a reply, never a
 //! hang or a dropped connection.
 
+pub mod budget;
 pub mod cache;
 pub mod google;
 pub mod http;
@@ -88,6 +89,11 @@ pub trait PlacesProvider: Send + Sync {
     /// The JSON document for `query`, cut to `query.bound` results, as wire text. In the
     /// Google shape: `results` nearest first, `status` one of Google's status strings.
     fn nearby(&self, query: NearbyQuery) -> PlacesFuture<'_>;
+
+    /// What the provider has spent on a paid upstream service (nothing for offline).
+    fn spend(&self) -> budget::Spend {
+        budget::Spend::default()
+    }
 }
 
 /// The document for a search that found `results` (nearest first, already cut to the

@@ -149,6 +149,8 @@ impl Service for XRecentSearch {
         let status = match why {
             NoAnswer::TimedOut => StatusCode::GATEWAY_TIMEOUT,
             NoAnswer::Failed => StatusCode::BAD_GATEWAY,
+            // As X itself says when a client asks too often.
+            NoAnswer::OverBudget => StatusCode::TOO_MANY_REQUESTS,
         };
         problem(status, message)
     }
@@ -165,7 +167,8 @@ impl Service for XRecentSearch {
 
     fn finish(&self, mut document: Value, query: &NearbyQuery, search: Search) -> Value {
         cut_to_bound(&mut document, query.bound);
-        if query.radius_km > search.radius {
+        // Against the limit, not the radius sent: that one is also rounded (to 0.1 km).
+        if query.radius_km > MAX_RADIUS_KM {
             if let Value::Object(map) = &mut document {
                 map.insert(
                     "radius_clamped".into(),
