@@ -34,11 +34,17 @@ _herdctl() {
             herdctl,kill)
                 cmd="herdctl__subcmd__kill"
                 ;;
+            herdctl,pause)
+                cmd="herdctl__subcmd__pause"
+                ;;
             herdctl,reload)
                 cmd="herdctl__subcmd__reload"
                 ;;
             herdctl,restart)
                 cmd="herdctl__subcmd__restart"
+                ;;
+            herdctl,resume)
+                cmd="herdctl__subcmd__resume"
                 ;;
             herdctl,run)
                 cmd="herdctl__subcmd__run"
@@ -97,11 +103,17 @@ _herdctl() {
             herdctl__subcmd__help,kill)
                 cmd="herdctl__subcmd__help__subcmd__kill"
                 ;;
+            herdctl__subcmd__help,pause)
+                cmd="herdctl__subcmd__help__subcmd__pause"
+                ;;
             herdctl__subcmd__help,reload)
                 cmd="herdctl__subcmd__help__subcmd__reload"
                 ;;
             herdctl__subcmd__help,restart)
                 cmd="herdctl__subcmd__help__subcmd__restart"
+                ;;
+            herdctl__subcmd__help,resume)
+                cmd="herdctl__subcmd__help__subcmd__resume"
                 ;;
             herdctl__subcmd__help,run)
                 cmd="herdctl__subcmd__help__subcmd__run"
@@ -137,7 +149,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill status send tail run check reload export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -379,7 +391,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill status send tail run check reload export completions bench supervise help"
+            opts="start stop restart kill pause resume status send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -504,6 +516,20 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help__subcmd__reload)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -519,6 +545,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__restart)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__resume)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -648,6 +688,24 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__pause)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__reload)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -667,6 +725,24 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__restart)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__resume)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -707,12 +783,16 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__send)
-            opts="-h --config --help"
+            opts="-h --timeout --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -45,6 +45,17 @@ pub enum Command {
         /// The server's name in the herd file.
         name: String,
     },
+    /// Freeze a server (SIGSTOP) as a hung process would be: the supervisor does not restart
+    /// it for its silence.
+    Pause {
+        /// The server's name in the herd file.
+        name: String,
+    },
+    /// Let a paused server run again (SIGCONT); it catches up through its links.
+    Resume {
+        /// The server's name in the herd file.
+        name: String,
+    },
     /// Show every server's state, pid, port, uptime, restarts, clients and links.
     Status {
         /// Print a JSON list instead of a table.
@@ -57,6 +68,9 @@ pub enum Command {
         name: String,
         /// The line to send, or `-` to send standard input.
         line: String,
+        /// Seconds to wait for a reply (or for more of it) once everything is sent.
+        #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Print the end of a server's log (`all`: every server's, interleaved by time).
     Tail {

@@ -14,14 +14,19 @@ use crate::config::{HerdConfig, DEFAULT_CONFIG_PATH};
 use crate::hosts::Machine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long to wait for the reply once everything is sent (WHATSAT may query an upstream).
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the reader wakes up to check the reply deadline.
 const READ_TICK: Duration = Duration::from_millis(250);
 
 /// Sends `line` (or standard input, when `line` is `-`) to server `name` and copies the reply
 /// to stdout. Fails when the reply is empty or any reply line is a `? ` (invalid input).
-pub fn send(config: &HerdConfig, name: &str, line: &str) -> Result<ExitCode> {
+/// `reply_timeout`: the longest silence once everything is sent (a WHATSAT may wait on an
+/// upstream; a process that is not a node may never answer).
+pub fn send(
+    config: &HerdConfig,
+    name: &str,
+    line: &str,
+    reply_timeout: Duration,
+) -> Result<ExitCode> {
     let server = config.server(name)?;
     let local = config.is_local(server, &Machine::this()?);
     let endpoint = match local {
@@ -50,7 +55,13 @@ pub fn send(config: &HerdConfig, name: &str, line: &str) -> Result<ExitCode> {
         }
         Box::new(io::Cursor::new(bytes))
     };
-    let reply = exchange(stream, input, &mut io::stdout().lock(), name, address)?;
+    let reply = exchange(
+        stream,
+        input,
+        &mut io::stdout().lock(),
+        (name, address),
+        reply_timeout,
+    )?;
     if reply.is_empty() {
         bail!("{name} closed the connection on {address} without a reply");
     }
@@ -69,8 +80,8 @@ fn exchange(
     stream: TcpStream,
     mut input: Box<dyn Read + Send>,
     out: &mut impl Write,
-    name: &str,
-    address: SocketAddr,
+    (name, address): (&str, SocketAddr),
+    reply_timeout: Duration,
 ) -> Result<Vec<u8>> {
     let mut writer = stream.try_clone()?;
     let (sent_tx, sent_rx) = mpsc::channel();
@@ -85,7 +96,8 @@ fn exchange(
     let mut reply = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out_open = true;
-    // Set once everything is sent; from then on, silence longer than REPLY_TIMEOUT is an error.
+    // Set once everything is sent; from then on, silence longer than reply_timeout is an
+    // error.
     let mut sent: Option<io::Result<u64>> = None;
     let mut last_activity = Instant::now();
     loop {
@@ -115,10 +127,18 @@ fn exchange(
                         last_activity = Instant::now();
                     }
                 }
-                if sent.is_some() && last_activity.elapsed() >= REPLY_TIMEOUT {
+                if sent.is_some() && last_activity.elapsed() >= reply_timeout {
+                    let what = match reply.is_empty() {
+                        true => "no reply",
+                        false => "nothing more",
+                    };
+                    let holder = crate::port_owner::describe_port(address.port())
+                        .map(|h| format!(" (the port is held by {h})"))
+                        .unwrap_or_default();
                     bail!(
-                        "{name} on {address} sent no reply within {} s",
-                        REPLY_TIMEOUT.as_secs()
+                        "{name} on {address} sent {what} within {}{holder}; a slow answer \
+                         needs a longer --timeout",
+                        seconds(reply_timeout)
                     );
                 }
             }
@@ -142,6 +162,21 @@ fn exchange(
         Some(Ok(0)) if reply.is_empty() => bail!("nothing to send: standard input was empty"),
         _ => Ok(reply),
     }
+}
+
+/// `5s`, `0.5s`.
+fn seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// `--timeout SECS` as a duration: a positive, finite number of seconds.
+pub fn reply_timeout(seconds: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            anyhow!("--timeout {seconds} is not a positive number of seconds; use e.g. --timeout 5")
+        })
 }
 
 /// Why a connection attempt failed, in a few words.

@@ -42,6 +42,8 @@ impl HerdSource {
 /// on).
 pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
+    // Its store, logs and lock hold clients' locations: this user's only, sled's files too.
+    crate::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
     let secret = config.secret.ensure_secret()?;
@@ -167,9 +169,9 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
         eprintln!("herdctl: warning: {warning}");
     }
     println!(
-        "{}: {} servers",
+        "{}: {}",
         config.path.display(),
-        config.servers.len()
+        crate::supervisor::cli::plural(config.servers.len(), "server")
     );
     println!("  herd secret: {}", config.secret.describe());
     for server in config.servers.values() {

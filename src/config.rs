@@ -410,6 +410,8 @@ pub const DEFAULT_MAX_FUTURE_S: u64 = 86_400;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
 pub const DEFAULT_FIRST_LINE_TIMEOUT_S: u64 = 10;
 pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
+/// The fewest connections a node may be limited to (see [`Limits::max_connections`]).
+pub const MIN_MAX_CONNECTIONS: usize = 4;
 /// Below this a line could not hold an IAMAT with a long id; peer links are not affected
 /// (they always get at least the default, since a digest is a 16 KiB line).
 const MIN_MAX_LINE_BYTES: usize = 128;
@@ -442,13 +444,14 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
     }
     Ok(Limits {
         max_line_bytes,
-        max_connections: nonzero(
+        max_connections: at_least(
             shown,
             "limits.max_connections",
-            raw.max_connections,
-            DEFAULT_MAX_CONNECTIONS,
+            raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            MIN_MAX_CONNECTIONS,
             &format!(
-                "a node must accept at least 1 connection (default {DEFAULT_MAX_CONNECTIONS})"
+                "fewer leaves no room for an operator's `herdctl send` beside a few clients; \
+                 default {DEFAULT_MAX_CONNECTIONS}"
             ),
         )?,
         idle_timeout: Duration::from_secs(nonzero(
@@ -521,6 +524,9 @@ pub struct SupervisorSettings {
 pub const DEFAULT_START_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
+/// Shorter start timeouts and probe intervals kill healthy nodes (a restart loop).
+pub const MIN_START_TIMEOUT_MS: u64 = 1000;
+pub const MIN_HEALTH_INTERVAL_MS: u64 = 100;
 
 /// The whole herd, validated, with every path absolute (relative paths in the file resolve
 /// against the file's folder, so the herd behaves the same from any working directory).
@@ -567,12 +573,7 @@ impl HerdConfig {
 
     /// Reads and validates a herd file; also returns the text it read.
     pub fn load_with_text(path: &Path) -> Result<(HerdConfig, String)> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read {}: pass --config PATH or set HERD_CONFIG to your herd.yaml",
-                path.display()
-            )
-        })?;
+        let text = crate::config_errors::read_text(path)?;
         let config = HerdConfig::parse(&text, &absolute(path)?)?;
         Ok((config, text))
     }
@@ -592,7 +593,15 @@ impl HerdConfig {
         let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
             let message = yaml_message(&e);
             match e.location() {
-                Some(at) => anyhow!("{shown} line {}: {message}", at.line()),
+                Some(at) => {
+                    let message = crate::config_errors::explain(
+                        &message,
+                        text,
+                        at.line() as usize,
+                        at.column() as usize,
+                    );
+                    anyhow!("{shown} line {}: {message}", at.line())
+                }
                 None => anyhow!("{shown}: {message}"),
             }
         })?;
@@ -979,32 +988,32 @@ fn supervisor_config(raw: &RawSupervisor, shown: &str) -> Result<SupervisorSetti
         ("backoff_initial_ms", backoff_initial),
         ("backoff_max_ms", backoff_max),
     )?;
-    let millis = |key: &str, value: Option<u64>, default: u64| {
-        nonzero(
-            shown,
-            &format!("supervisor.{key}"),
-            value,
-            default,
-            &format!("use e.g. {default}"),
-        )
-        .map(Duration::from_millis)
-    };
     Ok(SupervisorSettings {
         stop_timeout: Duration::from_millis(raw.stop_timeout_ms.unwrap_or(5000)),
         backoff_initial: Duration::from_millis(backoff_initial),
         backoff_max: Duration::from_millis(backoff_max),
         stable_after: Duration::from_secs(raw.stable_after_s.unwrap_or(10)),
         max_quick_crashes: raw.max_quick_crashes.unwrap_or(5),
-        start_timeout: millis(
-            "start_timeout_ms",
-            raw.start_timeout_ms,
-            DEFAULT_START_TIMEOUT_MS,
-        )?,
-        health_interval: millis(
-            "health_interval_ms",
-            raw.health_interval_ms,
-            DEFAULT_HEALTH_INTERVAL_MS,
-        )?,
+        start_timeout: Duration::from_millis(at_least(
+            shown,
+            "supervisor.start_timeout_ms",
+            raw.start_timeout_ms.unwrap_or(DEFAULT_START_TIMEOUT_MS),
+            MIN_START_TIMEOUT_MS,
+            &format!(
+                "a node loading its store needs time to answer; default \
+                 {DEFAULT_START_TIMEOUT_MS}"
+            ),
+        )?),
+        health_interval: Duration::from_millis(at_least(
+            shown,
+            "supervisor.health_interval_ms",
+            raw.health_interval_ms.unwrap_or(DEFAULT_HEALTH_INTERVAL_MS),
+            MIN_HEALTH_INTERVAL_MS,
+            &format!(
+                "a probe must be answered within it, even by a busy node; default \
+                 {DEFAULT_HEALTH_INTERVAL_MS}"
+            ),
+        )?),
         health_failures: nonzero(
             shown,
             "supervisor.health_failures",
@@ -1186,6 +1195,21 @@ fn nonzero<T: Copy + PartialEq + Default>(
     let value = value.unwrap_or(default);
     if value == T::default() {
         bail!("{shown}: {key} is 0; {fix}");
+    }
+    Ok(value)
+}
+
+/// A setting with a smallest workable value: `value`, else an error naming the key, the
+/// minimum and `why`.
+fn at_least<T: Copy + PartialOrd + std::fmt::Display>(
+    shown: &str,
+    key: &str,
+    value: T,
+    min: T,
+    why: &str,
+) -> Result<T> {
+    if value < min {
+        bail!("{shown}: {key} is {value}; use at least {min} ({why})");
     }
     Ok(value)
 }
@@ -1516,7 +1540,7 @@ servers:
 
         for (key, fix) in [
             ("max_line_bytes", "at least 128"),
-            ("max_connections", "at least 1"),
+            ("max_connections", "at least 4"),
             ("idle_timeout_s", "e.g. 300"),
             ("max_client_id_bytes", "e.g. 256"),
             ("max_future_s", "e.g. 86400"),
@@ -1529,6 +1553,25 @@ servers:
                 e.contains(&format!("limits.{key}")) && e.contains(fix),
                 "{e}"
             );
+        }
+        // Values that cannot work are refused, naming the minimum (issue 21: a herd with
+        // max_connections: 2 restarted itself in a loop).
+        for (yaml, wanted) in [
+            (
+                "limits: { max_connections: 2 }",
+                "limits.max_connections is 2; use at least 4",
+            ),
+            (
+                "supervisor: { health_interval_ms: 50 }",
+                "supervisor.health_interval_ms is 50; use at least 100",
+            ),
+            (
+                "supervisor: { start_timeout_ms: 999 }",
+                "supervisor.start_timeout_ms is 999; use at least 1000",
+            ),
+        ] {
+            let e = error(&format!("{CLASSIC}{yaml}\n"));
+            assert!(e.contains(wanted), "{e}");
         }
         let e = error(&format!("{CLASSIC}limits: {{ max_line_bytes: 100 }}\n"));
         assert!(e.contains("at least 128"), "{e}");
@@ -1702,11 +1745,11 @@ servers:
         assert_eq!(c.supervisor.health_failures, 3);
         assert_eq!(c.reconnect.sync_interval, Duration::from_secs(30));
         let c = parse(&format!(
-            "{CLASSIC}supervisor: {{ start_timeout_ms: 900, health_interval_ms: 250, \
+            "{CLASSIC}supervisor: {{ start_timeout_ms: 1000, health_interval_ms: 250, \
              health_failures: 2 }}\n"
         ))
         .unwrap();
-        assert_eq!(c.supervisor.start_timeout, Duration::from_millis(900));
+        assert_eq!(c.supervisor.start_timeout, Duration::from_millis(1000));
         assert_eq!(c.supervisor.health_interval, Duration::from_millis(250));
         assert_eq!(c.supervisor.health_failures, 2);
     }

@@ -9,7 +9,10 @@ use herdctl::config::HerdConfig;
 use herdctl::{bench, client, commands, completions, export, supervisor, tail};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return argument_error(e),
+    };
     let result = match &cli.command {
         Command::Run {
             name,
@@ -32,9 +35,13 @@ fn main() -> ExitCode {
             out,
         }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
-        Command::Send { name, line } => {
-            HerdConfig::load(&cli.config).and_then(|c| client::send(&c, name, line))
-        }
+        Command::Send {
+            name,
+            line,
+            timeout,
+        } => client::reply_timeout(*timeout).and_then(|timeout| {
+            HerdConfig::load(&cli.config).and_then(|c| client::send(&c, name, line, timeout))
+        }),
         Command::Tail {
             name,
             lines,
@@ -44,6 +51,8 @@ fn main() -> ExitCode {
         Command::Stop(targets) => supervisor::cli::stop(&cli.config, &targets.names),
         Command::Restart(targets) => supervisor::cli::restart(&cli.config, &targets.names),
         Command::Kill { name } => supervisor::cli::kill(&cli.config, name),
+        Command::Pause { name } => supervisor::cli::pause(&cli.config, name),
+        Command::Resume { name } => supervisor::cli::resume(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
         Command::Reload => supervisor::cli::reload(&cli.config),
         Command::Supervise => supervisor::daemon::main(&cli.config),
@@ -55,5 +64,49 @@ fn main() -> ExitCode {
             eprintln!("herdctl: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Help and version as clap prints them; any other argument error as one line (what was
+/// wrong, then the usage), exit code 2 as clap's own.
+fn argument_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!("herdctl: error: {}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's several-line error (message, indented values, tips, usage, "for more
+/// information") as one line.
+fn one_line(rendered: &str) -> String {
+    let mut said = String::new();
+    let mut usage = None;
+    let mut listing = false;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage:") {
+            usage = Some(u.trim().to_owned());
+        } else if !line.starts_with("For more information") {
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            // The values listed under a `...:` line go on after it, space-separated.
+            listing &= !line.starts_with("tip:");
+            if said.ends_with(':') || listing {
+                said += " ";
+                listing = true;
+            } else if !said.is_empty() {
+                said += "; ";
+            }
+            said += line;
+        }
+    }
+    match usage {
+        Some(usage) => format!("{said} (usage: {usage}; see --help)"),
+        None => said,
     }
 }

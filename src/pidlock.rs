@@ -4,7 +4,7 @@
 //! anyone can ask the kernel who holds it (F_GETLK) without taking it. A stale file left by a
 //! process killed with -9 holds no lock, so it never blocks a start.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -30,19 +30,14 @@ fn whole_file_lock(kind: libc::c_short) -> libc::flock {
 }
 
 impl PidLock {
-    /// Takes the lock at `path` (creating the file and its folder) and writes this process's
-    /// pid into it, for people; or returns the pid of the live process that holds it.
+    /// Takes the lock at `path` (creating the file, 0600, and its folder, the run folder,
+    /// private: see [`crate::private`]) and writes this process's pid into it, for people;
+    /// or returns the pid of the live process that holds it.
     pub fn acquire(path: &Path) -> Result<std::result::Result<PidLock, u32>> {
         if let Some(folder) = path.parent() {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
+            crate::private::folder(folder, "run_dir")?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
+        let mut file = crate::private::open_read_write(path)
             .with_context(|| format!("cannot open lock file {}", path.display()))?;
         let lock = whole_file_lock(libc::F_WRLCK as libc::c_short);
         if fcntl(file.as_fd(), FcntlArg::F_SETLK(&lock)).is_err() {
@@ -59,7 +54,7 @@ impl PidLock {
 
     /// The pid of the live process holding the lock at `path`, if any.
     pub fn holder(path: &Path) -> Result<Option<u32>> {
-        let file = match File::open(path) {
+        let file = match crate::private::open_read(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {

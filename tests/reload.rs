@@ -242,7 +242,7 @@ fn a_bad_file_changes_nothing_and_exits_non_zero() {
             good.replace("peers: [Ball]", "peers: [Bal]"),
             "lists unknown peer \"Bal\"",
         ),
-        (good.replace("port: ", "port: x"), "line 2: invalid u32"),
+        (good.replace("port: ", "port: x"), "line 2: port has x"),
         (
             format!("{good}limits: {{ max_connections: 0 }}\n"),
             "limits.max_connections is 0",

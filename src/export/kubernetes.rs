@@ -24,8 +24,10 @@ pub const CONFIG_DIR: &str = "/etc/herd";
 pub const CONFIG_FILE: &str = "herd.yaml";
 /// The volume claim of each server: its store and its log files.
 const STATE_DIR: &str = "/var/lib/herd";
-/// Locks and stderr: an emptyDir, gone with the pod.
-const RUN_DIR: &str = "/run/herd";
+/// An emptyDir, gone with the pod, which the kubelet makes writable by everyone: the run
+/// folder (locks and stderr) is a private folder the node makes in it.
+const RUN_MOUNT: &str = "/run/herd";
+const RUN_DIR: &str = "/run/herd/run";
 const CONFIG_MAP: &str = "herd-config";
 const SECRET: &str = "herd-secret";
 const GOOGLE_SECRET: &str = "herd-google-places";
@@ -287,6 +289,9 @@ fn stateful_set(
                         "runAsUser": USER_ID,
                         "runAsGroup": USER_ID,
                         "fsGroup": USER_ID,
+                        // Otherwise the kubelet makes every folder on the volume writable by
+                        // the group at each mount, and the node refuses such a folder.
+                        "fsGroupChangePolicy": "OnRootMismatch",
                         "seccompProfile": { "type": "RuntimeDefault" },
                     },
                     "containers": [{
@@ -312,7 +317,7 @@ fn stateful_set(
                         "volumeMounts": [
                             { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
                             { "name": "state", "mountPath": STATE_DIR },
-                            { "name": "run", "mountPath": RUN_DIR },
+                            { "name": "run", "mountPath": RUN_MOUNT },
                         ],
                     }],
                     "volumes": [
@@ -556,7 +561,7 @@ supervisor: { stop_timeout_ms: 2500 }
         assert_eq!(cluster.servers["Alford"].neighbours.len(), 2, "links kept");
         assert_eq!(cluster.limits.max_connections, 50, "settings kept");
         assert_eq!(cluster.data_dir, Path::new("/var/lib/herd/data"));
-        assert_eq!(cluster.run_dir, Path::new("/run/herd"));
+        assert_eq!(cluster.run_dir, Path::new("/run/herd/run"));
     }
 
     #[test]

@@ -47,9 +47,10 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     // whose writable folder does not exist: create them now, as `herdctl start` would, for
     // the servers that live here (another machine's folders are made by an export there).
     for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
-        for folder in writable_paths(&config, server) {
-            std::fs::create_dir_all(&folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
+        // Private, as the node makes them (see `crate::private`).
+        let keys = ["data_dir", "log_dir", "run_dir"];
+        for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
+            crate::private::folder(folder, key)?;
         }
     }
     let mut written = Vec::new();
@@ -162,7 +163,8 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     if let Some(user) = &settings.user {
         line(&format!("User={user}"));
     }
-    line("UMask=0027");
+    // What the node writes holds clients' locations (it also sets this itself).
+    line("UMask=0077");
     line("");
     line("# Sandbox: the node writes only its data, log and run folders.");
     line("ProtectSystem=strict");

@@ -4,7 +4,7 @@
 //! n = 1, 2, ...), and only the newest `logs.keep` files kept. Files are never renamed, so
 //! `herdctl tail -f` follows them by name.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -193,7 +193,7 @@ impl LogFiles {
             }
         };
         let path = self.dir.join(file_name(&self.server, &period, n));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = crate::private::open_append(&path)?;
         self.current = Some(Current {
             file: BufWriter::with_capacity(64 * 1024, file),
             period,

@@ -74,11 +74,12 @@ pub fn init_node_logging(
     Ok((node_log, guard))
 }
 
-/// `server`'s log files as `settings` lay them out (the folder is created).
+/// `server`'s log files as `settings` lay them out (the folder is created, private: see
+/// [`crate::private`]).
 fn open_files(settings: &LogSettings, server: &str) -> Result<LogFiles> {
     let dir = server_log_dir(settings, server);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create log folder {}", dir.display()))?;
+    crate::private::folder(&settings.dir, "log_dir")?;
+    crate::private::folder(&dir, "log_dir")?;
     Ok(LogFiles::new(&dir, server, settings))
 }
 

@@ -183,8 +183,7 @@ pub fn open_store(
     name: &str,
     table: &Table,
 ) -> Result<(Arc<Store>, OpenReport)> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    crate::private::folder(&config.data_dir, "data_dir")?;
     let (store, report) = Store::open(&store_dir(config, name), table)?;
     let store = Arc::new(store);
     table.attach_store(Arc::clone(&store));

@@ -119,11 +119,9 @@ impl SupervisorClient {
     fn spawn_daemon(&self) -> Result<std::process::Child> {
         let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
         if let Some(folder) = self.paths.log.parent() {
-            std::fs::create_dir_all(folder)
-                .with_context(|| format!("cannot create {}", folder.display()))?;
+            crate::private::folder(folder, "log_dir")?;
         }
-        std::fs::create_dir_all(&self.config.run_dir)
-            .with_context(|| format!("cannot create {}", self.config.run_dir.display()))?;
+        crate::private::folder(&self.config.run_dir, "run_dir")?;
         // No supervisor has it open: a full log is renamed aside (the daemon rotates it in
         // place while it runs).
         files::rotate_if_larger(
@@ -132,10 +130,7 @@ impl SupervisorClient {
             Rotate::Rename,
         )
         .with_context(|| format!("cannot rotate {}", self.paths.log.display()))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths.log)
+        let log = crate::private::open_append(&self.paths.log)
             .with_context(|| format!("cannot open {}", self.paths.log.display()))?;
         let mut command = std::process::Command::new(exe);
         command
@@ -263,6 +258,11 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
             if report.state == State::Running {
                 let pid = report.pid.map_or("?".into(), |p| p.to_string());
                 let done = format!("running (pid {pid}, port {})", report.port);
+                progress.finish(&report.name, &done);
+                outcome.insert(report.name.clone(), Ok(done));
+            } else if report.state == State::Paused {
+                // Already started, and frozen on purpose: a start does not thaw it.
+                let done = format!("paused; thaw it with: herdctl resume {}", report.name);
                 progress.finish(&report.name, &done);
                 outcome.insert(report.name.clone(), Ok(done));
             } else if report.crashes_this_start > 0 {
@@ -484,6 +484,72 @@ pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
             report.state.as_str()
         )),
     }
+}
+
+/// `herdctl pause NAME`: SIGSTOP through the supervisor, which stops probing it (a frozen
+/// node's silence is the point, not a reason to restart it) until `herdctl resume NAME`.
+pub fn pause(config_path: &Path, name: &str) -> Result<ExitCode> {
+    let (before, after) = freeze_or_thaw(config_path, name, true)?;
+    let pid = after.pid.unwrap_or_default();
+    match (before.state, after.state) {
+        (State::Paused, _) => println!("{name} is already paused (pid {pid})"),
+        (_, State::Paused) => println!(
+            "{name} paused (pid {pid}, SIGSTOP): it answers nothing and its links time out; \
+             the supervisor leaves it be until: herdctl resume {name}"
+        ),
+        (_, state) => bail!(
+            "{name} is {}, not running, so it cannot be paused{}",
+            state.as_str(),
+            match state {
+                State::Stopped | State::Fatal | State::Backoff =>
+                    format!("; start it with: herdctl start {name}"),
+                _ => String::new(),
+            }
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herdctl resume NAME`: SIGCONT a paused node; health probes start again an interval later.
+pub fn resume(config_path: &Path, name: &str) -> Result<ExitCode> {
+    let (before, after) = freeze_or_thaw(config_path, name, false)?;
+    if before.state != State::Paused {
+        bail!("{name} is {}, not paused", before.state.as_str());
+    }
+    println!(
+        "{name} resumed (pid {}, SIGCONT); it catches up through its links",
+        after.pid.unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the supervisor to pause (`true`) or resume a local server; returns its report before
+/// and after.
+fn freeze_or_thaw(config_path: &Path, name: &str, pause: bool) -> Result<(NodeReport, NodeReport)> {
+    let config = HerdConfig::load(config_path)?;
+    config.server(name)?;
+    resolve_targets(
+        &config,
+        &[name.to_owned()],
+        &Machine::this()?,
+        Reach::HostedOrRunning,
+    )?;
+    let supervisor = SupervisorClient::new(config)?;
+    supervisor.ensure_running()?;
+    let name = name.to_owned();
+    let find = |reports: Vec<NodeReport>| {
+        reports
+            .into_iter()
+            .find(|r| r.name == name)
+            .context("the supervisor did not report the server")
+    };
+    let before = find(supervisor.call(&Request::Status)?)?;
+    let request = match pause {
+        true => Request::Pause { name: name.clone() },
+        false => Request::Resume { name: name.clone() },
+    };
+    let after = find(supervisor.call(&request)?)?;
+    Ok((before, after))
 }
 
 /// How long `reload` waits for the nodes it told to report the new file.
@@ -932,7 +998,8 @@ fn format_uptime(seconds: u64) -> String {
     }
 }
 
-fn plural(n: usize, what: &str) -> String {
+/// `1 server`, `5 servers`.
+pub fn plural(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {

@@ -19,6 +19,14 @@ pub enum Request {
     Kill {
         name: String,
     },
+    /// SIGSTOP a running node; its silence is not held against it until it is resumed.
+    Pause {
+        name: String,
+    },
+    /// SIGCONT a paused node.
+    Resume {
+        name: String,
+    },
     Status,
     /// Re-read the herd file and apply it (see `config_diff.rs`).
     Reload,
@@ -103,6 +111,12 @@ mod tests {
             Request::Stop { names: vec![] },
             Request::Kill {
                 name: "Ball".into(),
+            },
+            Request::Pause {
+                name: "Welsh".into(),
+            },
+            Request::Resume {
+                name: "Welsh".into(),
             },
             Request::Status,
             Request::Reload,

@@ -41,6 +41,8 @@ type ControlMessage = (Request, oneshot::Sender<Response>);
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
+    // The applied copy, nodes' stderr and the socket are this user's only.
+    crate::private::restrict_umask();
     let (config, text) = HerdConfig::load_with_text(config_path)?;
     let paths = RunPaths::new(&config);
     let _lock = match PidLock::acquire(&paths.lock)? {
@@ -211,7 +213,9 @@ impl<O: NodeOs> Supervisor<O> {
     pub fn handle_request(&mut self, request: Request, now: Instant) -> Response {
         let named: &[String] = match &request {
             Request::Start { names } | Request::Stop { names } => names,
-            Request::Kill { name } => std::slice::from_ref(name),
+            Request::Kill { name } | Request::Pause { name } | Request::Resume { name } => {
+                std::slice::from_ref(name)
+            }
             Request::Status | Request::Shutdown | Request::Reload => &[],
         };
         if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
@@ -238,6 +242,12 @@ impl<O: NodeOs> Supervisor<O> {
             }
             Request::Kill { name } => {
                 self.apply(&name, Event::Crash, now);
+            }
+            Request::Pause { name } => {
+                self.apply(&name, Event::Pause, now);
+            }
+            Request::Resume { name } => {
+                self.apply(&name, Event::Resume, now);
             }
             Request::Reload => {
                 return match self.reload(now) {
@@ -498,6 +508,13 @@ impl<O: NodeOs> Supervisor<O> {
             Action::Spawn => self.spawn(name, now),
             Action::Terminate(pid) => self.signal(name, pid, Signal::SIGTERM),
             Action::Kill(pid) => self.signal(name, pid, Signal::SIGKILL),
+            Action::Pause(pid) => self.signal(name, pid, Signal::SIGSTOP),
+            Action::Resume(pid) => self.signal(name, pid, Signal::SIGCONT),
+            Action::TerminatePaused(pid) => {
+                // Pending until the process runs again: SIGCONT lets it act on it.
+                self.signal(name, pid, Signal::SIGTERM);
+                self.signal(name, pid, Signal::SIGCONT);
+            }
             Action::Probe { pid, timeout } => self.os.probe(&self.config, name, pid, timeout),
         }
     }

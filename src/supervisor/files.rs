@@ -7,7 +7,7 @@
 //! `file.1`, then truncated): every writer opened it with O_APPEND, so its next write lands
 //! at the new end, and no process has to reopen anything.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,7 @@ pub fn rotate_if_larger(path: &Path, max_bytes: u64, how: Rotate) -> io::Result<
         Rotate::Rename => std::fs::rename(path, numbered(path, 1))?,
         Rotate::InPlace => {
             std::fs::copy(path, numbered(path, 1))?;
-            OpenOptions::new().write(true).open(path)?.set_len(0)?;
+            crate::private::open_existing(path)?.set_len(0)?;
         }
     }
     Ok(true)
@@ -67,7 +67,7 @@ pub fn rotate_if_larger(path: &Path, max_bytes: u64, how: Rotate) -> io::Result<
 /// after a line marking this start.
 pub fn open_node_stderr(path: &Path, name: &str) -> io::Result<File> {
     rotate_if_larger(path, STDERR_MAX_BYTES, Rotate::Rename)?;
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut file = crate::private::open_append(path)?;
     writeln!(
         file,
         "{START_MARKER}{name} at {} (supervisor pid {}) ---",
@@ -208,7 +208,7 @@ mod tests {
     fn in_place_rotation_keeps_an_appending_writer_working() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Ball.stderr");
-        let mut writer = OpenOptions::new()
+        let mut writer = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)

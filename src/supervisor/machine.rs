@@ -23,6 +23,9 @@ pub enum State {
     Backoff,
     /// Crashed too often in a row; left down until started by hand.
     Fatal,
+    /// Frozen by `herdctl pause` (SIGSTOP): not probed, so not restarted for its silence,
+    /// until `herdctl resume` (SIGCONT).
+    Paused,
 }
 
 impl State {
@@ -34,6 +37,7 @@ impl State {
             State::Stopping => "stopping",
             State::Backoff => "backoff",
             State::Fatal => "fatal",
+            State::Paused => "paused",
         }
     }
 }
@@ -44,6 +48,12 @@ pub enum Action {
     Spawn,
     Terminate(u32),
     Kill(u32),
+    /// SIGSTOP: freeze the process (`herdctl pause`).
+    Pause(u32),
+    /// SIGCONT: let a frozen process run again (`herdctl resume`).
+    Resume(u32),
+    /// SIGTERM, then SIGCONT: a frozen process must run to act on the SIGTERM.
+    TerminatePaused(u32),
     /// Ask the node whether it answers as process `pid` (`HERD STATUS`), giving up after
     /// `timeout`; the answer comes back as [`Event::Probed`].
     Probe {
@@ -60,6 +70,10 @@ pub enum Event {
     Stop,
     /// An operator asked for a SIGKILL, as a simulated crash.
     Crash,
+    /// An operator asked for the process to be frozen (SIGSTOP).
+    Pause,
+    /// An operator asked for a frozen process to run again (SIGCONT).
+    Resume,
     /// The process was created.
     Spawned { pid: u32 },
     /// The process could not be created at all.
@@ -171,7 +185,7 @@ impl NodeMachine {
                 self.start_queued = true;
                 None
             }
-            (Starting | Running, Event::Start) => None,
+            (Starting | Running | Paused, Event::Start) => None,
 
             (Starting | Running, Event::Stop) => match self.pid {
                 Some(pid) => {
@@ -182,6 +196,17 @@ impl NodeMachine {
                 None => {
                     self.state = Stopped;
                     self.deadline = None;
+                    None
+                }
+            },
+            (Paused, Event::Stop) => match self.pid {
+                Some(pid) => {
+                    self.state = Stopping;
+                    self.deadline = Some(now + self.settings.stop_timeout);
+                    Some(Action::TerminatePaused(pid))
+                }
+                None => {
+                    self.state = Stopped;
                     None
                 }
             },
@@ -196,12 +221,31 @@ impl NodeMachine {
             }
             (Stopped, Event::Stop) => None,
 
-            (Starting | Running, Event::Crash) => {
+            (Starting | Running | Paused, Event::Crash) => {
                 let pid = self.pid?;
                 self.kill_reason = Some("herdctl kill".into());
                 Some(Action::Kill(pid))
             }
             (_, Event::Crash) => None,
+
+            // Only a node that answers can be paused: one still starting has no probe
+            // history worth keeping, and one stopping is on its way out.
+            (Running, Event::Pause) => {
+                let pid = self.pid?;
+                self.state = Paused;
+                self.probe_in_flight = false;
+                self.failed_probes = 0;
+                Some(Action::Pause(pid))
+            }
+            (_, Event::Pause) => None,
+            (Paused, Event::Resume) => {
+                let pid = self.pid?;
+                // Probed again from a full interval on: the thawed process needs a moment
+                // to drain what queued up while it was frozen.
+                self.became_running(now);
+                Some(Action::Resume(pid))
+            }
+            (_, Event::Resume) => None,
 
             (Starting, Event::Spawned { pid }) => {
                 self.pid = Some(pid);
@@ -271,7 +315,7 @@ impl NodeMachine {
                         }
                         None
                     }
-                    Starting | Running => {
+                    Starting | Running | Paused => {
                         let uptime = self.since.map(|s| now.saturating_duration_since(s));
                         if uptime.is_some_and(|u| u >= self.settings.stable_after) {
                             self.quick_crashes = 0;
@@ -721,5 +765,49 @@ mod tests {
         m.handle(Event::Stop, t0);
         m.handle(exit("exit status 0"), t0);
         assert_eq!(m.last_exit.as_deref(), Some("exit status 0"));
+    }
+
+    #[test]
+    fn a_paused_node_is_not_probed_nor_killed_for_its_silence_and_resumes() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 8);
+        let second = Duration::from_secs(1);
+        assert_eq!(m.handle(Event::Pause, t0), Some(Action::Pause(8)));
+        assert_eq!(m.state, State::Paused);
+        assert_eq!(m.handle(Event::Pause, t0), None, "paused once");
+        assert_eq!(m.handle(Event::Start, t0), None, "a start leaves it frozen");
+        // Many probe intervals pass: nothing is probed, and a late answer of a probe sent
+        // before the pause counts for nothing.
+        m.handle(unanswered(), t0);
+        for s in 1..30 {
+            assert_eq!(m.handle(Event::Tick, t0 + s * second), None, "tick {s}");
+        }
+        assert_eq!((m.state, m.failed_probes), (State::Paused, 0));
+        let back = t0 + 30 * second;
+        assert_eq!(m.handle(Event::Resume, back), Some(Action::Resume(8)));
+        assert_eq!(m.state, State::Running);
+        assert_eq!(m.handle(Event::Resume, back), None, "resumed once");
+        assert_eq!(m.handle(Event::Tick, back), None, "a full interval first");
+        assert_eq!(m.handle(Event::Tick, back + second), probe(8, second));
+    }
+
+    #[test]
+    fn a_paused_node_can_be_stopped_or_killed() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 8);
+        m.handle(Event::Pause, t0);
+        assert_eq!(m.handle(Event::Stop, t0), Some(Action::TerminatePaused(8)));
+        assert_eq!(m.state, State::Stopping);
+        m.handle(exit("exit status 0"), t0);
+        assert_eq!(m.state, State::Stopped);
+        assert_eq!(m.handle(Event::Pause, t0), None, "nothing to pause");
+
+        start(&mut m, t0, 9);
+        m.handle(Event::Pause, t0);
+        assert_eq!(m.handle(Event::Crash, t0), Some(Action::Kill(9)));
+        m.handle(exit("killed by SIGKILL"), t0);
+        assert_eq!(m.state, State::Backoff, "a crash: restarted by policy");
     }
 }

@@ -52,22 +52,21 @@ pub fn applied_copy_path(config: &HerdConfig) -> PathBuf {
 }
 
 /// Replaces the applied copy with `text` in one step (written aside, then renamed), mode
-/// 0600: the file may hold the herd secret.
-pub fn write_applied_copy(config: &HerdConfig, text: &str) -> std::io::Result<()> {
+/// 0600: the file may hold the herd secret. The file aside is created new (`O_EXCL`), so a
+/// link planted under its name is never written through.
+pub fn write_applied_copy(config: &HerdConfig, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = applied_copy_path(config);
-    std::fs::create_dir_all(&config.run_dir)?;
+    crate::private::folder(&config.run_dir, "run_dir")?;
     let aside = path.with_extension("yaml.new");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&aside)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&aside, &path)
+    let write = || -> std::io::Result<()> {
+        let mut file = crate::private::create_new(&aside)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&aside, &path)
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Where a node's stderr goes when the supervisor starts it (start-up errors land here).

@@ -152,12 +152,7 @@ impl NodeOs for RealOs {
     }
 
     fn write_applied_copy(&mut self, config: &HerdConfig, text: &str) -> Result<()> {
-        super::write_applied_copy(config, text).with_context(|| {
-            format!(
-                "cannot write {}",
-                super::applied_copy_path(config).display()
-            )
-        })
+        super::write_applied_copy(config, text)
     }
 }
 

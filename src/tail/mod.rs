@@ -77,6 +77,13 @@ pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Resu
             ));
         }
         local.iter().map(|s| s.name.as_str()).collect()
+    } else if !config.servers.contains_key(name) && has_log(config, name) {
+        // Removed from the herd file, but its log is still here to read.
+        note(&format!(
+            "{name} is no longer in {}; showing the log it left",
+            config.path.display()
+        ));
+        vec![name]
     } else {
         let server = config
             .server(name)
@@ -111,6 +118,17 @@ pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Resu
         // A reader that went away (`| head`) just means we are done.
         _ => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Whether server `name` has written a log file here.
+fn has_log(config: &HerdConfig, name: &str) -> bool {
+    crate::protocol::is_valid_server_name(name)
+        && crate::logs::files::list(
+            &server_log_dir(&config.logs, name),
+            name,
+            config.logs.rotation == LogRotation::Never,
+        )
+        .is_ok_and(|files| !files.is_empty())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -434,7 +452,12 @@ fn print_recent(
     if !empty.is_empty() {
         note(&no_log_yet(
             &empty,
-            if following { "; waiting for it" } else { "" },
+            if following {
+                "; waiting for it"
+            } else {
+                " (it has not run on this machine: `herdctl start` starts it, `herdctl tail -f` \
+                 waits for it)"
+            },
         ));
     }
     let mut merged = merge(streams);
