@@ -67,6 +67,9 @@ _herdctl() {
             herdctl,tail)
                 cmd="herdctl__subcmd__tail"
                 ;;
+            herdctl,verify)
+                cmd="herdctl__subcmd__verify"
+                ;;
             herdctl__subcmd__export,help)
                 cmd="herdctl__subcmd__export__subcmd__help"
                 ;;
@@ -136,6 +139,9 @@ _herdctl() {
             herdctl__subcmd__help,tail)
                 cmd="herdctl__subcmd__help__subcmd__tail"
                 ;;
+            herdctl__subcmd__help,verify)
+                cmd="herdctl__subcmd__help__subcmd__verify"
+                ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
                 ;;
@@ -149,7 +155,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status send tail run check reload export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,7 +397,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status send tail run check reload export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify send tail run check reload export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -670,6 +676,20 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__help__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__kill)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -891,6 +911,24 @@ _herdctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__verify)
+            opts="-h --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

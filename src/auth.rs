@@ -55,12 +55,14 @@ impl HerdSecret {
     pub fn checked(secret: &str, from: &str) -> Result<HerdSecret> {
         if !secret.bytes().all(|b| b.is_ascii_graphic()) {
             bail!(
-                "the herd secret in {from} holds white space or non-ASCII characters; use                  printable ASCII, e.g. the output of: openssl rand -hex 32"
+                "the herd secret in {from} holds white space or non-ASCII characters; use \
+                 printable ASCII, e.g. the output of: openssl rand -hex 32"
             );
         }
         if secret.len() < MIN_SECRET_CHARS {
             bail!(
-                "the herd secret in {from} has {} characters, fewer than {MIN_SECRET_CHARS} (128                  bits as hex); use a long random one, e.g. the output of: openssl rand -hex 32",
+                "the herd secret in {from} has {} characters, fewer than {MIN_SECRET_CHARS} (128 \
+                 bits as hex); use a long random one, e.g. the output of: openssl rand -hex 32",
                 secret.len()
             );
         }
@@ -140,6 +142,55 @@ impl HerdSecret {
     }
 }
 
+/// The operator's control path (`operator.rs`) proves the same secret the same way:
+///
+///   tool -> `HERD OPERATOR <nonce_t>`
+///   node -> `HERD CHALLENGE <node> <nonce_n> <mac_n>`      mac_n = HMAC(challenge|node|nonce_t|nonce_n)
+///   tool -> `HERD CONTROL <mac_t> <command>`                 mac_t = HMAC(control|node|nonce_n|nonce_t|command)
+///
+/// The command is inside the proof, and the node's nonce is good for one command, so a
+/// recorded command can be neither replayed nor changed.
+impl HerdSecret {
+    pub fn challenge_mac(&self, node: &str, tool_nonce: &str, node_nonce: &str) -> String {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_challenge(
+        &self,
+        proof: &str,
+        node: &str,
+        tool_nonce: &str,
+        node_nonce: &str,
+    ) -> bool {
+        let mac = self.mac(&["challenge", node, tool_nonce, node_nonce]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
+
+    pub fn control_mac(
+        &self,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> String {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verify_control(
+        &self,
+        proof: &str,
+        node: &str,
+        node_nonce: &str,
+        tool_nonce: &str,
+        command: &str,
+    ) -> bool {
+        let mac = self.mac(&["control", node, node_nonce, tool_nonce, command]);
+        unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
+    }
+}
+
 impl fmt::Debug for HerdSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("HerdSecret([redacted])")
@@ -205,14 +256,18 @@ impl SecretSource {
             SecretSource::Inline(_) => "from secret: in the herd file".to_owned(),
             SecretSource::File(path) => format!("from secret_file: {}", path.display()),
             SecretSource::Default(path) if path.exists() => {
-                format!("from {} (copy it to every host of the herd)", path.display())
+                format!(
+                    "from {} (copy it to every host of the herd)",
+                    path.display()
+                )
             }
             SecretSource::Default(path) => format!(
                 "from {} (created at the first start; copy it to every host of the herd)",
                 path.display()
             ),
             SecretSource::Open => {
-                "none: OPEN LINKS (insecure_open_links: true), anyone who reaches a port can                  join the herd"
+                "none: OPEN LINKS (insecure_open_links: true), anyone who reaches a port can \
+                 join the herd"
                     .to_owned()
             }
         }
@@ -229,13 +284,15 @@ fn read_secret_file(path: &Path) -> Result<HerdSecret> {
         .open(path)
         .with_context(|| {
             format!(
-                "cannot read the herd secret {shown}: copy herd.secret from a host of the herd,                  or set secret_file: to where it is"
+                "cannot read the herd secret {shown}: copy herd.secret from a host of the herd, \
+                 or set secret_file: to where it is"
             )
         })?;
     let mode = file.metadata()?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!(
-            "the herd secret {shown} can be read or written by other users (mode {:o}); make it              private with: chmod 600 {shown}",
+            "the herd secret {shown} can be read or written by other users (mode {:o}); make it \
+             private with: chmod 600 {shown}",
             mode & 0o777
         );
     }
@@ -267,7 +324,8 @@ fn create_secret_file(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(anyhow!(
-            "cannot create the herd secret {}: {e}; make its folder writable, or set              secret_file: (or {SECRET_ENV}) to an existing secret",
+            "cannot create the herd secret {}: {e}; make its folder writable, or set \
+             secret_file: (or {SECRET_ENV}) to an existing secret",
             path.display()
         )),
     }
@@ -329,6 +387,22 @@ mod tests {
         assert!(secret.verify_auth(&a, "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("-", "Alford", "Ball", &na, &nd));
         assert!(!secret.verify_auth("zz", "Alford", "Ball", &na, &nd));
+    }
+
+    #[test]
+    fn control_proofs_bind_the_command_and_both_nonces() {
+        let secret = HerdSecret::new("correct horse".into());
+        let (nt, nn) = (nonce(), nonce());
+        let c = secret.challenge_mac("Ball", &nt, &nn);
+        assert!(secret.verify_challenge(&c, "Ball", &nt, &nn));
+        assert!(!secret.verify_challenge(&c, "Welsh", &nt, &nn));
+        let p = secret.control_mac("Ball", &nn, &nt, "CUT Welsh 1a");
+        assert!(secret.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nn, &nt, "CUT Alford 1a"));
+        assert!(!secret.verify_control(&p, "Ball", &nonce(), &nt, "CUT Welsh 1a"));
+        assert!(!secret.verify_control(&c, "Ball", &nn, &nt, "CUT Welsh 1a"));
+        let other = HerdSecret::new("battery staple".into());
+        assert!(!other.verify_control(&p, "Ball", &nn, &nt, "CUT Welsh 1a"));
     }
 
     #[test]

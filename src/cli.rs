@@ -62,6 +62,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask every server for its table digest and say whether the herd agrees: exit 0 when
+    /// it does, 1 when not (naming clients and who lacks their newest record), 2 when a
+    /// server cannot be asked.
+    Verify {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send one line (or lines from stdin with `-`) to a server and print its reply.
     Send {
         /// The server's name in the herd file.

@@ -893,7 +893,8 @@ fn secret_source(
         .map(|o| o.referenced.line());
     if let (Some(line), true) = (open_line, inline.is_some() || file.is_some()) {
         bail!(
-            "{shown} line {line}: insecure_open_links: true and a secret exclude each other;              remove one of them"
+            "{shown} line {line}: insecure_open_links: true and a secret exclude each other; \
+             remove one of them"
         );
     }
     if let (Some(s), Some(f)) = (&inline, &file) {
@@ -927,7 +928,8 @@ fn readable_by_others_warning(path: &Path) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o044 != 0).then(|| {
         format!(
-            "{} holds the herd secret and other users can read it (mode {:o}); make it private              with: chmod 600 {}, or move the secret to secret_file:",
+            "{} holds the herd secret and other users can read it (mode {:o}); make it private \
+             with: chmod 600 {}, or move the secret to secret_file:",
             path.display(),
             mode & 0o777,
             path.display()

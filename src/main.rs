@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, export, supervisor, tail};
+use herdctl::{bench, client, commands, completions, export, supervisor, tail, verify};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         Command::Resume { name } => supervisor::cli::resume(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
         Command::Reload => supervisor::cli::reload(&cli.config),
+        Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
     };

@@ -38,11 +38,25 @@ pub fn restrict_umask() {
 /// (they could plant links or files there); made 0700 if others may read it. `what` names
 /// it in messages ("run_dir").
 pub fn folder(path: &Path, what: &str) -> Result<()> {
+    folder_for(path, what, nix::unistd::geteuid().as_raw(), None)
+}
+
+/// [`folder`] for the user `uid` (group `gid`): the folders created are given to them (which
+/// takes root when it is not this process's user), and an existing one must be theirs. For
+/// `export systemd` run as root for units that run as the herd file's owner.
+pub fn folder_for(path: &Path, what: &str, uid: u32, gid: Option<u32>) -> Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
     DirBuilder::new()
         .recursive(true)
         .mode(FOLDER_MODE)
         .create(path)
         .with_context(|| format!("cannot create {what} {}", path.display()))?;
+    if uid != nix::unistd::geteuid().as_raw() {
+        for created in missing {
+            std::os::unix::fs::chown(created, Some(uid), gid)
+                .with_context(|| format!("cannot give {} to user {uid}", created.display()))?;
+        }
+    }
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read {what} {}", path.display()))?;
     if !meta.is_dir() {
@@ -51,11 +65,10 @@ pub fn folder(path: &Path, what: &str) -> Result<()> {
             path.display()
         );
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
+    if meta.uid() != uid {
         bail!(
-            "{what} {} belongs to user {}, not to you (user {me}), who could plant links in it; \
-             use a folder of your own (set {what}) or `chown {me} {}`",
+            "{what} {} belongs to user {}, not to user {uid}, and its owner could plant links \
+             in it; use a folder of user {uid} (set {what}) or `chown {uid} {}`",
             path.display(),
             meta.uid(),
             path.display()
@@ -188,6 +201,29 @@ mod tests {
         let file = dir.path().join("file");
         std::fs::write(&file, "").unwrap();
         assert!(folder(&file, "log_dir").is_err());
+    }
+
+    #[test]
+    fn root_makes_folders_for_the_user_they_are_for() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: giving a folder to another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("var/lib/herd");
+        folder_for(&made, "data_dir", 65534, Some(65534)).unwrap();
+        for created in [&made, &dir.path().join("var")] {
+            let meta = std::fs::metadata(created).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o777), (65534, 0o700));
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path()).unwrap().uid(),
+            0,
+            "not created"
+        );
+        // Root's own folder is not the user's.
+        let e = folder_for(dir.path(), "run_dir", 65534, None).unwrap_err();
+        assert!(e.to_string().contains("belongs to user 0"), "{e}");
     }
 
     #[test]

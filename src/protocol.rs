@@ -178,6 +178,122 @@ pub enum PeerMessage<'a> {
     Want(Vec<u16>),
     /// `HERD STATUS`: an operator tool asks for the node's figures (read-only).
     StatusQuery,
+    /// `HERD OPERATOR <nonce>`: the operator's tool opens the control path (`operator.rs`);
+    /// the node answers `HERD CHALLENGE`.
+    Operator { nonce: &'a str },
+    /// `HERD CONTROL <proof|-> <verb> [args]`: one operator command, proved with the herd
+    /// secret over the node's challenge.
+    Control {
+        proof: Option<&'a str>,
+        command: ControlCommand<'a>,
+    },
+    /// `HERD FAULT <id|->`: at the start of a peer session, the link fault this end holds
+    /// (see `node/faults.rs`).
+    Fault(Option<&'a str>),
+}
+
+/// What the operator's control path can ask of a node (`HERD CONTROL <proof> ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlCommand<'a> {
+    /// `DIGEST`: the table's bucket digests and client count (read-only).
+    Digest,
+    /// `RECORDS <buckets>`: the records in those buckets, as `HERD SYNC` lines (read-only).
+    Records(&'a str),
+    /// `CUT <peer> <id>`: cut the link to `peer`.
+    Cut { peer: &'a str, id: &'a str },
+    /// `DELAY <peer> <ms> <jitter_ms> <id>`: hold every line sent on the link this long.
+    Delay {
+        peer: &'a str,
+        ms: u32,
+        jitter_ms: u32,
+        id: &'a str,
+    },
+    /// `LOSS <peer> <percent> <id>`: drop this share of the flooded lines sent on the link.
+    Loss {
+        peer: &'a str,
+        percent: u8,
+        id: &'a str,
+    },
+    /// `HEAL <peer|*>`: clear the faults of one link, or of every link.
+    Heal(&'a str),
+}
+
+impl ControlCommand<'_> {
+    /// Whether the command changes the node (so it needs the herd secret, never `-`).
+    pub fn changes_the_node(&self) -> bool {
+        !matches!(self, ControlCommand::Digest | ControlCommand::Records(_))
+    }
+
+    /// The command's words as the proof covers them: single spaces, no proof.
+    pub fn text(&self) -> String {
+        match self {
+            ControlCommand::Digest => "DIGEST".into(),
+            ControlCommand::Records(buckets) => format!("RECORDS {buckets}"),
+            ControlCommand::Cut { peer, id } => format!("CUT {peer} {id}"),
+            ControlCommand::Delay {
+                peer,
+                ms,
+                jitter_ms,
+                id,
+            } => format!("DELAY {peer} {ms} {jitter_ms} {id}"),
+            ControlCommand::Loss { peer, percent, id } => format!("LOSS {peer} {percent} {id}"),
+            ControlCommand::Heal(peer) => format!("HEAL {peer}"),
+        }
+    }
+}
+
+/// Largest link delay the control path takes, in milliseconds (a minute: past that, links
+/// are better cut).
+pub const MAX_LINK_DELAY_MS: u32 = 60_000;
+
+/// A fault id: 1 to 32 lowercase hex digits.
+pub fn is_valid_fault_id(text: &str) -> bool {
+    (1..=32).contains(&text.len()) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn parse_control<'a>(args: &[&'a str]) -> Option<ControlCommand<'a>> {
+    let number = |text: &str| -> Option<u32> {
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse().ok()
+    };
+    let peer_ok = |peer: &str| is_valid_server_name(peer);
+    match args {
+        ["DIGEST"] => Some(ControlCommand::Digest),
+        ["RECORDS", buckets] => {
+            parse_want(buckets)?;
+            Some(ControlCommand::Records(buckets))
+        }
+        ["CUT", peer, id] if peer_ok(peer) && is_valid_fault_id(id) => {
+            Some(ControlCommand::Cut { peer, id })
+        }
+        ["DELAY", peer, ms, jitter, id] if peer_ok(peer) && is_valid_fault_id(id) => {
+            let (ms, jitter_ms) = (number(ms)?, number(jitter)?);
+            if ms > MAX_LINK_DELAY_MS || jitter_ms > ms {
+                return None;
+            }
+            Some(ControlCommand::Delay {
+                peer,
+                ms,
+                jitter_ms,
+                id,
+            })
+        }
+        ["LOSS", peer, percent, id] if peer_ok(peer) && is_valid_fault_id(id) => {
+            let percent = number(percent)?;
+            if percent > 100 {
+                return None;
+            }
+            Some(ControlCommand::Loss {
+                peer,
+                percent: percent as u8,
+                id,
+            })
+        }
+        ["HEAL", peer] if *peer == "*" || peer_ok(peer) => Some(ControlCommand::Heal(peer)),
+        _ => None,
+    }
 }
 
 /// Everything a line can be.
@@ -211,7 +327,7 @@ pub fn parse_line(line: &[u8]) -> Option<Command<'_>> {
     }
     let mut it = fields(line);
     let verb = it.next()?;
-    let mut args: [&str; 6] = [""; 6];
+    let mut args: [&str; 7] = [""; 7];
     let mut count = 0;
     for field in it {
         if count == args.len() {
@@ -292,6 +408,14 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
             Some(PeerMessage::Auth { proof })
         }
         ["STATUS"] => Some(PeerMessage::StatusQuery),
+        ["OPERATOR", nonce] if is_valid_nonce(nonce) => Some(PeerMessage::Operator { nonce }),
+        ["CONTROL", proof, command @ ..] if is_valid_proof(proof) => Some(PeerMessage::Control {
+            proof: (*proof != "-").then_some(*proof),
+            command: parse_control(command)?,
+        }),
+        ["FAULT", id] if *id == "-" || is_valid_fault_id(id) => {
+            Some(PeerMessage::Fault((*id != "-").then_some(*id)))
+        }
         ["DIGEST", count, hex] => parse_digest(count, hex).map(PeerMessage::Digest),
         ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
         ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(AtFields::check(
@@ -321,7 +445,8 @@ fn parse_digest(count: &str, hex: &str) -> Option<Vec<u64>> {
         .collect()
 }
 
-fn parse_want(buckets: &str) -> Option<Vec<u16>> {
+/// A bucket list as WANT and `RECORDS` carry it: `b1,b2,...` or `-`.
+pub fn parse_want(buckets: &str) -> Option<Vec<u16>> {
     if buckets == "-" {
         return Some(Vec::new());
     }
@@ -481,14 +606,69 @@ pub fn format_welcome(server: &str, nonce: &str, proof: Option<&str>) -> String 
     format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION} {nonce} {proof}\n")
 }
 
-/// `HERD CHALLENGE <nonce>\n`.
-pub fn format_challenge(nonce: &str) -> String {
+/// `HERD CHALLENGE <nonce>\n`: an acceptor's answer to a neighbour's HELLO (the operator
+/// path's challenge, [`format_challenge`], also names the node and carries its proof).
+pub fn format_peer_challenge(nonce: &str) -> String {
     format!("{PEER_VERB} CHALLENGE {nonce}\n")
 }
 
 /// `HERD AUTH <proof>\n`.
 pub fn format_auth(proof: &str) -> String {
     format!("{PEER_VERB} AUTH {proof}\n")
+}
+
+/// `HERD OPERATOR <nonce>\n`.
+pub fn format_operator(nonce: &str) -> String {
+    format!("{PEER_VERB} OPERATOR {nonce}\n")
+}
+
+/// `HERD CHALLENGE <server> <nonce> <proof|->\n`: the node's answer to `HERD OPERATOR`.
+pub fn format_challenge(server: &str, nonce: &str, proof: Option<&str>) -> String {
+    let proof = proof.unwrap_or("-");
+    format!("{PEER_VERB} CHALLENGE {server} {nonce} {proof}\n")
+}
+
+/// Reads a `HERD CHALLENGE` line: (server, nonce, proof).
+pub fn parse_challenge(line: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut it = fields(line);
+    let words: Vec<&str> = it.by_ref().take(6).collect();
+    match words.as_slice() {
+        [PEER_VERB, "CHALLENGE", server, nonce, proof]
+            if is_valid_server_name(server) && is_valid_nonce(nonce) && is_valid_proof(proof) =>
+        {
+            Some((server, nonce, (*proof != "-").then_some(*proof)))
+        }
+        _ => None,
+    }
+}
+
+/// `HERD CONTROL <proof|-> <command>\n`.
+pub fn format_control(proof: Option<&str>, command: &ControlCommand<'_>) -> String {
+    format!(
+        "{PEER_VERB} CONTROL {} {}\n",
+        proof.unwrap_or("-"),
+        command.text()
+    )
+}
+
+/// `HERD DONE <json>\n`: the end of the answer to a control command.
+pub fn format_done(json: &serde_json::Value) -> String {
+    format!("{PEER_VERB} DONE {json}\n")
+}
+
+/// Reads a `HERD DONE <json>` line.
+pub fn parse_done(line: &str) -> Option<serde_json::Value> {
+    let json = line
+        .trim()
+        .strip_prefix(PEER_VERB)?
+        .trim_start()
+        .strip_prefix("DONE")?;
+    serde_json::from_str(json).ok()
+}
+
+/// `HERD FAULT <id|->\n`.
+pub fn format_fault(id: Option<&str>) -> String {
+    format!("{PEER_VERB} FAULT {}\n", id.unwrap_or("-"))
 }
 
 /// A node's own figures, the answer to `HERD STATUS`.
@@ -525,8 +705,9 @@ pub struct NodeFigures {
     /// What neighbours sent that the node refused, by reason (see `node/peer_input.rs`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub peer_dropped: std::collections::BTreeMap<String, u64>,
-    /// WHATSATs answered with an over-limit document because the node's budget for a paid
-    /// places service was spent (`places.max_requests_per_s`, `places.max_in_flight`).
+    /// Upstream requests not sent because the node's budget for a paid places service was
+    /// spent (`places.max_requests_per_s`, `places.max_in_flight`): their WHATSATs (and any
+    /// identical ones waiting on them) got an over-limit document instead.
     #[serde(default)]
     pub places_refused: u64,
 }
@@ -880,7 +1061,7 @@ pub(crate) mod tests {
             PeerMessage::Auth { proof: &proof }
         );
         assert_eq!(
-            parse(format_challenge(nonce).trim_end()),
+            parse(format_peer_challenge(nonce).trim_end()),
             PeerMessage::Challenge { nonce }
         );
         for bad in [
@@ -1000,5 +1181,56 @@ pub(crate) mod tests {
         for bad in ["", "1a", "-a", "a b", "Ålford", "a/b", "a.b"] {
             assert!(!is_valid_server_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn control_commands_parse_only_in_their_shape() {
+        let proof = "ab".repeat(32);
+        let control =
+            |text: &str| match parse_line(format!("HERD CONTROL {proof} {text}").as_bytes()) {
+                Some(Command::Peer(PeerMessage::Control { command, .. })) => Some(command.text()),
+                _ => None,
+            };
+        for good in [
+            "DIGEST",
+            "RECORDS 1,2,1023",
+            "CUT Ball 0f",
+            "DELAY Ball 100 20 0f",
+            "LOSS Ball 30 0f",
+            "HEAL Ball",
+            "HEAL *",
+        ] {
+            assert_eq!(control(good).as_deref(), Some(good));
+        }
+        for bad in [
+            "DIGEST x",
+            "RECORDS 1024",
+            "CUT 9ball 0f",
+            "CUT Ball XYZ",
+            "DELAY Ball 100 200 0f",
+            "DELAY Ball 60001 0 0f",
+            "DELAY Ball +1 0 0f",
+            "LOSS Ball 101 0f",
+            "HEAL",
+            "SHUTDOWN",
+        ] {
+            assert_eq!(control(bad), None, "{bad}");
+        }
+        assert!(matches!(
+            parse_line(b"HERD CONTROL - DIGEST"),
+            Some(Command::Peer(PeerMessage::Control { proof: None, .. }))
+        ));
+        assert_eq!(parse_line(b"HERD CONTROL x DIGEST"), None);
+        assert_eq!(parse_line(b"HERD OPERATOR short"), None);
+        assert_eq!(
+            parse_line(b"HERD FAULT -"),
+            Some(Command::Peer(PeerMessage::Fault(None)))
+        );
+        assert_eq!(parse_line(b"HERD FAULT 0G"), None);
+        let challenge = format_challenge("Ball", &"0".repeat(32), None);
+        assert_eq!(
+            parse_challenge(&challenge),
+            Some(("Ball", "0".repeat(32).as_str(), None))
+        );
     }
 }

@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use common::supervised::Supervised;
-use common::wait_until;
+use common::{exchange, wait_until, Herd, CLASSIC};
 
 /// Health probes every 200 ms, two missed ones kill: a frozen node would be killed within
 /// half a second if its silence counted.
@@ -87,4 +88,118 @@ fn a_paused_node_stops_cleanly() {
         n["last_exit"], "exit status 0",
         "a SIGTERM it acted on: {n}"
     );
+}
+
+const SECRET: &str = "secret: chaos-test-secret-0123456789abcdef\n";
+
+fn verify(herd: &Herd) -> (i32, serde_json::Value) {
+    let out = common::run_to_end(herd.herdctl().args(["verify", "--json"]), b"");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), report)
+}
+
+fn start_herd(servers: &[(&str, &[&str])], extra: &str) -> Herd {
+    let herd = Herd::configure(servers, extra);
+    for (name, _) in servers {
+        herd.spawn(name);
+    }
+    for (name, _) in servers {
+        herd.wait_listening(name);
+    }
+    herd
+}
+
+#[test]
+fn verify_says_whether_the_herd_agrees_and_who_lacks_what() {
+    // Two servers with no link between them: what one is told, the other never learns.
+    let herd = start_herd(&[("Apart", &[]), ("Alone", &[])], SECRET);
+    let (code, report) = verify(&herd);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["agree"], true);
+
+    let reply = herd.send("Apart", "IAMAT lonely.client +10+10 1700000000\n");
+    let (code, report) = verify(&herd);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["agree"], false);
+    assert_eq!(report["differing_buckets"], 1);
+    let sample = &report["samples"][0];
+    assert_eq!(sample["client"], "lonely.client");
+    assert_eq!(sample["newest"], reply.trim_end());
+    assert_eq!(sample["held_by"], serde_json::json!(["Apart"]));
+    assert_eq!(sample["lacking"], serde_json::json!(["Alone"]));
+    let text = common::run_to_end(herd.herdctl().arg("verify"), b"");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("the herd differs") && text.contains("lacking: Alone"),
+        "{text}"
+    );
+
+    // The same update at the other: they agree again.
+    herd.send("Alone", "IAMAT lonely.client +10+10 1700000001\n");
+    herd.send("Apart", "IAMAT lonely.client +10+10 1700000001\n");
+    assert_eq!(verify(&herd).0, 1, "each holds its own AT line");
+
+    herd.kill("Alone");
+    let (code, report) = verify(&herd);
+    assert_eq!(code, 2, "{report}");
+    assert_eq!(report["unreachable"], serde_json::json!(["Alone"]));
+}
+
+#[test]
+fn verify_sees_a_linked_herd_agree_and_the_control_path_refuses_strangers() {
+    let herd = start_herd(CLASSIC, SECRET);
+    herd.send("Alford", "IAMAT one +10+10 1700000000\n");
+    let reply = herd.send("Ball", "IAMAT two +10+10 1700000000\n");
+    herd.wait_for_at("Alford", "two", reply.trim_end());
+    common::wait_until("the herd to agree", || verify(&herd).0 == 0);
+    let (_, report) = verify(&herd);
+    for server in report["servers"].as_array().unwrap() {
+        assert_eq!(server["clients"], 2, "{report}");
+    }
+
+    // No proof, a made-up proof, a command without a challenge, a replayed command: all
+    // answered `?`, and nothing is carried out.
+    let port = herd.port("Welsh");
+    let nonce = "0123456789abcdef0123456789abcdef";
+    let anonymous = exchange(
+        port,
+        format!("HERD OPERATOR {nonce}\nHERD CONTROL - CUT Ball 1\n").as_bytes(),
+    );
+    let anonymous = String::from_utf8_lossy(&anonymous);
+    assert!(
+        anonymous.contains("\n? HERD CONTROL - CUT Ball 1\n"),
+        "{anonymous}"
+    );
+    let forged = format!("HERD CONTROL {} DIGEST\n", "ab".repeat(32));
+    let answer = herd.send("Welsh", &format!("HERD OPERATOR {nonce}\n{forged}"));
+    assert!(answer.ends_with(&format!("? {forged}")), "{answer}");
+    let answer = herd.send("Welsh", &forged);
+    assert_eq!(answer, format!("? {forged}"), "no challenge, no command");
+    assert!(herd
+        .log_text("Welsh")
+        .contains("refused the control command"));
+
+    // A proved command works once; the same line replayed over a new challenge is refused.
+    let secret = herdctl::auth::HerdSecret::new("chaos-test-secret-0123456789abcdef".into());
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    writeln!(stream, "HERD OPERATOR {nonce}").unwrap();
+    let mut challenge = String::new();
+    reader.read_line(&mut challenge).unwrap();
+    let (server, node_nonce, _) = herdctl::protocol::parse_challenge(&challenge).unwrap();
+    let proof = secret.control_mac(server, node_nonce, nonce, "DIGEST");
+    let proved = format!("HERD CONTROL {proof} DIGEST\n");
+    stream.write_all(proved.as_bytes()).unwrap();
+    let mut done = String::new();
+    reader.read_line(&mut done).unwrap();
+    assert!(done.starts_with("HERD DONE {"), "{done}");
+    let replayed = herd.send("Welsh", &format!("HERD OPERATOR {nonce}\n{proved}"));
+    assert!(replayed.ends_with(&format!("? {proved}")), "{replayed}");
 }

@@ -42,15 +42,29 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
             .context("cannot find the herdctl executable")?,
         user: file_owner(&config.path)?,
     };
+    // The units run as the herd file's owner (root when root owns it): their folders are
+    // theirs. Run as another user than root, `export` can only make folders of its own.
+    let owner = {
+        let meta = std::fs::metadata(&config.path)
+            .with_context(|| format!("cannot read {}", config.path.display()))?;
+        if nix::unistd::geteuid().is_root() {
+            (meta.uid(), meta.gid())
+        } else {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        }
+    };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The sandbox makes only these folders writable, and systemd refuses to start a unit
     // whose writable folder does not exist: create them now, as `herdctl start` would, for
     // the servers that live here (another machine's folders are made by an export there).
     for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
-        // Private, as the node makes them (see `crate::private`).
+        // Private, as the node makes them (see `crate::private`), and the units' user's.
         let keys = ["data_dir", "log_dir", "run_dir"];
         for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
-            crate::private::folder(folder, key)?;
+            crate::private::folder_for(folder, key, owner.0, Some(owner.1))?;
         }
     }
     let mut written = Vec::new();

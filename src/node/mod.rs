@@ -6,6 +6,7 @@
 
 pub mod dialler;
 pub mod lines;
+pub mod operator;
 pub mod peer_input;
 pub mod peers;
 pub mod reconfigure;

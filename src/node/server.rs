@@ -16,15 +16,15 @@ use super::lines::{has_buffered_line, read_line, write_within, Line};
 use super::peer_input::Dropped;
 use super::peers::Handoff;
 use super::store::NotDurable;
-use super::{session, Node};
+use super::{operator, session, Node};
 use crate::auth;
 use crate::config::HerdConfig;
 use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
-    Command, PeerMessage, PEER_PROTOCOL_VERSION,
+    self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
+    Command, ControlCommand, PeerMessage, PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
 
@@ -171,6 +171,14 @@ enum Role {
     Peer(String),
     /// Failed its AUTH: the connection is closed once its refusal is written.
     Closing,
+    /// The operator's tool said `HERD OPERATOR` and was sent a challenge: its one command
+    /// must prove the secret over both nonces (`operator.rs`).
+    Operator {
+        tool_nonce: String,
+        our_nonce: String,
+    },
+    /// An operator's proved `RECORDS`: the connection streams them, then closes.
+    Records(Vec<u16>),
 }
 
 /// What kind of answer a line got.
@@ -336,6 +344,13 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         if matches!(role, Role::Closing) {
             break;
         }
+        if let Role::Records(buckets) = &role {
+            write_within(&mut writer, &out, limits.idle_timeout).await?;
+            node.log.submit(&mut log);
+            operator::stream_records(node, buckets, &mut writer).await?;
+            writer.shutdown().await?;
+            return Ok(());
+        }
         // Replies to lines that are already buffered share one write; each reply stays
         // contiguous either way.
         if !out.is_empty()
@@ -500,7 +515,7 @@ async fn respond(
                 return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
             }
             // Nothing derived from the secret until the dialler has proved it knows it.
-            let challenge = format_challenge(&our_nonce);
+            let challenge = format_peer_challenge(&our_nonce);
             *role = Role::Authenticating {
                 from: server.to_owned(),
                 dialler_nonce: nonce.to_owned(),
@@ -545,6 +560,50 @@ async fn respond(
             out.extend_from_slice(format_status(&node.figures()).as_bytes());
             Answer::Quiet
         }
-        Command::Peer(PeerMessage::Welcome { .. } | PeerMessage::Challenge { .. }) => invalid(out),
+        Command::Peer(PeerMessage::Operator { nonce }) => {
+            if !matches!(role, Role::Client) {
+                return invalid(out);
+            }
+            let (challenge, our_nonce) = operator::challenge(node, nonce);
+            *role = Role::Operator {
+                tool_nonce: nonce.to_owned(),
+                our_nonce,
+            };
+            reply(challenge.as_bytes(), out)
+        }
+        Command::Peer(PeerMessage::Control { proof, command }) => {
+            // One command per challenge: whatever happens, the nonces are spent.
+            let Role::Operator {
+                tool_nonce,
+                our_nonce,
+            } = std::mem::replace(role, Role::Client)
+            else {
+                return invalid(out);
+            };
+            if let Err(why) = operator::authorise(node, proof, &command, &tool_nonce, &our_nonce) {
+                tracing::warn!(
+                    "{remote}: refused the control command {}: {why}",
+                    command.text()
+                );
+                return invalid(out);
+            }
+            match command {
+                ControlCommand::Digest => {
+                    out.extend_from_slice(operator::digest_answer(node).as_bytes());
+                    Answer::Quiet
+                }
+                ControlCommand::Records(buckets) => match protocol::parse_want(buckets) {
+                    Some(buckets) => {
+                        *role = Role::Records(buckets);
+                        Answer::Quiet
+                    }
+                    None => invalid(out),
+                },
+                _ => invalid(out),
+            }
+        }
+        Command::Peer(
+            PeerMessage::Welcome { .. } | PeerMessage::Challenge { .. } | PeerMessage::Fault(_),
+        ) => invalid(out),
     }
 }
