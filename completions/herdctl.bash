@@ -37,6 +37,9 @@ _herdctl() {
             herdctl,pause)
                 cmd="herdctl__subcmd__pause"
                 ;;
+            herdctl,probe)
+                cmd="herdctl__subcmd__probe"
+                ;;
             herdctl,reload)
                 cmd="herdctl__subcmd__reload"
                 ;;
@@ -109,6 +112,9 @@ _herdctl() {
             herdctl__subcmd__help,pause)
                 cmd="herdctl__subcmd__help__subcmd__pause"
                 ;;
+            herdctl__subcmd__help,probe)
+                cmd="herdctl__subcmd__help__subcmd__probe"
+                ;;
             herdctl__subcmd__help,reload)
                 cmd="herdctl__subcmd__help__subcmd__reload"
                 ;;
@@ -155,7 +161,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify send tail run check reload export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -397,7 +403,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify send tail run check reload export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +529,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -726,13 +746,39 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        herdctl__subcmd__reload)
+        herdctl__subcmd__probe)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__reload)
+            opts="-h --node --pid --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

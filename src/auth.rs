@@ -140,6 +140,19 @@ impl HerdSecret {
         let mac = self.mac(&["auth", dialler, acceptor, acceptor_nonce, dialler_nonce]);
         unhex(proof).is_some_and(|p| mac.verify_slice(&p).is_ok())
     }
+
+    /// The bearer token of the admin endpoint's `/status` and `/metrics`: derived from the
+    /// secret under its own label, so handing it to Prometheus does not hand out the secret
+    /// (nor anything a peer handshake accepts).
+    pub fn admin_token(&self) -> String {
+        hex(&self.mac(&["herd admin token"]).finalize().into_bytes())
+    }
+
+    /// Checks an admin bearer token in constant time.
+    pub fn verify_admin_token(&self, token: &str) -> bool {
+        let mac = self.mac(&["herd admin token"]);
+        unhex(token).is_some_and(|t| mac.verify_slice(&t).is_ok())
+    }
 }
 
 /// The operator's control path (`operator.rs`) proves the same secret the same way:
@@ -359,6 +372,18 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_token_is_derived_and_checked() {
+        let secret = HerdSecret::new("correct horse".into());
+        let token = secret.admin_token();
+        assert_eq!(token.len(), 64);
+        assert!(!token.contains("correct"));
+        assert!(secret.verify_admin_token(&token));
+        assert!(!secret.verify_admin_token(&token[..62]));
+        assert!(!secret.verify_admin_token(""));
+        assert!(!HerdSecret::new("battery staple".into()).verify_admin_token(&token));
+    }
 
     #[test]
     fn proofs_verify_only_with_the_same_secret_names_and_nonces() {

@@ -110,7 +110,23 @@ pub enum Command {
     Check,
     /// Re-read the herd file and apply it to the running herd: start added servers, stop
     /// removed ones, restart those whose own settings changed, tell the rest live.
-    Reload,
+    Reload {
+        /// Only this node, signalled directly with no supervisor (for systemd's ExecReload):
+        /// the herd file is checked, the node sent SIGHUP, and the command waits until the
+        /// node runs the new file.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// The node's pid as its engine knows it (systemd's $MAINPID): refuse to signal if
+        /// the node's lock says otherwise.
+        #[arg(long, value_name = "PID", requires = "node")]
+        pid: Option<u32>,
+    },
+    /// Exit 0 if the server answers on this machine as itself, else 1 (a container's health
+    /// check).
+    Probe {
+        /// The server's name in the herd file.
+        name: String,
+    },
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]
     Export(Export),

@@ -51,6 +51,15 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     links: RawLinks,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// `admin:`: who may read the admin endpoint's routes (see [`AdminSettings`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    open: Option<bool>,
 }
 
 /// `links:`: how much a link to a neighbour may hold back, and how long it may stall.
@@ -99,6 +108,8 @@ struct RawServer {
     host: Option<Spanned<String>>,
     #[serde(default)]
     listen: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_port: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +235,21 @@ pub struct ServerConfig {
     pub listen: Option<IpAddr>,
     /// Neighbours on either side of a link: a link named by one end is bidirectional.
     pub neighbours: BTreeSet<String>,
+    /// The admin endpoint's port (HTTP: metrics, health, status), on the same address as
+    /// `port`; `admin_port:` in the file, else `port` + [`ADMIN_PORT_OFFSET`].
+    pub admin_port: u16,
+}
+
+/// A server's admin port when the file gives none: its client port plus this, so the
+/// classic herd (ports 12000-12004) gets 13000-13004 without an edit.
+pub const ADMIN_PORT_OFFSET: u16 = 1000;
+
+/// `admin:`: who may read the admin endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Every route open to anyone who reaches the port. By default only `/healthz` and
+    /// `/readyz` are; `/status` and `/metrics` need the herd's admin token.
+    pub open: bool,
 }
 
 /// Log files: where, how often they rotate, how many are kept.
@@ -554,6 +580,8 @@ pub struct HerdConfig {
     pub limits: Limits,
     /// What a link to a neighbour may queue, and how long it may stall.
     pub links: LinkSettings,
+    /// Who may read the admin endpoint.
+    pub admin: AdminSettings,
     /// A fingerprint of the file's text without its secret. Nodes report it in
     /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
     /// file it applied.
@@ -630,6 +658,7 @@ impl HerdConfig {
         let mut servers = BTreeMap::new();
         // Ports are per host: servers on different hosts may share one.
         let mut ports: BTreeMap<(String, u16), &str> = BTreeMap::new();
+        let mut admin_ports: Vec<(String, u16, String, u64)> = Vec::new();
         for (name, spec) in &raw.servers {
             let line = spec.referenced.line();
             if name == "all" {
@@ -670,6 +699,8 @@ impl HerdConfig {
                      host {host}; give each server on a host its own port"
                 );
             }
+            let admin_port = admin_port_value(name, port, spec.value.admin_port.as_ref(), &shown)?;
+            admin_ports.push((host.to_string(), admin_port, name.clone(), port_line));
             servers.insert(
                 name.clone(),
                 ServerConfig {
@@ -678,8 +709,29 @@ impl HerdConfig {
                     port,
                     listen,
                     neighbours: BTreeSet::new(),
+                    admin_port,
                 },
             );
+        }
+        // An admin port must not be any server's client port or another admin port on the
+        // same host.
+        for (i, (host, admin_port, name, line)) in admin_ports.iter().enumerate() {
+            let clash = ports
+                .get(&(host.clone(), *admin_port))
+                .copied()
+                .or_else(|| {
+                    admin_ports[..i]
+                        .iter()
+                        .find(|(h, p, _, _)| h == host && p == admin_port)
+                        .map(|(_, _, other, _)| other.as_str())
+                });
+            if let Some(other) = clash {
+                bail!(
+                    "{shown} line {line}: server {name}'s admin port {admin_port} is also used by \
+                     {other} on host {host}; give {name} another admin_port: (default: port + \
+                     {ADMIN_PORT_OFFSET})"
+                );
+            }
         }
         for (name, spec) in &raw.servers {
             for peer in &spec.value.peers {
@@ -788,6 +840,9 @@ impl HerdConfig {
             supervisor,
             limits,
             links,
+            admin: AdminSettings {
+                open: raw.admin.open.unwrap_or(false),
+            },
             digest: text_digest(&match &inline_secret {
                 // The digest is shown to anyone who asks: nothing of the secret goes in.
                 Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), ""),
@@ -832,6 +887,18 @@ impl HerdConfig {
             Some(ip) => Endpoint::new(Host::Ip(ip), server.port),
             None => self.endpoint(server),
         }
+    }
+
+    /// Where a process on the server's own machine reaches its admin endpoint (see
+    /// [`HerdConfig::local_endpoint`]).
+    pub fn local_admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        let client = self.local_endpoint(server);
+        Endpoint::new(client.host, server.admin_port)
+    }
+
+    /// Where anyone reaches `server`'s admin endpoint: its host and admin port.
+    pub fn admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        Endpoint::new(server.host.clone(), server.admin_port)
     }
 
     /// The address `server` binds: its `listen:` address, else its host, a name being
@@ -935,6 +1002,34 @@ fn readable_by_others_warning(path: &Path) -> Option<String> {
             path.display()
         )
     })
+}
+
+/// A server's `admin_port:`, or its default (`port` + [`ADMIN_PORT_OFFSET`]).
+fn admin_port_value(
+    name: &str,
+    port: u16,
+    given: Option<&Spanned<u32>>,
+    shown: &str,
+) -> Result<u16> {
+    match given {
+        Some(p) => u16::try_from(p.value)
+            .ok()
+            .filter(|a| *a != 0 && *a != port)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{shown} line {}: server {name} has admin_port {}; use 1-65535, not its \
+                     client port",
+                    p.referenced.line(),
+                    p.value
+                )
+            }),
+        None => port.checked_add(ADMIN_PORT_OFFSET).ok_or_else(|| {
+            anyhow!(
+                "{shown}: server {name} has port {port}, so its default admin port (port + \
+                 {ADMIN_PORT_OFFSET}) does not exist; give it admin_port: (1-65535)"
+            )
+        }),
+    }
 }
 
 /// A `host:` value: an IP address or a DNS name.

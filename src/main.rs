@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, export, supervisor, tail, verify};
+use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail, verify};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -54,7 +54,14 @@ fn main() -> ExitCode {
         Command::Pause { name } => supervisor::cli::pause(&cli.config, name),
         Command::Resume { name } => supervisor::cli::resume(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
-        Command::Reload => supervisor::cli::reload(&cli.config),
+        Command::Reload { node: None, .. } => supervisor::cli::reload(&cli.config),
+        Command::Reload {
+            node: Some(name),
+            pid,
+        } => HerdConfig::load(&cli.config).and_then(|c| direct::reload_node(&c, name, *pid)),
+        Command::Probe { name } => {
+            HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name))
+        }
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),

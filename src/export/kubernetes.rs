@@ -250,9 +250,11 @@ fn stateful_set(
     env: &[Value],
     config_hash: &str,
 ) -> Value {
-    let tcp_probe = |period: u32, failures: u32| {
+    // On the admin port, never the client port: a client holding every client slot must
+    // not make the pod look dead (or unready).
+    let http_probe = |path: &str, period: u32, failures: u32| {
         json!({
-            "tcpSocket": { "port": "herd" },
+            "httpGet": { "path": path, "port": "admin" },
             "periodSeconds": period,
             "failureThreshold": failures,
         })
@@ -280,7 +282,14 @@ fn stateful_set(
                 "metadata": {
                     "labels": selector,
                     // A changed herd file changes this, which rolls the pod onto it.
-                    "annotations": { "herdctl/config-sha256": config_hash },
+                    "annotations": {
+                        "herdctl/config-sha256": config_hash,
+                        // Prometheus's kubernetes_sd scrapes pods that ask for it; /metrics
+                        // needs the admin token unless admin.open (see the README).
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": server.admin_port.to_string(),
+                        "prometheus.io/path": "/metrics",
+                    },
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": grace,
@@ -303,12 +312,15 @@ fn stateful_set(
                             "run", server.name, "--log-stdout",
                         ],
                         "env": env,
-                        "ports": [{ "name": "herd", "containerPort": server.port, "protocol": "TCP" }],
+                        "ports": [
+                            { "name": "herd", "containerPort": server.port, "protocol": "TCP" },
+                            { "name": "admin", "containerPort": server.admin_port, "protocol": "TCP" },
+                        ],
                         // A node reads its whole store before it listens: give a big one
                         // time before liveness counts.
-                        "startupProbe": tcp_probe(2, 150),
-                        "readinessProbe": tcp_probe(5, 2),
-                        "livenessProbe": tcp_probe(10, 3),
+                        "startupProbe": http_probe("/readyz", 2, 150),
+                        "readinessProbe": http_probe("/readyz", 5, 2),
+                        "livenessProbe": http_probe("/healthz", 10, 3),
                         "securityContext": {
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
@@ -523,8 +535,18 @@ supervisor: { stop_timeout_ms: 2500 }
         assert_eq!(container["ports"][0]["containerPort"], 12001);
         assert_eq!(set["spec"]["replicas"], 1);
         assert_eq!(pod["terminationGracePeriodSeconds"], 3);
-        assert!(container["readinessProbe"]["tcpSocket"].is_object());
-        assert!(container["livenessProbe"]["tcpSocket"].is_object());
+        assert_eq!(
+            container["readinessProbe"]["httpGet"],
+            json!({ "path": "/readyz", "port": "admin" })
+        );
+        assert_eq!(
+            container["livenessProbe"]["httpGet"],
+            json!({ "path": "/healthz", "port": "admin" })
+        );
+        assert_eq!(container["ports"][1]["containerPort"], 13001);
+        let annotations = &set["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "13001");
         assert_eq!(
             set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
             "state"

@@ -4,6 +4,7 @@
 //! the update for the store writer) -> (peers, reply). A reply waits until its update is on
 //! every up neighbour's socket (and, under strict durability, on disk).
 
+pub mod admin;
 pub mod dialler;
 pub mod lines;
 pub mod operator;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod sync;
 pub mod table;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -63,6 +65,16 @@ pub struct Node {
     pub secret: Option<HerdSecret>,
     /// What neighbours sent that was refused, by reason.
     pub peer_input: PeerInput,
+    /// Ticked by a task; `/healthz` checks it (see `admin/`).
+    pub heartbeat: admin::Heartbeat,
+    /// Connections open on the client port (clients and neighbours' links).
+    pub client_port_open: admin::OpenCount,
+    /// Of those, peer sessions.
+    pub peer_sessions: admin::OpenCount,
+    /// Admin connections open now.
+    pub admin_open: admin::OpenCount,
+    /// What the hot path counts for `/metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 /// How a record arrived from a neighbour.
@@ -289,6 +301,11 @@ pub async fn run(
         log,
         secret,
         peer_input: PeerInput::default(),
+        heartbeat: admin::Heartbeat::default(),
+        client_port_open: admin::OpenCount::default(),
+        peer_sessions: admin::OpenCount::default(),
+        admin_open: admin::OpenCount::default(),
+        metrics: crate::metrics::NodeMetrics::new(),
     });
     if node.secret.is_none() {
         tracing::warn!(
@@ -297,8 +314,23 @@ pub async fn run(
              use the herd secret"
         );
     }
-    let dialers = dialler::spawn_dialers(&node, shutdown.clone());
+    // Before the admin endpoint answers: a node that dies at start never looks ready.
     crate::panics::inject_panic_if_asked();
+    let admin_address = SocketAddr::new(address.ip(), server.admin_port);
+    let admin_listener = TcpListener::bind(admin_address).await.with_context(|| {
+        format!(
+            "{name} cannot serve its admin endpoint on {admin_address}: is another process \
+             using port {}? (`ss -ltnp 'sport = :{}'` shows which; admin_port: in herd.yaml \
+             moves it)",
+            server.admin_port, server.admin_port
+        )
+    })?;
+    tracing::info!(
+        "{name} admin endpoint on http://{admin_address}/ (healthz, readyz, status, metrics)"
+    );
+    let heartbeat = admin::Heartbeat::spawn(&node);
+    let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
+    let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
     let serving = server::serve(Arc::clone(&node), listener);
     tokio::pin!(serving);
@@ -319,6 +351,8 @@ pub async fn run(
     for dialer in dialers {
         dialer.abort();
     }
+    heartbeat.abort();
+    admin_server.abort();
     tracing::info!("{name} stopped with {} clients known", node.table.len());
     Ok(())
 }

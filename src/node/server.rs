@@ -21,6 +21,7 @@ use crate::auth;
 use crate::config::HerdConfig;
 use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
+use crate::metrics::{CommandKind, RequestResult};
 use crate::places::NearbyQuery;
 use crate::protocol::{
     self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
@@ -51,12 +52,14 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
         };
         let Some(slot) = node.slots.try_take() else {
             drop(stream);
+            node.metrics.connections_refused.inc();
             refusals.refused(node.config().limits.max_connections);
             continue;
         };
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = node.client_port_open.enter();
             if let Err(e) = handle_connection(&node, stream, remote).await {
                 tracing::debug!("{remote}: connection ended with error: {e}");
             }
@@ -297,7 +300,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             Line::TooLong(prefix, length) => (prefix, Some(length)),
         };
         let reply_start = out.len();
-        let answer = respond(
+        let (answer, command) = respond(
             node,
             &config_at_start,
             &mut role,
@@ -309,6 +312,16 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             &mut out,
         )
         .await;
+        let result = if out[reply_start..].starts_with(b"? ") {
+            RequestResult::Invalid
+        } else {
+            RequestResult::Ok
+        };
+        node.metrics.request(
+            command,
+            result,
+            now_nanos().saturating_sub(received).max(0) as u64,
+        );
         let mut logged_reply = None;
         if answer != Answer::Quiet || node.log.logs_status() {
             log.line(received, &who, "<", &line, length);
@@ -325,6 +338,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
             write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
             node.log.submit(&mut log);
+            let _peer = node.peer_sessions.enter();
             let ended = match node.peers.link(&from) {
                 // A reload that drops the link ends this end of it too.
                 Some(link) => tokio::select! {
@@ -360,6 +374,11 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             if let Err(why) =
                 release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
             {
+                node.metrics.recount(
+                    CommandKind::Iamat,
+                    RequestResult::Refused,
+                    refusable.replies.len() as u64,
+                );
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
@@ -375,6 +394,11 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     if !out.is_empty() {
         if let Err(why) = release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
         {
+            node.metrics.recount(
+                CommandKind::Iamat,
+                RequestResult::Refused,
+                refusable.replies.len() as u64,
+            );
             refusable.refuse(&mut out, &mut log, &who, why);
         }
         write_within(&mut writer, &out, limits.idle_timeout).await?;
@@ -438,6 +462,40 @@ async fn respond(
     handoff: &mut Handoff,
     durable_at: &mut u64,
     out: &mut Vec<u8>,
+) -> (Answer, CommandKind) {
+    let Some(command) = protocol::parse_line(line) else {
+        push_invalid(out, line);
+        return (Answer::Normal, CommandKind::Other);
+    };
+    let kind = match &command {
+        Command::Iamat(_) => CommandKind::Iamat,
+        Command::Whatsat(_) => CommandKind::Whatsat,
+        Command::Peer(PeerMessage::StatusQuery) => CommandKind::Status,
+        Command::Peer(PeerMessage::Hello { .. } | PeerMessage::Auth { .. }) => {
+            CommandKind::Handshake
+        }
+        Command::Peer(_) => CommandKind::Other,
+    };
+    let answer = answer(
+        node, config, role, command, line, received, remote, handoff, durable_at, out,
+    )
+    .await;
+    (answer, kind)
+}
+
+/// [`respond`]'s answer to a parsed line.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    node: &Node,
+    config: &HerdConfig,
+    role: &mut Role,
+    command: Command<'_>,
+    line: &[u8],
+    received: i128,
+    remote: SocketAddr,
+    handoff: &mut Handoff,
+    durable_at: &mut u64,
+    out: &mut Vec<u8>,
 ) -> Answer {
     let reply = |bytes: &[u8], out: &mut Vec<u8>| {
         out.extend_from_slice(bytes);
@@ -446,9 +504,6 @@ async fn respond(
     let invalid = |out: &mut Vec<u8>| {
         push_invalid(out, line);
         Answer::Normal
-    };
-    let Some(command) = protocol::parse_line(line) else {
-        return invalid(out);
     };
     if client_id_too_long(&command, config.limits.max_client_id_bytes) {
         return invalid(out);

@@ -713,6 +713,9 @@ struct StatusRow {
     backoff_ms: Option<u64>,
     /// Health probes of the running process unanswered in a row.
     failed_probes: u32,
+    /// Why the supervisor gave up on the node (FATAL), while it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fatal_reason: Option<String>,
 }
 
 /// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
@@ -766,6 +769,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
+                fatal_reason: r.fatal_reason.clone(),
             };
             if local {
                 return row;
@@ -783,6 +787,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: None,
                 backoff_ms: None,
                 failed_probes: 0,
+                fatal_reason: None,
                 ..row
             }
         })
@@ -839,6 +844,7 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
                 backoff_ms: None,
                 crashes_this_start: 0,
                 failed_probes: 0,
+                fatal_reason: None,
                 start_queued: false,
             }
         })
@@ -945,6 +951,12 @@ fn print_table(rows: &[StatusRow]) {
     }
     // What needs the operator's attention, below the table (it does not fit a column).
     for r in rows {
+        if let Some(why) = &r.fatal_reason {
+            println!(
+                "{}: FATAL: {why}; `herdctl start {}` tries again",
+                r.name, r.name
+            );
+        }
         if let Some(error) = &r.store_error {
             println!("{}: STORE UNHEALTHY: {error}", r.name);
         }
