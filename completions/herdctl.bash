@@ -747,7 +747,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__probe)
-            opts="-h --config --help"
+            opts="-h --ready --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -121,11 +121,15 @@ pub enum Command {
         #[arg(long, value_name = "PID", requires = "node")]
         pid: Option<u32>,
     },
-    /// Exit 0 if the server answers on this machine as itself, else 1 (a container's health
-    /// check).
+    /// Exit 0 if the server's admin endpoint on this machine answers as that server, else 1
+    /// (a container's health check).
     Probe {
         /// The server's name in the herd file.
         name: String,
+        /// Ask whether it is ready to serve (`/readyz`: store loaded, listening) rather than
+        /// alive (`/healthz`).
+        #[arg(long)]
+        ready: bool,
     },
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]

@@ -207,29 +207,36 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
         })),
         PlacesConfig::Google(settings) => {
             let google = Google::provider(settings, Google::key_from_env()?)?;
-            let u = &settings.upstream;
             tracing::info!(
-                "places: google ({:?} API) at {}, timeout {} ms, cache {} s x {} entries",
+                "places: google ({:?} API) at {}, {}",
                 settings.api,
-                u.endpoint,
-                u.timeout.as_millis(),
-                u.cache_ttl.as_secs(),
-                u.cache_entries
+                settings.upstream.endpoint,
+                upstream_settings(&settings.upstream)
             );
             Ok(Arc::new(google))
         }
         PlacesConfig::X(u) => {
             let x = XRecentSearch::provider(u, XRecentSearch::token_from_env()?)?;
             tracing::info!(
-                "places: x (recent search) at {}, timeout {} ms, cache {} s x {} entries",
+                "places: x (recent search) at {}, {}",
                 crate::places::x::search_url(&u.endpoint),
-                u.timeout.as_millis(),
-                u.cache_ttl.as_secs(),
-                u.cache_entries
+                upstream_settings(u)
             );
             Ok(Arc::new(x))
         }
     }
+}
+
+/// A web-service provider's settings for its start-up log line.
+fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
+    format!(
+        "timeout {} ms, cache {} s x {} entries, budget {} requests/s and {} in flight",
+        u.timeout.as_millis(),
+        u.cache_ttl.as_secs(),
+        u.cache_entries,
+        u.max_requests_per_s,
+        u.max_in_flight
+    )
 }
 
 /// The lock file a running node holds.

@@ -5,8 +5,9 @@
 //!   `herdctl run` takes as "re-read the herd file"), and waits until the node reports the
 //!   file's digest, so `systemctl reload` fails when the node refused the file. It needs
 //!   nothing but this binary (a minimal system has no `/bin/kill`).
-//! - `probe NAME`: exit 0 when the node answers `HERD STATUS` as itself on this machine (a
-//!   container's health check).
+//! - `probe NAME [--ready]`: exit 0 when the node's admin endpoint on this machine answers
+//!   `/healthz` (`/readyz`) as that node (a container's health check: the image has no
+//!   HTTP client but herdctl).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,14 +16,14 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::admin::ProbeAnswer;
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::pidlock::PidLock;
-use crate::protocol::NodeFigures;
 
 /// How long a node has to take a reloaded herd file (the supervisor's `reload` waits as long).
 const TAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// How long one `HERD STATUS` may take, connecting included.
+/// How long one admin probe may take, connecting included.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(50);
 
@@ -37,8 +38,8 @@ pub fn reload_node(config: &HerdConfig, name: &str, pid: Option<u32>) -> Result<
         .with_context(|| format!("cannot signal {name} (pid {pid})"))?;
     let began = Instant::now();
     loop {
-        let figures = figures(config, name);
-        if figures.as_ref().and_then(|f| f.config.as_deref()) == Some(config.digest.as_str()) {
+        let answer = ask(config, name, "/healthz");
+        if answer.as_ref().and_then(|a| a.config.as_deref()) == Some(config.digest.as_str()) {
             println!(
                 "{name} (pid {pid}) reloaded {} in {:.1}s",
                 config.path.display(),
@@ -77,32 +78,31 @@ fn node_pid(config: &HerdConfig, name: &str, expected: Option<u32>) -> Result<u3
     }
 }
 
-/// `herdctl probe NAME`: success when the node answers as itself on its local address.
-pub fn probe(config: &HerdConfig, name: &str) -> Result<ExitCode> {
-    config.server(name)?;
-    match figures(config, name) {
-        Some(figures) => {
-            println!(
-                "{name} answers: {} clients, links {}/{}",
-                figures.clients, figures.links_up, figures.links_total
-            );
+/// `herdctl probe NAME [--ready]`: success when the node answers as itself on its admin
+/// endpoint here: alive (`/healthz`), or ready to serve (`/readyz`).
+pub fn probe(config: &HerdConfig, name: &str, ready: bool) -> Result<ExitCode> {
+    let server = config.server(name)?;
+    let path = if ready { "/readyz" } else { "/healthz" };
+    match ask(config, name, path) {
+        Some(answer) => {
+            println!("{name} (pid {}): {}", answer.pid, answer.status);
             Ok(ExitCode::SUCCESS)
         }
         None => bail!(
-            "{name} does not answer on {}; see its log (herdctl tail {name})",
-            config.local_endpoint(&config.servers[name])
+            "{name} does not answer {path} as itself on {}; see its log (herdctl tail {name})",
+            config.local_admin_endpoint(server)
         ),
     }
 }
 
-/// The node's own figures from its local address, when it answers in its own name.
-fn figures(config: &HerdConfig, name: &str) -> Option<NodeFigures> {
-    let endpoint = config.local_endpoint(&config.servers[name]);
+/// The node's answer on its admin endpoint here, when it is 200 and in its own name.
+fn ask(config: &HerdConfig, name: &str, path: &str) -> Option<ProbeAnswer> {
+    let server = &config.servers[name];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
     runtime
-        .block_on(crate::supervisor::ask_figures(endpoint, ASK_TIMEOUT))
-        .filter(|f| f.name == name)
+        .block_on(crate::admin::probe(config, server, path, ASK_TIMEOUT))
+        .filter(|a| a.name == name)
 }

@@ -59,8 +59,8 @@ fn main() -> ExitCode {
             node: Some(name),
             pid,
         } => HerdConfig::load(&cli.config).and_then(|c| direct::reload_node(&c, name, *pid)),
-        Command::Probe { name } => {
-            HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name))
+        Command::Probe { name, ready } => {
+            HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
         }
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),

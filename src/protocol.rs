@@ -512,6 +512,18 @@ pub fn write_skew(out: &mut String, received_nanos: i128, client: Timestamp) {
     );
 }
 
+/// The skew field of an AT line in nanoseconds (the origin's receipt time minus the
+/// client's time), or `None` if it is not one.
+pub fn skew_nanos(text: &str) -> Option<i128> {
+    if !is_valid_skew(text) {
+        return None;
+    }
+    let negative = text.starts_with('-');
+    let (int, frac) = split_decimal(&text[1..])?;
+    let nanos = int.parse::<i128>().ok()? * 1_000_000_000 + frac.parse::<i128>().ok()?;
+    Some(if negative { -nanos } else { nanos })
+}
+
 /// `[+-]\d+\.\d{9}`: the skew field of an AT line.
 fn is_valid_skew(text: &str) -> bool {
     let Some(rest) = text.strip_prefix(['+', '-']) else {
@@ -1232,5 +1244,18 @@ pub(crate) mod tests {
             parse_challenge(&challenge),
             Some(("Ball", "0".repeat(32).as_str(), None))
         );
+    }
+}
+
+#[cfg(test)]
+mod skew_tests {
+    use super::skew_nanos;
+
+    #[test]
+    fn skews_read_back_in_nanoseconds() {
+        assert_eq!(skew_nanos("+0.263873386"), Some(263_873_386));
+        assert_eq!(skew_nanos("-2.000000001"), Some(-2_000_000_001));
+        assert_eq!(skew_nanos("0.1"), None);
+        assert_eq!(skew_nanos("+1.5"), None);
     }
 }

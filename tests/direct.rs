@@ -77,12 +77,14 @@ fn reload_node_and_probe_say_when_the_node_is_not_running() {
     let out = probe("Alford");
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("Alford does not answer"),
+        text(&out.stderr).contains("Alford does not answer /healthz"),
         "{}",
         text(&out.stderr)
     );
-    // Something else on Alford's port is not Alford.
-    let _impostor = std::net::TcpListener::bind(("127.0.0.1", herd.port("Alford"))).unwrap();
+    let ready = run_to_end(herd.herdctl().args(["probe", "--ready", "Ball"]), b"");
+    assert!(ready.status.success(), "{}", text(&ready.stderr));
+    // Something else on Alford's admin port, answering nothing, is not Alford.
+    let _impostor = std::net::TcpListener::bind(("127.0.0.1", herd.admin_port("Alford"))).unwrap();
     assert!(!probe("Alford").status.success());
     assert!(!probe("Nobody").status.success());
 }

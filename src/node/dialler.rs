@@ -73,9 +73,14 @@ async fn keep_link(node: &Node, link: &Link) {
                 last_failure = None;
                 backoff.reset();
                 link.up();
+                link.stats.went_up();
                 tracing::info!("peer link to {neighbour} ({address}) up");
                 let ended = session::run_dialled(node, link, stream).await;
                 link.down();
+                link.stats.went_down(
+                    super::link_stats::classify(ended.as_ref().err()),
+                    ended.as_ref().err().map(|e| format!("{e:#}")),
+                );
                 let why = match ended {
                     Ok(()) => "closed by peer".to_owned(),
                     Err(e) => {
@@ -89,6 +94,7 @@ async fn keep_link(node: &Node, link: &Link) {
             }
             Err(e) => {
                 let reason = format!("{e:#}");
+                link.stats.failed_to_connect(reason.clone());
                 if last_failure.as_deref() != Some(reason.as_str()) {
                     tracing::info!(
                         "cannot reach {neighbour} at {address}: {reason}; retrying with backoff"

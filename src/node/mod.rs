@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod dialler;
 pub mod lines;
+pub mod link_stats;
 pub mod operator;
 pub mod peer_input;
 pub mod peers;
