@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         }
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
+        Command::CompleteNames => Ok(completions::print_names(&cli.config)),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
     match result {
