@@ -46,6 +46,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     crate::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
+    let secret = config.secret.ensure_secret()?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell
     // this node is alive, whoever started it.
     let _lock = match PidLock::acquire(&node_lock_path(&config, name))? {
@@ -103,6 +104,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             table,
             store: Some((Arc::clone(&store), report)),
             log: log.wire(),
+            secret,
         };
         crate::node::run(config, name, places, started, start, stopped, reload_rx).await
     });
@@ -171,6 +173,7 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
         config.path.display(),
         crate::supervisor::cli::plural(config.servers.len(), "server")
     );
+    println!("  herd secret: {}", config.secret.describe());
     for server in config.servers.values() {
         let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();
         let listen = match server.listen {

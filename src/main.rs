@@ -29,9 +29,11 @@ fn main() -> ExitCode {
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
-        Command::Export(Export::Kubernetes { image, namespace }) => {
-            export::kubernetes::export(&cli.config, image, namespace.as_deref())
-        }
+        Command::Export(Export::Kubernetes {
+            image,
+            namespace,
+            out,
+        }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
         Command::Send {
             name,

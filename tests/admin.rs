@@ -83,13 +83,19 @@ fn probes_are_open_status_and_metrics_need_the_token() {
 
 #[test]
 fn without_a_secret_status_is_refused_unless_the_herd_opens_it() {
-    let closed = started(Herd::configure(&[("Solo", &[])], ""));
+    let closed = started(Herd::configure(
+        &[("Solo", &[])],
+        "insecure_open_links: true\n",
+    ));
     let (status, body) = closed.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("admin: { open: true }"), "{body}");
     assert_eq!(closed.admin_get("Solo", "/healthz", None).0, 200);
 
-    let open = started(Herd::configure(&[("Solo", &[])], "admin: { open: true }\n"));
+    let open = started(Herd::configure(
+        &[("Solo", &[])],
+        "insecure_open_links: true\nadmin: { open: true }\n",
+    ));
     let (status, body) = open.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 200);
     assert!(
