@@ -190,6 +190,7 @@ pub const FAMILIES: &[&str] = &[
     "herd_store_journal_bytes",
     "herd_store_healthy",
     "herd_log_dropped_lines_total",
+    "herd_peer_input_dropped_total",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "process_open_fds",
