@@ -13,6 +13,7 @@ pub mod config_diff;
 pub mod config_errors;
 pub mod export;
 pub mod hosts;
+pub mod link;
 pub mod logs;
 pub mod node;
 pub mod operator;

@@ -691,6 +691,9 @@ pub struct NodeFigures {
     /// places service was spent (`places.max_requests_per_s`, `places.max_in_flight`).
     #[serde(default)]
     pub places_refused: u64,
+    /// Link faults set on purpose (`herdctl link`): neighbour -> what (`cut`, `delay 100 ms`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub faults: std::collections::BTreeMap<String, String>,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1080,6 +1083,7 @@ pub(crate) mod tests {
             log_dropped: 4,
             places_waiting: 2,
             places_refused: 5,
+            faults: [("Welsh".to_owned(), "cut".to_owned())].into(),
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

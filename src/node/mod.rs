@@ -5,6 +5,7 @@
 //! every up neighbour's socket (and, under strict durability, on disk).
 
 pub mod dialler;
+pub mod faults;
 pub mod lines;
 pub mod operator;
 pub mod peers;
@@ -126,6 +127,7 @@ impl Node {
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
+            faults: faults::described(self),
             places_refused: self.places.spend().refused,
         }
     }

@@ -700,6 +700,9 @@ struct StatusRow {
     backoff_ms: Option<u64>,
     /// Health probes of the running process unanswered in a row.
     failed_probes: u32,
+    /// Link faults set on purpose (`herdctl link`): neighbour -> what.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    faults: BTreeMap<String, String>,
 }
 
 /// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
@@ -751,6 +754,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
+                faults: f.map(|f| f.faults.clone()).unwrap_or_default(),
             };
             if local {
                 return row;
@@ -932,6 +936,9 @@ fn print_table(rows: &[StatusRow]) {
     for r in rows {
         if let Some(error) = &r.store_error {
             println!("{}: STORE UNHEALTHY: {error}", r.name);
+        }
+        for (peer, fault) in &r.faults {
+            println!("{}: link to {peer}: {fault} (herdctl link heal)", r.name);
         }
         if let Some(dropped @ 1..) = r.log_dropped {
             println!(
