@@ -40,6 +40,9 @@ _herdctl() {
             herdctl,pause)
                 cmd="herdctl__subcmd__pause"
                 ;;
+            herdctl,probe)
+                cmd="herdctl__subcmd__probe"
+                ;;
             herdctl,reload)
                 cmd="herdctl__subcmd__reload"
                 ;;
@@ -114,6 +117,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,pause)
                 cmd="herdctl__subcmd__help__subcmd__pause"
+                ;;
+            herdctl__subcmd__help,probe)
+                cmd="herdctl__subcmd__help__subcmd__probe"
                 ;;
             herdctl__subcmd__help,reload)
                 cmd="herdctl__subcmd__help__subcmd__reload"
@@ -203,7 +209,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify link send tail run check reload export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -393,7 +399,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__kubernetes)
-            opts="-h --image --namespace --config --help"
+            opts="-h --image --namespace --out --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -404,6 +410,10 @@ _herdctl() {
                     return 0
                     ;;
                 --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -441,7 +451,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify link send tail run check reload export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -637,6 +647,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1018,13 +1042,39 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        herdctl__subcmd__reload)
-            opts="-h --config --help"
+        herdctl__subcmd__probe)
+            opts="-h --ready --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__reload)
+            opts="-h --node --pid --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --node)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

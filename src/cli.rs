@@ -115,7 +115,27 @@ pub enum Command {
     Check,
     /// Re-read the herd file and apply it to the running herd: start added servers, stop
     /// removed ones, restart those whose own settings changed, tell the rest live.
-    Reload,
+    Reload {
+        /// Only this node, signalled directly with no supervisor (for systemd's ExecReload):
+        /// the herd file is checked, the node sent SIGHUP, and the command waits until the
+        /// node runs the new file.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// The node's pid as its engine knows it (systemd's $MAINPID): refuse to signal if
+        /// the node's lock says otherwise.
+        #[arg(long, value_name = "PID", requires = "node")]
+        pid: Option<u32>,
+    },
+    /// Exit 0 if the server's admin endpoint on this machine answers as that server, else 1
+    /// (a container's health check).
+    Probe {
+        /// The server's name in the herd file.
+        name: String,
+        /// Ask whether it is ready to serve (`/readyz`: store loaded, listening) rather than
+        /// alive (`/healthz`).
+        #[arg(long)]
+        ready: bool,
+    },
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]
     Export(Export),
@@ -184,8 +204,9 @@ pub enum Export {
         #[arg(value_name = "all|NAME")]
         names: Vec<String>,
     },
-    /// Kubernetes objects on standard output: a ConfigMap with the herd file, and per server
-    /// a Service and a one-replica StatefulSet with a volume for its store.
+    /// Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file,
+    /// a Secret with the herd secret, and per server a Service and a one-replica StatefulSet
+    /// with a volume for its store.
     Kubernetes {
         /// The container image holding herdctl (see the README for how to build one).
         #[arg(long, value_name = "IMAGE")]
@@ -193,6 +214,10 @@ pub enum Export {
         /// The namespace to put every object in (default: kubectl's current one).
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
+        /// Write the objects to this file, readable by this user only (they hold the herd
+        /// secret), instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::auth::{HerdSecret, SECRET_ENV};
+use crate::auth::{HerdSecret, SecretSource, SECRET_ENV, SECRET_FILE_NAME};
 use crate::hosts::{Endpoint, Host, Machine};
 use crate::protocol::is_valid_server_name;
 
@@ -38,6 +38,10 @@ struct RawConfig {
     #[serde(default)]
     secret: Option<Spanned<String>>,
     #[serde(default)]
+    secret_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    insecure_open_links: Option<Spanned<bool>>,
+    #[serde(default)]
     supervisor: RawSupervisor,
     #[serde(default)]
     durability: Option<Durability>,
@@ -47,6 +51,15 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     links: RawLinks,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+/// `admin:`: who may read the admin endpoint's routes (see [`AdminSettings`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    open: Option<bool>,
 }
 
 /// `links:`: how much a link to a neighbour may hold back, and how long it may stall.
@@ -66,6 +79,10 @@ struct RawLimits {
     max_connections: Option<usize>,
     idle_timeout_s: Option<u64>,
     max_client_id_bytes: Option<usize>,
+    max_future_s: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    first_line_timeout_s: Option<u64>,
+    write_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +108,8 @@ struct RawServer {
     host: Option<Spanned<String>>,
     #[serde(default)]
     listen: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_port: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +235,21 @@ pub struct ServerConfig {
     pub listen: Option<IpAddr>,
     /// Neighbours on either side of a link: a link named by one end is bidirectional.
     pub neighbours: BTreeSet<String>,
+    /// The admin endpoint's port (HTTP: metrics, health, status), on the same address as
+    /// `port`; `admin_port:` in the file, else `port` + [`ADMIN_PORT_OFFSET`].
+    pub admin_port: u16,
+}
+
+/// A server's admin port when the file gives none: its client port plus this, so the
+/// classic herd (ports 12000-12004) gets 13000-13004 without an edit.
+pub const ADMIN_PORT_OFFSET: u16 = 1000;
+
+/// `admin:`: who may read the admin endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Every route open to anyone who reaches the port. By default only `/healthz` and
+    /// `/readyz` are; `/status` and `/metrics` need the herd's admin token.
+    pub open: bool,
 }
 
 /// Log files: where, how often they rotate, how many are kept.
@@ -380,14 +414,28 @@ pub struct Limits {
     /// A connection that sends no complete line for this long is closed (neighbours' links
     /// get at least three anti-entropy periods; see `node/server.rs`).
     pub idle_timeout: Duration,
-    /// The longest client id IAMAT and WHATSAT accept, in bytes.
+    /// The longest client id IAMAT and WHATSAT (and records from neighbours) carry, in bytes.
     pub max_client_id_bytes: usize,
+    /// How far ahead of this server's clock a client's time may be: an IAMAT further ahead
+    /// is refused, a neighbour's record further ahead is dropped, so one forged future time
+    /// cannot pin a client's location forever.
+    pub max_future: Duration,
+    /// Client connections from one address at once; past it, new ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection that sends no line at all for this long after it opens is closed.
+    pub first_line_timeout: Duration,
+    /// The longest a reply may take to be written to a client that does not read.
+    pub write_timeout: Duration,
 }
 
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
 pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 256;
+pub const DEFAULT_MAX_FUTURE_S: u64 = 86_400;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
+pub const DEFAULT_FIRST_LINE_TIMEOUT_S: u64 = 10;
+pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// The fewest connections a node may be limited to (see [`Limits::max_connections`]).
 pub const MIN_MAX_CONNECTIONS: usize = 4;
 /// Below this a line could not hold an IAMAT with a long id; peer links are not affected
@@ -401,6 +449,10 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
             max_client_id_bytes: DEFAULT_MAX_CLIENT_ID_BYTES,
+            max_future: Duration::from_secs(DEFAULT_MAX_FUTURE_S),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            first_line_timeout: Duration::from_secs(DEFAULT_FIRST_LINE_TIMEOUT_S),
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_S),
         }
     }
 }
@@ -442,6 +494,34 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
             DEFAULT_MAX_CLIENT_ID_BYTES,
             &format!("use e.g. {DEFAULT_MAX_CLIENT_ID_BYTES}"),
         )?,
+        max_future: Duration::from_secs(nonzero(
+            shown,
+            "limits.max_future_s",
+            raw.max_future_s,
+            DEFAULT_MAX_FUTURE_S,
+            &format!("use e.g. {DEFAULT_MAX_FUTURE_S} (clients' clocks may run ahead a little)"),
+        )?),
+        max_connections_per_ip: nonzero(
+            shown,
+            "limits.max_connections_per_ip",
+            raw.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            &format!("use e.g. {DEFAULT_MAX_CONNECTIONS_PER_IP}"),
+        )?,
+        first_line_timeout: Duration::from_secs(nonzero(
+            shown,
+            "limits.first_line_timeout_s",
+            raw.first_line_timeout_s,
+            DEFAULT_FIRST_LINE_TIMEOUT_S,
+            &format!("use e.g. {DEFAULT_FIRST_LINE_TIMEOUT_S}"),
+        )?),
+        write_timeout: Duration::from_secs(nonzero(
+            shown,
+            "limits.write_timeout_s",
+            raw.write_timeout_s,
+            DEFAULT_WRITE_TIMEOUT_S,
+            &format!("use e.g. {DEFAULT_WRITE_TIMEOUT_S}"),
+        )?),
     })
 }
 
@@ -491,16 +571,20 @@ pub struct HerdConfig {
     pub reconnect: ReconnectSettings,
     /// Where the supervisor keeps its socket and the nodes their locks.
     pub run_dir: PathBuf,
-    /// Shared by every server to authenticate peer links; `HERD_SECRET` overrides the file.
-    /// `None`: links are open to anyone who can reach the port.
-    pub secret: Option<HerdSecret>,
+    /// Where the secret every server shares to authenticate peer links comes from
+    /// (`HERD_SECRET`, `secret:`, `secret_file:`, `herd.secret` beside the file); open links
+    /// only with `insecure_open_links: true`.
+    pub secret: SecretSource,
     pub supervisor: SupervisorSettings,
     /// Per-node resource limits against hostile or broken clients.
     pub limits: Limits,
     /// What a link to a neighbour may queue, and how long it may stall.
     pub links: LinkSettings,
-    /// A fingerprint of the file's text. Nodes report it in `HERD STATUS`, so the
-    /// supervisor can tell that they run the herd file it applied.
+    /// Who may read the admin endpoint.
+    pub admin: AdminSettings,
+    /// A fingerprint of the file's text without its secret. Nodes report it in
+    /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
+    /// file it applied.
     pub digest: String,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
@@ -574,6 +658,7 @@ impl HerdConfig {
         let mut servers = BTreeMap::new();
         // Ports are per host: servers on different hosts may share one.
         let mut ports: BTreeMap<(String, u16), &str> = BTreeMap::new();
+        let mut admin_ports: Vec<(String, u16, String, u64)> = Vec::new();
         for (name, spec) in &raw.servers {
             let line = spec.referenced.line();
             if name == "all" {
@@ -614,6 +699,8 @@ impl HerdConfig {
                      host {host}; give each server on a host its own port"
                 );
             }
+            let admin_port = admin_port_value(name, port, spec.value.admin_port.as_ref(), &shown)?;
+            admin_ports.push((host.to_string(), admin_port, name.clone(), port_line));
             servers.insert(
                 name.clone(),
                 ServerConfig {
@@ -622,8 +709,29 @@ impl HerdConfig {
                     port,
                     listen,
                     neighbours: BTreeSet::new(),
+                    admin_port,
                 },
             );
+        }
+        // An admin port must not be any server's client port or another admin port on the
+        // same host.
+        for (i, (host, admin_port, name, line)) in admin_ports.iter().enumerate() {
+            let clash = ports
+                .get(&(host.clone(), *admin_port))
+                .copied()
+                .or_else(|| {
+                    admin_ports[..i]
+                        .iter()
+                        .find(|(h, p, _, _)| h == host && p == admin_port)
+                        .map(|(_, _, other, _)| other.as_str())
+                });
+            if let Some(other) = clash {
+                bail!(
+                    "{shown} line {line}: server {name}'s admin port {admin_port} is also used by \
+                     {other} on host {host}; give {name} another admin_port: (default: port + \
+                     {ADMIN_PORT_OFFSET})"
+                );
+            }
         }
         for (name, spec) in &raw.servers {
             for peer in &spec.value.peers {
@@ -690,23 +798,26 @@ impl HerdConfig {
         let reconnect = reconnect_config(&raw.reconnect, &shown)?;
         let supervisor = supervisor_config(&raw.supervisor, &shown)?;
 
-        let secret = match std::env::var(SECRET_ENV) {
-            Ok(from_env) if !from_env.is_empty() => Some(HerdSecret::new(from_env)),
-            _ => match raw.secret {
-                Some(s) if s.value.is_empty() => bail!(
-                    "{shown} line {}: secret is empty; set a long random string, or remove the \
-                     key to leave peer links open",
-                    s.referenced.line()
-                ),
-                Some(s) => Some(HerdSecret::new(s.value)),
-                None => None,
-            },
-        };
-
+        let inline_secret = raw.secret.as_ref().map(|s| s.value.clone());
+        let secret = secret_source(
+            raw.secret,
+            raw.secret_file.map(|f| Spanned {
+                value: resolve(Some(f.value), ""),
+                referenced: f.referenced,
+                defined: f.defined,
+            }),
+            raw.insecure_open_links,
+            folder,
+            &shown,
+        )?;
+        let mut warnings = Vec::new();
+        if inline_secret.is_some() {
+            warnings.extend(readable_by_others_warning(path));
+        }
         let limits = limits_config(raw.limits, &shown)?;
         let links = links_config(raw.links, &shown)?;
 
-        let warnings = disconnected_warning(&servers).into_iter().collect();
+        warnings.extend(disconnected_warning(&servers));
         Ok(HerdConfig {
             path: path.to_path_buf(),
             servers,
@@ -729,7 +840,14 @@ impl HerdConfig {
             supervisor,
             limits,
             links,
-            digest: text_digest(text),
+            admin: AdminSettings {
+                open: raw.admin.open.unwrap_or(false),
+            },
+            digest: text_digest(&match &inline_secret {
+                // The digest is shown to anyone who asks: nothing of the secret goes in.
+                Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), ""),
+                _ => text.to_owned(),
+            }),
             warnings,
         })
     }
@@ -769,6 +887,18 @@ impl HerdConfig {
             Some(ip) => Endpoint::new(Host::Ip(ip), server.port),
             None => self.endpoint(server),
         }
+    }
+
+    /// Where a process on the server's own machine reaches its admin endpoint (see
+    /// [`HerdConfig::local_endpoint`]).
+    pub fn local_admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        let client = self.local_endpoint(server);
+        Endpoint::new(client.host, server.admin_port)
+    }
+
+    /// Where anyone reaches `server`'s admin endpoint: its host and admin port.
+    pub fn admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        Endpoint::new(server.host.clone(), server.admin_port)
     }
 
     /// The address `server` binds: its `listen:` address, else its host, a name being
@@ -812,6 +942,93 @@ impl HerdConfig {
             .filter(|s| self.is_local(s, machine))
             .map(|s| s.name.clone())
             .collect()
+    }
+}
+
+/// Where the herd secret comes from: `HERD_SECRET` > `secret:` > `secret_file:` >
+/// `herd.secret` beside the herd file; `insecure_open_links: true` is the only way to none.
+fn secret_source(
+    inline: Option<Spanned<String>>,
+    file: Option<Spanned<PathBuf>>,
+    open: Option<Spanned<bool>>,
+    folder: &Path,
+    shown: &str,
+) -> Result<SecretSource> {
+    let open_line = open
+        .as_ref()
+        .filter(|o| o.value)
+        .map(|o| o.referenced.line());
+    if let (Some(line), true) = (open_line, inline.is_some() || file.is_some()) {
+        bail!(
+            "{shown} line {line}: insecure_open_links: true and a secret exclude each other; \
+             remove one of them"
+        );
+    }
+    if let (Some(s), Some(f)) = (&inline, &file) {
+        bail!(
+            "{shown} line {}: both secret: (line {}) and secret_file: are set; keep one",
+            f.referenced.line(),
+            s.referenced.line()
+        );
+    }
+    if let Ok(from_env) = std::env::var(SECRET_ENV) {
+        if !from_env.is_empty() {
+            return HerdSecret::checked(&from_env, SECRET_ENV).map(SecretSource::Env);
+        }
+    }
+    if let Some(s) = inline {
+        let from = format!("{shown} line {}", s.referenced.line());
+        return HerdSecret::checked(&s.value, &from).map(SecretSource::Inline);
+    }
+    if let Some(f) = file {
+        return Ok(SecretSource::File(f.value));
+    }
+    if open_line.is_some() {
+        return Ok(SecretSource::Open);
+    }
+    Ok(SecretSource::Default(folder.join(SECRET_FILE_NAME)))
+}
+
+/// A warning when the herd file, which holds the secret, can be read by other users.
+fn readable_by_others_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} holds the herd secret and other users can read it (mode {:o}); make it private \
+             with: chmod 600 {}, or move the secret to secret_file:",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+/// A server's `admin_port:`, or its default (`port` + [`ADMIN_PORT_OFFSET`]).
+fn admin_port_value(
+    name: &str,
+    port: u16,
+    given: Option<&Spanned<u32>>,
+    shown: &str,
+) -> Result<u16> {
+    match given {
+        Some(p) => u16::try_from(p.value)
+            .ok()
+            .filter(|a| *a != 0 && *a != port)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{shown} line {}: server {name} has admin_port {}; use 1-65535, not its \
+                     client port",
+                    p.referenced.line(),
+                    p.value
+                )
+            }),
+        None => port.checked_add(ADMIN_PORT_OFFSET).ok_or_else(|| {
+            anyhow!(
+                "{shown}: server {name} has port {port}, so its default admin port (port + \
+                 {ADMIN_PORT_OFFSET}) does not exist; give it admin_port: (1-65535)"
+            )
+        }),
     }
 }
 
@@ -1414,6 +1631,7 @@ servers:
                 max_connections: 10,
                 idle_timeout: Duration::from_secs(1),
                 max_client_id_bytes: 64,
+                ..Limits::default()
             }
         );
 
@@ -1422,6 +1640,10 @@ servers:
             ("max_connections", "at least 4"),
             ("idle_timeout_s", "e.g. 300"),
             ("max_client_id_bytes", "e.g. 256"),
+            ("max_future_s", "e.g. 86400"),
+            ("max_connections_per_ip", "e.g. 512"),
+            ("first_line_timeout_s", "e.g. 10"),
+            ("write_timeout_s", "e.g. 10"),
         ] {
             let e = error(&format!("{CLASSIC}limits: {{ {key}: 0 }}\n"));
             assert!(
@@ -1635,6 +1857,41 @@ servers:
         assert_eq!(a.len(), 16);
         assert_eq!(a, parse(CLASSIC).unwrap().digest);
         assert_ne!(a, parse(&format!("{CLASSIC}# a comment\n")).unwrap().digest);
+    }
+
+    #[test]
+    fn the_secret_comes_from_one_place_and_never_reaches_the_digest() {
+        let folder = Path::new("/etc/herd");
+        assert_eq!(
+            parse(CLASSIC).unwrap().secret,
+            SecretSource::Default(folder.join("herd.secret"))
+        );
+        let long = "k".repeat(40);
+        let c = parse(&format!("{CLASSIC}secret: {long}\n")).unwrap();
+        assert_eq!(
+            c.secret,
+            SecretSource::Inline(HerdSecret::new(long.clone()))
+        );
+        let other = parse(&format!("{CLASSIC}secret: {}\n", "j".repeat(40))).unwrap();
+        assert_eq!(
+            c.digest, other.digest,
+            "the digest must not depend on the secret"
+        );
+        let c = parse(&format!("{CLASSIC}secret_file: keys/s\n")).unwrap();
+        assert_eq!(c.secret, SecretSource::File(folder.join("keys/s")));
+        let c = parse(&format!("{CLASSIC}insecure_open_links: true\n")).unwrap();
+        assert!(c.secret.is_open());
+        let e = error(&format!("{CLASSIC}secret: a\n"));
+        assert!(
+            e.contains("line 7") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}secret: {long}\ninsecure_open_links: true\n"
+        ));
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = error(&format!("{CLASSIC}secret: {long}\nsecret_file: x\n"));
+        assert!(e.contains("keep one"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! herdctl: a proxy herd of named TCP servers and the supervisor that runs them.
 //!
 //! The library holds everything; `main.rs` is a thin CLI over it.
+pub mod admin;
 pub mod auth;
 pub mod backoff;
 pub mod bench;
@@ -11,10 +12,12 @@ pub mod completions;
 pub mod config;
 pub mod config_diff;
 pub mod config_errors;
+pub mod direct;
 pub mod export;
 pub mod hosts;
 pub mod link;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod panics;

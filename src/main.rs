@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, export, link, supervisor, tail, verify};
+use herdctl::{
+    bench, client, commands, completions, direct, export, link, supervisor, tail, verify,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -29,9 +31,11 @@ fn main() -> ExitCode {
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
-        Command::Export(Export::Kubernetes { image, namespace }) => {
-            export::kubernetes::export(&cli.config, image, namespace.as_deref())
-        }
+        Command::Export(Export::Kubernetes {
+            image,
+            namespace,
+            out,
+        }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
         Command::Send {
             name,
@@ -52,7 +56,14 @@ fn main() -> ExitCode {
         Command::Pause { name } => supervisor::cli::pause(&cli.config, name),
         Command::Resume { name } => supervisor::cli::resume(&cli.config, name),
         Command::Status { json } => supervisor::cli::status(&cli.config, *json),
-        Command::Reload => supervisor::cli::reload(&cli.config),
+        Command::Reload { node: None, .. } => supervisor::cli::reload(&cli.config),
+        Command::Reload {
+            node: Some(name),
+            pid,
+        } => HerdConfig::load(&cli.config).and_then(|c| direct::reload_node(&c, name, *pid)),
+        Command::Probe { name, ready } => {
+            HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
+        }
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
         Command::Supervise => supervisor::daemon::main(&cli.config),

@@ -57,14 +57,17 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
         }
     };
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // The sandbox makes only these folders writable, and systemd refuses to start a unit
-    // whose writable folder does not exist: create them now, as `herdctl start` would, for
-    // the servers that live here (another machine's folders are made by an export there).
+    // systemd makes the folders under /run, /var/lib and /var/log itself at every start
+    // (see `Folder`); it refuses to start a unit whose other writable folder is missing, so
+    // those are made now, for the servers that live here (another machine's folders are made
+    // by an export there).
     for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
         // Private, as the node makes them (see `crate::private`), and the units' user's.
         let keys = ["data_dir", "log_dir", "run_dir"];
         for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
-            crate::private::folder_for(folder, key, owner.0, Some(owner.1))?;
+            if let Folder::Plain(folder) = Folder::of(folder) {
+                crate::private::folder_for(&folder, key, owner.0, Some(owner.1))?;
+            }
         }
     }
     let mut written = Vec::new();
@@ -80,10 +83,18 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
         println!("wrote {}", path.display());
     }
     let shown = dir.display();
+    let installed = dir
+        .canonicalize()
+        .is_ok_and(|d| d == Path::new("/etc/systemd/system"));
+    if !installed {
+        println!(
+            "install them with:\n  sudo cp {shown}/herd-*.service {shown}/{TARGET} \
+             /etc/systemd/system/"
+        );
+    }
     println!(
-        "install and start them with:\n  sudo cp {shown}/herd-*.service {shown}/{TARGET} \
-         /etc/systemd/system/\n  sudo systemctl daemon-reload\n  sudo systemctl enable --now \
-         {TARGET}"
+        "start them (and at every boot) with:\n  sudo systemctl daemon-reload\n  sudo \
+         systemctl enable --now {TARGET}"
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -130,6 +141,90 @@ pub fn writable_paths(config: &HerdConfig, server: &ServerConfig) -> Vec<PathBuf
     ]
 }
 
+/// How a folder the node writes comes to exist before each start. systemd creates (and gives
+/// to the unit's user) the folders under its own roots: `/run` is an empty tmpfs after every
+/// boot, so only systemd can be relied on to make a run folder there. Any other folder is
+/// made by the export and named in `ReadWritePaths=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Folder {
+    /// `RuntimeDirectory=`: relative to `/run`.
+    Runtime(PathBuf),
+    /// `StateDirectory=`: relative to `/var/lib`.
+    State(PathBuf),
+    /// `LogsDirectory=`: relative to `/var/log`.
+    Logs(PathBuf),
+    /// `ReadWritePaths=`: anywhere else.
+    Plain(PathBuf),
+}
+
+impl Folder {
+    pub fn of(path: &Path) -> Folder {
+        type Kind = fn(PathBuf) -> Folder;
+        let roots: [(&str, Kind); 3] = [
+            ("/run", Folder::Runtime),
+            ("/var/lib", Folder::State),
+            ("/var/log", Folder::Logs),
+        ];
+        for (root, kind) in roots {
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
+            // systemd takes plain relative names only: not the root itself, no `.` or `..`.
+            let plain = relative.components().count() > 0
+                && relative
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if plain {
+                return kind(relative.to_path_buf());
+            }
+        }
+        Folder::Plain(path.to_path_buf())
+    }
+}
+
+/// The unit settings that make `folders` exist and writable under the sandbox.
+fn folder_settings(folders: &[PathBuf]) -> Vec<String> {
+    let mut runtime = Vec::new();
+    let mut state = Vec::new();
+    let mut logs = Vec::new();
+    let mut plain = Vec::new();
+    for folder in folders {
+        match Folder::of(folder) {
+            Folder::Runtime(p) => runtime.push(p),
+            Folder::State(p) => state.push(p),
+            Folder::Logs(p) => logs.push(p),
+            Folder::Plain(p) => plain.push(p),
+        }
+    }
+    let words = |paths: &[PathBuf]| {
+        paths
+            .iter()
+            .map(|p| quoted(&p.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut settings = Vec::new();
+    if !runtime.is_empty() {
+        settings.push(format!("RuntimeDirectory={}", words(&runtime)));
+        settings.push("RuntimeDirectoryMode=0700".to_owned());
+        // Every server of the herd shares the run folder: one stopping must not empty it
+        // under the others (it goes at the next boot, as everything in /run).
+        settings.push("RuntimeDirectoryPreserve=yes".to_owned());
+    }
+    if !state.is_empty() {
+        settings.push(format!("StateDirectory={}", words(&state)));
+        settings.push("StateDirectoryMode=0700".to_owned());
+    }
+    if !logs.is_empty() {
+        settings.push(format!("LogsDirectory={}", words(&logs)));
+        settings.push("LogsDirectoryMode=0700".to_owned());
+    }
+    if !plain.is_empty() {
+        settings.push(format!("ReadWritePaths={}", words(&plain)));
+    }
+    settings
+}
+
 /// The service unit of one server.
 pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitSettings) -> String {
     let name = &server.name;
@@ -142,6 +237,8 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     line("[Unit]");
     line(&format!("Description=herd server {name}"));
     line(&format!("PartOf={TARGET}"));
+    // `systemctl reload herd.target` reloads every server.
+    line(&format!("ReloadPropagatedFrom={TARGET}"));
     line("Wants=network-online.target");
     line("After=network-online.target");
     line("");
@@ -152,8 +249,14 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
         quoted(&settings.exe.to_string_lossy()),
         quoted(&config.path.to_string_lossy())
     ));
-    // `systemctl reload`: the node re-reads the herd file and applies what it can live.
-    line("ExecReload=/bin/kill -HUP $MAINPID");
+    // `systemctl reload`: the node re-reads the herd file and applies what it can live. The
+    // binary signals it itself (a minimal system has no /bin/kill) and waits until the node
+    // runs the new file, so a refused file fails the reload.
+    line(&format!(
+        "ExecReload={} --config {} reload --node {name} --pid $MAINPID",
+        quoted(&settings.exe.to_string_lossy()),
+        quoted(&config.path.to_string_lossy())
+    ));
     line("Restart=on-failure");
     line(&format!(
         "RestartSec={}ms",
@@ -182,11 +285,15 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     line("");
     line("# Sandbox: the node writes only its data, log and run folders.");
     line("ProtectSystem=strict");
-    let writable: Vec<String> = writable_paths(config, server)
-        .iter()
-        .map(|p| quoted(&p.to_string_lossy()))
-        .collect();
-    line(&format!("ReadWritePaths={}", writable.join(" ")));
+    let mut folders = writable_paths(config, server);
+    // The node also checks that log_dir itself is its own (see `crate::private`): under
+    // /var/log systemd makes it root's unless it is named too.
+    if matches!(Folder::of(&config.logs.dir), Folder::Logs(_)) {
+        folders.insert(1, config.logs.dir.clone());
+    }
+    for setting in folder_settings(&folders) {
+        line(&setting);
+    }
     line("ProtectHome=read-only");
     // A private /tmp would hide a herd kept under /tmp from its own server.
     let under_tmp = std::iter::once(config.path.clone())
@@ -323,6 +430,9 @@ mod tests {
             "LimitNOFILE=356",
             "User=herd",
             "ReadWritePaths=\"/srv/my herd/data\" \"/srv/my herd/logs/Alford\" \"/srv/my herd/run\"",
+            "ExecReload=/usr/local/bin/herdctl --config \"/srv/my herd/herd.yaml\" reload --node \
+             Alford --pid $MAINPID",
+            "ReloadPropagatedFrom=herd.target",
             "ProtectSystem=strict",
             "CapabilityBoundingSet=\n",
             "PrivateTmp=yes",
@@ -344,6 +454,48 @@ mod tests {
         .unwrap();
         let unit = service_unit(&in_tmp, &in_tmp.servers["A"], &settings);
         assert!(!unit.contains("PrivateTmp"), "{unit}");
+    }
+
+    #[test]
+    fn systemd_makes_the_folders_under_its_own_roots() {
+        let config = HerdConfig::parse(
+            "servers:\n  Alford: { port: 12000 }\ndata_dir: /var/lib/herd\nrun_dir: /run/herd\n\
+             log_dir: /var/log/herd\n",
+            Path::new("/etc/herd/herd.yaml"),
+        )
+        .unwrap();
+        let settings = UnitSettings {
+            exe: "/usr/bin/herdctl".into(),
+            user: None,
+        };
+        let unit = service_unit(&config, &config.servers["Alford"], &settings);
+        for expected in [
+            "RuntimeDirectory=herd\n",
+            "RuntimeDirectoryPreserve=yes\n",
+            "StateDirectory=herd\n",
+            "LogsDirectory=herd herd/Alford\n",
+        ] {
+            assert!(unit.contains(expected), "{expected:?} in\n{unit}");
+        }
+        assert!(!unit.contains("ReadWritePaths"), "{unit}");
+
+        assert_eq!(
+            Folder::of(Path::new("/run/herd/run")),
+            Folder::Runtime("herd/run".into())
+        );
+        for elsewhere in [
+            "/run",
+            "/var/lib",
+            "/var/lib/../etc",
+            "/srv/herd",
+            "/running",
+        ] {
+            assert_eq!(
+                Folder::of(Path::new(elsewhere)),
+                Folder::Plain(elsewhere.into()),
+                "{elsewhere}"
+            );
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! the update for the store writer) -> (peers, reply). A reply waits until its update is on
 //! every up neighbour's socket (and, under strict durability, on disk).
 
+pub mod admin;
 pub mod dialler;
 pub mod faults;
 pub mod lines;
+pub mod link_stats;
 pub mod operator;
+pub mod peer_input;
 pub mod peers;
 pub mod reconfigure;
 pub mod server;
@@ -16,6 +19,7 @@ pub mod store;
 pub mod sync;
 pub mod table;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -24,11 +28,13 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::HerdSecret;
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::logs::WireLog;
 use crate::places::PlacesProvider;
 use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
+use peer_input::PeerInput;
 use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
@@ -56,6 +62,21 @@ pub struct Node {
     pub slots: ConnectionSlots,
     /// Where wire traffic is logged.
     pub log: WireLog,
+    /// The herd secret links prove in their handshake, read once at start-up; `None` only
+    /// with `insecure_open_links: true`.
+    pub secret: Option<HerdSecret>,
+    /// What neighbours sent that was refused, by reason.
+    pub peer_input: PeerInput,
+    /// Ticked by a task; `/healthz` checks it (see `admin/`).
+    pub heartbeat: admin::Heartbeat,
+    /// Connections open on the client port (clients and neighbours' links).
+    pub client_port_open: admin::OpenCount,
+    /// Of those, peer sessions.
+    pub peer_sessions: admin::OpenCount,
+    /// Admin connections open now.
+    pub admin_open: admin::OpenCount,
+    /// What the hot path counts for `/metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 /// How a record arrived from a neighbour.
@@ -128,6 +149,8 @@ impl Node {
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
             faults: faults::described(self),
+            open_links: self.secret.is_none(),
+            peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,
         }
     }
@@ -189,6 +212,8 @@ pub struct Start {
     pub table: Arc<Table>,
     pub store: Option<(Arc<Store>, OpenReport)>,
     pub log: WireLog,
+    /// The herd secret ([`crate::auth::SecretSource::ensure_secret`]); `None`: open links.
+    pub secret: Option<HerdSecret>,
 }
 
 /// Runs node `name` until `shutdown` turns true: starts from the table its store filled
@@ -206,7 +231,12 @@ pub async fn run(
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
-    let Start { table, store, log } = start;
+    let Start {
+        table,
+        store,
+        log,
+        secret,
+    } = start;
 
     let (store, recovered) = match store {
         None => (None, 0),
@@ -272,16 +302,38 @@ pub async fn run(
         synced: AtomicU64::new(0),
         places_waiting: AtomicU64::new(0),
         log,
+        secret,
+        peer_input: PeerInput::default(),
+        heartbeat: admin::Heartbeat::default(),
+        client_port_open: admin::OpenCount::default(),
+        peer_sessions: admin::OpenCount::default(),
+        admin_open: admin::OpenCount::default(),
+        metrics: crate::metrics::NodeMetrics::new(),
     });
-    if node.config().secret.is_none() && !server.neighbours.is_empty() {
+    if node.secret.is_none() {
         tracing::warn!(
-            "no herd secret: peer links are open to anyone who can reach {address} (set \
-             secret: in herd.yaml or {})",
-            crate::auth::SECRET_ENV
+            "OPEN LINKS: insecure_open_links is true, so anyone who can reach {address} can \
+             join the herd as a neighbour and rewrite any client's location; remove it to \
+             use the herd secret"
         );
     }
-    let dialers = dialler::spawn_dialers(&node, shutdown.clone());
+    // Before the admin endpoint answers: a node that dies at start never looks ready.
     crate::panics::inject_panic_if_asked();
+    let admin_address = SocketAddr::new(address.ip(), server.admin_port);
+    let admin_listener = TcpListener::bind(admin_address).await.with_context(|| {
+        format!(
+            "{name} cannot serve its admin endpoint on {admin_address}: is another process \
+             using port {}? (`ss -ltnp 'sport = :{}'` shows which; admin_port: in herd.yaml \
+             moves it)",
+            server.admin_port, server.admin_port
+        )
+    })?;
+    tracing::info!(
+        "{name} admin endpoint on http://{admin_address}/ (healthz, readyz, status, metrics)"
+    );
+    let heartbeat = admin::Heartbeat::spawn(&node);
+    let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
+    let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
     let serving = server::serve(Arc::clone(&node), listener);
     tokio::pin!(serving);
@@ -302,6 +354,8 @@ pub async fn run(
     for dialer in dialers {
         dialer.abort();
     }
+    heartbeat.abort();
+    admin_server.abort();
     tracing::info!("{name} stopped with {} clients known", node.table.len());
     Ok(())
 }

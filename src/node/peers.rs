@@ -53,6 +53,8 @@ pub struct Link {
     retired: watch::Sender<bool>,
     /// The fault the operator set on this link (`herdctl link`), if any.
     pub fault: super::faults::FaultCell,
+    /// What the link did, for `/metrics` and `/status`.
+    pub stats: super::link_stats::LinkStats,
 }
 
 #[derive(Default)]
@@ -85,6 +87,7 @@ impl Link {
             needs_repair: AtomicBool::new(false),
             retired: watch::Sender::new(false),
             fault: super::faults::FaultCell::default(),
+            stats: Default::default(),
         }
     }
 
@@ -103,6 +106,11 @@ impl Link {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Updates queued and not yet written.
+    pub fn queue_depth(&self) -> usize {
+        self.lock().records.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
+use super::peer_input::Dropped;
 use super::peers::Handoff;
 use super::store::NotDurable;
 use super::{operator, session, Node};
@@ -20,10 +21,11 @@ use crate::auth;
 use crate::config::HerdConfig;
 use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
+use crate::metrics::{CommandKind, RequestResult};
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_status, format_welcome, push_invalid, push_whatsat_reply, Command, ControlCommand,
-    PeerMessage, PEER_PROTOCOL_VERSION,
+    self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
+    Command, ControlCommand, PeerMessage, PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
 
@@ -50,12 +52,14 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
         };
         let Some(slot) = node.slots.try_take() else {
             drop(stream);
+            node.metrics.connections_refused.inc();
             refusals.refused(node.config().limits.max_connections);
             continue;
         };
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             let _slot = slot;
+            let _open = node.client_port_open.enter();
             if let Err(e) = handle_connection(&node, stream, remote).await {
                 tracing::debug!("{remote}: connection ended with error: {e}");
             }
@@ -156,15 +160,20 @@ const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
 /// Who is on the other end of a connection.
 enum Role {
     Client,
-    /// Said HELLO as a neighbour; with a herd secret, it must still prove it with AUTH.
+    /// A client that already said HELLO once and was refused: a connection gets one HELLO.
+    RefusedHello,
+    /// Said HELLO as a neighbour and was sent a CHALLENGE: it must prove the secret with
+    /// AUTH before anything else.
     Authenticating {
         from: String,
         dialler_nonce: String,
         our_nonce: String,
     },
-    /// A neighbour that said HELLO (and, with a secret, proved it): the connection becomes
-    /// a peer session (`session.rs`).
+    /// A neighbour that proved the secret (or said HELLO, with open links): the connection
+    /// becomes a peer session (`session.rs`).
     Peer(String),
+    /// Failed its AUTH: the connection is closed once its refusal is written.
+    Closing,
     /// The operator's tool said `HERD OPERATOR` and was sent a challenge: its one command
     /// must prove the secret over both nonces (`operator.rs`).
     Operator {
@@ -291,7 +300,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             Line::TooLong(prefix, length) => (prefix, Some(length)),
         };
         let reply_start = out.len();
-        let answer = respond(
+        let (answer, command) = respond(
             node,
             &config_at_start,
             &mut role,
@@ -303,6 +312,16 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             &mut out,
         )
         .await;
+        let result = if out[reply_start..].starts_with(b"? ") {
+            RequestResult::Invalid
+        } else {
+            RequestResult::Ok
+        };
+        node.metrics.request(
+            command,
+            result,
+            now_nanos().saturating_sub(received).max(0) as u64,
+        );
         let mut logged_reply = None;
         if answer != Answer::Quiet || node.log.logs_status() {
             log.line(received, &who, "<", &line, length);
@@ -319,6 +338,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
             write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
             node.log.submit(&mut log);
+            let _peer = node.peer_sessions.enter();
             let ended = match node.peers.link(&from) {
                 // A reload that drops the link ends this end of it too.
                 Some(link) => tokio::select! {
@@ -334,6 +354,9 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
                 .map_or("closed by peer".to_owned(), |e| format!("{e:#}"));
             tracing::info!("peer connection from {from} ({remote}) dropped: {why}");
             return Ok(());
+        }
+        if matches!(role, Role::Closing) {
+            break;
         }
         if let Role::Records(buckets) = &role {
             write_within(&mut writer, &out, limits.idle_timeout).await?;
@@ -351,6 +374,11 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             if let Err(why) =
                 release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
             {
+                node.metrics.recount(
+                    CommandKind::Iamat,
+                    RequestResult::Refused,
+                    refusable.replies.len() as u64,
+                );
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
@@ -366,6 +394,11 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     if !out.is_empty() {
         if let Err(why) = release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
         {
+            node.metrics.recount(
+                CommandKind::Iamat,
+                RequestResult::Refused,
+                refusable.replies.len() as u64,
+            );
             refusable.refuse(&mut out, &mut log, &who, why);
         }
         write_within(&mut writer, &out, limits.idle_timeout).await?;
@@ -429,6 +462,40 @@ async fn respond(
     handoff: &mut Handoff,
     durable_at: &mut u64,
     out: &mut Vec<u8>,
+) -> (Answer, CommandKind) {
+    let Some(command) = protocol::parse_line(line) else {
+        push_invalid(out, line);
+        return (Answer::Normal, CommandKind::Other);
+    };
+    let kind = match &command {
+        Command::Iamat(_) => CommandKind::Iamat,
+        Command::Whatsat(_) => CommandKind::Whatsat,
+        Command::Peer(PeerMessage::StatusQuery) => CommandKind::Status,
+        Command::Peer(PeerMessage::Hello { .. } | PeerMessage::Auth { .. }) => {
+            CommandKind::Handshake
+        }
+        Command::Peer(_) => CommandKind::Other,
+    };
+    let answer = answer(
+        node, config, role, command, line, received, remote, handoff, durable_at, out,
+    )
+    .await;
+    (answer, kind)
+}
+
+/// [`respond`]'s answer to a parsed line.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    node: &Node,
+    config: &HerdConfig,
+    role: &mut Role,
+    command: Command<'_>,
+    line: &[u8],
+    received: i128,
+    remote: SocketAddr,
+    handoff: &mut Handoff,
+    durable_at: &mut u64,
+    out: &mut Vec<u8>,
 ) -> Answer {
     let reply = |bytes: &[u8], out: &mut Vec<u8>| {
         out.extend_from_slice(bytes);
@@ -437,9 +504,6 @@ async fn respond(
     let invalid = |out: &mut Vec<u8>| {
         push_invalid(out, line);
         Answer::Normal
-    };
-    let Some(command) = protocol::parse_line(line) else {
-        return invalid(out);
     };
     if client_id_too_long(&command, config.limits.max_client_id_bytes) {
         return invalid(out);
@@ -480,34 +544,39 @@ async fn respond(
             nonce,
         }) => {
             let known = node.server_config().neighbours.contains(server);
-            if !known || version != PEER_PROTOCOL_VERSION || !matches!(role, Role::Client) {
+            let first = matches!(role, Role::Client);
+            if !known || version != PEER_PROTOCOL_VERSION || !first {
                 // A name is ASCII (checked), but as long as the line: show its start.
                 tracing::warn!(
                     "{remote}: refused HELLO from {:?} (protocol {version}): not a \
-                     neighbour of {}, or a version other than {PEER_PROTOCOL_VERSION}",
+                     neighbour of {}, a version other than {PEER_PROTOCOL_VERSION}, or not \
+                     the connection's first HELLO",
                     &server[..server.len().min(64)],
                     node.name
                 );
+                if first {
+                    *role = Role::RefusedHello;
+                }
                 return invalid(out);
             }
             let our_nonce = auth::nonce();
-            let config = node.config();
-            let Some(secret) = &config.secret else {
-                tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
+            if node.secret.is_none() {
+                tracing::warn!(
+                    "peer connection from {server} ({remote}) opened without proof: OPEN LINKS \
+                     (insecure_open_links: true)"
+                );
                 node.peers.wake(server);
                 *role = Role::Peer(server.to_owned());
                 return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
-            };
-            let proof = secret.welcome_mac(&node.name, server, nonce, &our_nonce);
+            }
+            // Nothing derived from the secret until the dialler has proved it knows it.
+            let challenge = format_peer_challenge(&our_nonce);
             *role = Role::Authenticating {
                 from: server.to_owned(),
                 dialler_nonce: nonce.to_owned(),
-                our_nonce: our_nonce.clone(),
+                our_nonce,
             };
-            reply(
-                format_welcome(&node.name, &our_nonce, Some(&proof)).as_bytes(),
-                out,
-            )
+            reply(challenge.as_bytes(), out)
         }
         Command::Peer(PeerMessage::Auth { proof }) => {
             let Role::Authenticating {
@@ -518,22 +587,21 @@ async fn respond(
             else {
                 return invalid(out);
             };
-            let config = node.config();
-            let secret = config
-                .secret
-                .as_ref()
-                .expect("authenticating needs a secret");
+            let secret = node.secret.as_ref().expect("authenticating needs a secret");
             if !secret.verify_auth(proof, from, &node.name, our_nonce, dialler_nonce) {
                 tracing::warn!(
-                    "{remote}: {from} failed to prove the herd secret; treating it as a client"
+                    "{remote}: {from} failed to prove the herd secret; closing the connection"
                 );
-                *role = Role::Client;
+                node.peer_input.count(Dropped::FailedAuth);
+                *role = Role::Closing;
                 return invalid(out);
             }
             tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
             node.peers.wake(from);
+            let proof = secret.welcome_mac(&node.name, from, dialler_nonce, our_nonce);
+            let welcome = format_welcome(&node.name, our_nonce, Some(&proof));
             *role = Role::Peer(from.clone());
-            Answer::Normal
+            reply(welcome.as_bytes(), out)
         }
         // Updates, anti-entropy and WANT belong to a peer session; on a connection that
         // did not say HELLO (and prove the secret) they are refused, never applied.
@@ -595,6 +663,8 @@ async fn respond(
                 },
             }
         }
-        Command::Peer(PeerMessage::Welcome { .. } | PeerMessage::Fault(_)) => invalid(out),
+        Command::Peer(
+            PeerMessage::Welcome { .. } | PeerMessage::Challenge { .. } | PeerMessage::Fault(_),
+        ) => invalid(out),
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::faults::{self, Dice, LinkFault};
 use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
+use super::link_stats::LinkStats;
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
@@ -104,9 +105,14 @@ async fn run(
         return run_cut(node, neighbour, reader, writer, fault).await;
     }
     let (requests, pending) = mpsc::channel(PENDING_REQUESTS);
+    // The link's counters (both connections of a link count into them); a session whose
+    // link a reload just dropped counts into nothing anyone reads.
+    let counted = node.peers.link(neighbour);
+    let unlisted = LinkStats::default();
+    let stats = counted.as_ref().map_or(&unlisted, |l| &l.stats);
     tokio::select! {
-        read = read_side(node, neighbour, reader, &shared, requests) => read,
-        written = write_side(node, neighbour, writer, &shared, pending, link, fault) => written,
+        read = read_side(node, neighbour, reader, &shared, requests, stats) => read,
+        written = write_side(node, neighbour, writer, &shared, pending, link, stats, fault) => written,
         _ = faults::changed(&mut watched) => {
             bail!("its link fault changed (herdctl link); reconnecting to apply it")
         }
@@ -153,6 +159,7 @@ async fn read_side(
     mut reader: BufReader<OwnedReadHalf>,
     shared: &Shared,
     requests: mpsc::Sender<Request>,
+    stats: &LinkStats,
 ) -> Result<()> {
     // The neighbour's end sends a digest every `sync_interval` (which this side answers), so
     // a link quiet for three periods is gone whatever `limits.idle_timeout_s` says.
@@ -185,14 +192,27 @@ async fn read_side(
             ),
         };
         shared.heard();
+        stats.bytes_received.add(line.len() as u64 + 1);
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
                 let received = now_nanos();
+                if let Some(skew) = protocol::skew_nanos(fields.skew) {
+                    // The origin received it at the client's time plus the skew.
+                    let delay = received - (fields.time.as_nanos() + skew);
+                    node.metrics
+                        .propagation_delay
+                        .observe_nanos(delay.clamp(0, i128::from(u64::MAX)) as u64);
+                }
                 let new = node.accept_from_peer(
                     AtRecord::from_fields(&fields),
                     neighbour,
                     Arrival::Flood,
                 );
+                stats.records_received.inc();
+                match new {
+                    true => stats.floods_new.inc(),
+                    false => stats.floods_stale.inc(),
+                }
                 scratch.clear();
                 scratch.extend_from_slice(&line);
                 scratch.extend_from_slice(match new {
@@ -204,6 +224,8 @@ async fn read_side(
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
                 let new =
                     node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Sync);
+                stats.records_received.inc();
+                stats.sync_records_received.inc();
                 if let Some(inbound) = shared.exchange().as_mut() {
                     inbound.count(new, line.len() + 1);
                 }
@@ -256,6 +278,8 @@ fn hand_over(requests: &mpsc::Sender<Request>, request: Request, neighbour: &str
 
 /// Writes until an error: answers the reader's requests and, on a dialled link, forwards
 /// queued updates, runs the periodic exchange and watches for an answer to it.
+// Each argument is a different part of the session; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn write_side(
     node: &Node,
     neighbour: &str,
@@ -263,6 +287,7 @@ async fn write_side(
     shared: &Shared,
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
+    stats: &LinkStats,
     fault: Option<LinkFault>,
 ) -> Result<()> {
     let config = node.config();
@@ -287,6 +312,7 @@ async fn write_side(
         log: node.log.clone(),
         loss_percent: fault.as_ref().map_or(0, |f| f.loss_percent),
         dice: Dice::new(),
+        stats,
     };
     // First of all, which fault this end holds: the neighbour lets go of one it holds and
     // this end does not (this end restarted, or was healed).
@@ -308,10 +334,12 @@ async fn write_side(
                     let buckets = sync::differing(&node.table, &theirs);
                     let sent = out.stream_records(node, &buckets, link).await?;
                     out.write(format_want(&buckets).as_bytes()).await?;
+                    stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
                 Some(Request::SendWanted(buckets, inbound)) => {
                     let sent = out.stream_records(node, &buckets, link).await?;
+                    stats.synced();
                     sync::log_exchange(neighbour, &buckets, inbound, sent);
                 }
                 // The reader is gone: the session is ending.
@@ -360,6 +388,7 @@ struct Output<'a> {
     /// A `herdctl link loss` on this link: the share of flooded lines dropped.
     loss_percent: u8,
     dice: Dice,
+    stats: &'a LinkStats,
 }
 
 /// Where a session's lines go: straight to the socket, or through a delay line when the
@@ -436,7 +465,9 @@ impl Drop for Wire {
 
 impl Output<'_> {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.wire.write(bytes, self.deadline).await
+        self.wire.write(bytes, self.deadline).await?;
+        self.stats.bytes_sent.add(bytes.len() as u64);
+        Ok(())
     }
 
     /// Writes a batch of this node's updates and tells the link how far it got.
@@ -444,10 +475,12 @@ impl Output<'_> {
         self.buffer.clear();
         let mut logged = self.log.batch();
         let now = now_nanos();
+        let mut count = 0;
         for record in &batch.records {
             if self.loss_percent > 0 && self.dice.below(100) < u64::from(self.loss_percent) {
                 continue; // `herdctl link loss`: anti-entropy repairs it
             }
+            count += 1;
             // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
             let start = self.buffer.len();
             self.buffer.push_str(PEER_VERB);
@@ -466,6 +499,9 @@ impl Output<'_> {
         let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
         self.buffer = buffer;
         written?;
+        self.stats.floods_sent.add(count);
+        self.stats.records_sent.add(count);
+        self.stats.bytes_sent.add(self.buffer.len() as u64);
         link.written(batch.last_seq);
         self.log.submit(&mut logged);
         Ok(())
@@ -490,6 +526,8 @@ impl Output<'_> {
                 }
             }
         }
+        self.stats.records_sent.add(stream.sent.records);
+        self.stats.sync_records_sent.add(stream.sent.records);
         Ok(stream.sent)
     }
 }

@@ -55,6 +55,9 @@ pub struct NodeReport {
     /// Health probes of the running process unanswered in a row.
     #[serde(default)]
     pub failed_probes: u32,
+    /// Why the node is FATAL (a crash loop, a restart loop), while it is.
+    #[serde(default)]
+    pub fatal_reason: Option<String>,
     /// A start asked for while the node was stopping, carried out once it is gone.
     #[serde(default)]
     pub start_queued: bool,

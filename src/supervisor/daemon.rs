@@ -515,7 +515,13 @@ impl<O: NodeOs> Supervisor<O> {
                 self.signal(name, pid, Signal::SIGTERM);
                 self.signal(name, pid, Signal::SIGCONT);
             }
-            Action::Probe { pid, timeout } => self.os.probe(&self.config, name, pid, timeout),
+            Action::Probe { pid, timeout } => {
+                let path = match self.machines[name].state {
+                    State::Starting => "/readyz",
+                    _ => "/healthz",
+                };
+                self.os.probe(&self.config, name, pid, timeout, path)
+            }
         }
     }
 
@@ -567,6 +573,7 @@ impl<O: NodeOs> Supervisor<O> {
                 backoff_ms: m.backoff_remaining(now).map(|d| d.as_millis() as u64),
                 crashes_this_start: m.crashes_since_start,
                 failed_probes: m.failed_probes,
+                fatal_reason: m.fatal_reason.clone(),
                 start_queued: m.start_queued(),
             })
             .collect()
@@ -629,7 +636,14 @@ mod tests {
         fn signal(&mut self, pid: u32, signal: Signal) {
             self.signals.push((pid, signal));
         }
-        fn probe(&mut self, _: &HerdConfig, name: &str, pid: u32, timeout: Duration) {
+        fn probe(
+            &mut self,
+            _: &HerdConfig,
+            name: &str,
+            pid: u32,
+            timeout: Duration,
+            _: &'static str,
+        ) {
             self.probes.push((name.to_owned(), pid, timeout));
         }
         fn lock_holder(&self, _: &HerdConfig, name: &str) -> Option<u32> {

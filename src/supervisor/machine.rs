@@ -2,6 +2,7 @@
 //! out, time passed in. No OS calls here, so every path (crash loops, stops during backoff,
 //! SIGKILL after the stop timeout) is unit-tested without processes.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,10 @@ pub enum Event {
     Tick,
 }
 
+/// More than `max_quick_crashes` deaths within this many `stable_after` periods is a restart
+/// loop, even when each death came after a stable uptime: the node goes FATAL.
+pub const RESTART_LOOP_WINDOW_FACTOR: u32 = 10;
+
 /// A readiness probe of a starting node gives up after this long at most (a node that
 /// listens answers in milliseconds; the next probe follows at once).
 const MAX_READINESS_PROBE: Duration = Duration::from_secs(2);
@@ -115,6 +120,11 @@ pub struct NodeMachine {
     pub crashes_since_start: u32,
     /// Health probes of the running process failed in a row.
     pub failed_probes: u32,
+    /// Why the node is FATAL, while it is.
+    pub fatal_reason: Option<String>,
+    /// When the recent crashes happened (within [`RESTART_LOOP_WINDOW_FACTOR`] x
+    /// `stable_after`): a node that dies just after each stable period is in a loop too.
+    deaths: VecDeque<Instant>,
     /// Stop deadline, backoff end, or start deadline, by state.
     deadline: Option<Instant>,
     /// A start asked for while stopping: carried out once the process is gone.
@@ -139,6 +149,8 @@ impl NodeMachine {
             last_words: None,
             crashes_since_start: 0,
             failed_probes: 0,
+            fatal_reason: None,
+            deaths: VecDeque::new(),
             deadline: None,
             start_queued: false,
             probe_in_flight: false,
@@ -173,8 +185,10 @@ impl NodeMachine {
         match (self.state, event) {
             (Stopped | Fatal | Backoff, Event::Start) => {
                 self.crashes_since_start = 0;
+                self.fatal_reason = None;
                 if self.state != Backoff {
                     self.quick_crashes = 0;
+                    self.deaths.clear();
                 }
                 self.begin_start()
             }
@@ -408,9 +422,37 @@ impl NodeMachine {
         self.probe_in_flight = false;
         self.quick_crashes += 1;
         self.crashes_since_start += 1;
-        if self.quick_crashes > self.settings.max_quick_crashes {
+        let window = self.settings.stable_after * RESTART_LOOP_WINDOW_FACTOR;
+        self.deaths.push_back(now);
+        while self
+            .deaths
+            .front()
+            .is_some_and(|d| now.saturating_duration_since(*d) > window)
+        {
+            self.deaths.pop_front();
+        }
+        let max = self.settings.max_quick_crashes;
+        let fatal = if self.quick_crashes > max {
+            Some(format!(
+                "{} crashes in a row, none after a stable uptime of {} s \
+                 (supervisor.max_quick_crashes: {max})",
+                self.quick_crashes,
+                self.settings.stable_after.as_secs()
+            ))
+        } else if self.deaths.len() > max as usize {
+            Some(format!(
+                "restart loop: {} deaths within {} s (more than supervisor.max_quick_crashes: \
+                 {max} within {RESTART_LOOP_WINDOW_FACTOR} x stable_after_s)",
+                self.deaths.len(),
+                window.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = fatal {
             self.state = State::Fatal;
             self.deadline = None;
+            self.fatal_reason = Some(reason);
         } else {
             self.state = State::Backoff;
             self.deadline = Some(now + self.backoff_delay(self.quick_crashes));
@@ -570,10 +612,64 @@ mod tests {
             State::Fatal,
             "a fourth quick crash is one too many"
         );
+        assert!(m
+            .fatal_reason
+            .as_ref()
+            .unwrap()
+            .starts_with("4 crashes in a row"));
         assert_eq!(m.handle(Event::Tick, now + Duration::from_secs(60)), None);
         // An operator start clears FATAL.
         assert_eq!(m.handle(Event::Start, now), Some(Action::Spawn));
         assert_eq!(m.quick_crashes, 0);
+    }
+
+    #[test]
+    fn deaths_after_each_stable_period_still_end_in_fatal() {
+        // settings: stable_after 10 s, max_quick_crashes 3: a node killed every 12 s (just
+        // past stable, as a busy node whose probes fail would be) is a restart loop.
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        start(&mut m, t0, 1);
+        let mut now = t0;
+        for pid in 2..=4 {
+            now += Duration::from_secs(12);
+            m.handle(Event::Tick, now);
+            assert_eq!(m.quick_crashes, 0, "stable by then");
+            m.handle(exited(), now);
+            assert_eq!(m.state, State::Backoff, "death {} of a loop", pid - 1);
+            now += m.backoff_remaining(now).unwrap();
+            assert_eq!(m.handle(Event::Tick, now), Some(Action::Spawn));
+            m.handle(Event::Spawned { pid }, now);
+            m.handle(Event::Tick, now);
+            m.handle(answered(), now);
+        }
+        now += Duration::from_secs(12);
+        m.handle(Event::Tick, now);
+        m.handle(exited(), now);
+        assert_eq!(m.state, State::Fatal, "a fourth death within 100 s");
+        let why = m.fatal_reason.clone().unwrap();
+        assert!(
+            why.starts_with("restart loop: 4 deaths within 100 s"),
+            "{why}"
+        );
+        assert_eq!(m.handle(Event::Tick, now + Duration::from_secs(600)), None);
+        // An operator start clears it; deaths spread wider than the window never add up.
+        m.handle(Event::Start, now);
+        assert_eq!(m.fatal_reason, None);
+        m.handle(Event::Spawned { pid: 9 }, now);
+        m.handle(Event::Tick, now);
+        m.handle(answered(), now);
+        for pid in 10..20 {
+            now += Duration::from_secs(40);
+            m.handle(Event::Tick, now);
+            m.handle(exited(), now);
+            assert_eq!(m.state, State::Backoff);
+            now += m.backoff_remaining(now).unwrap();
+            m.handle(Event::Tick, now);
+            m.handle(Event::Spawned { pid }, now);
+            m.handle(Event::Tick, now);
+            m.handle(answered(), now);
+        }
     }
 
     #[test]

@@ -42,8 +42,16 @@ pub trait NodeOs {
     /// Starts node `name`; returns its pid.
     fn spawn(&mut self, config: &HerdConfig, name: &str) -> Result<u32>;
     fn signal(&mut self, pid: u32, signal: Signal);
-    /// Asks node `name` whether it answers as process `pid` within `timeout`.
-    fn probe(&mut self, config: &HerdConfig, name: &str, pid: u32, timeout: Duration);
+    /// Asks node `name` whether it answers as process `pid` within `timeout`, on its admin
+    /// endpoint's `path` (`/readyz` while it starts, `/healthz` once it runs).
+    fn probe(
+        &mut self,
+        config: &HerdConfig,
+        name: &str,
+        pid: u32,
+        timeout: Duration,
+        path: &'static str,
+    );
     /// The pid holding node `name`'s lock: alive, whoever started it.
     fn lock_holder(&self, config: &HerdConfig, name: &str) -> Option<u32>;
     /// When process `pid` started.
@@ -100,23 +108,33 @@ impl NodeOs for RealOs {
         }
     }
 
-    fn probe(&mut self, config: &HerdConfig, name: &str, pid: u32, timeout: Duration) {
+    fn probe(
+        &mut self,
+        config: &HerdConfig,
+        name: &str,
+        pid: u32,
+        timeout: Duration,
+        path: &'static str,
+    ) {
         let Some(server) = config.servers.get(name) else {
             return; // removed by a reload, and being stopped
         };
-        let address = config.local_endpoint(server);
+        // On the admin endpoint, never the client port: a client holding every client slot
+        // must not make the node look dead.
+        let config = config.clone();
+        let server = server.clone();
         let news = self.news.clone();
         let name = name.to_owned();
         tokio::spawn(async move {
-            // Its own figures, from the right process: the port merely accepting could be
-            // some other program squatting on it.
-            let figures = super::ask_figures(address, timeout)
+            // The right process: the port merely answering could be some other program
+            // squatting on it.
+            let answer = crate::admin::probe(&config, &server, path, timeout)
                 .await
-                .filter(|f| f.pid == pid);
+                .filter(|a| a.pid == pid);
             let probed = ProcessNews::Probed {
                 pid,
-                answered: figures.is_some(),
-                digest: figures.and_then(|f| f.config),
+                answered: answer.is_some(),
+                digest: answer.and_then(|a| a.config),
             };
             let _ = news.send((name, probed));
         });

@@ -2,6 +2,7 @@
 //! the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod peer;
 pub mod supervised;
 pub mod upstream;
 
@@ -101,8 +102,13 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
+/// A server's admin port when the herd file gives none (herdctl's `ADMIN_PORT_OFFSET`).
+pub const ADMIN_OFFSET: u16 = 1000;
+
 /// Ports below the kernel's ephemeral range, so outgoing connections never take them, picked
-/// at random so parallel tests (threads or processes) do not collide, and checked free.
+/// at random so parallel tests (threads or processes) do not collide, and checked free,
+/// each with its default admin port (port + [`ADMIN_OFFSET`]): a herd file written with these
+/// ports and no `admin_port:` gets admin ports that are free too.
 pub fn free_ports(count: usize) -> Vec<u16> {
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     seed ^= std::time::SystemTime::now()
@@ -116,12 +122,18 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let port = 20000 + (seed % 12000) as u16;
-        if ports.contains(&port) {
+        let port = 20000 + (seed % 11000) as u16;
+        let admin = port + ADMIN_OFFSET;
+        let taken = |p: u16| ports.iter().any(|&q: &u16| q == p || q + ADMIN_OFFSET == p);
+        if taken(port) || taken(admin) {
             continue;
         }
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+        if let (Ok(listener), Ok(admin_listener)) = (
+            TcpListener::bind(("127.0.0.1", port)),
+            TcpListener::bind(("127.0.0.1", admin)),
+        ) {
             holders.push(listener);
+            holders.push(admin_listener);
             ports.push(port);
         }
     }
@@ -140,6 +152,21 @@ pub fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
         .read_to_end(&mut reply)
         .unwrap_or_else(|e| panic!("reading the reply from port {port}: {e}"));
     reply
+}
+
+/// `GET path` on the admin endpoint at `port`: status code and body.
+pub fn admin_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request += &format!("Authorization: Bearer {token}\r\n");
+    }
+    request += "\r\n";
+    let reply = String::from_utf8(exchange(port, request.as_bytes())).unwrap();
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {reply:?}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
 }
 
 pub struct Herd {
@@ -161,8 +188,9 @@ impl Herd {
         let mut yaml = String::from("servers:\n");
         for (name, peers) in servers {
             yaml += &format!(
-                "  {name}: {{ port: {}, peers: [{}] }}\n",
+                "  {name}: {{ port: {}, admin_port: {}, peers: [{}] }}\n",
                 ports[*name],
+                ports[*name] + ADMIN_OFFSET,
                 peers.join(", ")
             );
         }
@@ -206,6 +234,16 @@ impl Herd {
 
     pub fn port(&self, name: &str) -> u16 {
         self.ports[name]
+    }
+
+    /// Server `name`'s admin port.
+    pub fn admin_port(&self, name: &str) -> u16 {
+        self.ports[name] + ADMIN_OFFSET
+    }
+
+    /// `GET path` on server `name`'s admin endpoint: status code and body.
+    pub fn admin_get(&self, name: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        admin_get(self.admin_port(name), path, token)
     }
 
     /// Starts `herdctl run NAME` (stderr kept in the herd's folder for post-mortems).
@@ -334,6 +372,15 @@ impl Herd {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The herd's secret: `herd.secret` beside its herd file (created if no node made it
+    /// yet, exactly as a node would).
+    pub fn secret(&self) -> herdctl::auth::HerdSecret {
+        herdctl::auth::SecretSource::Default(self.dir.path().join("herd.secret"))
+            .ensure_secret()
+            .unwrap()
+            .unwrap()
+    }
 }
 
 impl Drop for Herd {
@@ -366,4 +413,29 @@ pub fn nix_kill(pid: u32, signal: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// For a test that needs a tool or engine this machine lacks: says so and returns, so the
+/// caller can skip, except under CI=true (CI machines have them all: `.ci/run` installs
+/// them), where the test fails instead.
+pub fn skip_unless_ci(message: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: .ci/run installs it, so missing is a failure)");
+    }
+    eprintln!("SKIPPED: {message}");
+}
+
+/// `yaml` (a herd file `Herd::configure` wrote) with server `name`'s peers set to `peers`.
+pub fn with_peers(yaml: &str, name: &str, peers: &[&str]) -> String {
+    let line = format!("  {name}: ");
+    let changed: Vec<String> = yaml
+        .lines()
+        .map(|l| match l.starts_with(&line) {
+            true => l.replace("peers: []", &format!("peers: [{}]", peers.join(", "))),
+            false => l.to_owned(),
+        })
+        .collect();
+    let changed = changed.join("\n") + "\n";
+    assert_ne!(changed, yaml, "{name} has no `peers: []` in\n{yaml}");
+    changed
 }
