@@ -11,9 +11,10 @@
 //!
 //! A change of fault restarts the link's sessions, so a session runs one fault from start to
 //! end. Faults live in memory: a restart clears them. So that a restart of *either* end
-//! clears the link, each session starts with `HERD FAULT <id|->`; an end that holds a
-//! fault the other end does not (it restarted, or was healed) clears its own, unless the
-//! fault was set moments ago (the tool tells the two ends one after the other).
+//! clears the link, an end that holds a fault starts each session with `HERD FAULT <id>`,
+//! and an end that holds none answers `HERD FAULT -`; an end that learns the other does not
+//! hold its fault (it restarted, or was healed) clears its own, unless the fault was set
+//! moments ago (the tool tells the two ends one after the other).
 
 use std::time::{Duration, Instant};
 
@@ -190,18 +191,19 @@ pub fn described(node: &Node) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-/// The neighbour said which fault it holds at the start of a session (`HERD FAULT`): if
-/// this end holds another one, set long enough ago, the neighbour restarted or was healed,
-/// so this end lets go of its own too.
-pub fn neighbour_holds(node: &Node, neighbour: &str, theirs: Option<&str>) {
+/// The neighbour said which fault it holds (`HERD FAULT`): if this end holds another one,
+/// set long enough ago, the neighbour restarted or was healed, so this end lets go of its
+/// own too. Returns whether the neighbour must be told that this end holds none (it said
+/// it holds one, and this end holds none).
+pub fn neighbour_holds(node: &Node, neighbour: &str, theirs: Option<&str>) -> bool {
     let Some(link) = node.peers.link(neighbour) else {
-        return;
+        return false;
     };
     let Some(ours) = link.fault.get() else {
-        return;
+        return theirs.is_some();
     };
     if Some(ours.id.as_str()) == theirs || ours.set_at.elapsed() < SETTLE {
-        return;
+        return false;
     }
     tracing::warn!(
         "link fault on the link to {neighbour}: cleared ({}); {neighbour} no longer holds it \
@@ -209,6 +211,7 @@ pub fn neighbour_holds(node: &Node, neighbour: &str, theirs: Option<&str>) {
         ours.describe()
     );
     link.fault.set(None);
+    false
 }
 
 /// A small, fast generator for loss and jitter decisions (not for anything secret).

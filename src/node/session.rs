@@ -64,6 +64,9 @@ enum Request {
     AnswerDigest(Vec<u64>),
     /// The neighbour answered this node's digest and wants these buckets.
     SendWanted(Vec<u16>, Inbound),
+    /// The neighbour said it holds a link fault and this end holds none: say so
+    /// (`HERD FAULT -`), so it lets go of its own (see `faults.rs`).
+    NoFault,
 }
 
 /// What the reader and the writer both look at.
@@ -238,7 +241,9 @@ async fn read_side(
                 hand_over(&requests, Request::SendWanted(buckets, inbound), neighbour);
             }
             Some(Command::Peer(PeerMessage::Fault(theirs))) => {
-                faults::neighbour_holds(node, neighbour, theirs);
+                if faults::neighbour_holds(node, neighbour, theirs) {
+                    hand_over(&requests, Request::NoFault, neighbour);
+                }
             }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
@@ -314,10 +319,11 @@ async fn write_side(
         dice: Dice::new(),
         stats,
     };
-    // First of all, which fault this end holds: the neighbour lets go of one it holds and
-    // this end does not (this end restarted, or was healed).
-    out.write(format_fault(fault.as_ref().map(|f| f.id.as_str())).as_bytes())
-        .await?;
+    // First of all, the fault this end holds, if any: a neighbour that does not hold it
+    // answers `HERD FAULT -` (it restarted, or was healed), and this end lets go of it.
+    if let Some(fault) = &fault {
+        out.write(format_fault(Some(&fault.id)).as_bytes()).await?;
+    }
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
             send_digest(node, shared, &mut out).await?;
@@ -337,6 +343,7 @@ async fn write_side(
                     stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
+                Some(Request::NoFault) => out.write(format_fault(None).as_bytes()).await?,
                 Some(Request::SendWanted(buckets, inbound)) => {
                     let sent = out.stream_records(node, &buckets, link).await?;
                     stats.synced();
