@@ -17,7 +17,8 @@ use tokio::net::UnixStream;
 use super::control::{call, NodeReport, Request, Response};
 use super::files::{self, Rotate};
 use super::machine::State;
-use super::{node_stderr_path, process, RunPaths};
+use super::{locate, node_stderr_path, process, RunPaths};
+use crate::admin::LinkStatus;
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
@@ -224,6 +225,7 @@ fn selected<'a>(reports: &'a [NodeReport], targets: &[String]) -> Vec<&'a NodeRe
 /// `herdctl start [all|NAME...]`.
 pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
@@ -238,11 +240,25 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     }
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
-    start_and_wait(&supervisor, &targets)
+    let every = names.is_empty() || names.iter().any(|n| n == "all");
+    start_and_wait(&supervisor, &targets, every)
 }
 
-fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<ExitCode> {
+/// `end_if_idle`: a `start all` ends the supervisor when every server failed (it would
+/// have nothing to supervise); a start of some servers leaves it, and their failures in
+/// `status`.
+fn start_and_wait(
+    supervisor: &SupervisorClient,
+    targets: &[String],
+    end_if_idle: bool,
+) -> Result<ExitCode> {
     let began = Instant::now();
+    // Running before this start: said "already running", not "started".
+    let already: Vec<String> = selected(&supervisor.call(&Request::Status)?, targets)
+        .iter()
+        .filter(|r| r.state == State::Running)
+        .map(|r| r.name.clone())
+        .collect();
     let mut reports = supervisor.call(&Request::Start {
         names: targets.to_vec(),
     })?;
@@ -257,7 +273,11 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
             }
             if report.state == State::Running {
                 let pid = report.pid.map_or("?".into(), |p| p.to_string());
-                let done = format!("running (pid {pid}, port {})", report.port);
+                let how = match already.contains(&report.name) {
+                    true => "already running",
+                    false => "running",
+                };
+                let done = format!("{how} (pid {pid}, port {})", report.port);
                 progress.finish(&report.name, &done);
                 outcome.insert(report.name.clone(), Ok(done));
             } else if report.state == State::Paused {
@@ -303,6 +323,9 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
         supervisor.call(&Request::Stop {
             names: failed.clone(),
         })?;
+        if end_if_idle {
+            shut_down_if_idle(supervisor)?;
+        }
     }
     for (name, result) in &outcome {
         match result {
@@ -317,15 +340,43 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
                 "herdctl: note: some peer links are still forming; `herdctl status` shows them"
             );
         }
-        println!(
-            "{} started in {:.1}s",
-            plural(outcome.len(), "server"),
-            began.elapsed().as_secs_f64()
-        );
+        let started = outcome.len() - already.len();
+        let took = began.elapsed().as_secs_f64();
+        match (started, already.len()) {
+            (0, n) => println!("{} already running; nothing to start", plural(n, "server")),
+            (started, 0) => println!("{} started in {took:.1}s", plural(started, "server")),
+            (started, n) => println!(
+                "{} started in {took:.1}s; {n} already running",
+                plural(started, "server")
+            ),
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Ends the supervisor when it has nothing left to supervise (every node stopped or fatal,
+/// e.g. a `start all` that failed for every server), once the nodes it stops are gone.
+fn shut_down_if_idle(supervisor: &SupervisorClient) -> Result<()> {
+    let deadline = supervisor.config.supervisor.stop_timeout + START_GRACE;
+    let began = Instant::now();
+    let idle = loop {
+        let reports = supervisor.call(&Request::Status)?;
+        if reports.iter().any(|r| r.state == State::Stopping) && began.elapsed() < deadline {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        break reports
+            .iter()
+            .all(|r| matches!(r.state, State::Stopped | State::Fatal));
+    };
+    if idle {
+        supervisor.call(&Request::Shutdown)?;
+        wait_for("the supervisor to exit", || supervisor.pid().is_none())?;
+        eprintln!("herdctl: note: no server runs, so the supervisor exited too");
+    }
+    Ok(())
 }
 
 /// How long `start` waits for peer links once its nodes answer.
@@ -345,7 +396,8 @@ fn wait_for_links(supervisor: &SupervisorClient, names: &[String], machine: &Mac
             return false;
         };
         let asks = where_to_ask(&supervisor.config, &reports, machine);
-        let figures = supervisor.runtime.block_on(query_figures(asks));
+        let token = crate::admin::token(&supervisor.config);
+        let figures = supervisor.runtime.block_on(query_figures(asks, token));
         let running = |n: &String| figures.contains_key(n);
         let linked = names.iter().all(|name| {
             let neighbours = &supervisor.config.servers[name].neighbours;
@@ -375,9 +427,15 @@ fn failure_reason(config: &HerdConfig, report: &NodeReport) -> String {
 
 /// `herdctl stop [all|NAME...]`: `all` also ends the supervisor.
 pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    if names.is_empty() {
+        bail!(
+            "say what to stop: herdctl stop NAME... (servers), or herdctl stop all (every \
+             server of this machine, and the supervisor)"
+        );
+    }
+    let (config, _) = locate::for_running_herd(config_path)?;
     let supervisor = SupervisorClient::new(config)?;
-    let every = names.is_empty() || names.iter().any(|n| n == "all");
+    let every = names.iter().any(|n| n == "all");
     let nothing_running =
         supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty();
     if nothing_running && every {
@@ -393,6 +451,10 @@ pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
         Reach::HostedOrRunning,
     )?;
     if nothing_running {
+        let alive = still_serving(&supervisor, &targets);
+        if !alive.is_empty() {
+            bail!("{}", not_ours(&alive));
+        }
         println!("nothing is running");
         return Ok(ExitCode::SUCCESS);
     }
@@ -426,13 +488,60 @@ fn stop_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<()
         }
         std::thread::sleep(POLL);
     }
+    // Stopped as far as the supervisor knows; a process it does not know (its lock
+    // elsewhere, started by hand) may still serve the port: never call that stopped.
+    let alive = still_serving(supervisor, targets);
     for report in selected(&before, targets) {
+        if alive.contains_key(&report.name) {
+            continue;
+        }
         match report.pid {
             Some(pid) => println!("{:<12} stopped (was pid {pid})", report.name),
             None => println!("{:<12} stopped", report.name),
         }
     }
+    if !alive.is_empty() {
+        bail!("{}", not_ours(&alive));
+    }
     Ok(())
+}
+
+/// "Alford still runs as pid 42 (...), which this supervisor did not start ...".
+fn not_ours(alive: &BTreeMap<String, u32>) -> String {
+    let said: Vec<String> = alive
+        .iter()
+        .map(|(name, pid)| {
+            format!(
+                "{name} still runs as {}, which this supervisor did not start (its lock is not \
+                 under this run_dir); stop it with: kill {pid}",
+                crate::port_owner::describe_pid(*pid)
+            )
+        })
+        .collect();
+    said.join("; ")
+}
+
+/// Of `names`, those a process still answers for as itself on this machine, with its pid.
+fn still_serving(supervisor: &SupervisorClient, names: &[String]) -> BTreeMap<String, u32> {
+    let asks = names
+        .iter()
+        .filter_map(|name| {
+            let server = supervisor.config.servers.get(name)?;
+            Some(Ask {
+                name: name.clone(),
+                local: true,
+                endpoint: Some(supervisor.config.local_endpoint(server)),
+                admin: Some(supervisor.config.local_admin_endpoint(server)),
+            })
+        })
+        .collect();
+    let token = crate::admin::token(&supervisor.config);
+    supervisor
+        .runtime
+        .block_on(query_figures(asks, token))
+        .into_iter()
+        .map(|(name, figures)| (name, figures.pid))
+        .collect()
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
@@ -449,16 +558,17 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 /// `herdctl restart [all|NAME...]`.
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     stop_and_wait(&supervisor, &targets)?;
-    start_and_wait(&supervisor, &targets)
+    start_and_wait(&supervisor, &targets, false)
 }
 
 /// `herdctl kill NAME`: SIGKILL, as a crash.
 pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, _) = locate::for_running_herd(config_path)?;
     config.server(name)?;
     resolve_targets(
         &config,
@@ -526,7 +636,7 @@ pub fn resume(config_path: &Path, name: &str) -> Result<ExitCode> {
 /// Asks the supervisor to pause (`true`) or resume a local server; returns its report before
 /// and after.
 fn freeze_or_thaw(config_path: &Path, name: &str, pause: bool) -> Result<(NodeReport, NodeReport)> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, _) = locate::for_running_herd(config_path)?;
     config.server(name)?;
     resolve_targets(
         &config,
@@ -561,6 +671,7 @@ const TOLD_DEADLINE: Duration = Duration::from_secs(10);
 pub fn reload(config_path: &Path) -> Result<ExitCode> {
     // Checked here first, so a broken file is reported even with no supervisor.
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
@@ -585,7 +696,7 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
     }
     let mut failed = false;
     if !report.started.is_empty()
-        && start_and_wait(&supervisor, &report.started)? != ExitCode::SUCCESS
+        && start_and_wait(&supervisor, &report.started, false)? != ExitCode::SUCCESS
     {
         failed = true;
     }
@@ -646,7 +757,8 @@ fn wait_for_digest(
             break;
         };
         let asks = where_to_ask(&supervisor.config, &reports, machine);
-        let figures = supervisor.runtime.block_on(query_figures(asks));
+        let token = crate::admin::token(&supervisor.config);
+        let figures = supervisor.runtime.block_on(query_figures(asks, token));
         waiting.retain(|name| {
             let running = reports.iter().any(|r| &r.name == name && r.pid.is_some());
             running && figures.get(name).and_then(|f| f.config.as_deref()) != Some(digest)
@@ -719,6 +831,15 @@ struct StatusRow {
     /// Why the supervisor gave up on the node (FATAL), while it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     fatal_reason: Option<String>,
+    /// Where its admin endpoint answers (`/metrics`, `/status`, `/healthz`, `/readyz`).
+    admin_url: String,
+    /// Each link as the node sees it (from its admin endpoint's `/status`; `None` when that
+    /// could not be read: not running, or no admin token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<Vec<LinkStatus>>,
+    /// For a local server with no process: who holds its port instead, if anyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_held_by: Option<String>,
 }
 
 /// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
@@ -727,7 +848,12 @@ const REMOTE_UNREACHABLE: &str = "unreachable";
 
 /// `herdctl status [--json]`: every server of the herd, from any of its hosts.
 pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
-    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    let (config, from_copy) = locate::for_running_herd(config_path)?;
+    // With the applied copy in use, the warning already said the file differs.
+    let text = match from_copy {
+        true => None,
+        false => std::fs::read_to_string(config_path).ok(),
+    };
     let applied = std::fs::read_to_string(super::applied_copy_path(&config)).ok();
     let machine = Machine::this()?;
     let supervisor = SupervisorClient::new(config)?;
@@ -741,11 +867,14 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = &supervisor.config;
     let asks = where_to_ask(config, &reports, &machine);
     let local: BTreeMap<String, bool> = asks.iter().map(|a| (a.name.clone(), a.local)).collect();
-    let figures = supervisor.runtime.block_on(query_figures(asks));
+    let statuses = supervisor
+        .runtime
+        .block_on(query_status(asks, crate::admin::token(config)));
     let rows: Vec<StatusRow> = reports
         .iter()
         .map(|r| {
-            let f = figures.get(&r.name);
+            let f = statuses.get(&r.name).map(|(f, _)| f);
+            let links = statuses.get(&r.name).and_then(|(_, l)| l.clone());
             let server = &config.servers[&r.name];
             let local = local[&r.name];
             let row = StatusRow {
@@ -774,9 +903,19 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 failed_probes: r.failed_probes,
                 faults: f.map(|f| f.faults.clone()).unwrap_or_default(),
                 fatal_reason: r.fatal_reason.clone(),
+                admin_url: crate::admin::url(config, server),
+                links,
+                port_held_by: None,
             };
             if local {
-                return row;
+                let port_held_by = match (r.pid, f) {
+                    (None, None) => crate::port_owner::describe_port(server.port),
+                    _ => None,
+                };
+                return StatusRow {
+                    port_held_by,
+                    ..row
+                };
             }
             StatusRow {
                 state: match f {
@@ -813,7 +952,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
             config.path.display()
         );
     }
-    if supervised && applied.is_some_and(|applied| applied != text) {
+    if supervised && text.is_some() && applied.is_some_and(|applied| Some(applied) != text) {
         eprintln!(
             "note: {} has changed since the supervisor applied it; `herdctl reload` applies it",
             supervisor.config.path.display()
@@ -861,6 +1000,8 @@ struct Ask {
     local: bool,
     /// `None`: a local server with no process, nothing to ask.
     endpoint: Option<Endpoint>,
+    /// Its admin endpoint, on the same host as `endpoint`.
+    admin: Option<Endpoint>,
 }
 
 /// A server is local when it lives on this machine or runs here anyway (it moved while
@@ -879,10 +1020,14 @@ fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) 
                 (true, None) => None,
                 (false, _) => Some(config.endpoint(server)),
             };
+            let admin = endpoint
+                .as_ref()
+                .map(|e| Endpoint::new(e.host.clone(), server.admin_port));
             Some(Ask {
                 name: r.name.clone(),
                 local,
                 endpoint,
+                admin,
             })
         })
         .collect()
@@ -891,19 +1036,33 @@ fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) 
 /// How long a server has to answer `HERD STATUS`, name resolution and connecting included.
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Asks each server for its own figures, all at once, each with a short timeout. Only an
-/// answer in the server's own name counts (anything else on that address is not it).
-async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
+/// Asks each server for its own figures, all at once, each with a short timeout: its admin
+/// endpoint's `/status` (figures and links), else `HERD STATUS` on its client port (figures
+/// only: a herd without a secret has no admin token). Only an answer in the server's own
+/// name counts (anything else on that address is not it).
+async fn query_status(
+    asks: Vec<Ask>,
+    token: Option<String>,
+) -> BTreeMap<String, (NodeFigures, Option<Vec<LinkStatus>>)> {
     // Spawned, so a server that hangs costs its own timeout, not everyone's in turn.
     let queries: Vec<_> = asks
         .into_iter()
         .filter_map(|ask| {
             let endpoint = ask.endpoint?;
+            let admin = ask.admin;
+            let token = token.clone();
             Some(tokio::spawn(async move {
+                if let Some(admin) = admin {
+                    let status =
+                        crate::admin::status(&admin, token.as_deref(), FIGURES_TIMEOUT).await;
+                    if let Some(status) = status.filter(|s| s.figures.name == ask.name) {
+                        return Some((ask.name, (status.figures, Some(status.links))));
+                    }
+                }
                 let figures = super::ask_figures(endpoint, FIGURES_TIMEOUT).await;
                 figures
                     .filter(|f| f.name == ask.name)
-                    .map(|f| (ask.name, f))
+                    .map(|f| (ask.name, (f, None)))
             }))
         })
         .collect();
@@ -916,10 +1075,22 @@ async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
     out
 }
 
+/// Each server's figures alone (see [`query_status`]).
+async fn query_figures(asks: Vec<Ask>, token: Option<String>) -> BTreeMap<String, NodeFigures> {
+    query_status(asks, token)
+        .await
+        .into_iter()
+        .map(|(name, (figures, _))| (name, figures))
+        .collect()
+}
+
 fn print_table(rows: &[StatusRow]) {
     let host_width = rows.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
-    println!(
-        "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
+    let links: Vec<String> = rows.iter().map(links_column).collect();
+    let links_width = links.iter().map(String::len).max().unwrap_or(0).max(5);
+    let width = terminal_width();
+    let header = format!(
+        "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:<links_width$} {:>9} {:>7}  LAST EXIT",
         "NAME",
         "HOST",
         "LOCAL",
@@ -933,10 +1104,11 @@ fn print_table(rows: &[StatusRow]) {
         "RECOVERED",
         "SYNCED"
     );
+    println!("{}", fit(&header, width));
     let dash = || "-".to_owned();
-    for r in rows {
-        println!(
-            "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
+    for (r, links) in rows.iter().zip(&links) {
+        let row = format!(
+            "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:<links_width$} {:>9} {:>7}  {}",
             r.name,
             r.host,
             if r.local { "yes" } else { "no" },
@@ -946,12 +1118,12 @@ fn print_table(rows: &[StatusRow]) {
             r.uptime_s.map_or_else(dash, format_uptime),
             r.restarts.map_or_else(dash, |n| n.to_string()),
             r.clients.map_or_else(dash, |c| c.to_string()),
-            r.links_up
-                .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
+            links,
             r.recovered.map_or_else(dash, |n| n.to_string()),
             r.synced.map_or_else(dash, |n| n.to_string()),
             last_exit_column(r),
         );
+        println!("{}", fit(&row, width));
     }
     // What needs the operator's attention, below the table (it does not fit a column).
     for r in rows {
@@ -959,6 +1131,12 @@ fn print_table(rows: &[StatusRow]) {
             println!(
                 "{}: FATAL: {why}; `herdctl start {}` tries again",
                 r.name, r.name
+            );
+        }
+        if let Some(holder) = &r.port_held_by {
+            println!(
+                "{}: {} but its port {} is held by {holder}, not by this herd",
+                r.name, r.state, r.port
             );
         }
         if let Some(error) = &r.store_error {
@@ -991,6 +1169,19 @@ fn print_table(rows: &[StatusRow]) {
     }
 }
 
+/// The LINKS column: up of total, then each neighbour that is not up and for how long
+/// (`1/2 -Welsh 12s`), when the node's admin endpoint told.
+fn links_column(row: &StatusRow) -> String {
+    let Some(up) = row.links_up else {
+        return "-".to_owned();
+    };
+    let mut text = format!("{up}/{}", row.links_total);
+    for link in row.links.iter().flatten().filter(|l| l.state != "up") {
+        text += &format!(" -{} {}", link.peer, format_uptime(link.for_s));
+    }
+    text
+}
+
 /// The LAST EXIT column: how the last process ended and its last words, then what is
 /// happening now (a restart pending, probes failing).
 fn last_exit_column(row: &StatusRow) -> String {
@@ -1006,6 +1197,41 @@ fn last_exit_column(row: &StatusRow) -> String {
         text += &format!("; {} health probe(s) unanswered", row.failed_probes);
     }
     text
+}
+
+/// The width of the terminal on stdout, else `$COLUMNS`; `None` (no cut) for a pipe or
+/// file with no `COLUMNS`, so scripts get whole rows (`--json` has every field anyway).
+fn terminal_width() -> Option<usize> {
+    use nix::libc;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, which lives across the call.
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if asked == 0 && size.ws_col > 0 {
+        return Some(size.ws_col.into());
+    }
+    std::env::var("COLUMNS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|w| *w > 0)
+}
+
+/// `line` cut to `width` characters, ending in `...` when cut.
+fn fit(line: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return line.to_owned();
+    };
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let kept: String = line.chars().take(width.saturating_sub(3)).collect();
+    format!("{kept}...")
 }
 
 fn format_uptime(seconds: u64) -> String {
