@@ -82,6 +82,9 @@ _herdctl() {
             herdctl__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__kubernetes"
                 ;;
+            herdctl__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__prometheus"
+                ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
                 ;;
@@ -90,6 +93,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export__subcmd__help,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__export__subcmd__help,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__prometheus"
                 ;;
             herdctl__subcmd__export__subcmd__help,systemd)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__systemd"
@@ -156,6 +162,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__help__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__prometheus"
                 ;;
             herdctl__subcmd__help__subcmd__export,systemd)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__systemd"
@@ -325,7 +334,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd kubernetes help"
+            opts="-h --config --help systemd kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -343,7 +352,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__help)
-            opts="systemd kubernetes help"
+            opts="systemd kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -371,6 +380,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__help__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__prometheus)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -414,6 +437,28 @@ _herdctl() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__prometheus)
+            opts="-h --token-file --write-token --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -507,7 +552,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd kubernetes"
+            opts="systemd kubernetes prometheus"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -521,6 +566,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__prometheus)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
