@@ -73,6 +73,9 @@ _herdctl() {
             herdctl,verify)
                 cmd="herdctl__subcmd__verify"
                 ;;
+            herdctl__subcmd__export,compose)
+                cmd="herdctl__subcmd__export__subcmd__compose"
+                ;;
             herdctl__subcmd__export,help)
                 cmd="herdctl__subcmd__export__subcmd__help"
                 ;;
@@ -81,6 +84,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
+                ;;
+            herdctl__subcmd__export__subcmd__help,compose)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__compose"
                 ;;
             herdctl__subcmd__export__subcmd__help,help)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__help"
@@ -147,6 +153,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,verify)
                 cmd="herdctl__subcmd__help__subcmd__verify"
+                ;;
+            herdctl__subcmd__help__subcmd__export,compose)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__compose"
                 ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
@@ -277,7 +286,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd kubernetes help"
+            opts="-h --config --help systemd compose kubernetes help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -294,9 +303,49 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        herdctl__subcmd__export__subcmd__help)
-            opts="systemd kubernetes help"
+        herdctl__subcmd__export__subcmd__compose)
+            opts="-h --image --dir --publish --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help)
+            opts="systemd compose kubernetes help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -455,8 +504,22 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd kubernetes"
+            opts="systemd compose kubernetes"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
