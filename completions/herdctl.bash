@@ -400,7 +400,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__kubernetes)
-            opts="-h --image --namespace --config --help"
+            opts="-h --image --namespace --out --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,6 +411,10 @@ _herdctl() {
                     return 0
                     ;;
                 --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

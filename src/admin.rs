@@ -96,9 +96,11 @@ pub fn url(config: &HerdConfig, server: &ServerConfig) -> String {
     format!("http://{}/", config.admin_endpoint(server))
 }
 
-/// The bearer token for `/status` and `/metrics`, when the herd has a secret.
+/// The bearer token for `/status` and `/metrics`, when the herd has a secret (read, or
+/// created, where the nodes find it: see [`crate::auth::SecretSource`]).
 pub fn token(config: &HerdConfig) -> Option<String> {
-    config.secret.as_ref().map(|s| s.admin_token())
+    let secret = config.secret.ensure_secret().ok().flatten();
+    secret.map(|s| s.admin_token())
 }
 
 #[cfg(test)]

@@ -1,16 +1,30 @@
 //! Authenticated peer links: a herd secret shared by every server, proved in the handshake
 //! by HMAC-SHA256 over fresh nonces, so the secret never crosses the wire and a recorded
-//! handshake cannot be replayed.
+//! handshake cannot be replayed. Handshake version 2:
 //!
-//!   dialler  -> `HERD HELLO <dialler> 1 <nonce_d>`
-//!   acceptor -> `HERD WELCOME <acceptor> 1 <nonce_a> <mac_a>`   mac_a = HMAC(welcome|acceptor|dialler|nonce_d|nonce_a)
+//!   dialler  -> `HERD HELLO <dialler> 2 <nonce_d>`
+//!   acceptor -> `HERD CHALLENGE <nonce_a>`
 //!   dialler  -> `HERD AUTH <mac_d>`                             mac_d = HMAC(auth|dialler|acceptor|nonce_a|nonce_d)
+//!   acceptor -> `HERD WELCOME <acceptor> 2 <nonce_a> <mac_a>`   mac_a = HMAC(welcome|acceptor|dialler|nonce_d|nonce_a)
 //!
-//! Each side proves itself over the other's nonce; the labels and name order keep one proof
-//! from being reflected as the other. Without a secret the MAC is `-` and there is no AUTH.
+//! The dialler proves itself first: an acceptor sends nothing derived from the secret (and
+//! nothing of the herd) to a connection that has not proved it, so a stranger who names a
+//! neighbour gets a random nonce and nothing to guess the secret against. One HELLO per
+//! connection; a failed AUTH closes it. Each side proves itself over the other's nonce; the
+//! labels and name order keep one proof from being reflected as the other.
+//!
+//! With `insecure_open_links: true` (no secret) the acceptor answers HELLO with
+//! `HERD WELCOME <acceptor> 2 <nonce_a> -` at once.
+//!
+//! Where the secret comes from is a [`SecretSource`]: `HERD_SECRET`, `secret:`,
+//! `secret_file:`, or `herd.secret` beside the herd file, created (0600) on first need.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -18,13 +32,52 @@ use sha2::Sha256;
 /// The environment variable that overrides `secret:` in herd.yaml.
 pub const SECRET_ENV: &str = "HERD_SECRET";
 
+/// The file beside the herd file that holds the secret when nothing else names one.
+pub const SECRET_FILE_NAME: &str = "herd.secret";
+
+/// The shortest secret accepted, in characters: 32 hex digits are 128 bits. A shorter one
+/// could be guessed offline by anyone who recorded a handshake.
+pub const MIN_SECRET_CHARS: usize = 32;
+
 /// The herd secret. Its `Debug` never shows it, so it cannot leak through a logged config.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HerdSecret(String);
 
 impl HerdSecret {
+    /// A secret as given, unchecked (tests; [`HerdSecret::checked`] is the way in).
     pub fn new(secret: String) -> HerdSecret {
         HerdSecret(secret)
+    }
+
+    /// `secret` if it is strong enough: at least [`MIN_SECRET_CHARS`] printable ASCII
+    /// characters without white space (it travels in environment variables and env files).
+    /// `from` names where it came from, for the error.
+    pub fn checked(secret: &str, from: &str) -> Result<HerdSecret> {
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!(
+                "the herd secret in {from} holds white space or non-ASCII characters; use \
+                 printable ASCII, e.g. the output of: openssl rand -hex 32"
+            );
+        }
+        if secret.len() < MIN_SECRET_CHARS {
+            bail!(
+                "the herd secret in {from} has {} characters, fewer than {MIN_SECRET_CHARS} (128 \
+                 bits as hex); use a long random one, e.g. the output of: openssl rand -hex 32",
+                secret.len()
+            );
+        }
+        Ok(HerdSecret(secret.to_owned()))
+    }
+
+    /// A fresh 256-bit secret, as 64 hex digits.
+    pub fn generate() -> HerdSecret {
+        HerdSecret(random_hex::<32>())
+    }
+
+    /// The secret itself, for an export that must write it out (a Kubernetes Secret, an env
+    /// file). Nothing else should call this.
+    pub fn reveal(&self) -> &str {
+        &self.0
     }
 
     fn mac(&self, parts: &[&str]) -> Hmac<Sha256> {
@@ -106,7 +159,7 @@ impl HerdSecret {
 ///
 ///   tool -> `HERD OPERATOR <nonce_t>`
 ///   node -> `HERD CHALLENGE <node> <nonce_n> <mac_n>`      mac_n = HMAC(challenge|node|nonce_t|nonce_n)
-///   tool -> `HERD CONTROL <mac_t> <command>`             mac_t = HMAC(control|node|nonce_n|nonce_t|command)
+///   tool -> `HERD CONTROL <mac_t> <command>`                 mac_t = HMAC(control|node|nonce_n|nonce_t|command)
 ///
 /// The command is inside the proof, and the node's nonce is good for one command, so a
 /// recorded command can be neither replayed nor changed.
@@ -159,11 +212,136 @@ impl fmt::Debug for HerdSecret {
 
 /// 128 bits from the kernel's random source, as 32 hex digits.
 pub fn nonce() -> String {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// `N` bytes from the kernel's random source, as hex.
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .expect("/dev/urandom is readable");
     hex(&bytes)
+}
+
+/// Where a herd's secret comes from, in order of precedence. Resolving it
+/// ([`SecretSource::ensure_secret`]) may create the default file, so it happens only where a
+/// secret is needed (`start`, `run`, exports), never when a herd file is merely read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `HERD_SECRET` in the environment.
+    Env(HerdSecret),
+    /// `secret:` in the herd file.
+    Inline(HerdSecret),
+    /// `secret_file:` in the herd file (a copy of another host's `herd.secret`).
+    File(PathBuf),
+    /// `herd.secret` beside the herd file, created with a fresh secret on first need.
+    Default(PathBuf),
+    /// `insecure_open_links: true`: anyone who reaches the port may be a neighbour.
+    Open,
+}
+
+impl SecretSource {
+    /// The secret, reading (or, for the default file, creating) it; `None` only for open
+    /// links.
+    pub fn ensure_secret(&self) -> Result<Option<HerdSecret>> {
+        match self {
+            SecretSource::Env(secret) | SecretSource::Inline(secret) => Ok(Some(secret.clone())),
+            SecretSource::File(path) => read_secret_file(path).map(Some),
+            SecretSource::Default(path) => {
+                if !path.exists() {
+                    create_secret_file(path)?;
+                }
+                read_secret_file(path).map(Some)
+            }
+            SecretSource::Open => Ok(None),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        *self == SecretSource::Open
+    }
+
+    /// Where the secret comes from, for `herdctl check`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(_) => format!("from {SECRET_ENV} in the environment"),
+            SecretSource::Inline(_) => "from secret: in the herd file".to_owned(),
+            SecretSource::File(path) => format!("from secret_file: {}", path.display()),
+            SecretSource::Default(path) if path.exists() => {
+                format!(
+                    "from {} (copy it to every host of the herd)",
+                    path.display()
+                )
+            }
+            SecretSource::Default(path) => format!(
+                "from {} (created at the first start; copy it to every host of the herd)",
+                path.display()
+            ),
+            SecretSource::Open => {
+                "none: OPEN LINKS (insecure_open_links: true), anyone who reaches a port can \
+                 join the herd"
+                    .to_owned()
+            }
+        }
+    }
+}
+
+/// Reads a secret file: private to its owner, one strong secret (a trailing newline is
+/// allowed). Opened without following a symbolic link.
+fn read_secret_file(path: &Path) -> Result<HerdSecret> {
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "cannot read the herd secret {shown}: copy herd.secret from a host of the herd, \
+                 or set secret_file: to where it is"
+            )
+        })?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "the herd secret {shown} can be read or written by other users (mode {:o}); make it \
+             private with: chmod 600 {shown}",
+            mode & 0o777
+        );
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .with_context(|| format!("cannot read the herd secret {shown} as text"))?;
+    HerdSecret::checked(text.trim_end_matches(['\n', '\r']), &shown.to_string())
+}
+
+/// Creates `path` holding a fresh secret, mode 0600. Written to a private temporary file
+/// first (`O_EXCL`, `O_NOFOLLOW`) and hard-linked into place, so two nodes starting at once
+/// never race: one link wins, the other finds the file and reads the winner's secret.
+fn create_secret_file(path: &Path) -> Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let temporary = folder.join(format!(".{SECRET_FILE_NAME}.{}.tmp", nonce()));
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&temporary)?;
+        writeln!(file, "{}", HerdSecret::generate().reveal())?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow!(
+            "cannot create the herd secret {}: {e}; make its folder writable, or set \
+             secret_file: (or {SECRET_ENV}) to an existing secret",
+            path.display()
+        )),
+    }
 }
 
 /// A nonce as it may appear on the wire: 32 lowercase hex digits.
@@ -256,6 +434,50 @@ mod tests {
     fn the_secret_never_shows_in_debug() {
         let secret = HerdSecret::new("hunter2".into());
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_with_the_fix() {
+        let e = HerdSecret::checked("a", "herd.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("1 characters") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        let e = HerdSecret::checked(&"x y".repeat(20), "herd.yaml").unwrap_err();
+        assert!(e.to_string().contains("white space"), "{e}");
+        assert!(HerdSecret::checked(&"ab".repeat(16), "herd.yaml").is_ok());
+        assert_eq!(HerdSecret::generate().reveal().len(), 64);
+    }
+
+    #[test]
+    fn the_default_file_is_created_private_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE_NAME);
+        let source = SecretSource::Default(path.clone());
+        let first = source.ensure_secret().unwrap().unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(source.ensure_secret().unwrap().unwrap(), first);
+        // Two starters at once agree on one secret.
+        std::fs::remove_file(&path).unwrap();
+        let secrets: Vec<HerdSecret> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| source.ensure_secret().unwrap().unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(secrets.iter().all(|s| *s == secrets[0]));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        // A file others can read is refused, naming the fix.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = source.ensure_secret().unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 
     #[test]

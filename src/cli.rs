@@ -170,8 +170,9 @@ pub enum Export {
         #[arg(long)]
         publish: bool,
     },
-    /// Kubernetes objects on standard output: a ConfigMap with the herd file, and per server
-    /// a Service and a one-replica StatefulSet with a volume for its store.
+    /// Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file,
+    /// a Secret with the herd secret, and per server a Service and a one-replica StatefulSet
+    /// with a volume for its store.
     Kubernetes {
         /// The container image holding herdctl (see the README for how to build one).
         #[arg(long, value_name = "IMAGE")]
@@ -179,6 +180,10 @@ pub enum Export {
         /// The namespace to put every object in (default: kubectl's current one).
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
+        /// Write the objects to this file, readable by this user only (they hold the herd
+        /// secret), instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 

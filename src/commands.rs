@@ -46,6 +46,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     crate::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
+    let secret = config.secret.ensure_secret()?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell
     // this node is alive, whoever started it.
     let _lock = match PidLock::acquire(&node_lock_path(&config, name))? {
@@ -103,6 +104,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             table,
             store: Some((Arc::clone(&store), report)),
             log: log.wire(),
+            secret,
         };
         crate::node::run(config, name, places, started, start, stopped, reload_rx).await
     });
@@ -171,6 +173,7 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
         config.path.display(),
         crate::supervisor::cli::plural(config.servers.len(), "server")
     );
+    println!("  herd secret: {}", config.secret.describe());
     for server in config.servers.values() {
         let neighbours: Vec<&str> = server.neighbours.iter().map(String::as_str).collect();
         let listen = match server.listen {
@@ -204,29 +207,36 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
         })),
         PlacesConfig::Google(settings) => {
             let google = Google::provider(settings, Google::key_from_env()?)?;
-            let u = &settings.upstream;
             tracing::info!(
-                "places: google ({:?} API) at {}, timeout {} ms, cache {} s x {} entries",
+                "places: google ({:?} API) at {}, {}",
                 settings.api,
-                u.endpoint,
-                u.timeout.as_millis(),
-                u.cache_ttl.as_secs(),
-                u.cache_entries
+                settings.upstream.endpoint,
+                upstream_settings(&settings.upstream)
             );
             Ok(Arc::new(google))
         }
         PlacesConfig::X(u) => {
             let x = XRecentSearch::provider(u, XRecentSearch::token_from_env()?)?;
             tracing::info!(
-                "places: x (recent search) at {}, timeout {} ms, cache {} s x {} entries",
+                "places: x (recent search) at {}, {}",
                 crate::places::x::search_url(&u.endpoint),
-                u.timeout.as_millis(),
-                u.cache_ttl.as_secs(),
-                u.cache_entries
+                upstream_settings(u)
             );
             Ok(Arc::new(x))
         }
     }
+}
+
+/// A web-service provider's settings for its start-up log line.
+fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
+    format!(
+        "timeout {} ms, cache {} s x {} entries, budget {} requests/s and {} in flight",
+        u.timeout.as_millis(),
+        u.cache_ttl.as_secs(),
+        u.cache_entries,
+        u.max_requests_per_s,
+        u.max_in_flight
+    )
 }
 
 /// The lock file a running node holds.

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::auth::{HerdSecret, SECRET_ENV};
+use crate::auth::{HerdSecret, SecretSource, SECRET_ENV, SECRET_FILE_NAME};
 use crate::hosts::{Endpoint, Host, Machine};
 use crate::protocol::is_valid_server_name;
 
@@ -37,6 +37,10 @@ struct RawConfig {
     run_dir: Option<PathBuf>,
     #[serde(default)]
     secret: Option<Spanned<String>>,
+    #[serde(default)]
+    secret_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    insecure_open_links: Option<Spanned<bool>>,
     #[serde(default)]
     supervisor: RawSupervisor,
     #[serde(default)]
@@ -75,6 +79,10 @@ struct RawLimits {
     max_connections: Option<usize>,
     idle_timeout_s: Option<u64>,
     max_client_id_bytes: Option<usize>,
+    max_future_s: Option<u64>,
+    max_connections_per_ip: Option<usize>,
+    first_line_timeout_s: Option<u64>,
+    write_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,14 +414,28 @@ pub struct Limits {
     /// A connection that sends no complete line for this long is closed (neighbours' links
     /// get at least three anti-entropy periods; see `node/server.rs`).
     pub idle_timeout: Duration,
-    /// The longest client id IAMAT and WHATSAT accept, in bytes.
+    /// The longest client id IAMAT and WHATSAT (and records from neighbours) carry, in bytes.
     pub max_client_id_bytes: usize,
+    /// How far ahead of this server's clock a client's time may be: an IAMAT further ahead
+    /// is refused, a neighbour's record further ahead is dropped, so one forged future time
+    /// cannot pin a client's location forever.
+    pub max_future: Duration,
+    /// Client connections from one address at once; past it, new ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// A connection that sends no line at all for this long after it opens is closed.
+    pub first_line_timeout: Duration,
+    /// The longest a reply may take to be written to a client that does not read.
+    pub write_timeout: Duration,
 }
 
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
 pub const DEFAULT_MAX_CLIENT_ID_BYTES: usize = 256;
+pub const DEFAULT_MAX_FUTURE_S: u64 = 86_400;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 512;
+pub const DEFAULT_FIRST_LINE_TIMEOUT_S: u64 = 10;
+pub const DEFAULT_WRITE_TIMEOUT_S: u64 = 10;
 /// The fewest connections a node may be limited to (see [`Limits::max_connections`]).
 pub const MIN_MAX_CONNECTIONS: usize = 4;
 /// Below this a line could not hold an IAMAT with a long id; peer links are not affected
@@ -427,6 +449,10 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S),
             max_client_id_bytes: DEFAULT_MAX_CLIENT_ID_BYTES,
+            max_future: Duration::from_secs(DEFAULT_MAX_FUTURE_S),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            first_line_timeout: Duration::from_secs(DEFAULT_FIRST_LINE_TIMEOUT_S),
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_S),
         }
     }
 }
@@ -468,6 +494,34 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
             DEFAULT_MAX_CLIENT_ID_BYTES,
             &format!("use e.g. {DEFAULT_MAX_CLIENT_ID_BYTES}"),
         )?,
+        max_future: Duration::from_secs(nonzero(
+            shown,
+            "limits.max_future_s",
+            raw.max_future_s,
+            DEFAULT_MAX_FUTURE_S,
+            &format!("use e.g. {DEFAULT_MAX_FUTURE_S} (clients' clocks may run ahead a little)"),
+        )?),
+        max_connections_per_ip: nonzero(
+            shown,
+            "limits.max_connections_per_ip",
+            raw.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            &format!("use e.g. {DEFAULT_MAX_CONNECTIONS_PER_IP}"),
+        )?,
+        first_line_timeout: Duration::from_secs(nonzero(
+            shown,
+            "limits.first_line_timeout_s",
+            raw.first_line_timeout_s,
+            DEFAULT_FIRST_LINE_TIMEOUT_S,
+            &format!("use e.g. {DEFAULT_FIRST_LINE_TIMEOUT_S}"),
+        )?),
+        write_timeout: Duration::from_secs(nonzero(
+            shown,
+            "limits.write_timeout_s",
+            raw.write_timeout_s,
+            DEFAULT_WRITE_TIMEOUT_S,
+            &format!("use e.g. {DEFAULT_WRITE_TIMEOUT_S}"),
+        )?),
     })
 }
 
@@ -517,9 +571,10 @@ pub struct HerdConfig {
     pub reconnect: ReconnectSettings,
     /// Where the supervisor keeps its socket and the nodes their locks.
     pub run_dir: PathBuf,
-    /// Shared by every server to authenticate peer links; `HERD_SECRET` overrides the file.
-    /// `None`: links are open to anyone who can reach the port.
-    pub secret: Option<HerdSecret>,
+    /// Where the secret every server shares to authenticate peer links comes from
+    /// (`HERD_SECRET`, `secret:`, `secret_file:`, `herd.secret` beside the file); open links
+    /// only with `insecure_open_links: true`.
+    pub secret: SecretSource,
     pub supervisor: SupervisorSettings,
     /// Per-node resource limits against hostile or broken clients.
     pub limits: Limits,
@@ -527,8 +582,9 @@ pub struct HerdConfig {
     pub links: LinkSettings,
     /// Who may read the admin endpoint.
     pub admin: AdminSettings,
-    /// A fingerprint of the file's text. Nodes report it in `HERD STATUS`, so the
-    /// supervisor can tell that they run the herd file it applied.
+    /// A fingerprint of the file's text without its secret. Nodes report it in
+    /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
+    /// file it applied.
     pub digest: String,
     /// Things worth telling the operator that do not stop the herd (a disconnected graph).
     pub warnings: Vec<String>,
@@ -742,23 +798,26 @@ impl HerdConfig {
         let reconnect = reconnect_config(&raw.reconnect, &shown)?;
         let supervisor = supervisor_config(&raw.supervisor, &shown)?;
 
-        let secret = match std::env::var(SECRET_ENV) {
-            Ok(from_env) if !from_env.is_empty() => Some(HerdSecret::new(from_env)),
-            _ => match raw.secret {
-                Some(s) if s.value.is_empty() => bail!(
-                    "{shown} line {}: secret is empty; set a long random string, or remove the \
-                     key to leave peer links open",
-                    s.referenced.line()
-                ),
-                Some(s) => Some(HerdSecret::new(s.value)),
-                None => None,
-            },
-        };
-
+        let inline_secret = raw.secret.as_ref().map(|s| s.value.clone());
+        let secret = secret_source(
+            raw.secret,
+            raw.secret_file.map(|f| Spanned {
+                value: resolve(Some(f.value), ""),
+                referenced: f.referenced,
+                defined: f.defined,
+            }),
+            raw.insecure_open_links,
+            folder,
+            &shown,
+        )?;
+        let mut warnings = Vec::new();
+        if inline_secret.is_some() {
+            warnings.extend(readable_by_others_warning(path));
+        }
         let limits = limits_config(raw.limits, &shown)?;
         let links = links_config(raw.links, &shown)?;
 
-        let warnings = disconnected_warning(&servers).into_iter().collect();
+        warnings.extend(disconnected_warning(&servers));
         Ok(HerdConfig {
             path: path.to_path_buf(),
             servers,
@@ -784,7 +843,11 @@ impl HerdConfig {
             admin: AdminSettings {
                 open: raw.admin.open.unwrap_or(false),
             },
-            digest: text_digest(text),
+            digest: text_digest(&match &inline_secret {
+                // The digest is shown to anyone who asks: nothing of the secret goes in.
+                Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), ""),
+                _ => text.to_owned(),
+            }),
             warnings,
         })
     }
@@ -880,6 +943,65 @@ impl HerdConfig {
             .map(|s| s.name.clone())
             .collect()
     }
+}
+
+/// Where the herd secret comes from: `HERD_SECRET` > `secret:` > `secret_file:` >
+/// `herd.secret` beside the herd file; `insecure_open_links: true` is the only way to none.
+fn secret_source(
+    inline: Option<Spanned<String>>,
+    file: Option<Spanned<PathBuf>>,
+    open: Option<Spanned<bool>>,
+    folder: &Path,
+    shown: &str,
+) -> Result<SecretSource> {
+    let open_line = open
+        .as_ref()
+        .filter(|o| o.value)
+        .map(|o| o.referenced.line());
+    if let (Some(line), true) = (open_line, inline.is_some() || file.is_some()) {
+        bail!(
+            "{shown} line {line}: insecure_open_links: true and a secret exclude each other; \
+             remove one of them"
+        );
+    }
+    if let (Some(s), Some(f)) = (&inline, &file) {
+        bail!(
+            "{shown} line {}: both secret: (line {}) and secret_file: are set; keep one",
+            f.referenced.line(),
+            s.referenced.line()
+        );
+    }
+    if let Ok(from_env) = std::env::var(SECRET_ENV) {
+        if !from_env.is_empty() {
+            return HerdSecret::checked(&from_env, SECRET_ENV).map(SecretSource::Env);
+        }
+    }
+    if let Some(s) = inline {
+        let from = format!("{shown} line {}", s.referenced.line());
+        return HerdSecret::checked(&s.value, &from).map(SecretSource::Inline);
+    }
+    if let Some(f) = file {
+        return Ok(SecretSource::File(f.value));
+    }
+    if open_line.is_some() {
+        return Ok(SecretSource::Open);
+    }
+    Ok(SecretSource::Default(folder.join(SECRET_FILE_NAME)))
+}
+
+/// A warning when the herd file, which holds the secret, can be read by other users.
+fn readable_by_others_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} holds the herd secret and other users can read it (mode {:o}); make it private \
+             with: chmod 600 {}, or move the secret to secret_file:",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
 }
 
 /// A server's `admin_port:`, or its default (`port` + [`ADMIN_PORT_OFFSET`]).
@@ -1509,6 +1631,7 @@ servers:
                 max_connections: 10,
                 idle_timeout: Duration::from_secs(1),
                 max_client_id_bytes: 64,
+                ..Limits::default()
             }
         );
 
@@ -1517,6 +1640,10 @@ servers:
             ("max_connections", "at least 4"),
             ("idle_timeout_s", "e.g. 300"),
             ("max_client_id_bytes", "e.g. 256"),
+            ("max_future_s", "e.g. 86400"),
+            ("max_connections_per_ip", "e.g. 512"),
+            ("first_line_timeout_s", "e.g. 10"),
+            ("write_timeout_s", "e.g. 10"),
         ] {
             let e = error(&format!("{CLASSIC}limits: {{ {key}: 0 }}\n"));
             assert!(
@@ -1730,6 +1857,41 @@ servers:
         assert_eq!(a.len(), 16);
         assert_eq!(a, parse(CLASSIC).unwrap().digest);
         assert_ne!(a, parse(&format!("{CLASSIC}# a comment\n")).unwrap().digest);
+    }
+
+    #[test]
+    fn the_secret_comes_from_one_place_and_never_reaches_the_digest() {
+        let folder = Path::new("/etc/herd");
+        assert_eq!(
+            parse(CLASSIC).unwrap().secret,
+            SecretSource::Default(folder.join("herd.secret"))
+        );
+        let long = "k".repeat(40);
+        let c = parse(&format!("{CLASSIC}secret: {long}\n")).unwrap();
+        assert_eq!(
+            c.secret,
+            SecretSource::Inline(HerdSecret::new(long.clone()))
+        );
+        let other = parse(&format!("{CLASSIC}secret: {}\n", "j".repeat(40))).unwrap();
+        assert_eq!(
+            c.digest, other.digest,
+            "the digest must not depend on the secret"
+        );
+        let c = parse(&format!("{CLASSIC}secret_file: keys/s\n")).unwrap();
+        assert_eq!(c.secret, SecretSource::File(folder.join("keys/s")));
+        let c = parse(&format!("{CLASSIC}insecure_open_links: true\n")).unwrap();
+        assert!(c.secret.is_open());
+        let e = error(&format!("{CLASSIC}secret: a\n"));
+        assert!(
+            e.contains("line 7") && e.contains("openssl rand -hex 32"),
+            "{e}"
+        );
+        let e = error(&format!(
+            "{CLASSIC}secret: {long}\ninsecure_open_links: true\n"
+        ));
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = error(&format!("{CLASSIC}secret: {long}\nsecret_file: x\n"));
+        assert!(e.contains("keep one"), "{e}");
     }
 
     #[test]

@@ -34,9 +34,11 @@ fn main() -> ExitCode {
             dir,
             publish,
         }) => export::compose::export(&cli.config, image, dir, *publish),
-        Command::Export(Export::Kubernetes { image, namespace }) => {
-            export::kubernetes::export(&cli.config, image, namespace.as_deref())
-        }
+        Command::Export(Export::Kubernetes {
+            image,
+            namespace,
+            out,
+        }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
         Command::Completions { shell } => completions::print(*shell),
         Command::Send {
             name,

@@ -83,7 +83,8 @@ async fn ask_untimed(
     if server != name {
         bail!("{endpoint} answers as {server}, not {name}");
     }
-    let our_proof = match (&config.secret, proof) {
+    let secret = config.secret.ensure_secret()?;
+    let our_proof = match (&secret, proof) {
         (Some(secret), Some(proof)) => {
             if !secret.verify_challenge(proof, server, &tool_nonce, node_nonce) {
                 bail!("{name} ({endpoint}) could not prove it knows the herd secret");
@@ -95,7 +96,7 @@ async fn ask_untimed(
             bail!("{name} runs without the herd secret; give every server the same secret")
         }
         (None, Some(_)) => bail!(
-            "{name} requires the herd secret; set secret: in {} or {}",
+            "{name} requires the herd secret; remove insecure_open_links from {} (or set {})",
             config.path.display(),
             auth::SECRET_ENV
         ),

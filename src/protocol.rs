@@ -12,8 +12,9 @@ use crate::places::Document;
 /// messages can share one port and never be confused.
 pub const PEER_VERB: &str = "HERD";
 
-/// The server-to-server protocol version, sent in the handshake.
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+/// The server-to-server protocol version, sent in the handshake. Version 2: the dialler
+/// proves the herd secret before the acceptor proves anything (`auth.rs`).
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
 /// Largest latitude magnitude, degrees.
 const MAX_LATITUDE: f64 = 90.0;
@@ -152,8 +153,12 @@ pub enum PeerMessage<'a> {
         version: u32,
         nonce: &'a str,
     },
-    /// `HERD WELCOME <server> <version> <nonce> <proof|->`: the accepting server's answer,
-    /// proving it knows the herd secret when there is one (see `auth.rs`).
+    /// `HERD CHALLENGE <nonce>`: the accepting server's answer to HELLO when links need the
+    /// herd secret: the nonce the dialler's AUTH must prove it over.
+    Challenge { nonce: &'a str },
+    /// `HERD WELCOME <server> <version> <nonce> <proof|->`: the accepting server's last word,
+    /// after a valid AUTH, proving it knows the herd secret too (`-` with open links, where
+    /// it answers HELLO at once; see `auth.rs`).
     Welcome {
         server: &'a str,
         version: u32,
@@ -398,6 +403,7 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
                 proof: (*proof != "-").then_some(*proof),
             })
         }
+        ["CHALLENGE", nonce] if is_valid_nonce(nonce) => Some(PeerMessage::Challenge { nonce }),
         ["AUTH", proof] if *proof != "-" && is_valid_proof(proof) => {
             Some(PeerMessage::Auth { proof })
         }
@@ -506,6 +512,18 @@ pub fn write_skew(out: &mut String, received_nanos: i128, client: Timestamp) {
     );
 }
 
+/// The skew field of an AT line in nanoseconds (the origin's receipt time minus the
+/// client's time), or `None` if it is not one.
+pub fn skew_nanos(text: &str) -> Option<i128> {
+    if !is_valid_skew(text) {
+        return None;
+    }
+    let negative = text.starts_with('-');
+    let (int, frac) = split_decimal(&text[1..])?;
+    let nanos = int.parse::<i128>().ok()? * 1_000_000_000 + frac.parse::<i128>().ok()?;
+    Some(if negative { -nanos } else { nanos })
+}
+
 /// `[+-]\d+\.\d{9}`: the skew field of an AT line.
 fn is_valid_skew(text: &str) -> bool {
     let Some(rest) = text.strip_prefix(['+', '-']) else {
@@ -600,6 +618,12 @@ pub fn format_welcome(server: &str, nonce: &str, proof: Option<&str>) -> String 
     format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION} {nonce} {proof}\n")
 }
 
+/// `HERD CHALLENGE <nonce>\n`: an acceptor's answer to a neighbour's HELLO (the operator
+/// path's challenge, [`format_challenge`], also names the node and carries its proof).
+pub fn format_peer_challenge(nonce: &str) -> String {
+    format!("{PEER_VERB} CHALLENGE {nonce}\n")
+}
+
 /// `HERD AUTH <proof>\n`.
 pub fn format_auth(proof: &str) -> String {
     format!("{PEER_VERB} AUTH {proof}\n")
@@ -687,6 +711,12 @@ pub struct NodeFigures {
     /// WHATSATs waiting on the places provider right now (a slow or hung upstream shows here).
     #[serde(default)]
     pub places_waiting: u64,
+    /// The node runs without a herd secret (`insecure_open_links: true`).
+    #[serde(default)]
+    pub open_links: bool,
+    /// What neighbours sent that the node refused, by reason (see `node/peer_input.rs`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub peer_dropped: std::collections::BTreeMap<String, u64>,
     /// Upstream requests not sent because the node's budget for a paid places service was
     /// spent (`places.max_requests_per_s`, `places.max_in_flight`): their WHATSATs (and any
     /// identical ones waiting on them) got an over-limit document instead.
@@ -1042,7 +1072,13 @@ pub(crate) mod tests {
             parse(format_auth(&proof).trim_end()),
             PeerMessage::Auth { proof: &proof }
         );
+        assert_eq!(
+            parse(format_peer_challenge(nonce).trim_end()),
+            PeerMessage::Challenge { nonce }
+        );
         for bad in [
+            "HERD CHALLENGE",
+            "HERD CHALLENGE 0123",
             "HERD HELLO Ball 1",
             "HERD HELLO Ball 1 XYZ",
             "HERD AUTH -",
@@ -1080,6 +1116,8 @@ pub(crate) mod tests {
             store_error: Some("fdatasync: No space left on device".into()),
             log_dropped: 4,
             places_waiting: 2,
+            open_links: true,
+            peer_dropped: [("future_time".to_owned(), 3)].into(),
             places_refused: 5,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
@@ -1206,5 +1244,18 @@ pub(crate) mod tests {
             parse_challenge(&challenge),
             Some(("Ball", "0".repeat(32).as_str(), None))
         );
+    }
+}
+
+#[cfg(test)]
+mod skew_tests {
+    use super::skew_nanos;
+
+    #[test]
+    fn skews_read_back_in_nanoseconds() {
+        assert_eq!(skew_nanos("+0.263873386"), Some(263_873_386));
+        assert_eq!(skew_nanos("-2.000000001"), Some(-2_000_000_001));
+        assert_eq!(skew_nanos("0.1"), None);
+        assert_eq!(skew_nanos("+1.5"), None);
     }
 }

@@ -83,13 +83,19 @@ fn probes_are_open_status_and_metrics_need_the_token() {
 
 #[test]
 fn without_a_secret_status_is_refused_unless_the_herd_opens_it() {
-    let closed = started(Herd::configure(&[("Solo", &[])], ""));
+    let closed = started(Herd::configure(
+        &[("Solo", &[])],
+        "insecure_open_links: true\n",
+    ));
     let (status, body) = closed.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("admin: { open: true }"), "{body}");
     assert_eq!(closed.admin_get("Solo", "/healthz", None).0, 200);
 
-    let open = started(Herd::configure(&[("Solo", &[])], "admin: { open: true }\n"));
+    let open = started(Herd::configure(
+        &[("Solo", &[])],
+        "insecure_open_links: true\nadmin: { open: true }\n",
+    ));
     let (status, body) = open.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 200);
     assert!(
@@ -163,4 +169,76 @@ fn the_probe_answers_from_the_admin_port_as_the_right_process() {
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["pid"], herd.pid("Solo"));
     assert_eq!(answer["status"], "ready");
+}
+
+/// Every metric family the issue lists, by name.
+pub const FAMILIES: &[&str] = &[
+    "herd_requests_total",
+    "herd_request_duration_seconds",
+    "herd_clients",
+    "herd_connections",
+    "herd_connections_refused_total",
+    "herd_link_up",
+    "herd_link_queue_depth",
+    "herd_link_drops_total",
+    "herd_floods_sent_total",
+    "herd_floods_received_total",
+    "herd_propagation_delay_seconds",
+    "herd_sync_exchanges_total",
+    "herd_sync_records_total",
+    "herd_store_fsync_duration_seconds",
+    "herd_store_journal_bytes",
+    "herd_store_healthy",
+    "herd_log_dropped_lines_total",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_start_time_seconds",
+];
+
+#[test]
+fn metrics_follow_a_flood_across_a_link() {
+    let herd = started(Herd::configure(PAIR, "admin: { open: true }\n"));
+    wait_until("the link to be up both ways", || {
+        ["Alford", "Welsh"].iter().all(|n| {
+            herd.admin_get(n, "/metrics", None)
+                .1
+                .lines()
+                .any(|l| l.starts_with("herd_link_up{") && l.ends_with(" 1"))
+        })
+    });
+    let at = herd.send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
+    herd.wait_for_at("Welsh", "kiwi", at.trim_end());
+    let alford = herd.admin_get("Alford", "/metrics", None).1;
+    for family in FAMILIES {
+        assert!(
+            alford.contains(&format!("# TYPE {family} ")),
+            "{family} missing from {alford}"
+        );
+    }
+    assert!(
+        alford.contains("herd_floods_sent_total{peer=\"Welsh\"} 1\n"),
+        "{alford}"
+    );
+    assert!(
+        alford.contains("herd_connections{kind=\"admin\"} 1\n"),
+        "{alford}"
+    );
+    let welsh = herd.admin_get("Welsh", "/metrics", None).1;
+    assert!(
+        welsh.contains("herd_floods_received_total{peer=\"Alford\",outcome=\"new\"} 1\n"),
+        "{welsh}"
+    );
+    assert!(
+        welsh.contains("herd_propagation_delay_seconds_count 1\n"),
+        "{welsh}"
+    );
+    assert!(welsh.contains("herd_clients 1\n"), "{welsh}");
+    // The link's end goes to 0 when its neighbour stops.
+    herd.kill("Alford");
+    wait_until("Welsh to see Alford gone", || {
+        herd.admin_get("Welsh", "/metrics", None)
+            .1
+            .contains("herd_link_up{peer=\"Alford\"} 0\n")
+    });
 }

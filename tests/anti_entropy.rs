@@ -2,22 +2,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Herd, CLASSIC, DEADLINE};
+use common::peer::RawPeer;
+use common::{wait_until, Herd, CLASSIC};
 use herdctl::protocol::{self, format_digest, Command, PeerMessage, DIGEST_BUCKETS};
 use herdctl::record::{stable_hash, AtRecord};
 
 const ALL: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
-
-fn read_line(reader: &mut impl BufRead) -> String {
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    assert!(line.ends_with('\n'), "connection closed early: {line:?}");
-    line.trim_end().to_owned()
-}
 
 #[test]
 fn a_server_that_was_down_gets_every_update_it_missed() {
@@ -71,29 +64,17 @@ fn a_digest_from_a_neighbour_is_answered_with_what_it_lacks() {
         "Alford",
         "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n",
     );
-    let mut stream = TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    stream
-        .write_all(b"HERD HELLO Ball 1 0123456789abcdef0123456789abcdef\n")
-        .unwrap();
-    let welcome = read_line(&mut reader);
-    assert!(
-        welcome.starts_with("HERD WELCOME Alford 1 ") && welcome.ends_with(" -"),
-        "{welcome}"
-    );
-    stream
-        .write_all(format_digest(&vec![0; DIGEST_BUCKETS]).as_bytes())
-        .unwrap();
-    let sync = read_line(&mut reader);
+    let mut ball = RawPeer::dial(herd.port("Alford"), "Ball", "Alford", &herd.secret());
+    ball.send(format_digest(&vec![0; DIGEST_BUCKETS]).trim_end());
+    let sync = ball.line();
     assert_eq!(sync, format!("HERD SYNC {}", &at.trim_end()["AT ".len()..]));
     let bucket = AtRecord::parse(at.trim_end()).unwrap().bucket();
-    assert_eq!(read_line(&mut reader), format!("HERD WANT {bucket}"));
+    assert_eq!(ball.line(), format!("HERD WANT {bucket}"));
     // A digest equal to Alford's own asks for nothing.
     let mut digest = vec![0u64; DIGEST_BUCKETS];
     digest[usize::from(bucket)] = stable_hash(at.trim_end().as_bytes());
-    stream.write_all(format_digest(&digest).as_bytes()).unwrap();
-    assert_eq!(read_line(&mut reader), "HERD WANT -");
+    ball.send(format_digest(&digest).trim_end());
+    assert_eq!(ball.line(), "HERD WANT -");
 }
 
 #[test]
@@ -111,16 +92,8 @@ fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
     herd.start_node("Alford");
     let mine = herd.send("Alford", "IAMAT alfords.client +1+1 100\n");
 
-    let (stream, _) = fake_ball.accept().unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    let hello = read_line(&mut reader);
-    assert!(hello.starts_with("HERD HELLO Alford 1 "), "{hello}");
-    writer
-        .write_all(b"HERD WELCOME Ball 1 fedcba9876543210fedcba9876543210 -\n")
-        .unwrap();
-    let digest = read_line(&mut reader);
+    let mut ball = RawPeer::accept(&fake_ball, "Ball", "Alford", &herd.secret());
+    let digest = ball.line();
     let Some(Command::Peer(PeerMessage::Digest(theirs))) = protocol::parse_line(digest.as_bytes())
     else {
         panic!("expected a digest, got {digest:?}");
@@ -131,12 +104,10 @@ fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
         .filter(|&b| theirs[b] != 0)
         .map(|b| b.to_string())
         .collect();
-    writer.write_all(ours.as_bytes()).unwrap();
-    writer
-        .write_all(format!("HERD WANT {}\n", wanted.join(",")).as_bytes())
-        .unwrap();
+    ball.send(ours.trim_end());
+    ball.send(&format!("HERD WANT {}", wanted.join(",")));
     assert_eq!(
-        read_line(&mut reader),
+        ball.line(),
         format!("HERD SYNC {}", &mine.trim_end()["AT ".len()..])
     );
     herd.wait_for_at(
@@ -146,7 +117,7 @@ fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
     );
     // The exchange repeats on the live link (every second here).
     let began = Instant::now();
-    let again = read_line(&mut reader);
+    let again = ball.line();
     assert!(again.starts_with("HERD DIGEST 1024 "), "{again:?}");
     assert!(began.elapsed() < Duration::from_secs(10));
 }

@@ -186,10 +186,13 @@ fn compose_project_floods_heals_restarts_and_goes_away() {
             ])
             .arg(&project.dir),
     );
+    // The herd's secret (made beside the herd file, as `start` would) is in herd.env only.
+    assert!(out.stdout.ends_with(b"up -d\n"), "{}", text(&out.stdout));
+    let secret = std::fs::read_to_string(herd.path().join("herd.secret")).unwrap();
+    let env = std::fs::read_to_string(project.dir.join("herd.env")).unwrap();
     assert!(
-        text(&out.stderr).contains("new random one"),
-        "{}",
-        text(&out.stderr)
+        env.contains(&format!("HERD_SECRET={}\n", secret.trim())),
+        "{env}"
     );
     project.compose(&["up", "--detach"]);
 

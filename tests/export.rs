@@ -189,7 +189,7 @@ fn kubernetes_objects_pass_kubernetes_validate_strict() {
     let Some(validate) = kubernetes_validate() else {
         return;
     };
-    let herd = Herd::configure(CLASSIC, "secret: 'not: a real one'\n");
+    let herd = Herd::configure(CLASSIC, "");
     std::fs::write(
         herd.path().join("pois.csv"),
         "name,lat,lon\nCafe,34.07,-118.44\n",
@@ -240,6 +240,41 @@ fn kubernetes_objects_pass_kubernetes_validate_strict() {
     .unwrap();
     let check = run_to_end(Command::new(&validate).arg("--strict").arg(&broken), b"");
     assert!(!check.status.success(), "an unknown field passed");
+}
+
+#[test]
+fn kubernetes_export_to_a_file_is_private_and_carries_the_secret_in_a_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let herd = Herd::configure(CLASSIC, "");
+    let file = herd.path().join("herd-k8s.yaml");
+    // An existing file readable by others is made private before the secret goes in.
+    std::fs::write(&file, "old").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run_to_end(
+        herd.herdctl()
+            .args(["export", "kubernetes", "--image", "h:1", "--out"])
+            .arg(&file),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let secret = herd.secret();
+    assert!(yaml.contains("kind: Secret") && yaml.contains(secret.reveal()));
+    // To standard output it comes with a warning.
+    let out = run_to_end(
+        herd.herdctl()
+            .args(["export", "kubernetes", "--image", "h:1"]),
+        b"",
+    );
+    assert!(text(&out.stdout).contains(secret.reveal()));
+    assert!(
+        text(&out.stderr).contains("holds the herd secret"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -90,7 +90,7 @@ fn a_paused_node_stops_cleanly() {
     );
 }
 
-const SECRET: &str = "secret: chaos-test-secret-0123456789\n";
+const SECRET: &str = "secret: chaos-test-secret-0123456789abcdef\n";
 
 fn verify(herd: &Herd) -> (i32, serde_json::Value) {
     let out = common::run_to_end(herd.herdctl().args(["verify", "--json"]), b"");
@@ -186,7 +186,7 @@ fn verify_sees_a_linked_herd_agree_and_the_control_path_refuses_strangers() {
         .contains("refused the control command"));
 
     // A proved command works once; the same line replayed over a new challenge is refused.
-    let secret = herdctl::auth::HerdSecret::new("chaos-test-secret-0123456789".into());
+    let secret = herdctl::auth::HerdSecret::new("chaos-test-secret-0123456789abcdef".into());
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());

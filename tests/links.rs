@@ -4,7 +4,9 @@
 
 mod common;
 
+use common::peer::RawPeer;
 use common::{nix_kill, wait_until, Herd, DEADLINE};
+use herdctl::auth::HerdSecret;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
@@ -51,31 +53,11 @@ struct FakeNeighbour {
 }
 
 impl FakeNeighbour {
-    fn accept(listener: &TcpListener) -> FakeNeighbour {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut neighbour = FakeNeighbour {
-            stream,
-            pending: Vec::new(),
-        };
-        let hello = neighbour.next_line();
-        assert!(hello.starts_with("HERD HELLO Alford 1 "), "{hello:?}");
-        (&neighbour.stream)
-            .write_all(b"HERD WELCOME Ball 1 0123456789abcdef0123456789abcdef -\n")
-            .unwrap();
-        neighbour
-    }
-
-    /// The next complete line, waiting for it.
-    fn next_line(&mut self) -> String {
-        loop {
-            if let Some(line) = self.take_line() {
-                return line;
-            }
-            let mut buf = [0u8; 64 * 1024];
-            let n = (&self.stream).read(&mut buf).unwrap();
-            assert!(n > 0, "Alford closed the link");
-            self.pending.extend_from_slice(&buf[..n]);
+    fn accept(listener: &TcpListener, secret: &HerdSecret) -> FakeNeighbour {
+        let peer = RawPeer::accept(listener, "Ball", "Alford", secret);
+        FakeNeighbour {
+            stream: peer.stream,
+            pending: peer.pending,
         }
     }
 
@@ -115,7 +97,7 @@ fn a_reply_is_written_only_once_its_update_is_on_the_neighbours_socket() {
     let herd = Herd::configure(PAIR, "");
     let ball = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
     herd.start_node("Alford");
-    let mut neighbour = FakeNeighbour::accept(&ball);
+    let mut neighbour = FakeNeighbour::accept(&ball, &herd.secret());
     wait_until("Alford's link up", || links_up(&herd, "Alford") == 1);
     // The moment a client has its reply, the update must already be readable at the
     // neighbour. (Before, the reply went out first and the update followed: most of these
@@ -226,20 +208,9 @@ fn a_neighbour_that_never_answers_after_the_handshake_is_declared_dead() {
     herd.start_node("Alford");
     let mut held = Vec::new();
     for attempt in 0..2 {
-        let (stream, _) = ball.accept().unwrap();
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut hello = String::new();
-        reader.read_line(&mut hello).unwrap();
-        assert!(
-            hello.starts_with("HERD HELLO Alford 1 "),
-            "{attempt}: {hello:?}"
-        );
-        (&stream)
-            .write_all(b"HERD WELCOME Ball 1 0123456789abcdef0123456789abcdef -\n")
-            .unwrap();
+        let peer = RawPeer::accept(&ball, "Ball", "Alford", &herd.secret());
         // Keep the connection open and silent (half-open, as far as Alford can tell).
-        held.push(stream);
+        held.push((attempt, peer));
     }
     wait_until("Alford to log the dead link", || {
         herd.log_text("Alford").contains("declared dead")

@@ -128,10 +128,21 @@ impl Network {
         &self.hosts[i - 1]
     }
 
-    /// Gives every host its own copy of the same herd file.
+    /// Gives every host its own copy of the same herd file, and of one herd secret (as an
+    /// operator copies `herd.secret`: a host that made its own could not link).
     fn copy_herd_file(&self, yaml: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let secret = herdctl::auth::HerdSecret::generate();
         for host in &self.hosts {
             std::fs::write(host.config(), yaml).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(host.dir.join("herd.secret"))
+                .unwrap();
+            std::io::Write::write_all(&mut file, secret.reveal().as_bytes()).unwrap();
         }
     }
 

@@ -162,7 +162,10 @@ fn reload_drops_a_link_live_and_no_update_crosses_it() {
     assert_eq!(links(&s, "Ball"), (0, 0));
 
     // Ball now refuses Alford as a neighbour.
-    let hello = exchange(ball, b"HERD HELLO Alford 1 0123456789abcdef\n");
+    let hello = exchange(
+        ball,
+        b"HERD HELLO Alford 2 0123456789abcdef0123456789abcdef\n",
+    );
     assert!(hello.starts_with(b"? HERD HELLO Alford"), "{hello:?}");
 
     // An update at Alford reaches Clark (its reply waits until it is on every up link's

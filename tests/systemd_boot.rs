@@ -284,7 +284,7 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
         .mode(0o600)
         .open(container.path("/etc/herd/herd.env"))
         .unwrap()
-        .write_all(b"HERD_SECRET=boot-test-secret-not-for-use\n")
+        .write_all(b"HERD_SECRET=boot-test-secret-not-for-use-0123\n")
         .unwrap();
     // What an administrator does: a user for the herd, owning the herd file (the units run
     // as its owner), the units exported and enabled.

@@ -9,9 +9,10 @@
 //! - `herd.yaml`: the herd file as the containers read it (the same rewrite as for
 //!   Kubernetes: hosts are the services' names, every server listens on 0.0.0.0, folders
 //!   move into the volume), and any places file it names;
-//! - `herd.env` (0600): `HERD_SECRET`, which the services read from it. The herd's own
-//!   secret when it has one, else the one a previous export wrote, else a new random one:
-//!   a herd under Compose never runs open links.
+//! - `herd.env` (0600): `HERD_SECRET`, which the services read from it: the herd's secret,
+//!   wherever it comes from here (`herd.secret` beside the herd file is made if it does not
+//!   exist yet, as `herdctl start` would), so the containers and this machine's herdctl
+//!   share it. Only `insecure_open_links: true` leaves it out.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -45,8 +46,14 @@ pub struct Project {
 /// `herdctl export compose`: writes the project into `dir` and says how to start it.
 pub fn export(config_path: &Path, image: &str, dir: &Path, publish: bool) -> Result<ExitCode> {
     let (config, text) = HerdConfig::load_with_text(config_path)?;
-    let previous = read_env_secret(&dir.join(ENV_FILE))?;
-    let project = project(&config, &text, image, publish, previous)?;
+    let secret = config.secret.ensure_secret()?;
+    let project = project(
+        &config,
+        &text,
+        image,
+        publish,
+        secret.as_ref().map(|s| s.reveal()),
+    )?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
     for (name, content) in
@@ -73,14 +80,14 @@ pub fn export(config_path: &Path, image: &str, dir: &Path, publish: bool) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the project for `config`, whose file says `text`. `previous`: the secret an earlier
-/// export wrote into herd.env, kept so re-exporting does not split a running herd.
+/// Builds the project for `config`, whose file says `text`; `secret`: the herd's (`None`:
+/// the herd runs open links, as its file says).
 pub fn project(
     config: &HerdConfig,
     text: &str,
     image: &str,
     publish: bool,
-    previous: Option<String>,
+    secret: Option<&str>,
 ) -> Result<Project> {
     if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
         bail!("--image {image:?} is not an image reference; use e.g. herdctl (built by the README's steps)");
@@ -89,22 +96,17 @@ pub fn project(
     let herd = cluster_herd_file(config, text, &names)?;
     let mut notes = Vec::new();
 
-    let secret = match (&herd.secret, &config.secret, previous) {
-        (Some(secret), _, _) => secret.clone(),
-        // Not in the file, so from the environment (HERD_SECRET), as the herd runs it here.
-        (None, Some(_), _) => std::env::var(SECRET_ENV).unwrap_or_default(),
-        (None, None, Some(previous)) => previous,
-        (None, None, None) => {
-            notes.push(format!(
-                "the herd has no secret: a new random one is in {ENV_FILE}; keep it private"
-            ));
-            format!("{}{}", crate::auth::nonce(), crate::auth::nonce())
+    let mut env_file = String::from("# Read by every service; keep this file private.\n");
+    match secret {
+        Some(secret) => {
+            let _ = writeln!(env_file, "{SECRET_ENV}={secret}");
         }
-    };
-    let mut env_file = format!(
-        "# The herd's secret, read by every service (keep this file private).\n\
-         {SECRET_ENV}={secret}\n"
-    );
+        None => notes.push(
+            "the herd runs open links (insecure_open_links: true): anyone who reaches the \
+             project's network can join it"
+                .to_owned(),
+        ),
+    }
     let credential = match config.places.provider() {
         ProviderKind::Offline => None,
         ProviderKind::Google => Some(crate::places::google::API_KEY_ENV),
@@ -207,19 +209,6 @@ pub fn project(
     })
 }
 
-/// The herd secret a previous export wrote into `path`, if any.
-fn read_env_secret(path: &Path) -> Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    Ok(text.lines().find_map(|line| {
-        let value = line.strip_prefix(SECRET_ENV)?.strip_prefix('=')?;
-        (!value.is_empty()).then(|| value.to_owned())
-    }))
-}
-
 /// Writes `text` to `path`, readable by its owner only (even if the file was not before).
 fn write_private(path: &Path, text: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()
@@ -246,10 +235,11 @@ mod tests {
 
     const HERD: &str =
         "servers:\n  Alford: { port: 12000, peers: [Ball] }\n  Ball: { port: 12001 }\n";
+    const SECRET: &str = "a-herd-secret-of-thirty-two-chars-or-more";
 
     #[test]
     fn one_service_per_server_on_its_own_network_with_volume_and_health_check() {
-        let project = project(&config(HERD), HERD, "herdctl:test", true, None).unwrap();
+        let project = project(&config(HERD), HERD, "herdctl:test", true, Some(SECRET)).unwrap();
         let compose: Value = serde_saphyr::from_str(&project.compose_yaml).unwrap();
         let alford = &compose["services"]["herd-alford"];
         assert_eq!(alford["command"], json!(["run", "Alford", "--log-stdout"]));
@@ -271,36 +261,22 @@ mod tests {
         let (_, herd_yaml) = &project.files[0];
         let herd = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
         assert_eq!(herd.servers["Ball"].host.to_string(), "herd-ball");
-        // A new secret, long and random, in herd.env only.
-        let secret = project
+        // The secret is in herd.env only.
+        assert!(project
             .env_file
-            .lines()
-            .find_map(|l| l.strip_prefix("HERD_SECRET="));
-        assert_eq!(secret.map(str::len), Some(64), "{}", project.env_file);
-        assert!(!project.compose_yaml.contains(secret.unwrap()));
-        assert!(!herd_yaml.contains(secret.unwrap()));
-    }
-
-    #[test]
-    fn the_secret_is_the_herds_or_the_one_exported_before() {
-        let text = format!("{HERD}secret: 'from the file'\n");
-        let own = project(&config(&text), &text, "i", false, Some("old".into())).unwrap();
-        assert!(own.env_file.contains("HERD_SECRET=from the file\n"));
-        assert!(!own.files[0].1.contains("from the file"));
-        let kept = project(&config(HERD), HERD, "i", false, Some("old".into())).unwrap();
-        assert!(kept.env_file.contains("HERD_SECRET=old\n"));
-        assert!(kept.notes.is_empty());
+            .contains(&format!("HERD_SECRET={SECRET}\n")));
+        assert!(!project.compose_yaml.contains(SECRET) && !herd_yaml.contains(SECRET));
     }
 
     #[test]
     fn publishing_two_servers_on_one_port_is_refused() {
         let text = "servers:\n  A: { port: 12000, host: 10.0.0.1 }\n  B: { port: 12000, host: 10.0.0.2 }\n";
-        let error = project(&config(text), text, "i", true, None)
+        let error = project(&config(text), text, "i", true, Some(SECRET))
             .err()
             .unwrap()
             .to_string();
         assert!(error.contains("both use port 12000"), "{error}");
-        assert!(project(&config(text), text, "i", false, None).is_ok());
-        assert!(project(&config(HERD), HERD, "", false, None).is_err());
+        assert!(project(&config(text), text, "i", false, Some(SECRET)).is_ok());
+        assert!(project(&config(HERD), HERD, "", false, Some(SECRET)).is_err());
     }
 }

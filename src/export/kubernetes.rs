@@ -39,21 +39,62 @@ const MAX_CONFIG_MAP_BYTES: usize = 1000 * 1024;
 /// What each server's store may grow to; change it in the output if it needs more.
 const STORAGE: &str = "1Gi";
 
-/// `herdctl export kubernetes`: prints the objects, and on stderr what to create by hand.
-pub fn export(config_path: &Path, image: &str, namespace: Option<&str>) -> Result<ExitCode> {
+/// `herdctl export kubernetes`: prints the objects (or writes them to `out`, private to
+/// this user: they hold the herd secret), and on stderr what to create by hand.
+pub fn export(
+    config_path: &Path,
+    image: &str,
+    namespace: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
     let (config, text) = HerdConfig::load_with_text(config_path)?;
     let export = manifests(&config, &text, image, namespace)?;
-    print!("{}", export.yaml);
+    match out {
+        Some(path) => write_private(path, &export.yaml)?,
+        None => {
+            print!("{}", export.yaml);
+            if export.holds_secret {
+                eprintln!(
+                    "herdctl: warning: the output holds the herd secret (Secret {SECRET}): keep \
+                     it private, or write it with --out FILE (created 0600)"
+                );
+            }
+        }
+    }
     for note in &export.notes {
         eprintln!("herdctl: note: {note}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes `text` to `path`, readable and writable by this user only (an existing file is
+/// made private before anything is written into it; a symbolic link is not followed).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("cannot write {shown}: choose another --out FILE"))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {shown} private (chmod 600)"))?;
+    file.set_len(0)?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {shown}"))?;
+    Ok(())
+}
+
 /// The objects as YAML, and things the operator must do besides applying them.
 pub struct Manifests {
     pub yaml: String,
     pub notes: Vec<String>,
+    /// The objects carry the herd secret (a Secret object).
+    pub holds_secret: bool,
 }
 
 /// Builds every object for `config`, whose file says `text`.
@@ -108,27 +149,29 @@ pub fn manifests(
         "data": data,
     }));
 
-    if let Some(secret) = &cluster_config.secret {
+    // Wherever the secret comes from here (the environment, the herd file, herd.secret), the
+    // pods read it from a Secret, never from the ConfigMap.
+    let secret = config.secret.ensure_secret()?;
+    if let Some(secret) = &secret {
         documents.push(json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": metadata(SECRET, &[]),
             "type": "Opaque",
-            "stringData": { (crate::auth::SECRET_ENV): secret },
+            "stringData": { (crate::auth::SECRET_ENV): secret.reveal() },
         }));
-    } else if config.secret.is_some() {
-        notes.push(format!(
-            "the herd secret comes from {} here, not from the herd file: create it in the \
-             cluster with: kubectl create secret generic {SECRET} --from-literal={}=...",
-            crate::auth::SECRET_ENV,
-            crate::auth::SECRET_ENV
-        ));
+    } else {
+        notes.push(
+            "the herd runs OPEN LINKS (insecure_open_links: true): any pod that reaches a \
+             server's port can join the herd"
+                .to_owned(),
+        );
     }
     let mut env = vec![json!({
         "name": "HERD_CONFIG",
         "value": format!("{CONFIG_DIR}/{CONFIG_FILE}"),
     })];
-    if config.secret.is_some() {
+    if secret.is_some() {
         env.push(json!({
             "name": crate::auth::SECRET_ENV,
             "valueFrom": { "secretKeyRef": { "name": SECRET, "key": crate::auth::SECRET_ENV } },
@@ -188,7 +231,11 @@ pub fn manifests(
         yaml.push_str("---\n");
         yaml.push_str(&serde_saphyr::to_string(document).context("cannot write YAML")?);
     }
-    Ok(Manifests { yaml, notes })
+    Ok(Manifests {
+        yaml,
+        notes,
+        holds_secret: secret.is_some(),
+    })
 }
 
 /// One server's StatefulSet: one replica running `herdctl run <Name>`.
@@ -307,7 +354,6 @@ pub(crate) struct ClusterConfig {
     pub herd_yaml: String,
     /// Files the herd file names, by the name it gives them (beside the herd file).
     pub extra_files: BTreeMap<String, String>,
-    pub secret: Option<String>,
 }
 
 /// Rewrites the herd file for the cluster; the rest of it (links, limits, places, ...) is
@@ -327,10 +373,9 @@ pub(crate) fn cluster_herd_file(
     top.insert("data_dir".into(), json!(format!("{STATE_DIR}/data")));
     top.insert("log_dir".into(), json!(format!("{STATE_DIR}/logs")));
     top.insert("run_dir".into(), json!(RUN_DIR));
-    let secret = match top.remove("secret") {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    };
+    // The secret reaches the pods through a Secret (see `manifests`).
+    top.remove("secret");
+    top.remove("secret_file");
     let servers = top
         .get_mut("servers")
         .and_then(Value::as_object_mut)
@@ -382,7 +427,6 @@ pub(crate) fn cluster_herd_file(
     Ok(ClusterConfig {
         herd_yaml,
         extra_files,
-        secret,
     })
 }
 
@@ -436,7 +480,7 @@ servers:
   Holiday:  { port: 12003 }
   Welsh:    { port: 12004 }
 host: 10.0.0.1
-secret: s3cret
+secret: s3cret-s3cret-s3cret-s3cret-s3cret
 limits: { max_connections: 50 }
 supervisor: { stop_timeout_ms: 2500 }
 ";
@@ -525,7 +569,10 @@ supervisor: { stop_timeout_ms: 2500 }
             !herd_yaml.contains("s3cret"),
             "the secret is in the Secret only"
         );
-        assert_eq!(docs[1]["stringData"]["HERD_SECRET"], "s3cret");
+        assert_eq!(
+            docs[1]["stringData"]["HERD_SECRET"],
+            "s3cret-s3cret-s3cret-s3cret-s3cret"
+        );
         let cluster = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
         for server in cluster.servers.values() {
             assert_eq!(

@@ -1,6 +1,7 @@
 //! A node's own metrics: what the hot path counts, and the page `/metrics` serves.
 
 use super::{process, Counter, Exposition, Histogram, Kind, LATENCY_BOUNDS, PROPAGATION_BOUNDS};
+use crate::node::link_stats::DropReason;
 use crate::node::Node;
 
 /// The kinds of line a client connection answers (`command` label).
@@ -103,6 +104,148 @@ impl NodeMetrics {
     }
 }
 
+/// Every link's families, one sample per neighbour (and reason, direction, outcome).
+fn write_links(page: &mut Exposition, node: &Node) {
+    let links = node.peers.links();
+    type Value = fn(&crate::node::peers::Link) -> f64;
+    let per_link: [(&str, Kind, &str, Value); 4] = [
+        (
+            "herd_link_up",
+            Kind::Gauge,
+            "1 while the link to the neighbour is up.",
+            |l| f64::from(u8::from(l.is_up())),
+        ),
+        (
+            "herd_link_queue_depth",
+            Kind::Gauge,
+            "Updates queued for the neighbour and not yet written.",
+            |l| l.queue_depth() as f64,
+        ),
+        (
+            "herd_floods_sent_total",
+            Kind::Counter,
+            "Updates flooded to the neighbour.",
+            |l| l.stats.floods_sent.get() as f64,
+        ),
+        (
+            "herd_sync_exchanges_total",
+            Kind::Counter,
+            "Anti-entropy exchanges with the neighbour (either side starting).",
+            |l| l.stats.sync_exchanges.get() as f64,
+        ),
+    ];
+    for (name, kind, help, value) in per_link {
+        page.family(name, kind, help);
+        for link in &links {
+            page.sample(name, &[("peer", &link.name)], value(link));
+        }
+    }
+    page.family(
+        "herd_floods_received_total",
+        Kind::Counter,
+        "Updates the neighbour flooded here: new, or stale (already known or older).",
+    );
+    for link in &links {
+        for (outcome, counter) in [
+            ("new", &link.stats.floods_new),
+            ("stale", &link.stats.floods_stale),
+        ] {
+            page.sample(
+                "herd_floods_received_total",
+                &[("peer", &link.name), ("outcome", outcome)],
+                counter.get() as f64,
+            );
+        }
+    }
+    page.family(
+        "herd_sync_records_total",
+        Kind::Counter,
+        "Records anti-entropy sent to and received from the neighbour.",
+    );
+    for link in &links {
+        for (direction, counter) in [
+            ("sent", &link.stats.sync_records_sent),
+            ("received", &link.stats.sync_records_received),
+        ] {
+            page.sample(
+                "herd_sync_records_total",
+                &[("peer", &link.name), ("direction", direction)],
+                counter.get() as f64,
+            );
+        }
+    }
+    page.family(
+        "herd_link_drops_total",
+        Kind::Counter,
+        "Times the link to the neighbour went down, by reason.",
+    );
+    for link in &links {
+        let drops = link.stats.drops();
+        for reason in DropReason::ALL {
+            page.sample(
+                "herd_link_drops_total",
+                &[("peer", &link.name), ("reason", reason.label())],
+                drops.get(&reason).copied().unwrap_or(0) as f64,
+            );
+        }
+    }
+}
+
+/// The places provider's requests and upstream latency (providers with an upstream only).
+fn write_places(page: &mut Exposition, node: &Node) {
+    let Some(stats) = node.places.stats() else {
+        return;
+    };
+    let provider = node.places.name();
+    page.family(
+        "herd_places_requests_total",
+        Kind::Counter,
+        "WHATSAT lookups by the places provider: from the cache (hit), fetched (miss), or answered with an error.",
+    );
+    for (outcome, counter) in [
+        ("hit", &stats.hits),
+        ("miss", &stats.misses),
+        ("error", &stats.errors),
+    ] {
+        page.sample(
+            "herd_places_requests_total",
+            &[("provider", provider), ("outcome", outcome)],
+            counter.get() as f64,
+        );
+    }
+    page.family(
+        "herd_places_upstream_duration_seconds",
+        Kind::Histogram,
+        "How long each request to the places service took.",
+    );
+    stats.upstream_seconds.write(
+        page,
+        "herd_places_upstream_duration_seconds",
+        &[("provider", provider)],
+    );
+    let spend = node.places.spend();
+    page.family(
+        "herd_places_refused_total",
+        Kind::Counter,
+        "Lookups not sent upstream because the places budget was spent (max_requests_per_s, max_in_flight).",
+    );
+    page.sample(
+        "herd_places_refused_total",
+        &[("provider", provider)],
+        spend.refused as f64,
+    );
+    page.family(
+        "herd_places_upstream_requests_total",
+        Kind::Counter,
+        "Requests sent to the places service.",
+    );
+    page.sample(
+        "herd_places_upstream_requests_total",
+        &[("provider", provider)],
+        spend.upstream_calls as f64,
+    );
+}
+
 /// The whole `/metrics` page of `node`.
 pub fn render(node: &Node) -> String {
     let mut page = Exposition::default();
@@ -163,18 +306,7 @@ pub fn render(node: &Node) -> String {
         m.connections_refused.get() as f64,
     );
 
-    page.family(
-        "herd_link_up",
-        Kind::Gauge,
-        "1 while the link to the neighbour is up.",
-    );
-    for link in node.peers.links() {
-        page.sample(
-            "herd_link_up",
-            &[("peer", &link.name)],
-            if link.is_up() { 1.0 } else { 0.0 },
-        );
-    }
+    write_links(&mut page, node);
 
     page.family(
         "herd_propagation_delay_seconds",
@@ -191,7 +323,22 @@ pub fn render(node: &Node) -> String {
             "1 while the store writes and flushes without error.",
             if store.health().is_none() { 1.0 } else { 0.0 },
         );
+        page.single(
+            "herd_store_journal_bytes",
+            Kind::Gauge,
+            "Bytes in the store's journal: what a restart would replay.",
+            store.journal_bytes() as f64,
+        );
+        page.family(
+            "herd_store_fsync_duration_seconds",
+            Kind::Histogram,
+            "How long each fdatasync of the store's journal took.",
+        );
+        store
+            .fsync_seconds
+            .write(&mut page, "herd_store_fsync_duration_seconds", &[]);
     }
+    write_places(&mut page, node);
     page.single(
         "herd_log_dropped_lines_total",
         Kind::Counter,

@@ -1,5 +1,5 @@
 //! The dialler: one task per neighbour that connects, introduces this node (proving the herd
-//! secret when there is one), runs the link's session, and reconnects with capped exponential
+//! secret), runs the link's session, and reconnects with capped exponential
 //! backoff when it drops, forever. A HELLO from the neighbour cuts the backoff short.
 
 use std::sync::Arc;
@@ -73,9 +73,14 @@ async fn keep_link(node: &Node, link: &Link) {
                 last_failure = None;
                 backoff.reset();
                 link.up();
+                link.stats.went_up();
                 tracing::info!("peer link to {neighbour} ({address}) up");
                 let ended = session::run_dialled(node, link, stream).await;
                 link.down();
+                link.stats.went_down(
+                    super::link_stats::classify(ended.as_ref().err()),
+                    ended.as_ref().err().map(|e| format!("{e:#}")),
+                );
                 let why = match ended {
                     Ok(()) => "closed by peer".to_owned(),
                     Err(e) => {
@@ -89,6 +94,7 @@ async fn keep_link(node: &Node, link: &Link) {
             }
             Err(e) => {
                 let reason = format!("{e:#}");
+                link.stats.failed_to_connect(reason.clone());
                 if last_failure.as_deref() != Some(reason.as_str()) {
                     tracing::info!(
                         "cannot reach {neighbour} at {address}: {reason}; retrying with backoff"
@@ -104,54 +110,70 @@ async fn keep_link(node: &Node, link: &Link) {
     }
 }
 
-/// Dials `neighbour`, introduces this node and, with a herd secret, has each side prove it
-/// knows it (see `auth.rs`); returns the connection once the link is established.
+/// Dials `neighbour`, introduces this node, proves the herd secret over the neighbour's
+/// challenge and checks the neighbour's proof in turn (see `auth.rs`); returns the
+/// connection once the link is established.
 async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<TcpStream> {
     let attempt = async {
         // Resolved at every dial: a neighbour whose name now points elsewhere is found.
         let mut stream = address.connect().await?;
         stream.set_nodelay(true)?;
         let our_nonce = auth::nonce();
-        let hello = format_hello(&node.name, &our_nonce);
-        stream.write_all(hello.as_bytes()).await?;
-        tracing::info!(target: "wire", "{neighbour} > {}", hello.trim_end());
-        // The neighbour sends nothing after WELCOME until this side speaks again, so the
-        // reader buffers nothing past it.
-        let answer = match read_line(&mut BufReader::new(&mut stream), 4096).await? {
-            Some(Line::Complete(line)) => line,
-            _ => bail!("connection closed during handshake"),
-        };
-        tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
-        let (their_nonce, proof) = match protocol::parse_line(&answer) {
-            Some(Command::Peer(PeerMessage::Welcome {
-                server,
-                nonce,
-                proof,
-                ..
-            })) if server == neighbour => (nonce.to_owned(), proof.map(str::to_owned)),
+        send(
+            &mut stream,
+            neighbour,
+            &format_hello(&node.name, &our_nonce),
+        )
+        .await?;
+        let answer = receive(&mut stream, neighbour).await?;
+        let their_nonce = match (protocol::parse_line(&answer), &node.secret) {
+            (Some(Command::Peer(PeerMessage::Challenge { nonce })), Some(_)) => nonce.to_owned(),
+            (
+                Some(Command::Peer(PeerMessage::Welcome {
+                    server,
+                    proof: None,
+                    ..
+                })),
+                None,
+            ) if server == neighbour => {
+                return Ok(stream);
+            }
+            (Some(Command::Peer(PeerMessage::Welcome { proof: None, .. })), Some(_)) => bail!(
+                "{neighbour} runs OPEN LINKS (insecure_open_links: true); give every server the \
+                 same herd secret"
+            ),
+            (Some(Command::Peer(PeerMessage::Challenge { .. })), None) => bail!(
+                "{neighbour} requires the herd secret; remove insecure_open_links and give every \
+                 server the same secret (herd.secret, secret_file: or {})",
+                auth::SECRET_ENV
+            ),
             _ => bail!(
                 "handshake refused: answered {:?}",
                 String::from_utf8_lossy(&answer)
             ),
         };
-        match (&node.config().secret, proof) {
-            (None, None) => {}
-            (Some(secret), Some(proof)) => {
-                if !secret.verify_welcome(&proof, neighbour, &node.name, &our_nonce, &their_nonce)
-                {
+        let secret = node.secret.as_ref().expect("matched above");
+        let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
+        send(&mut stream, neighbour, &format_auth(&proof)).await?;
+        let answer = receive(&mut stream, neighbour).await?;
+        match protocol::parse_line(&answer) {
+            Some(Command::Peer(PeerMessage::Welcome {
+                server,
+                nonce,
+                proof: Some(proof),
+                ..
+            })) if server == neighbour && nonce == their_nonce => {
+                if !secret.verify_welcome(proof, neighbour, &node.name, &our_nonce, &their_nonce) {
                     bail!("{neighbour} could not prove it knows the herd secret; not linking");
                 }
-                let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
-                let auth = format_auth(&proof);
-                stream.write_all(auth.as_bytes()).await?;
-                tracing::info!(target: "wire", "{neighbour} > {}", auth.trim_end());
             }
-            (Some(_), None) => bail!(
-                "{neighbour} has no herd secret (its links are open); give every server the same secret"
+            _ if answer.starts_with(b"? HERD AUTH") => bail!(
+                "{neighbour} refused this node's proof of the herd secret: the two run \
+                 different secrets; give every server the same one"
             ),
-            (None, Some(_)) => bail!(
-                "{neighbour} requires the herd secret; set secret: in herd.yaml or {}",
-                auth::SECRET_ENV
+            _ => bail!(
+                "handshake refused: answered {:?}",
+                String::from_utf8_lossy(&answer)
             ),
         }
         Ok(stream)
@@ -159,6 +181,24 @@ async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<T
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
         .context("handshake timed out")?
+}
+
+/// Writes one handshake line and logs it.
+async fn send(stream: &mut TcpStream, neighbour: &str, line: &str) -> Result<()> {
+    stream.write_all(line.as_bytes()).await?;
+    tracing::info!(target: "wire", "{neighbour} > {}", line.trim_end());
+    Ok(())
+}
+
+/// Reads one handshake line and logs it. The neighbour sends nothing past its answer until
+/// this side speaks again, so the reader buffers nothing past it.
+async fn receive(stream: &mut TcpStream, neighbour: &str) -> Result<Vec<u8>> {
+    let answer = match read_line(&mut BufReader::new(stream), 4096).await? {
+        Some(Line::Complete(line)) => line,
+        _ => bail!("connection closed during handshake"),
+    };
+    tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
+    Ok(answer)
 }
 
 /// The dialler's retry count: jittered capped exponential backoff (`backoff.rs`) from

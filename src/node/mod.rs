@@ -7,7 +7,9 @@
 pub mod admin;
 pub mod dialler;
 pub mod lines;
+pub mod link_stats;
 pub mod operator;
+pub mod peer_input;
 pub mod peers;
 pub mod reconfigure;
 pub mod server;
@@ -25,11 +27,13 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::HerdSecret;
 use crate::config::{Durability, HerdConfig, ServerConfig};
 use crate::logs::WireLog;
 use crate::places::PlacesProvider;
 use crate::protocol::NodeFigures;
 use crate::record::AtRecord;
+use peer_input::PeerInput;
 use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
@@ -57,6 +61,11 @@ pub struct Node {
     pub slots: ConnectionSlots,
     /// Where wire traffic is logged.
     pub log: WireLog,
+    /// The herd secret links prove in their handshake, read once at start-up; `None` only
+    /// with `insecure_open_links: true`.
+    pub secret: Option<HerdSecret>,
+    /// What neighbours sent that was refused, by reason.
+    pub peer_input: PeerInput,
     /// Ticked by a task; `/healthz` checks it (see `admin/`).
     pub heartbeat: admin::Heartbeat,
     /// Connections open on the client port (clients and neighbours' links).
@@ -138,6 +147,8 @@ impl Node {
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
+            open_links: self.secret.is_none(),
+            peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,
         }
     }
@@ -199,6 +210,8 @@ pub struct Start {
     pub table: Arc<Table>,
     pub store: Option<(Arc<Store>, OpenReport)>,
     pub log: WireLog,
+    /// The herd secret ([`crate::auth::SecretSource::ensure_secret`]); `None`: open links.
+    pub secret: Option<HerdSecret>,
 }
 
 /// Runs node `name` until `shutdown` turns true: starts from the table its store filled
@@ -216,7 +229,12 @@ pub async fn run(
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
-    let Start { table, store, log } = start;
+    let Start {
+        table,
+        store,
+        log,
+        secret,
+    } = start;
 
     let (store, recovered) = match store {
         None => (None, 0),
@@ -282,17 +300,19 @@ pub async fn run(
         synced: AtomicU64::new(0),
         places_waiting: AtomicU64::new(0),
         log,
+        secret,
+        peer_input: PeerInput::default(),
         heartbeat: admin::Heartbeat::default(),
         client_port_open: admin::OpenCount::default(),
         peer_sessions: admin::OpenCount::default(),
         admin_open: admin::OpenCount::default(),
         metrics: crate::metrics::NodeMetrics::new(),
     });
-    if node.config().secret.is_none() && !server.neighbours.is_empty() {
+    if node.secret.is_none() {
         tracing::warn!(
-            "no herd secret: peer links are open to anyone who can reach {address} (set \
-             secret: in herd.yaml or {})",
-            crate::auth::SECRET_ENV
+            "OPEN LINKS: insecure_open_links is true, so anyone who can reach {address} can \
+             join the herd as a neighbour and rewrite any client's location; remove it to \
+             use the herd secret"
         );
     }
     // Before the admin endpoint answers: a node that dies at start never looks ready.

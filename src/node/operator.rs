@@ -18,8 +18,7 @@ use crate::protocol::{format_challenge, format_done, ControlCommand, DIGEST_BUCK
 /// nonce the command's proof must cover.
 pub fn challenge(node: &Node, tool_nonce: &str) -> (String, String) {
     let our_nonce = auth::nonce();
-    let config = node.config();
-    let proof = config
+    let proof = node
         .secret
         .as_ref()
         .map(|s| s.challenge_mac(&node.name, tool_nonce, &our_nonce));
@@ -37,8 +36,7 @@ pub fn authorise(
     tool_nonce: &str,
     our_nonce: &str,
 ) -> Result<(), &'static str> {
-    let config = node.config();
-    match (&config.secret, proof) {
+    match (&node.secret, proof) {
         (Some(secret), Some(proof)) => {
             match secret.verify_control(proof, &node.name, our_nonce, tool_nonce, &command.text()) {
                 true => Ok(()),
@@ -47,7 +45,7 @@ pub fn authorise(
         }
         (Some(_), None) => Err("it has no proof, and this herd has a secret"),
         (None, _) if command.changes_the_node() => {
-            Err("link faults need a herd secret (secret: in herd.yaml)")
+            Err("link faults need the herd secret (remove insecure_open_links from herd.yaml)")
         }
         (None, _) => Ok(()),
     }

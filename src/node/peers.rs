@@ -51,6 +51,8 @@ pub struct Link {
     needs_repair: AtomicBool,
     /// True once a reload dropped the link: its dialler and sessions end.
     retired: watch::Sender<bool>,
+    /// What the link did, for `/metrics` and `/status`.
+    pub stats: super::link_stats::LinkStats,
 }
 
 #[derive(Default)]
@@ -82,6 +84,7 @@ impl Link {
             wake: Notify::new(),
             needs_repair: AtomicBool::new(false),
             retired: watch::Sender::new(false),
+            stats: Default::default(),
         }
     }
 
@@ -100,6 +103,11 @@ impl Link {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+
+    /// Updates queued and not yet written.
+    pub fn queue_depth(&self) -> usize {
+        self.lock().records.len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
+use super::peer_input::Dropped;
 use super::peers::Handoff;
 use super::store::NotDurable;
 use super::{operator, session, Node};
@@ -23,8 +24,8 @@ use crate::logs::LogBatch;
 use crate::metrics::{CommandKind, RequestResult};
 use crate::places::NearbyQuery;
 use crate::protocol::{
-    self, format_status, format_welcome, push_invalid, push_whatsat_reply, Command, ControlCommand,
-    PeerMessage, PEER_PROTOCOL_VERSION,
+    self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
+    Command, ControlCommand, PeerMessage, PEER_PROTOCOL_VERSION,
 };
 use crate::record::AtRecord;
 
@@ -159,15 +160,20 @@ const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
 /// Who is on the other end of a connection.
 enum Role {
     Client,
-    /// Said HELLO as a neighbour; with a herd secret, it must still prove it with AUTH.
+    /// A client that already said HELLO once and was refused: a connection gets one HELLO.
+    RefusedHello,
+    /// Said HELLO as a neighbour and was sent a CHALLENGE: it must prove the secret with
+    /// AUTH before anything else.
     Authenticating {
         from: String,
         dialler_nonce: String,
         our_nonce: String,
     },
-    /// A neighbour that said HELLO (and, with a secret, proved it): the connection becomes
-    /// a peer session (`session.rs`).
+    /// A neighbour that proved the secret (or said HELLO, with open links): the connection
+    /// becomes a peer session (`session.rs`).
     Peer(String),
+    /// Failed its AUTH: the connection is closed once its refusal is written.
+    Closing,
     /// The operator's tool said `HERD OPERATOR` and was sent a challenge: its one command
     /// must prove the secret over both nonces (`operator.rs`).
     Operator {
@@ -348,6 +354,9 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
                 .map_or("closed by peer".to_owned(), |e| format!("{e:#}"));
             tracing::info!("peer connection from {from} ({remote}) dropped: {why}");
             return Ok(());
+        }
+        if matches!(role, Role::Closing) {
+            break;
         }
         if let Role::Records(buckets) = &role {
             write_within(&mut writer, &out, limits.idle_timeout).await?;
@@ -535,34 +544,39 @@ async fn answer(
             nonce,
         }) => {
             let known = node.server_config().neighbours.contains(server);
-            if !known || version != PEER_PROTOCOL_VERSION || !matches!(role, Role::Client) {
+            let first = matches!(role, Role::Client);
+            if !known || version != PEER_PROTOCOL_VERSION || !first {
                 // A name is ASCII (checked), but as long as the line: show its start.
                 tracing::warn!(
                     "{remote}: refused HELLO from {:?} (protocol {version}): not a \
-                     neighbour of {}, or a version other than {PEER_PROTOCOL_VERSION}",
+                     neighbour of {}, a version other than {PEER_PROTOCOL_VERSION}, or not \
+                     the connection's first HELLO",
                     &server[..server.len().min(64)],
                     node.name
                 );
+                if first {
+                    *role = Role::RefusedHello;
+                }
                 return invalid(out);
             }
             let our_nonce = auth::nonce();
-            let config = node.config();
-            let Some(secret) = &config.secret else {
-                tracing::info!("peer connection from {server} ({remote}) opened (no herd secret)");
+            if node.secret.is_none() {
+                tracing::warn!(
+                    "peer connection from {server} ({remote}) opened without proof: OPEN LINKS \
+                     (insecure_open_links: true)"
+                );
                 node.peers.wake(server);
                 *role = Role::Peer(server.to_owned());
                 return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
-            };
-            let proof = secret.welcome_mac(&node.name, server, nonce, &our_nonce);
+            }
+            // Nothing derived from the secret until the dialler has proved it knows it.
+            let challenge = format_peer_challenge(&our_nonce);
             *role = Role::Authenticating {
                 from: server.to_owned(),
                 dialler_nonce: nonce.to_owned(),
-                our_nonce: our_nonce.clone(),
+                our_nonce,
             };
-            reply(
-                format_welcome(&node.name, &our_nonce, Some(&proof)).as_bytes(),
-                out,
-            )
+            reply(challenge.as_bytes(), out)
         }
         Command::Peer(PeerMessage::Auth { proof }) => {
             let Role::Authenticating {
@@ -573,22 +587,21 @@ async fn answer(
             else {
                 return invalid(out);
             };
-            let config = node.config();
-            let secret = config
-                .secret
-                .as_ref()
-                .expect("authenticating needs a secret");
+            let secret = node.secret.as_ref().expect("authenticating needs a secret");
             if !secret.verify_auth(proof, from, &node.name, our_nonce, dialler_nonce) {
                 tracing::warn!(
-                    "{remote}: {from} failed to prove the herd secret; treating it as a client"
+                    "{remote}: {from} failed to prove the herd secret; closing the connection"
                 );
-                *role = Role::Client;
+                node.peer_input.count(Dropped::FailedAuth);
+                *role = Role::Closing;
                 return invalid(out);
             }
             tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
             node.peers.wake(from);
+            let proof = secret.welcome_mac(&node.name, from, dialler_nonce, our_nonce);
+            let welcome = format_welcome(&node.name, our_nonce, Some(&proof));
             *role = Role::Peer(from.clone());
-            Answer::Normal
+            reply(welcome.as_bytes(), out)
         }
         // Updates, anti-entropy and WANT belong to a peer session; on a connection that
         // did not say HELLO (and prove the secret) they are refused, never applied.
@@ -644,6 +657,8 @@ async fn answer(
                 _ => invalid(out),
             }
         }
-        Command::Peer(PeerMessage::Welcome { .. } | PeerMessage::Fault(_)) => invalid(out),
+        Command::Peer(
+            PeerMessage::Welcome { .. } | PeerMessage::Challenge { .. } | PeerMessage::Fault(_),
+        ) => invalid(out),
     }
 }

@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
+use super::link_stats::LinkStats;
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
@@ -97,9 +98,14 @@ async fn run(
         last_heard: Mutex::new(Instant::now()),
     };
     let (requests, pending) = mpsc::channel(PENDING_REQUESTS);
+    // The link's counters (both connections of a link count into them); a session whose
+    // link a reload just dropped counts into nothing anyone reads.
+    let counted = node.peers.link(neighbour);
+    let unlisted = LinkStats::default();
+    let stats = counted.as_ref().map_or(&unlisted, |l| &l.stats);
     tokio::select! {
-        read = read_side(node, neighbour, reader, &shared, requests) => read,
-        written = write_side(node, neighbour, writer, &shared, pending, link) => written,
+        read = read_side(node, neighbour, reader, &shared, requests, stats) => read,
+        written = write_side(node, neighbour, writer, &shared, pending, link, stats) => written,
     }
 }
 
@@ -110,6 +116,7 @@ async fn read_side(
     mut reader: BufReader<OwnedReadHalf>,
     shared: &Shared,
     requests: mpsc::Sender<Request>,
+    stats: &LinkStats,
 ) -> Result<()> {
     // The neighbour's end sends a digest every `sync_interval` (which this side answers), so
     // a link quiet for three periods is gone whatever `limits.idle_timeout_s` says.
@@ -142,14 +149,27 @@ async fn read_side(
             ),
         };
         shared.heard();
+        stats.bytes_received.add(line.len() as u64 + 1);
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
                 let received = now_nanos();
+                if let Some(skew) = protocol::skew_nanos(fields.skew) {
+                    // The origin received it at the client's time plus the skew.
+                    let delay = received - (fields.time.as_nanos() + skew);
+                    node.metrics
+                        .propagation_delay
+                        .observe_nanos(delay.clamp(0, i128::from(u64::MAX)) as u64);
+                }
                 let new = node.accept_from_peer(
                     AtRecord::from_fields(&fields),
                     neighbour,
                     Arrival::Flood,
                 );
+                stats.records_received.inc();
+                match new {
+                    true => stats.floods_new.inc(),
+                    false => stats.floods_stale.inc(),
+                }
                 scratch.clear();
                 scratch.extend_from_slice(&line);
                 scratch.extend_from_slice(match new {
@@ -161,6 +181,8 @@ async fn read_side(
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
                 let new =
                     node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Sync);
+                stats.records_received.inc();
+                stats.sync_records_received.inc();
                 if let Some(inbound) = shared.exchange().as_mut() {
                     inbound.count(new, line.len() + 1);
                 }
@@ -217,6 +239,7 @@ async fn write_side(
     shared: &Shared,
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
+    stats: &LinkStats,
 ) -> Result<()> {
     let config = node.config();
     let deadline = config.links.write_timeout;
@@ -238,6 +261,7 @@ async fn write_side(
         deadline,
         buffer: String::new(),
         log: node.log.clone(),
+        stats,
     };
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
@@ -255,10 +279,12 @@ async fn write_side(
                     let buckets = sync::differing(&node.table, &theirs);
                     let sent = out.stream_records(node, &buckets, link).await?;
                     out.write(format_want(&buckets).as_bytes()).await?;
+                    stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
                 Some(Request::SendWanted(buckets, inbound)) => {
                     let sent = out.stream_records(node, &buckets, link).await?;
+                    stats.synced();
                     sync::log_exchange(neighbour, &buckets, inbound, sent);
                 }
                 // The reader is gone: the session is ending.
@@ -304,11 +330,14 @@ struct Output<'a> {
     buffer: String,
     /// The node's wire log: each forwarded batch is logged as one batch of lines.
     log: WireLog,
+    stats: &'a LinkStats,
 }
 
 impl Output<'_> {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        write_within(&mut self.writer, bytes, self.deadline).await
+        write_within(&mut self.writer, bytes, self.deadline).await?;
+        self.stats.bytes_sent.add(bytes.len() as u64);
+        Ok(())
     }
 
     /// Writes a batch of this node's updates and tells the link how far it got.
@@ -332,6 +361,10 @@ impl Output<'_> {
             self.buffer.push('\n');
         }
         write_within(&mut self.writer, self.buffer.as_bytes(), self.deadline).await?;
+        let count = batch.records.len() as u64;
+        self.stats.floods_sent.add(count);
+        self.stats.records_sent.add(count);
+        self.stats.bytes_sent.add(self.buffer.len() as u64);
         link.written(batch.last_seq);
         self.log.submit(&mut logged);
         Ok(())
@@ -356,6 +389,8 @@ impl Output<'_> {
                 }
             }
         }
+        self.stats.records_sent.add(stream.sent.records);
+        self.stats.sync_records_sent.add(stream.sent.records);
         Ok(stream.sent)
     }
 }

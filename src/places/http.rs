@@ -256,6 +256,7 @@ pub struct HttpProvider<S: Service> {
     timeout: Duration,
     cache: Cache<Key, Arc<Answered>>,
     budget: Budget,
+    stats: super::PlacesStats,
 }
 
 impl<S: Service + fmt::Debug> fmt::Debug for HttpProvider<S> {
@@ -293,6 +294,7 @@ impl<S: Service> HttpProvider<S> {
             timeout: settings.timeout,
             cache: Cache::new(settings.cache_ttl, settings.cache_entries),
             budget: Budget::new(settings.max_requests_per_s, settings.max_in_flight),
+            stats: Default::default(),
         })
     }
 
@@ -315,6 +317,9 @@ impl<S: Service> HttpProvider<S> {
             (Arc::new(Answered::new(document)), cacheable)
         };
         let (answered, source) = self.cache.get_or_fetch(key, fetch).await;
+        if source != Source::Fetched {
+            self.stats.hits.inc();
+        }
         let document = &answered.document;
         if source != Source::Hit {
             tracing::info!(
@@ -342,12 +347,16 @@ impl<S: Service> HttpProvider<S> {
     async fn fetch(&self, search: Search) -> (Value, bool) {
         let _in_flight = match self.budget.take() {
             Ok(permit) => permit,
-            Err(refusal) => return (self.over_budget(refusal), false),
+            Err(refusal) => {
+                self.stats.errors.inc();
+                return (self.over_budget(refusal), false);
+            }
         };
         let request = self
             .service
             .request(&self.client, &self.endpoint, &self.secret, search)
             .timeout(self.timeout);
+        let started = Instant::now();
         let outcome = match tokio::time::timeout(self.timeout, send(request)).await {
             Ok(Ok(answer)) => self.service.read(answer),
             Ok(Err(error)) => Err(self.transport_failure(error)),
@@ -355,10 +364,17 @@ impl<S: Service> HttpProvider<S> {
                 .service
                 .unanswered(NoAnswer::TimedOut, &self.timeout_message())),
         };
+        self.stats
+            .upstream_seconds
+            .observe_nanos(started.elapsed().as_nanos() as u64);
         let (mut document, cacheable) = match outcome {
             Ok(document) => (document, true),
             Err(document) => (document, false),
         };
+        match cacheable {
+            true => self.stats.misses.inc(),
+            false => self.stats.errors.inc(),
+        }
         self.secret.scrub_json(&mut document);
         if !cacheable {
             tracing::warn!(
@@ -474,6 +490,10 @@ impl<S: Service> PlacesProvider for HttpProvider<S> {
 
     fn spend(&self) -> Spend {
         self.budget.spend()
+    }
+
+    fn stats(&self) -> Option<&super::PlacesStats> {
+        Some(&self.stats)
     }
 }
 

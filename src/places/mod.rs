@@ -94,6 +94,35 @@ pub trait PlacesProvider: Send + Sync {
     fn spend(&self) -> budget::Spend {
         budget::Spend::default()
     }
+
+    /// Cache outcomes and upstream latencies, for providers with an upstream (`None`:
+    /// offline, which answers from memory).
+    fn stats(&self) -> Option<&PlacesStats> {
+        None
+    }
+}
+
+/// What a provider with an upstream service counts for `/metrics`.
+pub struct PlacesStats {
+    /// Answered from the cache (or from another request's fetch in flight).
+    pub hits: crate::metrics::Counter,
+    /// Fetched from the service, and a good answer.
+    pub misses: crate::metrics::Counter,
+    /// Fetched, or not sent (over budget), and answered with an error document.
+    pub errors: crate::metrics::Counter,
+    /// How long each request to the service took.
+    pub upstream_seconds: crate::metrics::Histogram,
+}
+
+impl Default for PlacesStats {
+    fn default() -> PlacesStats {
+        PlacesStats {
+            hits: Default::default(),
+            misses: Default::default(),
+            errors: Default::default(),
+            upstream_seconds: crate::metrics::Histogram::new(crate::metrics::LATENCY_BOUNDS),
+        }
+    }
 }
 
 /// The document for a search that found `results` (nearest first, already cut to the

@@ -228,6 +228,14 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
         eprintln!("herdctl: warning: {warning}");
     }
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::Hosted)?;
+    // Created here (herd.secret, on first start) so the nodes find it; they would create it
+    // themselves just as safely, but a folder that cannot hold it is reported here, once.
+    if config.secret.ensure_secret()?.is_none() {
+        eprintln!(
+            "herdctl: warning: OPEN LINKS (insecure_open_links: true): anyone who reaches a \
+             server's port can join the herd"
+        );
+    }
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     start_and_wait(&supervisor, &targets)
@@ -691,6 +699,11 @@ struct StatusRow {
     store_error: Option<String>,
     /// Wire log lines the node dropped because its log writer fell behind.
     log_dropped: Option<u64>,
+    /// The node runs without a herd secret (`insecure_open_links: true`).
+    open_links: Option<bool>,
+    /// What neighbours sent that the node refused, by reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_dropped: Option<BTreeMap<String, u64>>,
     /// How the last process ended: exit code or signal, and why when the supervisor ended
     /// it (health probes, start timeout, `herdctl kill`).
     last_exit: Option<String>,
@@ -750,6 +763,8 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 synced: f.map(|f| f.synced),
                 store_error: f.and_then(|f| f.store_error.clone()),
                 log_dropped: f.map(|f| f.log_dropped),
+                open_links: f.map(|f| f.open_links),
+                peer_dropped: f.map(|f| f.peer_dropped.clone()).filter(|d| !d.is_empty()),
                 last_exit: r.last_exit.clone(),
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
@@ -944,6 +959,21 @@ fn print_table(rows: &[StatusRow]) {
         }
         if let Some(error) = &r.store_error {
             println!("{}: STORE UNHEALTHY: {error}", r.name);
+        }
+        if r.open_links == Some(true) {
+            println!(
+                "{}: OPEN LINKS: no herd secret (insecure_open_links: true); anyone who reaches \
+                 its port can join the herd",
+                r.name
+            );
+        }
+        if let Some(dropped) = &r.peer_dropped {
+            let reasons: Vec<String> = dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!(
+                "{}: refused from neighbours: {}",
+                r.name,
+                reasons.join(", ")
+            );
         }
         if let Some(dropped @ 1..) = r.log_dropped {
             println!(

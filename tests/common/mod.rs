@@ -2,6 +2,7 @@
 //! the test ends, pass or fail.
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod peer;
 pub mod supervised;
 pub mod upstream;
 
@@ -370,6 +371,15 @@ impl Herd {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The herd's secret: `herd.secret` beside its herd file (created if no node made it
+    /// yet, exactly as a node would).
+    pub fn secret(&self) -> herdctl::auth::HerdSecret {
+        herdctl::auth::SecretSource::Default(self.dir.path().join("herd.secret"))
+            .ensure_secret()
+            .unwrap()
+            .unwrap()
     }
 }
 

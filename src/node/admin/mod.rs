@@ -212,11 +212,11 @@ fn authorize(node: &Node, request: &Request) -> Result<(), Vec<u8>> {
         return Ok(());
     }
     let text = "text/plain; charset=utf-8";
-    let Some(secret) = &config.secret else {
+    let Some(secret) = &node.secret else {
         return Err(response(
             403,
             text,
-            "this herd has no secret, so no admin token: set admin: { open: true } in herd.yaml \
+            "this herd has no secret (insecure_open_links), so no admin token: set admin: { open: true } in herd.yaml \
              to serve /status and /metrics without one\n",
             false,
         ));

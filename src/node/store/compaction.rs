@@ -192,6 +192,8 @@ impl Store {
             }
             journal.live.extend(&rotation.replaced);
             journal.bytes += rotation.replaced_bytes;
+            self.journal_bytes
+                .store(journal.bytes, std::sync::atomic::Ordering::Relaxed);
             if e.downcast_ref::<Stopped>().is_none() {
                 self.failed(&mut journal, &e);
             }
@@ -267,6 +269,8 @@ impl Store {
             journal.taken = upto;
         }
         let replaced = std::mem::replace(&mut journal.live, vec![number]);
+        self.journal_bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Rotation {
             old: journal.segment.replace(segment),
             replaced,

@@ -205,6 +205,8 @@ pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found),
         stopping: AtomicBool::new(false),
         threads: Mutex::new(Vec::new()),
         table: Mutex::new(None),
+        fsync_seconds: crate::metrics::Histogram::new(crate::metrics::LATENCY_BOUNDS),
+        journal_bytes: AtomicU64::new(loaded.journal_bytes),
     };
     Ok((store, found))
 }

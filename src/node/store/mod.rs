@@ -135,6 +135,10 @@ pub struct Store {
     /// The table the threads write from, for the last compaction of an unhealthy store at
     /// [`Store::close`] (taken there, which ends the table-store reference cycle).
     table: Mutex<Option<Arc<Table>>>,
+    /// How long each journal fdatasync took (`herd_store_fsync_duration_seconds`).
+    pub fsync_seconds: crate::metrics::Histogram,
+    /// A copy of the journal's `bytes`, for metrics.
+    journal_bytes: AtomicU64,
 }
 
 /// What the journal holds and where the writer is.
@@ -314,6 +318,12 @@ impl Store {
     /// The sequence number of the latest accepted update.
     pub fn assigned(&self) -> Seq {
         self.assigned.load(Ordering::Acquire)
+    }
+
+    /// Frame bytes in the journal's live segments: what a restart would replay (as of the
+    /// last write or compaction; read without the journal's lock, which a slow fsync holds).
+    pub fn journal_bytes(&self) -> u64 {
+        self.journal_bytes.load(Ordering::Relaxed)
     }
 
     /// `None` while healthy, else the last write or flush error.
@@ -497,6 +507,7 @@ impl Store {
         let segment = segment.as_mut().expect("a segment to write to");
         segment.append(batch).context("writing the journal")?;
         journal.bytes += batch.len() as u64;
+        self.journal_bytes.store(journal.bytes, Ordering::Relaxed);
         journal.written = upto;
         journal.last_write = Instant::now();
         Ok(())
@@ -529,7 +540,10 @@ impl Store {
     /// fdatasyncs the journal and publishes everything written as durable.
     fn sync_journal(&self, journal: &mut JournalState) -> Result<()> {
         if let Some(segment) = &journal.segment {
+            let started = Instant::now();
             segment.sync().context("fdatasync of the journal")?;
+            self.fsync_seconds
+                .observe_nanos(started.elapsed().as_nanos() as u64);
         }
         journal.synced_at = Instant::now();
         let upto = journal.written;
