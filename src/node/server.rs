@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
-use super::peer_input::Dropped;
+use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
 use super::store::NotDurable;
 use super::{operator, session, Node};
@@ -510,6 +510,10 @@ async fn answer(
     }
     match command {
         Command::Iamat(iamat) => {
+            // One forged future time would pin the client's location forever.
+            if peer_input::too_far_ahead(iamat.time, received, config) {
+                return invalid(out);
+            }
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
