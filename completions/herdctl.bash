@@ -82,6 +82,9 @@ _herdctl() {
             herdctl__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__kubernetes"
                 ;;
+            herdctl__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__prometheus"
+                ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
                 ;;
@@ -93,6 +96,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export__subcmd__help,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__export__subcmd__help,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__prometheus"
                 ;;
             herdctl__subcmd__export__subcmd__help,systemd)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__systemd"
@@ -159,6 +165,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__help__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__prometheus"
                 ;;
             herdctl__subcmd__help__subcmd__export,systemd)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__systemd"
@@ -286,7 +295,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd compose kubernetes help"
+            opts="-h --config --help systemd compose kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -330,7 +339,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__help)
-            opts="systemd compose kubernetes help"
+            opts="systemd compose kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -385,6 +394,20 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__prometheus)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__export__subcmd__help__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -415,6 +438,28 @@ _herdctl() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__prometheus)
+            opts="-h --token-file --write-token --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -508,7 +553,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd compose kubernetes"
+            opts="systemd compose kubernetes prometheus"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -536,6 +581,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__prometheus)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
