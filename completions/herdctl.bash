@@ -1399,7 +1399,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__tail)
-            opts="-n -f -h --lines --follow --config --help"
+            opts="-n -f -h --lines --follow --raw --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

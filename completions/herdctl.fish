@@ -93,6 +93,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand send" -s h -l help -d 'P
 complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s n -l lines -d 'How many lines to print' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s f -l follow -d 'Keep printing lines as they are written, across log rotation'
+complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -l raw -d 'Print lines as they are in the file: a multi-line reply stays one line, its newlines escaped as `\\n` (by default it is shown as the lines it was)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand tail" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand run" -l applied-copy -d 'Read the herd file\'s text from this copy (the supervisor\'s copy of the file it applied), as if it were the --config file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand run" -l config -d 'The herd file' -r -F

@@ -96,6 +96,10 @@ pub enum Command {
         /// Keep printing lines as they are written, across log rotation.
         #[arg(short, long)]
         follow: bool,
+        /// Print lines as they are in the file: a multi-line reply stays one line, its
+        /// newlines escaped as `\n` (by default it is shown as the lines it was).
+        #[arg(long)]
+        raw: bool,
     },
     /// Run one server in the foreground (what the supervisor, systemd or a container runs).
     /// SIGHUP makes it re-read the herd file and apply it live.

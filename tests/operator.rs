@@ -423,3 +423,39 @@ fn close_after_reply_ends_a_connection_once_answered() {
         "{err}"
     );
 }
+
+/// Item 6: every log line is one event with its own timestamp (a WHATSAT reply's newlines
+/// are escaped in the file); `tail` shows the reply as lines again, `tail --raw` as stored.
+#[test]
+fn every_log_line_is_one_event_and_tail_shows_replies_readably() {
+    let herd = Herd::configure(SOLO, "");
+    herd.start_node("Alford");
+    herd.send("Alford", "IAMAT one.event +34.068930-118.445127 1\n");
+    let reply = herd.send("Alford", "WHATSAT one.event 10 2\n");
+    assert!(reply.lines().count() > 3, "a multi-line reply: {reply}");
+    common::wait_until("the WHATSAT reply in the log", || {
+        herd.log_text("Alford").contains("> AT Alford ")
+            && herd.log_text("Alford").contains("\\n{\\n")
+    });
+    let log = herd.log_text("Alford");
+    for line in log.lines() {
+        assert!(
+            line.starts_with(|c: char| c.is_ascii_digit()) && line.contains('Z'),
+            "every line starts with its timestamp: {line:?}"
+        );
+    }
+    let shown = stdout(&run(&herd, &["tail", "Alford", "-n", "50"]));
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.trim_start().starts_with("\"results\"")),
+        "{shown}"
+    );
+    let raw = stdout(&run(&herd, &["tail", "Alford", "-n", "50", "--raw"]));
+    assert!(
+        raw.lines()
+            .all(|l| l.starts_with(|c: char| c.is_ascii_digit())),
+        "{raw}"
+    );
+    assert!(raw.contains("\\n{\\n"), "{raw}");
+}

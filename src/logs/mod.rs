@@ -120,8 +120,8 @@ pub struct PreparedLog {
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that
-/// are not valid UTF-8 and control characters (other than newlines inside a multi-line
-/// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal.
+/// are not valid UTF-8 and control characters (other than tabs; a newline as `\n`) are
+/// escaped, so a log line is one event and can never forge another or drive a terminal.
 /// Trailing newlines are dropped (the log adds its own). Borrows when there is nothing to
 /// escape; the escaping is the wire log's own ([`sink::push_capped`], with no cap).
 pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
@@ -130,10 +130,7 @@ pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
         bytes = rest;
     }
     if let Ok(text) = std::str::from_utf8(bytes) {
-        if !text
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
+        if !text.chars().any(|c| c.is_control() && c != '\t') {
             return Cow::Borrowed(text);
         }
     }
@@ -149,7 +146,7 @@ mod tests {
     #[test]
     fn printable_keeps_text_and_escapes_the_rest() {
         assert_eq!(printable(b"IAMAT kiwi +1+2 3"), "IAMAT kiwi +1+2 3");
-        assert_eq!(printable("AT x\n{\n}\n\n".as_bytes()), "AT x\n{\n}");
+        assert_eq!(printable("AT x\n{\n}\n\n".as_bytes()), "AT x\\n{\\n}");
         assert_eq!(printable("üñí\tcode".as_bytes()), "üñí\tcode");
         assert_eq!(printable(b"a\x00b\x1b[31m\r"), "a\\u{0}b\\u{1b}[31m\\u{d}");
         assert_eq!(printable(b"bad \xff\xfe"), "bad \\xff\\xfe");

@@ -378,8 +378,8 @@ impl LogBatch {
 }
 
 /// Appends a line of wire traffic as it goes into a log: the text verbatim, except that bytes
-/// that are not valid UTF-8 and control characters (other than newlines inside a multi-line
-/// reply, and tabs) are escaped, so a log line can never forge another or drive a terminal;
+/// that are not valid UTF-8 and control characters (other than tabs; a newline inside a
+/// multi-line reply as `\n`) are escaped, so a log line is one event and can never forge another or drive a terminal;
 /// trailing newlines dropped. At most `cap` bytes of it are written: a longer one is cut and
 /// ends `... (<n> bytes)`, n being its real length (`total`, or the text's own).
 ///
@@ -423,10 +423,20 @@ pub fn push_capped(out: &mut Vec<u8>, text: &[u8], total: Option<usize>, cap: us
     }
 }
 
-/// Printable ASCII, a newline or a tab: a byte a log line keeps as it is.
+/// Printable ASCII or a tab: a byte a log line keeps as it is.
 #[inline]
 fn is_plain(b: u8) -> bool {
-    (b.wrapping_sub(0x20) < 0x5f) | (b == b'\n') | (b == b'\t')
+    (b.wrapping_sub(0x20) < 0x5f) | (b == b'\t')
+}
+
+/// How a control character is written into a log line: a newline as `\n` (a multi-line
+/// reply stays one log event per line; `herdctl tail` shows it as lines again unless
+/// `--raw`), any other as `\u{..}`.
+fn escape_control(c: char) -> String {
+    match c {
+        '\n' => "\\n".to_owned(),
+        c => format!("\\u{{{:x}}}", c as u32),
+    }
 }
 
 /// How many bytes at the start of `bytes` are [`is_plain`]. Whole blocks are checked
@@ -479,7 +489,7 @@ impl CappedLine {
                 // Copy the stretch up to the next character to escape in one go.
                 let (run, escaped) = match rest
                     .char_indices()
-                    .find(|&(_, c)| c.is_control() && c != '\n' && c != '\t')
+                    .find(|&(_, c)| c.is_control() && c != '\t')
                 {
                     Some((at, c)) => (&rest[..at], Some(c)),
                     None => (rest, None),
@@ -497,7 +507,7 @@ impl CappedLine {
                 out.extend_from_slice(run.as_bytes());
                 rest = &rest[run.len()..];
                 if let Some(c) = escaped {
-                    if !self.fits(out, format!("\\u{{{:x}}}", c as u32).as_bytes()) {
+                    if !self.fits(out, escape_control(c).as_bytes()) {
                         return false;
                     }
                     rest = &rest[c.len_utf8()..];
@@ -531,7 +541,7 @@ mod tests {
         let total = total.unwrap_or(text.len());
         let clean_ascii = text
             .iter()
-            .all(|&b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t');
+            .all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
         if clean_ascii && text.len() <= cap && total == text.len() {
             out.extend_from_slice(text);
             return;
@@ -553,7 +563,7 @@ mod tests {
                 // Copy the stretch up to the next character to escape in one go.
                 let (run, escaped) = match rest
                     .char_indices()
-                    .find(|&(_, c)| c.is_control() && c != '\n' && c != '\t')
+                    .find(|&(_, c)| c.is_control() && c != '\t')
                 {
                     Some((at, c)) => (&rest[..at], Some(c)),
                     None => (rest, None),
@@ -571,7 +581,7 @@ mod tests {
                 out.extend_from_slice(run.as_bytes());
                 rest = &rest[run.len()..];
                 if let Some(c) = escaped {
-                    if !fits(out, format!("\\u{{{:x}}}", c as u32).as_bytes()) {
+                    if !fits(out, escape_control(c).as_bytes()) {
                         break 'text;
                     }
                     rest = &rest[c.len_utf8()..];

@@ -38,7 +38,15 @@ const MAX_ENTRY_LINES: usize = 10_000;
 
 /// Prints the last `lines` lines of server `name`'s log (`all`: of every server's, merged by
 /// time, each line prefixed with its server), then with `follow` keeps printing new ones.
-pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Result<ExitCode> {
+/// Without `raw`, a logged multi-line reply (its newlines escaped as `\n`, one event per
+/// line in the file) is shown as the lines it was.
+pub fn tail(
+    config: &HerdConfig,
+    name: &str,
+    lines: usize,
+    follow: bool,
+    raw: bool,
+) -> Result<ExitCode> {
     // "all" cannot be a server's name (config validation reserves it).
     let all = name == "all";
     let machine = Machine::this()?;
@@ -102,6 +110,7 @@ pub fn tail(config: &HerdConfig, name: &str, lines: usize, follow: bool) -> Resu
     let sources: Vec<LogSource> = names
         .iter()
         .map(|n| LogSource {
+            raw,
             name: n.to_string(),
             dir: server_log_dir(&config.logs, n),
             undated_is_current,
@@ -145,6 +154,8 @@ fn note(text: &str) {
 /// One server's log folder and how to order the files in it.
 #[derive(Debug, Clone)]
 struct LogSource {
+    /// Print lines as they are in the file (escapes kept).
+    raw: bool,
     name: String,
     dir: PathBuf,
     /// With `rotation: never` the undated `<Name>.log` is the current file; otherwise an
@@ -409,13 +420,39 @@ fn write_lines(
 ) -> io::Result<()> {
     let width = sources.iter().map(|s| s.name.len()).max().unwrap_or(0);
     for (i, line) in lines {
-        if prefixed {
-            write!(out, "{:<width$} | ", sources[*i].name)?;
+        let source = &sources[*i];
+        let pieces: Vec<&[u8]> = match source.raw {
+            true => vec![line.as_slice()],
+            false => split_escaped_newlines(line),
+        };
+        for piece in pieces {
+            if prefixed {
+                write!(out, "{:<width$} | ", source.name)?;
+            }
+            out.write_all(piece)?;
+            out.write_all(b"\n")?;
         }
-        out.write_all(line)?;
-        out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// A log line cut where its text has an escaped newline (`\n`), so a logged multi-line
+/// reply reads as the lines it was.
+fn split_escaped_newlines(line: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    let mut at = 0;
+    while at + 1 < line.len() {
+        if line[at] == b'\\' && line[at + 1] == b'n' {
+            pieces.push(&line[from..at]);
+            at += 2;
+            from = at;
+        } else {
+            at += 1;
+        }
+    }
+    pieces.push(&line[from..]);
+    pieces
 }
 
 /// Without `-f`: the last `n` lines (of the merged logs, for several servers).
@@ -526,6 +563,7 @@ mod tests {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         LogSource {
+            raw: false,
             name: name.to_owned(),
             dir,
             undated_is_current: false,
