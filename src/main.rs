@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail, verify};
+use herdctl::{
+    bench, client, commands, completions, direct, export, supervisor, tail, top, verify,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Probe { name, ready } => {
             HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
         }
+        Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
