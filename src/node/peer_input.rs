@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Node;
 use crate::config::HerdConfig;
+use crate::logs::printable;
 use crate::protocol::{AtFields, Timestamp};
 
 /// Why a neighbour's line (or a handshake) was refused.
@@ -82,6 +84,21 @@ impl PeerInput {
             .filter(|(_, n)| *n > 0)
             .map(|(name, n)| (name.to_owned(), n))
             .collect()
+    }
+}
+
+/// Counts a refused line from `neighbour` and says so in the log, at most once a second per
+/// node (a neighbour that sends garbage must not flood the log too).
+pub fn refuse(node: &Node, neighbour: &str, why: Dropped, line: &[u8]) {
+    node.peer_input.count(why);
+    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    let secs = crate::logs::clock::now_nanos() / 1_000_000_000;
+    if LAST_WARNING_SECS.swap(secs as u64, Ordering::Relaxed) != secs as u64 {
+        tracing::warn!(
+            "dropped a line from {neighbour} ({}): {}",
+            why.name(),
+            printable(&line[..line.len().min(200)])
+        );
     }
 }
 

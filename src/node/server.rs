@@ -8,17 +8,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::lines::{has_buffered_line, read_line, write_within, Line};
-use super::peer_input::Dropped;
+use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
 use super::store::NotDurable;
 use super::{operator, session, Node};
 use crate::auth;
-use crate::config::HerdConfig;
+use crate::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
 use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
 use crate::metrics::{CommandKind, RequestResult};
@@ -279,7 +279,17 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     let config_at_start = node.config();
     let limits = config_at_start.limits;
 
+    // Set once a reply has been written (for `limits.close_after_reply`).
+    let mut answered = false;
     loop {
+        if limits.close_after_reply && answered && matches!(role, Role::Client) {
+            // Everything sent has been answered: a client that reads until the server
+            // closes gets its EOF once it has been quiet for the grace period.
+            match tokio::time::timeout(CLOSE_AFTER_REPLY_GRACE, reader.fill_buf()).await {
+                Ok(Ok(more)) if !more.is_empty() => {}
+                _ => break,
+            }
+        }
         // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
         let Ok(line) = tokio::time::timeout(
             limits.idle_timeout,
@@ -383,6 +393,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             }
             refusable.clear();
             write_within(&mut writer, &out, limits.idle_timeout).await?;
+            answered = true;
             node.log.submit(&mut log);
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
                 out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back
@@ -510,6 +521,10 @@ async fn answer(
     }
     match command {
         Command::Iamat(iamat) => {
+            // One forged future time would pin the client's location forever.
+            if peer_input::too_far_ahead(iamat.time, received, config) {
+                return invalid(out);
+            }
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
 use super::link_stats::LinkStats;
+use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
@@ -153,6 +154,10 @@ async fn read_side(
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
                 let received = now_nanos();
+                if let Err(why) = peer_input::check_record(&fields, &line, received, &config) {
+                    peer_input::refuse(node, neighbour, why, &line);
+                    continue;
+                }
                 if let Some(skew) = protocol::skew_nanos(fields.skew) {
                     // The origin received it at the client's time plus the skew.
                     let delay = received - (fields.time.as_nanos() + skew);
@@ -179,6 +184,10 @@ async fn read_side(
                 log.batch.line(received, neighbour, "<", &scratch, None);
             }
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
+                if let Err(why) = peer_input::check_record(&fields, &line, now_nanos(), &config) {
+                    peer_input::refuse(node, neighbour, why, &line);
+                    continue;
+                }
                 let new =
                     node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Sync);
                 stats.records_received.inc();
@@ -191,7 +200,12 @@ async fn read_side(
                 hand_over(&requests, Request::AnswerDigest(theirs), neighbour);
             }
             Some(Command::Peer(PeerMessage::Want(buckets))) => {
-                let inbound = shared.exchange().take().unwrap_or_default();
+                // Only the answer to this node's own digest: an unasked WANT would hand
+                // over whole buckets of the table for a few bytes.
+                let Some(inbound) = shared.exchange().take() else {
+                    peer_input::refuse(node, neighbour, Dropped::UnaskedWant, &line);
+                    continue;
+                };
                 hand_over(&requests, Request::SendWanted(buckets, inbound), neighbour);
             }
             // The neighbour refused something this side sent: the link is not what this side
