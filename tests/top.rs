@@ -15,7 +15,11 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 /// Alford floods to Welsh and Hill; Hill is never started, so it is missing.
-const TRIO: &[(&str, &[&str])] = &[("Alford", &["Welsh", "Hill"]), ("Welsh", &[]), ("Hill", &[])];
+const TRIO: &[(&str, &[&str])] = &[
+    ("Alford", &["Welsh", "Hill"]),
+    ("Welsh", &[]),
+    ("Hill", &[]),
+];
 
 fn two_of_three() -> Herd {
     let herd = Herd::configure(TRIO, "");
@@ -25,7 +29,9 @@ fn two_of_three() -> Herd {
     for name in ["Alford", "Welsh"] {
         herd.wait_listening(name);
     }
-    wait_until("Alford's link to Welsh", || herd.status("Alford").links_up == 1);
+    wait_until("Alford's link to Welsh", || {
+        herd.status("Alford").links_up == 1
+    });
     herd
 }
 
@@ -77,12 +83,29 @@ fn the_view_renders_rates_and_missing_links_from_real_scrapes() {
             .collect::<Vec<_>>()
     };
     let lines = screen(&view);
-    assert!(lines[0].starts_with("herdctl top: 2/3 servers up  sort: NAME"), "{lines:#?}");
-    assert!(lines[1].starts_with("NAME") && lines[1].contains("IAMAT/s"), "{lines:#?}");
+    assert!(
+        lines[0].starts_with("herdctl top: 2/3 servers up  sort: NAME"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("NAME") && lines[1].contains("IAMAT/s"),
+        "{lines:#?}"
+    );
     // By name: Alford, Hill, Welsh.
-    assert!(lines[2].starts_with("Alford") && lines[2].contains("1/2 -Hill") && lines[2].contains(" up "), "{lines:#?}");
-    assert!(lines[3].starts_with("Hill") && lines[3].contains("unreachable"), "{lines:#?}");
-    assert!(lines[4].starts_with("Welsh") && lines[4].contains("1/1"), "{lines:#?}");
+    assert!(
+        lines[2].starts_with("Alford")
+            && lines[2].contains("1/2 -Hill")
+            && lines[2].contains(" up "),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[3].starts_with("Hill") && lines[3].contains("unreachable"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[4].starts_with("Welsh") && lines[4].contains("1/1"),
+        "{lines:#?}"
+    );
 
     // `s` five times: CLIENTS, largest first (Hill has none: last); then scrolled by one.
     for _ in 0..5 {
@@ -106,16 +129,32 @@ fn once_prints_one_table_with_the_server_that_is_down_unreachable() {
         .output()
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 5, "one title, one heading, three servers: {text}");
+    assert_eq!(
+        lines.len(),
+        5,
+        "one title, one heading, three servers: {text}"
+    );
     assert_eq!(lines[0], "herdctl top: 2/3 servers up");
-    let words = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
     let alford = words(lines[2]);
     assert_eq!(alford[..3], ["Alford", "127.0.0.1", "up"], "{text}");
     assert_eq!(alford[5], "1", "one client: {text}");
     assert!(lines[2].ends_with("1/2 -Hill"), "{text}");
-    assert_eq!(words(lines[3])[..3], ["Hill", "127.0.0.1", "unreachable"], "{text}");
+    assert_eq!(
+        words(lines[3])[..3],
+        ["Hill", "127.0.0.1", "unreachable"],
+        "{text}"
+    );
     assert_eq!(words(lines[4])[..3], ["Welsh", "127.0.0.1", "up"], "{text}");
 
     let out = herd
@@ -181,18 +220,35 @@ fn the_live_view_runs_in_a_real_terminal_and_q_quits() {
     );
     let started = tmux
         .command()
-        .args(["new-session", "-d", "-s", "top", "-x", "180", "-y", "20", &top])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "180",
+            "-y",
+            "20",
+            &top,
+        ])
         .status()
         .unwrap();
     assert!(started.success());
     wait_until("the live table in the pane", || {
         let pane = tmux.pane();
         pane.contains("herdctl top: 2/3 servers up")
-            && pane.lines().any(|l| l.starts_with("Alford") && l.contains("1/2 -Hill"))
-            && pane.lines().any(|l| l.starts_with("Hill") && l.contains("unreachable"))
+            && pane
+                .lines()
+                .any(|l| l.starts_with("Alford") && l.contains("1/2 -Hill"))
+            && pane
+                .lines()
+                .any(|l| l.starts_with("Hill") && l.contains("unreachable"))
     });
     let pane = tmux.pane();
-    let sent = tmux.command().args(["send-keys", "-t", "top", "q"]).status();
+    let sent = tmux
+        .command()
+        .args(["send-keys", "-t", "top", "q"])
+        .status();
     assert!(sent.unwrap().success());
     wait_until("q to end herdctl top (and so its tmux session)", || {
         !tmux.running()
