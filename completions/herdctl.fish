@@ -89,11 +89,12 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand reload" -s h -l help -d 
 complete -c herdctl -n "__fish_herdctl_using_subcommand probe" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand probe" -l ready -d 'Ask whether it is ready to serve (`/readyz`: store loaded, listening) rather than alive (`/healthz`)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand probe" -s h -l help -d 'Print help'
-complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes help" -l config -d 'The herd file' -r -F
-complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes help" -s h -l help -d 'Print help'
-complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes help" -f -a "systemd" -d 'A `herd-<Name>.service` per server (running `herdctl run <Name>`) and a `herd.target` grouping them'
-complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes help" -f -a "kubernetes" -d 'Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file, a Secret with the herd secret, and per server a Service and a one-replica StatefulSet with a volume for its store'
-complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -f -a "systemd" -d 'A `herd-<Name>.service` per server (running `herdctl run <Name>`) and a `herd.target` grouping them'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -f -a "kubernetes" -d 'Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file, a Secret with the herd secret, and per server a Service and a one-replica StatefulSet with a volume for its store'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -f -a "prometheus" -d 'A Prometheus scrape configuration on standard output: every server\'s admin endpoint (`/metrics`), labelled with its server name and host'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and not __fish_seen_subcommand_from systemd kubernetes prometheus help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from systemd" -l dir -d 'The folder to write the units into' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from systemd" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from systemd" -s h -l help -d 'Print help'
@@ -102,8 +103,13 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from kubernetes" -l out -d 'Write the objects to this file, readable by this user only (they hold the herd secret), instead of standard output' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from kubernetes" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from kubernetes" -s h -l help -d 'Print help'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from prometheus" -l token-file -d 'The file Prometheus reads the admin token from (`/metrics` needs it unless the herd file says `admin: { open: true }`)' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from prometheus" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from prometheus" -l write-token -d 'Write the admin token into --token-file (created 0600) first'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from prometheus" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "systemd" -d 'A `herd-<Name>.service` per server (running `herdctl run <Name>`) and a `herd.target` grouping them'
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "kubernetes" -d 'Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file, a Secret with the herd secret, and per server a Service and a one-replica StatefulSet with a volume for its store'
+complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "prometheus" -d 'A Prometheus scrape configuration on standard output: every server\'s admin endpoint (`/metrics`), labelled with its server name and host'
 complete -c herdctl -n "__fish_herdctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -s h -l help -d 'Print help'
@@ -147,3 +153,4 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_see
 complete -c herdctl -n "__fish_herdctl_using_subcommand help; and not __fish_seen_subcommand_from start stop restart kill pause resume status top verify send tail run check reload probe export completions bench supervise help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand help; and __fish_seen_subcommand_from export" -f -a "systemd" -d 'A `herd-<Name>.service` per server (running `herdctl run <Name>`) and a `herd.target` grouping them'
 complete -c herdctl -n "__fish_herdctl_using_subcommand help; and __fish_seen_subcommand_from export" -f -a "kubernetes" -d 'Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file, a Secret with the herd secret, and per server a Service and a one-replica StatefulSet with a volume for its store'
+complete -c herdctl -n "__fish_herdctl_using_subcommand help; and __fish_seen_subcommand_from export" -f -a "prometheus" -d 'A Prometheus scrape configuration on standard output: every server\'s admin endpoint (`/metrics`), labelled with its server name and host'

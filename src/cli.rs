@@ -177,6 +177,17 @@ pub enum Export {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// A Prometheus scrape configuration on standard output: every server's admin endpoint
+    /// (`/metrics`), labelled with its server name and host.
+    Prometheus {
+        /// The file Prometheus reads the admin token from (`/metrics` needs it unless the herd
+        /// file says `admin: { open: true }`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Write the admin token into --token-file (created 0600) first.
+        #[arg(long)]
+        write_token: bool,
+    },
 }
 
 /// `herdctl top`: how often, and whether just once.

@@ -36,6 +36,10 @@ fn main() -> ExitCode {
             namespace,
             out,
         }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
+        Command::Export(Export::Prometheus {
+            token_file,
+            write_token,
+        }) => export::prometheus::export(&cli.config, token_file.as_deref(), *write_token),
         Command::Completions { shell } => completions::print(*shell),
         Command::Send {
             name,
