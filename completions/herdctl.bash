@@ -34,6 +34,9 @@ _herdctl() {
             herdctl,kill)
                 cmd="herdctl__subcmd__kill"
                 ;;
+            herdctl,link)
+                cmd="herdctl__subcmd__link"
+                ;;
             herdctl,pause)
                 cmd="herdctl__subcmd__pause"
                 ;;
@@ -118,6 +121,9 @@ _herdctl() {
             herdctl__subcmd__help,kill)
                 cmd="herdctl__subcmd__help__subcmd__kill"
                 ;;
+            herdctl__subcmd__help,link)
+                cmd="herdctl__subcmd__help__subcmd__link"
+                ;;
             herdctl__subcmd__help,pause)
                 cmd="herdctl__subcmd__help__subcmd__pause"
                 ;;
@@ -169,6 +175,48 @@ _herdctl() {
             herdctl__subcmd__help__subcmd__export,systemd)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__systemd"
                 ;;
+            herdctl__subcmd__help__subcmd__link,cut)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__cut"
+                ;;
+            herdctl__subcmd__help__subcmd__link,delay)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__delay"
+                ;;
+            herdctl__subcmd__help__subcmd__link,heal)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__heal"
+                ;;
+            herdctl__subcmd__help__subcmd__link,loss)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__loss"
+                ;;
+            herdctl__subcmd__link,cut)
+                cmd="herdctl__subcmd__link__subcmd__cut"
+                ;;
+            herdctl__subcmd__link,delay)
+                cmd="herdctl__subcmd__link__subcmd__delay"
+                ;;
+            herdctl__subcmd__link,heal)
+                cmd="herdctl__subcmd__link__subcmd__heal"
+                ;;
+            herdctl__subcmd__link,help)
+                cmd="herdctl__subcmd__link__subcmd__help"
+                ;;
+            herdctl__subcmd__link,loss)
+                cmd="herdctl__subcmd__link__subcmd__loss"
+                ;;
+            herdctl__subcmd__link__subcmd__help,cut)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__cut"
+                ;;
+            herdctl__subcmd__link__subcmd__help,delay)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__delay"
+                ;;
+            herdctl__subcmd__link__subcmd__help,heal)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__heal"
+                ;;
+            herdctl__subcmd__link__subcmd__help,help)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__help"
+                ;;
+            herdctl__subcmd__link__subcmd__help,loss)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__loss"
+                ;;
             *)
                 ;;
         esac
@@ -176,7 +224,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status top verify send tail run check reload probe export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -454,7 +502,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status top verify send tail run check reload probe export completions bench supervise help"
+            opts="start stop restart kill pause resume status top verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -582,6 +630,76 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__kill)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link)
+            opts="cut heal delay loss"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__cut)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__delay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__heal)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__loss)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -792,6 +910,184 @@ _herdctl() {
         herdctl__subcmd__kill)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link)
+            opts="-h --config --help cut heal delay loss help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__cut)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__delay)
+            opts="-h --jitter --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --jitter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__heal)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help)
+            opts="cut heal delay loss help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__cut)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__delay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__heal)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__loss)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__loss)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
