@@ -40,13 +40,13 @@ fn main() -> ExitCode {
             line,
             timeout,
         } => client::reply_timeout(*timeout).and_then(|timeout| {
-            HerdConfig::load(&cli.config).and_then(|c| client::send(&c, name, line, timeout))
+            running_herd(&cli.config).and_then(|c| client::send(&c, name, line, timeout))
         }),
         Command::Tail {
             name,
             lines,
             follow,
-        } => HerdConfig::load(&cli.config).and_then(|c| tail::tail(&c, name, *lines, *follow)),
+        } => running_herd(&cli.config).and_then(|c| tail::tail(&c, name, *lines, *follow)),
         Command::Start(targets) => supervisor::cli::start(&cli.config, &targets.names),
         Command::Stop(targets) => supervisor::cli::stop(&cli.config, &targets.names),
         Command::Restart(targets) => supervisor::cli::restart(&cli.config, &targets.names),
@@ -73,6 +73,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The herd as the running herd's commands see it (see `supervisor::locate`).
+fn running_herd(path: &std::path::Path) -> anyhow::Result<HerdConfig> {
+    supervisor::locate::for_running_herd(path).map(|(config, _)| config)
 }
 
 /// Help and version as clap prints them; any other argument error as one line (what was

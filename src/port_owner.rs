@@ -48,6 +48,23 @@ pub fn command_line(pid: u32) -> Option<String> {
     })
 }
 
+/// The process holding a lock (flock or POSIX record lock) on `file`, from /proc/locks.
+pub fn lock_holder(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(file).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks
+        .lines()
+        // `->` lines are processes waiting for the lock, not holding it.
+        .filter(|line| !line.contains("->"))
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let locked: u64 = fields.get(5)?.rsplit(':').next()?.parse().ok()?;
+            let pid = fields.get(4)?.parse().ok()?;
+            (locked == inode).then_some(pid)
+        })
+}
+
 /// The inode and owner uid of a listening TCP socket on `port` (IPv4 or IPv6).
 fn listening_socket(port: u16) -> Option<(u64, u32)> {
     const LISTEN: &str = "0A";
@@ -101,5 +118,15 @@ mod tests {
         );
         drop(listener);
         assert_eq!(describe_port(port), None, "nothing listens any more");
+    }
+
+    #[test]
+    fn a_locked_file_is_traced_to_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("some.lock");
+        let lock = crate::pidlock::PidLock::acquire(&path).unwrap().unwrap();
+        assert_eq!(lock_holder(&path), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(lock_holder(&path), None);
     }
 }

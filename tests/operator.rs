@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::supervised::Supervised;
 use common::{run_to_end, Herd};
 
 const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
@@ -165,4 +166,206 @@ fn send_gives_up_on_a_silent_port_and_tail_helps() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("last words"), "{}", stdout(&out));
     assert!(stderr(&out).contains("no longer in"), "{}", stderr(&out));
+}
+
+const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
+
+fn text(out: &Output) -> String {
+    format!("{}{}", stdout(out), stderr(out))
+}
+
+/// Item 1: a broken herd.yaml does not lock the operator out: status, send, tail, kill and
+/// stop work from the supervisor's applied copy with one warning line; reload is refused.
+#[test]
+fn a_broken_herd_file_leaves_the_running_herd_in_reach() {
+    let s = Supervised::herd(PAIR, "", "");
+    s.ok(&["start", "all"]);
+    let good = std::fs::read_to_string(&s.herd.config).unwrap();
+    std::fs::write(&s.herd.config, format!("{good}bogus_key: 1\n")).unwrap();
+
+    let out = s.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let warning = stderr(&out);
+    assert_eq!(warning.lines().count(), 1, "{warning}");
+    assert!(
+        warning.contains("bogus_key") && warning.contains("applied"),
+        "{warning}"
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rows.iter().all(|r| r["state"] == "running"), "{rows:?}");
+
+    let out = s.run(&["send", "Alford", "IAMAT broken.file +1+1 1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).starts_with("AT Alford "), "{}", text(&out));
+    let out = s.run(&["tail", "Alford", "-n", "3"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.run(&["kill", "Ball"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = s.run(&["reload"]);
+    let said = one_line_failure(&out);
+    assert!(said.contains("bogus_key"), "{said}");
+
+    let out = s.run(&["stop", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    common::wait_until("every lock to be released", || {
+        s.daemon_pid().is_none() && s.node_pid("Alford").is_none() && s.node_pid("Ball").is_none()
+    });
+}
+
+/// Item 3: a changed run_dir is refused by reload and start (one line, the fix); status and
+/// stop still reach the herd where it runs; no raw OS error reaches the user.
+#[test]
+fn a_changed_run_dir_is_refused_and_the_herd_stays_in_reach() {
+    let s = Supervised::herd(PAIR, "", "");
+    s.ok(&["start", "all"]);
+    let alford = s.node_pid("Alford").expect("Alford runs");
+    let good = std::fs::read_to_string(&s.herd.config).unwrap();
+    std::fs::write(&s.herd.config, format!("{good}run_dir: run2\n")).unwrap();
+
+    for args in [&["reload"][..], &["start", "Alford"]] {
+        let said = one_line_failure(&s.run(args));
+        assert!(
+            said.contains("run_dir changed") && said.contains("stop all"),
+            "{args:?}: {said}"
+        );
+    }
+    let out = s.run(&["status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let alford_row = rows.iter().find(|r| r["name"] == "Alford").unwrap();
+    assert_eq!(alford_row["state"], "running", "{rows:?}");
+    assert_eq!(alford_row["pid"], alford, "{rows:?}");
+
+    let out = s.run(&["stop", "all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Os {"), "{}", text(&out));
+    common::wait_until("the nodes to be gone", || {
+        s.node_pid("Alford").is_none() && s.node_pid("Ball").is_none()
+    });
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s.herd.port("Alford"))).is_err(),
+        "stop said stopped: nothing may serve Alford's port"
+    );
+    assert!(!s.herd.path().join("run2").exists(), "no second supervisor");
+}
+
+/// Item 3: `stop` never reports a process stopped while it lives (here a node started by
+/// hand with another run_dir, whose lock the supervisor cannot see), and a second node on
+/// the same store gets the holder named, not `Os { code: 11, .. }`.
+#[test]
+fn stop_never_reports_a_live_process_stopped() {
+    let s = Supervised::herd(SOLO, "", "");
+    let other = s.herd.path().join("other.yaml");
+    let good = std::fs::read_to_string(&s.herd.config).unwrap();
+    std::fs::write(&other, format!("{good}run_dir: run-other\n")).unwrap();
+    let stray = common::Running::spawn(
+        common::herdctl()
+            .args(["--config"])
+            .arg(&other)
+            .args(["run", "Alford"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    common::wait_until("the stray Alford to serve", || {
+        std::net::TcpStream::connect(("127.0.0.1", s.herd.port("Alford"))).is_ok()
+            && s.serves("Alford")
+    });
+
+    let out = s.run(&["stop", "Alford"]);
+    let said = one_line_failure(&out);
+    assert!(
+        said.contains("Alford still runs as pid") && said.contains(&stray.0.id().to_string()),
+        "{said}"
+    );
+    assert!(!stdout(&out).contains("stopped"), "{}", text(&out));
+
+    // The same server by the herd's own file: its store is held, and the error says by whom.
+    let out = s.run(&["start", "all"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Os {"), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("pid {}", stray.0.id())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        s.daemon_pid(),
+        None,
+        "a start that failed for every server leaves no supervisor"
+    );
+    drop(stray);
+}
+
+/// Item 4: LAST EXIT is `-` after a clean stop, quotes only warnings, errors or a panic,
+/// and a row fits the terminal.
+#[test]
+fn last_exit_is_news_only() {
+    // A herd with nothing to warn about: its nodes' stderr holds INFO lines only.
+    let s = Supervised::herd(PAIR, "", "");
+    s.ok(&["start", "all"]);
+    s.ok(&["restart", "all"]);
+    for row in s.status() {
+        assert!(row["last_exit"].is_null(), "a clean stop: {row}");
+        assert!(row["last_words"].is_null(), "{row}");
+    }
+    let table = run_to_end(s.herd.herdctl().arg("status").env("COLUMNS", "70"), b"");
+    let table = stdout(&table);
+    for line in table.lines() {
+        assert!(line.chars().count() <= 70, "{line:?}");
+    }
+    let pid = s.node_pid("Ball").unwrap();
+    s.ok(&["kill", "Ball"]);
+    common::wait_until("Ball to be restarted", || {
+        s.node_pid("Ball").is_some_and(|p| p != pid) && s.node("Ball")["state"] == "running"
+    });
+    let ball = s.node("Ball");
+    assert!(
+        ball["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.contains("SIGKILL") && e.contains("herdctl kill")),
+        "{ball}"
+    );
+    assert!(
+        ball["last_words"].is_null(),
+        "INFO lines are not last words: {ball}"
+    );
+}
+
+/// Item 5: a second `start all` says "already running"; a bare `stop` is refused; status
+/// names the process holding a stopped server's port.
+#[test]
+fn start_and_stop_say_what_happened() {
+    let s = Supervised::herd(PAIR, "", "");
+    s.ok(&["start", "Alford"]);
+    let again = s.ok(&["start", "all"]);
+    assert!(
+        again.contains("Alford       already running") && again.contains("1 server started"),
+        "{again}"
+    );
+    let again = s.ok(&["start", "all"]);
+    assert!(
+        again.contains("2 servers already running; nothing to start"),
+        "{again}"
+    );
+
+    let said = one_line_failure(&s.run(&["stop"]));
+    assert!(said.contains("herdctl stop all"), "{said}");
+    assert!(
+        s.serves("Alford") && s.serves("Ball"),
+        "a bare stop stops nothing"
+    );
+
+    s.ok(&["stop", "Ball"]);
+    let squatter = TcpListener::bind(("127.0.0.1", s.herd.port("Ball"))).unwrap();
+    let out = s.ok(&["status"]);
+    assert!(
+        out.contains(&format!(
+            "Ball: stopped but its port {} is held by pid {}",
+            s.herd.port("Ball"),
+            std::process::id()
+        )),
+        "{out}"
+    );
+    drop(squatter);
 }

@@ -17,7 +17,7 @@ use tokio::net::UnixStream;
 use super::control::{call, NodeReport, Request, Response};
 use super::files::{self, Rotate};
 use super::machine::State;
-use super::{node_stderr_path, process, RunPaths};
+use super::{locate, node_stderr_path, process, RunPaths};
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
@@ -224,6 +224,7 @@ fn selected<'a>(reports: &'a [NodeReport], targets: &[String]) -> Vec<&'a NodeRe
 /// `herdctl start [all|NAME...]`.
 pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
@@ -238,11 +239,25 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     }
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
-    start_and_wait(&supervisor, &targets)
+    let every = names.is_empty() || names.iter().any(|n| n == "all");
+    start_and_wait(&supervisor, &targets, every)
 }
 
-fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<ExitCode> {
+/// `end_if_idle`: a `start all` ends the supervisor when every server failed (it would
+/// have nothing to supervise); a start of some servers leaves it, and their failures in
+/// `status`.
+fn start_and_wait(
+    supervisor: &SupervisorClient,
+    targets: &[String],
+    end_if_idle: bool,
+) -> Result<ExitCode> {
     let began = Instant::now();
+    // Running before this start: said "already running", not "started".
+    let already: Vec<String> = selected(&supervisor.call(&Request::Status)?, targets)
+        .iter()
+        .filter(|r| r.state == State::Running)
+        .map(|r| r.name.clone())
+        .collect();
     let mut reports = supervisor.call(&Request::Start {
         names: targets.to_vec(),
     })?;
@@ -257,7 +272,11 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
             }
             if report.state == State::Running {
                 let pid = report.pid.map_or("?".into(), |p| p.to_string());
-                let done = format!("running (pid {pid}, port {})", report.port);
+                let how = match already.contains(&report.name) {
+                    true => "already running",
+                    false => "running",
+                };
+                let done = format!("{how} (pid {pid}, port {})", report.port);
                 progress.finish(&report.name, &done);
                 outcome.insert(report.name.clone(), Ok(done));
             } else if report.state == State::Paused {
@@ -303,6 +322,9 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
         supervisor.call(&Request::Stop {
             names: failed.clone(),
         })?;
+        if end_if_idle {
+            shut_down_if_idle(supervisor)?;
+        }
     }
     for (name, result) in &outcome {
         match result {
@@ -317,15 +339,43 @@ fn start_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<E
                 "herdctl: note: some peer links are still forming; `herdctl status` shows them"
             );
         }
-        println!(
-            "{} started in {:.1}s",
-            plural(outcome.len(), "server"),
-            began.elapsed().as_secs_f64()
-        );
+        let started = outcome.len() - already.len();
+        let took = began.elapsed().as_secs_f64();
+        match (started, already.len()) {
+            (0, n) => println!("{} already running; nothing to start", plural(n, "server")),
+            (started, 0) => println!("{} started in {took:.1}s", plural(started, "server")),
+            (started, n) => println!(
+                "{} started in {took:.1}s; {n} already running",
+                plural(started, "server")
+            ),
+        }
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Ends the supervisor when it has nothing left to supervise (every node stopped or fatal,
+/// e.g. a `start all` that failed for every server), once the nodes it stops are gone.
+fn shut_down_if_idle(supervisor: &SupervisorClient) -> Result<()> {
+    let deadline = supervisor.config.supervisor.stop_timeout + START_GRACE;
+    let began = Instant::now();
+    let idle = loop {
+        let reports = supervisor.call(&Request::Status)?;
+        if reports.iter().any(|r| r.state == State::Stopping) && began.elapsed() < deadline {
+            std::thread::sleep(POLL);
+            continue;
+        }
+        break reports
+            .iter()
+            .all(|r| matches!(r.state, State::Stopped | State::Fatal));
+    };
+    if idle {
+        supervisor.call(&Request::Shutdown)?;
+        wait_for("the supervisor to exit", || supervisor.pid().is_none())?;
+        eprintln!("herdctl: note: no server runs, so the supervisor exited too");
+    }
+    Ok(())
 }
 
 /// How long `start` waits for peer links once its nodes answer.
@@ -375,9 +425,15 @@ fn failure_reason(config: &HerdConfig, report: &NodeReport) -> String {
 
 /// `herdctl stop [all|NAME...]`: `all` also ends the supervisor.
 pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    if names.is_empty() {
+        bail!(
+            "say what to stop: herdctl stop NAME... (servers), or herdctl stop all (every \
+             server of this machine, and the supervisor)"
+        );
+    }
+    let (config, _) = locate::for_running_herd(config_path)?;
     let supervisor = SupervisorClient::new(config)?;
-    let every = names.is_empty() || names.iter().any(|n| n == "all");
+    let every = names.iter().any(|n| n == "all");
     let nothing_running =
         supervisor.pid().is_none() && running_by_lock(&supervisor.config).is_empty();
     if nothing_running && every {
@@ -393,6 +449,10 @@ pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
         Reach::HostedOrRunning,
     )?;
     if nothing_running {
+        let alive = still_serving(&supervisor, &targets);
+        if !alive.is_empty() {
+            bail!("{}", not_ours(&alive));
+        }
         println!("nothing is running");
         return Ok(ExitCode::SUCCESS);
     }
@@ -426,13 +486,58 @@ fn stop_and_wait(supervisor: &SupervisorClient, targets: &[String]) -> Result<()
         }
         std::thread::sleep(POLL);
     }
+    // Stopped as far as the supervisor knows; a process it does not know (its lock
+    // elsewhere, started by hand) may still serve the port: never call that stopped.
+    let alive = still_serving(supervisor, targets);
     for report in selected(&before, targets) {
+        if alive.contains_key(&report.name) {
+            continue;
+        }
         match report.pid {
             Some(pid) => println!("{:<12} stopped (was pid {pid})", report.name),
             None => println!("{:<12} stopped", report.name),
         }
     }
+    if !alive.is_empty() {
+        bail!("{}", not_ours(&alive));
+    }
     Ok(())
+}
+
+/// "Alford still runs as pid 42 (...), which this supervisor did not start ...".
+fn not_ours(alive: &BTreeMap<String, u32>) -> String {
+    let said: Vec<String> = alive
+        .iter()
+        .map(|(name, pid)| {
+            format!(
+                "{name} still runs as {}, which this supervisor did not start (its lock is not \
+                 under this run_dir); stop it with: kill {pid}",
+                crate::port_owner::describe_pid(*pid)
+            )
+        })
+        .collect();
+    said.join("; ")
+}
+
+/// Of `names`, those a process still answers for as itself on this machine, with its pid.
+fn still_serving(supervisor: &SupervisorClient, names: &[String]) -> BTreeMap<String, u32> {
+    let asks = names
+        .iter()
+        .filter_map(|name| {
+            let server = supervisor.config.servers.get(name)?;
+            Some(Ask {
+                name: name.clone(),
+                local: true,
+                endpoint: Some(supervisor.config.local_endpoint(server)),
+            })
+        })
+        .collect();
+    supervisor
+        .runtime
+        .block_on(query_figures(asks))
+        .into_iter()
+        .map(|(name, figures)| (name, figures.pid))
+        .collect()
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
@@ -449,16 +554,17 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 /// `herdctl restart [all|NAME...]`.
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     stop_and_wait(&supervisor, &targets)?;
-    start_and_wait(&supervisor, &targets)
+    start_and_wait(&supervisor, &targets, false)
 }
 
 /// `herdctl kill NAME`: SIGKILL, as a crash.
 pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, _) = locate::for_running_herd(config_path)?;
     config.server(name)?;
     resolve_targets(
         &config,
@@ -526,7 +632,7 @@ pub fn resume(config_path: &Path, name: &str) -> Result<ExitCode> {
 /// Asks the supervisor to pause (`true`) or resume a local server; returns its report before
 /// and after.
 fn freeze_or_thaw(config_path: &Path, name: &str, pause: bool) -> Result<(NodeReport, NodeReport)> {
-    let config = HerdConfig::load(config_path)?;
+    let (config, _) = locate::for_running_herd(config_path)?;
     config.server(name)?;
     resolve_targets(
         &config,
@@ -561,6 +667,7 @@ const TOLD_DEADLINE: Duration = Duration::from_secs(10);
 pub fn reload(config_path: &Path) -> Result<ExitCode> {
     // Checked here first, so a broken file is reported even with no supervisor.
     let config = HerdConfig::load(config_path)?;
+    locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
@@ -585,7 +692,7 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
     }
     let mut failed = false;
     if !report.started.is_empty()
-        && start_and_wait(&supervisor, &report.started)? != ExitCode::SUCCESS
+        && start_and_wait(&supervisor, &report.started, false)? != ExitCode::SUCCESS
     {
         failed = true;
     }
@@ -716,6 +823,9 @@ struct StatusRow {
     /// Why the supervisor gave up on the node (FATAL), while it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     fatal_reason: Option<String>,
+    /// For a local server with no process: who holds its port instead, if anyone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port_held_by: Option<String>,
 }
 
 /// The state of a server of another host: it answers `HERD STATUS` as itself, or not.
@@ -724,7 +834,12 @@ const REMOTE_UNREACHABLE: &str = "unreachable";
 
 /// `herdctl status [--json]`: every server of the herd, from any of its hosts.
 pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
-    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    let (config, from_copy) = locate::for_running_herd(config_path)?;
+    // With the applied copy in use, the warning already said the file differs.
+    let text = match from_copy {
+        true => None,
+        false => std::fs::read_to_string(config_path).ok(),
+    };
     let applied = std::fs::read_to_string(super::applied_copy_path(&config)).ok();
     let machine = Machine::this()?;
     let supervisor = SupervisorClient::new(config)?;
@@ -770,9 +885,17 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
                 fatal_reason: r.fatal_reason.clone(),
+                port_held_by: None,
             };
             if local {
-                return row;
+                let port_held_by = match (r.pid, f) {
+                    (None, None) => crate::port_owner::describe_port(server.port),
+                    _ => None,
+                };
+                return StatusRow {
+                    port_held_by,
+                    ..row
+                };
             }
             StatusRow {
                 state: match f {
@@ -809,7 +932,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
             config.path.display()
         );
     }
-    if supervised && applied.is_some_and(|applied| applied != text) {
+    if supervised && text.is_some() && applied.is_some_and(|applied| Some(applied) != text) {
         eprintln!(
             "note: {} has changed since the supervisor applied it; `herdctl reload` applies it",
             supervisor.config.path.display()
@@ -914,7 +1037,8 @@ async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
 
 fn print_table(rows: &[StatusRow]) {
     let host_width = rows.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
-    println!(
+    let width = terminal_width();
+    let header = format!(
         "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
         "NAME",
         "HOST",
@@ -929,9 +1053,10 @@ fn print_table(rows: &[StatusRow]) {
         "RECOVERED",
         "SYNCED"
     );
+    println!("{}", fit(&header, width));
     let dash = || "-".to_owned();
     for r in rows {
-        println!(
+        let row = format!(
             "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
             r.name,
             r.host,
@@ -948,6 +1073,7 @@ fn print_table(rows: &[StatusRow]) {
             r.synced.map_or_else(dash, |n| n.to_string()),
             last_exit_column(r),
         );
+        println!("{}", fit(&row, width));
     }
     // What needs the operator's attention, below the table (it does not fit a column).
     for r in rows {
@@ -955,6 +1081,12 @@ fn print_table(rows: &[StatusRow]) {
             println!(
                 "{}: FATAL: {why}; `herdctl start {}` tries again",
                 r.name, r.name
+            );
+        }
+        if let Some(holder) = &r.port_held_by {
+            println!(
+                "{}: {} but its port {} is held by {holder}, not by this herd",
+                r.name, r.state, r.port
             );
         }
         if let Some(error) = &r.store_error {
@@ -999,6 +1131,41 @@ fn last_exit_column(row: &StatusRow) -> String {
         text += &format!("; {} health probe(s) unanswered", row.failed_probes);
     }
     text
+}
+
+/// The width of the terminal on stdout, else `$COLUMNS`; `None` (no cut) for a pipe or
+/// file with no `COLUMNS`, so scripts get whole rows (`--json` has every field anyway).
+fn terminal_width() -> Option<usize> {
+    use nix::libc;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into `size`, which lives across the call.
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if asked == 0 && size.ws_col > 0 {
+        return Some(size.ws_col.into());
+    }
+    std::env::var("COLUMNS")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|w| *w > 0)
+}
+
+/// `line` cut to `width` characters, ending in `...` when cut.
+fn fit(line: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return line.to_owned();
+    };
+    if line.chars().count() <= width {
+        return line.to_owned();
+    }
+    let kept: String = line.chars().take(width.saturating_sub(3)).collect();
+    format!("{kept}...")
 }
 
 fn format_uptime(seconds: u64) -> String {

@@ -43,7 +43,9 @@ type ControlMessage = (Request, oneshot::Sender<Response>);
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
     // The applied copy, nodes' stderr and the socket are this user's only.
     crate::private::restrict_umask();
-    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    // The file, or (broken, or naming another run_dir than the running herd's) the copy
+    // the previous supervisor applied: so `stop` works whatever the file says now.
+    let (config, text, _) = super::locate::load_running(config_path)?;
     let paths = RunPaths::new(&config);
     let _lock = match PidLock::acquire(&paths.lock)? {
         Ok(lock) => lock,
@@ -74,6 +76,15 @@ pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
         // The nodes it starts run this copy; adopted ones that run another are told (see
         // `Supervisor::check_digest`).
         os.write_applied_copy(&config, &text)?;
+        // So the operator's commands find this herd even when herd.yaml breaks or names
+        // another run_dir (see `locate.rs`).
+        if let Err(e) = super::locate::record_run_dir(&config) {
+            tracing::warn!(
+                "cannot record the run_dir beside {} ({e}); with a broken herd file, \
+                 commands will not find this supervisor",
+                config.path.display()
+            );
+        }
         let supervisor = Supervisor::new(config, os);
         supervisor.run(listener, news_rx, &paths).await
     })?;

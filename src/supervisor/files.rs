@@ -105,7 +105,8 @@ const MAX_LAST_WORDS: usize = 300;
 const PANIC_LOOKBACK_LINES: usize = 50;
 
 /// What status quotes of a node's latest run: its panic, if it panicked (other threads can
-/// still write while a panic unwinds), else the last line it wrote to stderr; shortened.
+/// still write while a panic unwinds), else the last warning or error it wrote to stderr
+/// (an ordinary line, "store flushed", explains no exit); without its timestamp, shortened.
 pub fn last_words(path: &Path) -> Option<String> {
     let mut said = latest_run_lines(path, PANIC_LOOKBACK_LINES);
     let panic = said
@@ -113,13 +114,36 @@ pub fn last_words(path: &Path) -> Option<String> {
         .rposition(|l| l.starts_with(crate::panics::SUMMARY_PREFIX));
     let line = match panic {
         Some(at) => said.swap_remove(at),
-        None => said.pop()?,
+        None => said.into_iter().rev().find(|l| is_warning_or_error(l))?,
     };
-    let line = line.trim();
+    let line = without_timestamp(line.trim());
     Some(match line.char_indices().nth(MAX_LAST_WORDS) {
         Some((cut, _)) => format!("{}...", &line[..cut]),
         None => line.to_owned(),
     })
+}
+
+/// A line that can explain an exit: a log line at WARN or ERROR, an error `main` printed,
+/// or the standard library's panic message.
+fn is_warning_or_error(line: &str) -> bool {
+    let level = line.split_whitespace().nth(1);
+    matches!(level, Some("WARN" | "ERROR"))
+        || line.starts_with("herdctl: error")
+        || line.starts_with("Error:")
+        || (line.starts_with("thread '") && line.contains("panicked"))
+}
+
+/// `WARN message` from `2026-12-04T11:00:00.123456Z  WARN message`: the exit time is in
+/// the row already.
+fn without_timestamp(line: &str) -> &str {
+    match line.split_once(char::is_whitespace) {
+        Some((first, rest))
+            if first.ends_with('Z') && first.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
+            rest.trim_start()
+        }
+        _ => line,
+    }
 }
 
 /// Now, as the node logs print it (RFC 3339, UTC).
@@ -177,11 +201,19 @@ mod tests {
     fn last_words_are_escaped_and_shortened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.stderr");
-        std::fs::write(&path, format!("a\n\x1b[31m{}\n", "y".repeat(1000))).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "a\n2026-01-01T00:00:00.000000Z ERROR \x1b[31m{}\n2026-01-01T00:00:01.000000Z  \
+                 INFO store flushed\n",
+                "y".repeat(1000)
+            ),
+        )
+        .unwrap();
         let words = last_words(&path).unwrap();
         assert!(
-            words.starts_with("\\u{1b}[31myyy") && words.ends_with("..."),
-            "{words}"
+            words.starts_with("ERROR \\u{1b}[31myyy") && words.ends_with("..."),
+            "the last error, not the INFO line after it, without its time: {words}"
         );
         assert!(words.len() < 400);
         assert_eq!(last_words(&dir.path().join("missing")), None);

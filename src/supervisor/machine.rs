@@ -312,14 +312,16 @@ impl NodeMachine {
             }
 
             (state, Event::Exited { how, last_words }) => {
+                // A stop that ended as asked (SIGTERM, exit 0) is no news: LAST EXIT says `-`.
+                let clean = state == Stopping && is_clean_exit(&how) && self.kill_reason.is_none();
                 let how = match self.kill_reason.take() {
                     Some(why) => format!("{how} ({why})"),
                     None => how,
                 };
-                self.last_words = last_words;
+                self.last_words = last_words.filter(|_| !clean);
                 match state {
                     Stopping => {
-                        self.last_exit = Some(how);
+                        self.last_exit = Some(how).filter(|_| !clean);
                         self.pid = None;
                         self.since = None;
                         self.state = Stopped;
@@ -466,6 +468,12 @@ impl NodeMachine {
             .then(|| self.deadline.map(|d| d.saturating_duration_since(now)))
             .flatten()
     }
+}
+
+/// How a process that ended as asked reads: exit 0, or an adopted node (not our child, so
+/// its status is unknown) gone after SIGTERM.
+fn is_clean_exit(how: &str) -> bool {
+    how == "exit status 0" || how.starts_with("exited (adopted")
 }
 
 #[cfg(test)]
@@ -860,7 +868,11 @@ mod tests {
         start(&mut m, t0, 8);
         m.handle(Event::Stop, t0);
         m.handle(exit("exit status 0"), t0);
-        assert_eq!(m.last_exit.as_deref(), Some("exit status 0"));
+        assert_eq!(
+            m.last_exit, None,
+            "a clean stop is no news: LAST EXIT shows -"
+        );
+        assert_eq!(m.last_words, None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod files;
+pub mod locate;
 pub mod machine;
 pub mod process;
 
@@ -46,9 +47,12 @@ impl RunPaths {
     }
 }
 
+/// The applied copy's file name in the run folder.
+pub const APPLIED_COPY: &str = "herd.applied.yaml";
+
 /// See [`RunPaths::applied`].
 pub fn applied_copy_path(config: &HerdConfig) -> PathBuf {
-    config.run_dir.join("herd.applied.yaml")
+    config.run_dir.join(APPLIED_COPY)
 }
 
 /// Replaces the applied copy with `text` in one step (written aside, then renamed), mode

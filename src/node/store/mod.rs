@@ -254,11 +254,17 @@ impl Store {
         }
         let (store, found, moved_aside) = match attempt {
             Ok((store, found)) => (store, found, None),
-            Err(load::Failure::Locked(e)) => {
-                return Err(e.context(format!(
-                    "the store {} is in use by another process; is this node already running?",
+            // Said in the herd's words: sled's error is a raw `Os { code: 11, .. }`.
+            Err(load::Failure::Locked(_)) => {
+                let holder = crate::port_owner::lock_holder(&dir.join("db")).map_or(
+                    "another process".to_owned(),
+                    crate::port_owner::describe_pid,
+                );
+                bail!(
+                    "the store {} is in use by {holder}: this server already runs (perhaps \
+                     under another run_dir); stop that process first",
                     dir.display()
-                )))
+                )
             }
             Err(load::Failure::Unreadable(why)) => {
                 let aside = move_aside(dir).with_context(|| {
