@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{HerdConfig, ServerConfig};
 use crate::hosts::Endpoint;
+use crate::protocol::NodeFigures;
 
 /// The most of a response this client reads (a `/metrics` page of a busy node is a few KiB).
 const MAX_RESPONSE_BYTES: u64 = 4 << 20;
@@ -63,6 +64,49 @@ fn parse_response(bytes: &[u8]) -> Option<Response> {
         status,
         body: body.to_owned(),
     })
+}
+
+/// What `/status` answers: the node's figures (`HERD STATUS`) and one entry per link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    #[serde(flatten)]
+    pub figures: NodeFigures,
+    pub links: Vec<LinkStatus>,
+}
+
+/// One link, as its node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    pub peer: String,
+    /// `up`, `down` (it was up, and dropped), or `connecting` (never up since start).
+    pub state: String,
+    /// When it entered that state (seconds since the epoch; `None`: since the node started).
+    pub since: Option<f64>,
+    /// Seconds in that state (measured by the node, so no clock skew between machines).
+    pub for_s: u64,
+    /// Why it last dropped or failed to connect.
+    pub last_error: Option<String>,
+    /// Updates queued for the neighbour, not yet written.
+    pub queue_depth: usize,
+    pub records_sent: u64,
+    pub records_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// When the last anti-entropy exchange with it ended (seconds since the epoch).
+    pub last_sync: Option<f64>,
+}
+
+/// Asks `endpoint` for `/status` with `token`: the node's status when it answers 200.
+pub async fn status(
+    endpoint: &Endpoint,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Option<NodeStatus> {
+    let response = get(endpoint, "/status", token, timeout).await?;
+    if response.status != 200 {
+        return None;
+    }
+    serde_json::from_str(&response.body).ok()
 }
 
 /// What `/healthz` and `/readyz` answer.

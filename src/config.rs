@@ -83,6 +83,7 @@ struct RawLimits {
     max_connections_per_ip: Option<usize>,
     first_line_timeout_s: Option<u64>,
     write_timeout_s: Option<u64>,
+    close_after_reply: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -426,7 +427,14 @@ pub struct Limits {
     pub first_line_timeout: Duration,
     /// The longest a reply may take to be written to a client that does not read.
     pub write_timeout: Duration,
+    /// Close a client's connection once every line it sent is answered and nothing more
+    /// arrives within [`CLOSE_AFTER_REPLY_GRACE`], for clients that read until the server
+    /// closes (`nc` without `-q`) instead of half-closing.
+    pub close_after_reply: bool,
 }
+
+/// How long a `close_after_reply` connection may stay quiet after its last reply.
+pub const CLOSE_AFTER_REPLY_GRACE: Duration = Duration::from_millis(250);
 
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -453,6 +461,7 @@ impl Default for Limits {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             first_line_timeout: Duration::from_secs(DEFAULT_FIRST_LINE_TIMEOUT_S),
             write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_S),
+            close_after_reply: false,
         }
     }
 }
@@ -522,6 +531,7 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
             DEFAULT_WRITE_TIMEOUT_S,
             &format!("use e.g. {DEFAULT_WRITE_TIMEOUT_S}"),
         )?),
+        close_after_reply: raw.close_after_reply.unwrap_or(false),
     })
 }
 

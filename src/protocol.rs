@@ -1,4 +1,4 @@
-//! The wire contract (`spec/PROTOCOL.md`): pure parsing and formatting of every message.
+//! The wire contract (`docs/PROTOCOL.md`): pure parsing and formatting of every message.
 //! No I/O here, so every rule is unit-testable and fuzzable.
 //!
 //! Lines arrive as bytes without their terminator. Client commands (`IAMAT`, `WHATSAT`) and

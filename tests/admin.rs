@@ -190,6 +190,7 @@ pub const FAMILIES: &[&str] = &[
     "herd_store_journal_bytes",
     "herd_store_healthy",
     "herd_log_dropped_lines_total",
+    "herd_peer_input_dropped_total",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "process_open_fds",
@@ -241,4 +242,44 @@ fn metrics_follow_a_flood_across_a_link() {
             .1
             .contains("herd_link_up{peer=\"Alford\"} 0\n")
     });
+}
+
+#[test]
+fn status_names_the_missing_neighbour_and_shows_each_link() {
+    let s = Supervised::herd(PAIR, "", &format!("secret: \"{SECRET}\"\n"));
+    s.ok(&["start", "all"]);
+    wait_until("the link to be up", || {
+        s.status().iter().all(|n| n["links_up"] == n["links_total"])
+    });
+    let at = s
+        .herd
+        .send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
+    s.herd.wait_for_at("Welsh", "kiwi", at.trim_end());
+    let alford = s.node("Alford");
+    assert_eq!(
+        alford["admin_url"],
+        format!("http://127.0.0.1:{}/", s.herd.admin_port("Alford"))
+    );
+    let link = &alford["links"][0];
+    assert_eq!(link["peer"], "Welsh", "{alford}");
+    assert_eq!(link["state"], "up", "{alford}");
+    assert_eq!(link["records_sent"], 1, "{alford}");
+    assert!(link["bytes_sent"].as_u64().unwrap() > 0, "{alford}");
+    assert_eq!(link["queue_depth"], 0, "{alford}");
+
+    s.ok(&["stop", "Welsh"]);
+    wait_until("Alford to see Welsh down", || {
+        s.node("Alford")["links"][0]["state"] == "down"
+    });
+    let alford = s.node("Alford");
+    assert!(
+        alford["links"][0]["last_error"].is_string(),
+        "the reason it dropped: {alford}"
+    );
+    let table = s.ok(&["status"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("Alford"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" 0/1 -Welsh "), "{table}");
 }

@@ -369,3 +369,57 @@ fn start_and_stop_say_what_happened() {
     );
     drop(squatter);
 }
+
+/// Item 9: with `limits.close_after_reply`, a client that sends lines and reads until the
+/// server closes (no half-close) gets its replies and then EOF, not a wait for
+/// `idle_timeout_s`; without it the connection stays open.
+#[test]
+fn close_after_reply_ends_a_connection_once_answered() {
+    use std::io::{Read, Write};
+    let herd = Herd::configure(
+        SOLO,
+        "limits: { close_after_reply: true, idle_timeout_s: 300 }\n",
+    );
+    herd.start_node("Alford");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
+    stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let began = Instant::now();
+    stream
+        .write_all(b"IAMAT eof.client +1+1 1\nIAMAT eof.client +1+1 2\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .expect("the server closes once it has answered");
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "closed after the grace, not the idle timeout"
+    );
+    assert_eq!(reply.lines().count(), 2, "{reply}");
+    assert!(
+        reply.lines().all(|l| l.starts_with("AT Alford ")),
+        "{reply}"
+    );
+
+    // Off (the default): the connection is still open after the grace.
+    let herd = Herd::configure(SOLO, "");
+    herd.start_node("Alford");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
+    stream.write_all(b"IAMAT open.client +1+1 1\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"AT Alford "));
+    let err = stream
+        .read(&mut buf)
+        .expect_err("still open: the read times out");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+}

@@ -339,6 +339,18 @@ pub fn render(node: &Node) -> String {
             .write(&mut page, "herd_store_fsync_duration_seconds", &[]);
     }
     write_places(&mut page, node);
+    page.family(
+        "herd_peer_input_dropped_total",
+        Kind::Counter,
+        "Lines from neighbours dropped as invalid, by reason (unknown origin, too long, too far in the future, unasked WANT, failed AUTH).",
+    );
+    for (reason, count) in node.peer_input.counts() {
+        page.sample(
+            "herd_peer_input_dropped_total",
+            &[("reason", reason)],
+            count as f64,
+        );
+    }
     page.single(
         "herd_log_dropped_lines_total",
         Kind::Counter,

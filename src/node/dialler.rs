@@ -79,7 +79,10 @@ async fn keep_link(node: &Node, link: &Link) {
                 link.down();
                 link.stats.went_down(
                     super::link_stats::classify(ended.as_ref().err()),
-                    ended.as_ref().err().map(|e| format!("{e:#}")),
+                    Some(match &ended {
+                        Ok(()) => "closed by peer".to_owned(),
+                        Err(e) => format!("{e:#}"),
+                    }),
                 );
                 let why = match ended {
                     Ok(()) => "closed by peer".to_owned(),

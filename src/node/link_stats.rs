@@ -89,6 +89,7 @@ impl LinkStats {
 
     /// The link went down for `reason`; `error` says what happened.
     pub fn went_down(&self, reason: DropReason, error: Option<String>) {
+        // (`error` is `None` only when there is nothing to add to the last one.)
         *self
             .drops
             .lock()

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -19,7 +19,7 @@ use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
 use super::{operator, session, Node};
 use crate::auth;
-use crate::config::HerdConfig;
+use crate::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
 use crate::logs::clock::now_nanos;
 use crate::logs::LogBatch;
 use crate::metrics::{CommandKind, RequestResult};
@@ -298,7 +298,17 @@ async fn handle_connection(
     let limits = config_at_start.limits;
 
     let mut first_line = true;
+    // Set once a reply has been written (for `limits.close_after_reply`).
+    let mut answered = false;
     loop {
+        if limits.close_after_reply && answered && matches!(role, Role::Client) {
+            // Everything sent has been answered: a client that reads until the server
+            // closes gets its EOF once it has been quiet for the grace period.
+            match tokio::time::timeout(CLOSE_AFTER_REPLY_GRACE, reader.fill_buf()).await {
+                Ok(Ok(more)) if !more.is_empty() => {}
+                _ => break,
+            }
+        }
         // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
         // A socket that has said nothing yet, or is in a handshake, gets the short deadline.
         let (wait, key) = match first_line
@@ -425,6 +435,7 @@ async fn handle_connection(
             }
             refusable.clear();
             write_within(&mut writer, &out, limits.write_timeout).await?;
+            answered = true;
             node.log.submit(&mut log);
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
                 out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back

@@ -18,6 +18,7 @@ use super::control::{call, NodeReport, Request, Response};
 use super::files::{self, Rotate};
 use super::machine::State;
 use super::{locate, node_stderr_path, process, RunPaths};
+use crate::admin::LinkStatus;
 use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
@@ -395,7 +396,8 @@ fn wait_for_links(supervisor: &SupervisorClient, names: &[String], machine: &Mac
             return false;
         };
         let asks = where_to_ask(&supervisor.config, &reports, machine);
-        let figures = supervisor.runtime.block_on(query_figures(asks));
+        let token = crate::admin::token(&supervisor.config);
+        let figures = supervisor.runtime.block_on(query_figures(asks, token));
         let running = |n: &String| figures.contains_key(n);
         let linked = names.iter().all(|name| {
             let neighbours = &supervisor.config.servers[name].neighbours;
@@ -529,12 +531,14 @@ fn still_serving(supervisor: &SupervisorClient, names: &[String]) -> BTreeMap<St
                 name: name.clone(),
                 local: true,
                 endpoint: Some(supervisor.config.local_endpoint(server)),
+                admin: Some(supervisor.config.local_admin_endpoint(server)),
             })
         })
         .collect();
+    let token = crate::admin::token(&supervisor.config);
     supervisor
         .runtime
-        .block_on(query_figures(asks))
+        .block_on(query_figures(asks, token))
         .into_iter()
         .map(|(name, figures)| (name, figures.pid))
         .collect()
@@ -753,7 +757,8 @@ fn wait_for_digest(
             break;
         };
         let asks = where_to_ask(&supervisor.config, &reports, machine);
-        let figures = supervisor.runtime.block_on(query_figures(asks));
+        let token = crate::admin::token(&supervisor.config);
+        let figures = supervisor.runtime.block_on(query_figures(asks, token));
         waiting.retain(|name| {
             let running = reports.iter().any(|r| &r.name == name && r.pid.is_some());
             running && figures.get(name).and_then(|f| f.config.as_deref()) != Some(digest)
@@ -823,6 +828,12 @@ struct StatusRow {
     /// Why the supervisor gave up on the node (FATAL), while it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     fatal_reason: Option<String>,
+    /// Where its admin endpoint answers (`/metrics`, `/status`, `/healthz`, `/readyz`).
+    admin_url: String,
+    /// Each link as the node sees it (from its admin endpoint's `/status`; `None` when that
+    /// could not be read: not running, or no admin token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    links: Option<Vec<LinkStatus>>,
     /// For a local server with no process: who holds its port instead, if anyone.
     #[serde(skip_serializing_if = "Option::is_none")]
     port_held_by: Option<String>,
@@ -853,11 +864,14 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     let config = &supervisor.config;
     let asks = where_to_ask(config, &reports, &machine);
     let local: BTreeMap<String, bool> = asks.iter().map(|a| (a.name.clone(), a.local)).collect();
-    let figures = supervisor.runtime.block_on(query_figures(asks));
+    let statuses = supervisor
+        .runtime
+        .block_on(query_status(asks, crate::admin::token(config)));
     let rows: Vec<StatusRow> = reports
         .iter()
         .map(|r| {
-            let f = figures.get(&r.name);
+            let f = statuses.get(&r.name).map(|(f, _)| f);
+            let links = statuses.get(&r.name).and_then(|(_, l)| l.clone());
             let server = &config.servers[&r.name];
             let local = local[&r.name];
             let row = StatusRow {
@@ -885,6 +899,8 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
                 fatal_reason: r.fatal_reason.clone(),
+                admin_url: crate::admin::url(config, server),
+                links,
                 port_held_by: None,
             };
             if local {
@@ -980,6 +996,8 @@ struct Ask {
     local: bool,
     /// `None`: a local server with no process, nothing to ask.
     endpoint: Option<Endpoint>,
+    /// Its admin endpoint, on the same host as `endpoint`.
+    admin: Option<Endpoint>,
 }
 
 /// A server is local when it lives on this machine or runs here anyway (it moved while
@@ -998,10 +1016,14 @@ fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) 
                 (true, None) => None,
                 (false, _) => Some(config.endpoint(server)),
             };
+            let admin = endpoint
+                .as_ref()
+                .map(|e| Endpoint::new(e.host.clone(), server.admin_port));
             Some(Ask {
                 name: r.name.clone(),
                 local,
                 endpoint,
+                admin,
             })
         })
         .collect()
@@ -1010,19 +1032,33 @@ fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) 
 /// How long a server has to answer `HERD STATUS`, name resolution and connecting included.
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Asks each server for its own figures, all at once, each with a short timeout. Only an
-/// answer in the server's own name counts (anything else on that address is not it).
-async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
+/// Asks each server for its own figures, all at once, each with a short timeout: its admin
+/// endpoint's `/status` (figures and links), else `HERD STATUS` on its client port (figures
+/// only: a herd without a secret has no admin token). Only an answer in the server's own
+/// name counts (anything else on that address is not it).
+async fn query_status(
+    asks: Vec<Ask>,
+    token: Option<String>,
+) -> BTreeMap<String, (NodeFigures, Option<Vec<LinkStatus>>)> {
     // Spawned, so a server that hangs costs its own timeout, not everyone's in turn.
     let queries: Vec<_> = asks
         .into_iter()
         .filter_map(|ask| {
             let endpoint = ask.endpoint?;
+            let admin = ask.admin;
+            let token = token.clone();
             Some(tokio::spawn(async move {
+                if let Some(admin) = admin {
+                    let status =
+                        crate::admin::status(&admin, token.as_deref(), FIGURES_TIMEOUT).await;
+                    if let Some(status) = status.filter(|s| s.figures.name == ask.name) {
+                        return Some((ask.name, (status.figures, Some(status.links))));
+                    }
+                }
                 let figures = super::ask_figures(endpoint, FIGURES_TIMEOUT).await;
                 figures
                     .filter(|f| f.name == ask.name)
-                    .map(|f| (ask.name, f))
+                    .map(|f| (ask.name, (f, None)))
             }))
         })
         .collect();
@@ -1035,11 +1071,22 @@ async fn query_figures(asks: Vec<Ask>) -> BTreeMap<String, NodeFigures> {
     out
 }
 
+/// Each server's figures alone (see [`query_status`]).
+async fn query_figures(asks: Vec<Ask>, token: Option<String>) -> BTreeMap<String, NodeFigures> {
+    query_status(asks, token)
+        .await
+        .into_iter()
+        .map(|(name, (figures, _))| (name, figures))
+        .collect()
+}
+
 fn print_table(rows: &[StatusRow]) {
     let host_width = rows.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
+    let links: Vec<String> = rows.iter().map(links_column).collect();
+    let links_width = links.iter().map(String::len).max().unwrap_or(0).max(5);
     let width = terminal_width();
     let header = format!(
-        "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  LAST EXIT",
+        "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:<links_width$} {:>9} {:>7}  LAST EXIT",
         "NAME",
         "HOST",
         "LOCAL",
@@ -1055,9 +1102,9 @@ fn print_table(rows: &[StatusRow]) {
     );
     println!("{}", fit(&header, width));
     let dash = || "-".to_owned();
-    for r in rows {
+    for (r, links) in rows.iter().zip(&links) {
         let row = format!(
-            "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>6} {:>9} {:>7}  {}",
+            "{:<12} {:<host_width$} {:<5} {:<11} {:>8} {:>6} {:>9} {:>8} {:>8} {:<links_width$} {:>9} {:>7}  {}",
             r.name,
             r.host,
             if r.local { "yes" } else { "no" },
@@ -1067,8 +1114,7 @@ fn print_table(rows: &[StatusRow]) {
             r.uptime_s.map_or_else(dash, format_uptime),
             r.restarts.map_or_else(dash, |n| n.to_string()),
             r.clients.map_or_else(dash, |c| c.to_string()),
-            r.links_up
-                .map_or_else(dash, |up| format!("{up}/{}", r.links_total)),
+            links,
             r.recovered.map_or_else(dash, |n| n.to_string()),
             r.synced.map_or_else(dash, |n| n.to_string()),
             last_exit_column(r),
@@ -1114,6 +1160,19 @@ fn print_table(rows: &[StatusRow]) {
             );
         }
     }
+}
+
+/// The LINKS column: up of total, then each neighbour that is not up and for how long
+/// (`1/2 -Welsh 12s`), when the node's admin endpoint told.
+fn links_column(row: &StatusRow) -> String {
+    let Some(up) = row.links_up else {
+        return "-".to_owned();
+    };
+    let mut text = format!("{up}/{}", row.links_total);
+    for link in row.links.iter().flatten().filter(|l| l.state != "up") {
+        text += &format!(" -{} {}", link.peer, format_uptime(link.for_s));
+    }
+    text
 }
 
 /// The LAST EXIT column: how the last process ended and its last words, then what is

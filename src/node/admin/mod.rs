@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::Node;
+use crate::admin::{LinkStatus, NodeStatus};
 use http::{read_request, response, BadRequest, Request, REQUEST_TIMEOUT};
 
 /// Admin connections open at once; a probe or a scrape takes milliseconds, so this only
@@ -201,7 +202,45 @@ fn probe_body(node: &Node, status: &str) -> String {
 }
 
 fn status_body(node: &Node) -> String {
-    serde_json::to_string(&node.figures()).expect("status always serializes")
+    let started = node.started;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let links = node
+        .peers
+        .links()
+        .iter()
+        .map(|link| {
+            let history = link.stats.snapshot();
+            let state = match (link.is_up(), history.ever_up) {
+                (true, _) => "up",
+                (false, true) => "down",
+                (false, false) => "connecting",
+            };
+            let for_s = match history.since {
+                Some(since) => (now - since).max(0.0) as u64,
+                None => started.elapsed().as_secs(),
+            };
+            LinkStatus {
+                peer: link.name.clone(),
+                state: state.to_owned(),
+                since: history.since,
+                for_s,
+                last_error: history.last_error,
+                queue_depth: link.queue_depth(),
+                records_sent: link.stats.records_sent.get(),
+                records_received: link.stats.records_received.get(),
+                bytes_sent: link.stats.bytes_sent.get(),
+                bytes_received: link.stats.bytes_received.get(),
+                last_sync: history.last_sync,
+            }
+        })
+        .collect();
+    let status = NodeStatus {
+        figures: node.figures(),
+        links,
+    };
+    serde_json::to_string(&status).expect("status always serializes")
 }
 
 /// `/status` and `/metrics` need the admin token, unless `admin.open`. Without a herd secret
