@@ -34,6 +34,9 @@ _herdctl() {
             herdctl,kill)
                 cmd="herdctl__subcmd__kill"
                 ;;
+            herdctl,link)
+                cmd="herdctl__subcmd__link"
+                ;;
             herdctl,pause)
                 cmd="herdctl__subcmd__pause"
                 ;;
@@ -79,6 +82,9 @@ _herdctl() {
             herdctl__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__kubernetes"
                 ;;
+            herdctl__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__prometheus"
+                ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
                 ;;
@@ -87,6 +93,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export__subcmd__help,kubernetes)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__kubernetes"
+                ;;
+            herdctl__subcmd__export__subcmd__help,prometheus)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__prometheus"
                 ;;
             herdctl__subcmd__export__subcmd__help,systemd)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__systemd"
@@ -108,6 +117,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,kill)
                 cmd="herdctl__subcmd__help__subcmd__kill"
+                ;;
+            herdctl__subcmd__help,link)
+                cmd="herdctl__subcmd__help__subcmd__link"
                 ;;
             herdctl__subcmd__help,pause)
                 cmd="herdctl__subcmd__help__subcmd__pause"
@@ -151,8 +163,53 @@ _herdctl() {
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
                 ;;
+            herdctl__subcmd__help__subcmd__export,prometheus)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__prometheus"
+                ;;
             herdctl__subcmd__help__subcmd__export,systemd)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__systemd"
+                ;;
+            herdctl__subcmd__help__subcmd__link,cut)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__cut"
+                ;;
+            herdctl__subcmd__help__subcmd__link,delay)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__delay"
+                ;;
+            herdctl__subcmd__help__subcmd__link,heal)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__heal"
+                ;;
+            herdctl__subcmd__help__subcmd__link,loss)
+                cmd="herdctl__subcmd__help__subcmd__link__subcmd__loss"
+                ;;
+            herdctl__subcmd__link,cut)
+                cmd="herdctl__subcmd__link__subcmd__cut"
+                ;;
+            herdctl__subcmd__link,delay)
+                cmd="herdctl__subcmd__link__subcmd__delay"
+                ;;
+            herdctl__subcmd__link,heal)
+                cmd="herdctl__subcmd__link__subcmd__heal"
+                ;;
+            herdctl__subcmd__link,help)
+                cmd="herdctl__subcmd__link__subcmd__help"
+                ;;
+            herdctl__subcmd__link,loss)
+                cmd="herdctl__subcmd__link__subcmd__loss"
+                ;;
+            herdctl__subcmd__link__subcmd__help,cut)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__cut"
+                ;;
+            herdctl__subcmd__link__subcmd__help,delay)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__delay"
+                ;;
+            herdctl__subcmd__link__subcmd__help,heal)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__heal"
+                ;;
+            herdctl__subcmd__link__subcmd__help,help)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__help"
+                ;;
+            herdctl__subcmd__link__subcmd__help,loss)
+                cmd="herdctl__subcmd__link__subcmd__help__subcmd__loss"
                 ;;
             *)
                 ;;
@@ -161,7 +218,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify send tail run check reload probe export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -277,7 +334,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd kubernetes help"
+            opts="-h --config --help systemd kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -295,7 +352,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__help)
-            opts="systemd kubernetes help"
+            opts="systemd kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -323,6 +380,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export__subcmd__help__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__prometheus)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -380,6 +451,28 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__export__subcmd__prometheus)
+            opts="-h --token-file --write-token --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__export__subcmd__systemd)
             opts="-h --dir --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -403,7 +496,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify send tail run check reload probe export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,7 +552,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd kubernetes"
+            opts="systemd kubernetes prometheus"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -473,6 +566,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export__subcmd__kubernetes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__prometheus)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -517,6 +624,76 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__kill)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link)
+            opts="cut heal delay loss"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__cut)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__delay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__heal)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__link__subcmd__loss)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -713,6 +890,184 @@ _herdctl() {
         herdctl__subcmd__kill)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link)
+            opts="-h --config --help cut heal delay loss help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__cut)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__delay)
+            opts="-h --jitter --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --jitter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__heal)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help)
+            opts="cut heal delay loss help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__cut)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__delay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__heal)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__help__subcmd__loss)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__link__subcmd__loss)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -70,6 +70,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Break a link on purpose, or mend it: the two servers apply the fault themselves
+    /// (told over the control path, proved with the herd secret). A restart of either end
+    /// also clears it.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Send one line (or lines from stdin with `-`) to a server and print its reply.
     Send {
         /// The server's name in the herd file.
@@ -143,6 +148,49 @@ pub enum Command {
     Supervise,
 }
 
+/// `herdctl link`: faults on the link between two neighbours.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LinkCommand {
+    /// Cut the link: nothing passes either way until it is healed.
+    Cut {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Clear the faults of the link between A and B, or of every link (`heal all`).
+    Heal {
+        /// One end of the link, or `all`.
+        #[arg(value_name = "all|A")]
+        a: String,
+        /// The other end (not with `all`).
+        b: Option<String>,
+    },
+    /// Hold every line on the link, both ways, this many milliseconds.
+    Delay {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The delay, in milliseconds.
+        ms: u32,
+        /// Vary each line's delay by up to this many milliseconds either way (lines stay in
+        /// order).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        jitter: u32,
+    },
+    /// Drop this share of the updates flooded on the link, both ways (anti-entropy repairs
+    /// them).
+    Loss {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The share dropped, 0 to 100.
+        percent: u8,
+    },
+}
+
 /// `herdctl export`: where the herd should run instead of under herdctl's own supervisor.
 #[derive(Debug, Subcommand)]
 pub enum Export {
@@ -170,6 +218,17 @@ pub enum Export {
         /// secret), instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// A Prometheus scrape configuration on standard output: every server's admin endpoint
+    /// (`/metrics`), labelled with its server name and host.
+    Prometheus {
+        /// The file Prometheus reads the admin token from (`/metrics` needs it unless the herd
+        /// file says `admin: { open: true }`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Write the admin token into --token-file (created 0600) first.
+        #[arg(long)]
+        write_token: bool,
     },
 }
 

@@ -6,13 +6,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail, verify};
+use herdctl::{
+    bench, client, commands, completions, direct, export, link, supervisor, tail, verify,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return argument_error(e),
     };
+    if matches!(
+        cli.command,
+        Command::Check | Command::Export(_) | Command::Completions { .. }
+    ) {
+        end_quietly_on_a_closed_pipe();
+    }
     let result = match &cli.command {
         Command::Run {
             name,
@@ -34,6 +42,10 @@ fn main() -> ExitCode {
             namespace,
             out,
         }) => export::kubernetes::export(&cli.config, image, namespace.as_deref(), out.as_deref()),
+        Command::Export(Export::Prometheus {
+            token_file,
+            write_token,
+        }) => export::prometheus::export(&cli.config, token_file.as_deref(), *write_token),
         Command::Completions { shell } => completions::print(*shell),
         Command::Send {
             name,
@@ -63,6 +75,7 @@ fn main() -> ExitCode {
             HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
         }
         Command::Verify { json } => verify::run(&cli.config, *json),
+        Command::Link(command) => link::run(&cli.config, command),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
@@ -122,4 +135,15 @@ fn one_line(rendered: &str) -> String {
         Some(usage) => format!("{said} (usage: {usage}; see --help)"),
         None => said,
     }
+}
+
+/// Printing commands end quietly when their reader goes away (`herdctl check | head`), as
+/// other command-line tools do, instead of panicking on the broken pipe. Only those, which
+/// write to no socket: a command that does must see a closed socket as an error to handle,
+/// never die of it.
+fn end_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: restoring the default disposition installs no handler code; nothing else
+    // changes SIGPIPE's disposition while this runs (single-threaded, at start-up).
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

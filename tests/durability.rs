@@ -139,9 +139,13 @@ fn a_torn_journal_tail_is_cut_and_the_rest_recovered() {
         at_lines(&herd, "Alford", &clients_of("torn", 100)),
         all_known(&written)
     );
-    assert_eq!(std::fs::metadata(&last).unwrap().len(), whole, "cut off");
+    // The cut is checked through the log, not the file's length: on a loaded machine the
+    // journal may sit idle long enough to be compacted (and the segment removed) by now.
     let log = herd.log_text("Alford");
-    assert!(log.contains("is torn at byte"), "{log}");
+    assert!(log.contains(&format!("is torn at byte {whole} ")), "{log}");
+    if let Ok(meta) = std::fs::metadata(&last) {
+        assert_eq!(meta.len(), whole, "cut off");
+    }
 }
 
 #[test]

@@ -69,7 +69,7 @@ pub fn export(
 
 /// Writes `text` to `path`, readable and writable by this user only (an existing file is
 /// made private before anything is written into it; a symbolic link is not followed).
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let shown = path.display();

@@ -3,6 +3,8 @@
 //!
 //! - `systemd.rs`: one service unit per server (`herdctl run NAME`) and a target grouping them.
 //! - `kubernetes.rs`: a ConfigMap, and per server a Service and a one-replica StatefulSet.
+//! - `prometheus.rs`: a Prometheus scrape configuration for every server's admin endpoint.
 
 pub mod kubernetes;
+pub mod prometheus;
 pub mod systemd;
