@@ -22,6 +22,9 @@ _herdctl() {
             herdctl,check)
                 cmd="herdctl__subcmd__check"
                 ;;
+            herdctl,complete-names)
+                cmd="herdctl__subcmd__complete__subcmd__names"
+                ;;
             herdctl,completions)
                 cmd="herdctl__subcmd__completions"
                 ;;
@@ -76,6 +79,9 @@ _herdctl() {
             herdctl,verify)
                 cmd="herdctl__subcmd__verify"
                 ;;
+            herdctl__subcmd__export,compose)
+                cmd="herdctl__subcmd__export__subcmd__compose"
+                ;;
             herdctl__subcmd__export,help)
                 cmd="herdctl__subcmd__export__subcmd__help"
                 ;;
@@ -87,6 +93,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
+                ;;
+            herdctl__subcmd__export__subcmd__help,compose)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__compose"
                 ;;
             herdctl__subcmd__export__subcmd__help,help)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__help"
@@ -105,6 +114,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,check)
                 cmd="herdctl__subcmd__help__subcmd__check"
+                ;;
+            herdctl__subcmd__help,complete-names)
+                cmd="herdctl__subcmd__help__subcmd__complete__subcmd__names"
                 ;;
             herdctl__subcmd__help,completions)
                 cmd="herdctl__subcmd__help__subcmd__completions"
@@ -159,6 +171,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,verify)
                 cmd="herdctl__subcmd__help__subcmd__verify"
+                ;;
+            herdctl__subcmd__help__subcmd__export,compose)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__compose"
                 ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
@@ -218,7 +233,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -315,6 +330,24 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__complete__subcmd__names)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__completions)
             opts="-h --config --help bash zsh fish elvish powershell"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -334,7 +367,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd kubernetes prometheus help"
+            opts="-h --config --help systemd compose kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -351,9 +384,49 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        herdctl__subcmd__export__subcmd__help)
-            opts="systemd kubernetes prometheus help"
+        herdctl__subcmd__export__subcmd__compose)
+            opts="-h --image --dir --publish --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help)
+            opts="systemd compose kubernetes prometheus help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -496,7 +569,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify link send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -537,6 +610,20 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__help__subcmd__complete__subcmd__names)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -552,8 +639,22 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd kubernetes prometheus"
+            opts="systemd compose kubernetes prometheus"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1348,4 +1449,35 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
     complete -F _herdctl -o nosort -o bashdefault -o default herdctl
 else
     complete -F _herdctl -o bashdefault -o default herdctl
+fi
+
+# Server names (from the herd file, by `herdctl complete-names`) where a command takes them.
+_herdctl_with_names() {
+    _herdctl "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" word sub="" after=0 i
+    local -a config=()
+    [[ "$cur" == -* ]] && return 0
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --config) config=(--config "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            --config=*) config=("$word") ;;
+            -n|--lines|--timeout) ((i++)) ;;
+            -*) ;;
+            *) if [[ -z "$sub" ]]; then sub="$word"; else ((after++)); fi ;;
+        esac
+    done
+    case "$sub" in
+        start|stop|restart) ;;
+        kill|pause|resume|send|tail) ((after == 0)) || return 0 ;;
+        *) return 0 ;;
+    esac
+    local names
+    names="$(herdctl "${config[@]}" complete-names 2>/dev/null)"
+    COMPREPLY=($(compgen -W "$names" -- "$cur"))
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _herdctl_with_names -o nosort -o bashdefault -o default herdctl
+else
+    complete -F _herdctl_with_names -o bashdefault -o default herdctl
 fi

@@ -37,6 +37,11 @@ fn main() -> ExitCode {
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
+        Command::Export(Export::Compose {
+            image,
+            dir,
+            publish,
+        }) => export::compose::export(&cli.config, image, dir, *publish),
         Command::Export(Export::Kubernetes {
             image,
             namespace,
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
         Command::Supervise => supervisor::daemon::main(&cli.config),
+        Command::CompleteNames => Ok(completions::print_names(&cli.config)),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
     match result {
