@@ -7,7 +7,7 @@ use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
 use herdctl::{
-    bench, client, commands, completions, direct, export, link, supervisor, tail, verify,
+    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, verify,
 };
 
 fn main() -> ExitCode {
@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         }
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
+        Command::Chaos(args) => chaos::run(&cli.config, args),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
