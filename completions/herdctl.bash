@@ -79,6 +79,9 @@ _herdctl() {
             herdctl,verify)
                 cmd="herdctl__subcmd__verify"
                 ;;
+            herdctl__subcmd__export,compose)
+                cmd="herdctl__subcmd__export__subcmd__compose"
+                ;;
             herdctl__subcmd__export,help)
                 cmd="herdctl__subcmd__export__subcmd__help"
                 ;;
@@ -90,6 +93,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__export,systemd)
                 cmd="herdctl__subcmd__export__subcmd__systemd"
+                ;;
+            herdctl__subcmd__export__subcmd__help,compose)
+                cmd="herdctl__subcmd__export__subcmd__help__subcmd__compose"
                 ;;
             herdctl__subcmd__export__subcmd__help,help)
                 cmd="herdctl__subcmd__export__subcmd__help__subcmd__help"
@@ -165,6 +171,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,verify)
                 cmd="herdctl__subcmd__help__subcmd__verify"
+                ;;
+            herdctl__subcmd__help__subcmd__export,compose)
+                cmd="herdctl__subcmd__help__subcmd__export__subcmd__compose"
                 ;;
             herdctl__subcmd__help__subcmd__export,kubernetes)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__kubernetes"
@@ -374,7 +383,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__export)
-            opts="-h --config --help systemd kubernetes prometheus help"
+            opts="-h --config --help systemd compose kubernetes prometheus help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,9 +400,49 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        herdctl__subcmd__export__subcmd__help)
-            opts="systemd kubernetes prometheus help"
+        herdctl__subcmd__export__subcmd__compose)
+            opts="-h --image --dir --publish --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help)
+            opts="systemd compose kubernetes prometheus help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__export__subcmd__help__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -606,8 +655,22 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__export)
-            opts="systemd kubernetes prometheus"
+            opts="systemd compose kubernetes prometheus"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__export__subcmd__compose)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

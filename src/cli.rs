@@ -233,6 +233,20 @@ pub enum Export {
         #[arg(value_name = "all|NAME")]
         names: Vec<String>,
     },
+    /// A Docker Compose project in DIR: compose.yaml (a service per server, on its own
+    /// network, with a volume, restart policy and health check), the herd file the
+    /// containers read, and herd.env (0600) with the herd secret.
+    Compose {
+        /// The container image holding herdctl (see the README for how to build one).
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// The folder to write the project into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Also publish each server's client port on this machine's 127.0.0.1.
+        #[arg(long)]
+        publish: bool,
+    },
     /// Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file,
     /// a Secret with the herd secret, and per server a Service and a one-replica StatefulSet
     /// with a volume for its store.

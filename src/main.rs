@@ -37,6 +37,11 @@ fn main() -> ExitCode {
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
+        Command::Export(Export::Compose {
+            image,
+            dir,
+            publish,
+        }) => export::compose::export(&cli.config, image, dir, *publish),
         Command::Export(Export::Kubernetes {
             image,
             namespace,
