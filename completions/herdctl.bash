@@ -25,6 +25,9 @@ _herdctl() {
             herdctl,check)
                 cmd="herdctl__subcmd__check"
                 ;;
+            herdctl,complete-names)
+                cmd="herdctl__subcmd__complete__subcmd__names"
+                ;;
             herdctl,completions)
                 cmd="herdctl__subcmd__completions"
                 ;;
@@ -117,6 +120,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,check)
                 cmd="herdctl__subcmd__help__subcmd__check"
+                ;;
+            herdctl__subcmd__help,complete-names)
+                cmd="herdctl__subcmd__help__subcmd__complete__subcmd__names"
                 ;;
             herdctl__subcmd__help,completions)
                 cmd="herdctl__subcmd__help__subcmd__completions"
@@ -233,7 +239,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,6 +353,24 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__check)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__complete__subcmd__names)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -585,7 +609,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise help"
+            opts="start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,6 +651,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__complete__subcmd__names)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1465,4 +1503,35 @@ if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERS
     complete -F _herdctl -o nosort -o bashdefault -o default herdctl
 else
     complete -F _herdctl -o bashdefault -o default herdctl
+fi
+
+# Server names (from the herd file, by `herdctl complete-names`) where a command takes them.
+_herdctl_with_names() {
+    _herdctl "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" word sub="" after=0 i
+    local -a config=()
+    [[ "$cur" == -* ]] && return 0
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --config) config=(--config "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            --config=*) config=("$word") ;;
+            -n|--lines|--timeout) ((i++)) ;;
+            -*) ;;
+            *) if [[ -z "$sub" ]]; then sub="$word"; else ((after++)); fi ;;
+        esac
+    done
+    case "$sub" in
+        start|stop|restart) ;;
+        kill|pause|resume|send|tail) ((after == 0)) || return 0 ;;
+        *) return 0 ;;
+    esac
+    local names
+    names="$(herdctl "${config[@]}" complete-names 2>/dev/null)"
+    COMPREPLY=($(compgen -W "$names" -- "$cur"))
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _herdctl_with_names -o nosort -o bashdefault -o default herdctl
+else
+    complete -F _herdctl_with_names -o bashdefault -o default herdctl
 fi

@@ -151,6 +151,10 @@ pub enum Command {
     /// The supervisor daemon itself (started by `herdctl start`; not for direct use).
     #[command(hide = true)]
     Supervise,
+    /// `all` and the herd's server names, one a line, for the shell completion scripts
+    /// (nothing, and success, when the herd file cannot be read).
+    #[command(hide = true, name = "complete-names")]
+    CompleteNames,
 }
 
 /// `herdctl chaos`: how long, how hard, which faults, from which seed.

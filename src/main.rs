@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         Command::Link(command) => link::run(&cli.config, command),
         Command::Chaos(args) => chaos::run(&cli.config, args),
         Command::Supervise => supervisor::daemon::main(&cli.config),
+        Command::CompleteNames => Ok(completions::print_names(&cli.config)),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
     match result {
