@@ -79,6 +79,9 @@ _herdctl() {
             herdctl,tail)
                 cmd="herdctl__subcmd__tail"
                 ;;
+            herdctl,top)
+                cmd="herdctl__subcmd__top"
+                ;;
             herdctl,verify)
                 cmd="herdctl__subcmd__verify"
                 ;;
@@ -175,6 +178,9 @@ _herdctl() {
             herdctl__subcmd__help,tail)
                 cmd="herdctl__subcmd__help__subcmd__tail"
                 ;;
+            herdctl__subcmd__help,top)
+                cmd="herdctl__subcmd__help__subcmd__top"
+                ;;
             herdctl__subcmd__help,verify)
                 cmd="herdctl__subcmd__help__subcmd__verify"
                 ;;
@@ -239,7 +245,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -609,7 +615,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
+            opts="start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1015,6 +1021,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1464,6 +1484,28 @@ _herdctl() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__top)
+            opts="-h --interval --once --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -62,6 +62,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the whole herd from every server's admin endpoint: state, uptime,
+    /// restarts, clients, requests/s by command, p99 latency, floods in/out per second,
+    /// store health, log drops, links (missing neighbours named). Keys: s sorts by the next
+    /// column, r reverses, arrows/PgUp/PgDn scroll, q quits. When standard output is not a
+    /// terminal it prints a plain table every interval.
+    Top(TopArgs),
     /// Ask every server for its table digest and say whether the herd agrees: exit 0 when
     /// it does, 1 when not (naming clients and who lacks their newest record), 2 when a
     /// server cannot be asked.
@@ -277,6 +283,17 @@ pub enum Export {
         #[arg(long)]
         write_token: bool,
     },
+}
+
+/// `herdctl top`: how often, and whether just once.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one plain table (two looks an interval apart, for the rates) and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `herdctl bench`: what to load, how, and what to measure.

@@ -30,4 +30,5 @@ pub mod protocol;
 pub mod record;
 pub mod supervisor;
 pub mod tail;
+pub mod top;
 pub mod verify;

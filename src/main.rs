@@ -7,7 +7,8 @@ use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
 use herdctl::{
-    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, verify,
+    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, top,
+    verify,
 };
 
 fn main() -> ExitCode {
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
         Command::Probe { name, ready } => {
             HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
         }
+        Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
         Command::Chaos(args) => chaos::run(&cli.config, args),
