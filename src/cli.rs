@@ -62,6 +62,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the whole herd from every server's admin endpoint: state, uptime,
+    /// restarts, clients, requests/s by command, p99 latency, floods in/out per second,
+    /// store health, log drops, links (missing neighbours named). Keys: s sorts by the next
+    /// column, r reverses, arrows/PgUp/PgDn scroll, q quits. When standard output is not a
+    /// terminal it prints a plain table every interval.
+    Top(TopArgs),
     /// Ask every server for its table digest and say whether the herd agrees: exit 0 when
     /// it does, 1 when not (naming clients and who lacks their newest record), 2 when a
     /// server cannot be asked.
@@ -70,6 +76,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Break a link on purpose, or mend it: the two servers apply the fault themselves
+    /// (told over the control path, proved with the herd secret). A restart of either end
+    /// also clears it.
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// Send one line (or lines from stdin with `-`) to a server and print its reply.
     Send {
         /// The server's name in the herd file.
@@ -141,6 +152,53 @@ pub enum Command {
     /// The supervisor daemon itself (started by `herdctl start`; not for direct use).
     #[command(hide = true)]
     Supervise,
+    /// `all` and the herd's server names, one a line, for the shell completion scripts
+    /// (nothing, and success, when the herd file cannot be read).
+    #[command(hide = true, name = "complete-names")]
+    CompleteNames,
+}
+
+/// `herdctl link`: faults on the link between two neighbours.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LinkCommand {
+    /// Cut the link: nothing passes either way until it is healed.
+    Cut {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Clear the faults of the link between A and B, or of every link (`heal all`).
+    Heal {
+        /// One end of the link, or `all`.
+        #[arg(value_name = "all|A")]
+        a: String,
+        /// The other end (not with `all`).
+        b: Option<String>,
+    },
+    /// Hold every line on the link, both ways, this many milliseconds.
+    Delay {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The delay, in milliseconds.
+        ms: u32,
+        /// Vary each line's delay by up to this many milliseconds either way (lines stay in
+        /// order).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        jitter: u32,
+    },
+    /// Drop this share of the updates flooded on the link, both ways (anti-entropy repairs
+    /// them).
+    Loss {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The share dropped, 0 to 100.
+        percent: u8,
+    },
 }
 
 /// `herdctl export`: where the herd should run instead of under herdctl's own supervisor.
@@ -155,6 +213,20 @@ pub enum Export {
         /// `all` (every server of the herd) or server names (default: this machine's servers).
         #[arg(value_name = "all|NAME")]
         names: Vec<String>,
+    },
+    /// A Docker Compose project in DIR: compose.yaml (a service per server, on its own
+    /// network, with a volume, restart policy and health check), the herd file the
+    /// containers read, and herd.env (0600) with the herd secret.
+    Compose {
+        /// The container image holding herdctl (see the README for how to build one).
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// The folder to write the project into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Also publish each server's client port on this machine's 127.0.0.1.
+        #[arg(long)]
+        publish: bool,
     },
     /// Kubernetes objects on standard output (or --out FILE): a ConfigMap with the herd file,
     /// a Secret with the herd secret, and per server a Service and a one-replica StatefulSet
@@ -182,6 +254,17 @@ pub enum Export {
         #[arg(long)]
         write_token: bool,
     },
+}
+
+/// `herdctl top`: how often, and whether just once.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one plain table (two looks an interval apart, for the rates) and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `herdctl bench`: what to load, how, and what to measure.

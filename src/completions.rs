@@ -25,7 +25,103 @@ pub fn script(shell: Shell) -> String {
     let mut command = Cli::command();
     let mut out = Vec::new();
     clap_complete::generate(generator, &mut command, BIN_NAME, &mut out);
-    String::from_utf8(out).expect("clap_complete writes UTF-8")
+    let script = String::from_utf8(out).expect("clap_complete writes UTF-8");
+    match shell {
+        Shell::Bash => script + BASH_NAMES,
+        Shell::Zsh => zsh_with_names(&script),
+        Shell::Fish => script + FISH_NAMES,
+        Shell::Elvish | Shell::Powershell => script,
+    }
+}
+
+/// Bash: after clap's completion, the server names for the commands that take them (from
+/// `herdctl complete-names`, honouring `--config`), instead of file names.
+const BASH_NAMES: &str = r#"
+# Server names (from the herd file, by `herdctl complete-names`) where a command takes them.
+_herdctl_with_names() {
+    _herdctl "$@"
+    local cur="${COMP_WORDS[COMP_CWORD]}" word sub="" after=0 i
+    local -a config=()
+    [[ "$cur" == -* ]] && return 0
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            --config) config=(--config "${COMP_WORDS[i+1]}"); ((i++)) ;;
+            --config=*) config=("$word") ;;
+            -n|--lines|--timeout) ((i++)) ;;
+            -*) ;;
+            *) if [[ -z "$sub" ]]; then sub="$word"; else ((after++)); fi ;;
+        esac
+    done
+    case "$sub" in
+        start|stop|restart) ;;
+        kill|pause|resume|send|tail) ((after == 0)) || return 0 ;;
+        *) return 0 ;;
+    esac
+    local names
+    names="$(herdctl "${config[@]}" complete-names 2>/dev/null)"
+    COMPREPLY=($(compgen -W "$names" -- "$cur"))
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _herdctl_with_names -o nosort -o bashdefault -o default herdctl
+else
+    complete -F _herdctl_with_names -o bashdefault -o default herdctl
+fi
+"#;
+
+/// Fish: the server names for the commands that take them.
+const FISH_NAMES: &str = r#"
+# Server names (from the herd file, by `herdctl complete-names`) where a command takes them.
+complete -c herdctl -n "__fish_herdctl_using_subcommand start stop restart kill pause resume send tail" -f -a "(herdctl complete-names 2>/dev/null)"
+"#;
+
+/// Zsh: clap's script with server-name arguments completed by `_herdctl_server_names`.
+fn zsh_with_names(script: &str) -> String {
+    const FUNCTION: &str = r#"
+# Server names (from the herd file, by `herdctl complete-names`), honouring --config.
+_herdctl_server_names() {
+    local -a names config
+    local i
+    for (( i = 1; i < CURRENT; i++ )); do
+        case ${words[i]} in
+            --config) config=(--config ${words[i+1]}) ;;
+            --config=*) config=(${words[i]}) ;;
+        esac
+    done
+    names=(${(f)"$(_call_program names herdctl $config complete-names 2>/dev/null)"})
+    compadd -a names
+}
+"#;
+    let mut out = String::with_capacity(script.len() + FUNCTION.len());
+    for (i, line) in script.lines().enumerate() {
+        let names_arg = line.starts_with("'*::names -- ")
+            || line.starts_with("':name -- ")
+            || line.contains("]:NAME:_default'");
+        match names_arg {
+            true => out.push_str(&line.replace(":_default'", ":_herdctl_server_names'")),
+            false => out.push_str(line),
+        }
+        out.push('\n');
+        if i == 0 {
+            out.push_str(FUNCTION);
+        }
+    }
+    out
+}
+
+/// `herdctl complete-names`: `all` and the server names, one a line; nothing when the herd
+/// file cannot be read (a completion must never print an error into the command line).
+pub fn print_names(config: &std::path::Path) -> ExitCode {
+    let Ok((herd, _)) = crate::supervisor::locate::load_quietly(config) else {
+        return ExitCode::SUCCESS;
+    };
+    let mut stdout = io::stdout().lock();
+    for name in std::iter::once("all").chain(herd.server_names()) {
+        if writeln!(stdout, "{name}").is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Writes the completion script for `shell` to stdout (a closed pipe is not an error).
@@ -61,6 +157,12 @@ mod tests {
                 text.contains("tail"),
                 "{shell:?}: subcommands are completed"
             );
+            if matches!(shell, Shell::Bash | Shell::Zsh | Shell::Fish) {
+                assert!(
+                    text.contains("complete-names"),
+                    "{shell:?}: server names are completed"
+                );
+            }
         }
     }
 }

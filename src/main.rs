@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
-use herdctl::{bench, client, commands, completions, direct, export, supervisor, tail, verify};
+use herdctl::{
+    bench, client, commands, completions, direct, export, link, supervisor, tail, top, verify,
+};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -35,6 +37,11 @@ fn main() -> ExitCode {
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
+        Command::Export(Export::Compose {
+            image,
+            dir,
+            publish,
+        }) => export::compose::export(&cli.config, image, dir, *publish),
         Command::Export(Export::Kubernetes {
             image,
             namespace,
@@ -72,8 +79,11 @@ fn main() -> ExitCode {
         Command::Probe { name, ready } => {
             HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
         }
+        Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
+        Command::Link(command) => link::run(&cli.config, command),
         Command::Supervise => supervisor::daemon::main(&cli.config),
+        Command::CompleteNames => Ok(completions::print_names(&cli.config)),
         Command::Bench(args) => bench::run(&cli.config, args),
     };
     match result {

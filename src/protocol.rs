@@ -722,6 +722,9 @@ pub struct NodeFigures {
     /// identical ones waiting on them) got an over-limit document instead.
     #[serde(default)]
     pub places_refused: u64,
+    /// Link faults set on purpose (`herdctl link`): neighbour -> what (`cut`, `delay 100 ms`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub faults: std::collections::BTreeMap<String, String>,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1119,6 +1122,7 @@ pub(crate) mod tests {
             open_links: true,
             peer_dropped: [("future_time".to_owned(), 3)].into(),
             places_refused: 5,
+            faults: [("Welsh".to_owned(), "cut".to_owned())].into(),
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

@@ -53,3 +53,57 @@ fn zsh_script_is_up_to_date() {
 fn fish_script_is_up_to_date() {
     check("fish", "herdctl.fish");
 }
+
+/// The committed bash script completes server names from the herd file given with
+/// `--config` (through the hidden `herdctl complete-names`), where a command takes them.
+#[test]
+fn bash_completes_server_names_from_the_herd_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let herd = dir.path().join("h.yaml");
+    std::fs::write(
+        &herd,
+        "servers:\n  Alford: { port: 31555 }\n  Ball: { port: 31556 }\n",
+    )
+    .unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("completions")
+        .join("herdctl.bash");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_herdctl"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let complete = |words: &str| {
+        let program = format!(
+            "source '{}'; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _herdctl_with_names; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let output = Command::new("bash")
+            .args(["-c", &program])
+            .env("PATH", &path)
+            .env_remove("HERD_CONFIG")
+            .output()
+            .expect("bash runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let config = herd.display();
+    assert_eq!(
+        complete(&format!("herdctl --config '{config}' stop ''")),
+        "all\nAlford\nBall\n"
+    );
+    assert_eq!(
+        complete(&format!("herdctl --config '{config}' tail B")),
+        "Ball\n"
+    );
+    assert!(
+        !complete(&format!("herdctl --config '{config}' send Alford ''")).contains("Ball"),
+        "send's second argument is a line, not a server"
+    );
+}

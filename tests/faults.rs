@@ -203,3 +203,109 @@ fn verify_sees_a_linked_herd_agree_and_the_control_path_refuses_strangers() {
     let replayed = herd.send("Welsh", &format!("HERD OPERATOR {nonce}\n{proved}"));
     assert!(replayed.ends_with(&format!("? {proved}")), "{replayed}");
 }
+
+/// Anti-entropy every second, so repairs come quickly.
+const QUICK_REPAIR: &str = "secret: chaos-test-secret-0123456789abcdef\nreconnect: { initial_ms: 50, max_ms: 300, sync_interval_s: 1 }\n";
+
+fn link(herd: &Herd, args: &[&str]) -> String {
+    let out = common::run_to_end(herd.herdctl().arg("link").args(args), b"");
+    assert!(
+        out.status.success(),
+        "herdctl link {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn links_up(herd: &Herd, name: &str) -> usize {
+    herd.status(name).links_up
+}
+
+#[test]
+fn a_cut_isolates_a_server_and_heal_all_converges_the_herd() {
+    let herd = start_herd(CLASSIC, QUICK_REPAIR);
+    wait_until("Alford's links to be up", || links_up(&herd, "Alford") == 2);
+    let out = link(&herd, &["cut", "Alford", "Hamilton"]);
+    assert!(out.contains("Alford: link to Hamilton: cut"), "{out}");
+    assert!(out.contains("Hamilton: link to Alford: cut"), "{out}");
+    link(&herd, &["cut", "Welsh", "Alford"]);
+    wait_until("Alford to be cut off", || links_up(&herd, "Alford") == 0);
+    let figures = herd.status("Alford");
+    assert_eq!(figures.faults["Hamilton"], "cut");
+    assert_eq!(figures.faults["Welsh"], "cut");
+
+    // An update at the isolated server reaches nobody, even past anti-entropy periods.
+    let reply = herd.send("Alford", "IAMAT isolated.client +10+10 1700000000\n");
+    let at_line = reply.trim_end();
+    let (code, report) = verify(&herd);
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(
+        report["samples"][0]["held_by"],
+        serde_json::json!(["Alford"])
+    );
+    assert_eq!(herd.known_at("Hamilton", "isolated.client"), None);
+    // The rest of the herd still floods among itself.
+    let other = herd.send("Ball", "IAMAT others.client +10+10 1700000000\n");
+    herd.wait_for_at("Hamilton", "others.client", other.trim_end());
+    assert_eq!(herd.known_at("Alford", "others.client"), None);
+    assert!(herd
+        .log_text("Alford")
+        .contains("link fault on the link to Hamilton: cut"));
+
+    // A link that does not exist, or a server that does not: one-line errors.
+    let bad = common::run_to_end(herd.herdctl().args(["link", "cut", "Alford", "Ball"]), b"");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("are not linked"));
+
+    let out = link(&herd, &["heal", "all"]);
+    assert!(out.contains("Alford: no link faults"), "{out}");
+    wait_until("the herd to agree after the heal", || verify(&herd).0 == 0);
+    assert_eq!(
+        herd.known_at("Hamilton", "isolated.client").as_deref(),
+        Some(at_line)
+    );
+    assert!(herd.status("Alford").faults.is_empty());
+}
+
+#[test]
+fn delay_slows_propagation_loss_is_repaired_and_a_restart_clears_a_cut() {
+    let herd = start_herd(&[("Near", &["Far"]), ("Far", &[])], QUICK_REPAIR);
+    wait_until("the link to be up", || links_up(&herd, "Near") == 1);
+
+    let out = link(&herd, &["delay", "Near", "Far", "400", "--jitter", "50"]);
+    assert!(out.contains("Near: link to Far: delay 400±50 ms"), "{out}");
+    wait_until("the delayed link to be up", || {
+        links_up(&herd, "Near") == 1 && links_up(&herd, "Far") == 1
+    });
+    let sent = Instant::now();
+    let reply = herd.send("Near", "IAMAT slow.client +10+10 1700000000\n");
+    herd.wait_for_at("Far", "slow.client", reply.trim_end());
+    let took = sent.elapsed();
+    assert!(took >= Duration::from_millis(350), "arrived after {took:?}");
+
+    // All floods lost: only anti-entropy can bring the update.
+    link(&herd, &["heal", "Near", "Far"]);
+    link(&herd, &["loss", "Far", "Near", "100"]);
+    wait_until("the lossy link to be up", || {
+        links_up(&herd, "Near") == 1 && links_up(&herd, "Far") == 1
+    });
+    let synced = herd.status("Far").synced;
+    let reply = herd.send("Near", "IAMAT lossy.client +10+10 1700000000\n");
+    herd.wait_for_at("Far", "lossy.client", reply.trim_end());
+    assert!(
+        herd.status("Far").synced > synced,
+        "repaired by anti-entropy"
+    );
+    assert!(herd.status("Near").faults["Far"].contains("loss 100%"));
+
+    // A cut held by Near, cleared when Far restarts (Far no longer holds it).
+    link(&herd, &["cut", "Near", "Far"]);
+    wait_until("the link to be cut", || links_up(&herd, "Near") == 0);
+    herd.kill("Far");
+    herd.start_node("Far");
+    wait_until("the restart to clear the cut", || {
+        herd.status("Near").faults.is_empty() && links_up(&herd, "Near") == 1
+    });
+    assert!(herd.log_text("Near").contains("Far no longer holds it"));
+}

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -277,21 +275,14 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
     let mut container = Container::overlay(&rootfs);
     std::fs::create_dir_all(container.path("/etc/herd")).unwrap();
     std::fs::write(container.path(HERD_FILE), &yaml).unwrap();
-    // The secret the units read from their EnvironmentFile, private to root (systemd reads it).
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(container.path("/etc/herd/herd.env"))
-        .unwrap()
-        .write_all(b"HERD_SECRET=boot-test-secret-not-for-use-0123\n")
-        .unwrap();
     // What an administrator does: a user for the herd, owning the herd file (the units run
     // as its owner), the units exported and enabled.
+    // No secret given: `export` makes herd.secret beside the herd file, the units' user's.
     container.prepare(&format!(
         "useradd --system --no-create-home herd\nchown herd {HERD_FILE}\n\
          {EXE_INSIDE} --config {HERD_FILE} export systemd --dir /etc/systemd/system all\n\
-         systemctl enable herd.target"
+         systemctl enable herd.target\n\
+         test \"$(stat -c %U:%a /etc/herd/herd.secret)\" = herd:600"
     ));
 
     container.boot();
@@ -352,6 +343,15 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
         .collect();
     assert!(log.contains("IAMAT kiwi.holiday"), "{log}");
     assert!(log.contains("link to Welsh added"), "{log}");
+    // Linked with the secret export made.
+    let welsh: String = std::fs::read_dir(container.path("/var/log/herd/Welsh"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        welsh.contains("peer connection from Holiday") && welsh.contains("(authenticated)"),
+        "{welsh}"
+    );
 
     // Stopping the target stops every server: no herd process is left. (systemctl returns
     // when the target is stopped; its servers stop just after, so this waits for them.)

@@ -23,17 +23,17 @@ use crate::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 pub const CONFIG_DIR: &str = "/etc/herd";
 pub const CONFIG_FILE: &str = "herd.yaml";
 /// The volume claim of each server: its store and its log files.
-const STATE_DIR: &str = "/var/lib/herd";
+pub(crate) const STATE_DIR: &str = "/var/lib/herd";
 /// An emptyDir, gone with the pod, which the kubelet makes writable by everyone: the run
 /// folder (locks and stderr) is a private folder the node makes in it.
-const RUN_MOUNT: &str = "/run/herd";
+pub(crate) const RUN_MOUNT: &str = "/run/herd";
 const RUN_DIR: &str = "/run/herd/run";
 const CONFIG_MAP: &str = "herd-config";
 const SECRET: &str = "herd-secret";
 const GOOGLE_SECRET: &str = "herd-google-places";
 const X_SECRET: &str = "herd-x";
-/// The image's unprivileged user (the README's Dockerfile creates it).
-const USER_ID: u32 = 65532;
+/// The image's unprivileged user (scripts/image-root.sh and the Dockerfile make it).
+pub(crate) const USER_ID: u32 = 65532;
 /// A ConfigMap holds at most 1 MiB; keep room for the object around the data.
 const MAX_CONFIG_MAP_BYTES: usize = 1000 * 1024;
 /// What each server's store may grow to; change it in the output if it needs more.
@@ -350,14 +350,15 @@ fn stateful_set(
 }
 
 /// The herd file as the pods read it, the files it refers to, and the secret taken out.
-struct ClusterConfig {
-    herd_yaml: String,
-    extra_files: BTreeMap<String, String>,
+pub(crate) struct ClusterConfig {
+    pub herd_yaml: String,
+    /// Files the herd file names, by the name it gives them (beside the herd file).
+    pub extra_files: BTreeMap<String, String>,
 }
 
 /// Rewrites the herd file for the cluster; the rest of it (links, limits, places, ...) is
 /// kept as written. The result is validated like any herd file.
-fn cluster_herd_file(
+pub(crate) fn cluster_herd_file(
     config: &HerdConfig,
     text: &str,
     names: &BTreeMap<String, String>,
@@ -431,7 +432,7 @@ fn cluster_herd_file(
 
 /// Each server's Service and StatefulSet name: `herd-` and the server's name in lower case,
 /// `_` as `-` (Kubernetes names are DNS labels).
-fn object_names(config: &HerdConfig) -> Result<BTreeMap<String, String>> {
+pub(crate) fn object_names(config: &HerdConfig) -> Result<BTreeMap<String, String>> {
     let mut names = BTreeMap::new();
     let mut taken: BTreeMap<String, &str> = BTreeMap::new();
     for server in config.servers.keys() {

@@ -3,8 +3,11 @@
 //!
 //! - `systemd.rs`: one service unit per server (`herdctl run NAME`) and a target grouping them.
 //! - `kubernetes.rs`: a ConfigMap, and per server a Service and a one-replica StatefulSet.
+//! - `compose.rs`: a Docker Compose project: per server a service with its own volume, on
+//!   one network, with the herd file rewritten as for Kubernetes and the secret in herd.env.
 //! - `prometheus.rs`: a Prometheus scrape configuration for every server's admin endpoint.
 
+pub mod compose;
 pub mod kubernetes;
 pub mod prometheus;
 pub mod systemd;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
+use crate::auth::SecretSource;
 use crate::config::{HerdConfig, ServerConfig};
 use crate::hosts::Machine;
 use crate::logs::server_log_dir;
@@ -56,6 +57,15 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
             )
         }
     };
+    // The sandbox leaves the herd file's folder read-only, so a node could not make the
+    // default herd.secret there: it is made now, and given to the units' user.
+    config.secret.ensure_secret()?;
+    if let SecretSource::Default(path) = &config.secret {
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+                .with_context(|| format!("cannot give {} to uid {}", path.display(), owner.0))?;
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // systemd makes the folders under /run, /var/lib and /var/log itself at every start
     // (see `Folder`); it refuses to start a unit whose other writable folder is missing, so

@@ -68,6 +68,10 @@ async fn keep_link(node: &Node, link: &Link) {
         let address = config.endpoint(server);
         backoff.follow(config.reconnect);
         drop(config);
+        if link.fault.is_cut() {
+            wait_while_cut(link).await;
+            continue;
+        }
         match handshake(node, neighbour, &address).await {
             Ok(stream) => {
                 last_failure = None;
@@ -110,6 +114,18 @@ async fn keep_link(node: &Node, link: &Link) {
         if link.backoff(backoff.next_delay()).await {
             backoff.reset();
         }
+    }
+}
+
+/// Dials nothing while the operator has the link cut (`herdctl link cut`).
+async fn wait_while_cut(link: &Link) {
+    let mut watched = Some(link.fault.watch());
+    tracing::warn!(
+        "link to {} is cut (herdctl link cut): not dialling until it is healed",
+        link.name
+    );
+    while link.fault.is_cut() {
+        super::faults::changed(&mut watched).await;
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod dialler;
+pub mod faults;
 pub mod lines;
 pub mod link_stats;
 pub mod operator;
@@ -147,6 +148,7 @@ impl Node {
             store_error: self.store.as_ref().and_then(|s| s.health()),
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
+            faults: faults::described(self),
             open_links: self.secret.is_none(),
             peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,

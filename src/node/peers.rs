@@ -51,6 +51,8 @@ pub struct Link {
     needs_repair: AtomicBool,
     /// True once a reload dropped the link: its dialler and sessions end.
     retired: watch::Sender<bool>,
+    /// The fault the operator set on this link (`herdctl link`), if any.
+    pub fault: super::faults::FaultCell,
     /// What the link did, for `/metrics` and `/status`.
     pub stats: super::link_stats::LinkStats,
 }
@@ -84,6 +86,7 @@ impl Link {
             wake: Notify::new(),
             needs_repair: AtomicBool::new(false),
             retired: watch::Sender::new(false),
+            fault: super::faults::FaultCell::default(),
             stats: Default::default(),
         }
     }

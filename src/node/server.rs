@@ -669,7 +669,13 @@ async fn answer(
                     }
                     None => invalid(out),
                 },
-                _ => invalid(out),
+                _ => match super::faults::apply(node, &command) {
+                    Ok(faults) => reply(protocol::format_done(&faults).as_bytes(), out),
+                    Err(why) => {
+                        tracing::warn!("{remote}: cannot {}: {why}", command.text());
+                        invalid(out)
+                    }
+                },
             }
         }
         Command::Peer(

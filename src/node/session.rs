@@ -20,6 +20,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use super::faults::{self, Dice, LinkFault};
 use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
 use super::link_stats::LinkStats;
 use super::peer_input::{self, Dropped};
@@ -29,7 +30,7 @@ use super::{Arrival, Node};
 use crate::logs::clock::now_nanos;
 use crate::logs::printable;
 use crate::logs::{LogBatch, WireLog};
-use crate::protocol::{self, format_want, Command, PeerMessage, PEER_VERB};
+use crate::protocol::{self, format_fault, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
 
 /// Updates taken from the link's queue and written in one go.
@@ -64,6 +65,9 @@ enum Request {
     AnswerDigest(Vec<u64>),
     /// The neighbour answered this node's digest and wants these buckets.
     SendWanted(Vec<u16>, Inbound),
+    /// The neighbour said it holds a link fault and this end holds none: say so
+    /// (`HERD FAULT -`), so it lets go of its own (see `faults.rs`).
+    NoFault,
 }
 
 /// What the reader and the writer both look at.
@@ -98,6 +102,12 @@ async fn run(
         exchange: Mutex::new(None),
         last_heard: Mutex::new(Instant::now()),
     };
+    // Subscribed before the fault is read, so no change in between goes unseen.
+    let mut watched = node.peers.link(neighbour).map(|l| l.fault.watch());
+    let fault = watched.as_ref().and_then(|w| w.borrow().clone());
+    if fault.as_ref().is_some_and(|f| f.cut) {
+        return run_cut(node, neighbour, reader, writer, fault).await;
+    }
     let (requests, pending) = mpsc::channel(PENDING_REQUESTS);
     // The link's counters (both connections of a link count into them); a session whose
     // link a reload just dropped counts into nothing anyone reads.
@@ -106,9 +116,45 @@ async fn run(
     let stats = counted.as_ref().map_or(&unlisted, |l| &l.stats);
     tokio::select! {
         read = read_side(node, neighbour, reader, &shared, requests, stats) => read,
-        written = write_side(node, neighbour, writer, &shared, pending, link, stats) => written,
+        written = write_side(node, neighbour, writer, &shared, pending, link, stats, fault) => written,
+        _ = faults::changed(&mut watched) => {
+            bail!("its link fault changed (herdctl link); reconnecting to apply it")
+        }
     }
 }
+
+/// A session on a cut link exchanges only which fault each end holds (so an end that
+/// restarted clears the other's, see `faults.rs`), then ends.
+async fn run_cut(
+    node: &Node,
+    neighbour: &str,
+    mut reader: BufReader<OwnedReadHalf>,
+    mut writer: OwnedWriteHalf,
+    fault: Option<LinkFault>,
+) -> Result<()> {
+    let id = fault.map(|f| f.id);
+    let deadline = node.config().links.write_timeout;
+    write_within(
+        &mut writer,
+        format_fault(id.as_deref()).as_bytes(),
+        deadline,
+    )
+    .await?;
+    let heard = async {
+        while let Some(Line::Complete(line)) = read_line(&mut reader, MAX_LINE_BYTES).await? {
+            if let Some(Command::Peer(PeerMessage::Fault(theirs))) = protocol::parse_line(&line) {
+                faults::neighbour_holds(node, neighbour, theirs);
+                break;
+            }
+        }
+        anyhow::Ok(())
+    };
+    let _ = tokio::time::timeout(CUT_HEARING, heard).await;
+    bail!("the link is cut (herdctl link cut); nothing exchanged")
+}
+
+/// How long a session on a cut link waits to hear which fault the neighbour holds.
+const CUT_HEARING: Duration = Duration::from_secs(3);
 
 /// Applies the neighbour's lines until EOF (`Ok`) or an error.
 async fn read_side(
@@ -208,6 +254,11 @@ async fn read_side(
                 };
                 hand_over(&requests, Request::SendWanted(buckets, inbound), neighbour);
             }
+            Some(Command::Peer(PeerMessage::Fault(theirs))) => {
+                if faults::neighbour_holds(node, neighbour, theirs) {
+                    hand_over(&requests, Request::NoFault, neighbour);
+                }
+            }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
             _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
@@ -246,6 +297,8 @@ fn hand_over(requests: &mpsc::Sender<Request>, request: Request, neighbour: &str
 
 /// Writes until an error: answers the reader's requests and, on a dialled link, forwards
 /// queued updates, runs the periodic exchange and watches for an answer to it.
+// Each argument is a different part of the session; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn write_side(
     node: &Node,
     neighbour: &str,
@@ -254,6 +307,7 @@ async fn write_side(
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
     stats: &LinkStats,
+    fault: Option<LinkFault>,
 ) -> Result<()> {
     let config = node.config();
     let deadline = config.links.write_timeout;
@@ -270,13 +324,20 @@ async fn write_side(
     // taken, so every update is in the exchange or queued after it (a duplicate is
     // harmless: newer-wins drops it).
     let mut out = Output {
-        writer,
+        wire: Wire::new(writer, fault.as_ref(), deadline),
         neighbour,
         deadline,
         buffer: String::new(),
         log: node.log.clone(),
+        loss_percent: fault.as_ref().map_or(0, |f| f.loss_percent),
+        dice: Dice::new(),
         stats,
     };
+    // First of all, the fault this end holds, if any: a neighbour that does not hold it
+    // answers `HERD FAULT -` (it restarted, or was healed), and this end lets go of it.
+    if let Some(fault) = &fault {
+        out.write(format_fault(Some(&fault.id)).as_bytes()).await?;
+    }
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
             send_digest(node, shared, &mut out).await?;
@@ -296,6 +357,7 @@ async fn write_side(
                     stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
+                Some(Request::NoFault) => out.write(format_fault(None).as_bytes()).await?,
                 Some(Request::SendWanted(buckets, inbound)) => {
                     let sent = out.stream_records(node, &buckets, link).await?;
                     stats.synced();
@@ -338,18 +400,93 @@ async fn send_digest(node: &Node, shared: &Shared, out: &mut Output<'_>) -> Resu
 
 /// The writing half of a session: every write within `links.write_timeout_ms`.
 struct Output<'a> {
-    writer: OwnedWriteHalf,
+    wire: Wire,
     neighbour: &'a str,
     deadline: Duration,
     buffer: String,
     /// The node's wire log: each forwarded batch is logged as one batch of lines.
     log: WireLog,
+    /// A `herdctl link loss` on this link: the share of flooded lines dropped.
+    loss_percent: u8,
+    dice: Dice,
     stats: &'a LinkStats,
+}
+
+/// Where a session's lines go: straight to the socket, or through a delay line when the
+/// operator set `herdctl link delay` on the link.
+enum Wire {
+    Direct(OwnedWriteHalf),
+    Delayed {
+        lines: mpsc::Sender<(tokio::time::Instant, Vec<u8>)>,
+        writer: tokio::task::JoinHandle<Result<()>>,
+        delay: Duration,
+        jitter_ms: u32,
+        dice: Dice,
+    },
+}
+
+/// Lines held in a delay line before the writer waits for room (a long wire's capacity).
+const DELAYED_LINES: usize = 4096;
+
+impl Wire {
+    fn new(writer: OwnedWriteHalf, fault: Option<&LinkFault>, deadline: Duration) -> Wire {
+        let Some(fault) = fault.filter(|f| f.delay_ms > 0) else {
+            return Wire::Direct(writer);
+        };
+        let (lines, mut queued) = mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(DELAYED_LINES);
+        let writer = tokio::spawn(async move {
+            let mut writer = writer;
+            while let Some((due, bytes)) = queued.recv().await {
+                tokio::time::sleep_until(due).await;
+                write_within(&mut writer, &bytes, deadline).await?;
+            }
+            anyhow::Ok(())
+        });
+        Wire::Delayed {
+            lines,
+            writer,
+            delay: Duration::from_millis(u64::from(fault.delay_ms)),
+            jitter_ms: fault.jitter_ms,
+            dice: Dice::new(),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8], deadline: Duration) -> Result<()> {
+        match self {
+            Wire::Direct(writer) => write_within(writer, bytes, deadline).await,
+            Wire::Delayed {
+                lines,
+                delay,
+                jitter_ms,
+                dice,
+                ..
+            } => {
+                // In order, like a wire: a line due earlier than the one before it waits
+                // for it (jitter never reorders).
+                let jitter = i64::from(*jitter_ms);
+                let shift = dice.below(2 * jitter as u64 + 1) as i64 - jitter;
+                let held = (delay.as_millis() as i64 + shift).max(0) as u64;
+                let due = tokio::time::Instant::now() + Duration::from_millis(held);
+                if lines.send((due, bytes.to_vec())).await.is_err() {
+                    bail!("the delayed link's writer failed (the neighbour took nothing)");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        if let Wire::Delayed { writer, .. } = self {
+            writer.abort();
+        }
+    }
 }
 
 impl Output<'_> {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        write_within(&mut self.writer, bytes, self.deadline).await?;
+        self.wire.write(bytes, self.deadline).await?;
         self.stats.bytes_sent.add(bytes.len() as u64);
         Ok(())
     }
@@ -359,7 +496,12 @@ impl Output<'_> {
         self.buffer.clear();
         let mut logged = self.log.batch();
         let now = now_nanos();
+        let mut count = 0;
         for record in &batch.records {
+            if self.loss_percent > 0 && self.dice.below(100) < u64::from(self.loss_percent) {
+                continue; // `herdctl link loss`: anti-entropy repairs it
+            }
+            count += 1;
             // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
             let start = self.buffer.len();
             self.buffer.push_str(PEER_VERB);
@@ -374,8 +516,10 @@ impl Output<'_> {
             );
             self.buffer.push('\n');
         }
-        write_within(&mut self.writer, self.buffer.as_bytes(), self.deadline).await?;
-        let count = batch.records.len() as u64;
+        let buffer = std::mem::take(&mut self.buffer);
+        let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
+        self.buffer = buffer;
+        written?;
         self.stats.floods_sent.add(count);
         self.stats.records_sent.add(count);
         self.stats.bytes_sent.add(self.buffer.len() as u64);

@@ -825,6 +825,9 @@ struct StatusRow {
     backoff_ms: Option<u64>,
     /// Health probes of the running process unanswered in a row.
     failed_probes: u32,
+    /// Link faults set on purpose (`herdctl link`): neighbour -> what.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    faults: BTreeMap<String, String>,
     /// Why the supervisor gave up on the node (FATAL), while it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     fatal_reason: Option<String>,
@@ -898,6 +901,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 last_words: r.last_words.clone(),
                 backoff_ms: r.backoff_ms,
                 failed_probes: r.failed_probes,
+                faults: f.map(|f| f.faults.clone()).unwrap_or_default(),
                 fatal_reason: r.fatal_reason.clone(),
                 admin_url: crate::admin::url(config, server),
                 links,
@@ -1137,6 +1141,9 @@ fn print_table(rows: &[StatusRow]) {
         }
         if let Some(error) = &r.store_error {
             println!("{}: STORE UNHEALTHY: {error}", r.name);
+        }
+        for (peer, fault) in &r.faults {
+            println!("{}: link to {peer}: {fault} (herdctl link heal)", r.name);
         }
         if r.open_links == Some(true) {
             println!(

@@ -105,6 +105,24 @@ pub fn load_running(config_path: &Path) -> Result<(HerdConfig, String, bool)> {
     }
 }
 
+/// The herd file, else (broken) the supervisor's applied copy, without a word: for shell
+/// completion, which must never print into the command line.
+pub fn load_quietly(config_path: &Path) -> Result<(HerdConfig, bool)> {
+    match HerdConfig::load(config_path) {
+        Ok(config) => Ok((config, false)),
+        Err(broken) => {
+            let folder = std::path::absolute(config_path)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            let dir = recorded_run_dir(config_path).unwrap_or_else(|| folder.join("run"));
+            HerdConfig::load_copy(&dir.join(APPLIED_COPY), config_path)
+                .map(|config| (config, true))
+                .map_err(|_| broken)
+        }
+    }
+}
+
 /// Refuses a herd file whose run_dir differs from the one the herd runs in (start, restart,
 /// reload): a second supervisor there would not see the running nodes.
 pub fn check_run_dir(config: &HerdConfig) -> Result<()> {
