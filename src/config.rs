@@ -409,8 +409,8 @@ pub struct Limits {
     /// The longest line a node buffers; a longer one is answered `? ` plus its first this
     /// many bytes, and the rest is discarded as it arrives.
     pub max_line_bytes: usize,
-    /// Open connections per node (clients and neighbours alike); past it, new connections
-    /// are accepted and closed at once.
+    /// Open client connections per node; past it, new connections are accepted and closed
+    /// at once (a neighbour's handshake still finds room of its own: `node/slots.rs`).
     pub max_connections: usize,
     /// A connection that sends no complete line for this long is closed (neighbours' links
     /// get at least three anti-entropy periods; see `node/server.rs`).

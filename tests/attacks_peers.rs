@@ -152,3 +152,75 @@ fn a_client_time_beyond_the_window_is_refused() {
         herd.known_at("Alford", "alice").as_deref() == Some(hour.trim_end())
     });
 }
+
+/// Opens `count` client connections to `port`, each sending one IAMAT and reading its
+/// reply, and keeps them open; connections the node closed at once are left out.
+fn hold_clients(port: u16, count: usize) -> Vec<std::net::TcpStream> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut held = Vec::new();
+    for i in 0..count {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        if stream
+            .write_all(format!("IAMAT holder{i} +1+1 100\n").as_bytes())
+            .is_err()
+        {
+            continue;
+        }
+        let mut reply = String::new();
+        let _ = BufReader::new(stream.try_clone().unwrap()).read_line(&mut reply);
+        if reply.starts_with("AT ") {
+            held.push(stream);
+        }
+    }
+    held
+}
+
+#[test]
+fn clients_holding_every_slot_cannot_keep_a_neighbour_out() {
+    let herd = alford_with_ball_played_by_the_test("limits: { max_connections: 20 }\n");
+    let held = hold_clients(herd.port("Alford"), 40);
+    assert_eq!(held.len(), 20, "the client slots are full");
+    // Ball starts now: its link to Alford needs a connection on Alford's port.
+    herd.start_node("Ball");
+    wait_until("Ball's link into the full Alford", || {
+        herd.status("Ball").links_up == 1
+    });
+    drop(held);
+}
+
+#[test]
+fn one_address_cannot_take_every_client_slot() {
+    let herd = Herd::configure(
+        &[("Alford", &[])],
+        "limits: { max_connections_per_ip: 3 }\n",
+    );
+    herd.start_node("Alford");
+    let held = hold_clients(herd.port("Alford"), 3);
+    assert_eq!(held.len(), 3);
+    // The fourth from the same address is not served as a client.
+    let reply = exchange(herd.port("Alford"), b"IAMAT fourth +1+1 100\n");
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    drop(held);
+    wait_until("room again once they close", || {
+        exchange(herd.port("Alford"), b"IAMAT fifth +1+1 100\n").starts_with(b"AT ")
+    });
+}
+
+#[test]
+fn a_socket_that_says_nothing_is_closed_after_the_first_line_deadline() {
+    use std::io::Read;
+    let herd = Herd::configure(&[("Alford", &[])], "limits: { first_line_timeout_s: 1 }\n");
+    herd.start_node("Alford");
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
+    silent.set_read_timeout(Some(common::DEADLINE)).unwrap();
+    let mut buf = [0u8; 16];
+    // EOF long before the idle timeout (300 s) or the read's own deadline.
+    assert_eq!(silent.read(&mut buf).unwrap(), 0);
+    wait_until("the log to say why", || {
+        herd.log_text("Alford")
+            .contains("(limits.first_line_timeout_s); closing")
+    });
+}

@@ -15,6 +15,7 @@ pub mod peers;
 pub mod reconfigure;
 pub mod server;
 pub mod session;
+pub mod slots;
 pub mod store;
 pub mod sync;
 pub mod table;
@@ -60,6 +61,10 @@ pub struct Node {
     pub places_waiting: AtomicU64,
     /// Open connections, against `limits.max_connections`.
     pub slots: ConnectionSlots,
+    /// Open client connections per address, against `limits.max_connections_per_ip`.
+    pub per_ip: slots::PerIp,
+    /// Neighbours' own room on the client port (`slots.rs`).
+    pub peer_slots: slots::PeerSlots,
     /// Where wire traffic is logged.
     pub log: WireLog,
     /// The herd secret links prove in their handshake, read once at start-up; `None` only
@@ -293,6 +298,8 @@ pub async fn run(
         name: name.to_owned(),
         peers: Peers::new(&server.neighbours, config.links.queue),
         slots: ConnectionSlots::new(config.limits.max_connections),
+        per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
+        peer_slots: slots::PeerSlots::default(),
         config: RwLock::new(Arc::new(config)),
         table,
         places,

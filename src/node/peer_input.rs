@@ -108,6 +108,21 @@ pub fn too_far_ahead(time: Timestamp, now_nanos: i128, config: &HerdConfig) -> b
     time.as_nanos() > now_nanos + config.limits.max_future.as_nanos() as i128
 }
 
+/// [`check_record`] against the herd file a session started with, or, for an origin it
+/// does not know, the one the node runs now (a reload may have added that server since).
+pub fn check_live(
+    node: &Node,
+    config: &HerdConfig,
+    fields: &AtFields<'_>,
+    line: &[u8],
+    now_nanos: i128,
+) -> Result<(), Dropped> {
+    match check_record(fields, line, now_nanos, config) {
+        Err(Dropped::UnknownOrigin) => check_record(fields, line, now_nanos, &node.config()),
+        verdict => verdict,
+    }
+}
+
 /// Checks a record a neighbour sent (`line` is the whole wire line); `Err` says why it must
 /// be dropped.
 pub fn check_record(

@@ -39,6 +39,7 @@ pub fn apply(
     let changes = config_diff::live_changes(&old, &new, name);
     let neighbours = new.servers[name].neighbours.clone();
     let (max_connections, queue) = (new.limits.max_connections, new.links.queue);
+    node.per_ip.set_max(new.limits.max_connections_per_ip);
     // The new file first: a new link's dialler reads its neighbour's address from it, and a
     // HELLO from a new neighbour is checked against it.
     node.set_config(Arc::new(new));

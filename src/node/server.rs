@@ -15,6 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::lines::{has_buffered_line, read_line, write_within, Line};
 use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
+use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
 use super::{operator, session, Node};
 use crate::auth;
@@ -32,11 +33,12 @@ use crate::record::AtRecord;
 /// Accepts connections until the listener fails; each connection gets its own task, so one
 /// slow or hostile client never holds up another.
 ///
-/// At most `limits.max_connections` connections are open at once. Past that, a new
-/// connection is accepted and closed at once (the client sees EOF or a reset) rather than
-/// left in the kernel's backlog: the client learns right away that the node is full, the
-/// backlog never fills with connections nobody will serve, and the descriptor is released
-/// immediately. Neighbours that are turned away redial with their backoff.
+/// At most `limits.max_connections` client connections are open at once, at most
+/// `limits.max_connections_per_ip` from one address. Past that, a new connection is accepted
+/// rather than left in the kernel's backlog, and closed at once, unless a handshake slot
+/// is free (`slots.rs`): then it is closed at its first line unless that line is a
+/// neighbour's HELLO. The client learns right away that the node is full, the backlog never
+/// fills with connections nobody will serve, and neighbours are never kept out by clients.
 pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
     raise_open_files_limit(node.config().limits.max_connections);
     let mut refusals = RefusalLog::default();
@@ -50,17 +52,25 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
                 continue;
             }
         };
-        let Some(slot) = node.slots.try_take() else {
-            drop(stream);
+        // A client slot (within the address's cap), else room for a neighbour's handshake.
+        let client = node
+            .per_ip
+            .try_enter(remote.ip())
+            .and_then(|ip| node.slots.try_take().map(|permit| Slot::Client(permit, ip)));
+        if client.is_none() {
+            // Served only if it turns out to be a neighbour's handshake.
             node.metrics.connections_refused.inc();
-            refusals.refused(node.config().limits.max_connections);
+            refusals.refused(&node.config().limits);
+        }
+        let Some(slot) = client.or_else(|| node.peer_slots.try_handshake().map(Slot::Handshake))
+        else {
+            drop(stream);
             continue;
         };
         let node = Arc::clone(&node);
         tokio::spawn(async move {
-            let _slot = slot;
             let _open = node.client_port_open.enter();
-            if let Err(e) = handle_connection(&node, stream, remote).await {
+            if let Err(e) = handle_connection(&node, stream, remote, slot).await {
                 tracing::debug!("{remote}: connection ended with error: {e}");
             }
         });
@@ -115,7 +125,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, max_connections: usize) {
+    fn refused(&mut self, limits: &crate::config::Limits) {
         self.unreported += 1;
         if self
             .last_warning
@@ -124,9 +134,12 @@ impl RefusalLog {
             return;
         }
         tracing::warn!(
-            "{} connection(s) closed at once: {max_connections} connections are open \
-             (limits.max_connections)",
-            self.unreported
+            "{} connection(s) found no client slot ({} connections open, \
+             limits.max_connections, or {} from one address, limits.max_connections_per_ip): \
+             closed unless they are a neighbour's handshake",
+            self.unreported,
+            limits.max_connections,
+            limits.max_connections_per_ip
         );
         self.last_warning = Some(Instant::now());
         self.unreported = 0;
@@ -258,7 +271,12 @@ impl Refusable {
     }
 }
 
-async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -> Result<()> {
+async fn handle_connection(
+    node: &Node,
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+) -> Result<()> {
     let _ = stream.set_nodelay(true);
     let (read_half, mut writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
@@ -279,6 +297,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
     let config_at_start = node.config();
     let limits = config_at_start.limits;
 
+    let mut first_line = true;
     // Set once a reply has been written (for `limits.close_after_reply`).
     let mut answered = false;
     loop {
@@ -291,24 +310,37 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             }
         }
         // No complete line for `idle_timeout` (idle, or a line dribbled too slowly): close.
-        let Ok(line) = tokio::time::timeout(
-            limits.idle_timeout,
-            read_line(&mut reader, limits.max_line_bytes),
-        )
-        .await
+        // A socket that has said nothing yet, or is in a handshake, gets the short deadline.
+        let (wait, key) = match first_line
+            || slot.is_handshake()
+            || matches!(role, Role::Authenticating { .. })
+        {
+            true => (
+                limits.first_line_timeout.min(limits.idle_timeout),
+                "limits.first_line_timeout_s",
+            ),
+            false => (limits.idle_timeout, "limits.idle_timeout_s"),
+        };
+        let Ok(line) =
+            tokio::time::timeout(wait, read_line(&mut reader, limits.max_line_bytes)).await
         else {
             tracing::info!(
-                "{remote}: no complete line for {} s (limits.idle_timeout_s); closing",
-                limits.idle_timeout.as_secs()
+                "{remote}: no complete line for {} s ({key}); closing",
+                wait.as_secs()
             );
             break;
         };
         let Some(line) = line? else { break };
+        first_line = false;
         let received = now_nanos();
         let (line, length) = match line {
             Line::Complete(line) => (line, None),
             Line::TooLong(prefix, length) => (prefix, Some(length)),
         };
+        // On a handshake slot only a neighbour's handshake is heard.
+        if slot.is_handshake() && !is_handshake_line(&line, &role) {
+            break;
+        }
         let reply_start = out.len();
         let (answer, command) = respond(
             node,
@@ -345,6 +377,16 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
         // The over-long line's memory goes now, not when the connection ends.
         drop(line);
         if let Role::Peer(from) = role {
+            // A proved neighbour moves to its own room, giving back the slot it came in on.
+            let Some(permit) = node.peer_slots.try_peer(&from) else {
+                tracing::warn!(
+                    "{remote}: {from} already has {SLOTS_PER_NEIGHBOUR} connections open; \
+                     closing this one"
+                );
+                return Ok(());
+            };
+            drop(slot);
+            let _slot = Slot::Peer(permit);
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
             write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
             node.log.submit(&mut log);
@@ -369,7 +411,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             break;
         }
         if let Role::Records(buckets) = &role {
-            write_within(&mut writer, &out, limits.idle_timeout).await?;
+            write_within(&mut writer, &out, limits.write_timeout).await?;
             node.log.submit(&mut log);
             operator::stream_records(node, buckets, &mut writer).await?;
             writer.shutdown().await?;
@@ -392,7 +434,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
-            write_within(&mut writer, &out, limits.idle_timeout).await?;
+            write_within(&mut writer, &out, limits.write_timeout).await?;
             answered = true;
             node.log.submit(&mut log);
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
@@ -412,7 +454,7 @@ async fn handle_connection(node: &Node, stream: TcpStream, remote: SocketAddr) -
             );
             refusable.refuse(&mut out, &mut log, &who, why);
         }
-        write_within(&mut writer, &out, limits.idle_timeout).await?;
+        write_within(&mut writer, &out, limits.write_timeout).await?;
     }
     node.log.submit(&mut log);
     writer.shutdown().await?;
@@ -431,6 +473,15 @@ async fn release_point(
 ) -> Result<(), NotDurable> {
     handoff.wait(config.links.write_timeout).await;
     node.wait_durable(std::mem::take(durable_at)).await
+}
+
+/// Whether `line` is the next step of a neighbour's handshake on a connection in `role`.
+fn is_handshake_line(line: &[u8], role: &Role) -> bool {
+    match role {
+        Role::Client => line.starts_with(b"HERD HELLO "),
+        Role::Authenticating { .. } => line.starts_with(b"HERD AUTH "),
+        _ => false,
+    }
 }
 
 /// Counts a query as waiting while it lives (also when its connection drops mid-wait).

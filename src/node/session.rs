@@ -200,7 +200,7 @@ async fn read_side(
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
                 let received = now_nanos();
-                if let Err(why) = peer_input::check_record(&fields, &line, received, &config) {
+                if let Err(why) = peer_input::check_live(node, &config, &fields, &line, received) {
                     peer_input::refuse(node, neighbour, why, &line);
                     continue;
                 }
@@ -230,7 +230,8 @@ async fn read_side(
                 log.batch.line(received, neighbour, "<", &scratch, None);
             }
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
-                if let Err(why) = peer_input::check_record(&fields, &line, now_nanos(), &config) {
+                if let Err(why) = peer_input::check_live(node, &config, &fields, &line, now_nanos())
+                {
                     peer_input::refuse(node, neighbour, why, &line);
                     continue;
                 }

@@ -39,7 +39,10 @@ pub fn run(config_path: &Path, args: &TopArgs) -> Result<ExitCode> {
         // Two looks an interval apart, so the snapshot has rates too.
         let first = scraper.scrape();
         std::thread::sleep(interval);
-        print!("{}", plain::table(&view(Some(&first), &scraper.scrape())));
+        let text = plain::table(&view(Some(&first), &scraper.scrape()));
+        // A reader that closed the pipe early (`| head`) is no error.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
         return Ok(ExitCode::SUCCESS);
     }
     if std::io::stdout().is_terminal() {

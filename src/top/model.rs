@@ -55,8 +55,10 @@ pub struct Row {
     pub floods_out: Option<f64>,
     pub links_up: Option<usize>,
     pub links_total: Option<usize>,
-    /// The neighbours whose link is not up.
+    /// The neighbours whose link is not up, by name.
     pub missing: Vec<String>,
+    /// How long each of `missing` has been down (same order; `None`: not known).
+    pub missing_for_s: Vec<Option<u64>>,
     /// `Some(true)`: the store writes without error; `None`: no store, or no answer.
     pub store_ok: Option<bool>,
     pub log_dropped: Option<u64>,
@@ -105,15 +107,26 @@ fn row(node: &NodeScrape, earlier: Option<(&Page, f64)>) -> Row {
         let name = "herd_request_duration_seconds";
         quantile(&before.buckets(name), &now.buckets(name), 0.99)
     });
-    let mut missing: Vec<String> = metrics
-        .map(|m| {
-            m.named("herd_link_up")
-                .filter(|s| s.value < 1.0)
-                .filter_map(|s| s.label("peer").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    // From `/status`'s links when it lists them (with how long each is down), else from
+    // the metrics' `herd_link_up`.
+    let mut missing: Vec<(String, Option<u64>)> = if node.links.is_empty() {
+        metrics
+            .map(|m| {
+                m.named("herd_link_up")
+                    .filter(|s| s.value < 1.0)
+                    .filter_map(|s| s.label("peer").map(|p| (p.to_owned(), None)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        node.links
+            .iter()
+            .filter(|l| l.state != "up")
+            .map(|l| (l.peer.clone(), Some(l.for_s)))
+            .collect()
+    };
     missing.sort();
+    let (missing, missing_for_s) = missing.into_iter().unzip();
     let store_ok = match (status, metrics.and_then(|m| m.get("herd_store_healthy"))) {
         (Some(f), _) if f.store_error.is_some() => Some(false),
         (_, Some(healthy)) => Some(healthy >= 1.0),
@@ -135,6 +148,7 @@ fn row(node: &NodeScrape, earlier: Option<(&Page, f64)>) -> Row {
         links_up: status.map(|f| f.links_up),
         links_total: status.map(|f| f.links_total),
         missing,
+        missing_for_s,
         store_ok,
         log_dropped: status.map(|f| f.log_dropped),
     }
@@ -240,8 +254,16 @@ pub fn cells(row: &Row) -> Vec<String> {
         },
         row.log_dropped.map_or_else(dash, |n| n.to_string()),
         match (row.links_up, row.links_total) {
-            (Some(up), Some(total)) if row.missing.is_empty() => format!("{up}/{total}"),
-            (Some(up), Some(total)) => format!("{up}/{total} -{}", row.missing.join(" -")),
+            (Some(up), Some(total)) => {
+                let mut text = format!("{up}/{total}");
+                for (peer, for_s) in row.missing.iter().zip(&row.missing_for_s) {
+                    text += &format!(" -{peer}");
+                    if let Some(s) = for_s {
+                        text += &format!(" {}", format_uptime(*s));
+                    }
+                }
+                text
+            }
             _ => dash(),
         },
     ]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::samples::Page;
-use crate::admin;
+use crate::admin::{self, LinkStatus, NodeStatus};
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
 use crate::protocol::NodeFigures;
@@ -22,6 +22,8 @@ pub struct NodeScrape {
     pub host: String,
     /// `None`: its admin endpoint did not answer `/status` in time, as itself.
     pub status: Option<NodeFigures>,
+    /// Its links, from `/status` (empty from a node that does not list them).
+    pub links: Vec<LinkStatus>,
     pub metrics: Option<Page>,
     /// This machine's supervisor's report, for a server it runs.
     pub supervised: Option<NodeReport>,
@@ -150,9 +152,15 @@ async fn scrape_node(
             None
         }
         // Only an answer in the server's own name counts.
-        Some(r) => serde_json::from_str::<NodeFigures>(&r.body)
+        Some(r) => serde_json::from_str::<NodeStatus>(&r.body)
+            .map(|s| (s.figures, s.links))
+            .or_else(|_| serde_json::from_str::<NodeFigures>(&r.body).map(|f| (f, Vec::new())))
             .ok()
-            .filter(|f| f.name == name),
+            .filter(|(f, _)| f.name == name),
+    };
+    let (status, links) = match status {
+        Some((figures, links)) => (Some(figures), links),
+        None => (None, Vec::new()),
     };
     let metrics = metrics
         .filter(|r| r.status == 200 && status.is_some())
@@ -161,6 +169,7 @@ async fn scrape_node(
         name,
         host,
         status,
+        links,
         metrics,
         supervised: None,
         error,
