@@ -19,6 +19,9 @@ _herdctl() {
             herdctl,bench)
                 cmd="herdctl__subcmd__bench"
                 ;;
+            herdctl,chaos)
+                cmd="herdctl__subcmd__chaos"
+                ;;
             herdctl,check)
                 cmd="herdctl__subcmd__check"
                 ;;
@@ -114,6 +117,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,bench)
                 cmd="herdctl__subcmd__help__subcmd__bench"
+                ;;
+            herdctl__subcmd__help,chaos)
+                cmd="herdctl__subcmd__help__subcmd__chaos"
                 ;;
             herdctl__subcmd__help,check)
                 cmd="herdctl__subcmd__help__subcmd__check"
@@ -239,7 +245,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link send tail run check reload probe export completions bench supervise complete-names help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -304,6 +310,40 @@ _herdctl() {
                     return 0
                     ;;
                 --propagation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__chaos)
+            opts="-h --duration --seed --rate --faults --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --faults)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -575,7 +615,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status top verify link send tail run check reload probe export completions bench supervise complete-names help"
+            opts="start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -589,6 +629,20 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__help__subcmd__bench)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__chaos)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -81,6 +81,11 @@ pub enum Command {
     /// also clears it.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// A seeded run of IAMAT load and random faults, healed at the end, then checked: every
+    /// acknowledged update on every server, how long convergence took, stale reads, flood
+    /// lines per update. Exit 1 when anything acknowledged was lost or the herd did not
+    /// converge.
+    Chaos(ChaosArgs),
     /// Send one line (or lines from stdin with `-`) to a server and print its reply.
     Send {
         /// The server's name in the herd file.
@@ -160,6 +165,30 @@ pub enum Command {
     /// (nothing, and success, when the herd file cannot be read).
     #[command(hide = true, name = "complete-names")]
     CompleteNames,
+}
+
+/// `herdctl chaos`: how long, how hard, which faults, from which seed.
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// How long the load and the faults last, in seconds (the check follows).
+    #[arg(long, value_name = "SECS")]
+    pub duration: f64,
+    /// The seed the fault schedule follows: the same seed, the same schedule.
+    #[arg(long, value_name = "N")]
+    pub seed: u64,
+    /// IAMATs per second, spread over the servers.
+    #[arg(long, value_name = "R", default_value_t = 20.0)]
+    pub rate: f64,
+    /// The fault kinds to draw from, comma-separated (empty: none).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "cut,delay,loss,pause,kill,restart"
+    )]
+    pub faults: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `herdctl link`: faults on the link between two neighbours.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod backoff;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod commands;

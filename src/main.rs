@@ -7,7 +7,8 @@ use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
 use herdctl::{
-    bench, client, commands, completions, direct, export, link, supervisor, tail, top, verify,
+    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, top,
+    verify,
 };
 
 fn main() -> ExitCode {
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
+        Command::Chaos(args) => chaos::run(&cli.config, args),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::CompleteNames => Ok(completions::print_names(&cli.config)),
         Command::Bench(args) => bench::run(&cli.config, args),

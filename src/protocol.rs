@@ -725,6 +725,9 @@ pub struct NodeFigures {
     /// Link faults set on purpose (`herdctl link`): neighbour -> what (`cut`, `delay 100 ms`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub faults: std::collections::BTreeMap<String, String>,
+    /// Flooded lines (`HERD AT`) this node wrote to its neighbours since it started.
+    #[serde(default)]
+    pub floods_sent: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1123,6 +1126,7 @@ pub(crate) mod tests {
             peer_dropped: [("future_time".to_owned(), 3)].into(),
             places_refused: 5,
             faults: [("Welsh".to_owned(), "cut".to_owned())].into(),
+            floods_sent: 12,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

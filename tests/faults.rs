@@ -309,3 +309,48 @@ fn delay_slows_propagation_loss_is_repaired_and_a_restart_clears_a_cut() {
     });
     assert!(herd.log_text("Near").contains("Far no longer holds it"));
 }
+
+#[test]
+fn a_short_seeded_chaos_run_loses_nothing_and_converges() {
+    let s = Supervised::with(
+        "",
+        "secret: chaos-test-secret-0123456789abcdef\n\
+         reconnect: { initial_ms: 50, max_ms: 300, sync_interval_s: 1 }\n",
+    );
+    s.ok(&["start", "all"]);
+    let out = common::run_to_end(
+        s.herd.herdctl().args([
+            "chaos",
+            "--duration",
+            "15",
+            "--seed",
+            "7",
+            "--rate",
+            "10",
+            "--json",
+        ]),
+        b"",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "chaos --json printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("{report:#}");
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["lost"], 0, "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert!(report["acked"].as_u64().unwrap() > 50, "{report:#}");
+    assert_eq!(report["faults"].as_array().unwrap().len(), 5, "{report:#}");
+    assert!(report["flood_lines_per_update"].as_f64().unwrap() > 0.0);
+    // Every server is back and the herd agrees.
+    assert!(s.status().iter().all(|n| n["state"] == "running"));
+    assert_eq!(
+        common::run_to_end(s.herd.herdctl().arg("verify"), b"")
+            .status
+            .code(),
+        Some(0)
+    );
+}

@@ -154,6 +154,12 @@ impl Node {
             log_dropped: self.log.dropped(),
             places_waiting: self.places_waiting.load(Ordering::Relaxed),
             faults: faults::described(self),
+            floods_sent: self
+                .peers
+                .links()
+                .iter()
+                .map(|l| l.stats.floods_sent.get())
+                .sum(),
             open_links: self.secret.is_none(),
             peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,
