@@ -307,7 +307,9 @@ fn delay_slows_propagation_loss_is_repaired_and_a_restart_clears_a_cut() {
     wait_until("the restart to clear the cut", || {
         herd.status("Near").faults.is_empty() && links_up(&herd, "Near") == 1
     });
-    assert!(herd.log_text("Near").contains("Far no longer holds it"));
+    wait_until("Near to log why the cut went", || {
+        herd.log_text("Near").contains("Far no longer holds it")
+    });
 }
 
 #[test]
