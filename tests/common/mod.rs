@@ -117,6 +117,7 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         .as_nanos() as u64;
     let mut ports = Vec::new();
     let mut holders = Vec::new();
+    let mut handed = HANDED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
     while ports.len() < count {
         // xorshift: good enough to spread tests over the range.
         seed ^= seed << 13;
@@ -125,7 +126,7 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         let port = 20000 + (seed % 11000) as u16;
         let admin = port + ADMIN_OFFSET;
         let taken = |p: u16| ports.iter().any(|&q: &u16| q == p || q + ADMIN_OFFSET == p);
-        if taken(port) || taken(admin) {
+        if taken(port) || taken(admin) || handed.contains(&port) || handed.contains(&admin) {
             continue;
         }
         if let (Ok(listener), Ok(admin_listener)) = (
@@ -137,8 +138,15 @@ pub fn free_ports(count: usize) -> Vec<u16> {
             ports.push(port);
         }
     }
+    handed.extend(ports.iter().flat_map(|&p| [p, p + ADMIN_OFFSET]));
     ports
 }
+
+/// Every port (and its admin port) this test process has handed out. A port is only checked
+/// free when it is picked, and a node binds its admin port after its client port: without
+/// this, a test running alongside could pick another's admin port as its client port in
+/// between, and one of the two nodes would fail to start.
+static HANDED_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
 /// Connects, sends `input`, half-closes, and returns everything the server sent back.
 pub fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
