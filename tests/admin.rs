@@ -14,16 +14,6 @@ use common::{admin_get, exchange, wait_until, Herd};
 const SECRET: &str = "an-admin-test-secret-of-some-length";
 const PAIR: &[(&str, &[&str])] = &[("Alford", &["Welsh"]), ("Welsh", &[])];
 
-fn started(herd: Herd) -> Herd {
-    for name in herd.ports.keys() {
-        herd.spawn(name);
-    }
-    for name in herd.ports.keys() {
-        herd.wait_listening(name);
-    }
-    herd
-}
-
 /// Whether a new client on `port` is closed without an answer.
 fn refused(port: u16) -> bool {
     use std::io::Read;
@@ -46,7 +36,7 @@ fn token() -> String {
 
 #[test]
 fn probes_are_open_status_and_metrics_need_the_token() {
-    let herd = started(Herd::configure(PAIR, &format!("secret: \"{SECRET}\"\n")));
+    let herd = Herd::configure(PAIR, &format!("secret: \"{SECRET}\"\n")).started();
     let pid = herd.pid("Alford");
 
     for path in ["/healthz", "/readyz"] {
@@ -83,19 +73,17 @@ fn probes_are_open_status_and_metrics_need_the_token() {
 
 #[test]
 fn without_a_secret_status_is_refused_unless_the_herd_opens_it() {
-    let closed = started(Herd::configure(
-        &[("Solo", &[])],
-        "insecure_open_links: true\n",
-    ));
+    let closed = Herd::configure(&[("Solo", &[])], "insecure_open_links: true\n").started();
     let (status, body) = closed.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("admin: { open: true }"), "{body}");
     assert_eq!(closed.admin_get("Solo", "/healthz", None).0, 200);
 
-    let open = started(Herd::configure(
+    let open = Herd::configure(
         &[("Solo", &[])],
         "insecure_open_links: true\nadmin: { open: true }\n",
-    ));
+    )
+    .started();
     let (status, body) = open.admin_get("Solo", "/metrics", None);
     assert_eq!(status, 200);
     assert!(
@@ -106,7 +94,7 @@ fn without_a_secret_status_is_refused_unless_the_herd_opens_it() {
 
 #[test]
 fn hostile_admin_clients_stall_nothing() {
-    let herd = started(Herd::configure(&[("Solo", &[])], ""));
+    let herd = Herd::configure(&[("Solo", &[])], "").started();
     let port = herd.admin_port("Solo");
     // Connections that say nothing, and one that dribbles half a request.
     let mut silent: Vec<TcpStream> = (0..20)
@@ -164,7 +152,7 @@ fn a_client_holding_every_slot_does_not_get_its_node_killed() {
 
 #[test]
 fn the_probe_answers_from_the_admin_port_as_the_right_process() {
-    let herd = started(Herd::configure(&[("Solo", &[])], ""));
+    let herd = Herd::configure(&[("Solo", &[])], "").started();
     let (_, body) = admin_get(herd.admin_port("Solo"), "/readyz", None);
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["pid"], herd.pid("Solo"));
@@ -199,7 +187,7 @@ pub const FAMILIES: &[&str] = &[
 
 #[test]
 fn metrics_follow_a_flood_across_a_link() {
-    let herd = started(Herd::configure(PAIR, "admin: { open: true }\n"));
+    let herd = Herd::configure(PAIR, "admin: { open: true }\n").started();
     wait_until("the link to be up both ways", || {
         ["Alford", "Welsh"].iter().all(|n| {
             herd.admin_get(n, "/metrics", None)

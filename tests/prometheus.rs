@@ -28,22 +28,12 @@ fn tool(name: &str) -> Option<String> {
     found
 }
 
-fn started(herd: Herd) -> Herd {
-    for name in herd.ports.keys() {
-        herd.spawn(name);
-    }
-    for name in herd.ports.keys() {
-        herd.wait_listening(name);
-    }
-    herd
-}
-
 #[test]
 fn promtool_accepts_every_nodes_metrics() {
     let Some(promtool) = tool("promtool") else {
         return;
     };
-    let herd = started(Herd::configure(CLASSIC, "admin: { open: true }\n"));
+    let herd = Herd::configure(CLASSIC, "admin: { open: true }\n").started();
     herd.send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
     herd.send("Ball", "WHATSAT nobody 10 5\n");
     for name in herd.ports.keys() {
@@ -113,10 +103,11 @@ fn a_real_prometheus_scrapes_the_herd() {
     let Some(prometheus) = tool("prometheus") else {
         return;
     };
-    let herd = started(Herd::configure(
+    let herd = Herd::configure(
         TRIO,
         "secret: \"a-prometheus-test-secret-of-32-chars-or-more\"\n",
-    ));
+    )
+    .started();
     // The config as `export prometheus` writes it, with a fast scrape for the test.
     let token = herd.path().join("admin.token");
     let out = common::run_to_end(

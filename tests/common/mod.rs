@@ -280,6 +280,18 @@ impl Herd {
         assert!(previous.is_none(), "{name} was already running");
     }
 
+    /// Every server spawned at once, then each waited for: neighbours dial each other while
+    /// the rest start.
+    pub fn started(self) -> Herd {
+        for name in self.ports.keys() {
+            self.spawn(name);
+        }
+        for name in self.ports.keys() {
+            self.wait_listening(name);
+        }
+        self
+    }
+
     pub fn start_node(&self, name: &str) {
         self.spawn(name);
         self.wait_listening(name);
