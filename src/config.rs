@@ -121,6 +121,7 @@ struct RawLogs {
     max_file_bytes: Option<u64>,
     max_line_bytes: Option<usize>,
     level: Option<LogLevel>,
+    order_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,9 +266,15 @@ pub struct LogSettings {
     /// A wire line is logged up to this many bytes, then `... (<n> bytes)`.
     pub max_line_bytes: usize,
     pub level: LogLevel,
+    /// How long the log writer holds each line to write a file's lines in time order
+    /// (`logs/reorder.rs`); 0: as they arrive.
+    pub order_window: Duration,
 }
 
 pub const DEFAULT_LOG_MAX_LINE_BYTES: usize = 4096;
+pub const DEFAULT_LOG_ORDER_WINDOW_MS: u64 = 200;
+/// Past this a log would lag a live `herdctl tail -f` by more than it helps.
+const MAX_LOG_ORDER_WINDOW_MS: u64 = 10_000;
 /// Below this a capped log line could not show a whole IAMAT.
 const MIN_LOG_LINE_BYTES: usize = 64;
 /// Below this, rotating by size would start a file every few lines.
@@ -789,7 +796,19 @@ impl HerdConfig {
                 .max_line_bytes
                 .unwrap_or(DEFAULT_LOG_MAX_LINE_BYTES),
             level: raw.logs.level.unwrap_or_default(),
+            order_window: Duration::from_millis(
+                raw.logs
+                    .order_window_ms
+                    .unwrap_or(DEFAULT_LOG_ORDER_WINDOW_MS),
+            ),
         };
+        if logs.order_window > Duration::from_millis(MAX_LOG_ORDER_WINDOW_MS) {
+            bail!(
+                "{shown}: logs.order_window_ms is {}; use at most {MAX_LOG_ORDER_WINDOW_MS} \
+                 (default {DEFAULT_LOG_ORDER_WINDOW_MS})",
+                logs.order_window.as_millis()
+            );
+        }
         if logs.max_file_bytes.is_some_and(|b| b < MIN_LOG_FILE_BYTES) {
             bail!(
                 "{shown}: logs.max_file_bytes is {}; use at least {MIN_LOG_FILE_BYTES} (or leave \
@@ -1618,6 +1637,19 @@ servers:
         assert!(e.contains("timeout_ms"), "{e}");
         let e = error(&format!("{CLASSIC}places: {{ provider: X }}\n"));
         assert!(e.contains("line 7"), "{e}");
+    }
+
+    #[test]
+    fn the_log_order_window_has_a_default_and_a_ceiling() {
+        let c = parse(CLASSIC).unwrap();
+        assert_eq!(c.logs.order_window, Duration::from_millis(200));
+        let c = parse(&format!("{CLASSIC}logs: {{ order_window_ms: 0 }}\n")).unwrap();
+        assert_eq!(c.logs.order_window, Duration::ZERO);
+        let e = error(&format!("{CLASSIC}logs: {{ order_window_ms: 20000 }}\n"));
+        assert!(
+            e.contains("logs.order_window_ms is 20000; use at most 10000"),
+            "{e}"
+        );
     }
 
     #[test]

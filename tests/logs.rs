@@ -137,3 +137,104 @@ fn a_stalled_log_writer_drops_lines_instead_of_blocking_the_node() {
         }
     }
 }
+
+/// The lines of a log that start with a timestamp (continuation lines have none).
+fn stamped(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.len() >= 27 && l.as_bytes()[10] == b'T' && l.as_bytes()[26] == b'Z')
+        .collect()
+}
+
+/// Asserts that no line of `text` is stamped earlier than the one before it; returns how
+/// many lines carry a stamp.
+fn assert_in_time_order(what: &str, text: &str) -> usize {
+    let lines = stamped(text);
+    let backwards: Vec<_> = lines
+        .windows(2)
+        .filter(|w| w[0][..27] > w[1][..27])
+        .collect();
+    assert!(
+        backwards.is_empty(),
+        "{what}: {} of {} lines stamped earlier than the line before them, e.g. {:#?}",
+        backwards.len(),
+        lines.len(),
+        &backwards[..backwards.len().min(5)]
+    );
+    lines.len()
+}
+
+#[test]
+fn every_log_and_tail_all_are_in_time_order_under_concurrent_load() {
+    const TRIANGLE: &[(&str, &[&str])] = &[
+        ("Alford", &["Ball", "Hamilton"]),
+        ("Ball", &["Hamilton"]),
+        ("Hamilton", &[]),
+    ];
+    // A longer window than the default 200 ms: on a loaded test machine (CI, 2 cores, the
+    // suite in parallel) a thread can be kept off the CPU between an event and handing its
+    // line over for longer than that. Without the reordering, any window fails this test.
+    let herd = Herd::configure(TRIANGLE, "logs: { order_window_ms: 2000 }\n").started();
+    wait_until("every link to be up", || {
+        ["Alford", "Ball", "Hamilton"]
+            .iter()
+            .all(|n| herd.status(n).links_up == 2)
+    });
+    // Clients on every server at once, so each server's log gets lines from its client
+    // connections and both neighbours' sessions, from several threads, interleaved.
+    std::thread::scope(|scope| {
+        for (t, server) in ["Alford", "Ball", "Hamilton"]
+            .iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+        {
+            let port = herd.port(server);
+            scope.spawn(move || {
+                for round in 0..10 {
+                    let mut lines = iamats(&format!("c{t}r{round}"), 100);
+                    lines += &format!("WHATSAT c{t}r{round}-0 10 2\n");
+                    let reply = exchange(port, lines.as_bytes());
+                    assert!(
+                        reply.starts_with(b"AT "),
+                        "{}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            });
+        }
+    });
+    // The last update of each client thread has reached every server.
+    for name in ["Alford", "Ball", "Hamilton"] {
+        for t in 0..6 {
+            let client = format!("c{t}r9-99");
+            wait_until(&format!("{client} at {name}"), || {
+                herd.known_at(name, &client).is_some()
+            });
+        }
+    }
+    // Stopped, so every held line is written.
+    for name in ["Alford", "Ball", "Hamilton"] {
+        assert!(herd.terminate(name).success());
+    }
+    for name in ["Alford", "Ball", "Hamilton"] {
+        let log = herd.log_text(name);
+        let lines = assert_in_time_order(name, &log);
+        assert!(lines > 3000, "{name}: only {lines} lines");
+        assert!(log.contains("> HERD AT") && log.contains("< HERD AT"));
+    }
+    let out = run_to_end(herd.herdctl().args(["tail", "all", "-n", "100000"]), b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(" | ").map(|(_, line)| format!("{line}\n")))
+        .collect();
+    assert!(assert_in_time_order("tail all", &merged) > 9000);
+    assert!(
+        !herd.log_text("Alford").contains("out of time order"),
+        "no line was late"
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod files;
+pub mod reorder;
 pub mod sink;
 
 use std::borrow::Cow;
@@ -41,6 +42,7 @@ pub fn init_node_logging(
         files,
         settings.max_line_bytes,
         settings.level == LogLevel::Debug,
+        settings.order_window,
         stdout,
     );
     let file_layer = tracing_subscriber::fmt::layer()
@@ -102,6 +104,7 @@ impl NodeLog {
             files: open_files(settings, &self.server)?,
             max_line_bytes: settings.max_line_bytes,
             log_status: settings.level == LogLevel::Debug,
+            order_window: settings.order_window,
         })
     }
 
@@ -109,6 +112,7 @@ impl NodeLog {
     pub fn install(&self, prepared: PreparedLog) {
         self.wire
             .switch(prepared.files, prepared.max_line_bytes, prepared.log_status);
+        self.wire.set_order_window(prepared.order_window);
     }
 }
 
@@ -117,6 +121,7 @@ pub struct PreparedLog {
     files: LogFiles,
     max_line_bytes: usize,
     log_status: bool,
+    order_window: std::time::Duration,
 }
 
 /// A line of wire traffic as it goes into a log: the text verbatim, except that bytes that

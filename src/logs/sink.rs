@@ -18,14 +18,16 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::clock::push_timestamp;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
+
+use super::clock::{now_nanos, push_timestamp};
 use super::files::LogFiles;
+use super::reorder::{Reorder, TICK_NANOS};
 
 /// How far (in bytes of formatted lines) the writer may fall behind before wire lines are
 /// dropped.
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
-/// The writer flushes at least this often while it drains a long queue.
-const FLUSH_BYTES: usize = 1 << 20;
 
 enum Message {
     Lines(Vec<u8>),
@@ -41,6 +43,8 @@ struct Shared {
     /// `logs.max_line_bytes` and `logs.level`, which a reload may change.
     max_line_bytes: AtomicUsize,
     log_status: AtomicBool,
+    /// `logs.order_window_ms`, in nanoseconds (a reload may change it).
+    order_window: AtomicU64,
 }
 
 /// A handle on a node's log queue (cheap to clone).
@@ -71,6 +75,7 @@ impl WireLog {
         files: LogFiles,
         max_line_bytes: usize,
         log_status: bool,
+        order_window: Duration,
         stdout: bool,
     ) -> (WireLog, LogGuard) {
         let (queue, lines) = channel();
@@ -81,6 +86,7 @@ impl WireLog {
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(max_line_bytes),
                 log_status: AtomicBool::new(log_status),
+                order_window: AtomicU64::new(order_window.as_nanos() as u64),
             }),
         };
         let writer = log.clone();
@@ -111,6 +117,7 @@ impl WireLog {
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(crate::config::DEFAULT_LOG_MAX_LINE_BYTES),
                 log_status: AtomicBool::new(false),
+                order_window: AtomicU64::new(0),
             }),
         }
     }
@@ -137,6 +144,17 @@ impl WireLog {
             .store(max_line_bytes, Ordering::Relaxed);
         self.shared.log_status.store(log_status, Ordering::Relaxed);
         let _ = self.shared.queue.send(Message::Files(files));
+    }
+
+    /// Holds lines `window` from now on to write them in time order (a reload).
+    pub fn set_order_window(&self, window: Duration) {
+        self.shared
+            .order_window
+            .store(window.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn order_window(&self) -> Duration {
+        Duration::from_nanos(self.shared.order_window.load(Ordering::Relaxed))
     }
 
     /// Wire lines dropped so far because the writer fell behind.
@@ -176,64 +194,139 @@ impl WireLog {
     }
 
     fn write_loop(&self, mut files: LogFiles, lines: Receiver<Message>, copy: Option<&StdoutCopy>) {
-        let mut reported = 0;
         let mut failed = false;
         let mut write = |files: &mut LogFiles, bytes: &[u8]| {
+            if bytes.is_empty() {
+                return;
+            }
             if let Some(copy) = copy {
                 copy.send(bytes);
             }
-            let secs = (super::clock::now_nanos().max(0) / 1_000_000_000) as u64;
+            let secs = (now_nanos().max(0) / 1_000_000_000) as u64;
             if let Err(e) = files.write(bytes, secs) {
                 if !failed {
                     eprintln!("herdctl: cannot write the log: {e}");
                     failed = true;
                 }
             }
+            let _ = files.flush();
         };
-        while let Ok(message) = lines.recv() {
-            let mut next = Some(message);
-            let mut unflushed = 0;
+        let mut held = Reorder::new(self.order_window());
+        let mut notes = Notes::default();
+        let mut out = Vec::new();
+        let mut next_pass = i128::MIN;
+        loop {
+            // Lines, or the moment the next held entry is due (not sooner than a tick after
+            // the last look, so a busy log is sorted in runs).
+            let first = match held.next_due() {
+                None => lines.recv().ok(),
+                Some(due) => {
+                    let wait = (due.max(next_pass) - now_nanos()).max(0) as u64;
+                    match lines.recv_timeout(Duration::from_nanos(wait)) {
+                        Ok(message) => Some(message),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            };
+            if first.is_none() && held.is_empty() {
+                break; // every sender is gone
+            }
+            // Everything queued by now (up to a bound, so a flood cannot keep the writer
+            // from writing).
+            let mut next = first;
+            let mut taken = 0;
             while let Some(message) = next.take() {
-                let bytes = match message {
-                    Message::Lines(bytes) => bytes,
+                match message {
+                    Message::Lines(bytes) => {
+                        taken += bytes.len();
+                        held.add(bytes);
+                    }
                     Message::Files(new) => {
-                        let _ = files.flush();
+                        // What was queued before the switch goes to the old files.
+                        out.clear();
+                        self.freed(held.release_all(&mut out));
+                        write(&mut files, &out);
                         files = new;
-                        next = lines.try_recv().ok();
-                        continue;
                     }
                     Message::Stop => {
-                        let _ = files.flush();
+                        out.clear();
+                        self.freed(held.release_all(&mut out));
+                        write(&mut files, &out);
                         return;
                     }
-                };
-                write(&mut files, &bytes);
-                self.shared
-                    .queued
-                    .fetch_sub(bytes.capacity(), Ordering::Relaxed);
-                unflushed += bytes.len();
-                if unflushed >= FLUSH_BYTES {
-                    let _ = files.flush();
-                    unflushed = 0;
                 }
-                next = lines.try_recv().ok();
+                if taken < MAX_QUEUED_BYTES / 4 {
+                    next = lines.try_recv().ok();
+                }
             }
-            let dropped = self.dropped();
-            if dropped > reported {
-                let mut note = Vec::new();
-                push_timestamp(&mut note, super::clock::now_nanos());
-                let _ = writeln!(
-                    note,
-                    "  WARN the log writer fell behind: {} wire lines dropped ({dropped} since \
-                     start; `herdctl status` shows the count)",
-                    dropped - reported
-                );
-                write(&mut files, &note);
-                reported = dropped;
+            let now = now_nanos();
+            held.set_hold(self.order_window());
+            if now >= next_pass && held.next_due().is_some_and(|due| due <= now) {
+                out.clear();
+                self.freed(held.release(now, &mut out));
+                write(&mut files, &out);
+                next_pass = now + TICK_NANOS;
+                for note in notes.take(self.dropped(), held.late(), held.hold()) {
+                    // Counted like any queued line, as releasing it frees it.
+                    self.shared
+                        .queued
+                        .fetch_add(note.capacity(), Ordering::Relaxed);
+                    held.add(note);
+                }
             }
-            let _ = files.flush();
         }
-        let _ = files.flush();
+        out.clear();
+        self.freed(held.release_all(&mut out));
+        write(&mut files, &out);
+    }
+
+    /// Held lines written: their bytes no longer count against [`MAX_QUEUED_BYTES`].
+    fn freed(&self, bytes: usize) {
+        self.shared.queued.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The writer's own notes in the log: wire lines dropped because it fell behind, lines that
+/// reached it too late to be put in order. Each goes through the reorder buffer like any
+/// line, so it lands in time order too.
+#[derive(Default)]
+struct Notes {
+    dropped: u64,
+    late: u64,
+}
+
+impl Notes {
+    /// The notes to add now, given the counts so far.
+    fn take(&mut self, dropped: u64, late: u64, hold: Duration) -> Vec<Vec<u8>> {
+        let mut notes = Vec::new();
+        if dropped > self.dropped {
+            let mut note = Vec::new();
+            push_timestamp(&mut note, now_nanos());
+            let _ = writeln!(
+                note,
+                "  WARN the log writer fell behind: {} wire lines dropped ({dropped} since \
+                 start; `herdctl status` shows the count)",
+                dropped - self.dropped
+            );
+            notes.push(note);
+            self.dropped = dropped;
+        }
+        if late > self.late {
+            let mut note = Vec::new();
+            push_timestamp(&mut note, now_nanos());
+            let _ = writeln!(
+                note,
+                "  INFO {} log lines reached the log writer more than {} ms after their event \
+                 and were written where they arrived, out of time order ({late} since start; \
+                 logs.order_window_ms holds lines longer)",
+                late - self.late,
+                hold.as_millis()
+            );
+            notes.push(note);
+            self.late = late;
+        }
+        notes
     }
 }
 

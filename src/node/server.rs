@@ -169,6 +169,10 @@ fn raise_open_files_limit(max_connections: usize) {
 /// Replies queued for one write are flushed once they reach this size, even if more
 /// pipelined lines are waiting, so a client that pipelines cannot pile up replies.
 const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
+/// Pipelined lines read this long after the first of their batch get the batch written (and
+/// its log lines handed over): the log writer puts lines in time order only within its
+/// hold (`logs::reorder`), and a client waits no longer for its first replies.
+const MAX_PENDING_REPLY_NANOS: i128 = 20_000_000;
 
 /// Who is on the other end of a connection.
 enum Role {
@@ -298,6 +302,8 @@ async fn handle_connection(
     let limits = config_at_start.limits;
 
     let mut first_line = true;
+    // When the first line of the replies in `out` was read.
+    let mut batch_began = 0;
     // Set once a reply has been written (for `limits.close_after_reply`).
     let mut answered = false;
     loop {
@@ -333,6 +339,9 @@ async fn handle_connection(
         let Some(line) = line? else { break };
         first_line = false;
         let received = now_nanos();
+        if out.is_empty() {
+            batch_began = received;
+        }
         let (line, length) = match line {
             Line::Complete(line) => (line, None),
             Line::TooLong(prefix, length) => (prefix, Some(length)),
@@ -420,8 +429,16 @@ async fn handle_connection(
         // Replies to lines that are already buffered share one write; each reply stays
         // contiguous either way.
         if !out.is_empty()
-            && (!has_buffered_line(reader.buffer()) || out.len() >= MAX_PENDING_REPLY_BYTES)
+            && (!has_buffered_line(reader.buffer())
+                || out.len() >= MAX_PENDING_REPLY_BYTES
+                || received - batch_began >= MAX_PENDING_REPLY_NANOS)
         {
+            // The log lines go now unless a strict reply among them may still become a
+            // refusal: the release can wait on slow neighbours, and the log writer puts
+            // lines in time order only within its hold (`logs::reorder`).
+            if refusable.replies.is_empty() {
+                node.log.submit(&mut log);
+            }
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
             if let Err(why) =
                 release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
@@ -434,9 +451,10 @@ async fn handle_connection(
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
+            // Logged before the write, which waits as long as the client takes to read.
+            node.log.submit(&mut log);
             write_within(&mut writer, &out, limits.write_timeout).await?;
             answered = true;
-            node.log.submit(&mut log);
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
                 out = Vec::new(); // a big batch (e.g. an over-long line's copy): give it back
             } else {
@@ -454,6 +472,7 @@ async fn handle_connection(
             );
             refusable.refuse(&mut out, &mut log, &who, why);
         }
+        node.log.submit(&mut log);
         write_within(&mut writer, &out, limits.write_timeout).await?;
     }
     node.log.submit(&mut log);

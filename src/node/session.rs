@@ -41,6 +41,9 @@ const MAX_BATCH: usize = 512;
 const PENDING_REQUESTS: usize = 8;
 /// Flood log lines a reader gathers before handing them to the log writer mid-burst.
 const LOG_BURST_BYTES: usize = 64 << 10;
+/// ... or once its first line is this old, so a steady flood's lines reach the log writer
+/// well within the hold it puts lines in time order in (`logs::reorder`).
+const LOG_BURST_NANOS: i128 = 20_000_000;
 
 /// Runs the session on a connection this node dialled, until it fails or closes.
 pub async fn run_dialled(node: &Node, link: &Link, stream: TcpStream) -> Result<()> {
@@ -178,10 +181,18 @@ async fn read_side(
     let mut log = BurstLog {
         log: &node.log,
         batch: node.log.batch(),
+        began: 0,
     };
     let mut scratch = Vec::new();
     loop {
-        if reader.buffer().is_empty() || log.batch.as_bytes().len() >= LOG_BURST_BYTES {
+        let now = now_nanos();
+        if log.batch.is_empty() {
+            log.began = now;
+        }
+        if reader.buffer().is_empty()
+            || log.batch.as_bytes().len() >= LOG_BURST_BYTES
+            || now - log.began >= LOG_BURST_NANOS
+        {
             log.submit();
         }
         let Ok(line) = tokio::time::timeout(idle, read_line(&mut reader, max_line)).await else {
@@ -273,6 +284,8 @@ async fn read_side(
 struct BurstLog<'a> {
     log: &'a WireLog,
     batch: LogBatch,
+    /// When the batch's first line was read.
+    began: i128,
 }
 
 impl BurstLog<'_> {
@@ -504,8 +517,6 @@ impl Output<'_> {
     /// Writes a batch of this node's updates and tells the link how far it got.
     async fn forward(&mut self, link: &Link, batch: Batch) -> Result<()> {
         self.buffer.clear();
-        let mut logged = self.log.batch();
-        let now = now_nanos();
         let mut count = 0;
         for record in &batch.records {
             if self.loss_percent > 0 && self.dice.below(100) < u64::from(self.loss_percent) {
@@ -514,23 +525,24 @@ impl Output<'_> {
             }
             count += 1;
             // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
-            let start = self.buffer.len();
             self.buffer.push_str(PEER_VERB);
             self.buffer.push(' ');
             self.buffer.push_str(record.line());
-            logged.line(
-                now,
-                self.neighbour,
-                ">",
-                &self.buffer.as_bytes()[start..],
-                None,
-            );
             self.buffer.push('\n');
         }
         let buffer = std::mem::take(&mut self.buffer);
         let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
         self.buffer = buffer;
         written?;
+        // Stamped once written: the event is the send, and a stamp taken before a slow
+        // write would reach the log writer later than its reorder window.
+        let now = now_nanos();
+        let mut logged = self.log.batch();
+        for line in self.buffer.as_bytes().split(|&b| b == b'\n') {
+            if !line.is_empty() {
+                logged.line(now, self.neighbour, ">", line, None);
+            }
+        }
         self.count_delayed(self.buffer.as_bytes());
         self.stats.floods_sent.add(count);
         self.stats.records_sent.add(count);
