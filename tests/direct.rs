@@ -38,7 +38,7 @@ fn reload_node_applies_the_file_to_that_node_and_checks_its_pid() {
         "{}",
         text(&out.stdout)
     );
-    assert!(herd.log_text("Alford").contains("link to Ball added"));
+    herd.log_once_it_has("Alford", "link to Ball added");
     assert_eq!(herd.pid("Alford"), pid, "reloaded live, not restarted");
     // Ball takes it too (a link needs both ends), with no --pid: its lock says which.
     let out = reload(&["Ball"]);

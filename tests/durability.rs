@@ -101,7 +101,7 @@ fn relaxed_a_killed_node_comes_back_with_everything_flushed_before_the_kill() {
         all_known(&written)
     );
     assert_eq!(herd.status("Alford").recovered, 200);
-    let log = herd.log_text("Alford");
+    let log = herd.log_once_it_has("Alford", "recovered 200 clients (");
     let from = format!("from {}", store_dir(&herd, "Alford").display());
     assert!(
         log.lines()
@@ -141,8 +141,7 @@ fn a_torn_journal_tail_is_cut_and_the_rest_recovered() {
     );
     // The cut is checked through the log, not the file's length: on a loaded machine the
     // journal may sit idle long enough to be compacted (and the segment removed) by now.
-    let log = herd.log_text("Alford");
-    assert!(log.contains(&format!("is torn at byte {whole} ")), "{log}");
+    herd.log_once_it_has("Alford", &format!("is torn at byte {whole} "));
     if let Ok(meta) = std::fs::metadata(&last) {
         assert_eq!(meta.len(), whole, "cut off");
     }
@@ -266,7 +265,8 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.contains("A") && names.contains("B"), "{names:?}");
-    let log = herd.log_text("A");
+    herd.log_once_it_has("A", "recovered 0 clients");
+    let log = herd.log_once_it_has("A", "STORE CORRUPT");
     assert!(
         log.contains("STORE CORRUPT") && log.contains(&aside[0].display().to_string()),
         "{log}"

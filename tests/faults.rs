@@ -221,9 +221,7 @@ fn verify_sees_a_linked_herd_agree_and_the_control_path_refuses_strangers() {
     assert!(answer.ends_with(&format!("? {forged}")), "{answer}");
     let answer = herd.send("Welsh", &forged);
     assert_eq!(answer, format!("? {forged}"), "no challenge, no command");
-    assert!(herd
-        .log_text("Welsh")
-        .contains("refused the control command"));
+    herd.log_once_it_has("Welsh", "refused the control command");
 
     // A proved command works once; the same line replayed over a new challenge is refused.
     let secret = herdctl::auth::HerdSecret::new("chaos-test-secret-0123456789abcdef".into());
@@ -289,9 +287,7 @@ fn a_cut_isolates_a_server_and_heal_all_converges_the_herd() {
     let other = herd.send("Ball", "IAMAT others.client +10+10 1700000000\n");
     herd.wait_for_at("Hamilton", "others.client", other.trim_end());
     assert_eq!(herd.known_at("Alford", "others.client"), None);
-    assert!(herd
-        .log_text("Alford")
-        .contains("link fault on the link to Hamilton: cut"));
+    herd.log_once_it_has("Alford", "link fault on the link to Hamilton: cut");
 
     // A link that does not exist, or a server that does not: one-line errors.
     let bad = common::run_to_end(herd.herdctl().args(["link", "cut", "Alford", "Ball"]), b"");

@@ -389,6 +389,15 @@ impl Herd {
         log_text_in(self.dir.path(), name)
     }
 
+    /// Server `name`'s log once it contains `what`: the log writer holds lines up to
+    /// `logs.order_window_ms` to write them in time order, so a line is not there at once.
+    pub fn log_once_it_has(&self, name: &str, what: &str) -> String {
+        wait_until(&format!("{name}'s log to contain {what:?}"), || {
+            self.log_text(name).contains(what)
+        });
+        self.log_text(name)
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
