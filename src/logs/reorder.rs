@@ -36,10 +36,6 @@ const STAMP_LEN: usize = 27;
 struct Entry {
     /// Nanoseconds since the epoch, from its timestamp.
     at: i128,
-    /// Arrival order, for equal stamps.
-    seq: u64,
-    /// When it must be written.
-    due: i128,
     /// Which held batch, and where in it.
     batch: u64,
     start: u32,
@@ -51,22 +47,22 @@ struct Entry {
 pub struct Reorder {
     /// How long an entry is held after its stamp (nanoseconds).
     hold: i128,
-    entries: Vec<Entry>,
-    /// Whether `entries` is still in (at, seq) order.
-    sorted: bool,
+    /// Held entries in stamp order (arrival order on equal stamps): each is put in its
+    /// place as it arrives, which is at or near the end.
+    entries: VecDeque<Entry>,
+    /// (due, stamp) of the held entries that wait less than `hold` (WARN and ERROR lines,
+    /// lines without a stamp of their own); few, so scanned.
+    urgent: Vec<(i128, i128)>,
     /// Batches as they arrived (no copy), each with its count of entries not yet written;
     /// the first one's id is `first_batch`.
     batches: VecDeque<(Vec<u8>, usize)>,
     first_batch: u64,
-    seq: u64,
     /// The stamp of the latest entry written, and of the latest one seen (for lines that
     /// carry none).
     last_written: i128,
     last_seen: i128,
     /// The last second parsed, as text and as seconds since the epoch.
     second: ([u8; 19], i128),
-    /// The earliest `due` among `entries`.
-    next_due: Option<i128>,
     late: u64,
 }
 
@@ -74,7 +70,6 @@ impl Reorder {
     pub fn new(hold: std::time::Duration) -> Reorder {
         Reorder {
             hold: hold.as_nanos() as i128,
-            sorted: true,
             second: ([0; 19], -1),
             ..Reorder::default()
         }
@@ -87,7 +82,7 @@ impl Reorder {
         let mut open: Option<Entry> = None;
         let mut at = 0;
         while at < bytes.len() {
-            let end = memchr_newline(&bytes[at..]).map_or(bytes.len(), |i| at + i + 1);
+            let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i + 1);
             let line = &bytes[at..end];
             match self.stamp(line) {
                 Some(stamp) => {
@@ -96,15 +91,11 @@ impl Reorder {
                         count += 1;
                     }
                     self.last_seen = self.last_seen.max(stamp);
-                    let hold = match is_urgent(line) {
-                        true => URGENT_HOLD_NANOS.min(self.hold),
-                        false => self.hold,
-                    };
-                    self.seq += 1;
+                    if is_urgent(line) && URGENT_HOLD_NANOS < self.hold {
+                        self.urgent.push((stamp + URGENT_HOLD_NANOS, stamp));
+                    }
                     open = Some(Entry {
                         at: stamp,
-                        seq: self.seq,
-                        due: stamp + hold,
                         batch,
                         start: at as u32,
                         end: end as u32,
@@ -114,11 +105,9 @@ impl Reorder {
                 None => match open.as_mut() {
                     Some(entry) => entry.end = end as u32,
                     None => {
-                        self.seq += 1;
+                        self.urgent.push((self.last_seen, self.last_seen));
                         open = Some(Entry {
                             at: self.last_seen,
-                            seq: self.seq,
-                            due: self.last_seen,
                             batch,
                             start: at as u32,
                             end: end as u32,
@@ -136,13 +125,13 @@ impl Reorder {
     }
 
     fn push(&mut self, entry: Entry) {
-        if let Some(last) = self.entries.last() {
-            if (entry.at, entry.seq) < (last.at, last.seq) {
-                self.sorted = false;
+        match self.entries.back() {
+            Some(last) if last.at > entry.at => {
+                let place = self.entries.partition_point(|e| e.at <= entry.at);
+                self.entries.insert(place, entry);
             }
+            _ => self.entries.push_back(entry),
         }
-        self.next_due = Some(self.next_due.map_or(entry.due, |d| d.min(entry.due)));
-        self.entries.push(entry);
     }
 
     /// Whether nothing is held.
@@ -152,7 +141,8 @@ impl Reorder {
 
     /// When the next entry is due (nanoseconds since the epoch), if any is held.
     pub fn next_due(&self) -> Option<i128> {
-        self.next_due
+        let first = self.entries.front()?.at + self.hold;
+        Some(self.urgent.iter().fold(first, |due, u| due.min(u.0)))
     }
 
     /// Holds entries `hold` from now on (a reload).
@@ -173,16 +163,9 @@ impl Reorder {
     /// Appends to `out`, in time order, every entry due by `now` and every entry stamped no
     /// later than one of those; returns the bytes those entries held (now free).
     pub fn release(&mut self, now: i128, out: &mut Vec<u8>) -> usize {
-        let cutoff = self
-            .entries
-            .iter()
-            .filter(|e| e.due <= now)
-            .map(|e| e.at)
-            .max();
-        match cutoff {
-            Some(cutoff) => self.release_through(cutoff, out),
-            None => 0,
-        }
+        let urgent = self.urgent.iter().filter(|u| u.0 <= now).map(|u| u.1).max();
+        let cutoff = urgent.map_or(now - self.hold, |at| at.max(now - self.hold));
+        self.release_through(cutoff, out)
     }
 
     /// Appends every held entry to `out`, in time order; returns the bytes freed.
@@ -191,11 +174,6 @@ impl Reorder {
     }
 
     fn release_through(&mut self, cutoff: i128, out: &mut Vec<u8>) -> usize {
-        if !self.sorted {
-            // Stable and run-aware: held entries are mostly in order already.
-            self.entries.sort_by_key(|e| (e.at, e.seq));
-            self.sorted = true;
-        }
         let n = self.entries.partition_point(|e| e.at <= cutoff);
         for entry in self.entries.drain(..n) {
             if entry.at < self.last_written {
@@ -207,7 +185,9 @@ impl Reorder {
             out.extend_from_slice(&bytes[entry.start as usize..entry.end as usize]);
             *left -= 1;
         }
-        self.next_due = self.entries.iter().map(|e| e.due).min();
+        if !self.urgent.is_empty() {
+            self.urgent.retain(|u| u.1 > cutoff);
+        }
         let mut freed = 0;
         while let Some((bytes, 0)) = self.batches.front() {
             freed += bytes.capacity();
@@ -237,10 +217,6 @@ fn is_urgent(line: &[u8]) -> bool {
     let level = line.get(STAMP_LEN..STAMP_LEN + 7).unwrap_or_default();
     let level = level.trim_ascii_start();
     level.starts_with(b"WARN") || level.starts_with(b"ERROR")
-}
-
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 fn digits(text: &[u8]) -> Option<i128> {
