@@ -161,6 +161,7 @@ impl Store {
         snapshot.legacy != Legacy::None
             || journal.bytes >= snapshot.limit()
             || (journal.bytes > 0 && journal.last_write.elapsed() >= COMPACT_IDLE)
+            || journal.removed
             || snapshot.pending.iter().any(|&p| p)
     }
 
@@ -269,6 +270,7 @@ impl Store {
             journal.taken = upto;
         }
         let replaced = std::mem::replace(&mut journal.live, vec![number]);
+        journal.removed = false;
         self.journal_bytes
             .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Rotation {
