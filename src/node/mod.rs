@@ -219,12 +219,25 @@ async fn sweep_every_second(node: Arc<Node>) {
     let mut last_log: Option<Instant> = None;
     loop {
         tick.tick().await;
-        let table = Arc::clone(&node.table);
-        // A sweep scans the table when a horizon moves: off the async workers.
-        let swept =
-            tokio::task::spawn_blocking(move || table.sweep(crate::logs::clock::now_nanos()))
-                .await
-                .unwrap_or_default();
+        let sweeping = Arc::clone(&node);
+        // A sweep scans the table when a horizon moves: off the async workers. What it
+        // removed leaves the store at the next compaction (its chunks are rewritten).
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut chunks = vec![false; store::CHUNKS];
+            let swept = sweeping
+                .table
+                .sweep(crate::logs::clock::now_nanos(), |hash| {
+                    chunks[usize::from(store::chunk_of(hash))] = true;
+                });
+            if swept != table::Swept::default() {
+                if let Some(store) = &sweeping.store {
+                    store.mark_removed(&chunks);
+                }
+            }
+            swept
+        })
+        .await
+        .unwrap_or_default();
         if swept.tombstones > 0 {
             tracing::info!(
                 "{} tombstones older than clients.tombstone_ttl_s removed",
@@ -256,13 +269,11 @@ pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
 pub fn open_store(
     config: &HerdConfig,
     name: &str,
-    table: &Table,
+    table: &Arc<Table>,
 ) -> Result<(Arc<Store>, OpenReport)> {
     crate::private::folder(&config.data_dir, "data_dir")?;
     let (store, report) = Store::open(&store_dir(config, name), table)?;
-    let store = Arc::new(store);
-    table.attach_store(Arc::clone(&store));
-    Ok((store, report))
+    Ok((Arc::new(store), report))
 }
 
 /// What a node starts from: its table, already filled from its store (see [`open_store`]),
@@ -320,7 +331,7 @@ pub async fn run(
                     aside.display()
                 );
             }
-            store.start_writer(Arc::clone(&table), config.durability == Durability::Strict);
+            store.start_writer(config.durability == Durability::Strict);
             (Some(store), recovered)
         }
     };
