@@ -210,13 +210,11 @@ pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
 pub fn open_store(
     config: &HerdConfig,
     name: &str,
-    table: &Table,
+    table: &Arc<Table>,
 ) -> Result<(Arc<Store>, OpenReport)> {
     crate::private::folder(&config.data_dir, "data_dir")?;
     let (store, report) = Store::open(&store_dir(config, name), table)?;
-    let store = Arc::new(store);
-    table.attach_store(Arc::clone(&store));
-    Ok((store, report))
+    Ok((Arc::new(store), report))
 }
 
 /// What a node starts from: its table, already filled from its store (see [`open_store`]),
@@ -275,7 +273,7 @@ pub async fn run(
                     aside.display()
                 );
             }
-            store.start_writer(Arc::clone(&table), config.durability == Durability::Strict);
+            store.start_writer(config.durability == Durability::Strict);
             (Some(store), recovered)
         }
     };

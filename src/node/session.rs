@@ -497,7 +497,16 @@ impl Output<'_> {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.wire.write(bytes, self.deadline).await?;
         self.stats.bytes_sent.add(bytes.len() as u64);
+        self.count_delayed(bytes);
         Ok(())
+    }
+
+    /// Counts the lines of `bytes` a `herdctl link delay` held back.
+    fn count_delayed(&self, bytes: &[u8]) {
+        if matches!(self.wire, Wire::Delayed { .. }) {
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+            self.stats.fault_delayed.add(lines as u64);
+        }
     }
 
     /// Writes a batch of this node's updates and tells the link how far it got.
@@ -508,7 +517,8 @@ impl Output<'_> {
         let mut count = 0;
         for record in &batch.records {
             if self.loss_percent > 0 && self.dice.below(100) < u64::from(self.loss_percent) {
-                continue; // `herdctl link loss`: anti-entropy repairs it
+                self.stats.fault_dropped.inc(); // `herdctl link loss`: anti-entropy repairs it
+                continue;
             }
             count += 1;
             // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
@@ -529,6 +539,7 @@ impl Output<'_> {
         let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
         self.buffer = buffer;
         written?;
+        self.count_delayed(self.buffer.as_bytes());
         self.stats.floods_sent.add(count);
         self.stats.records_sent.add(count);
         self.stats.bytes_sent.add(self.buffer.len() as u64);

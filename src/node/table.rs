@@ -1,15 +1,53 @@
 //! The client table: each client's latest location, as the AT line of the server that first
 //! received it. This is the one place that decides whether an update is new, and so the one
-//! place that writes the store.
+//! place that queues updates for the store (in per-shard lanes the store drains; the table
+//! does not know the store).
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use super::store::{chunk_of, Seq, Store};
 use crate::protocol::DIGEST_BUCKETS;
 use crate::record::{bucket_of, client_bucket, stable_hash, AtRecord};
+
+/// The number of an update the table accepted while queueing for a store (from 1, in the
+/// order they were accepted); a strict reply waits until the store made that one durable.
+pub type Seq = u64;
+
+/// An update the table accepted, waiting in its shard's lane for the store's writer, with
+/// the stable hash of its client id (the store files the record by it).
+pub struct Accepted {
+    pub record: AtRecord,
+    pub hash: u64,
+}
+
+/// Accepted updates the store has not taken yet, one lane per shard: a lane is pushed under
+/// its shard's write lock, so a client's updates wait in the order the table took them.
+struct Lanes {
+    lanes: Vec<Mutex<Vec<Accepted>>>,
+    /// The number of the latest update pushed.
+    assigned: AtomicU64,
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            lanes: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            assigned: AtomicU64::new(0),
+        }
+    }
+
+    fn push(&self, shard: usize, accepted: Accepted) -> Seq {
+        let mut lane = self.lanes[shard].lock().unwrap_or_else(|e| e.into_inner());
+        // Numbered inside the lane lock: once the store has read `assigned` and then taken
+        // every lane, it holds every update up to that number.
+        let seq = self.assigned.fetch_add(1, Ordering::AcqRel) + 1;
+        lane.push(accepted);
+        seq
+    }
+}
 
 /// Independent locks. A client always lands in the same shard (its digest bucket decides),
 /// so updates to different clients rarely wait for each other while updates to one client
@@ -64,43 +102,45 @@ impl Shard {
 }
 
 /// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
-/// every critical section is a hash lookup (plus, with a store, a push onto the store
-/// writer's queue: the disk is written by another thread, never under these locks).
+/// every critical section is a hash lookup (plus, once queueing for a store, a push onto
+/// the shard's lane: the disk is written by the store's own thread, never under these
+/// locks). The table knows nothing of the store: the store takes what the lanes hold.
 pub struct Table {
     shards: Vec<RwLock<Shard>>,
-    store: OnceLock<Arc<Store>>,
+    lanes: OnceLock<Lanes>,
 }
 
 impl Default for Table {
     fn default() -> Table {
         Table {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            store: OnceLock::new(),
+            lanes: OnceLock::new(),
         }
     }
 }
 
 impl Table {
-    /// A table in memory only (until a store is attached).
+    /// A table in memory only (until a store opened on it turns queueing on).
     pub fn new() -> Table {
         Table::default()
     }
 
-    /// From now on every accepted record is queued for `store` (once: a second store is
-    /// ignored).
-    pub fn attach_store(&self, store: Arc<Store>) {
-        let _ = self.store.set(store);
+    /// From now on every accepted record also waits in its shard's lane until
+    /// [`Table::take_accepted`] takes it: what opening a store turns on (its writer drains
+    /// the lanes). A table in memory only queues nothing.
+    pub fn queue_accepted(&self) {
+        self.lanes.get_or_init(Lanes::new);
     }
 
     /// Stores `record` if it is newer than what the table holds for its client (see
     /// [`AtRecord::is_newer_than`]). Returns `None` if it was not (stale or duplicate), else
-    /// the store's sequence number for the write (0 without a store). Only stored records
-    /// are flooded on, which is what makes flooding terminate.
+    /// the update's number for the store (0 when not queueing). Only stored records are
+    /// flooded on, which is what makes flooding terminate.
     ///
-    /// The record is queued for the store under the client's shard lock: the decision
-    /// "newer" and the queueing are one step, so two racing updates for a client reach the
-    /// store in the order the table took them. The client id is hashed once: its digest
-    /// bucket and its snapshot chunk both come from that hash.
+    /// The record is queued under the client's shard lock: the decision "newer" and the
+    /// queueing are one step, so two racing updates for a client reach the store in the
+    /// order the table took them. The client id is hashed once: its digest bucket and (in
+    /// the store) its snapshot chunk both come from that hash.
     pub fn apply(&self, record: &AtRecord) -> Option<Seq> {
         let client = record.client();
         let hash = stable_hash(client.as_bytes());
@@ -110,9 +150,34 @@ impl Table {
         if !held.store_if_newer(record, client, bucket) {
             return None;
         }
-        Some(self.store.get().map_or(0, |store| {
-            store.enqueue(shard, chunk_of(hash), record.clone())
+        Some(self.lanes.get().map_or(0, |lanes| {
+            let record = record.clone();
+            lanes.push(shard, Accepted { record, hash })
         }))
+    }
+
+    /// The number of the latest update queued (0 when not queueing).
+    pub fn assigned(&self) -> Seq {
+        self.lanes
+            .get()
+            .map_or(0, |lanes| lanes.assigned.load(Ordering::Acquire))
+    }
+
+    /// Takes every queued update, lane by lane, handing each to `each`; returns the number
+    /// up to which all of them have now been taken. `spare` is an empty buffer swapped with
+    /// each full lane, so both keep their capacity.
+    pub fn take_accepted(&self, spare: &mut Vec<Accepted>, mut each: impl FnMut(&Accepted)) -> Seq {
+        let Some(lanes) = self.lanes.get() else {
+            return 0;
+        };
+        let upto = lanes.assigned.load(Ordering::Acquire);
+        for lane in &lanes.lanes {
+            std::mem::swap(&mut *lane.lock().unwrap_or_else(|e| e.into_inner()), spare);
+            for accepted in spare.drain(..) {
+                each(&accepted);
+            }
+        }
+        upto
     }
 
     /// Makes room for about `clients` clients in all, so loading a store does not grow (and
@@ -348,34 +413,42 @@ mod tests {
     }
 
     #[test]
-    fn accepted_records_are_queued_for_the_store_and_stale_ones_are_not() {
-        let dir = tempfile::tempdir().unwrap();
+    fn accepted_records_are_queued_once_queueing_and_stale_ones_are_not() {
         let table = Table::new();
-        let (store, _) = Store::open(&dir.path().join("A"), &Table::new()).unwrap();
-        let store = Arc::new(store);
-        table.attach_store(Arc::clone(&store));
+        assert_eq!(table.apply(&record("Alford", "kiwi", "4")), Some(0));
+        assert_eq!(table.assigned(), 0, "a table in memory only queues nothing");
+        table.queue_accepted();
         assert_eq!(table.apply(&record("Alford", "kiwi", "5")), Some(1));
         assert_eq!(table.apply(&record("Ball", "kiwi", "4")), None);
         assert_eq!(table.apply(&record("Ball", "kiwi", "6")), Some(2));
-        assert_eq!(store.assigned(), 2);
+        assert_eq!(table.assigned(), 2);
         // Restoring keeps the newest per client and queues nothing.
-        let fresh = Table::new();
-        fresh.attach_store(Arc::clone(&store));
-        for record in [record("Ball", "kiwi", "6"), record("Alford", "kiwi", "5")] {
-            fresh.restore(&record, record.client());
+        for record in [record("Welsh", "plum", "6"), record("Alford", "plum", "5")] {
+            table.restore(&record, record.client());
         }
-        assert_eq!(fresh.get("kiwi").unwrap().origin(), "Ball");
-        assert_eq!(fresh.len(), 1);
-        assert_eq!(store.assigned(), 2);
-        store.close().unwrap();
+        assert_eq!(table.get("plum").unwrap().origin(), "Welsh");
+        assert_eq!(table.assigned(), 2);
+        let mut taken = Vec::new();
+        let upto = table.take_accepted(&mut Vec::new(), |a| {
+            assert_eq!(a.hash, stable_hash(a.record.client().as_bytes()));
+            taken.push(a.record.origin().to_owned());
+        });
+        assert_eq!(
+            (upto, taken),
+            (2, vec!["Alford".to_owned(), "Ball".to_owned()])
+        );
+        assert_eq!(
+            table.take_accepted(&mut Vec::new(), |_| panic!("taken twice")),
+            2
+        );
     }
 
     #[test]
     fn racing_writers_leave_the_newest() {
-        let table = Arc::new(Table::new());
+        let table = std::sync::Arc::new(Table::new());
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let table = Arc::clone(&table);
+                let table = std::sync::Arc::clone(&table);
                 std::thread::spawn(move || {
                     for i in 0..500 {
                         // Interleaved times: every thread writes newer and older records.

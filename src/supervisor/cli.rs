@@ -971,10 +971,10 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
             let pid = running.get(&server.name).copied();
             NodeReport {
                 name: server.name.clone(),
-                state: if pid.is_some() {
-                    State::Running
-                } else {
-                    State::Stopped
+                state: match pid {
+                    Some(pid) if process::is_frozen(pid) => State::Paused,
+                    Some(_) => State::Running,
+                    None => State::Stopped,
                 },
                 pid,
                 port: server.port,
