@@ -350,3 +350,56 @@ fn a_tls_herd_file_with_a_missing_certificate_names_the_fix() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
 }
+
+/// `herd` with server `name` given a `tls_port`; the port.
+fn give_tls_port(herd: &Herd, name: &str) -> u16 {
+    let port = common::free_ports(1)[0];
+    let yaml = std::fs::read_to_string(&herd.config).unwrap();
+    let from = format!("  {name}: {{ port: {}, ", herd.port(name));
+    assert!(yaml.contains(&from), "{yaml}");
+    let yaml = yaml.replace(&from, &format!("{from}tls_port: {port}, "));
+    std::fs::write(&herd.config, yaml).unwrap();
+    port
+}
+
+#[test]
+fn send_speaks_tls_to_a_tls_port_checking_the_herd_ca() {
+    let herd = tls_herd(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let tls_port = give_tls_port(&herd, "Ball");
+    herd.start_node("Alford");
+    herd.start_node("Ball");
+    let send = |line: &str| run_to_end(herd.herdctl().args(["send", "Ball", line]), b"");
+    let sent = send(IAMAT);
+    let reply = String::from_utf8_lossy(&sent.stdout).into_owned();
+    assert!(
+        sent.status.success() && reply.starts_with("AT Ball "),
+        "{reply} {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    herd.wait_for_at("Alford", "kiwi.tls", reply.trim_end());
+    // Several lines and a last one without a newline, over TLS.
+    let piped = run_to_end(
+        herd.herdctl().args(["send", "Ball", "-"]),
+        b"WHATSAT kiwi.tls 10 1\nIAMAT other +1+1 5",
+    );
+    let text = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        text.starts_with(reply.trim_end()) && text.contains("AT Ball "),
+        "{text}"
+    );
+
+    // The tls_port speaks only TLS: a plain-text line gets no answer.
+    let plain = common::exchange(tls_port, b"HERD STATUS\n");
+    assert!(!plain.starts_with(b"HERD STATUS"), "{plain:?}");
+
+    // With another herd's CA in the herd file, send refuses Ball's certificate: it was TLS.
+    let other = tempfile::tempdir().unwrap();
+    certs(&herd, &["init", "--dir", other.path().to_str().unwrap()]);
+    std::fs::copy(other.path().join("ca.pem"), cert_file(&herd, "ca.pem")).unwrap();
+    let refused = send(IAMAT);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("TLS"),
+        "{stderr}"
+    );
+}
