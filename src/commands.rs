@@ -66,6 +66,8 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     // user's places file is read meanwhile (both can take a while); the embedded index is
     // built on its own thread past this point (`build_places`).
     let table = Arc::new(Table::new());
+    // Before the store is read: what expired while the node was down is not loaded.
+    table.set_lifecycle(&config.clients, crate::logs::clock::now_nanos());
     let (places, opened) = std::thread::scope(|scope| {
         let places = scope.spawn(|| build_places(&config.places));
         let opened = crate::node::open_store(&config, name, &table);
@@ -250,4 +252,17 @@ fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
 /// The lock file a running node holds.
 pub fn node_lock_path(config: &HerdConfig, name: &str) -> std::path::PathBuf {
     config.run_dir.join(format!("{name}.lock"))
+}
+
+/// `herdctl certs init|issue|show`.
+pub fn certs(path: &Path, command: &crate::cli::Certs) -> Result<()> {
+    use crate::cli::Certs;
+    use crate::tls::certs;
+    let config = HerdConfig::load(path)?;
+    let dir = |d: &Option<std::path::PathBuf>| certs::folder(&config, d.as_deref());
+    match command {
+        Certs::Init { dir: d } => certs::init(&config, &dir(d)),
+        Certs::Issue { name, dir: d } => certs::issue(&config, &dir(d), name),
+        Certs::Show { dir: d } => certs::show(&dir(d)),
+    }
 }
