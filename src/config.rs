@@ -53,6 +53,17 @@ struct RawConfig {
     links: RawLinks,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    clients: RawClients,
+}
+
+/// `clients:`: how long a client's location is kept, and how many clients a node holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClients {
+    ttl_s: Option<u64>,
+    tombstone_ttl_s: Option<u64>,
+    max: Option<usize>,
 }
 
 /// `admin:`: who may read the admin endpoint's routes (see [`AdminSettings`]).
@@ -69,6 +80,17 @@ struct RawLinks {
     queue: Option<usize>,
     write_timeout_ms: Option<u64>,
     answer_timeout_ms: Option<u64>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+/// `links.tls:`: the herd CA and each server's certificate and key (`{name}` in a path is
+/// replaced by the server's name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: String,
+    key: String,
 }
 
 /// `limits:`: what one connection may cost a node (see [`Limits`]).
@@ -111,6 +133,8 @@ struct RawServer {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     admin_port: Option<Spanned<u32>>,
+    #[serde(default)]
+    tls_port: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +146,7 @@ struct RawLogs {
     max_line_bytes: Option<usize>,
     level: Option<LogLevel>,
     order_window_ms: Option<u64>,
+    redact: Option<Redact>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +190,20 @@ pub enum LogLevel {
     #[default]
     Info,
     Debug,
+}
+
+/// What the wire log keeps of clients' data (`logs.redact`), from least to most hidden.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redact {
+    /// Every line as it was sent.
+    #[default]
+    None,
+    /// Locations rounded to 0.1 degree (about 11 km).
+    Locations,
+    /// Locations rounded, and client ids replaced by a keyed hash (HMAC with the herd
+    /// secret), so one client's lines can still be followed but not named.
+    Ids,
 }
 
 /// Which places provider answers WHATSAT (`places.provider`).
@@ -240,6 +279,9 @@ pub struct ServerConfig {
     /// The admin endpoint's port (HTTP: metrics, health, status), on the same address as
     /// `port`; `admin_port:` in the file, else `port` + [`ADMIN_PORT_OFFSET`].
     pub admin_port: u16,
+    /// A second client port (`tls_port:`) that serves the same protocol over TLS with the
+    /// server's certificate (needs `links.tls`).
+    pub tls_port: Option<u16>,
 }
 
 /// A server's admin port when the file gives none: its client port plus this, so the
@@ -269,6 +311,8 @@ pub struct LogSettings {
     /// How long the log writer holds each line to write a file's lines in time order
     /// (`logs/reorder.rs`); 0: as they arrive.
     pub order_window: Duration,
+    /// What the wire log hides of clients' ids and locations.
+    pub redact: Redact,
 }
 
 pub const DEFAULT_LOG_MAX_LINE_BYTES: usize = 4096;
@@ -379,6 +423,28 @@ impl Default for LinkSettings {
             write_timeout: Duration::from_millis(DEFAULT_LINK_WRITE_TIMEOUT_MS),
             answer_timeout: Duration::from_millis(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
         }
+    }
+}
+
+/// `links.tls:` resolved: where the herd CA and each server's certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    /// The certificate's path, `{name}` standing for the server's name.
+    pub cert: String,
+    /// The key's path, `{name}` standing for the server's name.
+    pub key: String,
+}
+
+impl TlsFiles {
+    /// Server `name`'s certificate file.
+    pub fn cert_for(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.cert.replace("{name}", name))
+    }
+
+    /// Server `name`'s key file.
+    pub fn key_for(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.key.replace("{name}", name))
     }
 }
 
@@ -542,6 +608,54 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
     })
 }
 
+/// The client data lifecycle (`clients:`): expiry, tombstones (`herdctl forget`) and a
+/// bounded table. The defaults keep the classic behaviour: no expiry, no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientsSettings {
+    /// A record whose client time is older than this many seconds is gone (`None`: kept).
+    pub ttl_s: Option<u64>,
+    /// A tombstone is kept this many seconds after its time, then compacted away.
+    pub tombstone_ttl_s: u64,
+    /// The most clients a node holds; a new one past it is refused (`None`: no bound).
+    pub max: Option<usize>,
+}
+
+pub const DEFAULT_TOMBSTONE_TTL_S: u64 = 7 * 86_400;
+
+impl Default for ClientsSettings {
+    fn default() -> ClientsSettings {
+        ClientsSettings {
+            ttl_s: None,
+            tombstone_ttl_s: DEFAULT_TOMBSTONE_TTL_S,
+            max: None,
+        }
+    }
+}
+
+/// The `clients:` section, checked: zero would expire or refuse everything.
+fn clients_config(raw: &RawClients, shown: &str) -> Result<ClientsSettings> {
+    if raw.ttl_s == Some(0) {
+        bail!("{shown}: clients.ttl_s is 0; use e.g. 86400, or leave it out to keep locations");
+    }
+    if raw.max == Some(0) {
+        bail!("{shown}: clients.max is 0; use e.g. 1000000, or leave it out for no bound");
+    }
+    Ok(ClientsSettings {
+        ttl_s: raw.ttl_s,
+        tombstone_ttl_s: nonzero(
+            shown,
+            "clients.tombstone_ttl_s",
+            raw.tombstone_ttl_s,
+            DEFAULT_TOMBSTONE_TTL_S,
+            &format!(
+                "use e.g. {DEFAULT_TOMBSTONE_TTL_S} (longer than any server stays down, or a \
+                 forgotten client can come back from it)"
+            ),
+        )?,
+        max: raw.max,
+    })
+}
+
 /// How the supervisor stops nodes and restarts crashed ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorSettings {
@@ -597,8 +711,13 @@ pub struct HerdConfig {
     pub limits: Limits,
     /// What a link to a neighbour may queue, and how long it may stall.
     pub links: LinkSettings,
+    /// `links.tls`: links are mutual TLS under the herd CA (see `tls/`).
+    pub tls: Option<TlsFiles>,
     /// Who may read the admin endpoint.
     pub admin: AdminSettings,
+    /// How long clients' locations and tombstones are kept, and how many clients a node
+    /// holds.
+    pub clients: ClientsSettings,
     /// A fingerprint of the file's text without its secret. Nodes report it in
     /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
     /// file it applied.
@@ -718,6 +837,36 @@ impl HerdConfig {
             }
             let admin_port = admin_port_value(name, port, spec.value.admin_port.as_ref(), &shown)?;
             admin_ports.push((host.to_string(), admin_port, name.clone(), port_line));
+            let tls_port = match &spec.value.tls_port {
+                None => None,
+                Some(p) => {
+                    let line = p.referenced.line();
+                    let value =
+                        u16::try_from(p.value)
+                            .ok()
+                            .filter(|v| *v != 0)
+                            .ok_or_else(|| {
+                                anyhow!(
+                                "{shown} line {line}: server {name} has tls_port {}; use 1-65535",
+                                p.value
+                            )
+                            })?;
+                    if raw.links.tls.is_none() {
+                        bail!(
+                            "{shown} line {line}: server {name} has tls_port but the herd has no \
+                             links.tls (its certificate); add links.tls: {{ ca, cert, key }} (see \
+                             herdctl certs init)"
+                        );
+                    }
+                    if let Some(other) = ports.insert((host.to_string(), value), name) {
+                        bail!(
+                            "{shown} line {line}: server {name}'s tls_port {value} is also used by \
+                             {other} on host {host}; give it a port of its own"
+                        );
+                    }
+                    Some(value)
+                }
+            };
             servers.insert(
                 name.clone(),
                 ServerConfig {
@@ -727,6 +876,7 @@ impl HerdConfig {
                     listen,
                     neighbours: BTreeSet::new(),
                     admin_port,
+                    tls_port,
                 },
             );
         }
@@ -801,6 +951,7 @@ impl HerdConfig {
                     .order_window_ms
                     .unwrap_or(DEFAULT_LOG_ORDER_WINDOW_MS),
             ),
+            redact: raw.logs.redact.unwrap_or_default(),
         };
         if logs.order_window > Duration::from_millis(MAX_LOG_ORDER_WINDOW_MS) {
             bail!(
@@ -844,7 +995,35 @@ impl HerdConfig {
             warnings.extend(readable_by_others_warning(path));
         }
         let limits = limits_config(raw.limits, &shown)?;
+        let tls = raw.links.tls.as_ref().map(|t| {
+            let path = |p: &str| {
+                resolve(Some(PathBuf::from(p)), "")
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            TlsFiles {
+                ca: resolve(Some(t.value.ca.clone()), ""),
+                cert: path(&t.value.cert),
+                key: path(&t.value.key),
+            }
+        });
+        if let (Some(t), Some(line)) = (&tls, raw.links.tls.as_ref().map(|t| t.referenced.line())) {
+            if servers.len() > 1 && (!t.cert.contains("{name}") || !t.key.contains("{name}")) {
+                bail!(
+                    "{shown} line {line}: links.tls cert and key must contain {{name}} (each \
+                     server has its own), e.g. cert: certs/{{name}}.pem, key: certs/{{name}}.key"
+                );
+            }
+        }
         let links = links_config(raw.links, &shown)?;
+        let clients = clients_config(&raw.clients, &shown)?;
+        if logs.redact == Redact::Ids && matches!(secret, SecretSource::Open) {
+            bail!(
+                "{shown}: logs.redact: ids hashes client ids with the herd secret, and this herd \
+                 has none (insecure_open_links: true); remove insecure_open_links, or use \
+                 logs.redact: locations"
+            );
+        }
 
         warnings.extend(disconnected_warning(&servers));
         Ok(HerdConfig {
@@ -869,9 +1048,11 @@ impl HerdConfig {
             supervisor,
             limits,
             links,
+            tls,
             admin: AdminSettings {
                 open: raw.admin.open.unwrap_or(false),
             },
+            clients,
             digest: text_digest(&match &inline_secret {
                 // The digest is shown to anyone who asks: nothing of the secret goes in.
                 Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), ""),

@@ -78,6 +78,7 @@ pub fn restart_reason(old: &HerdConfig, new: &HerdConfig, name: &str) -> Option<
         ("durability", old.durability != new.durability),
         ("places", old.places != new.places),
         ("secret", old.secret != new.secret),
+        ("links.tls", old.tls != new.tls),
     ];
     read_at_start
         .iter()
@@ -128,6 +129,7 @@ pub fn live_changes(old: &HerdConfig, new: &HerdConfig, name: &str) -> Vec<Strin
         ("links", old.links != new.links),
         ("reconnect", old.reconnect != new.reconnect),
         ("logs", old.logs != new.logs),
+        ("clients", old.clients != new.clients),
     ];
     for (section, changed) in sections {
         if changed {

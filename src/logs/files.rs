@@ -269,6 +269,7 @@ mod tests {
             max_line_bytes: 4096,
             level: crate::config::LogLevel::Info,
             order_window: std::time::Duration::ZERO,
+            redact: crate::config::Redact::None,
         }
     }
 
