@@ -199,3 +199,40 @@ fn a_tombstone_is_never_taken_from_an_anonymous_client() {
         assert_eq!(herd.status(name).forgotten, 0);
     }
 }
+
+#[test]
+fn redacted_logs_keep_no_exact_location_and_no_raw_id_and_tail_still_reads_them() {
+    let herd = Herd::configure(&[("A", &["B"]), ("B", &[])], "logs: { redact: ids }\n").started();
+    let id = "secret.person.id";
+    let at = herd.send(
+        "A",
+        &format!("IAMAT {id} +34.068930-118.445127 {}\n", client_time(0.0)),
+    );
+    herd.wait_for_at("B", id, at.trim_end());
+    let reply = herd.send("B", &format!("WHATSAT {id} 10 2\n"));
+    assert!(reply.starts_with("AT A "), "{reply}");
+    herd.send("A", &format!("IAMAT {id} +91+0 {}\n", client_time(0.0)));
+    let out = herd.herdctl().args(["forget", id]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hashed = format!("#{}", herd.secret().log_id(id));
+    for name in ["A", "B"] {
+        wait_until(&format!("{name}'s log to show the hashed id"), || {
+            herd.log_text(name).contains(&hashed)
+        });
+        let log = herd.log_text(name);
+        // (Places near the client, in WHATSAT replies, have coordinates of their own.)
+        for exact in [id, "34.068930", "118.445127", "34.0689", "118.4451"] {
+            assert!(!log.contains(exact), "{name}'s log holds {exact:?}:\n{log}");
+        }
+        assert!(log.contains("+34.1-118.4"), "{log}");
+    }
+    // `herdctl tail` reads the redacted files as any others.
+    let out = herd.herdctl().args(["tail", "A"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains(&hashed), "{text}");
+    assert!(text.contains("forget on operator request"), "{text}");
+}
