@@ -213,8 +213,9 @@ fn a_tls_herd_floods_and_syncs_and_shows_its_links_encrypted() {
             && link["encrypted"] == true
             && link["peer_cert_not_after"] == ball_expires
     });
-    let log = herd.log_text("Alford");
-    assert!(log.contains("links are mutual TLS"), "{log}");
+    wait_until("Alford to log that its links are TLS", || {
+        herd.log_text("Alford").contains("links are mutual TLS")
+    });
 }
 
 #[test]
@@ -226,11 +227,11 @@ fn a_plain_text_hello_is_refused_by_a_tls_herd() {
     let answer = peer.line();
     assert!(answer.starts_with("? HERD HELLO Ball"), "{answer}");
     assert_eq!(peer.try_line(), None, "the connection must close");
-    let log = herd.log_text("Alford");
-    assert!(
-        log.contains("links are TLS (links.tls) and it came in plain text"),
-        "{log}"
-    );
+    // (The log writer is asynchronous.)
+    wait_until("Alford to log why it refused", || {
+        herd.log_text("Alford")
+            .contains("links are TLS (links.tls) and it came in plain text")
+    });
 }
 
 #[test]
