@@ -728,6 +728,13 @@ pub struct NodeFigures {
     /// Flooded lines (`HERD AT`) this node wrote to its neighbours since it started.
     #[serde(default)]
     pub floods_sent: u64,
+    /// Updates the table accepted for the store since start-up (0 without a store).
+    #[serde(default)]
+    pub store_accepted: u64,
+    /// How many of them are on disk, fdatasynced (the store's durable point): equal to
+    /// `store_accepted` once everything is durable, whatever the durability mode.
+    #[serde(default)]
+    pub store_durable: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1127,6 +1134,8 @@ pub(crate) mod tests {
             places_refused: 5,
             faults: [("Welsh".to_owned(), "cut".to_owned())].into(),
             floods_sent: 12,
+            store_accepted: 7,
+            store_durable: 6,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.
