@@ -345,11 +345,38 @@ pub fn render(node: &Node) -> String {
         );
     }
 
+    let life = node.table.counts();
     page.single(
         "herd_clients",
         Kind::Gauge,
         "Clients whose location this node holds.",
-        node.table.len() as f64,
+        life.clients as f64,
+    );
+    if let Some(max) = life.max {
+        page.single(
+            "herd_clients_max",
+            Kind::Gauge,
+            "The most clients this node holds (clients.max).",
+            max as f64,
+        );
+    }
+    page.single(
+        "herd_clients_forgotten",
+        Kind::Gauge,
+        "Tombstones held: clients forgotten (herdctl forget) and not yet compacted away.",
+        life.forgotten as f64,
+    );
+    page.single(
+        "herd_clients_expired_total",
+        Kind::Counter,
+        "Records that expired here (clients.ttl_s): removed, not loaded, or refused on arrival.",
+        life.expired as f64,
+    );
+    page.single(
+        "herd_clients_refused_total",
+        Kind::Counter,
+        "New clients refused because the table was full (clients.max).",
+        life.refused_full as f64,
     );
     let on_client_port = node.client_port_open.get();
     let peers = node.peer_sessions.get();

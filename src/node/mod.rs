@@ -40,7 +40,7 @@ use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
 use store::{NotDurable, OpenReport, Seq, Store};
-use table::Table;
+use table::{Refused, Table};
 
 /// Everything a node's tasks share.
 pub struct Node {
@@ -108,8 +108,14 @@ impl Node {
     /// and, when it is new, floods it to every neighbour, noting in `handoff` what the
     /// client's reply must wait for. Returns `None` if it was not new, else its store
     /// sequence number (see [`Node::wait_durable`]).
-    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Option<Seq> {
+    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Result<Seq, Refused> {
         self.accept_shared(record, None, Some(handoff))
+    }
+
+    /// A tombstone from the operator's control path (`herdctl forget`): applied and flooded
+    /// like a client's update.
+    pub fn accept_tombstone(&self, record: AtRecord) -> Result<Seq, Refused> {
+        self.accept_shared(record, None, None)
     }
 
     fn accept_shared(
@@ -117,9 +123,9 @@ impl Node {
         record: AtRecord,
         from: Option<&str>,
         handoff: Option<&mut Handoff>,
-    ) -> Option<Seq> {
-        let seq = self.table.apply(&record);
-        if seq.is_some() {
+    ) -> Result<Seq, Refused> {
+        let seq = self.table.offer(&record);
+        if seq.is_ok() {
             self.peers.flood(&record, from, handoff);
         }
         seq
@@ -130,7 +136,7 @@ impl Node {
     /// anti-entropy records are summed up per exchange by `sync.rs`.)
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
         // Written like local IAMATs, but never waiting for a flush or a neighbour.
-        let new = self.accept_shared(record, Some(from), None).is_some();
+        let new = self.accept_shared(record, Some(from), None).is_ok();
         if new && arrival == Arrival::Sync {
             self.synced.fetch_add(1, Ordering::Relaxed);
         }
@@ -140,10 +146,15 @@ impl Node {
     /// This node's own figures, the answer to `HERD STATUS`.
     pub fn figures(&self) -> NodeFigures {
         let (links_up, links_total) = self.peers.links_up();
+        let life = self.table.counts();
         NodeFigures {
             name: self.name.clone(),
             pid: std::process::id(),
-            clients: self.table.len(),
+            clients: life.clients,
+            clients_max: life.max,
+            expired: life.expired,
+            forgotten: life.forgotten,
+            refused_full: life.refused_full,
             links_up,
             links_total,
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -177,11 +188,11 @@ impl Node {
     /// The sequence number a strict reply to an IAMAT must wait for: its own write, or, when
     /// it changed nothing, every write so far (the newer record it lost to may not be on disk
     /// yet either).
-    pub fn durable_point(&self, accepted: Option<Seq>) -> Seq {
+    pub fn durable_point(&self, accepted: Result<Seq, Refused>) -> Seq {
         match (&self.store, accepted) {
             (None, _) => 0,
-            (Some(_), Some(seq)) => seq,
-            (Some(store), None) => store.assigned(),
+            (Some(_), Ok(seq)) => seq,
+            (Some(store), Err(_)) => store.assigned(),
         }
     }
 
@@ -197,6 +208,56 @@ impl Node {
     /// This server's entry in the herd file it runs now.
     pub fn server_config(&self) -> ServerConfig {
         self.config().servers[&self.name].clone()
+    }
+}
+
+/// Moves the table's expiry horizons every second (which removes what fell below them, see
+/// `Table::sweep`), and says in the log, at most once a minute, how many new clients a full
+/// table refused.
+async fn sweep_every_second(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused_logged = node.table.counts().refused_full;
+    let mut last_log: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let sweeping = Arc::clone(&node);
+        // A sweep scans the table when a horizon moves: off the async workers. What it
+        // removed leaves the store at the next compaction (its chunks are rewritten).
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut chunks = vec![false; store::CHUNKS];
+            let swept = sweeping
+                .table
+                .sweep(crate::logs::clock::now_nanos(), |hash| {
+                    chunks[usize::from(store::chunk_of(hash))] = true;
+                });
+            if swept != table::Swept::default() {
+                if let Some(store) = &sweeping.store {
+                    store.mark_removed(&chunks);
+                }
+            }
+            swept
+        })
+        .await
+        .unwrap_or_default();
+        if swept.tombstones > 0 {
+            tracing::info!(
+                "{} tombstones older than clients.tombstone_ttl_s removed",
+                swept.tombstones
+            );
+        }
+        let counts = node.table.counts();
+        let due = last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if counts.refused_full > refused_logged && due {
+            tracing::warn!(
+                "table full (clients.max {}): refused {} new clients since the last report; \
+                 raise clients.max or set clients.ttl_s",
+                counts.max.unwrap_or_default(),
+                counts.refused_full - refused_logged
+            );
+            refused_logged = counts.refused_full;
+            last_log = Some(Instant::now());
+        }
     }
 }
 
@@ -252,7 +313,7 @@ pub async fn run(
     let (store, recovered) = match store {
         None => (None, 0),
         Some((store, report)) => {
-            let recovered = table.len();
+            let recovered = table.clients();
             tracing::info!(
                 "recovered {recovered} clients ({} records read) from {} in {} ms{}",
                 report.records,
@@ -345,6 +406,7 @@ pub async fn run(
         "{name} admin endpoint on http://{admin_address}/ (healthz, readyz, status, metrics)"
     );
     let heartbeat = admin::Heartbeat::spawn(&node);
+    let lifecycle = tokio::spawn(sweep_every_second(Arc::clone(&node)));
     let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
@@ -369,6 +431,7 @@ pub async fn run(
     }
     heartbeat.abort();
     admin_server.abort();
-    tracing::info!("{name} stopped with {} clients known", node.table.len());
+    lifecycle.abort();
+    tracing::info!("{name} stopped with {} clients known", node.table.clients());
     Ok(())
 }

@@ -62,7 +62,7 @@ pub async fn run_accepted(
 /// What the reader asks the writer to send.
 enum Request {
     /// The neighbour sent its digest: answer with the differing records and a WANT.
-    AnswerDigest(Vec<u64>),
+    AnswerDigest(Option<Vec<u64>>),
     /// The neighbour answered this node's digest and wants these buckets.
     SendWanted(Vec<u16>, Inbound),
     /// The neighbour said it holds a link fault and this end holds none: say so
@@ -243,7 +243,9 @@ async fn read_side(
                     inbound.count(new, line.len() + 1);
                 }
             }
-            Some(Command::Peer(PeerMessage::Digest(theirs))) => {
+            Some(Command::Peer(PeerMessage::Digest(theirs, horizons))) => {
+                // Not comparable (a horizon moved in between): answered with no buckets.
+                let theirs = sync::comparable(&node.table, horizons).then_some(theirs);
                 hand_over(&requests, Request::AnswerDigest(theirs), neighbour);
             }
             Some(Command::Peer(PeerMessage::Want(buckets))) => {
@@ -352,7 +354,8 @@ async fn write_side(
             request = pending.recv() => match request {
                 Some(Request::AnswerDigest(theirs)) => {
                     let started = Instant::now();
-                    let buckets = sync::differing(&node.table, &theirs);
+                    let buckets = theirs
+                        .map_or_else(Vec::new, |theirs| sync::differing(&node.table, &theirs));
                     let sent = out.stream_records(node, &buckets, link).await?;
                     out.write(format_want(&buckets).as_bytes()).await?;
                     stats.synced();

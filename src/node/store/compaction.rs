@@ -160,6 +160,7 @@ impl Store {
         snapshot.legacy != Legacy::None
             || journal.bytes >= snapshot.limit()
             || (journal.bytes > 0 && journal.last_write.elapsed() >= COMPACT_IDLE)
+            || journal.removed
             || snapshot.pending.iter().any(|&p| p)
     }
 
@@ -264,6 +265,7 @@ impl Store {
             });
         }
         let replaced = std::mem::replace(&mut journal.live, vec![number]);
+        journal.removed = false;
         self.journal_bytes
             .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Rotation {

@@ -173,6 +173,7 @@ pub(super) fn open_and_load(dir: &Path, table: &Arc<Table>) -> Result<(Store, Fo
         live: segments,
         bytes: loaded.journal_bytes,
         dirty: loaded.journal_dirty,
+        removed: table.counts().expired > 0,
         taken: 0,
         written: 0,
         synced_at: now,
@@ -477,8 +478,9 @@ impl Tally {
             {
                 Some((record, client)) => {
                     self.records += 1;
-                    let hash = table.restore(&record, client);
-                    if from_journal {
+                    let (hash, expired) = table.restore(&record, client);
+                    // An expired record is left out, and its chunk rewritten without it.
+                    if from_journal || expired {
                         self.journal_dirty[usize::from(chunk_of(hash))] = true;
                     }
                 }

@@ -139,6 +139,9 @@ struct JournalState {
     bytes: u64,
     /// Chunks whose clients changed since the last compaction started.
     dirty: Vec<bool>,
+    /// Records left the table without an update (expiry) since the last compaction started:
+    /// one is due even with nothing written.
+    removed: bool,
     /// Every update up to `taken` has left the lanes: journaled, or (while the journal is
     /// broken) only marked in `dirty`.
     taken: Seq,
@@ -296,6 +299,17 @@ impl Store {
     /// The store's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Records of the chunks marked in `chunks` left the table without an update (they
+    /// expired): the next compaction rewrites those chunks from the table, which removes
+    /// them from the store, and runs even if nothing else was written.
+    pub fn mark_removed(&self, chunks: &[bool]) {
+        let mut journal = self.journal();
+        for (dirty, &removed) in journal.dirty.iter_mut().zip(chunks) {
+            *dirty |= removed;
+        }
+        journal.removed = true;
     }
 
     /// The sequence number of the latest accepted update.
