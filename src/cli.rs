@@ -154,6 +154,10 @@ pub enum Command {
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]
     Export(Export),
+    /// The herd's certificate authority and its servers' certificates, for TLS links
+    /// (`links.tls` in the herd file) and TLS clients (`tls_port`).
+    #[command(subcommand)]
+    Certs(Certs),
     /// Print a shell completion script.
     Completions { shell: Shell },
     /// Load a running server and measure throughput, latency and propagation.
@@ -231,6 +235,34 @@ pub enum LinkCommand {
         b: String,
         /// The share dropped, 0 to 100.
         percent: u8,
+    },
+}
+
+/// `herdctl certs`: files in a folder (default `certs` beside the herd file), private to
+/// their owner.
+#[derive(Debug, Subcommand)]
+pub enum Certs {
+    /// Create a herd CA (ca.pem, ca.key) and a certificate and key for every server of the
+    /// herd file (<Name>.pem, <Name>.key: the server's name as its identity, its host as a
+    /// subject alternative name).
+    Init {
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Issue (or renew) the certificate of one server, signed by the folder's CA.
+    Issue {
+        /// The server's name in the herd file.
+        name: String,
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show every certificate of the folder: whose it is, when it expires, who signed it.
+    Show {
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

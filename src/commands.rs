@@ -245,3 +245,16 @@ fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
 pub fn node_lock_path(config: &HerdConfig, name: &str) -> std::path::PathBuf {
     config.run_dir.join(format!("{name}.lock"))
 }
+
+/// `herdctl certs init|issue|show`.
+pub fn certs(path: &Path, command: &crate::cli::Certs) -> Result<()> {
+    use crate::cli::Certs;
+    use crate::tls::certs;
+    let config = HerdConfig::load(path)?;
+    let dir = |d: &Option<std::path::PathBuf>| certs::folder(&config, d.as_deref());
+    match command {
+        Certs::Init { dir: d } => certs::init(&config, &dir(d)),
+        Certs::Issue { name, dir: d } => certs::issue(&config, &dir(d), name),
+        Certs::Show { dir: d } => certs::show(&dir(d)),
+    }
+}

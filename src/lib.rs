@@ -30,5 +30,6 @@ pub mod protocol;
 pub mod record;
 pub mod supervisor;
 pub mod tail;
+pub mod tls;
 pub mod top;
 pub mod verify;

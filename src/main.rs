@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             commands::run(&source, name, *log_stdout)
         }
         Command::Check => commands::check(&cli.config),
+        Command::Certs(certs) => commands::certs(&cli.config, certs).map(|()| ExitCode::SUCCESS),
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
