@@ -37,6 +37,9 @@ _herdctl() {
             herdctl,export)
                 cmd="herdctl__subcmd__export"
                 ;;
+            herdctl,forget)
+                cmd="herdctl__subcmd__forget"
+                ;;
             herdctl,help)
                 cmd="herdctl__subcmd__help"
                 ;;
@@ -163,6 +166,9 @@ _herdctl() {
             herdctl__subcmd__help,export)
                 cmd="herdctl__subcmd__help__subcmd__export"
                 ;;
+            herdctl__subcmd__help,forget)
+                cmd="herdctl__subcmd__help__subcmd__forget"
+                ;;
             herdctl__subcmd__help,help)
                 cmd="herdctl__subcmd__help__subcmd__help"
                 ;;
@@ -284,7 +290,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link chaos send tail run check reload probe export certs completions bench supervise complete-names help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link forget chaos send tail run check reload probe export certs completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -807,8 +813,34 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__forget)
+            opts="-h --reason --via --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --via)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status top verify link chaos send tail run check reload probe export certs completions bench supervise complete-names help"
+            opts="start stop restart kill pause resume status top verify link forget chaos send tail run check reload probe export certs completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1006,6 +1038,20 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__export__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -81,6 +81,20 @@ pub enum Command {
     /// also clears it.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Remove a client's location from the whole herd: a tombstone, flooded to every server
+    /// (one that is down gets it when it comes back) and kept for clients.tombstone_ttl_s.
+    /// A later IAMAT with a newer time brings the client back. Log lines already written
+    /// are not rewritten (logs.redact keeps ids and locations out of them).
+    Forget {
+        /// The client id, as its IAMATs give it.
+        client: String,
+        /// Why, for the log of the server that makes the tombstone (at most 200 bytes).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// The server to tell (default: the first that answers, by name).
+        #[arg(long, value_name = "NAME")]
+        via: Option<String>,
+    },
     /// A seeded run of IAMAT load and random faults, healed at the end, then checked: every
     /// acknowledged update on every server, how long convergence took, stale reads, flood
     /// lines per update. Exit 1 when anything acknowledged was lost or the herd did not

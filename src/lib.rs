@@ -15,6 +15,7 @@ pub mod config_diff;
 pub mod config_errors;
 pub mod direct;
 pub mod export;
+pub mod forget;
 pub mod hosts;
 pub mod link;
 pub mod logs;

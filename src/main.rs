@@ -7,8 +7,8 @@ use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
 use herdctl::{
-    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, top,
-    verify,
+    bench, chaos, client, commands, completions, direct, export, forget, link, supervisor, tail,
+    top, verify,
 };
 
 fn main() -> ExitCode {
@@ -85,6 +85,11 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
+        Command::Forget {
+            client,
+            reason,
+            via,
+        } => forget::run(&cli.config, client, reason.as_deref(), via.as_deref()),
         Command::Chaos(args) => chaos::run(&cli.config, args),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::CompleteNames => Ok(completions::print_names(&cli.config)),

@@ -898,6 +898,12 @@ async fn answer(
                     }
                     None => invalid(out),
                 },
+                ControlCommand::Forget { client, reason } => {
+                    if client.len() > config.limits.max_client_id_bytes {
+                        return invalid(out);
+                    }
+                    reply(operator::forget(node, client, reason).as_bytes(), out)
+                }
                 _ => match super::faults::apply(node, &command) {
                     Ok(faults) => reply(protocol::format_done(&faults).as_bytes(), out),
                     Err(why) => {
