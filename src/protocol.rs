@@ -812,6 +812,13 @@ pub struct NodeFigures {
     /// New clients refused since the start because the table was full (`clients.max`).
     #[serde(default)]
     pub refused_full: u64,
+    /// Updates the table accepted for the store since start-up (0 without a store).
+    #[serde(default)]
+    pub store_accepted: u64,
+    /// How many of them are on disk, fdatasynced (the store's durable point): equal to
+    /// `store_accepted` once everything is durable, whatever the durability mode.
+    #[serde(default)]
+    pub store_durable: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1215,6 +1222,8 @@ pub(crate) mod tests {
             expired: 6,
             forgotten: 1,
             refused_full: 2,
+            store_accepted: 7,
+            store_durable: 6,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

@@ -51,7 +51,7 @@ pub struct Node {
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
     pub started: Instant,
-    /// The table's store (also held by the table, which writes it).
+    /// The table's store (which holds the table and drains what it accepted).
     pub store: Option<Arc<Store>>,
     /// Clients read back from the store at start-up.
     pub recovered: usize,
@@ -176,6 +176,8 @@ impl Node {
             open_links: self.secret.is_none() && self.tls.is_none(),
             peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,
+            store_accepted: self.table.assigned(),
+            store_durable: self.store.as_ref().map_or(0, |s| s.progress().durable),
         }
     }
 
@@ -362,6 +364,10 @@ pub async fn run(
         places.name()
     );
 
+    log.set_redaction(crate::logs::redact::Redactor::new(
+        config.logs.redact,
+        secret.clone(),
+    ));
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers: Peers::new(&server.neighbours, config.links.queue),
