@@ -473,6 +473,12 @@ where
         if slot.is_handshake() && !is_handshake_line(&line, &role) {
             break;
         }
+        // A WHATSAT may wait on its places lookup (an index still loading, a web service):
+        // the lines before it go to the log writer first, so they are not held back that
+        // long (the writer orders lines only within `logs.order_window_ms`).
+        if refusable.replies.is_empty() && line.starts_with(b"WHATSAT ") {
+            node.log.submit(&mut log);
+        }
         let reply_start = out.len();
         let (answer, command) = respond(
             node,
