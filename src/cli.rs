@@ -312,6 +312,10 @@ pub struct BenchArgs {
     /// node CPU per update, flood lines and duplicates per update. No herd file needed.
     #[arg(long, conflicts_with_all = ["target", "propagation", "baseline_echo"])]
     pub herd: bool,
+    /// With --herd: the herd's `links.forwarding` (flood or tree; default: the herd file's
+    /// default).
+    #[arg(long, value_name = "flood|tree", requires = "herd")]
+    pub forwarding: Option<String>,
     /// How long to load it, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,

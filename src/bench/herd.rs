@@ -162,7 +162,7 @@ impl HerdReport {
 }
 
 /// Runs both phases with `plan` and returns the figures.
-pub fn run(
+pub(super) fn run(
     runtime: &tokio::runtime::Runtime,
     plan: &Plan,
     forwarding: Option<&str>,
@@ -181,13 +181,13 @@ pub fn run(
     let token = crate::admin::token(&herd_config);
 
     let lone = Nodes::start(&lone_file, &lone_config)?;
-    lone.wait_linked(runtime)?;
+    lone.wait_linked()?;
     let (figures, cpu) = lone.measure(runtime, LONE, plan)?;
     let lone_report = PhaseReport::new(&figures, &cpu);
     drop(lone);
 
     let herd = Nodes::start(&herd_file, &herd_config)?;
-    herd.wait_linked(runtime)?;
+    herd.wait_linked()?;
     let before = herd.flood_counts(runtime, &herd_config, token.as_deref())?;
     let (figures, cpu) = herd.measure(runtime, GRAPH[0].0, plan)?;
     let herd_report = PhaseReport::new(&figures, &cpu);
@@ -291,7 +291,12 @@ struct FloodCounts {
 
 impl Nodes {
     fn start(file: &Path, config: &HerdConfig) -> Result<Nodes> {
-        let exe = std::env::current_exe().context("cannot find this herdctl binary")?;
+        // HERDCTL_BENCH_NODE runs the nodes from another build (to compare builds with the
+        // same generator); by default, this binary.
+        let exe = match std::env::var_os("HERDCTL_BENCH_NODE") {
+            Some(path) => PathBuf::from(path),
+            None => std::env::current_exe().context("cannot find this herdctl binary")?,
+        };
         let mut nodes = Nodes {
             children: Vec::new(),
         };
@@ -312,7 +317,7 @@ impl Nodes {
     }
 
     /// Waits until every node answers and has all its links up.
-    fn wait_linked(&self, runtime: &tokio::runtime::Runtime) -> Result<()> {
+    fn wait_linked(&self) -> Result<()> {
         let deadline = Instant::now() + START_DEADLINE;
         for (name, _, addr) in &self.children {
             loop {
@@ -325,7 +330,7 @@ impl Nodes {
                 if Instant::now() > deadline {
                     bail!("{name} did not answer with every link up within {START_DEADLINE:?}");
                 }
-                runtime.block_on(tokio::time::sleep(Duration::from_millis(50)));
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         Ok(())
@@ -404,7 +409,7 @@ impl Nodes {
         let deadline = Instant::now() + SETTLE;
         let mut last = self.flood_counts(runtime, config, token)?;
         loop {
-            runtime.block_on(tokio::time::sleep(Duration::from_millis(200)));
+            std::thread::sleep(Duration::from_millis(200));
             let now = self.flood_counts(runtime, config, token)?;
             let received = (now.new + now.stale) - (before.new + before.stale);
             if (now == last && received >= now.sent - before.sent) || Instant::now() > deadline {

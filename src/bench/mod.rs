@@ -84,7 +84,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the generator's runtime")?;
     if args.herd {
-        let report = herd::run(&runtime, &plan, None)?;
+        let report = herd::run(&runtime, &plan, args.forwarding.as_deref())?;
         if args.json {
             println!(
                 "{}",

@@ -42,6 +42,8 @@ pub fn apply(
     node.per_ip.set_max(new.limits.max_connections_per_ip);
     // The new file first: a new link's dialler reads its neighbour's address from it, and a
     // HELLO from a new neighbour is checked against it.
+    node.peers
+        .set_routes(super::routes::Routes::new(&new, name));
     node.set_config(Arc::new(new));
     let (added, _dropped) = node.peers.set_neighbours(&neighbours, queue);
     for link in added {
