@@ -96,8 +96,7 @@ fn store(c: &mut Criterion) {
     let table = Arc::new(Table::new());
     let (store, _) = Store::open(&path, &table).unwrap();
     let store = Arc::new(store);
-    table.attach_store(Arc::clone(&store));
-    store.start_writer(Arc::clone(&table), false);
+    store.start_writer(false);
     let mut secs = 1_000_000_000;
     let mut i = 0;
     c.bench_function(
@@ -150,16 +149,15 @@ fn store(c: &mut Criterion) {
         let path = dir
             .path()
             .join(if compacted { "snapshot" } else { "journal" });
-        let table = Table::new();
+        let table = Arc::new(Table::new());
         let (store, _) = Store::open(&path, &table).unwrap();
         let store = Arc::new(store);
-        table.attach_store(Arc::clone(&store));
         for (n, client) in clients.iter().enumerate() {
             table.apply(&iamat_record(client, 1_000_000_000 + n as u64));
         }
         store.flush().unwrap();
         if compacted {
-            store.compact_now(&table).unwrap();
+            store.compact_now().unwrap();
         }
         store.close().unwrap();
         drop((store, table));
@@ -169,7 +167,7 @@ fn store(c: &mut Criterion) {
         };
         group.bench_function(name, |b| {
             b.iter(|| {
-                let table = Table::new();
+                let table = Arc::new(Table::new());
                 let (store, _) = Store::open(&path, &table).unwrap();
                 drop(store);
                 table.len()

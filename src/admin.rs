@@ -94,6 +94,29 @@ pub struct LinkStatus {
     pub bytes_received: u64,
     /// When the last anti-entropy exchange with it ended (seconds since the epoch).
     pub last_sync: Option<f64>,
+    /// The link fault the operator set on it (`herdctl link`), if any.
+    #[serde(default)]
+    pub fault: Option<LinkFaultStatus>,
+    /// Flooded lines this end dropped because of `herdctl link loss` (anti-entropy repairs
+    /// them), since the node started.
+    #[serde(default)]
+    pub fault_lines_dropped: u64,
+    /// Lines this end held back because of `herdctl link delay`, since the node started.
+    #[serde(default)]
+    pub fault_lines_delayed: u64,
+}
+
+/// A link fault as `/status` shows it (`herdctl link cut|delay|loss`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkFaultStatus {
+    /// `cut`, `delay 100±20 ms, loss 30%`.
+    pub describe: String,
+    pub cut: bool,
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub loss_percent: u8,
+    /// The id the tool gave the command that set it (the same at both ends).
+    pub id: String,
 }
 
 /// Asks `endpoint` for `/status` with `token`: the node's status when it answers 200.

@@ -64,6 +64,8 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     // Before the listener and the links: a restarted node serves what it had at once. The
     // places index is built meanwhile (both take a while: a big store, the embedded index).
     let table = Arc::new(Table::new());
+    // Before the store is read: what expired while the node was down is not loaded.
+    table.set_lifecycle(&config.clients, crate::logs::clock::now_nanos());
     let (places, opened) = std::thread::scope(|scope| {
         let places = scope.spawn(|| build_places(&config.places));
         let opened = crate::node::open_store(&config, name, &table);

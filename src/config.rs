@@ -53,6 +53,17 @@ struct RawConfig {
     links: RawLinks,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    clients: RawClients,
+}
+
+/// `clients:`: how long a client's location is kept, and how many clients a node holds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClients {
+    ttl_s: Option<u64>,
+    tombstone_ttl_s: Option<u64>,
+    max: Option<usize>,
 }
 
 /// `admin:`: who may read the admin endpoint's routes (see [`AdminSettings`]).
@@ -122,6 +133,7 @@ struct RawLogs {
     max_file_bytes: Option<u64>,
     max_line_bytes: Option<usize>,
     level: Option<LogLevel>,
+    redact: Option<Redact>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +177,20 @@ pub enum LogLevel {
     #[default]
     Info,
     Debug,
+}
+
+/// What the wire log keeps of clients' data (`logs.redact`), from least to most hidden.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redact {
+    /// Every line as it was sent.
+    #[default]
+    None,
+    /// Locations rounded to 0.1 degree (about 11 km).
+    Locations,
+    /// Locations rounded, and client ids replaced by a keyed hash (HMAC with the herd
+    /// secret), so one client's lines can still be followed but not named.
+    Ids,
 }
 
 /// Which places provider answers WHATSAT (`places.provider`).
@@ -266,6 +292,8 @@ pub struct LogSettings {
     /// A wire line is logged up to this many bytes, then `... (<n> bytes)`.
     pub max_line_bytes: usize,
     pub level: LogLevel,
+    /// What the wire log hides of clients' ids and locations.
+    pub redact: Redact,
 }
 
 pub const DEFAULT_LOG_MAX_LINE_BYTES: usize = 4096;
@@ -549,6 +577,54 @@ fn limits_config(raw: RawLimits, shown: &str) -> Result<Limits> {
     })
 }
 
+/// The client data lifecycle (`clients:`): expiry, tombstones (`herdctl forget`) and a
+/// bounded table. The defaults keep the classic behaviour: no expiry, no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientsSettings {
+    /// A record whose client time is older than this many seconds is gone (`None`: kept).
+    pub ttl_s: Option<u64>,
+    /// A tombstone is kept this many seconds after its time, then compacted away.
+    pub tombstone_ttl_s: u64,
+    /// The most clients a node holds; a new one past it is refused (`None`: no bound).
+    pub max: Option<usize>,
+}
+
+pub const DEFAULT_TOMBSTONE_TTL_S: u64 = 7 * 86_400;
+
+impl Default for ClientsSettings {
+    fn default() -> ClientsSettings {
+        ClientsSettings {
+            ttl_s: None,
+            tombstone_ttl_s: DEFAULT_TOMBSTONE_TTL_S,
+            max: None,
+        }
+    }
+}
+
+/// The `clients:` section, checked: zero would expire or refuse everything.
+fn clients_config(raw: &RawClients, shown: &str) -> Result<ClientsSettings> {
+    if raw.ttl_s == Some(0) {
+        bail!("{shown}: clients.ttl_s is 0; use e.g. 86400, or leave it out to keep locations");
+    }
+    if raw.max == Some(0) {
+        bail!("{shown}: clients.max is 0; use e.g. 1000000, or leave it out for no bound");
+    }
+    Ok(ClientsSettings {
+        ttl_s: raw.ttl_s,
+        tombstone_ttl_s: nonzero(
+            shown,
+            "clients.tombstone_ttl_s",
+            raw.tombstone_ttl_s,
+            DEFAULT_TOMBSTONE_TTL_S,
+            &format!(
+                "use e.g. {DEFAULT_TOMBSTONE_TTL_S} (longer than any server stays down, or a \
+                 forgotten client can come back from it)"
+            ),
+        )?,
+        max: raw.max,
+    })
+}
+
 /// How the supervisor stops nodes and restarts crashed ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SupervisorSettings {
@@ -606,6 +682,9 @@ pub struct HerdConfig {
     pub links: LinkSettings,
     /// Who may read the admin endpoint.
     pub admin: AdminSettings,
+    /// How long clients' locations and tombstones are kept, and how many clients a node
+    /// holds.
+    pub clients: ClientsSettings,
     /// A fingerprint of the file's text without its secret. Nodes report it in
     /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
     /// file it applied.
@@ -803,6 +882,7 @@ impl HerdConfig {
                 .max_line_bytes
                 .unwrap_or(DEFAULT_LOG_MAX_LINE_BYTES),
             level: raw.logs.level.unwrap_or_default(),
+            redact: raw.logs.redact.unwrap_or_default(),
         };
         if logs.max_file_bytes.is_some_and(|b| b < MIN_LOG_FILE_BYTES) {
             bail!(
@@ -840,6 +920,14 @@ impl HerdConfig {
         }
         let limits = limits_config(raw.limits, &shown)?;
         let links = links_config(raw.links, &shown)?;
+        let clients = clients_config(&raw.clients, &shown)?;
+        if logs.redact == Redact::Ids && matches!(secret, SecretSource::Open) {
+            bail!(
+                "{shown}: logs.redact: ids hashes client ids with the herd secret, and this herd \
+                 has none (insecure_open_links: true); remove insecure_open_links, or use \
+                 logs.redact: locations"
+            );
+        }
 
         warnings.extend(disconnected_warning(&servers));
         Ok(HerdConfig {
@@ -867,6 +955,7 @@ impl HerdConfig {
             admin: AdminSettings {
                 open: raw.admin.open.unwrap_or(false),
             },
+            clients,
             digest: text_digest(&match &inline_secret {
                 // The digest is shown to anyone who asks: nothing of the secret goes in.
                 Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), ""),
@@ -1720,7 +1809,10 @@ servers:
             }
         );
         let e = error(&format!("{CLASSIC}links: {{ forwarding: gossip }}\n"));
-        assert!(e.contains("links.forwarding is \"gossip\"; use flood"), "{e}");
+        assert!(
+            e.contains("links.forwarding is \"gossip\"; use flood"),
+            "{e}"
+        );
         for key in ["queue", "write_timeout_ms", "answer_timeout_ms"] {
             let e = error(&format!("{CLASSIC}links: {{ {key}: 0 }}\n"));
             assert!(e.contains(&format!("links.{key} is 0")), "{e}");

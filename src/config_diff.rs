@@ -128,6 +128,7 @@ pub fn live_changes(old: &HerdConfig, new: &HerdConfig, name: &str) -> Vec<Strin
         ("links", old.links != new.links),
         ("reconnect", old.reconnect != new.reconnect),
         ("logs", old.logs != new.logs),
+        ("clients", old.clients != new.clients),
     ];
     for (section, changed) in sections {
         if changed {

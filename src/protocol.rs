@@ -172,8 +172,10 @@ pub enum PeerMessage<'a> {
     /// `HERD SYNC <AT line fields>`: a record sent to repair a difference found by
     /// anti-entropy (applied like an update; counted apart so status can say what was synced).
     Sync(AtFields<'a>),
-    /// `HERD DIGEST <n> <hex>`: the sender's table summarised as `n` bucket digests.
-    Digest(Vec<u64>),
+    /// `HERD DIGEST <n> <hex> [<live>/<tombstones>]`: the sender's table summarised as `n`
+    /// bucket digests, and the expiry horizons it was taken at (see `node/table.rs`; absent
+    /// from nodes before expiry: compared regardless).
+    Digest(Vec<u64>, Option<Horizons>),
     /// `HERD WANT <bucket,bucket,...|->`: the buckets whose records the other side should send.
     Want(Vec<u16>),
     /// `HERD STATUS`: an operator tool asks for the node's figures (read-only).
@@ -416,7 +418,11 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
         ["FAULT", id] if *id == "-" || is_valid_fault_id(id) => {
             Some(PeerMessage::Fault((*id != "-").then_some(*id)))
         }
-        ["DIGEST", count, hex] => parse_digest(count, hex).map(PeerMessage::Digest),
+        ["DIGEST", count, hex] => Some(PeerMessage::Digest(parse_digest(count, hex)?, None)),
+        ["DIGEST", count, hex, horizons] => Some(PeerMessage::Digest(
+            parse_digest(count, hex)?,
+            Some(parse_horizons(horizons)?),
+        )),
         ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
         ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(AtFields::check(
             origin, skew, client, location, time,
@@ -462,6 +468,48 @@ pub fn parse_want(buckets: &str) -> Option<Vec<u16>> {
                 .filter(|&b| usize::from(b) < DIGEST_BUCKETS)
         })
         .collect()
+}
+
+/// The expiry horizons a digest was taken at: live records', tombstones' (whole seconds;
+/// `i64::MIN` for none).
+pub type Horizons = (i64, i64);
+
+/// `<live>/<tombstones>`, each a number or `-` (no horizon).
+fn parse_horizons(text: &str) -> Option<Horizons> {
+    let one = |t: &str| -> Option<i64> {
+        match t {
+            "-" => Some(i64::MIN),
+            t if !t.is_empty()
+                && t.trim_start_matches('-')
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+            {
+                t.parse().ok()
+            }
+            _ => None,
+        }
+    };
+    let (live, tomb) = text.split_once('/')?;
+    Some((one(live)?, one(tomb)?))
+}
+
+fn format_horizon(h: i64) -> String {
+    match h {
+        i64::MIN => "-".to_owned(),
+        h => h.to_string(),
+    }
+}
+
+/// `HERD DIGEST <n> <hex> <live>/<tombstones>\n`: a digest and the horizons it was taken at.
+pub fn format_digest_at(digest: &[u64], horizons: Horizons) -> String {
+    let mut line = format_digest(digest);
+    line.pop();
+    line.push_str(&format!(
+        " {}/{}\n",
+        format_horizon(horizons.0),
+        format_horizon(horizons.1)
+    ));
+    line
 }
 
 /// `HERD DIGEST <n> <hex>\n`.
@@ -570,7 +618,11 @@ impl<'a> AtFields<'a> {
         if !is_valid_server_name(origin) || !is_valid_skew(skew) || !is_valid_client_id(client) {
             return None;
         }
-        Location::parse(location)?;
+        // `-`: a tombstone (`herdctl forget`), only ever made by a server; peer lines come
+        // from proved neighbours only, and an IAMAT's location is parsed on its own path.
+        if location != crate::record::TOMBSTONE_LOCATION {
+            Location::parse(location)?;
+        }
         Some(AtFields {
             origin,
             skew,
@@ -728,6 +780,18 @@ pub struct NodeFigures {
     /// Flooded lines (`HERD AT`) this node wrote to its neighbours since it started.
     #[serde(default)]
     pub floods_sent: u64,
+    /// `clients.max`, when the table is bounded (`clients` out of it is the fill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients_max: Option<usize>,
+    /// Records that expired here since the start (`clients.ttl_s`).
+    #[serde(default)]
+    pub expired: u64,
+    /// Clients forgotten (`herdctl forget`) whose tombstones the node holds now.
+    #[serde(default)]
+    pub forgotten: usize,
+    /// New clients refused since the start because the table was full (`clients.max`).
+    #[serde(default)]
+    pub refused_full: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1127,6 +1191,10 @@ pub(crate) mod tests {
             places_refused: 5,
             faults: [("Welsh".to_owned(), "cut".to_owned())].into(),
             floods_sent: 12,
+            clients_max: Some(10),
+            expired: 6,
+            forgotten: 1,
+            refused_full: 2,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.
@@ -1138,8 +1206,22 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(
             parse(format_digest(&digest).trim_end()),
-            PeerMessage::Digest(digest)
+            PeerMessage::Digest(digest.clone(), None)
         );
+        for horizons in [(1_700_000_000, -5), (i64::MIN, 1_699_000_000)] {
+            assert_eq!(
+                parse(format_digest_at(&digest, horizons).trim_end()),
+                PeerMessage::Digest(digest.clone(), Some(horizons))
+            );
+        }
+        let bad = format_digest(&digest).trim_end().to_owned();
+        for tail in [" 5", " 5/", " +5/6", " a/b", " 5/6/7"] {
+            assert_eq!(
+                parse_line(format!("{bad}{tail}").as_bytes()),
+                None,
+                "{tail}"
+            );
+        }
         assert_eq!(
             parse(format_want(&[]).trim_end()),
             PeerMessage::Want(vec![])

@@ -147,6 +147,42 @@ impl AtRecord {
         })
     }
 
+    /// A tombstone (`herdctl forget`): a record that says "no location" for `client`, made
+    /// by server `origin` at `received_nanos` with client time `time` (chosen newer than
+    /// what it replaces, so it wins under the one newer-wins order like any update). Its
+    /// line is an AT line whose location is `-`, which no IAMAT can produce (a location
+    /// needs its signs), so a client can never make one.
+    pub fn tombstone(
+        origin: &str,
+        received_nanos: i128,
+        client: &str,
+        time: Timestamp,
+    ) -> AtRecord {
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            line.push_str("AT ");
+            line.push_str(origin);
+            line.push(' ');
+            write_skew(line, received_nanos, time);
+            let _ = write!(
+                line,
+                " {client} {TOMBSTONE_LOCATION} {}.{:09}",
+                time.secs, time.nanos
+            );
+            AtRecord {
+                line: Arc::from(line.as_str()),
+            }
+        })
+    }
+
+    /// Whether this record is a tombstone: its location field (the one before the time) is
+    /// `-`. Read from the end of the line, so it costs a scan of the time field only.
+    pub fn is_tombstone(&self) -> bool {
+        let bytes = self.line.as_bytes();
+        let last_space = bytes.iter().rposition(|&b| b == b' ').unwrap_or(0);
+        last_space >= 2 && &bytes[last_space - 2..last_space] == b" -"
+    }
+
     /// The AT line, without newline.
     pub fn line(&self) -> &str {
         &self.line
@@ -184,6 +220,7 @@ impl AtRecord {
     }
 
     /// The client's location, parsed again from the line (it was validated on the way in).
+    /// A tombstone has none: ask [`AtRecord::is_tombstone`] first.
     pub fn location(&self) -> Location {
         let client = self.field_end(self.field_end(self.field_end("AT".len())));
         let text = &self.line[client + 1..self.field_end(client)];
@@ -213,6 +250,9 @@ impl fmt::Display for AtRecord {
         f.write_str(&self.line)
     }
 }
+
+/// The location field of a tombstone (see [`AtRecord::tombstone`]).
+pub const TOMBSTONE_LOCATION: &str = "-";
 
 /// The digest bucket a client id falls in.
 pub fn client_bucket(client: &str) -> u16 {
@@ -289,6 +329,31 @@ mod tests {
             };
             assert_eq!(rebuilt, record);
         }
+    }
+
+    #[test]
+    fn a_tombstone_is_an_at_line_without_a_location() {
+        let time = Timestamp {
+            secs: 1621464827,
+            nanos: 5,
+        };
+        let stone = AtRecord::tombstone("Ball", time.as_nanos() + 1_000_000_000, "kiwi", time);
+        assert_eq!(
+            stone.line(),
+            "AT Ball +1.000000000 kiwi - 1621464827.000000005"
+        );
+        assert!(stone.is_tombstone());
+        assert_eq!(
+            (stone.client(), stone.origin(), stone.time()),
+            ("kiwi", "Ball", time)
+        );
+        assert_eq!(AtRecord::parse(stone.line()), Some(stone.clone()));
+        assert_eq!(AtRecord::from_store(stone.line()).unwrap().0, stone);
+        let i = iamat(KIWI);
+        assert!(!AtRecord::from_iamat("Alford", 0, &i).is_tombstone());
+        // A client whose id is `-` is not a tombstone.
+        let dash = AtRecord::from_parts("Alford", "+0.000000000", "-", "+1+1", "5").unwrap();
+        assert!(!dash.is_tombstone());
     }
 
     #[test]

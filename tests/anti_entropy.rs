@@ -94,7 +94,8 @@ fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
 
     let mut ball = RawPeer::accept(&fake_ball, "Ball", "Alford", &herd.secret());
     let digest = ball.line();
-    let Some(Command::Peer(PeerMessage::Digest(theirs))) = protocol::parse_line(digest.as_bytes())
+    let Some(Command::Peer(PeerMessage::Digest(theirs, _))) =
+        protocol::parse_line(digest.as_bytes())
     else {
         panic!("expected a digest, got {digest:?}");
     };

@@ -90,6 +90,46 @@ fn a_paused_node_stops_cleanly() {
     );
 }
 
+#[test]
+fn a_new_supervisor_adopts_a_paused_node_as_paused_and_does_not_kill_it() {
+    let s = Supervised::herd(&[("Solo", &[])], FAST_HEALTH, "");
+    s.ok(&["start", "all"]);
+    let pid = s.node_pid("Solo").unwrap();
+    // A node whose parent dies while it is frozen is thawed by the kernel (its process
+    // group is orphaned: SIGHUP, SIGCONT). A node already adopted has init as its parent,
+    // so it stays frozen when the supervisor that paused it goes: that one is tested.
+    let kill_supervisor = || {
+        common::nix_kill(s.daemon_pid().unwrap(), "KILL");
+        wait_until("the supervisor to die", || s.daemon_pid().is_none());
+    };
+    kill_supervisor();
+    s.ok(&["start", "all"]);
+    assert_eq!(s.node("Solo")["state"], "running");
+    s.ok(&["pause", "Solo"]);
+    kill_supervisor();
+    // Without a supervisor, status reads the frozen state from /proc.
+    let out = s.run(&["status", "--json"]);
+    let status: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status[0]["state"], "paused", "{status:?}");
+
+    // A new supervisor adopts it paused: its silence is no hang.
+    s.ok(&["start", "all"]);
+    assert!(s.daemon_pid().is_some());
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_millis(1500) {
+        let n = s.node("Solo");
+        assert_eq!(n["state"], "paused", "{n}");
+        assert_eq!(n["pid"], pid, "{n}");
+        assert_eq!(n["restarts"], 0, "{n}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = s.ok(&["resume", "Solo"]);
+    assert!(out.contains("Solo resumed"), "{out}");
+    let reply = s.herd.send("Solo", "IAMAT thawed +10+10 1700000000\n");
+    assert!(reply.starts_with("AT Solo "), "{reply}");
+    assert_eq!(s.node("Solo")["pid"], pid);
+}
+
 const SECRET: &str = "secret: chaos-test-secret-0123456789abcdef\n";
 
 fn verify(herd: &Herd) -> (i32, serde_json::Value) {
@@ -266,6 +306,89 @@ fn a_cut_isolates_a_server_and_heal_all_converges_the_herd() {
         Some(at_line)
     );
     assert!(herd.status("Alford").faults.is_empty());
+}
+
+/// The value of the `/metrics` sample that starts with `prefix` (name and labels).
+fn metric(herd: &Herd, name: &str, prefix: &str) -> f64 {
+    let (code, page) = herd.admin_get(name, "/metrics", None);
+    assert_eq!(code, 200, "{page}");
+    let line = page
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {page}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn link_status(herd: &Herd, name: &str) -> serde_json::Value {
+    let (code, body) = herd.admin_get(name, "/status", None);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    status["links"][0].clone()
+}
+
+#[test]
+fn faults_show_in_the_admin_status_and_metrics() {
+    let extra = format!("{QUICK_REPAIR}admin: {{ open: true }}\n");
+    let herd = start_herd(&[("Near", &["Far"]), ("Far", &[])], &extra);
+    wait_until("the link to be up", || links_up(&herd, "Near") == 1);
+    let fault = |kind: &str| {
+        metric(
+            &herd,
+            "Near",
+            &format!("herd_link_fault{{peer=\"Far\",kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(
+        (fault("cut"), fault("delay"), fault("loss")),
+        (0.0, 0.0, 0.0)
+    );
+    assert!(link_status(&herd, "Near")["fault"].is_null());
+
+    link(&herd, &["delay", "Near", "Far", "50"]);
+    link(&herd, &["loss", "Near", "Far", "100"]);
+    wait_until("the faulty link to be up", || {
+        links_up(&herd, "Near") == 1 && links_up(&herd, "Far") == 1
+    });
+    herd.send("Near", "IAMAT dropped.client +10+10 1700000000\n");
+    wait_until("the dropped flood to be counted", || {
+        link_status(&herd, "Near")["fault_lines_dropped"].as_u64() >= Some(1)
+    });
+    let near = link_status(&herd, "Near");
+    assert_eq!(near["peer"], "Far", "{near}");
+    assert_eq!(
+        near["fault"]["describe"], "delay 50 ms, loss 100%",
+        "{near}"
+    );
+    assert_eq!(near["fault"]["delay_ms"], 50, "{near}");
+    assert_eq!(near["fault"]["loss_percent"], 100, "{near}");
+    assert_eq!(near["fault"]["cut"], false, "{near}");
+    assert!(near["fault_lines_delayed"].as_u64() >= Some(1), "{near}");
+    assert_eq!(
+        (fault("cut"), fault("delay"), fault("loss")),
+        (0.0, 1.0, 1.0)
+    );
+    let prefix = "herd_link_fault_delay_seconds{peer=\"Far\"}";
+    assert_eq!(metric(&herd, "Near", prefix), 0.05);
+    let prefix = "herd_link_fault_loss_ratio{peer=\"Far\"}";
+    assert_eq!(metric(&herd, "Near", prefix), 1.0);
+    let prefix = "herd_link_fault_lines_total{peer=\"Far\",effect=\"dropped\"}";
+    assert!(metric(&herd, "Near", prefix) >= 1.0);
+    let prefix = "herd_link_fault_lines_total{peer=\"Far\",effect=\"delayed\"}";
+    assert!(metric(&herd, "Near", prefix) >= 1.0);
+    // The other end holds the same fault.
+    assert_eq!(link_status(&herd, "Far")["fault"]["delay_ms"], 50);
+
+    link(&herd, &["cut", "Far", "Near"]);
+    assert_eq!(fault("cut"), 1.0);
+    assert_eq!(link_status(&herd, "Far")["fault"]["cut"], true);
+
+    link(&herd, &["heal", "all"]);
+    assert_eq!(
+        (fault("cut"), fault("delay"), fault("loss")),
+        (0.0, 0.0, 0.0)
+    );
+    assert!(link_status(&herd, "Near")["fault"].is_null());
+    assert!(link_status(&herd, "Far")["fault"].is_null());
 }
 
 #[test]

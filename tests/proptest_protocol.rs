@@ -162,7 +162,7 @@ proptest! {
         let line = format_digest(&digest);
         prop_assert_eq!(
             parse_line(line.trim_end_matches('\n').as_bytes()),
-            Some(Command::Peer(PeerMessage::Digest(digest)))
+            Some(Command::Peer(PeerMessage::Digest(digest, None)))
         );
     }
 

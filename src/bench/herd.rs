@@ -94,7 +94,10 @@ impl PhaseReport {
             p99_us: micros(figures.latency.quantile(0.99)),
             p999_us: micros(figures.latency.quantile(0.999)),
             node_cpu_us_per_update: per_update(&total),
-            cpu_us_per_update_by_node: cpu.iter().map(|(n, d)| (n.clone(), per_update(d))).collect(),
+            cpu_us_per_update_by_node: cpu
+                .iter()
+                .map(|(n, d)| (n.clone(), per_update(d)))
+                .collect(),
             generator_cpu: (figures.cpu * 100.0).round() / 100.0,
         }
     }
@@ -117,10 +120,7 @@ impl HerdReport {
             "{:<22} {:>12} {:>8} {:>10} {:>10} {:>10} {:>16}",
             "", "updates/s", "errors", "p50 µs", "p99 µs", "p99.9 µs", "node CPU µs/upd"
         );
-        for (label, phase) in [
-            ("lone node", &self.lone),
-            ("five-server herd", &self.herd),
-        ] {
+        for (label, phase) in [("lone node", &self.lone), ("five-server herd", &self.herd)] {
             let _ = writeln!(
                 out,
                 "{:<22} {:>12.1} {:>8} {:>10.1} {:>10.1} {:>10.1} {:>16.1}",
@@ -151,7 +151,11 @@ impl HerdReport {
             .iter()
             .map(|(n, us)| format!("{n} {us:.1}"))
             .collect();
-        let _ = writeln!(out, "herd CPU µs per update by node: {}", by_node.join(", "));
+        let _ = writeln!(
+            out,
+            "herd CPU µs per update by node: {}",
+            by_node.join(", ")
+        );
         let _ = writeln!(
             out,
             "generator CPU {:.2} cores (lone), {:.2} (herd)",
@@ -171,10 +175,17 @@ pub(super) fn run(
     let herd_file = folder.path.join("herd.yaml");
     let lone_file = folder.path.join("lone.yaml");
     let ports = free_ports(2 * (GRAPH.len() + 1))?;
+    // The load is updates only: an empty places file spares each node the GeoNames index
+    // (memory, and seconds of start-up).
+    std::fs::write(folder.path.join("pois.csv"), "name,lat,lon\n")
+        .context("cannot write the bench's places file")?;
     std::fs::write(&herd_file, herd_yaml(GRAPH, &ports[2..], forwarding))
         .context("cannot write the bench's herd file")?;
-    std::fs::write(&lone_file, herd_yaml(&[(LONE, &[])], &ports[..2], forwarding))
-        .context("cannot write the bench's herd file")?;
+    std::fs::write(
+        &lone_file,
+        herd_yaml(&[(LONE, &[])], &ports[..2], forwarding),
+    )
+    .context("cannot write the bench's herd file")?;
     let herd_config = HerdConfig::load(&herd_file)?;
     let lone_config = HerdConfig::load(&lone_file)?;
     // Made once here, before the nodes race to make it.
@@ -221,7 +232,7 @@ pub(super) fn run(
 }
 
 /// A herd file for `graph` on `ports` (client and admin port per server, in order): every
-/// wire line logged, files capped so a long run cannot fill the disk.
+/// wire line logged, files capped so a long run cannot fill the disk; no places index.
 fn herd_yaml(graph: &[(&str, &[&str])], ports: &[u16], forwarding: Option<&str>) -> String {
     let mut text = String::from("servers:\n");
     for (i, (name, peers)) in graph.iter().enumerate() {
@@ -234,7 +245,8 @@ fn herd_yaml(graph: &[(&str, &[&str])], ports: &[u16], forwarding: Option<&str>)
     }
     text += "host: 127.0.0.1\nlog_dir: logs\ndata_dir: data\nrun_dir: run\n\
              durability: relaxed\nlogs: { rotation: never, max_file_bytes: 67108864, keep: 1 }\n\
-             reconnect: { initial_ms: 50, max_ms: 500 }\n";
+             reconnect: { initial_ms: 50, max_ms: 500 }\n\
+             places: { provider: offline, file: pois.csv }\n";
     if let Some(forwarding) = forwarding {
         text += &format!("links: {{ forwarding: {forwarding} }}\n");
     }

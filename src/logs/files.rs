@@ -268,6 +268,7 @@ mod tests {
             max_file_bytes: max,
             max_line_bytes: 4096,
             level: crate::config::LogLevel::Info,
+            redact: crate::config::Redact::None,
         }
     }
 

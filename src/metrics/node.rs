@@ -174,6 +174,7 @@ fn write_links(page: &mut Exposition, node: &Node) {
             );
         }
     }
+    write_faults(page, &links);
     page.family(
         "herd_link_drops_total",
         Kind::Counter,
@@ -186,6 +187,71 @@ fn write_links(page: &mut Exposition, node: &Node) {
                 "herd_link_drops_total",
                 &[("peer", &link.name), ("reason", reason.label())],
                 drops.get(&reason).copied().unwrap_or(0) as f64,
+            );
+        }
+    }
+}
+
+/// The link faults the operator set (`herdctl link`), and what they did to the lines.
+fn write_faults(page: &mut Exposition, links: &[std::sync::Arc<crate::node::peers::Link>]) {
+    page.family(
+        "herd_link_fault",
+        Kind::Gauge,
+        "1 while the operator's fault of that kind (cut, delay, loss) is set on the link.",
+    );
+    let faults: Vec<_> = links.iter().map(|l| l.fault.get()).collect();
+    for (link, fault) in links.iter().zip(&faults) {
+        let (cut, delay, loss) = fault.as_ref().map_or((false, false, false), |f| {
+            (f.cut, f.delay_ms > 0, f.loss_percent > 0)
+        });
+        for (kind, on) in [("cut", cut), ("delay", delay), ("loss", loss)] {
+            page.sample(
+                "herd_link_fault",
+                &[("peer", &link.name), ("kind", kind)],
+                f64::from(u8::from(on)),
+            );
+        }
+    }
+    page.family(
+        "herd_link_fault_delay_seconds",
+        Kind::Gauge,
+        "The delay `herdctl link delay` holds each line on the link (0: none).",
+    );
+    for (link, fault) in links.iter().zip(&faults) {
+        let ms = fault.as_ref().map_or(0, |f| f.delay_ms);
+        page.sample(
+            "herd_link_fault_delay_seconds",
+            &[("peer", &link.name)],
+            f64::from(ms) / 1000.0,
+        );
+    }
+    page.family(
+        "herd_link_fault_loss_ratio",
+        Kind::Gauge,
+        "The share of flooded lines `herdctl link loss` drops on the link (0: none).",
+    );
+    for (link, fault) in links.iter().zip(&faults) {
+        let percent = fault.as_ref().map_or(0, |f| f.loss_percent);
+        page.sample(
+            "herd_link_fault_loss_ratio",
+            &[("peer", &link.name)],
+            f64::from(percent) / 100.0,
+        );
+    }
+    page.family(
+        "herd_link_fault_lines_total",
+        Kind::Counter,
+        "Lines a link fault acted on: flooded lines dropped (loss), lines held back (delay).",
+    );
+    for link in links {
+        for (effect, counter) in [
+            ("dropped", &link.stats.fault_dropped),
+            ("delayed", &link.stats.fault_delayed),
+        ] {
+            page.sample(
+                "herd_link_fault_lines_total",
+                &[("peer", &link.name), ("effect", effect)],
+                counter.get() as f64,
             );
         }
     }
@@ -279,11 +345,38 @@ pub fn render(node: &Node) -> String {
         );
     }
 
+    let life = node.table.counts();
     page.single(
         "herd_clients",
         Kind::Gauge,
         "Clients whose location this node holds.",
-        node.table.len() as f64,
+        life.clients as f64,
+    );
+    if let Some(max) = life.max {
+        page.single(
+            "herd_clients_max",
+            Kind::Gauge,
+            "The most clients this node holds (clients.max).",
+            max as f64,
+        );
+    }
+    page.single(
+        "herd_clients_forgotten",
+        Kind::Gauge,
+        "Tombstones held: clients forgotten (herdctl forget) and not yet compacted away.",
+        life.forgotten as f64,
+    );
+    page.single(
+        "herd_clients_expired_total",
+        Kind::Counter,
+        "Records that expired here (clients.ttl_s): removed, not loaded, or refused on arrival.",
+        life.expired as f64,
+    );
+    page.single(
+        "herd_clients_refused_total",
+        Kind::Counter,
+        "New clients refused because the table was full (clients.max).",
+        life.refused_full as f64,
     );
     let on_client_port = node.client_port_open.get();
     let peers = node.peer_sessions.get();

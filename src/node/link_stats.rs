@@ -56,6 +56,10 @@ pub struct LinkStats {
     pub sync_exchanges: Counter,
     pub sync_records_sent: Counter,
     pub sync_records_received: Counter,
+    /// Flooded lines dropped by `herdctl link loss`.
+    pub fault_dropped: Counter,
+    /// Lines held back by `herdctl link delay`.
+    pub fault_delayed: Counter,
     drops: Mutex<BTreeMap<DropReason, u64>>,
     history: Mutex<History>,
 }

@@ -41,7 +41,7 @@ use peers::{Handoff, Peers};
 use reconfigure::Reload;
 use server::ConnectionSlots;
 use store::{NotDurable, OpenReport, Seq, Store};
-use table::Table;
+use table::{Refused, Table};
 
 /// Everything a node's tasks share.
 pub struct Node {
@@ -109,8 +109,14 @@ impl Node {
     /// and, when it is new, floods it to every neighbour, noting in `handoff` what the
     /// client's reply must wait for. Returns `None` if it was not new, else its store
     /// sequence number (see [`Node::wait_durable`]).
-    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Option<Seq> {
+    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Result<Seq, Refused> {
         self.accept_shared(record, None, true, Some(handoff))
+    }
+
+    /// A tombstone from the operator's control path (`herdctl forget`): applied and flooded
+    /// like a client's update.
+    pub fn accept_tombstone(&self, record: AtRecord) -> Result<Seq, Refused> {
+        self.accept_shared(record, None, true, None)
     }
 
     fn accept_shared(
@@ -119,9 +125,9 @@ impl Node {
         from: Option<&str>,
         flooded: bool,
         handoff: Option<&mut Handoff>,
-    ) -> Option<Seq> {
-        let seq = self.table.apply(&record);
-        if seq.is_some() {
+    ) -> Result<Seq, Refused> {
+        let seq = self.table.offer(&record);
+        if seq.is_ok() {
             self.peers.forward(&record, from, flooded, handoff);
         }
         seq
@@ -135,7 +141,7 @@ impl Node {
         let flooded = arrival == Arrival::Flood;
         let new = self
             .accept_shared(record, Some(from), flooded, None)
-            .is_some();
+            .is_ok();
         if new && arrival == Arrival::Sync {
             self.synced.fetch_add(1, Ordering::Relaxed);
         }
@@ -152,10 +158,15 @@ impl Node {
     /// This node's own figures, the answer to `HERD STATUS`.
     pub fn figures(&self) -> NodeFigures {
         let (links_up, links_total) = self.peers.links_up();
+        let life = self.table.counts();
         NodeFigures {
             name: self.name.clone(),
             pid: std::process::id(),
-            clients: self.table.len(),
+            clients: life.clients,
+            clients_max: life.max,
+            expired: life.expired,
+            forgotten: life.forgotten,
+            refused_full: life.refused_full,
             links_up,
             links_total,
             uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -187,11 +198,11 @@ impl Node {
     /// The sequence number a strict reply to an IAMAT must wait for: its own write, or, when
     /// it changed nothing, every write so far (the newer record it lost to may not be on disk
     /// yet either).
-    pub fn durable_point(&self, accepted: Option<Seq>) -> Seq {
+    pub fn durable_point(&self, accepted: Result<Seq, Refused>) -> Seq {
         match (&self.store, accepted) {
             (None, _) => 0,
-            (Some(_), Some(seq)) => seq,
-            (Some(store), None) => store.assigned(),
+            (Some(_), Ok(seq)) => seq,
+            (Some(store), Err(_)) => store.assigned(),
         }
     }
 
@@ -210,6 +221,56 @@ impl Node {
     }
 }
 
+/// Moves the table's expiry horizons every second (which removes what fell below them, see
+/// `Table::sweep`), and says in the log, at most once a minute, how many new clients a full
+/// table refused.
+async fn sweep_every_second(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused_logged = node.table.counts().refused_full;
+    let mut last_log: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let sweeping = Arc::clone(&node);
+        // A sweep scans the table when a horizon moves: off the async workers. What it
+        // removed leaves the store at the next compaction (its chunks are rewritten).
+        let swept = tokio::task::spawn_blocking(move || {
+            let mut chunks = vec![false; store::CHUNKS];
+            let swept = sweeping
+                .table
+                .sweep(crate::logs::clock::now_nanos(), |hash| {
+                    chunks[usize::from(store::chunk_of(hash))] = true;
+                });
+            if swept != table::Swept::default() {
+                if let Some(store) = &sweeping.store {
+                    store.mark_removed(&chunks);
+                }
+            }
+            swept
+        })
+        .await
+        .unwrap_or_default();
+        if swept.tombstones > 0 {
+            tracing::info!(
+                "{} tombstones older than clients.tombstone_ttl_s removed",
+                swept.tombstones
+            );
+        }
+        let counts = node.table.counts();
+        let due = last_log.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if counts.refused_full > refused_logged && due {
+            tracing::warn!(
+                "table full (clients.max {}): refused {} new clients since the last report; \
+                 raise clients.max or set clients.ttl_s",
+                counts.max.unwrap_or_default(),
+                counts.refused_full - refused_logged
+            );
+            refused_logged = counts.refused_full;
+            last_log = Some(Instant::now());
+        }
+    }
+}
+
 /// The folder of node `name`'s store.
 pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
     config.data_dir.join(name)
@@ -220,13 +281,11 @@ pub fn store_dir(config: &HerdConfig, name: &str) -> std::path::PathBuf {
 pub fn open_store(
     config: &HerdConfig,
     name: &str,
-    table: &Table,
+    table: &Arc<Table>,
 ) -> Result<(Arc<Store>, OpenReport)> {
     crate::private::folder(&config.data_dir, "data_dir")?;
     let (store, report) = Store::open(&store_dir(config, name), table)?;
-    let store = Arc::new(store);
-    table.attach_store(Arc::clone(&store));
-    Ok((store, report))
+    Ok((Arc::new(store), report))
 }
 
 /// What a node starts from: its table, already filled from its store (see [`open_store`]),
@@ -264,7 +323,7 @@ pub async fn run(
     let (store, recovered) = match store {
         None => (None, 0),
         Some((store, report)) => {
-            let recovered = table.len();
+            let recovered = table.clients();
             tracing::info!(
                 "recovered {recovered} clients ({} records read) from {} in {} ms{}",
                 report.records,
@@ -284,7 +343,7 @@ pub async fn run(
                     aside.display()
                 );
             }
-            store.start_writer(Arc::clone(&table), config.durability == Durability::Strict);
+            store.start_writer(config.durability == Durability::Strict);
             (Some(store), recovered)
         }
     };
@@ -359,6 +418,7 @@ pub async fn run(
         "{name} admin endpoint on http://{admin_address}/ (healthz, readyz, status, metrics)"
     );
     let heartbeat = admin::Heartbeat::spawn(&node);
+    let lifecycle = tokio::spawn(sweep_every_second(Arc::clone(&node)));
     let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
@@ -383,6 +443,7 @@ pub async fn run(
     }
     heartbeat.abort();
     admin_server.abort();
-    tracing::info!("{name} stopped with {} clients known", node.table.len());
+    lifecycle.abort();
+    tracing::info!("{name} stopped with {} clients known", node.table.clients());
     Ok(())
 }

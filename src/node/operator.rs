@@ -53,15 +53,12 @@ pub fn authorise(
 
 /// `DIGEST`: the table's bucket digests as one hex string, and its client count.
 pub fn digest_answer(node: &Node) -> String {
-    let digest: String = node
-        .table
-        .digest()
-        .iter()
-        .map(|d| format!("{d:016x}"))
-        .collect();
+    let (digest, horizons) = node.table.digest_at_horizons();
+    let digest: String = digest.iter().map(|d| format!("{d:016x}")).collect();
     format_done(&serde_json::json!({
         "name": node.name,
-        "clients": node.table.len(),
+        "clients": node.table.clients(),
+        "horizons": [horizons.0, horizons.1],
         "buckets": DIGEST_BUCKETS,
         "digest": digest,
     }))

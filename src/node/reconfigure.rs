@@ -40,6 +40,8 @@ pub fn apply(
     let neighbours = new.servers[name].neighbours.clone();
     let (max_connections, queue) = (new.limits.max_connections, new.links.queue);
     node.per_ip.set_max(new.limits.max_connections_per_ip);
+    node.table
+        .set_lifecycle(&new.clients, crate::logs::clock::now_nanos());
     // The new file first: a new link's dialler reads its neighbour's address from it, and a
     // HELLO from a new neighbour is checked against it.
     node.peers

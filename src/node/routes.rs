@@ -139,7 +139,10 @@ impl Routes {
 
 /// The breadth-first tree rooted at `origin`: each reachable server's parent, the neighbour
 /// one hop nearer with the smallest name.
-fn tree<'g>(graph: &BTreeMap<&'g str, BTreeSet<&'g str>>, origin: &'g str) -> BTreeMap<&'g str, &'g str> {
+fn tree<'g>(
+    graph: &BTreeMap<&'g str, BTreeSet<&'g str>>,
+    origin: &'g str,
+) -> BTreeMap<&'g str, &'g str> {
     let mut depth: BTreeMap<&str, usize> = BTreeMap::from([(origin, 0)]);
     let mut queue = VecDeque::from([origin]);
     while let Some(at) = queue.pop_front() {
@@ -169,7 +172,9 @@ fn tree<'g>(graph: &BTreeMap<&'g str, BTreeSet<&'g str>>, origin: &'g str) -> BT
 mod tests {
     use super::*;
 
-    fn graph(links: &[(&'static str, &'static str)]) -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    fn graph(
+        links: &[(&'static str, &'static str)],
+    ) -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         let mut g: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (a, b) in links {
             g.entry(a).or_default().insert(b);
@@ -190,7 +195,12 @@ mod tests {
 
     fn children(g: &BTreeMap<&str, BTreeSet<&str>>, me: &str, origin: &str) -> Vec<String> {
         let routes = Routes::from_graph(g, me, Forwarding::Tree);
-        match routes.next(origin, routes.places[origin].parent.as_deref(), true, |_| true) {
+        match routes.next(
+            origin,
+            routes.places[origin].parent.as_deref(),
+            true,
+            |_| true,
+        ) {
             Next::Only(c) => c.to_vec(),
             Next::Flood => panic!("the tree is trusted when every link is up"),
         }
@@ -233,21 +243,35 @@ mod tests {
             Next::Flood
         );
         // By anti-entropy, or from an origin this herd file does not know.
-        assert_eq!(bona.next("Bailey", Some("Bailey"), false, |_| true), Next::Flood);
-        assert_eq!(bona.next("Nobody", Some("Bailey"), true, |_| true), Next::Flood);
+        assert_eq!(
+            bona.next("Bailey", Some("Bailey"), false, |_| true),
+            Next::Flood
+        );
+        assert_eq!(
+            bona.next("Nobody", Some("Bailey"), true, |_| true),
+            Next::Flood
+        );
         // A link that is no child's may be down.
         assert_eq!(
             bona.next("Bailey", Some("Bailey"), true, |n| n != "Campbell"),
             Next::Only(&["Clark".to_string()])
         );
         let flood = Routes::from_graph(&g, "Bona", Forwarding::Flood);
-        assert_eq!(flood.next("Bailey", Some("Bailey"), true, |_| true), Next::Flood);
+        assert_eq!(
+            flood.next("Bailey", Some("Bailey"), true, |_| true),
+            Next::Flood
+        );
     }
 
     #[test]
     fn ties_go_to_the_smallest_name() {
         // A square: Dee is two hops from Ann both ways.
-        let g = graph(&[("Ann", "Bob"), ("Ann", "Cid"), ("Bob", "Dee"), ("Cid", "Dee")]);
+        let g = graph(&[
+            ("Ann", "Bob"),
+            ("Ann", "Cid"),
+            ("Bob", "Dee"),
+            ("Cid", "Dee"),
+        ]);
         assert_eq!(children(&g, "Bob", "Ann"), ["Dee"]);
         assert!(children(&g, "Cid", "Ann").is_empty());
     }

@@ -17,6 +17,7 @@ use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
 use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
+use super::table::Refused;
 use super::{operator, session, Node};
 use crate::auth;
 use crate::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
@@ -577,9 +578,16 @@ async fn answer(
                 return invalid(out);
             }
             let record = AtRecord::from_iamat(&node.name, received, &iamat);
+            let line_text = record.line().len();
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
             let accepted = node.accept(record, handoff);
+            if accepted == Err(Refused::Full) {
+                // A new client and a full table (`clients.max`): refused, never an existing
+                // client evicted.
+                out.truncate(out.len() - line_text - 1);
+                return invalid(out);
+            }
             if node.strict(config) {
                 *durable_at = (*durable_at).max(node.durable_point(accepted));
                 return Answer::Strict;
@@ -587,7 +595,7 @@ async fn answer(
             Answer::Normal
         }
         Command::Whatsat(query) => {
-            let Some(record) = node.table.get(query.client) else {
+            let Some(record) = node.table.location_of(query.client) else {
                 return invalid(out);
             };
             let location = record.location();
@@ -674,7 +682,7 @@ async fn answer(
         Command::Peer(
             PeerMessage::Update(_)
             | PeerMessage::Sync(_)
-            | PeerMessage::Digest(_)
+            | PeerMessage::Digest(..)
             | PeerMessage::Want(_),
         ) => invalid(out),
         Command::Peer(PeerMessage::StatusQuery) => {

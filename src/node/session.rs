@@ -62,7 +62,7 @@ pub async fn run_accepted(
 /// What the reader asks the writer to send.
 enum Request {
     /// The neighbour sent its digest: answer with the differing records and a WANT.
-    AnswerDigest(Vec<u64>),
+    AnswerDigest(Option<Vec<u64>>),
     /// The neighbour answered this node's digest and wants these buckets.
     SendWanted(Vec<u16>, Inbound),
     /// The neighbour said it holds a link fault and this end holds none: say so
@@ -254,7 +254,9 @@ async fn read_side(
                     inbound.count(new, line.len() + 1);
                 }
             }
-            Some(Command::Peer(PeerMessage::Digest(theirs))) => {
+            Some(Command::Peer(PeerMessage::Digest(theirs, horizons))) => {
+                // Not comparable (a horizon moved in between): answered with no buckets.
+                let theirs = sync::comparable(&node.table, horizons).then_some(theirs);
                 hand_over(&requests, Request::AnswerDigest(theirs), neighbour);
             }
             Some(Command::Peer(PeerMessage::Want(buckets))) => {
@@ -386,7 +388,8 @@ async fn write_side(
             request = pending.recv() => match request {
                 Some(Request::AnswerDigest(theirs)) => {
                     let started = Instant::now();
-                    let buckets = sync::differing(&node.table, &theirs);
+                    let buckets = theirs
+                        .map_or_else(Vec::new, |theirs| sync::differing(&node.table, &theirs));
                     let sent = out.stream_records(node, &buckets, link).await?;
                     out.write(format_want(&buckets).as_bytes()).await?;
                     stats.synced();
@@ -523,7 +526,16 @@ impl Output<'_> {
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.wire.write(bytes, self.deadline).await?;
         self.stats.bytes_sent.add(bytes.len() as u64);
+        self.count_delayed(bytes);
         Ok(())
+    }
+
+    /// Counts the lines of `bytes` a `herdctl link delay` held back.
+    fn count_delayed(&self, bytes: &[u8]) {
+        if matches!(self.wire, Wire::Delayed { .. }) {
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count();
+            self.stats.fault_delayed.add(lines as u64);
+        }
     }
 
     /// Writes a batch of this node's updates and tells the link how far it got.
@@ -534,7 +546,8 @@ impl Output<'_> {
         let mut count = 0;
         for record in &batch.records {
             if self.loss_percent > 0 && self.dice.below(100) < u64::from(self.loss_percent) {
-                continue; // `herdctl link loss`: anti-entropy repairs it
+                self.stats.fault_dropped.inc(); // `herdctl link loss`: anti-entropy repairs it
+                continue;
             }
             count += 1;
             // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
@@ -555,6 +568,7 @@ impl Output<'_> {
         let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
         self.buffer = buffer;
         written?;
+        self.count_delayed(self.buffer.as_bytes());
         self.stats.floods_sent.add(count);
         self.stats.records_sent.add(count);
         self.stats.bytes_sent.add(self.buffer.len() as u64);

@@ -23,15 +23,25 @@
 use std::time::Instant;
 
 use super::table::Table;
-use crate::protocol::{format_digest, DIGEST_BUCKETS, PEER_VERB};
+use crate::protocol::{format_digest_at, Horizons, DIGEST_BUCKETS, PEER_VERB};
 use crate::record::AtRecord;
 
 /// A chunk of SYNC lines is written once it reaches this size.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
-/// `HERD DIGEST ...`: this node's table, summarised.
+/// `HERD DIGEST ...`: this node's table, summarised, with the expiry horizons it was taken
+/// at.
 pub fn digest_line(table: &Table) -> String {
-    format_digest(&table.digest())
+    let (digest, horizons) = table.digest_at_horizons();
+    format_digest_at(&digest, horizons)
+}
+
+/// Whether a neighbour's digest can be compared with this table: taken at the same expiry
+/// horizons (or by a node that does not say). Across a horizon's step, two tables differ by
+/// what one of them has already swept; comparing them would send records the other side
+/// refuses as expired. The next period compares them again.
+pub fn comparable(table: &Table, theirs: Option<Horizons>) -> bool {
+    theirs.is_none_or(|h| h == table.horizons())
 }
 
 /// What the dialling end received between sending its digest and the WANT that closes the

@@ -800,6 +800,15 @@ struct StatusRow {
     /// Restarts by this machine's supervisor; unknown (null) for a server of another host.
     restarts: Option<u32>,
     clients: Option<usize>,
+    /// `clients.max` when the node's table is bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clients_max: Option<usize>,
+    /// Records that expired on the node since it started (`clients.ttl_s`).
+    expired: Option<u64>,
+    /// Tombstones the node holds: clients forgotten (`herdctl forget`).
+    forgotten: Option<usize>,
+    /// New clients the node refused because its table was full.
+    refused_full: Option<u64>,
     links_up: Option<usize>,
     links_total: usize,
     /// Clients the node read back from its store at start-up.
@@ -887,6 +896,10 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
                 uptime_s: r.uptime_ms.map(|ms| ms / 1000),
                 restarts: Some(r.restarts),
                 clients: f.map(|f| f.clients),
+                clients_max: f.and_then(|f| f.clients_max),
+                expired: f.map(|f| f.expired),
+                forgotten: f.map(|f| f.forgotten),
+                refused_full: f.map(|f| f.refused_full),
                 links_up: f.map(|f| f.links_up),
                 // The node's own count when it answers: it runs the file the supervisor
                 // applied, which may differ from the file on disk.
@@ -971,10 +984,10 @@ fn reports_without_supervisor(config: &HerdConfig) -> Vec<NodeReport> {
             let pid = running.get(&server.name).copied();
             NodeReport {
                 name: server.name.clone(),
-                state: if pid.is_some() {
-                    State::Running
-                } else {
-                    State::Stopped
+                state: match pid {
+                    Some(pid) if process::is_frozen(pid) => State::Paused,
+                    Some(_) => State::Running,
+                    None => State::Stopped,
                 },
                 pid,
                 port: server.port,
@@ -1084,6 +1097,31 @@ async fn query_figures(asks: Vec<Ask>, token: Option<String>) -> BTreeMap<String
         .collect()
 }
 
+/// `120`, or `120/1000` when the table is bounded (its fill).
+fn clients_column(r: &StatusRow) -> String {
+    match (r.clients, r.clients_max) {
+        (None, _) => "-".to_owned(),
+        (Some(c), None) => c.to_string(),
+        (Some(c), Some(max)) => format!("{c}/{max}"),
+    }
+}
+
+/// `12 expired, 1 forgotten, 3 new clients refused (table full)`: the client lifecycle's
+/// counts that are not zero.
+fn lifecycle_line(r: &StatusRow) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(n @ 1..) = r.expired {
+        parts.push(format!("{n} expired"));
+    }
+    if let Some(n @ 1..) = r.forgotten {
+        parts.push(format!("{n} forgotten"));
+    }
+    if let Some(n @ 1..) = r.refused_full {
+        parts.push(format!("{n} new clients refused (table full: clients.max)"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn print_table(rows: &[StatusRow]) {
     let host_width = rows.iter().map(|r| r.host.len()).max().unwrap_or(0).max(4);
     let links: Vec<String> = rows.iter().map(links_column).collect();
@@ -1117,7 +1155,7 @@ fn print_table(rows: &[StatusRow]) {
             r.port,
             r.uptime_s.map_or_else(dash, format_uptime),
             r.restarts.map_or_else(dash, |n| n.to_string()),
-            r.clients.map_or_else(dash, |c| c.to_string()),
+            clients_column(r),
             links,
             r.recovered.map_or_else(dash, |n| n.to_string()),
             r.synced.map_or_else(dash, |n| n.to_string()),
@@ -1127,6 +1165,9 @@ fn print_table(rows: &[StatusRow]) {
     }
     // What needs the operator's attention, below the table (it does not fit a column).
     for r in rows {
+        if let Some(line) = lifecycle_line(r) {
+            println!("{}: {line}", r.name);
+        }
         if let Some(why) = &r.fatal_reason {
             println!(
                 "{}: FATAL: {why}; `herdctl start {}` tries again",

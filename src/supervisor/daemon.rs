@@ -214,9 +214,16 @@ impl<O: NodeOs> Supervisor<O> {
         for name in names {
             if let Some(pid) = self.os.lock_holder(&self.config, &name) {
                 let started = self.os.process_start(pid).unwrap_or(now);
-                tracing::info!("adopted {name} (pid {pid})");
+                let paused = self.os.is_frozen(pid);
+                let how = if paused { " paused (SIGSTOP)" } else { "" };
+                tracing::info!("adopted {name} (pid {pid}){how}");
                 self.adopted.insert(name.clone());
-                self.apply(&name, Event::Adopted { pid, started }, now);
+                let adopted = Event::Adopted {
+                    pid,
+                    started,
+                    paused,
+                };
+                self.apply(&name, adopted, now);
             }
         }
     }
@@ -631,6 +638,7 @@ mod tests {
         signals: Vec<(u32, Signal)>,
         probes: Vec<(String, u32, Duration)>,
         locks: BTreeMap<String, u32>,
+        frozen: BTreeSet<u32>,
         stderr: BTreeMap<String, String>,
         /// The herd file on "disk", and the applied copy.
         file: String,
@@ -662,6 +670,9 @@ mod tests {
         }
         fn process_start(&self, _: u32) -> Option<Instant> {
             None
+        }
+        fn is_frozen(&self, pid: u32) -> bool {
+            self.frozen.contains(&pid)
         }
         fn last_words(&self, _: &HerdConfig, name: &str) -> Option<String> {
             self.stderr.get(name).cloned()
@@ -816,6 +827,23 @@ mod tests {
             r.last_exit.as_deref(),
             Some("killed by SIGKILL (herdctl kill)")
         );
+    }
+
+    #[test]
+    fn a_node_adopted_while_frozen_is_paused_and_never_probed() {
+        let mut s = supervisor();
+        let t0 = Instant::now();
+        s.os.locks.insert("B".into(), 77);
+        s.os.frozen.insert(77);
+        s.adopt_running_nodes(t0);
+        assert_eq!(report(&s, "B", t0).state, State::Paused);
+        for step in 0..100 {
+            s.on_tick(t0 + Duration::from_millis(500 * step));
+        }
+        assert!(s.os.probes.is_empty(), "{:?}", s.os.probes);
+        assert!(s.os.signals.is_empty(), "{:?}", s.os.signals);
+        let later = t0 + Duration::from_secs(50);
+        assert_eq!(report(&s, "B", later).state, State::Paused);
     }
 
     #[test]

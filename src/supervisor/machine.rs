@@ -80,7 +80,12 @@ pub enum Event {
     /// The process could not be created at all.
     SpawnFailed { reason: String },
     /// A node found already running (started by an earlier supervisor).
-    Adopted { pid: u32, started: Instant },
+    /// A node found running (or frozen by SIGSTOP: `paused`) by a new supervisor.
+    Adopted {
+        pid: u32,
+        started: Instant,
+        paused: bool,
+    },
     /// A probe finished: `answered` when the node answered as itself in time.
     Probed { answered: bool },
     /// The process ended; `how` says with what status or signal, when known, and
@@ -271,10 +276,23 @@ impl NodeMachine {
             (Starting, Event::SpawnFailed { reason }) => self.crashed(reason, now),
             (_, Event::SpawnFailed { .. }) => None,
 
-            (_, Event::Adopted { pid, started }) => {
+            (
+                _,
+                Event::Adopted {
+                    pid,
+                    started,
+                    paused,
+                },
+            ) => {
                 self.pid = Some(pid);
                 self.since = Some(started);
                 self.became_running(now);
+                if paused {
+                    // Frozen by `herdctl pause` under an earlier supervisor: still paused,
+                    // so its silence is not a hang and it is not probed until resumed.
+                    self.state = State::Paused;
+                    self.next_probe = None;
+                }
                 None
             }
 
@@ -772,12 +790,40 @@ mod tests {
         let t0 = Instant::now();
         let mut m = NodeMachine::new(settings());
         let started = t0 - Duration::from_secs(30);
-        m.handle(Event::Adopted { pid: 9, started }, t0);
+        m.handle(
+            Event::Adopted {
+                pid: 9,
+                started,
+                paused: false,
+            },
+            t0,
+        );
         assert_eq!(
             (m.state, m.pid, m.since),
             (State::Running, Some(9), Some(started))
         );
         assert_eq!(m.handle(Event::Stop, t0), Some(Action::Terminate(9)));
+    }
+
+    #[test]
+    fn a_node_adopted_while_frozen_stays_paused_unprobed_and_resumes() {
+        let t0 = Instant::now();
+        let mut m = NodeMachine::new(settings());
+        let started = t0 - Duration::from_secs(30);
+        let adopted = Event::Adopted {
+            pid: 9,
+            started,
+            paused: true,
+        };
+        m.handle(adopted, t0);
+        assert_eq!((m.state, m.pid), (State::Paused, Some(9)));
+        for s in 1..60 {
+            assert_eq!(m.handle(Event::Tick, t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!((m.state, m.failed_probes), (State::Paused, 0));
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(m.handle(Event::Resume, later), Some(Action::Resume(9)));
+        assert_eq!(m.state, State::Running);
     }
 
     #[test]

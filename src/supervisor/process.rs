@@ -56,6 +56,8 @@ pub trait NodeOs {
     fn lock_holder(&self, config: &HerdConfig, name: &str) -> Option<u32>;
     /// When process `pid` started.
     fn process_start(&self, pid: u32) -> Option<Instant>;
+    /// Whether process `pid` is stopped by a signal (SIGSTOP: `herdctl pause`).
+    fn is_frozen(&self, pid: u32) -> bool;
     /// The last line node `name`'s latest run wrote to stderr.
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String>;
     /// The herd file's text, as it is now.
@@ -150,6 +152,10 @@ impl NodeOs for RealOs {
         process_start(pid)
     }
 
+    fn is_frozen(&self, pid: u32) -> bool {
+        is_frozen(pid)
+    }
+
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String> {
         files::last_words(&node_stderr_path(config, name))
     }
@@ -230,6 +236,18 @@ pub fn process_start(pid: u32) -> Option<Instant> {
     Instant::now().checked_sub(Duration::from_secs_f64(age.max(0.0)))
 }
 
+/// Whether process `pid` is stopped by a signal: state `T` in /proc/PID/stat (a process
+/// frozen by `herdctl pause` under an earlier supervisor). Unreadable: not frozen.
+pub fn is_frozen(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Field 3 (state) follows the command name, which may hold spaces and parentheses.
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        == Some("T")
+}
+
 /// "exit status 1", "killed by SIGKILL": how a process ended, for status and errors.
 pub fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -253,6 +271,26 @@ mod tests {
         assert!(started <= Instant::now());
         assert!(started.elapsed() < Duration::from_secs(3600));
         assert!(process_start(u32::MAX / 2).is_none());
+    }
+
+    #[test]
+    fn a_stopped_process_reads_as_frozen() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(!is_frozen(pid));
+        kill(Pid::from_raw(pid as i32), Signal::SIGSTOP).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_frozen(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let frozen = is_frozen(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(frozen, "SIGSTOP shows as state T");
+        assert!(!is_frozen(u32::MAX / 2));
     }
 
     #[test]

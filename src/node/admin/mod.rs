@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::Node;
-use crate::admin::{LinkStatus, NodeStatus};
+use crate::admin::{LinkFaultStatus, LinkStatus, NodeStatus};
 use http::{read_request, response, BadRequest, Request, REQUEST_TIMEOUT};
 
 /// Admin connections open at once; a probe or a scrape takes milliseconds, so this only
@@ -233,6 +233,16 @@ fn status_body(node: &Node) -> String {
                 bytes_sent: link.stats.bytes_sent.get(),
                 bytes_received: link.stats.bytes_received.get(),
                 last_sync: history.last_sync,
+                fault: link.fault.get().map(|f| LinkFaultStatus {
+                    describe: f.describe(),
+                    cut: f.cut,
+                    delay_ms: f.delay_ms,
+                    jitter_ms: f.jitter_ms,
+                    loss_percent: f.loss_percent,
+                    id: f.id,
+                }),
+                fault_lines_dropped: link.stats.fault_dropped.get(),
+                fault_lines_delayed: link.stats.fault_delayed.get(),
             }
         })
         .collect();

@@ -8,14 +8,13 @@
 //! leaves those segments in place, and replaying them is harmless (newer-wins), so the store
 //! is never worse than before. Strict flushes go on in the writer throughout.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
 use super::journal::{self, Segment};
 use super::load::{MARKER_KEY, MARKER_VALUE, RECORDS_KEY};
-use super::{client_chunk, lock, release_free_memory, Seq, Store, CHUNKS, RETRY_EVERY};
+use super::{chunk_of, client_chunk, lock, release_free_memory, Seq, Store, CHUNKS, RETRY_EVERY};
 use crate::node::table::{Table, SHARDS};
 
 /// Compaction runs once the journal and the snapshot together hold this much (the journal
@@ -136,7 +135,7 @@ impl std::fmt::Display for Stopped {
 }
 
 impl Store {
-    pub(super) fn compactor_loop(&self, table: &Arc<Table>) {
+    pub(super) fn compactor_loop(&self) {
         lower_priority();
         loop {
             self.compactor_wake.wait(COMPACTOR_TICK);
@@ -145,7 +144,7 @@ impl Store {
             }
             if self.compaction_due() {
                 // A failure is reported (and retried) by `compact` itself.
-                let _ = self.compact(table, true);
+                let _ = self.compact(true);
             }
         }
     }
@@ -161,6 +160,7 @@ impl Store {
         snapshot.legacy != Legacy::None
             || journal.bytes >= snapshot.limit()
             || (journal.bytes > 0 && journal.last_write.elapsed() >= COMPACT_IDLE)
+            || journal.removed
             || snapshot.pending.iter().any(|&p| p)
     }
 
@@ -168,7 +168,7 @@ impl Store {
     /// closing and `may_stop`. On a failure the store is marked unhealthy and everything
     /// the compaction would have rewritten waits for the next one; a compaction that
     /// succeeds while the journal is broken makes the store healthy again.
-    pub(super) fn compact(&self, table: &Table, may_stop: bool) -> Result<()> {
+    pub(super) fn compact(&self, may_stop: bool) -> Result<()> {
         let started = Instant::now();
         let mut snapshot = lock(&self.snapshot);
         let rotation = match self.rotate() {
@@ -182,7 +182,7 @@ impl Store {
         for (mine, theirs) in dirty.iter_mut().zip(&rotation.dirty) {
             *mine |= theirs;
         }
-        let rewritten = self.rewrite(&mut snapshot, table, &rotation, &dirty, may_stop);
+        let rewritten = self.rewrite(&mut snapshot, &self.table, &rotation, &dirty, may_stop);
         let mut journal = self.journal();
         if let Err(e) = rewritten {
             // Nothing is lost: the replaced segments stay (and are replayed at a restart),
@@ -258,17 +258,14 @@ impl Store {
         if journal.broken {
             // Nothing was journaled since the failure: what the lanes hold is rewritten
             // from the table instead (their chunks marked here).
-            let upto = self.assigned();
             let journal = &mut *journal;
-            for lane in &self.lanes {
-                std::mem::swap(&mut *lock(lane), &mut journal.spare);
-                for queued in journal.spare.drain(..) {
-                    journal.dirty[usize::from(queued.chunk)] = true;
-                }
-            }
-            journal.taken = upto;
+            let dirty = &mut journal.dirty;
+            journal.taken = self.table.take_accepted(&mut journal.spare, |accepted| {
+                dirty[usize::from(chunk_of(accepted.hash))] = true;
+            });
         }
         let replaced = std::mem::replace(&mut journal.live, vec![number]);
+        journal.removed = false;
         self.journal_bytes
             .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(Rotation {

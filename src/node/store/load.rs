@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::compaction::{Legacy, SnapshotState};
 use super::journal::{self, Frames};
 use super::{chunk_of, panic_message, JournalState, Progress, Store, Wake, CHUNKS, FRAME_BYTES};
-use crate::node::table::{Table, SHARDS};
+use crate::node::table::Table;
 use crate::record::AtRecord;
 
 /// A separate sled tree for the store's own bookkeeping, apart from the client records.
@@ -94,7 +94,7 @@ pub(super) struct Found {
 /// Opens the store in `dir` and reads every record into `table`, turning sled errors and
 /// panics (sled 0.34 panics on some corrupt files) and unreadable journal files into a
 /// [`Failure`].
-pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found), Failure> {
+pub(super) fn open_and_load(dir: &Path, table: &Arc<Table>) -> Result<(Store, Found), Failure> {
     let existed = dir.join("db").exists();
     let opened = catch_unwind(AssertUnwindSafe(|| {
         sled::Config::new()
@@ -173,6 +173,7 @@ pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found),
         live: segments,
         bytes: loaded.journal_bytes,
         dirty: loaded.journal_dirty,
+        removed: table.counts().expired > 0,
         taken: 0,
         written: 0,
         synced_at: now,
@@ -191,8 +192,7 @@ pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found),
         sled,
         dir: dir.to_path_buf(),
         journal_dir,
-        lanes: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        assigned: AtomicU64::new(0),
+        table: Arc::clone(table),
         progress: watch::Sender::new(Progress {
             durable: 0,
             healthy: true,
@@ -204,7 +204,6 @@ pub(super) fn open_and_load(dir: &Path, table: &Table) -> Result<(Store, Found),
         compactor_wake: Wake::default(),
         stopping: AtomicBool::new(false),
         threads: Mutex::new(Vec::new()),
-        table: Mutex::new(None),
         fsync_seconds: crate::metrics::Histogram::new(crate::metrics::LATENCY_BOUNDS),
         journal_bytes: AtomicU64::new(loaded.journal_bytes),
     };
@@ -479,8 +478,9 @@ impl Tally {
             {
                 Some((record, client)) => {
                     self.records += 1;
-                    let hash = table.restore(&record, client);
-                    if from_journal {
+                    let (hash, expired) = table.restore(&record, client);
+                    // An expired record is left out, and its chunk rewritten without it.
+                    if from_journal || expired {
                         self.journal_dirty[usize::from(chunk_of(hash))] = true;
                     }
                 }

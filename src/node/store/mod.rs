@@ -45,8 +45,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::watch;
 
-use super::table::{Table, SHARDS};
-use crate::record::{stable_hash, AtRecord};
+pub use super::table::Seq;
+use super::table::{Accepted, Table, SHARDS};
+use crate::record::stable_hash;
 use compaction::SnapshotState;
 use journal::{Frames, Segment};
 
@@ -83,9 +84,6 @@ const SEGMENT_BYTES: u64 = 8 << 20;
 /// How often an unhealthy store tries again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// A sequence number for accepted updates: the n-th [`Store::enqueue`] gets n (from 1).
-pub type Seq = u64;
-
 /// How far the writer got: every update up to `durable` is on disk; `healthy` is false from
 /// a failed write or flush until the store has recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,21 +101,13 @@ pub enum NotDurable {
     TimedOut,
 }
 
-/// An update the table accepted, with its snapshot chunk (from the hash the table took).
-struct Queued {
-    record: AtRecord,
-    chunk: u16,
-}
-
 pub struct Store {
     sled: load::Sled,
     dir: PathBuf,
     journal_dir: PathBuf,
-    /// Updates the table accepted and the writer has not taken yet, one lane per table shard
-    /// (the table pushes under its shard lock, so a client's updates stay in order).
-    lanes: Vec<Mutex<Vec<Queued>>>,
-    /// The sequence number of the latest enqueued update.
-    assigned: AtomicU64,
+    /// The table this store keeps: the writer takes what it accepted from its lanes, the
+    /// compactor copies its shards. (The table knows nothing of the store.)
+    table: Arc<Table>,
     progress: watch::Sender<Progress>,
     /// The last error while the store is unhealthy.
     health: Mutex<Option<String>>,
@@ -132,9 +122,6 @@ pub struct Store {
     compactor_wake: Wake,
     stopping: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    /// The table the threads write from, for the last compaction of an unhealthy store at
-    /// [`Store::close`] (taken there, which ends the table-store reference cycle).
-    table: Mutex<Option<Arc<Table>>>,
     /// How long each journal fdatasync took (`herd_store_fsync_duration_seconds`).
     pub fsync_seconds: crate::metrics::Histogram,
     /// A copy of the journal's `bytes`, for metrics.
@@ -152,6 +139,9 @@ struct JournalState {
     bytes: u64,
     /// Chunks whose clients changed since the last compaction started.
     dirty: Vec<bool>,
+    /// Records left the table without an update (expiry) since the last compaction started:
+    /// one is due even with nothing written.
+    removed: bool,
     /// Every update up to `taken` has left the lanes: journaled, or (while the journal is
     /// broken) only marked in `dirty`.
     taken: Seq,
@@ -167,7 +157,7 @@ struct JournalState {
     last_failure: Option<Instant>,
     frames: Frames,
     /// An empty lane, swapped with a full one so both keep their capacity.
-    spare: Vec<Queued>,
+    spare: Vec<Accepted>,
 }
 
 /// A flag a thread sleeps on.
@@ -237,13 +227,14 @@ pub fn client_chunk(client: &str) -> u16 {
 
 impl Store {
     /// Opens (or creates) the store in `dir` and loads every record it holds into `table`
-    /// (from several threads at once, newer-wins, nothing queued back). A store that sled
+    /// (from several threads at once, newer-wins, nothing queued back); from then on the
+    /// table queues what it accepts for this store. A store that sled
     /// cannot open or iterate, with an error or a panic, or whose journal cannot be read, is
     /// moved aside and replaced by an empty one; the report says so (records read before the
     /// failure were still handed over, and the first compaction writes them to the new
     /// store). Errors only when even that fails (no room, no permission), or when another
     /// process holds the store (moving a live store aside would split it in two).
-    pub fn open(dir: &Path, table: &Table) -> Result<(Store, OpenReport)> {
+    pub fn open(dir: &Path, table: &Arc<Table>) -> Result<(Store, OpenReport)> {
         let start = Instant::now();
         // sled releases its file lock from a background thread after the last handle drops,
         // and a predecessor may still be exiting: give a held lock a moment to go.
@@ -292,6 +283,7 @@ impl Store {
                 (store, found, Some((aside, why)))
             }
         };
+        table.queue_accepted();
         release_free_memory();
         let report = OpenReport {
             dir: dir.to_path_buf(),
@@ -309,21 +301,20 @@ impl Store {
         &self.dir
     }
 
-    /// Queues `record` (just accepted by the table, under its shard lock `lane`; its client
-    /// falls in snapshot chunk `chunk`) for the writer and returns its sequence number.
-    /// Never blocks on the disk.
-    pub fn enqueue(&self, lane: usize, chunk: u16, record: AtRecord) -> Seq {
-        let mut queue = lock(&self.lanes[lane % self.lanes.len()]);
-        // Numbered inside the lane lock: once the writer has read `assigned` and then taken
-        // every lane, it holds every update up to that number.
-        let seq = self.assigned.fetch_add(1, Ordering::AcqRel) + 1;
-        queue.push(Queued { record, chunk });
-        seq
+    /// Records of the chunks marked in `chunks` left the table without an update (they
+    /// expired): the next compaction rewrites those chunks from the table, which removes
+    /// them from the store, and runs even if nothing else was written.
+    pub fn mark_removed(&self, chunks: &[bool]) {
+        let mut journal = self.journal();
+        for (dirty, &removed) in journal.dirty.iter_mut().zip(chunks) {
+            *dirty |= removed;
+        }
+        journal.removed = true;
     }
 
     /// The sequence number of the latest accepted update.
     pub fn assigned(&self) -> Seq {
-        self.assigned.load(Ordering::Acquire)
+        self.table.assigned()
     }
 
     /// Frame bytes in the journal's live segments: what a restart would replay (as of the
@@ -345,14 +336,13 @@ impl Store {
     /// Starts the store-writer thread (every [`WRITER_TICK`], at once when a reply waits, it
     /// journals what the table accepted; with `strict` it then fdatasyncs and publishes the
     /// new durable point) and the store-compactor thread (compacts the journal into the
-    /// snapshot from `table` when due, and retries after failures).
-    pub fn start_writer(self: &Arc<Self>, table: Arc<Table>, strict: bool) {
-        *lock(&self.table) = Some(Arc::clone(&table));
+    /// snapshot from the table when due, and retries after failures).
+    pub fn start_writer(self: &Arc<Self>, strict: bool) {
         let writer = Arc::clone(self);
         let compactor = Arc::clone(self);
         let threads = [
             self.spawn("store-writer", move || writer.writer_loop(strict)),
-            self.spawn("store-compactor", move || compactor.compactor_loop(&table)),
+            self.spawn("store-compactor", move || compactor.compactor_loop()),
         ];
         lock(&self.threads).extend(threads);
     }
@@ -383,9 +373,9 @@ impl Store {
         for thread in std::mem::take(&mut *lock(&self.threads)) {
             let _ = thread.join();
         }
-        let table = lock(&self.table).take();
-        if let Some(table) = table.filter(|_| self.journal().broken) {
-            self.compact(&table, false)?;
+        let broken = self.journal().broken;
+        if broken {
+            self.compact(false)?;
         }
         self.flush()
     }
@@ -409,10 +399,10 @@ impl Store {
         done.with_context(|| format!("flushing the store {}", self.dir.display()))
     }
 
-    /// Compacts the journal into the snapshot at once, from `table` (blocking): what the
+    /// Compacts the journal into the snapshot at once, from the table (blocking): what the
     /// compactor does when one is due; for tools and benchmarks.
-    pub fn compact_now(&self, table: &Table) -> Result<()> {
-        self.compact(table, false)
+    pub fn compact_now(&self) -> Result<()> {
+        self.compact(false)
     }
 
     /// Waits (at most `limit`) until update `seq` is on disk; needs the writer running in
@@ -485,7 +475,6 @@ impl Store {
 
     /// Takes every queued update and appends it to the journal as one batch.
     fn write_pending(&self, journal: &mut JournalState) -> Result<()> {
-        let upto = self.assigned();
         let JournalState {
             frames,
             spare,
@@ -493,13 +482,10 @@ impl Store {
             ..
         } = journal;
         frames.clear();
-        for lane in &self.lanes {
-            std::mem::swap(&mut *lock(lane), spare);
-            for queued in spare.drain(..) {
-                dirty[usize::from(queued.chunk)] = true;
-                frames.push_line(queued.record.line().as_bytes());
-            }
-        }
+        let upto = self.table.take_accepted(spare, |accepted| {
+            dirty[usize::from(chunk_of(accepted.hash))] = true;
+            frames.push_line(accepted.record.line().as_bytes());
+        });
         journal.taken = upto;
         if journal.frames.finish().is_empty() {
             journal.written = upto;

@@ -2,6 +2,7 @@ use super::*;
 use crate::node::store::load::{
     LEGACY_JOURNAL_TREE, MARKER_KEY, MARKER_V1, MARKER_V2, META_TREE, SNAPSHOT_TREE,
 };
+use crate::record::AtRecord;
 
 fn record(client: &str, time: &str) -> AtRecord {
     AtRecord::from_parts("Alford", "+0.000000001", client, "+1+1", time).unwrap()
@@ -18,14 +19,13 @@ fn open(path: &Path) -> (Arc<Store>, Arc<Table>, OpenReport) {
     let table = Arc::new(Table::new());
     let (store, report) = Store::open(path, &table).unwrap();
     let store = Arc::new(store);
-    table.attach_store(Arc::clone(&store));
     (store, table, report)
 }
 
 /// The records a store holds (the newest per client), read back by opening it again
 /// (after closing it), and the report.
 fn reopened(path: &Path) -> (Vec<AtRecord>, OpenReport) {
-    let table = Table::new();
+    let table = Arc::new(Table::new());
     let (_store, report) = Store::open(path, &table).unwrap();
     let mut all = Vec::new();
     for shard in 0..SHARDS {
@@ -56,7 +56,7 @@ fn accepted_updates_round_trip_through_journal_and_snapshot() {
     assert_eq!(report.records, 2);
     let before = segment_files(&path);
     assert!(!before.is_empty());
-    compact_now(&store, &table);
+    compact_now(&store);
     assert_eq!(store.journal().bytes, 0);
     assert!(
         segment_files(&path).iter().all(|s| !before.contains(s)),
@@ -73,9 +73,9 @@ fn accepted_updates_round_trip_through_journal_and_snapshot() {
     );
 }
 
-fn compact_now(store: &Store, table: &Table) {
+fn compact_now(store: &Store) {
     store.flush().unwrap();
-    store.compact(table, false).unwrap();
+    store.compact(false).unwrap();
 }
 
 /// The journal segment files of the store at `path`, by name.
@@ -119,7 +119,7 @@ fn format_1_stores_are_read_and_rewritten_as_snapshots() {
     assert_eq!(report.records, 2);
     assert_eq!(report.skipped, 1);
     assert!(store.compaction_due());
-    compact_now(&store, &table);
+    compact_now(&store);
     assert!(store.sled.db.is_empty(), "format-1 entries cleared");
     assert!(!store.compaction_due());
     store.close().unwrap();
@@ -173,7 +173,7 @@ fn a_damaged_store_is_moved_aside(damage: impl Fn(&Path)) {
     for i in 0..500 {
         table.apply(&record(&format!("c{i}"), "1"));
     }
-    compact_now(&store, &table);
+    compact_now(&store);
     store.close().unwrap();
     drop((store, table));
     damage(&path);
@@ -187,7 +187,7 @@ fn a_damaged_store_is_moved_aside(damage: impl Fn(&Path)) {
     // The fresh store works, and opens again as a healthy one.
     let kept = table.len();
     table.apply(&record("kiwi", "2"));
-    compact_now(&store, &table);
+    compact_now(&store);
     store.close().unwrap();
     drop((store, table));
     let (found, report) = reopened(&path);
@@ -200,7 +200,9 @@ fn a_store_in_use_is_refused_not_moved() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("A");
     let (_held, _, _) = open(&path);
-    let e = Store::open(&path, &Table::new()).err().expect("locked");
+    let e = Store::open(&path, &Arc::new(Table::new()))
+        .err()
+        .expect("locked");
     assert!(format!("{e:#}").contains("in use"), "{e:#}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
@@ -209,7 +211,7 @@ fn a_store_in_use_is_refused_not_moved() {
 async fn strict_writer_releases_every_waiting_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (store, table, _) = open(&dir.path().join("A"));
-    store.start_writer(Arc::clone(&table), true);
+    store.start_writer(true);
     let writers: Vec<_> = (0..20)
         .map(|i| {
             let (store, table) = (Arc::clone(&store), Arc::clone(&table));
@@ -351,7 +353,7 @@ fn a_format_2_store_is_read_and_its_sled_journal_dropped() {
     assert!(store.compaction_due(), "the first compaction migrates it");
     // Updates taken before the migration land in the new journal.
     table.apply(&record("plum", "1"));
-    compact_now(&store, &table);
+    compact_now(&store);
     assert!(!store.compaction_due());
     assert!(!store
         .sled
@@ -390,7 +392,7 @@ fn a_crash_half_way_through_a_compaction_replays_to_the_newest() {
         })
         .collect();
     table.apply(&record("kiwi", "2"));
-    compact_now(&store, &table);
+    compact_now(&store);
     table.apply(&record("apple", "1"));
     store.close().unwrap();
     drop((store, table));
@@ -410,7 +412,7 @@ fn a_crash_half_way_through_a_compaction_replays_to_the_newest() {
     assert_eq!(report.torn, 0);
     // And the next compaction deletes them for good.
     let (store, table, _) = open(&path);
-    compact_now(&store, &table);
+    compact_now(&store);
     assert_eq!(
         segment_files(&path).len(),
         1,
@@ -442,7 +444,7 @@ async fn a_failed_write_is_never_durable_and_a_compaction_heals_the_store() {
     );
     // Updates while unhealthy wait in memory; the retry rewrites everything from the table.
     let later = table.apply(&record("while-unhealthy", "1")).unwrap();
-    store.compact(&table, false).unwrap();
+    store.compact(false).unwrap();
     assert_eq!(store.health(), None);
     let progress = store.progress();
     assert!(
