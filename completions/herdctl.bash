@@ -19,6 +19,9 @@ _herdctl() {
             herdctl,bench)
                 cmd="herdctl__subcmd__bench"
                 ;;
+            herdctl,certs)
+                cmd="herdctl__subcmd__certs"
+                ;;
             herdctl,chaos)
                 cmd="herdctl__subcmd__chaos"
                 ;;
@@ -33,6 +36,9 @@ _herdctl() {
                 ;;
             herdctl,export)
                 cmd="herdctl__subcmd__export"
+                ;;
+            herdctl,forget)
+                cmd="herdctl__subcmd__forget"
                 ;;
             herdctl,help)
                 cmd="herdctl__subcmd__help"
@@ -85,6 +91,30 @@ _herdctl() {
             herdctl,verify)
                 cmd="herdctl__subcmd__verify"
                 ;;
+            herdctl__subcmd__certs,help)
+                cmd="herdctl__subcmd__certs__subcmd__help"
+                ;;
+            herdctl__subcmd__certs,init)
+                cmd="herdctl__subcmd__certs__subcmd__init"
+                ;;
+            herdctl__subcmd__certs,issue)
+                cmd="herdctl__subcmd__certs__subcmd__issue"
+                ;;
+            herdctl__subcmd__certs,show)
+                cmd="herdctl__subcmd__certs__subcmd__show"
+                ;;
+            herdctl__subcmd__certs__subcmd__help,help)
+                cmd="herdctl__subcmd__certs__subcmd__help__subcmd__help"
+                ;;
+            herdctl__subcmd__certs__subcmd__help,init)
+                cmd="herdctl__subcmd__certs__subcmd__help__subcmd__init"
+                ;;
+            herdctl__subcmd__certs__subcmd__help,issue)
+                cmd="herdctl__subcmd__certs__subcmd__help__subcmd__issue"
+                ;;
+            herdctl__subcmd__certs__subcmd__help,show)
+                cmd="herdctl__subcmd__certs__subcmd__help__subcmd__show"
+                ;;
             herdctl__subcmd__export,compose)
                 cmd="herdctl__subcmd__export__subcmd__compose"
                 ;;
@@ -118,6 +148,9 @@ _herdctl() {
             herdctl__subcmd__help,bench)
                 cmd="herdctl__subcmd__help__subcmd__bench"
                 ;;
+            herdctl__subcmd__help,certs)
+                cmd="herdctl__subcmd__help__subcmd__certs"
+                ;;
             herdctl__subcmd__help,chaos)
                 cmd="herdctl__subcmd__help__subcmd__chaos"
                 ;;
@@ -132,6 +165,9 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,export)
                 cmd="herdctl__subcmd__help__subcmd__export"
+                ;;
+            herdctl__subcmd__help,forget)
+                cmd="herdctl__subcmd__help__subcmd__forget"
                 ;;
             herdctl__subcmd__help,help)
                 cmd="herdctl__subcmd__help__subcmd__help"
@@ -183,6 +219,15 @@ _herdctl() {
                 ;;
             herdctl__subcmd__help,verify)
                 cmd="herdctl__subcmd__help__subcmd__verify"
+                ;;
+            herdctl__subcmd__help__subcmd__certs,init)
+                cmd="herdctl__subcmd__help__subcmd__certs__subcmd__init"
+                ;;
+            herdctl__subcmd__help__subcmd__certs,issue)
+                cmd="herdctl__subcmd__help__subcmd__certs__subcmd__issue"
+                ;;
+            herdctl__subcmd__help__subcmd__certs,show)
+                cmd="herdctl__subcmd__help__subcmd__certs__subcmd__show"
                 ;;
             herdctl__subcmd__help__subcmd__export,compose)
                 cmd="herdctl__subcmd__help__subcmd__export__subcmd__compose"
@@ -245,7 +290,7 @@ _herdctl() {
 
     case "${cmd}" in
         herdctl)
-            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
+            opts="-h -V --config --help --version start stop restart kill pause resume status top verify link forget chaos send tail run check reload probe export certs completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -314,6 +359,160 @@ _herdctl() {
                     return 0
                     ;;
                 --propagation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs)
+            opts="-h --config --help init issue show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__help)
+            opts="init issue show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__help__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__help__subcmd__issue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__init)
+            opts="-h --dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__issue)
+            opts="-h --dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__certs__subcmd__show)
+            opts="-h --dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -618,8 +817,34 @@ _herdctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        herdctl__subcmd__forget)
+            opts="-h --reason --via --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --via)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         herdctl__subcmd__help)
-            opts="start stop restart kill pause resume status top verify link chaos send tail run check reload probe export completions bench supervise complete-names help"
+            opts="start stop restart kill pause resume status top verify link forget chaos send tail run check reload probe export certs completions bench supervise complete-names help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +860,62 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__bench)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__certs)
+            opts="init issue show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__certs__subcmd__init)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__certs__subcmd__issue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__certs__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -761,6 +1042,20 @@ _herdctl() {
         herdctl__subcmd__help__subcmd__export__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        herdctl__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -94,6 +94,12 @@ pub struct LinkStatus {
     pub bytes_received: u64,
     /// When the last anti-entropy exchange with it ended (seconds since the epoch).
     pub last_sync: Option<f64>,
+    /// Whether the link runs over TLS (`None`: it never came up).
+    #[serde(default)]
+    pub encrypted: Option<bool>,
+    /// When the neighbour's certificate expires (seconds since the epoch), on a TLS link.
+    #[serde(default)]
+    pub peer_cert_not_after: Option<i64>,
     /// The link fault the operator set on it (`herdctl link`), if any.
     #[serde(default)]
     pub fault: Option<LinkFaultStatus>,

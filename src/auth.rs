@@ -144,6 +144,14 @@ impl HerdSecret {
     /// The bearer token of the admin endpoint's `/status` and `/metrics`: derived from the
     /// secret under its own label, so handing it to Prometheus does not hand out the secret
     /// (nor anything a peer handshake accepts).
+    /// A client id as redacted logs show it (`logs.redact: ids`): 16 hex digits of a keyed
+    /// hash, the same on every server of the herd, so one client's lines can be followed
+    /// without its id being kept.
+    pub fn log_id(&self, client: &str) -> String {
+        let mac = self.mac(&["log id", client]).finalize().into_bytes();
+        hex(&mac[..8])
+    }
+
     pub fn admin_token(&self) -> String {
         hex(&self.mac(&["herd admin token"]).finalize().into_bytes())
     }
@@ -355,11 +363,13 @@ pub fn is_valid_proof(text: &str) -> bool {
         || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The bytes of an even-length hex string.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }

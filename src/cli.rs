@@ -81,6 +81,20 @@ pub enum Command {
     /// also clears it.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Remove a client's location from the whole herd: a tombstone, flooded to every server
+    /// (one that is down gets it when it comes back) and kept for clients.tombstone_ttl_s.
+    /// A later IAMAT with a newer time brings the client back. Log lines already written
+    /// are not rewritten (logs.redact keeps ids and locations out of them).
+    Forget {
+        /// The client id, as its IAMATs give it.
+        client: String,
+        /// Why, for the log of the server that makes the tombstone (at most 200 bytes).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// The server to tell (default: the first that answers, by name).
+        #[arg(long, value_name = "NAME")]
+        via: Option<String>,
+    },
     /// A seeded run of IAMAT load and random faults, healed at the end, then checked: every
     /// acknowledged update on every server, how long convergence took, stale reads, flood
     /// lines per update. Exit 1 when anything acknowledged was lost or the herd did not
@@ -154,6 +168,10 @@ pub enum Command {
     /// Write the herd as another engine's configuration (systemd units, Kubernetes objects).
     #[command(subcommand)]
     Export(Export),
+    /// The herd's certificate authority and its servers' certificates, for TLS links
+    /// (`links.tls` in the herd file) and TLS clients (`tls_port`).
+    #[command(subcommand)]
+    Certs(Certs),
     /// Print a shell completion script.
     Completions { shell: Shell },
     /// Load a running server and measure throughput, latency and propagation.
@@ -231,6 +249,34 @@ pub enum LinkCommand {
         b: String,
         /// The share dropped, 0 to 100.
         percent: u8,
+    },
+}
+
+/// `herdctl certs`: files in a folder (default `certs` beside the herd file), private to
+/// their owner.
+#[derive(Debug, Subcommand)]
+pub enum Certs {
+    /// Create a herd CA (ca.pem, ca.key) and a certificate and key for every server of the
+    /// herd file (<Name>.pem, <Name>.key: the server's name as its identity, its host as a
+    /// subject alternative name).
+    Init {
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Issue (or renew) the certificate of one server, signed by the folder's CA.
+    Issue {
+        /// The server's name in the herd file.
+        name: String,
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show every certificate of the folder: whose it is, when it expires, who signed it.
+    Show {
+        /// The folder (default: certs beside the herd file).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 

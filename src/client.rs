@@ -29,9 +29,18 @@ pub fn send(
 ) -> Result<ExitCode> {
     let server = config.server(name)?;
     let local = config.is_local(server, &Machine::this()?);
-    let endpoint = match local {
+    let mut endpoint = match local {
         true => config.local_endpoint(server),
         false => config.endpoint(server),
+    };
+    // A server with a tls_port is spoken to over TLS there, its certificate checked
+    // against the herd CA.
+    let tls = match (server.tls_port, &config.tls) {
+        (Some(port), Some(files)) => {
+            endpoint.port = port;
+            Some(crate::tls::client_connector(files, name)?)
+        }
+        _ => None,
     };
     let (stream, address) = endpoint.connect_blocking(CONNECT_TIMEOUT).map_err(|e| {
         let fix = match local {
@@ -55,13 +64,23 @@ pub fn send(
         }
         Box::new(io::Cursor::new(bytes))
     };
-    let reply = exchange(
-        stream,
-        input,
-        &mut io::stdout().lock(),
-        (name, address),
-        reply_timeout,
-    )?;
+    let reply = match tls {
+        Some(connector) => exchange_tls(
+            connector,
+            stream,
+            input,
+            &mut io::stdout().lock(),
+            (name, address),
+            reply_timeout,
+        )?,
+        None => exchange(
+            stream,
+            input,
+            &mut io::stdout().lock(),
+            (name, address),
+            reply_timeout,
+        )?,
+    };
     if reply.is_empty() {
         bail!("{name} closed the connection on {address} without a reply");
     }
@@ -162,6 +181,70 @@ fn exchange(
         Some(Ok(0)) if reply.is_empty() => bail!("nothing to send: standard input was empty"),
         _ => Ok(reply),
     }
+}
+
+/// [`exchange`] over TLS: the input is read whole first (a TLS line is not a stream one can
+/// half-close from another thread), sent, followed by TLS's close (the server's EOF), and
+/// the reply is copied to `out` as it arrives until the server closes.
+fn exchange_tls(
+    connector: tokio_rustls::TlsConnector,
+    stream: TcpStream,
+    mut input: Box<dyn Read + Send>,
+    out: &mut impl Write,
+    (name, address): (&str, SocketAddr),
+    reply_timeout: Duration,
+) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut bytes = Vec::new();
+    input.read_to_end(&mut bytes)?;
+    if bytes.is_empty() {
+        bail!("nothing to send: standard input was empty");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        stream.set_nonblocking(true)?;
+        let stream = tokio::net::TcpStream::from_std(stream)?;
+        let mut tls = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            connector.connect(crate::tls::server_name(), stream),
+        )
+        .await
+        .map_err(|_| anyhow!("{name} on {address} did not finish the TLS handshake"))?
+        .map_err(|e| anyhow!("TLS with {name} on {address} failed: {e}"))?;
+        tls.write_all(&bytes).await?;
+        tls.shutdown().await?;
+        let mut reply = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out_open = true;
+        loop {
+            let n = match tokio::time::timeout(reply_timeout, tls.read(&mut buf)).await {
+                Err(_) => bail!(
+                    "{name} on {address} sent nothing more within {}; a slow answer needs a \
+                     longer --timeout",
+                    seconds(reply_timeout)
+                ),
+                // A server that closes without TLS's close_notify has still said it all.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                Ok(result) => {
+                    result.map_err(|e| anyhow!("connection to {name} on {address} failed: {e}"))?
+                }
+            };
+            if n == 0 {
+                return Ok(reply);
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if out_open {
+                if let Err(e) = out.write_all(&buf[..n]).and_then(|_| out.flush()) {
+                    if e.kind() != io::ErrorKind::BrokenPipe {
+                        return Err(anyhow!(e).context("writing the reply to stdout"));
+                    }
+                    out_open = false;
+                }
+            }
+        }
+    })
 }
 
 /// `5s`, `0.5s`.

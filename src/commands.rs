@@ -15,6 +15,7 @@ use crate::node::reconfigure::Reload;
 use crate::node::table::Table;
 use crate::node::Start;
 use crate::pidlock::PidLock;
+use crate::places::deferred::Deferred;
 use crate::places::google::Google;
 use crate::places::offline::OfflineIndex;
 use crate::places::x::XRecentSearch;
@@ -61,8 +62,9 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    // Before the listener and the links: a restarted node serves what it had at once. The
-    // places index is built meanwhile (both take a while: a big store, the embedded index).
+    // Before the listener and the links: a restarted node serves what it had at once. A
+    // user's places file is read meanwhile (both can take a while); the embedded index is
+    // built on its own thread past this point (`build_places`).
     let table = Arc::new(Table::new());
     // Before the store is read: what expired while the node was down is not loaded.
     table.set_lifecycle(&config.clients, crate::logs::clock::now_nanos());
@@ -203,10 +205,16 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
 /// environment is an error naming the variable, so the node refuses to start.
 pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
     match places {
-        PlacesConfig::Offline { file } => Ok(Arc::new(match file {
-            Some(file) => OfflineIndex::from_csv_path(file)?,
-            None => OfflineIndex::embedded(),
-        })),
+        // A user's file is read now, so a bad one stops the start with its line number.
+        PlacesConfig::Offline { file: Some(file) } => {
+            Ok(Arc::new(OfflineIndex::from_csv_path(file)?))
+        }
+        // The embedded index cannot fail; only WHATSAT needs it, so the node listens (and
+        // links, and serves IAMAT) while it is built.
+        PlacesConfig::Offline { file: None } => Ok(Arc::new(
+            Deferred::build("offline", OfflineIndex::embedded)
+                .context("cannot start a thread to build the offline places index")?,
+        )),
         PlacesConfig::Google(settings) => {
             let google = Google::provider(settings, Google::key_from_env()?)?;
             tracing::info!(
@@ -244,4 +252,17 @@ fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
 /// The lock file a running node holds.
 pub fn node_lock_path(config: &HerdConfig, name: &str) -> std::path::PathBuf {
     config.run_dir.join(format!("{name}.lock"))
+}
+
+/// `herdctl certs init|issue|show`.
+pub fn certs(path: &Path, command: &crate::cli::Certs) -> Result<()> {
+    use crate::cli::Certs;
+    use crate::tls::certs;
+    let config = HerdConfig::load(path)?;
+    let dir = |d: &Option<std::path::PathBuf>| certs::folder(&config, d.as_deref());
+    match command {
+        Certs::Init { dir: d } => certs::init(&config, &dir(d)),
+        Certs::Issue { name, dir: d } => certs::issue(&config, &dir(d), name),
+        Certs::Show { dir: d } => certs::show(&dir(d)),
+    }
 }

@@ -81,6 +81,17 @@ struct RawLinks {
     write_timeout_ms: Option<u64>,
     answer_timeout_ms: Option<u64>,
     forwarding: Option<String>,
+    tls: Option<Spanned<RawTls>>,
+}
+
+/// `links.tls:`: the herd CA and each server's certificate and key (`{name}` in a path is
+/// replaced by the server's name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: String,
+    key: String,
 }
 
 /// `limits:`: what one connection may cost a node (see [`Limits`]).
@@ -123,6 +134,8 @@ struct RawServer {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     admin_port: Option<Spanned<u32>>,
+    #[serde(default)]
+    tls_port: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +279,9 @@ pub struct ServerConfig {
     /// The admin endpoint's port (HTTP: metrics, health, status), on the same address as
     /// `port`; `admin_port:` in the file, else `port` + [`ADMIN_PORT_OFFSET`].
     pub admin_port: u16,
+    /// A second client port (`tls_port:`) that serves the same protocol over TLS with the
+    /// server's certificate (needs `links.tls`).
+    pub tls_port: Option<u16>,
 }
 
 /// A server's admin port when the file gives none: its client port plus this, so the
@@ -405,6 +421,28 @@ impl Default for LinkSettings {
             answer_timeout: Duration::from_millis(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
             forwarding: Default::default(),
         }
+    }
+}
+
+/// `links.tls:` resolved: where the herd CA and each server's certificate and key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    /// The certificate's path, `{name}` standing for the server's name.
+    pub cert: String,
+    /// The key's path, `{name}` standing for the server's name.
+    pub key: String,
+}
+
+impl TlsFiles {
+    /// Server `name`'s certificate file.
+    pub fn cert_for(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.cert.replace("{name}", name))
+    }
+
+    /// Server `name`'s key file.
+    pub fn key_for(&self, name: &str) -> PathBuf {
+        PathBuf::from(self.key.replace("{name}", name))
     }
 }
 
@@ -680,6 +718,8 @@ pub struct HerdConfig {
     pub limits: Limits,
     /// What a link to a neighbour may queue, and how long it may stall.
     pub links: LinkSettings,
+    /// `links.tls`: links are mutual TLS under the herd CA (see `tls/`).
+    pub tls: Option<TlsFiles>,
     /// Who may read the admin endpoint.
     pub admin: AdminSettings,
     /// How long clients' locations and tombstones are kept, and how many clients a node
@@ -804,6 +844,36 @@ impl HerdConfig {
             }
             let admin_port = admin_port_value(name, port, spec.value.admin_port.as_ref(), &shown)?;
             admin_ports.push((host.to_string(), admin_port, name.clone(), port_line));
+            let tls_port = match &spec.value.tls_port {
+                None => None,
+                Some(p) => {
+                    let line = p.referenced.line();
+                    let value =
+                        u16::try_from(p.value)
+                            .ok()
+                            .filter(|v| *v != 0)
+                            .ok_or_else(|| {
+                                anyhow!(
+                                "{shown} line {line}: server {name} has tls_port {}; use 1-65535",
+                                p.value
+                            )
+                            })?;
+                    if raw.links.tls.is_none() {
+                        bail!(
+                            "{shown} line {line}: server {name} has tls_port but the herd has no \
+                             links.tls (its certificate); add links.tls: {{ ca, cert, key }} (see \
+                             herdctl certs init)"
+                        );
+                    }
+                    if let Some(other) = ports.insert((host.to_string(), value), name) {
+                        bail!(
+                            "{shown} line {line}: server {name}'s tls_port {value} is also used by \
+                             {other} on host {host}; give it a port of its own"
+                        );
+                    }
+                    Some(value)
+                }
+            };
             servers.insert(
                 name.clone(),
                 ServerConfig {
@@ -813,6 +883,7 @@ impl HerdConfig {
                     listen,
                     neighbours: BTreeSet::new(),
                     admin_port,
+                    tls_port,
                 },
             );
         }
@@ -919,6 +990,26 @@ impl HerdConfig {
             warnings.extend(readable_by_others_warning(path));
         }
         let limits = limits_config(raw.limits, &shown)?;
+        let tls = raw.links.tls.as_ref().map(|t| {
+            let path = |p: &str| {
+                resolve(Some(PathBuf::from(p)), "")
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            TlsFiles {
+                ca: resolve(Some(t.value.ca.clone()), ""),
+                cert: path(&t.value.cert),
+                key: path(&t.value.key),
+            }
+        });
+        if let (Some(t), Some(line)) = (&tls, raw.links.tls.as_ref().map(|t| t.referenced.line())) {
+            if servers.len() > 1 && (!t.cert.contains("{name}") || !t.key.contains("{name}")) {
+                bail!(
+                    "{shown} line {line}: links.tls cert and key must contain {{name}} (each \
+                     server has its own), e.g. cert: certs/{{name}}.pem, key: certs/{{name}}.key"
+                );
+            }
+        }
         let links = links_config(raw.links, &shown)?;
         let clients = clients_config(&raw.clients, &shown)?;
         if logs.redact == Redact::Ids && matches!(secret, SecretSource::Open) {
@@ -952,6 +1043,7 @@ impl HerdConfig {
             supervisor,
             limits,
             links,
+            tls,
             admin: AdminSettings {
                 open: raw.admin.open.unwrap_or(false),
             },

@@ -78,6 +78,7 @@ pub fn restart_reason(old: &HerdConfig, new: &HerdConfig, name: &str) -> Option<
         ("durability", old.durability != new.durability),
         ("places", old.places != new.places),
         ("secret", old.secret != new.secret),
+        ("links.tls", old.tls != new.tls),
     ];
     read_at_start
         .iter()

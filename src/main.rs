@@ -7,8 +7,8 @@ use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
 use herdctl::config::HerdConfig;
 use herdctl::{
-    bench, chaos, client, commands, completions, direct, export, link, supervisor, tail, top,
-    verify,
+    bench, chaos, client, commands, completions, direct, export, forget, link, supervisor, tail,
+    top, verify,
 };
 
 fn main() -> ExitCode {
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             commands::run(&source, name, *log_stdout)
         }
         Command::Check => commands::check(&cli.config),
+        Command::Certs(certs) => commands::certs(&cli.config, certs).map(|()| ExitCode::SUCCESS),
         Command::Export(Export::Systemd { dir, names }) => {
             export::systemd::export(&cli.config, dir, names)
         }
@@ -84,6 +85,11 @@ fn main() -> ExitCode {
         Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),
+        Command::Forget {
+            client,
+            reason,
+            via,
+        } => forget::run(&cli.config, client, reason.as_deref(), via.as_deref()),
         Command::Chaos(args) => chaos::run(&cli.config, args),
         Command::Supervise => supervisor::daemon::main(&cli.config),
         Command::CompleteNames => Ok(completions::print_names(&cli.config)),

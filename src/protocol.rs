@@ -218,7 +218,14 @@ pub enum ControlCommand<'a> {
     },
     /// `HEAL <peer|*>`: clear the faults of one link, or of every link.
     Heal(&'a str),
+    /// `FORGET <client> <reason|->`: `herdctl forget`: a tombstone for the client, flooded
+    /// like an update. The reason is hex-encoded UTF-8 (so it is one field of any text),
+    /// for the node's log.
+    Forget { client: &'a str, reason: &'a str },
 }
+
+/// The longest `herdctl forget --reason`, in bytes.
+pub const MAX_FORGET_REASON_BYTES: usize = 200;
 
 impl ControlCommand<'_> {
     /// Whether the command changes the node (so it needs the herd secret, never `-`).
@@ -240,6 +247,7 @@ impl ControlCommand<'_> {
             } => format!("DELAY {peer} {ms} {jitter_ms} {id}"),
             ControlCommand::Loss { peer, percent, id } => format!("LOSS {peer} {percent} {id}"),
             ControlCommand::Heal(peer) => format!("HEAL {peer}"),
+            ControlCommand::Forget { client, reason } => format!("FORGET {client} {reason}"),
         }
     }
 }
@@ -247,6 +255,15 @@ impl ControlCommand<'_> {
 /// Largest link delay the control path takes, in milliseconds (a minute: past that, links
 /// are better cut).
 pub const MAX_LINK_DELAY_MS: u32 = 60_000;
+
+/// A forget reason on the wire: `-`, or lowercase hex of at most
+/// [`MAX_FORGET_REASON_BYTES`] bytes.
+fn is_valid_reason(text: &str) -> bool {
+    text == "-"
+        || (text.len() % 2 == 0
+            && text.len() <= 2 * MAX_FORGET_REASON_BYTES
+            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
 
 /// A fault id: 1 to 32 lowercase hex digits.
 pub fn is_valid_fault_id(text: &str) -> bool {
@@ -294,6 +311,9 @@ fn parse_control<'a>(args: &[&'a str]) -> Option<ControlCommand<'a>> {
             })
         }
         ["HEAL", peer] if *peer == "*" || peer_ok(peer) => Some(ControlCommand::Heal(peer)),
+        ["FORGET", client, reason] if is_valid_client_id(client) && is_valid_reason(reason) => {
+            Some(ControlCommand::Forget { client, reason })
+        }
         _ => None,
     }
 }
@@ -792,6 +812,13 @@ pub struct NodeFigures {
     /// New clients refused since the start because the table was full (`clients.max`).
     #[serde(default)]
     pub refused_full: u64,
+    /// Updates the table accepted for the store since start-up (0 without a store).
+    #[serde(default)]
+    pub store_accepted: u64,
+    /// How many of them are on disk, fdatasynced (the store's durable point): equal to
+    /// `store_accepted` once everything is durable, whatever the durability mode.
+    #[serde(default)]
+    pub store_durable: u64,
 }
 
 /// `HERD STATUS <json>\n`.
@@ -1195,6 +1222,8 @@ pub(crate) mod tests {
             expired: 6,
             forgotten: 1,
             refused_full: 2,
+            store_accepted: 7,
+            store_durable: 6,
         };
         assert_eq!(parse_status(&format_status(&figures)), Some(figures));
         // Figures from a node that predates a field still parse.

@@ -9,10 +9,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::supervised::Supervised;
-use common::{admin_get, exchange, wait_until, Herd};
+use common::{admin_get, exchange, wait_until, Herd, PAIR};
 
 const SECRET: &str = "an-admin-test-secret-of-some-length";
-const PAIR: &[(&str, &[&str])] = &[("Alford", &["Welsh"]), ("Welsh", &[])];
 
 /// Whether a new client on `port` is closed without an answer.
 fn refused(port: u16) -> bool {
@@ -193,7 +192,7 @@ pub const FAMILIES: &[&str] = &[
 fn metrics_follow_a_flood_across_a_link() {
     let herd = Herd::configure(PAIR, "admin: { open: true }\n").started();
     wait_until("the link to be up both ways", || {
-        ["Alford", "Welsh"].iter().all(|n| {
+        ["Alford", "Ball"].iter().all(|n| {
             herd.admin_get(n, "/metrics", None)
                 .1
                 .lines()
@@ -201,7 +200,7 @@ fn metrics_follow_a_flood_across_a_link() {
         })
     });
     let at = herd.send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
-    herd.wait_for_at("Welsh", "kiwi", at.trim_end());
+    herd.wait_for_at("Ball", "kiwi", at.trim_end());
     let alford = herd.admin_get("Alford", "/metrics", None).1;
     for family in FAMILIES {
         assert!(
@@ -210,27 +209,27 @@ fn metrics_follow_a_flood_across_a_link() {
         );
     }
     assert!(
-        alford.contains("herd_floods_sent_total{peer=\"Welsh\"} 1\n"),
+        alford.contains("herd_floods_sent_total{peer=\"Ball\"} 1\n"),
         "{alford}"
     );
     assert!(
         alford.contains("herd_connections{kind=\"admin\"} 1\n"),
         "{alford}"
     );
-    let welsh = herd.admin_get("Welsh", "/metrics", None).1;
+    let ball = herd.admin_get("Ball", "/metrics", None).1;
     assert!(
-        welsh.contains("herd_floods_received_total{peer=\"Alford\",outcome=\"new\"} 1\n"),
-        "{welsh}"
+        ball.contains("herd_floods_received_total{peer=\"Alford\",outcome=\"new\"} 1\n"),
+        "{ball}"
     );
     assert!(
-        welsh.contains("herd_propagation_delay_seconds_count 1\n"),
-        "{welsh}"
+        ball.contains("herd_propagation_delay_seconds_count 1\n"),
+        "{ball}"
     );
-    assert!(welsh.contains("herd_clients 1\n"), "{welsh}");
+    assert!(ball.contains("herd_clients 1\n"), "{ball}");
     // The link's end goes to 0 when its neighbour stops.
     herd.kill("Alford");
-    wait_until("Welsh to see Alford gone", || {
-        herd.admin_get("Welsh", "/metrics", None)
+    wait_until("Ball to see Alford gone", || {
+        herd.admin_get("Ball", "/metrics", None)
             .1
             .contains("herd_link_up{peer=\"Alford\"} 0\n")
     });
@@ -246,21 +245,21 @@ fn status_names_the_missing_neighbour_and_shows_each_link() {
     let at = s
         .herd
         .send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
-    s.herd.wait_for_at("Welsh", "kiwi", at.trim_end());
+    s.herd.wait_for_at("Ball", "kiwi", at.trim_end());
     let alford = s.node("Alford");
     assert_eq!(
         alford["admin_url"],
         format!("http://127.0.0.1:{}/", s.herd.admin_port("Alford"))
     );
     let link = &alford["links"][0];
-    assert_eq!(link["peer"], "Welsh", "{alford}");
+    assert_eq!(link["peer"], "Ball", "{alford}");
     assert_eq!(link["state"], "up", "{alford}");
     assert_eq!(link["records_sent"], 1, "{alford}");
     assert!(link["bytes_sent"].as_u64().unwrap() > 0, "{alford}");
     assert_eq!(link["queue_depth"], 0, "{alford}");
 
-    s.ok(&["stop", "Welsh"]);
-    wait_until("Alford to see Welsh down", || {
+    s.ok(&["stop", "Ball"]);
+    wait_until("Alford to see Ball down", || {
         s.node("Alford")["links"][0]["state"] == "down"
     });
     let alford = s.node("Alford");
@@ -273,5 +272,5 @@ fn status_names_the_missing_neighbour_and_shows_each_link() {
         .lines()
         .find(|l| l.starts_with("Alford"))
         .unwrap_or_else(|| panic!("{table}"));
-    assert!(row.contains(" 0/1 -Welsh "), "{table}");
+    assert!(row.contains(" 0/1 -Ball "), "{table}");
 }

@@ -7,10 +7,8 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::peer::RawPeer;
-use common::{exchange, wait_until, Herd};
+use common::{exchange, wait_until, Herd, PAIR};
 use herdctl::protocol::{format_digest, DIGEST_BUCKETS};
-
-const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
 
 fn now_secs() -> u64 {
     SystemTime::now()

@@ -7,10 +7,8 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
-use common::{herdctl, run_to_end, wait_until, Herd, Running, DEADLINE};
+use common::{herdctl, run_to_end, wait_until, Herd, Running, DEADLINE, PAIR, SOLO};
 
-const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
-const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
 const WHERE: &str = "+34.068930-118.445127 1621464827.959498503";
 
 /// Reading `herdctl tail -f` as it prints.

@@ -8,32 +8,14 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use common::{exchange, wait_until, Herd, DEADLINE};
-
-const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
-const PAIR: &[(&str, &[&str])] = &[("A", &["B"]), ("B", &[])];
-
-fn client(tag: &str, i: usize) -> String {
-    format!("{tag}-{i}.clients.example")
-}
-
-fn iamat_line(tag: &str, i: usize) -> String {
-    // Distinct locations and times, each within range.
-    format!(
-        "IAMAT {} +{}.{:06}-118.{:06} 1621464827.{:09}\n",
-        client(tag, i),
-        i % 90,
-        i,
-        i * 7 % 1_000_000,
-        i
-    )
-}
+use common::{
+    exchange, numbered_client as client, numbered_iamat, wait_until, Herd, DEADLINE, PAIR, SOLO,
+};
 
 /// Sends `count` IAMATs pipelined on one connection; returns the AT replies, in order.
 fn write_clients(herd: &Herd, server: &str, tag: &str, count: usize) -> Vec<String> {
-    let input: String = (0..count).map(|i| iamat_line(tag, i)).collect();
+    let input: String = (0..count).map(|i| numbered_iamat(tag, i)).collect();
     let reply = String::from_utf8(exchange(herd.port(server), input.as_bytes())).unwrap();
     let lines: Vec<String> = reply.lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), count, "one AT reply per IAMAT: {reply}");
@@ -89,9 +71,12 @@ fn relaxed_a_killed_node_comes_back_with_everything_flushed_before_the_kill() {
     let herd = Herd::configure(SOLO, "");
     herd.start_node("Alford");
     let written = write_clients(&herd, "Alford", "relaxed", 200);
-    // Relaxed durability promises what the journal's fdatasync covers, at most every second,
-    // and nothing outside the node shows when it has run: waiting two intervals is the test.
-    std::thread::sleep(Duration::from_millis(2000));
+    // Relaxed durability promises what the journal's fdatasync covers, at most a second
+    // later: the node says when that has happened for all 200.
+    wait_until("Alford to report its 200 updates durable", || {
+        let status = herd.status("Alford");
+        status.store_accepted == 200 && status.store_durable == 200
+    });
     herd.kill("Alford");
 
     herd.start_node("Alford");
@@ -185,7 +170,7 @@ fn strict_loses_nothing_that_was_answered_when_killed_right_after() {
                 let mut replies = Vec::new();
                 for i in 0..PER_CONNECTION {
                     writer
-                        .write_all(iamat_line(&format!("strict{c}"), i).as_bytes())
+                        .write_all(numbered_iamat(&format!("strict{c}"), i).as_bytes())
                         .unwrap();
                     let mut reply = String::new();
                     reader.read_line(&mut reply).unwrap();
@@ -221,18 +206,18 @@ fn strict_loses_nothing_that_was_answered_when_killed_right_after() {
 fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
     const COUNT: usize = 100;
     let herd = Herd::configure(PAIR, "");
-    herd.start_node("A");
-    herd.start_node("B");
-    let written = write_clients(&herd, "A", "corrupt", COUNT);
+    herd.start_node("Alford");
+    herd.start_node("Ball");
+    let written = write_clients(&herd, "Alford", "corrupt", COUNT);
     let clients = clients_of("corrupt", COUNT);
     wait_until("B to hold every client", || {
-        at_lines(&herd, "B", &clients) == all_known(&written)
+        at_lines(&herd, "Ball", &clients) == all_known(&written)
     });
-    herd.terminate("A");
+    herd.terminate("Alford");
 
     // Damage A's store: sled 0.34 refuses a `conf` that is not its config text, and opens a
     // truncated `db` as empty (the store's marker catches that); do both.
-    let dir = store_dir(&herd, "A");
+    let dir = store_dir(&herd, "Alford");
     std::fs::write(dir.join("conf"), b"\x00garbage\xff not a sled config").unwrap();
     std::fs::OpenOptions::new()
         .write(true)
@@ -242,7 +227,7 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
         .unwrap();
     std::fs::write(dir.join("blobs").join("1"), b"junk").unwrap();
 
-    herd.start_node("A");
+    herd.start_node("Alford");
     // Kept aside within data_dir, with the damaged files, never deleted.
     let data = herd.path().join("data");
     let aside: Vec<PathBuf> = std::fs::read_dir(&data)
@@ -252,7 +237,7 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
             p.file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("A.corrupt-")
+                .starts_with("Alford.corrupt-")
         })
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
@@ -265,8 +250,11 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.contains("A") && names.contains("B"), "{names:?}");
-    let log = herd.log_text("A");
+    assert!(
+        names.contains("Alford") && names.contains("Ball"),
+        "{names:?}"
+    );
+    let log = herd.log_text("Alford");
     assert!(
         log.contains("STORE CORRUPT") && log.contains(&aside[0].display().to_string()),
         "{log}"
@@ -275,10 +263,10 @@ fn a_corrupt_store_is_kept_aside_and_the_node_refills_from_its_neighbour() {
 
     // The link-up catch-up from B refills it, and the new store keeps what came back.
     wait_until("A to refill from B", || {
-        at_lines(&herd, "A", &clients) == all_known(&written)
+        at_lines(&herd, "Alford", &clients) == all_known(&written)
     });
-    herd.terminate("A");
-    herd.start_node("A");
-    assert_eq!(at_lines(&herd, "A", &clients), all_known(&written));
-    assert_eq!(herd.status("A").recovered, COUNT);
+    herd.terminate("Alford");
+    herd.start_node("Alford");
+    assert_eq!(at_lines(&herd, "Alford", &clients), all_known(&written));
+    assert_eq!(herd.status("Alford").recovered, COUNT);
 }

@@ -8,9 +8,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{exchange, wait_until, Herd, DEADLINE};
+use common::{exchange, wait_until, Herd, DEADLINE, SOLO};
 
-const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 const KIWI: &str = "IAMAT kiwi +34.068930-118.445127 1621464827.959498503\n";
 
 /// One node with `extra_yaml` (e.g. a `limits:` section), started and answering.
@@ -99,8 +98,11 @@ fn an_8_mib_line_gets_a_truncated_copy_and_its_memory_is_released() {
 
     let after = herd.rss_kib("Alford");
     eprintln!("node RSS: {before} KiB before, {after} KiB after");
+    // At their peak the four connections held a 1 MiB line and a 1 MiB reply each: 8 MiB.
+    // Once they are closed that must be back (growth measured 2.3 to 3.4 MiB, the
+    // allocator's arenas); a node that kept what a connection held would be over it.
     assert!(
-        after < before + 64 * 1024,
+        after < before + 8 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
     );
 }

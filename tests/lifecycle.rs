@@ -111,3 +111,91 @@ fn a_full_table_refuses_a_new_client_but_not_an_existing_one() {
 fn admin_token(herd: &Herd) -> String {
     herd.secret().admin_token()
 }
+
+const CLASSIC_NAMES: [&str; 5] = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
+
+#[test]
+fn a_forgotten_client_disappears_everywhere_even_on_a_server_that_was_down() {
+    let herd = Herd::configure(common::CLASSIC, "").started();
+    let seen = client_time(0.0);
+    let at = herd.send(
+        "Alford",
+        &format!("IAMAT kiwi +34.068930-118.445127 {seen}\n"),
+    );
+    for name in CLASSIC_NAMES {
+        herd.wait_for_at(name, "kiwi", at.trim_end());
+    }
+    // Welsh holds kiwi, and is down (cleanly: its store has it) while kiwi is forgotten.
+    assert!(herd.terminate("Welsh").success());
+    let out = herd
+        .herdctl()
+        .args([
+            "forget",
+            "kiwi",
+            "--reason",
+            "asked by the owner",
+            "--via",
+            "Ball",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Ball made the tombstone (it held a location"),
+        "{text}"
+    );
+    assert!(text.contains("gone from 4 of 5 servers"), "{text}");
+    for name in ["Alford", "Ball", "Hamilton", "Holiday"] {
+        assert_eq!(herd.known_at(name, "kiwi"), None, "{name}");
+        assert_eq!(herd.status(name).forgotten, 1, "{name}");
+    }
+    assert!(herd.log_text("Ball").contains("reason: asked by the owner"));
+    // Welsh comes back with kiwi in its store: anti-entropy brings it the tombstone, and
+    // its old record does not come back anywhere.
+    herd.start_node("Welsh");
+    wait_until("Welsh to forget kiwi", || {
+        herd.known_at("Welsh", "kiwi").is_none()
+    });
+    wait_until("Welsh to hold the tombstone", || {
+        herd.status("Welsh").forgotten == 1
+    });
+    for name in CLASSIC_NAMES {
+        assert_eq!(herd.known_at(name, "kiwi"), None, "{name}");
+    }
+    // An IAMAT from before the forget does not bring kiwi back; a newer one does.
+    let older = format!("{:.6}", seen.parse::<f64>().unwrap() + 0.001);
+    herd.send("Hamilton", &format!("IAMAT kiwi +1+1 {older}\n"));
+    let newer = herd.send(
+        "Hamilton",
+        &format!("IAMAT kiwi +2+2 {}\n", client_time(-1.0)),
+    );
+    for name in CLASSIC_NAMES {
+        herd.wait_for_at(name, "kiwi", newer.trim_end());
+        assert_eq!(herd.status(name).forgotten, 0, "{name}");
+    }
+}
+
+#[test]
+fn a_tombstone_is_never_taken_from_an_anonymous_client() {
+    let herd = Herd::configure(LINE, "").started();
+    let at = herd.send("A", &format!("IAMAT plum +1+1 {}\n", client_time(0.0)));
+    herd.wait_for_at("B", "plum", at.trim_end());
+    let later = client_time(-1.0);
+    for line in [
+        format!("HERD AT A +0.000000000 plum - {later}"),
+        format!("HERD SYNC A +0.000000000 plum - {later}"),
+        "HERD CONTROL - FORGET plum -".to_owned(),
+        format!("IAMAT plum - {later}"),
+    ] {
+        assert_eq!(herd.send("A", &format!("{line}\n")), format!("? {line}\n"));
+    }
+    for name in ["A", "B", "C"] {
+        herd.wait_for_at(name, "plum", at.trim_end());
+        assert_eq!(herd.status(name).forgotten, 0);
+    }
+}

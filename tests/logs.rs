@@ -9,12 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{exchange, run_to_end, wait_until, Herd, DEADLINE};
+use common::{exchange, numbered_iamat, run_to_end, wait_until, Herd, DEADLINE};
 
 fn iamats(tag: &str, count: usize) -> String {
-    (0..count)
-        .map(|i| format!("IAMAT {tag}-{i} +10.000000-20.000000 1700000000.{i:09}\n"))
-        .collect()
+    (0..count).map(|i| numbered_iamat(tag, i)).collect()
 }
 
 #[test]

@@ -9,9 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::supervised::Supervised;
-use common::{run_to_end, Herd};
-
-const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
+use common::{run_to_end, Herd, PAIR, SOLO};
 
 fn run(herd: &Herd, args: &[&str]) -> Output {
     run_to_end(herd.herdctl().args(args), b"")
@@ -167,8 +165,6 @@ fn send_gives_up_on_a_silent_port_and_tail_helps() {
     assert!(stdout(&out).contains("last words"), "{}", stdout(&out));
     assert!(stderr(&out).contains("no longer in"), "{}", stderr(&out));
 }
-
-const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
 
 fn text(out: &Output) -> String {
     format!("{}{}", stdout(out), stderr(out))

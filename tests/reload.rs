@@ -4,20 +4,12 @@
 mod common;
 
 use common::supervised::{supervisor_yaml, Supervised};
-use common::{exchange, free_ports, wait_until};
+use common::{exchange, free_ports, herd_yaml, wait_until};
 
 /// Rewrites the herd file: servers as (name, port, peers), the test supervisor settings,
 /// then `extra`.
 fn write_herd(s: &Supervised, servers: &[(&str, u16, &[&str])], extra: &str) {
-    let mut yaml = String::from("servers:\n");
-    for (name, port, peers) in servers {
-        yaml += &format!(
-            "  {name}: {{ port: {port}, peers: [{}] }}\n",
-            peers.join(", ")
-        );
-    }
-    yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
-    yaml += &supervisor_yaml("", extra);
+    let yaml = herd_yaml(servers, &supervisor_yaml("", extra));
     std::fs::write(&s.herd.config, yaml).unwrap();
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{exchange, wait_until, Herd};
+use common::{exchange, numbered_iamat, wait_until, Herd};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -45,10 +45,6 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-fn iamat(i: usize) -> String {
-    format!("IAMAT full-{i} +10.{i:06}-20.000000 1700000000.{i:09}")
-}
-
 #[test]
 fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     let space = tempfile::tempdir().unwrap();
@@ -66,7 +62,7 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     herd.start_node("Alford");
 
     // Healthy: acknowledged.
-    let first = herd.send("Alford", &format!("{}\n", iamat(0)));
+    let first = herd.send("Alford", &numbered_iamat("full", 0));
     assert!(first.starts_with("AT Alford "), "{first}");
     assert!(herd.status("Alford").store_error.is_none());
 
@@ -76,7 +72,9 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     let mut refused_at = None;
     let mut acknowledged = vec![0];
     for batch in 0..200 {
-        let lines: Vec<String> = (1..=50).map(|k| iamat(batch * 50 + k)).collect();
+        let lines: Vec<String> = (1..=50)
+            .map(|k| numbered_iamat("full", batch * 50 + k).trim_end().to_owned())
+            .collect();
         let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
         let reply = String::from_utf8(exchange(herd.port("Alford"), input.as_bytes())).unwrap();
         let replies: Vec<&str> = reply.lines().collect();
@@ -127,7 +125,7 @@ fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     wait_until("the store healthy again", || {
         herd.status("Alford").store_error.is_none()
     });
-    let healed = herd.send("Alford", &format!("{}\n", iamat(99_999)));
+    let healed = herd.send("Alford", &numbered_iamat("full", 99_999));
     assert!(healed.starts_with("AT Alford "), "{healed}");
     wait_until("the recovery in the log", || {
         herd.log_text("Alford").contains("healthy again")

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,6 +18,7 @@ use crate::auth;
 use crate::config::ReconnectSettings;
 use crate::hosts::Endpoint;
 use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage};
+use crate::tls::{BoxRead, BoxWrite, PeerCert};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,13 +73,13 @@ async fn keep_link(node: &Node, link: &Link) {
             continue;
         }
         match handshake(node, neighbour, &address).await {
-            Ok(stream) => {
+            Ok((stream, cert)) => {
                 last_failure = None;
                 backoff.reset();
                 link.up();
                 link.stats.went_up();
                 tracing::info!("peer link to {neighbour} ({address}) up");
-                let ended = session::run_dialled(node, link, stream).await;
+                let ended = session::run_dialled(node, link, stream, cert).await;
                 link.down();
                 link.stats.went_down(
                     super::link_stats::classify(ended.as_ref().err()),
@@ -129,81 +129,105 @@ async fn wait_while_cut(link: &Link) {
     }
 }
 
-/// Dials `neighbour`, introduces this node, proves the herd secret over the neighbour's
-/// challenge and checks the neighbour's proof in turn (see `auth.rs`); returns the
-/// connection once the link is established.
-async fn handshake(node: &Node, neighbour: &str, address: &Endpoint) -> Result<TcpStream> {
+/// Dials `neighbour` (over mutual TLS when the herd has `links.tls`), introduces this node,
+/// proves the herd secret over the neighbour's challenge and checks the neighbour's proof in
+/// turn (see `auth.rs`); returns the connection's halves once the link is established, with
+/// the certificate the neighbour presented.
+async fn handshake(
+    node: &Node,
+    neighbour: &str,
+    address: &Endpoint,
+) -> Result<((BoxRead, BoxWrite), Option<PeerCert>)> {
     let attempt = async {
         // Resolved at every dial: a neighbour whose name now points elsewhere is found.
-        let mut stream = address.connect().await?;
+        let stream = address.connect().await?;
         stream.set_nodelay(true)?;
-        let our_nonce = auth::nonce();
-        send(
-            &mut stream,
-            neighbour,
-            &format_hello(&node.name, &our_nonce),
-        )
-        .await?;
-        let answer = receive(&mut stream, neighbour).await?;
-        let their_nonce = match (protocol::parse_line(&answer), &node.secret) {
-            (Some(Command::Peer(PeerMessage::Challenge { nonce })), Some(_)) => nonce.to_owned(),
-            (
-                Some(Command::Peer(PeerMessage::Welcome {
-                    server,
-                    proof: None,
-                    ..
-                })),
-                None,
-            ) if server == neighbour => {
-                return Ok(stream);
-            }
-            (Some(Command::Peer(PeerMessage::Welcome { proof: None, .. })), Some(_)) => bail!(
-                "{neighbour} runs OPEN LINKS (insecure_open_links: true); give every server the \
-                 same herd secret"
-            ),
-            (Some(Command::Peer(PeerMessage::Challenge { .. })), None) => bail!(
-                "{neighbour} requires the herd secret; remove insecure_open_links and give every \
-                 server the same secret (herd.secret, secret_file: or {})",
-                auth::SECRET_ENV
-            ),
-            _ => bail!(
-                "handshake refused: answered {:?}",
-                String::from_utf8_lossy(&answer)
-            ),
+        let Some(tls) = &node.tls else {
+            let mut stream = stream;
+            greet(node, neighbour, &mut stream).await?;
+            let (reader, writer) = stream.into_split();
+            let halves: (BoxRead, BoxWrite) = (Box::new(reader), Box::new(writer));
+            return Ok((halves, None));
         };
-        let secret = node.secret.as_ref().expect("matched above");
-        let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
-        send(&mut stream, neighbour, &format_auth(&proof)).await?;
-        let answer = receive(&mut stream, neighbour).await?;
-        match protocol::parse_line(&answer) {
-            Some(Command::Peer(PeerMessage::Welcome {
-                server,
-                nonce,
-                proof: Some(proof),
-                ..
-            })) if server == neighbour && nonce == their_nonce => {
-                if !secret.verify_welcome(proof, neighbour, &node.name, &our_nonce, &their_nonce) {
-                    bail!("{neighbour} could not prove it knows the herd secret; not linking");
-                }
-            }
-            _ if answer.starts_with(b"? HERD AUTH") => bail!(
-                "{neighbour} refused this node's proof of the herd secret: the two run \
-                 different secrets; give every server the same one"
-            ),
-            _ => bail!(
-                "handshake refused: answered {:?}",
-                String::from_utf8_lossy(&answer)
-            ),
-        }
-        Ok(stream)
+        let mut stream = tls
+            .connector(neighbour)?
+            .connect(crate::tls::server_name(), stream)
+            .await
+            .map_err(|e| anyhow!("TLS handshake with {neighbour} failed: {e}"))?;
+        let cert = PeerCert::from_chain(stream.get_ref().1.peer_certificates());
+        greet(node, neighbour, &mut stream).await?;
+        Ok((crate::tls::split(stream), cert))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
         .context("handshake timed out")?
 }
 
+/// The herd's own handshake on a connection: HELLO, and the secret's challenge when there
+/// is a secret.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    node: &Node,
+    neighbour: &str,
+    stream: &mut S,
+) -> Result<()> {
+    let our_nonce = auth::nonce();
+    send(stream, neighbour, &format_hello(&node.name, &our_nonce)).await?;
+    let answer = receive(stream, neighbour).await?;
+    let their_nonce = match (protocol::parse_line(&answer), &node.secret) {
+        (Some(Command::Peer(PeerMessage::Challenge { nonce })), Some(_)) => nonce.to_owned(),
+        (
+            Some(Command::Peer(PeerMessage::Welcome {
+                server,
+                proof: None,
+                ..
+            })),
+            None,
+        ) if server == neighbour => {
+            return Ok(());
+        }
+        (Some(Command::Peer(PeerMessage::Welcome { proof: None, .. })), Some(_)) => bail!(
+            "{neighbour} runs OPEN LINKS (insecure_open_links: true); give every server the \
+             same herd secret"
+        ),
+        (Some(Command::Peer(PeerMessage::Challenge { .. })), None) => bail!(
+            "{neighbour} requires the herd secret; remove insecure_open_links and give every \
+             server the same secret (herd.secret, secret_file: or {})",
+            auth::SECRET_ENV
+        ),
+        _ => bail!(
+            "handshake refused: answered {:?}",
+            String::from_utf8_lossy(&answer)
+        ),
+    };
+    let secret = node.secret.as_ref().expect("matched above");
+    let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
+    send(stream, neighbour, &format_auth(&proof)).await?;
+    let answer = receive(stream, neighbour).await?;
+    match protocol::parse_line(&answer) {
+        Some(Command::Peer(PeerMessage::Welcome {
+            server,
+            nonce,
+            proof: Some(proof),
+            ..
+        })) if server == neighbour && nonce == their_nonce => {
+            if !secret.verify_welcome(proof, neighbour, &node.name, &our_nonce, &their_nonce) {
+                bail!("{neighbour} could not prove it knows the herd secret; not linking");
+            }
+        }
+        _ if answer.starts_with(b"? HERD AUTH") => bail!(
+            "{neighbour} refused this node's proof of the herd secret: the two run \
+             different secrets; give every server the same one"
+        ),
+        _ => bail!(
+            "handshake refused: answered {:?}",
+            String::from_utf8_lossy(&answer)
+        ),
+    }
+    Ok(())
+}
+
 /// Writes one handshake line and logs it.
-async fn send(stream: &mut TcpStream, neighbour: &str, line: &str) -> Result<()> {
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, neighbour: &str, line: &str) -> Result<()> {
     stream.write_all(line.as_bytes()).await?;
     tracing::info!(target: "wire", "{neighbour} > {}", line.trim_end());
     Ok(())
@@ -211,7 +235,7 @@ async fn send(stream: &mut TcpStream, neighbour: &str, line: &str) -> Result<()>
 
 /// Reads one handshake line and logs it. The neighbour sends nothing past its answer until
 /// this side speaks again, so the reader buffers nothing past it.
-async fn receive(stream: &mut TcpStream, neighbour: &str) -> Result<Vec<u8>> {
+async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Result<Vec<u8>> {
     let answer = match read_line(&mut BufReader::new(stream), 4096).await? {
         Some(Line::Complete(line)) => line,
         _ => bail!("connection closed during handshake"),

@@ -108,7 +108,7 @@ pub fn apply(node: &Node, command: &ControlCommand<'_>) -> Result<serde_json::Va
         | ControlCommand::Delay { peer, .. }
         | ControlCommand::Loss { peer, .. }
         | ControlCommand::Heal(peer) => *peer,
-        ControlCommand::Digest | ControlCommand::Records(_) => {
+        ControlCommand::Digest | ControlCommand::Records(_) | ControlCommand::Forget { .. } => {
             return Err("not a link command".into());
         }
     };

@@ -72,6 +72,10 @@ pub struct History {
     pub ever_up: bool,
     pub last_error: Option<String>,
     pub last_sync: Option<f64>,
+    /// Whether the link's last connection was TLS (`None`: none yet).
+    pub encrypted: Option<bool>,
+    /// When the certificate the neighbour last presented expires (seconds since the epoch).
+    pub peer_cert_not_after: Option<i64>,
 }
 
 fn now_secs() -> f64 {
@@ -105,6 +109,14 @@ impl LinkStats {
         if error.is_some() {
             history.last_error = error;
         }
+    }
+
+    /// A connection of the link came up over TLS with the neighbour's certificate `cert`,
+    /// or (`None`) in plain text.
+    pub fn transport(&self, cert: Option<&crate::tls::PeerCert>) {
+        let mut history = self.history();
+        history.encrypted = Some(cert.is_some());
+        history.peer_cert_not_after = cert.map(|c| c.not_after);
     }
 
     /// A dial or handshake failed (the link stays down).

@@ -52,7 +52,7 @@ pub struct Node {
     pub places: Arc<dyn PlacesProvider>,
     pub peers: Peers,
     pub started: Instant,
-    /// The table's store (also held by the table, which writes it).
+    /// The table's store (which holds the table and drains what it accepted).
     pub store: Option<Arc<Store>>,
     /// Clients read back from the store at start-up.
     pub recovered: usize,
@@ -83,6 +83,8 @@ pub struct Node {
     pub admin_open: admin::OpenCount,
     /// What the hot path counts for `/metrics`.
     pub metrics: crate::metrics::NodeMetrics,
+    /// `links.tls`: links are mutual TLS, and `tls_port` serves clients over TLS.
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 /// How a record arrived from a neighbour.
@@ -183,9 +185,11 @@ impl Node {
                 .iter()
                 .map(|l| l.stats.floods_sent.get())
                 .sum(),
-            open_links: self.secret.is_none(),
+            open_links: self.secret.is_none() && self.tls.is_none(),
             peer_dropped: self.peer_input.nonzero(),
             places_refused: self.places.spend().refused,
+            store_accepted: self.table.assigned(),
+            store_durable: self.store.as_ref().map_or(0, |s| s.progress().durable),
         }
     }
 
@@ -313,6 +317,7 @@ pub async fn run(
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
+    let tls = crate::tls::NodeTls::load(&config, name)?;
     let Start {
         table,
         store,
@@ -395,8 +400,19 @@ pub async fn run(
         peer_sessions: admin::OpenCount::default(),
         admin_open: admin::OpenCount::default(),
         metrics: crate::metrics::NodeMetrics::new(),
+        tls,
     });
-    if node.secret.is_none() {
+    if let Some(tls) = &node.tls {
+        tracing::info!(
+            "links are mutual TLS under the herd CA{}; this server's certificate expires {}",
+            if node.secret.is_some() {
+                " (and the herd secret is proved over them)"
+            } else {
+                ", without a herd secret"
+            },
+            crate::tls::der::format_utc(tls.own_not_after)
+        );
+    } else if node.secret.is_none() {
         tracing::warn!(
             "OPEN LINKS: insecure_open_links is true, so anyone who can reach {address} can \
              join the herd as a neighbour and rewrite any client's location; remove it to \
@@ -422,6 +438,25 @@ pub async fn run(
     let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
+    let tls_server = match server.tls_port {
+        Some(port) => {
+            let tls_address = SocketAddr::new(address.ip(), port);
+            let tls_listener = TcpListener::bind(tls_address).await.with_context(|| {
+                format!(
+                    "{name} cannot serve TLS clients on {tls_address}: is another process \
+                     using port {port}? (`ss -ltnp 'sport = :{port}'` shows which; tls_port: in \
+                     herd.yaml moves it)"
+                )
+            })?;
+            tracing::info!("{name} serving TLS clients on {tls_address}");
+            Some(tokio::spawn(server::serve_tls_clients(
+                Arc::clone(&node),
+                tls_listener,
+            )))
+        }
+        None => None,
+    };
+
     let serving = server::serve(Arc::clone(&node), listener);
     tokio::pin!(serving);
     let for_new_links = shutdown.clone();
@@ -443,6 +478,9 @@ pub async fn run(
     }
     heartbeat.abort();
     admin_server.abort();
+    if let Some(tls_server) = tls_server {
+        tls_server.abort();
+    }
     lifecycle.abort();
     tracing::info!("{name} stopped with {} clients known", node.table.clients());
     Ok(())

@@ -12,7 +12,9 @@ use super::lines::write_within;
 use super::sync::SyncStream;
 use super::Node;
 use crate::auth;
-use crate::protocol::{format_challenge, format_done, ControlCommand, DIGEST_BUCKETS};
+use crate::logs::clock::now_nanos;
+use crate::protocol::{format_challenge, format_done, ControlCommand, Timestamp, DIGEST_BUCKETS};
+use crate::record::AtRecord;
 
 /// The challenge a tool's `HERD OPERATOR <nonce>` gets: the line to send, and the node's
 /// nonce the command's proof must cover.
@@ -61,6 +63,47 @@ pub fn digest_answer(node: &Node) -> String {
         "horizons": [horizons.0, horizons.1],
         "buckets": DIGEST_BUCKETS,
         "digest": digest,
+    }))
+}
+
+/// `FORGET <client> <reason>`: a tombstone for `client`, applied here and flooded like an
+/// update, so every server drops the client (one that is down gets it from anti-entropy
+/// when it comes back). Its time is this server's clock, or just after the record it holds
+/// if that one is ahead (a client's clock may be): newer than what it replaces, so it wins
+/// under newer-wins everywhere; a later IAMAT with a newer time brings the client back.
+/// Answers `HERD DONE` with whether this server held a location for it.
+pub fn forget(node: &Node, client: &str, reason_hex: &str) -> String {
+    let now = now_nanos();
+    let held = node.table.get(client);
+    let after_held = held.as_ref().map_or(0, |r| r.time().as_nanos() + 1);
+    let nanos = now.max(after_held).max(0);
+    let time = Timestamp {
+        secs: (nanos / 1_000_000_000) as u64,
+        nanos: (nanos % 1_000_000_000) as u32,
+    };
+    let tombstone = AtRecord::tombstone(&node.name, now, client, time);
+    let applied = node.accept_tombstone(tombstone);
+    let reason = match reason_hex {
+        "-" => "none given".to_owned(),
+        hex => auth::unhex(hex)
+            .map(|b| crate::logs::printable(&b).into_owned())
+            .unwrap_or_default(),
+    };
+    let had = held.as_ref().is_some_and(|r| !r.is_tombstone());
+    tracing::info!(
+        "forget on operator request: client {} {}; reason: {reason} (earlier log lines \
+         are not rewritten)",
+        crate::logs::printable(client.as_bytes()),
+        match (had, &applied) {
+            (true, _) => "had a location: tombstone flooded",
+            (false, Ok(_)) => "was not held here: tombstone flooded",
+            (false, Err(_)) => "was already forgotten here",
+        }
+    );
+    format_done(&serde_json::json!({
+        "server": node.name,
+        "held": had,
+        "flooded": applied.is_ok(),
     }))
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -71,8 +71,126 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
         let node = Arc::clone(&node);
         tokio::spawn(async move {
             let _open = node.client_port_open.enter();
-            if let Err(e) = handle_connection(&node, stream, remote, slot).await {
+            if let Err(e) = serve_client_port(&node, stream, remote, slot).await {
                 tracing::debug!("{remote}: connection ended with error: {e}");
+            }
+        });
+    }
+}
+
+/// How a connection reached the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    /// Plain text on the client port.
+    Plain,
+    /// Mutual TLS on the client port: the other end presented this certificate from the
+    /// herd CA (a neighbour's link).
+    LinkTls(crate::tls::PeerCert),
+    /// TLS on `tls_port`: a client, with no certificate.
+    ClientTls,
+}
+
+/// One connection on the client port: plain text, or (with `links.tls`) a neighbour's TLS
+/// handshake, told apart by the first byte, which is peeked, not read.
+async fn serve_client_port(
+    node: &Node,
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Slot,
+) -> Result<()> {
+    let Some(tls) = &node.tls else {
+        let (reader, writer) = plain_halves(stream);
+        return handle_connection(node, reader, writer, remote, slot, Transport::Plain).await;
+    };
+    let _ = stream.set_nodelay(true);
+    let wait = {
+        let limits = node.config().limits;
+        limits.first_line_timeout.min(limits.idle_timeout)
+    };
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(wait, stream.peek(&mut first)).await;
+    if !matches!(peeked, Ok(Ok(1))) || first[0] != crate::tls::HANDSHAKE_RECORD {
+        // Nothing yet (the line loop applies the same deadline), or a protocol line.
+        let (reader, writer) = plain_halves(stream);
+        return handle_connection(node, reader, writer, remote, slot, Transport::Plain).await;
+    }
+    let accepted = tokio::time::timeout(wait, tls.links.accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            node.peer_input.count(Dropped::FailedAuth);
+            tracing::warn!("{remote}: refused a TLS connection: {e}");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::info!(
+                "{remote}: TLS handshake not done within {} s; closing",
+                wait.as_secs()
+            );
+            return Ok(());
+        }
+    };
+    let Some(cert) = crate::tls::PeerCert::from_chain(stream.get_ref().1.peer_certificates())
+    else {
+        tracing::warn!("{remote}: refused a TLS connection: its certificate cannot be read");
+        return Ok(());
+    };
+    let (reader, writer) = crate::tls::split(stream);
+    handle_connection(node, reader, writer, remote, slot, Transport::LinkTls(cert)).await
+}
+
+fn plain_halves(
+    stream: TcpStream,
+) -> (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let _ = stream.set_nodelay(true);
+    stream.into_split()
+}
+
+/// Accepts clients on `tls_port`: the same protocol as the client port, over TLS with this
+/// server's certificate, within the same connection limits.
+pub async fn serve_tls_clients(node: Arc<Node>, listener: TcpListener) -> Result<()> {
+    let mut refusals = RefusalLog::default();
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed on tls_port: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Some(slot) = node
+            .per_ip
+            .try_enter(remote.ip())
+            .and_then(|ip| node.slots.try_take().map(|permit| Slot::Client(permit, ip)))
+        else {
+            node.metrics.connections_refused.inc();
+            refusals.refused(&node.config().limits);
+            drop(stream);
+            continue;
+        };
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            let _open = node.client_port_open.enter();
+            let Some(tls) = &node.tls else { return };
+            let _ = stream.set_nodelay(true);
+            let wait = node.config().limits.first_line_timeout;
+            let stream = match tokio::time::timeout(wait, tls.clients.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!("{remote}: TLS client handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let (reader, writer) = crate::tls::split(stream);
+            let served =
+                handle_connection(&node, reader, writer, remote, slot, Transport::ClientTls);
+            if let Err(e) = served.await {
+                tracing::debug!("{remote}: TLS connection ended with error: {e}");
             }
         });
     }
@@ -272,14 +390,18 @@ impl Refusable {
     }
 }
 
-async fn handle_connection(
+async fn handle_connection<R, W>(
     node: &Node,
-    stream: TcpStream,
+    read_half: R,
+    mut writer: W,
     remote: SocketAddr,
     slot: Slot,
-) -> Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (read_half, mut writer) = stream.into_split();
+    transport: Transport,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
     let mut role = Role::Client;
     let who = remote.to_string();
@@ -350,6 +472,7 @@ async fn handle_connection(
             &line,
             received,
             remote,
+            &transport,
             &mut handoff,
             &mut durable_at,
             &mut out,
@@ -395,7 +518,17 @@ async fn handle_connection(
             let ended = match node.peers.link(&from) {
                 // A reload that drops the link ends this end of it too.
                 Some(link) => tokio::select! {
-                    ended = session::run_accepted(node, &from, reader, writer) => ended,
+                    ended = session::run_accepted(
+                        node,
+                        &from,
+                        // What is already buffered is read first.
+                        BufReader::new(Box::new(reader)),
+                        Box::new(writer),
+                        match &transport {
+                            Transport::LinkTls(cert) => Some(cert.clone()),
+                            _ => None,
+                        },
+                    ) => ended,
                     _ = link.retired() => Err(anyhow::anyhow!(
                         "no longer a neighbour (the herd file was reloaded)"
                     )),
@@ -476,6 +609,26 @@ async fn release_point(
     node.wait_durable(std::mem::take(durable_at)).await
 }
 
+/// Why a HELLO from `server` cannot open a link on a connection that came by `transport`:
+/// a herd with TLS links takes HELLO only over mutual TLS, from a certificate naming the
+/// server that says HELLO.
+fn tls_refusal(node: &Node, transport: &Transport, server: &str) -> Option<String> {
+    node.tls.as_ref()?;
+    match transport {
+        Transport::LinkTls(cert) if cert.identity.as_deref() == Some(server) => None,
+        Transport::LinkTls(cert) => Some(format!(
+            "its certificate names {:?}, not {server}",
+            cert.identity.as_deref().unwrap_or("nobody")
+        )),
+        Transport::Plain => Some(
+            "this herd's links are TLS (links.tls) and it came in plain text; give the \
+             neighbour the same links.tls"
+                .to_owned(),
+        ),
+        Transport::ClientTls => Some("a neighbour's link must not come on tls_port".to_owned()),
+    }
+}
+
 /// Whether `line` is the next step of a neighbour's handshake on a connection in `role`.
 fn is_handshake_line(line: &[u8], role: &Role) -> bool {
     match role {
@@ -522,6 +675,7 @@ async fn respond(
     line: &[u8],
     received: i128,
     remote: SocketAddr,
+    transport: &Transport,
     handoff: &mut Handoff,
     durable_at: &mut u64,
     out: &mut Vec<u8>,
@@ -540,7 +694,7 @@ async fn respond(
         Command::Peer(_) => CommandKind::Other,
     };
     let answer = answer(
-        node, config, role, command, line, received, remote, handoff, durable_at, out,
+        node, config, role, command, line, received, remote, transport, handoff, durable_at, out,
     )
     .await;
     (answer, kind)
@@ -556,6 +710,7 @@ async fn answer(
     line: &[u8],
     received: i128,
     remote: SocketAddr,
+    transport: &Transport,
     handoff: &mut Handoff,
     durable_at: &mut u64,
     out: &mut Vec<u8>,
@@ -633,7 +788,22 @@ async fn answer(
                 }
                 return invalid(out);
             }
+            if let Some(why) = tls_refusal(node, transport, server) {
+                tracing::warn!("{remote}: refused HELLO from {server}: {why}");
+                node.peer_input.count(Dropped::FailedAuth);
+                *role = Role::Closing;
+                return invalid(out);
+            }
             let our_nonce = auth::nonce();
+            if node.secret.is_none() && node.tls.is_some() {
+                tracing::info!(
+                    "peer connection from {server} ({remote}) opened (TLS, certificate from the \
+                     herd CA)"
+                );
+                node.peers.wake(server);
+                *role = Role::Peer(server.to_owned());
+                return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
+            }
             if node.secret.is_none() {
                 tracing::warn!(
                     "peer connection from {server} ({remote}) opened without proof: OPEN LINKS \
@@ -728,6 +898,12 @@ async fn answer(
                     }
                     None => invalid(out),
                 },
+                ControlCommand::Forget { client, reason } => {
+                    if client.len() > config.limits.max_client_id_bytes {
+                        return invalid(out);
+                    }
+                    reply(operator::forget(node, client, reason).as_bytes(), out)
+                }
                 _ => match super::faults::apply(node, &command) {
                     Ok(faults) => reply(protocol::format_done(&faults).as_bytes(), out),
                     Err(why) => {

@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tokio::io::BufReader;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::faults::{self, Dice, LinkFault};
@@ -32,6 +30,7 @@ use crate::logs::printable;
 use crate::logs::{LogBatch, WireLog};
 use crate::protocol::{self, format_fault, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
+use crate::tls::{BoxRead, BoxWrite, PeerCert};
 
 /// Updates taken from the link's queue and written in one go.
 const MAX_BATCH: usize = 512;
@@ -43,8 +42,13 @@ const PENDING_REQUESTS: usize = 8;
 const LOG_BURST_BYTES: usize = 64 << 10;
 
 /// Runs the session on a connection this node dialled, until it fails or closes.
-pub async fn run_dialled(node: &Node, link: &Link, stream: TcpStream) -> Result<()> {
-    let (reader, writer) = stream.into_split();
+pub async fn run_dialled(
+    node: &Node,
+    link: &Link,
+    (reader, writer): (BoxRead, BoxWrite),
+    cert: Option<PeerCert>,
+) -> Result<()> {
+    link.stats.transport(cert.as_ref());
     run(node, &link.name, BufReader::new(reader), writer, Some(link)).await
 }
 
@@ -53,9 +57,13 @@ pub async fn run_dialled(node: &Node, link: &Link, stream: TcpStream) -> Result<
 pub async fn run_accepted(
     node: &Node,
     from: &str,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<BoxRead>,
+    writer: BoxWrite,
+    cert: Option<PeerCert>,
 ) -> Result<()> {
+    if let Some(link) = node.peers.link(from) {
+        link.stats.transport(cert.as_ref());
+    }
     run(node, from, reader, writer, None).await
 }
 
@@ -94,8 +102,8 @@ impl Shared {
 async fn run(
     node: &Node,
     neighbour: &str,
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<BoxRead>,
+    writer: BoxWrite,
     link: Option<&Link>,
 ) -> Result<()> {
     let shared = Shared {
@@ -128,8 +136,8 @@ async fn run(
 async fn run_cut(
     node: &Node,
     neighbour: &str,
-    mut reader: BufReader<OwnedReadHalf>,
-    mut writer: OwnedWriteHalf,
+    mut reader: BufReader<BoxRead>,
+    mut writer: BoxWrite,
     fault: Option<LinkFault>,
 ) -> Result<()> {
     let id = fault.map(|f| f.id);
@@ -160,7 +168,7 @@ const CUT_HEARING: Duration = Duration::from_secs(3);
 async fn read_side(
     node: &Node,
     neighbour: &str,
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<BoxRead>,
     shared: &Shared,
     requests: mpsc::Sender<Request>,
     stats: &LinkStats,
@@ -339,7 +347,7 @@ fn hand_over(requests: &mpsc::Sender<Request>, request: Request, neighbour: &str
 async fn write_side(
     node: &Node,
     neighbour: &str,
-    writer: OwnedWriteHalf,
+    writer: BoxWrite,
     shared: &Shared,
     mut pending: mpsc::Receiver<Request>,
     link: Option<&Link>,
@@ -453,7 +461,7 @@ struct Output<'a> {
 /// Where a session's lines go: straight to the socket, or through a delay line when the
 /// operator set `herdctl link delay` on the link.
 enum Wire {
-    Direct(OwnedWriteHalf),
+    Direct(BoxWrite),
     Delayed {
         lines: mpsc::Sender<(tokio::time::Instant, Vec<u8>)>,
         writer: tokio::task::JoinHandle<Result<()>>,
@@ -467,7 +475,7 @@ enum Wire {
 const DELAYED_LINES: usize = 4096;
 
 impl Wire {
-    fn new(writer: OwnedWriteHalf, fault: Option<&LinkFault>, deadline: Duration) -> Wire {
+    fn new(writer: BoxWrite, fault: Option<&LinkFault>, deadline: Duration) -> Wire {
         let Some(fault) = fault.filter(|f| f.delay_ms > 0) else {
             return Wire::Direct(writer);
         };

@@ -9,6 +9,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod deferred;
 pub mod google;
 pub mod http;
 pub mod offline;

@@ -27,6 +27,50 @@ pub const CLASSIC: &[(&str, &[&str])] = &[
     ("Welsh", &[]),
 ];
 
+/// One server alone.
+pub const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
+
+/// Two neighbours (Alford dials Ball, and Ball dials back: a link is both ways).
+pub const PAIR: &[(&str, &[&str])] = &[("Alford", &["Ball"]), ("Ball", &[])];
+
+/// An IAMAT line, newline included.
+pub fn iamat_line(client: &str, location: &str, time: &str) -> String {
+    format!("IAMAT {client} {location} {time}\n")
+}
+
+/// Client `i` of a batch tagged `tag`: `tag-i`.
+pub fn numbered_client(tag: &str, i: usize) -> String {
+    format!("{tag}-{i}")
+}
+
+/// The IAMAT of [`numbered_client`] `i`, at a location and time of its own (all in range),
+/// so every client of a batch is told apart by its AT line.
+pub fn numbered_iamat(tag: &str, i: usize) -> String {
+    let location = format!("+{}.{i:06}-118.{:06}", i % 90, i * 7 % 1_000_000);
+    iamat_line(
+        &numbered_client(tag, i),
+        &location,
+        &format!("1621464827.{i:09}"),
+    )
+}
+
+/// A herd file: `servers` as (name, port, peers), each with its default admin port, fast
+/// reconnects (unless `extra` sets its own), then `extra`.
+pub fn herd_yaml(servers: &[(&str, u16, &[&str])], extra: &str) -> String {
+    let mut yaml = String::from("servers:\n");
+    for (name, port, peers) in servers {
+        yaml += &format!(
+            "  {name}: {{ port: {port}, admin_port: {}, peers: [{}] }}\n",
+            port + ADMIN_OFFSET,
+            peers.join(", ")
+        );
+    }
+    if !extra.contains("reconnect:") {
+        yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
+    }
+    yaml + extra
+}
+
 pub fn herdctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_herdctl"))
 }
@@ -193,20 +237,11 @@ impl Herd {
             .map(|(name, _)| name.to_string())
             .zip(free_ports(servers.len()))
             .collect();
-        let mut yaml = String::from("servers:\n");
-        for (name, peers) in servers {
-            yaml += &format!(
-                "  {name}: {{ port: {}, admin_port: {}, peers: [{}] }}\n",
-                ports[*name],
-                ports[*name] + ADMIN_OFFSET,
-                peers.join(", ")
-            );
-        }
-        // Fast reconnects, unless the test sets its own.
-        if !extra_yaml.contains("reconnect:") {
-            yaml += "reconnect: { initial_ms: 50, max_ms: 500 }\n";
-        }
-        yaml += extra_yaml;
+        let with_ports: Vec<(&str, u16, &[&str])> = servers
+            .iter()
+            .map(|&(name, peers)| (name, ports[name], peers))
+            .collect();
+        let yaml = herd_yaml(&with_ports, extra_yaml);
         let config = dir.path().join("herd.yaml");
         std::fs::write(&config, yaml).unwrap();
         Herd {
@@ -365,6 +400,59 @@ impl Herd {
     /// One request/response exchange with server `name`, as text.
     pub fn send(&self, name: &str, input: &str) -> String {
         String::from_utf8(exchange(self.port(name), input.as_bytes())).unwrap()
+    }
+
+    /// Sends an IAMAT to server `name`, checks its reply is the AT line for it (this
+    /// server's name, a skew with nine decimals, the client's fields as sent) and returns
+    /// that line.
+    pub fn iamat(&self, name: &str, client: &str, location: &str, time: &str) -> String {
+        let reply = self.send(name, &iamat_line(client, location, time));
+        let line = reply.strip_suffix('\n').expect("one line");
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 6, "{reply:?}");
+        assert_eq!((fields[0], fields[1]), ("AT", name));
+        let skew = fields[2];
+        assert!(skew.starts_with(['+', '-']), "{skew}");
+        assert_eq!(skew.split_once('.').unwrap().1.len(), 9, "{skew}");
+        assert_eq!(&fields[3..], [client, location, time]);
+        line.to_owned()
+    }
+
+    /// The lines of server `name`'s log that say link `neighbour` came `up` (the dialler's
+    /// `peer link to NEIGHBOUR (ADDRESS) up`) or `dropped`, in order.
+    pub fn link_events(&self, name: &str, neighbour: &str) -> Vec<String> {
+        let prefix = format!("peer link to {neighbour} (");
+        self.log_text(name)
+            .lines()
+            .filter_map(|l| {
+                let event = &l[l.find(&prefix)? + prefix.len()..];
+                let (_address, what) = event.split_once(") ")?;
+                (what == "up" || what.starts_with("dropped: ")).then(|| what.to_owned())
+            })
+            .collect()
+    }
+
+    /// Waits until server `name`'s log shows link `neighbour` up, dropped, and up again
+    /// (the log writer is asynchronous); fails showing the events it found.
+    pub fn wait_for_relink(&self, name: &str, neighbour: &str) -> Vec<String> {
+        let relinked = |events: &[String]| {
+            events.len() >= 3
+                && events[0] == "up"
+                && events[1].starts_with("dropped: ")
+                && events[2] == "up"
+        };
+        let start = Instant::now();
+        loop {
+            let events = self.link_events(name, neighbour);
+            if relinked(&events) {
+                return events;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{name}'s log shows no re-link to {neighbour}: {events:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The AT line `name` holds for `client`, or `None` if it answers `?`.

@@ -233,6 +233,8 @@ fn status_body(node: &Node) -> String {
                 bytes_sent: link.stats.bytes_sent.get(),
                 bytes_received: link.stats.bytes_received.get(),
                 last_sync: history.last_sync,
+                encrypted: history.encrypted,
+                peer_cert_not_after: history.peer_cert_not_after,
                 fault: link.fault.get().map(|f| LinkFaultStatus {
                     describe: f.describe(),
                     cut: f.cut,
