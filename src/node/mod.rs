@@ -378,6 +378,10 @@ pub async fn run(
 
     let peers = Peers::new(&server.neighbours, config.links.queue);
     peers.set_routes(routes::Routes::new(&config, name));
+    log.set_redaction(crate::logs::redact::Redactor::new(
+        config.logs.redact,
+        secret.clone(),
+    ));
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers,
