@@ -213,8 +213,9 @@ fn a_tls_herd_floods_and_syncs_and_shows_its_links_encrypted() {
             && link["encrypted"] == true
             && link["peer_cert_not_after"] == ball_expires
     });
-    let log = herd.log_text("Alford");
-    assert!(log.contains("links are mutual TLS"), "{log}");
+    wait_until("Alford to log that its links are TLS", || {
+        herd.log_text("Alford").contains("links are mutual TLS")
+    });
 }
 
 #[test]
@@ -226,11 +227,11 @@ fn a_plain_text_hello_is_refused_by_a_tls_herd() {
     let answer = peer.line();
     assert!(answer.starts_with("? HERD HELLO Ball"), "{answer}");
     assert_eq!(peer.try_line(), None, "the connection must close");
-    let log = herd.log_text("Alford");
-    assert!(
-        log.contains("links are TLS (links.tls) and it came in plain text"),
-        "{log}"
-    );
+    // (The log writer is asynchronous.)
+    wait_until("Alford to log why it refused", || {
+        herd.log_text("Alford")
+            .contains("links are TLS (links.tls) and it came in plain text")
+    });
 }
 
 #[test]
@@ -402,4 +403,104 @@ fn send_speaks_tls_to_a_tls_port_checking_the_herd_ca() {
         !refused.status.success() && stderr.contains("TLS"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_capture_of_a_tls_flood_never_shows_the_client_id() {
+    if !std::process::Command::new("tcpdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return common::skip_unless_ci("tcpdump is not installed (apt-get install tcpdump)");
+    }
+    if !nix_is_root() {
+        return common::skip_unless_ci("capturing on lo needs root");
+    }
+    let herd = tls_herd(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    // Ball is asked over its tls_port, so the only cleartext a query could show is not
+    // captured.
+    give_tls_port(&herd, "Ball");
+    herd.start_node("Alford");
+    herd.start_node("Ball");
+    // Alford's floods go to Ball on the connection Alford dialled: Ball's port.
+    let capture = herd.path().join("lo.pcap");
+    let filter = format!("tcp port {}", herd.port("Ball"));
+    let mut tcpdump = common::Running::spawn(
+        std::process::Command::new("tcpdump")
+            .args(["-i", "lo", "-U", "-n", "-s", "0", "-w"])
+            .arg(&capture)
+            .arg(&filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    // tcpdump says "listening on lo" once it captures.
+    let mut said = std::io::BufReader::new(tcpdump.0.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut said, &mut line).unwrap();
+    assert!(line.contains("listening on"), "{line}");
+
+    let secret_id = format!("secret-client-{}", herdctl::auth::nonce());
+    let reply = herd.send(
+        "Alford",
+        &format!("IAMAT {secret_id} +34.068930-118.445127 1621464827.959498503\n"),
+    );
+    wait_until("Ball to hold the update", || {
+        let asked = run_to_end(
+            herd.herdctl()
+                .args(["send", "Ball", &format!("WHATSAT {secret_id} 1 1")]),
+            b"",
+        );
+        String::from_utf8_lossy(&asked.stdout).starts_with(reply.trim_end())
+    });
+    // A plain-text client on the same port, as the capture's own check that it sees
+    // cleartext where there is some.
+    let marker = format!("plain-marker-{}", herdctl::auth::nonce());
+    herd.send("Ball", &format!("WHATSAT {marker} 1 1\n"));
+    wait_until("the capture to hold the plain-text marker", || {
+        std::fs::read(&capture).is_ok_and(|b| contains(&b, marker.as_bytes()))
+    });
+    common::nix_kill(tcpdump.0.id(), "INT");
+    tcpdump.wait();
+    let bytes = std::fs::read(&capture).unwrap();
+    // The flood went through (the WHATSAT above found it at Ball), over the captured link.
+    assert!(
+        !contains(&bytes, secret_id.as_bytes()),
+        "the client id crossed the link in cleartext"
+    );
+    assert!(!contains(&bytes, b"HERD AT"), "a flood line in cleartext");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+#[test]
+fn status_shows_each_tls_link_and_its_certificate_expiry() {
+    let supervised =
+        common::supervised::Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", TLS_YAML);
+    certs(&supervised.herd, &["init"]);
+    supervised.ok(&["start", "all"]);
+    let expires = herdctl::tls::der::format_utc(
+        herdctl::tls::der::cert_facts(
+            &CertificateDer::from_pem_file(cert_file(&supervised.herd, "Ball.pem")).unwrap(),
+        )
+        .unwrap()
+        .not_after,
+    );
+    let wanted = format!("Alford: TLS links: Ball (certificate expires {expires}, 36");
+    wait_until("status to show Alford's TLS link", || {
+        supervised.ok(&["status"]).contains(&wanted)
+    });
+    let json = supervised.status();
+    let alford = json.iter().find(|n| n["name"] == "Alford").unwrap();
+    assert_eq!(alford["links"][0]["encrypted"], true, "{alford}");
+    supervised.ok(&["stop", "all"]);
 }

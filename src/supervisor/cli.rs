@@ -1186,6 +1186,9 @@ fn print_table(rows: &[StatusRow]) {
         for (peer, fault) in &r.faults {
             println!("{}: link to {peer}: {fault} (herdctl link heal)", r.name);
         }
+        if let Some(tls) = tls_links_note(r) {
+            println!("{}: {tls}", r.name);
+        }
         if r.open_links == Some(true) {
             println!(
                 "{}: OPEN LINKS: no herd secret (insecure_open_links: true); anyone who reaches \
@@ -1208,6 +1211,40 @@ fn print_table(rows: &[StatusRow]) {
             );
         }
     }
+}
+
+/// Which links run over TLS and when each neighbour's certificate expires
+/// (`TLS links: Ball (certificate expires 2027-12-04 14:35:41 UTC, 364 days)`), and which
+/// run in plain text on a herd that has TLS ones.
+fn tls_links_note(row: &StatusRow) -> Option<String> {
+    let links = row.links.as_ref()?;
+    let now = crate::tls::certs::now_secs();
+    let tls: Vec<String> = links
+        .iter()
+        .filter(|l| l.encrypted == Some(true))
+        .map(|l| match l.peer_cert_not_after {
+            Some(at) => format!(
+                "{} (certificate expires {}, {} days)",
+                l.peer,
+                crate::tls::der::format_utc(at),
+                crate::tls::certs::days_left(at, now)
+            ),
+            None => l.peer.clone(),
+        })
+        .collect();
+    if tls.is_empty() {
+        return None;
+    }
+    let plain: Vec<&str> = links
+        .iter()
+        .filter(|l| l.encrypted == Some(false))
+        .map(|l| l.peer.as_str())
+        .collect();
+    let mut note = format!("TLS links: {}", tls.join(", "));
+    if !plain.is_empty() {
+        note += &format!("; PLAIN-TEXT links: {}", plain.join(", "));
+    }
+    Some(note)
 }
 
 /// The LINKS column: up of total, then each neighbour that is not up and for how long
