@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod files;
+pub mod redact;
 pub mod sink;
 
 use std::borrow::Cow;

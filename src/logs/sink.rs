@@ -15,11 +15,12 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use super::clock::push_timestamp;
 use super::files::LogFiles;
+use super::redact::Redactor;
 
 /// How far (in bytes of formatted lines) the writer may fall behind before wire lines are
 /// dropped.
@@ -41,6 +42,8 @@ struct Shared {
     /// `logs.max_line_bytes` and `logs.level`, which a reload may change.
     max_line_bytes: AtomicUsize,
     log_status: AtomicBool,
+    /// `logs.redact` (a reload may change it): applied as lines are formatted.
+    redactor: RwLock<Option<Arc<Redactor>>>,
 }
 
 /// A handle on a node's log queue (cheap to clone).
@@ -81,6 +84,7 @@ impl WireLog {
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(max_line_bytes),
                 log_status: AtomicBool::new(log_status),
+                redactor: RwLock::new(None),
             }),
         };
         let writer = log.clone();
@@ -111,6 +115,7 @@ impl WireLog {
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(crate::config::DEFAULT_LOG_MAX_LINE_BYTES),
                 log_status: AtomicBool::new(false),
+                redactor: RwLock::new(None),
             }),
         }
     }
@@ -121,6 +126,40 @@ impl WireLog {
             bytes: Vec::new(),
             lines: 0,
             max_line_bytes: self.shared.max_line_bytes.load(Ordering::Relaxed),
+            redactor: self.redactor(),
+        }
+    }
+
+    fn redactor(&self) -> Option<Arc<Redactor>> {
+        self.shared
+            .redactor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// From now on lines are redacted by `redactor` (`logs.redact`; `None`: kept whole).
+    pub fn set_redaction(&self, redactor: Option<Arc<Redactor>>) {
+        *self
+            .shared
+            .redactor
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = redactor;
+    }
+
+    /// A client id as this log may show it (for lines written through tracing).
+    pub fn client_id(&self, id: &str) -> String {
+        match self.redactor() {
+            Some(r) => r.client_id(id),
+            None => super::printable(id.as_bytes()).into_owned(),
+        }
+    }
+
+    /// A wire line as this log may show it (for lines written through tracing).
+    pub fn redacted(&self, line: &[u8]) -> String {
+        match self.redactor() {
+            Some(r) => super::printable(&r.text(line)).into_owned(),
+            None => super::printable(line).into_owned(),
         }
     }
 
@@ -153,6 +192,8 @@ impl WireLog {
         // The next batch starts with room for one like this, so a connection's two lines per
         // request do not grow a buffer from nothing again after every write.
         let room = batch.bytes.len().min(64 << 10);
+        // A long-lived batch (a peer session's) follows a reload's redaction.
+        batch.redactor = self.redactor();
         let bytes = std::mem::replace(&mut batch.bytes, Vec::with_capacity(room));
         let lines = std::mem::take(&mut batch.lines);
         if !self.push(bytes, MAX_QUEUED_BYTES) {
@@ -316,6 +357,7 @@ pub struct LogBatch {
     bytes: Vec<u8>,
     lines: u64,
     max_line_bytes: usize,
+    redactor: Option<Arc<Redactor>>,
 }
 
 impl LogBatch {
@@ -337,6 +379,14 @@ impl LogBatch {
         self.bytes.push(b' ');
         self.bytes.extend_from_slice(arrow.as_bytes());
         self.bytes.push(b' ');
+        let redacted;
+        let text = match &self.redactor {
+            Some(redactor) => {
+                redacted = redactor.text(text);
+                &redacted[..]
+            }
+            None => text,
+        };
         push_capped(&mut self.bytes, text, total, self.max_line_bytes);
         self.bytes.push(b'\n');
         self.lines += 1;
@@ -362,6 +412,7 @@ impl LogBatch {
             bytes: Vec::new(),
             lines: 0,
             max_line_bytes: self.max_line_bytes,
+            redactor: self.redactor.clone(),
         };
         single.line(at_nanos, who, arrow, text, None);
         single.bytes

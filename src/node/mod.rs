@@ -364,6 +364,10 @@ pub async fn run(
         places.name()
     );
 
+    log.set_redaction(crate::logs::redact::Redactor::new(
+        config.logs.redact,
+        secret.clone(),
+    ));
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers: Peers::new(&server.neighbours, config.links.queue),

@@ -93,7 +93,7 @@ pub fn forget(node: &Node, client: &str, reason_hex: &str) -> String {
     tracing::info!(
         "forget on operator request: client {} {}; reason: {reason} (earlier log lines \
          are not rewritten)",
-        crate::logs::printable(client.as_bytes()),
+        node.log.client_id(client),
         match (had, &applied) {
             (true, _) => "had a location: tombstone flooded",
             (false, Ok(_)) => "was not held here: tombstone flooded",

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Node;
 use crate::config::HerdConfig;
-use crate::logs::printable;
 use crate::protocol::{AtFields, Timestamp};
 
 /// Why a neighbour's line (or a handshake) was refused.
@@ -97,7 +96,7 @@ pub fn refuse(node: &Node, neighbour: &str, why: Dropped, line: &[u8]) {
         tracing::warn!(
             "dropped a line from {neighbour} ({}): {}",
             why.name(),
-            printable(&line[..line.len().min(200)])
+            node.log.redacted(&line[..line.len().min(200)])
         );
     }
 }

@@ -42,6 +42,10 @@ pub fn apply(
     node.per_ip.set_max(new.limits.max_connections_per_ip);
     node.table
         .set_lifecycle(&new.clients, crate::logs::clock::now_nanos());
+    node.log.set_redaction(crate::logs::redact::Redactor::new(
+        new.logs.redact,
+        node.secret.clone(),
+    ));
     // The new file first: a new link's dialler reads its neighbour's address from it, and a
     // HELLO from a new neighbour is checked against it.
     node.set_config(Arc::new(new));
