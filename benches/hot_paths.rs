@@ -197,7 +197,7 @@ fn places(c: &mut Criterion) {
     c.bench_function("offline WHATSAT reply + log line r=50km b=20", |b| {
         b.iter(|| {
             out.clear();
-            push_whatsat_reply(&mut out, at, &index.search(black_box(query)));
+            push_whatsat_reply(&mut out, at, index.search(black_box(query)).as_str());
             let mut batch = log.batch();
             batch.line(0, "127.0.0.1:5", ">", &out, None);
             batch

@@ -29,6 +29,7 @@ pub mod port_owner;
 pub mod private;
 pub mod protocol;
 pub mod record;
+pub mod rng;
 pub mod supervisor;
 pub mod tail;
 pub mod tls;

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::rng::Rng;
+
 /// Real places (lat, lng) the synthetic clients gather around, so WHATSAT finds places.
 const CITIES: &[(f64, f64)] = &[
     (34.068930, -118.445127), // Los Angeles (UCLA)
@@ -24,33 +26,6 @@ const CITIES: &[(f64, f64)] = &[
     (-1.292066, 36.821945),   // Nairobi
     (41.878113, -87.629799),  // Chicago
 ];
-
-/// A small, fast, deterministic PRNG (xorshift64*): plenty for picking ids and coordinates.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, n).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The share of each command, in percent-like weights (`iamat=90,whatsat=10`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -764,7 +764,7 @@ async fn answer(
                     bound: query.bound,
                 })
                 .await;
-            push_whatsat_reply(out, record.line(), &places);
+            push_whatsat_reply(out, record.line(), places.as_str());
             Answer::Normal
         }
         Command::Peer(PeerMessage::Hello {

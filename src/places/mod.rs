@@ -152,3 +152,35 @@ pub fn error_document(status: &str, message: &str) -> Value {
         "status": status,
     })
 }
+
+#[cfg(test)]
+mod document_tests {
+    use super::Document;
+    use crate::protocol::{format_whatsat_reply, push_whatsat_reply};
+
+    #[test]
+    fn whatsat_reply_from_a_document_is_the_formatted_one() {
+        for text in [
+            "{\n\n\n  \"a\": 1\n}\n\n",
+            "{}",
+            "\n\na\n\n\nb\nc\n\nd",
+            "x\n",
+        ] {
+            let mut out = Vec::new();
+            push_whatsat_reply(&mut out, "AT x", Document::from_text(text).as_str());
+            assert_eq!(
+                out,
+                format_whatsat_reply("AT x", text).as_bytes(),
+                "{text:?}"
+            );
+        }
+        // Pretty JSON never has a blank line, so a rendered document is copied as it is.
+        let value = serde_json::json!({"a": [], "b": {}, "c": "x\n\ny", "d": [{"e": []}]});
+        let document = Document::render(&value);
+        let pretty = serde_json::to_string_pretty(&value).unwrap();
+        assert_eq!(document.as_str(), pretty);
+        let mut out = Vec::new();
+        push_whatsat_reply(&mut out, "AT x", document.as_str());
+        assert_eq!(out, format_whatsat_reply("AT x", &pretty).as_bytes());
+    }
+}

@@ -9,9 +9,9 @@ use super::geonames::{is_region_code, line_at, parse_geonames_line, GeoNames, LO
 use super::poi::Pois;
 use super::tests::{embedded, poi_index, query};
 use super::{chord_2_for_radius, unit_vector, OfflineIndex, Places};
-use crate::bench::generator::Rng;
 use crate::places::{error_document, nearby_document, NearbyQuery};
 use crate::protocol::{format_whatsat_reply, push_whatsat_reply};
+use crate::rng::Rng;
 
 /// The document for `query` as a `Value`, built the old way.
 fn search(index: &OfflineIndex, query: NearbyQuery) -> Value {
@@ -121,7 +121,7 @@ fn same_reply(index: &OfflineIndex, query: NearbyQuery) -> usize {
     let old_value = search(index, query);
     let old = format_whatsat_reply(AT, &serde_json::to_string_pretty(&old_value).unwrap());
     let mut new = Vec::new();
-    push_whatsat_reply(&mut new, AT, &index.search(query));
+    push_whatsat_reply(&mut new, AT, index.search(query).as_str());
     assert!(
         old.as_bytes() == new,
         "{query:?}:\nold:\n{old}\nnew:\n{}",
