@@ -308,13 +308,17 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__bench)
-            opts="-h --target --duration --connections --rate --window --per-request --ids --id-prefix --mix --radius --bound --propagation --baseline-echo --json --config --help"
+            opts="-h --target --herd --forwarding --duration --connections --rate --window --per-request --ids --id-prefix --mix --radius --bound --propagation --baseline-echo --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --target)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forwarding)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

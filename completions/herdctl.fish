@@ -178,6 +178,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand certs; and __fish_seen_s
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l target -d 'The server to load (a name from the herd file; it must be running)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l forwarding -d 'With --herd: the herd\'s `links.forwarding` (flood or tree; default: the herd file\'s default)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l duration -d 'How long to load it, in seconds' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l connections -d 'Connections (default: 50 in the closed loop, 8 with --rate)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rate -d 'Open loop: send this many requests per second in all, whatever the replies do (latency counts from when each request was due). Without it: closed loop' -r
@@ -189,6 +190,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l radius -d 'WHA
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l bound -d 'WHATSAT bound (most places per reply)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l propagation -d 'Also measure how long an update acknowledged by the target takes to be visible at this server (a separate probe, ten updates per second)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l config -d 'The herd file' -r -F
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l herd -d 'Start a lone node and the five-server herd of issue 26 (Bailey-Bona, Bailey-Campbell, Bona-Clark, Bona-Campbell, Campbell-Jaquez, Clark-Jaquez) on free loopback ports, load each the same way (the herd at Bailey) and compare: updates/s, the ratio, latency, node CPU per update, flood lines and duplicates per update. No herd file needed'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l per-request -d 'A new TCP connection per request, like the classic test clients'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l baseline-echo -d 'First drive an in-process echo server the same way, and report the node\'s rate as a ratio to it'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'

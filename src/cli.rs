@@ -350,8 +350,18 @@ pub struct TopArgs {
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// The server to load (a name from the herd file; it must be running).
-    #[arg(long, value_name = "NAME")]
-    pub target: String,
+    #[arg(long, value_name = "NAME", required_unless_present = "herd")]
+    pub target: Option<String>,
+    /// Start a lone node and the five-server herd of issue 26 (Bailey-Bona, Bailey-Campbell,
+    /// Bona-Clark, Bona-Campbell, Campbell-Jaquez, Clark-Jaquez) on free loopback ports, load
+    /// each the same way (the herd at Bailey) and compare: updates/s, the ratio, latency,
+    /// node CPU per update, flood lines and duplicates per update. No herd file needed.
+    #[arg(long, conflicts_with_all = ["target", "propagation", "baseline_echo"])]
+    pub herd: bool,
+    /// With --herd: the herd's `links.forwarding` (flood or tree; default: the herd file's
+    /// default).
+    #[arg(long, value_name = "flood|tree", requires = "herd")]
+    pub forwarding: Option<String>,
     /// How long to load it, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,

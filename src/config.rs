@@ -80,6 +80,7 @@ struct RawLinks {
     queue: Option<usize>,
     write_timeout_ms: Option<u64>,
     answer_timeout_ms: Option<u64>,
+    forwarding: Option<String>,
     tls: Option<Spanned<RawTls>>,
 }
 
@@ -403,6 +404,9 @@ pub struct LinkSettings {
     /// After this node sends its digest, the neighbour must start answering within this long
     /// (any line counts), or the link is declared dead and re-dialled.
     pub answer_timeout: Duration,
+    /// Where a server sends an update on: every neighbour but the sender (`flood`), or
+    /// along the origin's spanning tree (`tree`, see `node/routes.rs`).
+    pub forwarding: crate::node::routes::Forwarding,
 }
 
 pub const DEFAULT_LINK_QUEUE: usize = 65_536;
@@ -415,6 +419,7 @@ impl Default for LinkSettings {
             queue: DEFAULT_LINK_QUEUE,
             write_timeout: Duration::from_millis(DEFAULT_LINK_WRITE_TIMEOUT_MS),
             answer_timeout: Duration::from_millis(DEFAULT_LINK_ANSWER_TIMEOUT_MS),
+            forwarding: Default::default(),
         }
     }
 }
@@ -465,6 +470,15 @@ fn links_config(raw: RawLinks, shown: &str) -> Result<LinkSettings> {
             raw.answer_timeout_ms,
             DEFAULT_LINK_ANSWER_TIMEOUT_MS,
         )?,
+        forwarding: match raw.forwarding.as_deref() {
+            None => Default::default(),
+            Some(text) => crate::node::routes::Forwarding::parse(text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{shown}: links.forwarding is {text:?}; use flood (every neighbour but the \
+                     sender) or tree (along the origin's spanning tree)"
+                )
+            })?,
+        },
     })
 }
 
@@ -1873,7 +1887,8 @@ servers:
     fn links_have_bounded_defaults_and_reject_zero() {
         assert_eq!(parse(CLASSIC).unwrap().links, LinkSettings::default());
         let c = parse(&format!(
-            "{CLASSIC}links: {{ queue: 10, write_timeout_ms: 250, answer_timeout_ms: 750 }}\n"
+            "{CLASSIC}links: {{ queue: 10, write_timeout_ms: 250, answer_timeout_ms: 750, \
+             forwarding: tree }}\n"
         ))
         .unwrap();
         assert_eq!(
@@ -1882,7 +1897,13 @@ servers:
                 queue: 10,
                 write_timeout: Duration::from_millis(250),
                 answer_timeout: Duration::from_millis(750),
+                forwarding: crate::node::routes::Forwarding::Tree,
             }
+        );
+        let e = error(&format!("{CLASSIC}links: {{ forwarding: gossip }}\n"));
+        assert!(
+            e.contains("links.forwarding is \"gossip\"; use flood"),
+            "{e}"
         );
         for key in ["queue", "write_timeout_ms", "answer_timeout_ms"] {
             let e = error(&format!("{CLASSIC}links: {{ {key}: 0 }}\n"));

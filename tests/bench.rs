@@ -150,3 +150,49 @@ fn open_loop_per_request_and_propagation_run_without_errors() {
     assert!(late <= report["p50_us"].as_f64().unwrap(), "{report}");
     assert!(report["pacer_late_p99_us"].is_number(), "{report}");
 }
+
+#[test]
+fn the_herd_mode_compares_a_lone_node_and_the_five_server_herd() {
+    // It starts its own herds: no herd file of the caller's is read.
+    let output = common::run_to_end(
+        common::herdctl().args([
+            "--config",
+            "/nonexistent/herd.yaml",
+            "bench",
+            "--herd",
+            "--forwarding",
+            "tree",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--json",
+        ]),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    for phase in ["lone", "herd"] {
+        assert_eq!(report[phase]["errors"], 0, "{report}");
+        assert!(
+            report[phase]["ops_per_s"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert!(report[phase]["node_cpu_us_per_update"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(report["forwarding"], "tree");
+    assert!(report["ratio"].as_f64().unwrap() > 0.0, "{report}");
+    // On the tree every server but Bailey hears each update once, and only once (an update
+    // that lost to a newer one of the same client at Bailey is not sent on at all).
+    let ops = report["herd"]["ops"].as_f64().unwrap();
+    let new = report["new_receptions"].as_f64().unwrap();
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert!(new <= 4.0 * ops && new >= 3.9 * ops, "{report}");
+    let lines = report["flood_lines_per_update"].as_f64().unwrap();
+    assert!((3.9..=4.0).contains(&lines), "{report}");
+}

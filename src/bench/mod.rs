@@ -18,6 +18,7 @@
 
 pub mod echo;
 pub mod generator;
+pub mod herd;
 pub mod report;
 pub mod stats;
 
@@ -71,16 +72,107 @@ struct Plan {
 
 /// Runs the benchmark and prints the report.
 pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    // The probe always has ids of its own: it waits for the other server to learn one, so
+    // an id from an earlier run would be seen at once.
+    let prefix = format!("bench{}x{}-", std::process::id(), now.as_secs() % 1_000_000);
+    let plan = plan(args, &prefix)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the generator's runtime")?;
+    if args.herd {
+        let report = herd::run(&runtime, &plan, args.forwarding.as_deref())?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("a report always serializes")
+            );
+        } else {
+            print!("{}", report.to_table());
+        }
+        return Ok(if report.herd.ops == 0 || report.lone.ops == 0 {
+            eprintln!("herdctl: bench: no request was answered");
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let config = HerdConfig::load(config_path)?;
     // Resolved once: the run measures the server, not the resolver.
     let address = |name: &str| -> Result<SocketAddr> {
         Ok(config.endpoint(config.server(name)?).resolve_blocking()?[0])
     };
-    let target = address(&args.target)?;
+    let target_name = args.target.clone().unwrap_or_default();
+    let target = address(&target_name)?;
     let propagation = match &args.propagation {
         Some(name) => Some((name.clone(), address(name)?)),
         None => None,
     };
+    let (connections, mix) = (plan.connections, plan.generator.mix);
+
+    let mut report = Report {
+        target: target_name.clone(),
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        }
+        .into(),
+        per_request: args.per_request,
+        connections,
+        window: args.window,
+        rate: args.rate,
+        ids: args.ids,
+        mix: mix.to_string(),
+        duration_s: args.duration,
+        ..Report::default()
+    };
+
+    let echo_figures = if args.baseline_echo {
+        let server = EchoServer::start()?;
+        let figures = measure(&runtime, "echo", server.addr, &plan, None)?.0;
+        drop(server);
+        Some(figures)
+    } else {
+        None
+    };
+
+    if plan.generator.seeded > 0 {
+        runtime
+            .block_on(seed(target, &plan.generator))
+            .with_context(|| format!("cannot seed {target_name} with clients for WHATSAT"))?;
+    }
+    let probe = propagation.map(|(name, to)| Probe {
+        target,
+        to,
+        name,
+        prefix: prefix.clone(),
+    });
+    let (figures, probe_figures) = measure(&runtime, &target_name, target, &plan, probe)?;
+    report.fill_main(&figures);
+    if let Some(echo) = &echo_figures {
+        report.fill_echo(echo);
+    }
+    if let Some(p) = probe_figures {
+        report.fill_propagation(&p.name, &p.latency, p.lost, &p.poll_rtt);
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    if figures.ops == 0 {
+        eprintln!("herdctl: bench: no request was answered");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run's settings from the arguments, checked.
+fn plan(args: &BenchArgs, prefix: &str) -> Result<Plan> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         bail!("--duration must be a positive number of seconds");
     }
@@ -111,20 +203,17 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     if args.bound == 0 || args.bound > crate::protocol::MAX_BOUND {
         bail!("--bound must be 1 to {}", crate::protocol::MAX_BOUND);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    // The probe always has ids of its own: it waits for the other server to learn one, so
-    // an id from an earlier run would be seen at once.
-    let prefix = format!("bench{}x{}-", std::process::id(), now.as_secs() % 1_000_000);
     let load_prefix = match &args.id_prefix {
         Some(text) if !text.is_empty() && !crate::protocol::is_valid_client_id(text) => {
             bail!("--id-prefix {text:?} cannot start a client id: no spaces or control characters")
         }
         Some(text) => text.clone(),
-        None => prefix.clone(),
+        None => prefix.to_owned(),
     };
-    let plan = Plan {
+    if args.herd && mix.has_whatsat() {
+        bail!("--herd measures updates: leave --mix out (iamat=100)");
+    }
+    Ok(Plan {
         duration: Duration::from_secs_f64(args.duration),
         connections,
         window: args.window,
@@ -142,68 +231,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
             radius_km: args.radius,
             bound: args.bound,
         },
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the generator's runtime")?;
-
-    let mut report = Report {
-        target: args.target.clone(),
-        mode: if args.rate.is_some() {
-            "open"
-        } else {
-            "closed"
-        }
-        .into(),
-        per_request: args.per_request,
-        connections,
-        window: args.window,
-        rate: args.rate,
-        ids: args.ids,
-        mix: mix.to_string(),
-        duration_s: args.duration,
-        ..Report::default()
-    };
-
-    let echo_figures = if args.baseline_echo {
-        let server = EchoServer::start()?;
-        let figures = measure(&runtime, "echo", server.addr, &plan, None)?.0;
-        drop(server);
-        Some(figures)
-    } else {
-        None
-    };
-
-    if plan.generator.seeded > 0 {
-        runtime
-            .block_on(seed(target, &plan.generator))
-            .with_context(|| format!("cannot seed {} with clients for WHATSAT", args.target))?;
-    }
-    let probe = propagation.map(|(name, to)| Probe {
-        target,
-        to,
-        name,
-        prefix: prefix.clone(),
-    });
-    let (figures, probe_figures) = measure(&runtime, &args.target, target, &plan, probe)?;
-    report.fill_main(&figures);
-    if let Some(echo) = &echo_figures {
-        report.fill_echo(echo);
-    }
-    if let Some(p) = probe_figures {
-        report.fill_propagation(&p.name, &p.latency, p.lost, &p.poll_rtt);
-    }
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_table());
-    }
-    if figures.ops == 0 {
-        eprintln!("herdctl: bench: no request was answered");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Where the propagation probe sends and where it looks.

@@ -272,9 +272,14 @@ impl Report {
 /// This thread's CPU time (user + system), from `/proc/thread-self/stat`; zero where that is
 /// not available. The generator runs on one thread, so this is the generator's own cost.
 pub fn thread_cpu_time() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
-        return Duration::ZERO;
-    };
+    match std::fs::read_to_string("/proc/thread-self/stat") {
+        Ok(stat) => cpu_time_of_stat(&stat),
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// The CPU time (user + system) in a `/proc/.../stat` line; zero when it cannot be read.
+pub fn cpu_time_of_stat(stat: &str) -> Duration {
     // Fields after the command name (which may hold spaces) start at field 3; utime and stime
     // are fields 14 and 15, in clock ticks.
     let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {

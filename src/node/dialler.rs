@@ -56,7 +56,7 @@ pub fn spawn_dialer(
 /// runs at each attempt, so a reload that moves the neighbour is followed.
 async fn keep_link(node: &Node, link: &Link) {
     let neighbour = link.name.as_str();
-    let mut backoff = Backoff::new(node.config().reconnect);
+    let mut backoff = Retries::new(node.config().reconnect);
     // Each distinct reason is logged once, not every attempt: a down neighbour is one line,
     // and a new reason (say, a refused proof once it is back up) still gets its own.
     let mut last_failure: Option<String> = None;
@@ -244,16 +244,16 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Resul
     Ok(answer)
 }
 
-/// The dialler's retry count: jittered capped exponential backoff (`backoff.rs`) from
+/// The dialler's retries: a count and its policy, jittered capped exponential backoff (`backoff.rs`) from
 /// `reconnect:`, back to the first delay once a link comes up or the neighbour says HELLO.
-struct Backoff {
+struct Retries {
     policy: crate::backoff::Backoff,
     retries: u32,
 }
 
-impl Backoff {
-    fn new(settings: ReconnectSettings) -> Backoff {
-        Backoff {
+impl Retries {
+    fn new(settings: ReconnectSettings) -> Retries {
+        Retries {
             policy: crate::backoff::Backoff {
                 initial: settings.initial,
                 max: settings.max,
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(ReconnectSettings {
+        let mut b = Retries::new(ReconnectSettings {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             sync_interval: Duration::from_secs(30),

@@ -13,6 +13,7 @@ pub mod operator;
 pub mod peer_input;
 pub mod peers;
 pub mod reconfigure;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod slots;
@@ -111,24 +112,25 @@ impl Node {
     /// client's reply must wait for. Returns `None` if it was not new, else its store
     /// sequence number (see [`Node::wait_durable`]).
     pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Result<Seq, Refused> {
-        self.accept_shared(record, None, Some(handoff))
+        self.accept_shared(record, None, true, Some(handoff))
     }
 
     /// A tombstone from the operator's control path (`herdctl forget`): applied and flooded
     /// like a client's update.
     pub fn accept_tombstone(&self, record: AtRecord) -> Result<Seq, Refused> {
-        self.accept_shared(record, None, None)
+        self.accept_shared(record, None, true, None)
     }
 
     fn accept_shared(
         &self,
         record: AtRecord,
         from: Option<&str>,
+        flooded: bool,
         handoff: Option<&mut Handoff>,
     ) -> Result<Seq, Refused> {
         let seq = self.table.offer(&record);
         if seq.is_ok() {
-            self.peers.flood(&record, from, handoff);
+            self.peers.forward(&record, from, flooded, handoff);
         }
         seq
     }
@@ -138,11 +140,21 @@ impl Node {
     /// anti-entropy records are summed up per exchange by `sync.rs`.)
     pub fn accept_from_peer(&self, record: AtRecord, from: &str, arrival: Arrival) -> bool {
         // Written like local IAMATs, but never waiting for a flush or a neighbour.
-        let new = self.accept_shared(record, Some(from), None).is_ok();
+        let flooded = arrival == Arrival::Flood;
+        let new = self
+            .accept_shared(record, Some(from), flooded, None)
+            .is_ok();
         if new && arrival == Arrival::Sync {
             self.synced.fetch_add(1, Ordering::Relaxed);
         }
         new
+    }
+
+    /// Applies a record a neighbour flooded, without forwarding it: the session forwards
+    /// the new records of a read burst together ([`Peers::forward_all`]). Returns whether it
+    /// was new.
+    pub fn apply_flooded(&self, record: &AtRecord) -> bool {
+        self.table.apply(record).is_some()
     }
 
     /// This node's own figures, the answer to `HERD STATUS`.
@@ -364,13 +376,15 @@ pub async fn run(
         places.name()
     );
 
+    let peers = Peers::new(&server.neighbours, config.links.queue);
+    peers.set_routes(routes::Routes::new(&config, name));
     log.set_redaction(crate::logs::redact::Redactor::new(
         config.logs.redact,
         secret.clone(),
     ));
     let node = Arc::new(Node {
         name: name.to_owned(),
-        peers: Peers::new(&server.neighbours, config.links.queue),
+        peers,
         slots: ConnectionSlots::new(config.limits.max_connections),
         per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
         peer_slots: slots::PeerSlots::default(),

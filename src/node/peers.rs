@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use super::routes::{Next, Routes};
 use crate::record::AtRecord;
 
 /// One link to a neighbour.
@@ -135,6 +136,31 @@ impl Link {
         // A record is one reference-counted line: queueing it copies a pointer.
         queue.records.push_back(record.clone());
         queue.pushed += 1;
+        let seq = queue.pushed;
+        drop(queue);
+        self.queued.notify_one();
+        Some(seq)
+    }
+
+    /// Queues `records` in order under one lock round and one wake-up of the writer; returns
+    /// the sequence number of the last, or `None` if the link is down or its queue filled
+    /// (then the link is marked overflowed and its session drops it).
+    fn push_all(&self, records: &[&AtRecord]) -> Option<u64> {
+        if records.is_empty() {
+            return None;
+        }
+        let mut queue = self.lock();
+        if !self.is_up() || queue.overflowed {
+            return None;
+        }
+        if queue.records.len() + records.len() > self.capacity {
+            queue.overflowed = true;
+            drop(queue);
+            self.queued.notify_one();
+            return None;
+        }
+        queue.records.extend(records.iter().map(|r| (*r).clone()));
+        queue.pushed += records.len() as u64;
         let seq = queue.pushed;
         drop(queue);
         self.queued.notify_one();
@@ -249,6 +275,9 @@ impl std::error::Error for QueueFull {}
 pub struct Peers {
     /// Read on every flood; written only by a reload.
     links: RwLock<BTreeMap<String, Arc<Link>>>,
+    /// Which links an update goes on (`links.forwarding`); set from the herd file at start
+    /// and by every reload.
+    routes: RwLock<Routes>,
 }
 
 impl Peers {
@@ -264,7 +293,13 @@ impl Peers {
             .collect();
         Peers {
             links: RwLock::new(links),
+            routes: RwLock::default(),
         }
+    }
+
+    /// Forward by `routes` from now on.
+    pub fn set_routes(&self, routes: Routes) {
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Link>>> {
@@ -312,14 +347,68 @@ impl Peers {
     /// Queues `record` for every neighbour whose link is up, except `from`; notes in
     /// `handoff` (if given) what a reply must wait for.
     pub fn flood(&self, record: &AtRecord, from: Option<&str>, handoff: Option<&mut Handoff>) {
+        self.forward(record, from, true, handoff);
+    }
+
+    /// Queues `record` (new here, from neighbour `from` or, `None`, from a client) for the
+    /// neighbours `links.forwarding` picks among those whose link is up (never `from`):
+    /// every one, or its origin's tree children (see `routes.rs`). `flooded` is false for a
+    /// record anti-entropy brought, which goes to every neighbour. Notes in `handoff` (if
+    /// given) what a reply must wait for.
+    pub fn forward(
+        &self,
+        record: &AtRecord,
+        from: Option<&str>,
+        flooded: bool,
+        handoff: Option<&mut Handoff>,
+    ) {
         let mut handoff = handoff;
-        for (name, link) in self.read().iter() {
+        let links = self.read();
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let next = routes.next(record.origin(), from, flooded, |name| {
+            links.get(name).is_some_and(|l| l.is_up())
+        });
+        for (name, link) in links.iter() {
             if Some(name.as_str()) == from || !link.is_up() {
                 continue;
+            }
+            if let Next::Only(children) = next {
+                if !children.contains(name) {
+                    continue;
+                }
             }
             if let (Some(seq), Some(handoff)) = (link.push(record), handoff.as_deref_mut()) {
                 handoff.note(link, seq);
             }
+        }
+    }
+
+    /// [`Peers::forward`] for the new records of one read burst from neighbour `from`, in
+    /// order: one lock round and one writer wake-up per link rather than one per record.
+    pub fn forward_all(&self, records: &[AtRecord], from: &str, flooded: bool) {
+        if records.is_empty() {
+            return;
+        }
+        let links = self.read();
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let is_up = |name: &str| links.get(name).is_some_and(|l| l.is_up());
+        let nexts: Vec<Next<'_>> = records
+            .iter()
+            .map(|r| routes.next(r.origin(), Some(from), flooded, is_up))
+            .collect();
+        let mut picked = Vec::with_capacity(records.len());
+        for (name, link) in links.iter() {
+            if name == from || !link.is_up() {
+                continue;
+            }
+            picked.clear();
+            for (record, next) in records.iter().zip(&nexts) {
+                match next {
+                    Next::Only(children) if !children.contains(name) => {}
+                    _ => picked.push(record),
+                }
+            }
+            link.push_all(&picked);
         }
     }
 

@@ -48,6 +48,8 @@ pub fn apply(
     ));
     // The new file first: a new link's dialler reads its neighbour's address from it, and a
     // HELLO from a new neighbour is checked against it.
+    node.peers
+        .set_routes(super::routes::Routes::new(&new, name));
     node.set_config(Arc::new(new));
     let (added, _dropped) = node.peers.set_neighbours(&neighbours, queue);
     for link in added {

@@ -19,7 +19,7 @@ use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 use super::faults::{self, Dice, LinkFault};
-use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
+use super::lines::{has_buffered_line, read_line, write_within, Line, MAX_LINE_BYTES};
 use super::link_stats::LinkStats;
 use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
@@ -187,8 +187,18 @@ async fn read_side(
         log: &node.log,
         batch: node.log.batch(),
     };
+    // Flooded records that were new here are forwarded a read burst at a time too (one lock
+    // round and one writer wake-up per link), before the reader can wait for more.
+    let mut fresh = BurstForward {
+        node,
+        from: neighbour,
+        records: Vec::new(),
+    };
     let mut scratch = Vec::new();
     loop {
+        if !has_buffered_line(reader.buffer()) || fresh.records.len() >= MAX_BATCH {
+            fresh.flush();
+        }
         if reader.buffer().is_empty() || log.batch.as_bytes().len() >= LOG_BURST_BYTES {
             log.submit();
         }
@@ -219,11 +229,11 @@ async fn read_side(
                         .propagation_delay
                         .observe_nanos(delay.clamp(0, i128::from(u64::MAX)) as u64);
                 }
-                let new = node.accept_from_peer(
-                    AtRecord::from_fields(&fields),
-                    neighbour,
-                    Arrival::Flood,
-                );
+                let record = AtRecord::from_fields(&fields);
+                let new = node.apply_flooded(&record);
+                if new {
+                    fresh.records.push(record);
+                }
                 stats.records_received.inc();
                 match new {
                     true => stats.floods_new.inc(),
@@ -238,6 +248,7 @@ async fn read_side(
                 log.batch.line(received, neighbour, "<", &scratch, None);
             }
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
+                fresh.flush();
                 if let Err(why) = peer_input::check_live(node, &config, &fields, &line, now_nanos())
                 {
                     peer_input::refuse(node, neighbour, why, &line);
@@ -275,6 +286,29 @@ async fn read_side(
             _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
             _ => tracing::warn!("unexpected line from {neighbour}: {}", printable(&line)),
         }
+    }
+}
+
+/// Flooded records new to this node, not yet forwarded; forwarded on drop too, so what was
+/// applied before an error is never kept from the neighbours.
+struct BurstForward<'a> {
+    node: &'a Node,
+    from: &'a str,
+    records: Vec<AtRecord>,
+}
+
+impl BurstForward<'_> {
+    fn flush(&mut self) {
+        if !self.records.is_empty() {
+            self.node.peers.forward_all(&self.records, self.from, true);
+            self.records.clear();
+        }
+    }
+}
+
+impl Drop for BurstForward<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
