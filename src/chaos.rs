@@ -61,6 +61,11 @@ impl Seeded {
 
 /// The faults of a run: one every `duration / (n + 1)`, each held for half its slot, the
 /// kind, target and amount drawn from the seed. Pure, so a seed replays exactly.
+///
+/// Kinds are dealt like cards from a deck the seed shuffles (reshuffled when it runs out),
+/// so every requested kind is drawn at least once whenever the run holds as many faults as
+/// kinds; the run holds one fault per 3 s, and at least one per kind while that leaves each
+/// slot a second or more. Link kinds are left out of the deck when the herd has no link.
 pub fn schedule(
     seed: u64,
     duration: Duration,
@@ -69,19 +74,33 @@ pub fn schedule(
     links: &[(String, String)],
 ) -> Vec<Fault> {
     let mut dice = Seeded(seed);
+    let is_link_kind = |kind: &str| matches!(kind, "cut" | "delay" | "loss");
+    let usable: Vec<&String> = kinds
+        .iter()
+        .filter(|kind| !(is_link_kind(kind) && links.is_empty()))
+        .collect();
+    if usable.is_empty() || servers.is_empty() {
+        return Vec::new();
+    }
     let total = duration.as_millis() as u64;
-    // One fault per 3 s, at least one, leaving the last slot quiet.
-    let count = (total / 3000).max(1);
+    // One fault per 3 s, and one of each kind if slots of a second or more allow, leaving
+    // the last slot quiet; at least one.
+    let room = (total / 1000).saturating_sub(1);
+    let count = (total / 3000).max((usable.len() as u64).min(room)).max(1);
     let slot = total / (count + 1);
+    let mut deck: Vec<&String> = Vec::new();
     let mut faults = Vec::new();
     for i in 0..count {
-        let kind = &kinds[dice.below(kinds.len() as u64) as usize];
-        let at_ms = slot * i + slot / 4;
-        let link_kind = matches!(kind.as_str(), "cut" | "delay" | "loss");
-        if link_kind && links.is_empty() {
-            continue;
+        if deck.is_empty() {
+            deck = usable.clone();
+            // Fisher-Yates from the seed; cards are dealt from the end.
+            for j in (1..deck.len()).rev() {
+                deck.swap(j, dice.below(j as u64 + 1) as usize);
+            }
         }
-        let target = match link_kind {
+        let kind = deck.pop().expect("refilled above");
+        let at_ms = slot * i + slot / 4;
+        let target = match is_link_kind(kind) {
             true => {
                 let (a, b) = &links[dice.below(links.len() as u64) as usize];
                 format!("{a}-{b}")
@@ -464,5 +483,34 @@ mod tests {
         for pair in one.windows(2) {
             assert!(pair[0].until_ms <= pair[1].at_ms, "{pair:?}");
         }
+    }
+
+    #[test]
+    fn every_requested_kind_is_drawn_when_the_run_has_room_for_it() {
+        let kinds: Vec<String> = KINDS.iter().map(|k| k.to_string()).collect();
+        let servers: Vec<String> = ["A", "B", "C"].iter().map(|s| s.to_string()).collect();
+        let links = vec![("A".to_owned(), "B".to_owned())];
+        for seed in 0..200 {
+            // 15 s: five slots of 3 s would leave a kind out; six slots of ~2.1 s do not.
+            let faults = schedule(seed, Duration::from_secs(15), &kinds, &servers, &links);
+            assert_eq!(faults.len(), KINDS.len(), "seed {seed}");
+            for kind in KINDS {
+                assert!(
+                    faults.iter().any(|f| f.kind == *kind),
+                    "seed {seed} never drew {kind}: {faults:?}"
+                );
+            }
+        }
+        // Without links, only the process kinds are dealt.
+        let faults = schedule(3, Duration::from_secs(15), &kinds, &servers, &[]);
+        assert!(!faults.is_empty());
+        assert!(faults
+            .iter()
+            .all(|f| matches!(f.kind.as_str(), "pause" | "kill" | "restart")));
+        // A run too short for a slot of a second per kind still gets one fault.
+        assert_eq!(
+            schedule(3, Duration::from_secs(2), &kinds, &servers, &links).len(),
+            1
+        );
     }
 }

@@ -464,7 +464,14 @@ fn a_short_seeded_chaos_run_loses_nothing_and_converges() {
     assert_eq!(report["lost"], 0, "{report:#}");
     assert_eq!(report["converged"], true, "{report:#}");
     assert!(report["acked"].as_u64().unwrap() > 50, "{report:#}");
-    assert_eq!(report["faults"].as_array().unwrap().len(), 5, "{report:#}");
+    // Every fault kind is drawn (the schedule deals each kind once a run has room for it).
+    let faults = report["faults"].as_array().unwrap();
+    for kind in ["cut", "delay", "loss", "pause", "kill", "restart"] {
+        assert!(
+            faults.iter().any(|f| f["kind"] == kind),
+            "no {kind} fault in {report:#}"
+        );
+    }
     assert!(report["flood_lines_per_update"].as_f64().unwrap() > 0.0);
     // Every server is back and the herd agrees.
     assert!(s.status().iter().all(|n| n["state"] == "running"));
