@@ -332,15 +332,19 @@ impl Herd {
         self.wait_listening(name);
     }
 
+    /// Waits until `name` listens on its client port and on its admin port: a node binds
+    /// the admin port just after the client port, and a test may go to either first.
     pub fn wait_listening(&self, name: &str) {
         let port = self.port(name);
-        wait_until(&format!("{name} to listen on {port}"), || {
+        let admin = self.admin_port(name);
+        wait_until(&format!("{name} to listen on {port} and {admin}"), || {
             if let Some(child) = self.children.lock().unwrap().get_mut(name) {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("{name} exited with {status}: {}", self.stderr(name));
                 }
             }
             TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", admin)).is_ok()
         });
     }
 
