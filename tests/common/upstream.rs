@@ -234,6 +234,9 @@ pub struct ProxyNode {
     pub herd: Herd,
     /// The secret the node was given, which must never show.
     secret: String,
+    /// The first line of the last reply [`ProxyNode::send`] read: the log is checked once
+    /// it holds it (the log writer holds lines a moment to write them in time order).
+    last_reply: std::sync::Mutex<String>,
 }
 
 impl ProxyNode {
@@ -252,11 +255,14 @@ impl ProxyNode {
         ProxyNode {
             herd,
             secret: secret.unwrap_or_default().to_owned(),
+            last_reply: Default::default(),
         }
     }
 
     pub fn send(&self, input: &str) -> String {
-        self.herd.send("Alford", input)
+        let reply = self.herd.send("Alford", input);
+        *self.last_reply.lock().unwrap() = reply.lines().next().unwrap_or_default().to_owned();
+        reply
     }
 
     /// IAMAT for kiwi, returning its AT line.
@@ -276,8 +282,14 @@ impl ProxyNode {
 
     /// Neither the node's logs nor its stderr hold the secret, or its second half.
     pub fn assert_secret_hidden(&self) {
-        let logs = self.herd.log_text("Alford");
-        assert!(!logs.is_empty(), "the node wrote no log");
+        let last_reply = self.last_reply.lock().unwrap().clone();
+        let logs = match last_reply.is_empty() {
+            true => {
+                super::wait_until("Alford's log", || !self.herd.log_text("Alford").is_empty());
+                self.herd.log_text("Alford")
+            }
+            false => self.herd.log_once_it_has("Alford", &last_reply),
+        };
         self.assert_not_in(&logs, "the log");
         self.assert_not_in(&self.herd.stderr("Alford"), "stderr");
     }
