@@ -61,6 +61,11 @@ fn read_reply_line(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 fn an_8_mib_line_gets_a_truncated_copy_and_its_memory_is_released() {
     let herd = solo("");
     let port = herd.port("Alford");
+    // A node listens before its places index is built; a WHATSAT waits for the index, so
+    // the baseline holds it (it is not growth caused by the long lines).
+    herd.send("Alford", KIWI);
+    let whatsat = herd.send("Alford", "WHATSAT kiwi 1 1\n");
+    assert!(whatsat.starts_with("AT Alford "), "{whatsat}");
     let before = herd.rss_kib("Alford");
 
     // Four at once, none with a newline: each is answered with its first MiB when the

@@ -69,7 +69,11 @@ fn an_expired_record_is_gone_everywhere_and_comes_back_from_nowhere() {
     assert_eq!(herd.known_at("B", "young.client"), None);
     assert_eq!(herd.known_at("C", "young.client"), None, "not flooded on");
     drop(a);
-    // Nor does a restart bring it back from the store.
+    // Nor does a restart bring it back from the store (once C has the marker on disk).
+    wait_until("C to take the marker and report it durable", || {
+        let status = herd.status("C");
+        herd.known_at("C", "marker").is_some() && status.store_durable == status.store_accepted
+    });
     herd.kill("C");
     herd.start_node("C");
     assert_eq!(herd.known_at("C", "young.client"), None);
@@ -241,7 +245,9 @@ fn redacted_logs_keep_no_exact_location_and_no_raw_id_and_tail_still_reads_them(
         }
         assert!(log.contains("+34.1-118.4"), "{log}");
     }
-    // `herdctl tail` reads the redacted files as any others.
+    // `herdctl tail` reads the redacted files as any others (once the writer, which holds
+    // lines a moment to write them in time order, has written the forget's own line).
+    herd.log_once_it_has("A", "forget on operator request");
     let out = herd.herdctl().args(["tail", "A"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains(&hashed), "{text}");
