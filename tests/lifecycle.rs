@@ -169,7 +169,7 @@ fn a_forgotten_client_disappears_everywhere_even_on_a_server_that_was_down() {
         assert_eq!(herd.known_at(name, "kiwi"), None, "{name}");
         assert_eq!(herd.status(name).forgotten, 1, "{name}");
     }
-    assert!(herd.log_text("Ball").contains("reason: asked by the owner"));
+    herd.log_once_it_has("Ball", "reason: asked by the owner");
     // Welsh comes back with kiwi in its store: anti-entropy brings it the tombstone, and
     // its old record does not come back anywhere.
     herd.start_node("Welsh");

@@ -203,8 +203,8 @@ fn a_hung_node_is_killed_and_restarted_by_health_probes() {
     let table = s.ok(&["status"]);
     assert!(table.contains("health probes in a row"), "{table}");
     // Probes are not wire traffic: the node's log does not record them.
-    let log = s.herd.log_text("Welsh");
-    assert!(log.contains("IAMAT probe"), "{log}");
+    // (Waited for: the log writer holds lines a moment to write them in time order.)
+    let log = s.herd.log_once_it_has("Welsh", "IAMAT probe");
     assert!(!log.contains("HERD STATUS"), "{log}");
 }
 
