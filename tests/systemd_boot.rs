@@ -337,21 +337,25 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
         "herd herd/Holiday"
     );
     let logs = container.path("/var/log/herd/Holiday");
-    let log: String = std::fs::read_dir(&logs)
-        .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
-        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
-        .collect();
-    assert!(log.contains("IAMAT kiwi.holiday"), "{log}");
-    assert!(log.contains("link to Welsh added"), "{log}");
+    let read_logs = || -> String {
+        std::fs::read_dir(&logs)
+            .unwrap_or_else(|e| panic!("{}: {e}", logs.display()))
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect()
+    };
+    // Polled: the node's log writer holds lines a moment to write them in time order.
+    wait_until("Holiday's log to show the IAMAT and the new link", || {
+        let log = read_logs();
+        log.contains("IAMAT kiwi.holiday") && log.contains("link to Welsh added")
+    });
     // Linked with the secret export made.
-    let welsh: String = std::fs::read_dir(container.path("/var/log/herd/Welsh"))
-        .unwrap()
-        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
-        .collect();
-    assert!(
-        welsh.contains("peer connection from Holiday") && welsh.contains("(authenticated)"),
-        "{welsh}"
-    );
+    wait_until("Welsh's log to show Holiday's authenticated link", || {
+        let welsh: String = std::fs::read_dir(container.path("/var/log/herd/Welsh"))
+            .unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        welsh.contains("peer connection from Holiday") && welsh.contains("(authenticated)")
+    });
 
     // Stopping the target stops every server: no herd process is left. (systemctl returns
     // when the target is stopped; its servers stop just after, so this waits for them.)
