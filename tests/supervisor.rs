@@ -134,8 +134,10 @@ fn a_port_in_use_fails_the_start_naming_the_port() {
 fn start_works_after_everything_was_killed_hard() {
     let s = Supervised::new();
     s.ok(&["start", "all"]);
-    let mut pids: Vec<u32> = NAMES.iter().map(|n| s.node_pid(n).unwrap()).collect();
-    pids.push(s.daemon_pid().unwrap());
+    // The supervisor first: killed after its nodes, it could restart one in between, and
+    // that new node would outlive the test's list.
+    let mut pids = vec![s.daemon_pid().unwrap()];
+    pids.extend(NAMES.iter().map(|n| s.node_pid(n).unwrap()));
     for pid in &pids {
         kill9(*pid);
     }
