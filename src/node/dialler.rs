@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::lines::{read_line, Line};
 use super::peers::Link;
 use super::session;
 use super::Node;
@@ -233,13 +232,32 @@ async fn send<S: AsyncWrite + Unpin>(stream: &mut S, neighbour: &str, line: &str
     Ok(())
 }
 
-/// Reads one handshake line and logs it. The neighbour sends nothing past its answer until
-/// this side speaks again, so the reader buffers nothing past it.
+/// Reads one handshake line and logs it, a byte at a time: the neighbour may follow its
+/// WELCOME at once with session lines (`HERD FAULT`, a digest), and they belong to the
+/// session's reader, so nothing past the newline may be read here. (A buffered reader
+/// dropped after the handshake lost them whenever they came in the same segment.)
 async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Result<Vec<u8>> {
-    let answer = match read_line(&mut BufReader::new(stream), 4096).await? {
-        Some(Line::Complete(line)) => line,
-        _ => bail!("connection closed during handshake"),
-    };
+    const MAX_HANDSHAKE_LINE: usize = 4096;
+    let mut answer = Vec::with_capacity(128);
+    loop {
+        let byte = match stream.read_u8().await {
+            Ok(byte) => byte,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                bail!("connection closed during handshake")
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if byte == b'\n' {
+            break;
+        }
+        if answer.len() == MAX_HANDSHAKE_LINE {
+            bail!("handshake line longer than {MAX_HANDSHAKE_LINE} bytes");
+        }
+        answer.push(byte);
+    }
+    if answer.last() == Some(&b'\r') {
+        answer.pop();
+    }
     tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
     Ok(answer)
 }
