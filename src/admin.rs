@@ -110,6 +110,12 @@ pub struct LinkStatus {
     /// Lines this end held back because of `herdctl link delay`, since the node started.
     #[serde(default)]
     pub fault_lines_delayed: u64,
+    /// Whether replies wait for the neighbour's acknowledgements (`HERD ACK`): `on`, `late`
+    /// (one did not come within `links.write_timeout_ms`: replies wait for its socket only
+    /// until they catch up), `off` (it does not give them, the link is delayed, or down).
+    /// `None` from nodes older than acknowledgements.
+    #[serde(default)]
+    pub acks: Option<String>,
 }
 
 /// A link fault as `/status` shows it (`herdctl link cut|delay|loss`).

@@ -5,8 +5,11 @@
 //!   dialler  -> `HERD HELLO <dialler> 2 <nonce_d>`
 //!   acceptor -> `HERD CHALLENGE <nonce_a>`
 //!   dialler  -> `HERD AUTH <mac_d>`                             mac_d = HMAC(auth|dialler|acceptor|nonce_a|nonce_d)
-//!   acceptor -> `HERD WELCOME <acceptor> 2 <nonce_a> <mac_a>`   mac_a = HMAC(welcome|acceptor|dialler|nonce_d|nonce_a)
+//!   acceptor -> `HERD WELCOME <acceptor> 3 <nonce_a> <mac_a>`   mac_a = HMAC(welcome|acceptor|dialler|nonce_d|nonce_a)
 //!
+//! WELCOME's version says what the acceptor's sessions speak (3: acknowledgements of
+//! updates, `protocol::ACK_VERSION`; acceptors before them say 2). It is outside the proofs,
+//! so older diallers, which never read it, link as before.
 //! The dialler proves itself first: an acceptor sends nothing derived from the secret (and
 //! nothing of the herd) to a connection that has not proved it, so a stranger who names a
 //! neighbour gets a random nonce and nothing to guess the secret against. One HELLO per
@@ -14,7 +17,7 @@
 //! labels and name order keep one proof from being reflected as the other.
 //!
 //! With `insecure_open_links: true` (no secret) the acceptor answers HELLO with
-//! `HERD WELCOME <acceptor> 2 <nonce_a> -` at once.
+//! `HERD WELCOME <acceptor> 3 <nonce_a> -` at once.
 //!
 //! Where the secret comes from is a [`SecretSource`]: `HERD_SECRET`, `secret:`,
 //! `secret_file:`, or `herd.secret` beside the herd file, created (0600) on first need.

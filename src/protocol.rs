@@ -15,6 +15,19 @@ pub const PEER_VERB: &str = "HERD";
 /// proves the herd secret before the acceptor proves anything (`auth.rs`).
 pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
+/// The version an acceptor puts in its `HERD WELCOME`: what its sessions speak. Version 3
+/// adds the acknowledgement of updates (`HERD ACKS`, `HERD ACK <n>`). HELLO keeps saying
+/// [`PEER_PROTOCOL_VERSION`], which acceptors check exactly; diallers never checked
+/// WELCOME's version, so an older dialler links to a newer acceptor as before, and a newer
+/// dialler asks for acknowledgements only from an acceptor that said 3.
+pub const WELCOME_VERSION: u32 = 3;
+
+/// The first WELCOME version whose sessions acknowledge updates on request.
+pub const ACK_VERSION: u32 = 3;
+
+/// Digits an ACK count may have: a u64 has at most 20.
+const MAX_ACK_DIGITS: usize = 20;
+
 /// Largest latitude magnitude, degrees.
 const MAX_LATITUDE: f64 = 90.0;
 /// Largest longitude magnitude, degrees.
@@ -191,6 +204,12 @@ pub enum PeerMessage<'a> {
     /// `HERD FAULT <id|->`: at the start of a peer session, the link fault this end holds
     /// (see `node/faults.rs`).
     Fault(Option<&'a str>),
+    /// `HERD ACKS`: the dialler asks the acceptor to acknowledge the updates it sends on this
+    /// connection (only after a WELCOME of [`ACK_VERSION`] or later).
+    AckRequest,
+    /// `HERD ACK <n>`: the acceptor has received and applied the first `n` `HERD AT` lines
+    /// of this connection (cumulative).
+    Ack(u64),
 }
 
 /// What the operator's control path can ask of a node (`HERD CONTROL <proof> ...`).
@@ -443,6 +462,8 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
             Some(parse_horizons(horizons)?),
         )),
         ["WANT", buckets] => parse_want(buckets).map(PeerMessage::Want),
+        ["ACKS"] => Some(PeerMessage::AckRequest),
+        ["ACK", count] => parse_ack(count).map(PeerMessage::Ack),
         ["SYNC", origin, skew, client, location, time] => Some(PeerMessage::Sync(AtFields::check(
             origin, skew, client, location, time,
         )?)),
@@ -451,6 +472,17 @@ fn parse_peer<'a>(args: &[&'a str]) -> Option<PeerMessage<'a>> {
         )?)),
         _ => None,
     }
+}
+
+/// An ACK's count: plain digits that fit a u64 (no sign, at most 20 digits).
+fn parse_ack(count: &str) -> Option<u64> {
+    if count.is_empty()
+        || count.len() > MAX_ACK_DIGITS
+        || !count.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    count.parse().ok()
 }
 
 /// Number of buckets in a table digest: enough that a few changes touch few buckets, small
@@ -683,10 +715,20 @@ pub fn format_hello(server: &str, nonce: &str) -> String {
     format!("{PEER_VERB} HELLO {server} {PEER_PROTOCOL_VERSION} {nonce}\n")
 }
 
-/// `HERD WELCOME <server> <version> <nonce> <proof|->\n`.
+/// `HERD WELCOME <server> <version> <nonce> <proof|->\n`, with [`WELCOME_VERSION`].
 pub fn format_welcome(server: &str, nonce: &str, proof: Option<&str>) -> String {
     let proof = proof.unwrap_or("-");
-    format!("{PEER_VERB} WELCOME {server} {PEER_PROTOCOL_VERSION} {nonce} {proof}\n")
+    format!("{PEER_VERB} WELCOME {server} {WELCOME_VERSION} {nonce} {proof}\n")
+}
+
+/// `HERD ACKS\n`: the dialler asks for acknowledgements.
+pub fn format_ack_request() -> String {
+    format!("{PEER_VERB} ACKS\n")
+}
+
+/// `HERD ACK <n>\n`.
+pub fn format_ack(count: u64) -> String {
+    format!("{PEER_VERB} ACK {count}\n")
 }
 
 /// `HERD CHALLENGE <nonce>\n`: an acceptor's answer to a neighbour's HELLO (the operator
@@ -1149,7 +1191,7 @@ pub(crate) mod tests {
             parse(format_welcome("Welsh", nonce, None).trim_end()),
             PeerMessage::Welcome {
                 server: "Welsh",
-                version: PEER_PROTOCOL_VERSION,
+                version: WELCOME_VERSION,
                 nonce,
                 proof: None
             }
@@ -1158,7 +1200,7 @@ pub(crate) mod tests {
             parse(format_welcome("Welsh", nonce, Some(&proof)).trim_end()),
             PeerMessage::Welcome {
                 server: "Welsh",
-                version: PEER_PROTOCOL_VERSION,
+                version: WELCOME_VERSION,
                 nonce,
                 proof: Some(&proof)
             }
@@ -1198,6 +1240,28 @@ pub(crate) mod tests {
         assert_eq!(parse_at_line(&format!("{at} extra")), None);
         assert_eq!(parse_at_line(&at[1..]), None);
         assert_eq!(parse("HERD STATUS"), PeerMessage::StatusQuery);
+        assert_eq!(
+            parse(format_ack_request().trim_end()),
+            PeerMessage::AckRequest
+        );
+        assert_eq!(parse(format_ack(0).trim_end()), PeerMessage::Ack(0));
+        assert_eq!(
+            parse(format_ack(u64::MAX).trim_end()),
+            PeerMessage::Ack(u64::MAX)
+        );
+        for bad in [
+            "HERD ACK",
+            "HERD ACK -1",
+            "HERD ACK +1",
+            "HERD ACK 1.0",
+            "HERD ACK 0x10",
+            "HERD ACK 18446744073709551616",
+            "HERD ACK 000000000000000000001",
+            "HERD ACK 1 2",
+            "HERD ACKS 1",
+        ] {
+            assert_eq!(parse_line(bad.as_bytes()), None, "{bad}");
+        }
         let figures = NodeFigures {
             name: "Ball".into(),
             pid: 7,

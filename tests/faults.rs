@@ -304,17 +304,6 @@ fn a_cut_isolates_a_server_and_heal_all_converges_the_herd() {
     assert!(herd.status("Alford").faults.is_empty());
 }
 
-/// The value of the `/metrics` sample that starts with `prefix` (name and labels).
-fn metric(herd: &Herd, name: &str, prefix: &str) -> f64 {
-    let (code, page) = herd.admin_get(name, "/metrics", None);
-    assert_eq!(code, 200, "{page}");
-    let line = page
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in {page}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 fn link_status(herd: &Herd, name: &str) -> serde_json::Value {
     let (code, body) = herd.admin_get(name, "/status", None);
     assert_eq!(code, 200, "{body}");
@@ -328,8 +317,7 @@ fn faults_show_in_the_admin_status_and_metrics() {
     let herd = start_herd(&[("Near", &["Far"]), ("Far", &[])], &extra);
     wait_until("the link to be up", || links_up(&herd, "Near") == 1);
     let fault = |kind: &str| {
-        metric(
-            &herd,
+        herd.metric(
             "Near",
             &format!("herd_link_fault{{peer=\"Far\",kind=\"{kind}\"}}"),
         )
@@ -364,13 +352,13 @@ fn faults_show_in_the_admin_status_and_metrics() {
         (0.0, 1.0, 1.0)
     );
     let prefix = "herd_link_fault_delay_seconds{peer=\"Far\"}";
-    assert_eq!(metric(&herd, "Near", prefix), 0.05);
+    assert_eq!(herd.metric("Near", prefix), 0.05);
     let prefix = "herd_link_fault_loss_ratio{peer=\"Far\"}";
-    assert_eq!(metric(&herd, "Near", prefix), 1.0);
+    assert_eq!(herd.metric("Near", prefix), 1.0);
     let prefix = "herd_link_fault_lines_total{peer=\"Far\",effect=\"dropped\"}";
-    assert!(metric(&herd, "Near", prefix) >= 1.0);
+    assert!(herd.metric("Near", prefix) >= 1.0);
     let prefix = "herd_link_fault_lines_total{peer=\"Far\",effect=\"delayed\"}";
-    assert!(metric(&herd, "Near", prefix) >= 1.0);
+    assert!(herd.metric("Near", prefix) >= 1.0);
     // The other end holds the same fault.
     assert_eq!(link_status(&herd, "Far")["fault"]["delay_ms"], 50);
 

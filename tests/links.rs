@@ -105,6 +105,10 @@ fn a_reply_is_written_only_once_its_update_is_on_the_neighbours_socket() {
         let at = reply.trim_end();
         assert!(at.starts_with("AT Alford "), "{reply:?}");
         let arrived = neighbour.updates_already_here();
+        assert!(
+            !arrived.iter().any(|l| l == "HERD ACKS"),
+            "a neighbour whose WELCOME predates acknowledgements is not asked for them"
+        );
         if !arrived.contains(&format!("HERD {at}")) {
             missing += 1;
         }

@@ -59,6 +59,8 @@ fn token() -> impl Strategy<Value = String> {
         Just("SYNC".to_owned()),
         Just("DIGEST".to_owned()),
         Just("WANT".to_owned()),
+        Just("ACK".to_owned()),
+        Just("ACKS".to_owned()),
         Just("HELLO".to_owned()),
         Just("WELCOME".to_owned()),
         Just("STATUS".to_owned()),

@@ -174,6 +174,7 @@ fn write_links(page: &mut Exposition, node: &Node) {
             );
         }
     }
+    write_acks(page, &links);
     write_faults(page, &links);
     page.family(
         "herd_link_drops_total",
@@ -189,6 +190,39 @@ fn write_links(page: &mut Exposition, node: &Node) {
                 drops.get(&reason).copied().unwrap_or(0) as f64,
             );
         }
+    }
+}
+
+/// The acknowledgements of applied updates (`HERD ACK`), apart from the flood lines.
+fn write_acks(page: &mut Exposition, links: &[std::sync::Arc<crate::node::peers::Link>]) {
+    page.family(
+        "herd_link_acks_total",
+        Kind::Counter,
+        "HERD ACK lines: sent to the neighbour for what it flooded here, received from it.",
+    );
+    for link in links {
+        for (direction, counter) in [
+            ("sent", &link.stats.acks_sent),
+            ("received", &link.stats.acks_received),
+        ] {
+            page.sample(
+                "herd_link_acks_total",
+                &[("peer", &link.name), ("direction", direction)],
+                counter.get() as f64,
+            );
+        }
+    }
+    page.family(
+        "herd_link_ack_timeouts_total",
+        Kind::Counter,
+        "Replies that stopped waiting for the neighbour's acknowledgement (links.write_timeout_ms).",
+    );
+    for link in links {
+        page.sample(
+            "herd_link_ack_timeouts_total",
+            &[("peer", &link.name)],
+            link.stats.ack_timeouts.get() as f64,
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use super::Node;
 use crate::auth;
 use crate::config::ReconnectSettings;
 use crate::hosts::Endpoint;
-use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage};
+use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage, ACK_VERSION};
 use crate::tls::{BoxRead, BoxWrite, PeerCert};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
@@ -72,10 +72,14 @@ async fn keep_link(node: &Node, link: &Link) {
             continue;
         }
         match handshake(node, neighbour, &address).await {
-            Ok((stream, cert)) => {
+            Ok((stream, cert, version)) => {
                 last_failure = None;
                 backoff.reset();
-                link.up();
+                // Replies wait for the neighbour's acknowledgements when it offers them,
+                // except across a `herdctl link delay`, whose delay line stands for the
+                // wire: what enters it counts as handed over (see the README).
+                let delayed = link.fault.get().is_some_and(|f| f.delay_ms > 0);
+                link.up(version >= ACK_VERSION && !delayed);
                 link.stats.went_up();
                 tracing::info!("peer link to {neighbour} ({address}) up");
                 let ended = session::run_dialled(node, link, stream, cert).await;
@@ -131,22 +135,22 @@ async fn wait_while_cut(link: &Link) {
 /// Dials `neighbour` (over mutual TLS when the herd has `links.tls`), introduces this node,
 /// proves the herd secret over the neighbour's challenge and checks the neighbour's proof in
 /// turn (see `auth.rs`); returns the connection's halves once the link is established, with
-/// the certificate the neighbour presented.
+/// the certificate the neighbour presented and the version its WELCOME said.
 async fn handshake(
     node: &Node,
     neighbour: &str,
     address: &Endpoint,
-) -> Result<((BoxRead, BoxWrite), Option<PeerCert>)> {
+) -> Result<((BoxRead, BoxWrite), Option<PeerCert>, u32)> {
     let attempt = async {
         // Resolved at every dial: a neighbour whose name now points elsewhere is found.
         let stream = address.connect().await?;
         stream.set_nodelay(true)?;
         let Some(tls) = &node.tls else {
             let mut stream = stream;
-            greet(node, neighbour, &mut stream).await?;
+            let version = greet(node, neighbour, &mut stream).await?;
             let (reader, writer) = stream.into_split();
             let halves: (BoxRead, BoxWrite) = (Box::new(reader), Box::new(writer));
-            return Ok((halves, None));
+            return Ok((halves, None, version));
         };
         let mut stream = tls
             .connector(neighbour)?
@@ -154,8 +158,8 @@ async fn handshake(
             .await
             .map_err(|e| anyhow!("TLS handshake with {neighbour} failed: {e}"))?;
         let cert = PeerCert::from_chain(stream.get_ref().1.peer_certificates());
-        greet(node, neighbour, &mut stream).await?;
-        Ok((crate::tls::split(stream), cert))
+        let version = greet(node, neighbour, &mut stream).await?;
+        Ok((crate::tls::split(stream), cert, version))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
@@ -163,12 +167,12 @@ async fn handshake(
 }
 
 /// The herd's own handshake on a connection: HELLO, and the secret's challenge when there
-/// is a secret.
+/// is a secret. Returns the version the neighbour's WELCOME said.
 async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     node: &Node,
     neighbour: &str,
     stream: &mut S,
-) -> Result<()> {
+) -> Result<u32> {
     let our_nonce = auth::nonce();
     send(stream, neighbour, &format_hello(&node.name, &our_nonce)).await?;
     let answer = receive(stream, neighbour).await?;
@@ -177,12 +181,13 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         (
             Some(Command::Peer(PeerMessage::Welcome {
                 server,
+                version,
                 proof: None,
                 ..
             })),
             None,
         ) if server == neighbour => {
-            return Ok(());
+            return Ok(version);
         }
         (Some(Command::Peer(PeerMessage::Welcome { proof: None, .. })), Some(_)) => bail!(
             "{neighbour} runs OPEN LINKS (insecure_open_links: true); give every server the \
@@ -205,13 +210,14 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     match protocol::parse_line(&answer) {
         Some(Command::Peer(PeerMessage::Welcome {
             server,
+            version,
             nonce,
             proof: Some(proof),
-            ..
         })) if server == neighbour && nonce == their_nonce => {
             if !secret.verify_welcome(proof, neighbour, &node.name, &our_nonce, &their_nonce) {
                 bail!("{neighbour} could not prove it knows the herd secret; not linking");
             }
+            Ok(version)
         }
         _ if answer.starts_with(b"? HERD AUTH") => bail!(
             "{neighbour} refused this node's proof of the herd secret: the two run \
@@ -222,7 +228,6 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
             String::from_utf8_lossy(&answer)
         ),
     }
-    Ok(())
 }
 
 /// Writes one handshake line and logs it.

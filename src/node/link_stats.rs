@@ -60,6 +60,12 @@ pub struct LinkStats {
     pub fault_dropped: Counter,
     /// Lines held back by `herdctl link delay`.
     pub fault_delayed: Counter,
+    /// `HERD ACK` lines sent to the neighbour (for what it flooded here) and received from it.
+    pub acks_sent: Counter,
+    pub acks_received: Counter,
+    /// Replies that stopped waiting for the neighbour's acknowledgement after
+    /// `links.write_timeout_ms` (see `peers.rs`).
+    pub ack_timeouts: Counter,
     drops: Mutex<BTreeMap<DropReason, u64>>,
     history: Mutex<History>,
 }

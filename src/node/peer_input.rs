@@ -2,8 +2,8 @@
 //! connection a neighbour, not its every line true. A record whose origin is not a server of
 //! the herd, whose client id or line is over the limits, or whose time is too far ahead of
 //! this server's clock is dropped (not applied, not flooded on) and counted by reason; so is
-//! a WANT this node did not ask for (answering it would hand over the whole table) and a
-//! failed AUTH. The counts are in `HERD STATUS` as `peer_dropped`.
+//! a WANT this node did not ask for (answering it would hand over the whole table), an
+//! acknowledgement of updates that were never sent, and a failed AUTH. The counts are in `HERD STATUS` as `peer_dropped`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,16 +27,20 @@ pub enum Dropped {
     UnaskedWant,
     /// A dialler that said HELLO and then could not prove the secret.
     FailedAuth,
+    /// A `HERD ACK` that does not parse, acknowledges more than was sent or less than
+    /// before, or came on a connection this node sends no updates on.
+    BadAck,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 6] = [
+    const ALL: [Dropped; 7] = [
         Dropped::UnknownOrigin,
         Dropped::ClientIdTooLong,
         Dropped::LineTooLong,
         Dropped::FutureTime,
         Dropped::UnaskedWant,
         Dropped::FailedAuth,
+        Dropped::BadAck,
     ];
 
     /// The reason's name in status and metrics.
@@ -48,6 +52,7 @@ impl Dropped {
             Dropped::FutureTime => "future_time",
             Dropped::UnaskedWant => "unasked_want",
             Dropped::FailedAuth => "failed_auth",
+            Dropped::BadAck => "bad_ack",
         }
     }
 }
@@ -187,7 +192,7 @@ mod tests {
         let counts = PeerInput::default();
         counts.count(Dropped::FutureTime);
         counts.count(Dropped::FutureTime);
-        assert_eq!(counts.counts().len(), 6);
+        assert_eq!(counts.counts().len(), 7);
         assert_eq!(
             counts.nonzero(),
             BTreeMap::from([("future_time".to_owned(), 2)])

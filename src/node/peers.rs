@@ -12,9 +12,13 @@
 //!   the updates it missed come back through anti-entropy once it is re-established. Memory
 //!   never grows with how far behind a neighbour is.
 //! - **Flood before reply**: every queued update gets a per-link sequence number; the link's
-//!   writer publishes how far it has handed updates to the socket. A client's AT reply waits
-//!   (through a [`Handoff`]) until its update is on every up neighbour's socket, so a client
-//!   that asks a neighbour right after its reply finds the update there.
+//!   writer publishes how far it has handed updates to the socket, and a neighbour that
+//!   speaks acknowledgements (`HERD ACK`, see `AckBook`) says how far it has applied them.
+//!   A client's AT reply waits (through a [`Handoff`]) until its update was applied by every
+//!   up neighbour that acknowledges, and is on the socket of every other one, so a client
+//!   that asks a neighbour right after its reply finds the update there. A neighbour that
+//!   does not acknowledge within `links.write_timeout_ms` stops being waited for (beyond its
+//!   socket) until its acknowledgements catch up: a frozen neighbour holds replies back once.
 //! - **Instant re-link**: when a neighbour's HELLO arrives while this side's link to it is
 //!   down, the dialler is woken to dial at once instead of sleeping out its backoff.
 //!
@@ -44,7 +48,18 @@ pub struct Link {
     /// Sequence number of the last update handed to the socket, or given up on when the link
     /// dropped: never behind what a [`Handoff`] may be waiting for once the link is down.
     written: AtomicU64,
-    written_changed: Notify,
+    /// True while the session acknowledges what it applies (the neighbour's WELCOME said it
+    /// can, and no `herdctl link delay` holds the link): replies wait for `acked`.
+    acking: AtomicBool,
+    /// Sequence number of the last update the neighbour acknowledged, or given up on when the
+    /// link dropped.
+    acked: AtomicU64,
+    /// Set when a reply stopped waiting for an acknowledgement (`links.write_timeout_ms`):
+    /// replies wait only for the socket until the acknowledgements catch up.
+    ack_late: AtomicBool,
+    acks: Mutex<AckBook>,
+    /// Wakes the replies waiting on `written` or `acked`.
+    progress: Notify,
     /// Wakes the dialler out of its backoff sleep (the neighbour said HELLO: it is back).
     wake: Notify,
     /// Set when the link dropped with updates lost (queue full, stalled writes, no answer):
@@ -67,6 +82,50 @@ struct Queue {
     overflowed: bool,
 }
 
+/// What the neighbour acknowledged on this session's connection, and what that means in
+/// sequence numbers. The neighbour counts the `HERD AT` lines it received and applied on the
+/// connection (`HERD ACK <n>`, cumulative); a `herdctl link loss` drops some lines unsent,
+/// so lines and sequence numbers are told apart: each written batch notes how many lines
+/// were sent once it was, and the last sequence number it carried.
+#[derive(Default)]
+struct AckBook {
+    /// `HERD AT` lines written (or being written) on the connection.
+    lines_sent: u64,
+    /// Lines the neighbour acknowledged.
+    lines_acked: u64,
+    /// (lines sent once the batch is written, the batch's last sequence number), oldest first,
+    /// for the batches not yet acknowledged.
+    unacked: VecDeque<(u64, u64)>,
+    /// The sequence number a reply stopped waiting at (see `Link::ack_late`).
+    late_at: u64,
+}
+
+/// Batches an [`AckBook`] tells apart before it merges the newest ones: a neighbour that
+/// never acknowledges costs a bounded book, and a merged batch only waits a little longer.
+const MAX_UNACKED: usize = 1024;
+
+/// Why an acknowledgement was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadAck {
+    /// More lines than were sent on the connection.
+    Beyond { acked: u64, sent: u64 },
+    /// Fewer lines than an earlier acknowledgement (they are cumulative).
+    Backwards { acked: u64, before: u64 },
+}
+
+impl std::fmt::Display for BadAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadAck::Beyond { acked, sent } => {
+                write!(f, "acknowledged {acked} updates, {sent} were sent")
+            }
+            BadAck::Backwards { acked, before } => {
+                write!(f, "acknowledged {acked} updates after {before}")
+            }
+        }
+    }
+}
+
 /// What a session's writer takes from its link's queue in one go.
 pub struct Batch {
     pub records: Vec<AtRecord>,
@@ -83,7 +142,11 @@ impl Link {
             queue: Mutex::default(),
             queued: Notify::new(),
             written: AtomicU64::new(0),
-            written_changed: Notify::new(),
+            acking: AtomicBool::new(false),
+            acked: AtomicU64::new(0),
+            ack_late: AtomicBool::new(false),
+            acks: Mutex::default(),
+            progress: Notify::new(),
             wake: Notify::new(),
             needs_repair: AtomicBool::new(false),
             retired: watch::Sender::new(false),
@@ -167,11 +230,15 @@ impl Link {
         Some(seq)
     }
 
-    /// The link is established: start queueing.
-    pub fn up(&self) {
+    /// The link is established: start queueing; with `acks`, replies wait for the
+    /// neighbour's acknowledgements on this session.
+    pub fn up(&self, acks: bool) {
         let mut queue = self.lock();
         queue.records.clear();
         queue.overflowed = false;
+        *self.book() = AckBook::default();
+        self.ack_late.store(false, Ordering::Release);
+        self.acking.store(acks, Ordering::Release);
         self.up.store(true, Ordering::Release);
     }
 
@@ -180,10 +247,115 @@ impl Link {
     pub fn down(&self) {
         let mut queue = self.lock();
         self.up.store(false, Ordering::Release);
+        self.acking.store(false, Ordering::Release);
         queue.records.clear();
         self.written.fetch_max(queue.pushed, Ordering::AcqRel);
+        self.acked.fetch_max(queue.pushed, Ordering::AcqRel);
         drop(queue);
-        self.written_changed.notify_waiters();
+        self.progress.notify_waiters();
+    }
+
+    /// Whether this session's replies wait for the neighbour's acknowledgements.
+    pub fn is_acking(&self) -> bool {
+        self.acking.load(Ordering::Acquire)
+    }
+
+    /// `on` while replies wait for the neighbour's acknowledgements, `late` while they wait
+    /// for its socket only (see [`Link::overdue`]), `off` when it gives none.
+    pub fn ack_state(&self) -> &'static str {
+        match (self.is_acking(), self.ack_late.load(Ordering::Acquire)) {
+            (false, _) => "off",
+            (true, false) => "on",
+            (true, true) => "late",
+        }
+    }
+
+    fn book(&self) -> MutexGuard<'_, AckBook> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session is about to write `lines` `HERD AT` lines, the last update of the batch
+    /// being `last_seq` (noted before the write, so an acknowledgement can never arrive
+    /// for lines the book does not know yet).
+    pub fn sending(&self, lines: u64, last_seq: u64) {
+        if !self.is_acking() {
+            return;
+        }
+        let mut book = self.book();
+        book.lines_sent += lines;
+        let entry = (book.lines_sent, last_seq);
+        if book.lines_acked >= book.lines_sent {
+            // Nothing outstanding (every line of the batch dropped by `link loss`).
+            drop(book);
+            self.acked.fetch_max(last_seq, Ordering::AcqRel);
+            self.progress.notify_waiters();
+        } else if book.unacked.len() >= MAX_UNACKED {
+            *book.unacked.back_mut().expect("full") = entry;
+        } else {
+            book.unacked.push_back(entry);
+        }
+    }
+
+    /// The neighbour acknowledged the first `lines` `HERD AT` lines of this session; an
+    /// acknowledgement of more than was sent, or of less than before, is refused.
+    pub fn acknowledged(&self, lines: u64) -> Result<(), BadAck> {
+        let mut book = self.book();
+        if lines > book.lines_sent {
+            return Err(BadAck::Beyond {
+                acked: lines,
+                sent: book.lines_sent,
+            });
+        }
+        if lines < book.lines_acked {
+            return Err(BadAck::Backwards {
+                acked: lines,
+                before: book.lines_acked,
+            });
+        }
+        book.lines_acked = lines;
+        let mut seq = None;
+        while let Some(&(sent, last_seq)) = book.unacked.front() {
+            if sent > lines {
+                break;
+            }
+            seq = Some(last_seq);
+            book.unacked.pop_front();
+        }
+        let Some(seq) = seq else { return Ok(()) };
+        if seq >= book.late_at {
+            self.ack_late.store(false, Ordering::Release);
+        }
+        drop(book);
+        self.acked.fetch_max(seq, Ordering::AcqRel);
+        self.progress.notify_waiters();
+        Ok(())
+    }
+
+    /// Whether update `seq` was handed over: applied by a neighbour that acknowledges (unless
+    /// its acknowledgements are late), on the socket of one that does not, or given up on.
+    fn handed_over(&self, seq: u64) -> bool {
+        self.written.load(Ordering::Acquire) >= seq
+            && (!self.is_acking()
+                || self.ack_late.load(Ordering::Acquire)
+                || self.acked.load(Ordering::Acquire) >= seq)
+    }
+
+    /// A reply stopped waiting for update `seq`: if it was written and not acknowledged, the
+    /// neighbour is late, and replies stop waiting for its acknowledgements until they reach
+    /// `seq`.
+    fn overdue(&self, seq: u64) {
+        if !self.is_acking()
+            || self.written.load(Ordering::Acquire) < seq
+            || self.acked.load(Ordering::Acquire) >= seq
+        {
+            return;
+        }
+        let mut book = self.book();
+        book.late_at = book.late_at.max(seq);
+        self.ack_late.store(true, Ordering::Release);
+        drop(book);
+        self.stats.ack_timeouts.inc();
+        self.progress.notify_waiters();
     }
 
     /// Waits until the queue holds updates (or overflowed), then takes up to `max` of them.
@@ -222,14 +394,14 @@ impl Link {
     /// The session wrote every update up to `seq` to the socket.
     pub fn written(&self, seq: u64) {
         self.written.fetch_max(seq, Ordering::AcqRel);
-        self.written_changed.notify_waiters();
+        self.progress.notify_waiters();
     }
 
-    /// Waits until update `seq` was handed to the socket, or given up on.
-    async fn wait_written(&self, seq: u64) {
+    /// Waits until update `seq` was handed over ([`Link::handed_over`]).
+    async fn wait_handed(&self, seq: u64) {
         loop {
-            let changed = self.written_changed.notified();
-            if self.written.load(Ordering::Acquire) >= seq {
+            let changed = self.progress.notified();
+            if self.handed_over(seq) {
                 return;
             }
             changed.await;
@@ -449,8 +621,10 @@ impl Handoff {
         self.waits.is_empty()
     }
 
-    /// Waits until every noted update is on its neighbour's socket (or its link dropped), at
-    /// most `limit` (a link stalled that long is being dropped by its own write deadline).
+    /// Waits until every noted update was handed over (applied by a neighbour that
+    /// acknowledges, on the socket of one that does not, or its link dropped), at most
+    /// `limit` (a link stalled that long is being dropped by its own write deadline; a
+    /// neighbour that acknowledges that late is waited for no more until it catches up).
     /// Returns whether everything was handed over in time; the handoff is empty afterwards.
     pub async fn wait(&mut self, limit: Duration) -> bool {
         if self.waits.is_empty() {
@@ -458,10 +632,17 @@ impl Handoff {
         }
         let all = async {
             for (link, seq) in &self.waits {
-                link.wait_written(*seq).await;
+                link.wait_handed(*seq).await;
             }
         };
         let in_time = tokio::time::timeout(limit, all).await.is_ok();
+        if !in_time {
+            for (link, seq) in &self.waits {
+                if !link.handed_over(*seq) {
+                    link.overdue(*seq);
+                }
+            }
+        }
         self.waits.clear();
         in_time
     }
@@ -482,8 +663,8 @@ mod tests {
     #[tokio::test]
     async fn flood_skips_the_sender_and_links_that_are_down() {
         let peers = peers(8);
-        peers.link("A").unwrap().up();
-        peers.link("B").unwrap().up();
+        peers.link("A").unwrap().up(false);
+        peers.link("B").unwrap().up(false);
         let mut handoff = Handoff::default();
         peers.flood(&record("kiwi"), Some("A"), Some(&mut handoff));
         assert!(
@@ -502,7 +683,7 @@ mod tests {
     async fn a_reply_waits_until_written_or_the_link_drops() {
         let peers = peers(8);
         let b = &peers.link("B").unwrap();
-        b.up();
+        b.up(false);
         let mut handoff = Handoff::default();
         peers.flood(&record("one"), None, Some(&mut handoff));
         peers.flood(&record("two"), None, Some(&mut handoff));
@@ -533,18 +714,131 @@ mod tests {
         );
     }
 
+    /// Takes what is queued on `link` and writes it, as a session would, `lines` of it
+    /// (the rest dropped by a `link loss`).
+    async fn write_out(link: &Link, lines: u64) -> u64 {
+        let batch = link.next_batch(MAX_UNACKED * 2).await.unwrap();
+        link.sending(lines, batch.last_seq);
+        link.written(batch.last_seq);
+        batch.last_seq
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_the_acknowledgement_of_a_neighbour_that_gives_them() {
+        let peers = peers(8);
+        let b = &peers.link("B").unwrap();
+        b.up(true);
+        peers.flood(&record("one"), None, None);
+        peers.flood(&record("two"), None, None);
+        let two = write_out(b, 2).await;
+        assert!(!b.handed_over(two), "written, not acknowledged");
+        assert_eq!(b.acknowledged(1), Ok(()));
+        assert!(!b.handed_over(two), "the batch is acknowledged as a whole");
+        assert_eq!(b.acknowledged(3), Err(BadAck::Beyond { acked: 3, sent: 2 }));
+        assert_eq!(b.acknowledged(2), Ok(()));
+        assert!(b.handed_over(two));
+        assert_eq!(
+            b.acknowledged(1),
+            Err(BadAck::Backwards {
+                acked: 1,
+                before: 2
+            })
+        );
+
+        // Acknowledged while the reply waits.
+        let mut handoff = Handoff::default();
+        peers.flood(&record("three"), None, Some(&mut handoff));
+        write_out(b, 1).await;
+        let acker = async {
+            tokio::task::yield_now().await;
+            b.acknowledged(3).unwrap();
+        };
+        let (in_time, ()) = tokio::join!(handoff.wait(Duration::from_secs(60)), acker);
+        assert!(in_time);
+
+        // Lines a `link loss` dropped are not waited for.
+        peers.flood(&record("four"), None, None);
+        let four = write_out(b, 0).await;
+        assert!(b.handed_over(four));
+    }
+
+    #[tokio::test]
+    async fn a_neighbour_late_with_its_acknowledgements_is_waited_for_once() {
+        let peers = peers(8);
+        let b = &peers.link("B").unwrap();
+        b.up(true);
+        let mut handoff = Handoff::default();
+        peers.flood(&record("one"), None, Some(&mut handoff));
+        let one = write_out(b, 1).await;
+        assert!(
+            !handoff.wait(Duration::from_millis(20)).await,
+            "never acked"
+        );
+        assert_eq!(b.stats.ack_timeouts.get(), 1);
+        assert_eq!(b.ack_state(), "late");
+        // Late: the next replies wait for the socket only...
+        peers.flood(&record("two"), None, Some(&mut handoff));
+        let two = write_out(b, 1).await;
+        assert!(handoff.wait(Duration::from_secs(60)).await);
+        assert_eq!(b.stats.ack_timeouts.get(), 1);
+        // ... until the acknowledgements catch up with the one that was late.
+        b.acknowledged(1).unwrap();
+        assert!(b.handed_over(one));
+        assert!(!b.handed_over(two), "caught up: waited for again");
+        assert_eq!(b.ack_state(), "on");
+        // A link that drops releases everything.
+        peers.flood(&record("three"), None, Some(&mut handoff));
+        b.down();
+        assert!(handoff.wait(Duration::from_secs(60)).await);
+        assert!(b.handed_over(two));
+        assert_eq!(b.ack_state(), "off");
+    }
+
+    #[tokio::test]
+    async fn a_neighbour_that_never_acknowledges_costs_a_bounded_book() {
+        let peers = peers(4 * MAX_UNACKED);
+        let b = &peers.link("B").unwrap();
+        b.up(true);
+        let mut last = 0;
+        for i in 0..MAX_UNACKED + 100 {
+            peers.flood(&record(&i.to_string()), None, None);
+            last = write_out(b, 1).await;
+        }
+        assert_eq!(b.book().unacked.len(), MAX_UNACKED);
+        // The newest batches were merged: waited for until the last of them is acknowledged.
+        let merged_from = MAX_UNACKED as u64;
+        b.acknowledged(merged_from - 1).unwrap();
+        assert!(b.handed_over(merged_from - 1));
+        b.acknowledged(last - 1).unwrap();
+        assert!(!b.handed_over(merged_from));
+        b.acknowledged(last).unwrap();
+        assert!(b.handed_over(last));
+        assert!(b.book().unacked.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_neighbour_that_does_not_acknowledge_is_waited_for_on_the_socket() {
+        let peers = peers(8);
+        let b = &peers.link("B").unwrap();
+        b.up(false);
+        peers.flood(&record("one"), None, None);
+        let one = write_out(b, 1).await;
+        assert!(b.handed_over(one));
+        assert_eq!(b.acknowledged(1), Err(BadAck::Beyond { acked: 1, sent: 0 }));
+    }
+
     #[tokio::test]
     async fn a_full_queue_overflows_instead_of_growing() {
         let peers = peers(2);
         let a = &peers.link("A").unwrap();
-        a.up();
+        a.up(false);
         for client in ["1", "2", "3", "4"] {
             peers.flood(&record(client), None, None);
         }
         assert!(a.next_batch(10).await.is_err(), "overflowed");
         assert!(a.lock().records.len() <= 2);
         a.down();
-        a.up();
+        a.up(false);
         peers.flood(&record("5"), None, None);
         assert_eq!(a.next_batch(10).await.unwrap().records.len(), 1);
     }
@@ -560,7 +854,7 @@ mod tests {
             .expect("woken long before the backoff ends")
             .unwrap();
         assert!(woken);
-        peers.link("B").unwrap().up();
+        peers.link("B").unwrap().up(false);
         peers.wake("B");
         assert!(
             !peers
@@ -577,8 +871,8 @@ mod tests {
         let peers = peers(8);
         let b = peers.link("B").unwrap();
         let c = peers.link("C").unwrap();
-        b.up();
-        c.up();
+        b.up(false);
+        c.up(false);
         let (added, dropped) = peers.set_neighbours(&["C", "D"].map(String::from).into(), 8);
         assert_eq!(
             added.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),

@@ -939,7 +939,11 @@ async fn answer(
             }
         }
         Command::Peer(
-            PeerMessage::Welcome { .. } | PeerMessage::Challenge { .. } | PeerMessage::Fault(_),
+            PeerMessage::Welcome { .. }
+            | PeerMessage::Challenge { .. }
+            | PeerMessage::Fault(_)
+            | PeerMessage::AckRequest
+            | PeerMessage::Ack(_),
         ) => invalid(out),
     }
 }

@@ -10,13 +10,19 @@
 //! the link was dropped with updates lost, and every `reconnect.sync_interval_s`), and
 //! declares the link dead when the neighbour answers nothing for `links.answer_timeout_ms`
 //! after a digest. Every write has a deadline (`links.write_timeout_ms`).
+//!
+//! Acknowledgements: a dialler whose neighbour's WELCOME offered them asks with `HERD ACKS`
+//! as its session's first line; from then on the accepting end's reader, after each read
+//! burst, has its writer send `HERD ACK <n>` (the `HERD AT` lines received and applied on
+//! the connection so far), and the dialling end's reader hands each to its link, which
+//! releases the client replies waiting for them (`peers.rs`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tokio::io::BufReader;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::faults::{self, Dice, LinkFault};
 use super::lines::{has_buffered_line, read_line, write_within, Line, MAX_LINE_BYTES};
@@ -28,7 +34,10 @@ use super::{Arrival, Node};
 use crate::logs::clock::now_nanos;
 use crate::logs::printable;
 use crate::logs::{LogBatch, WireLog};
-use crate::protocol::{self, format_fault, format_want, Command, PeerMessage, PEER_VERB};
+use crate::protocol::{
+    self, format_ack, format_ack_request, format_fault, format_want, Command, PeerMessage,
+    PEER_VERB,
+};
 use crate::record::AtRecord;
 use crate::tls::{BoxRead, BoxWrite, PeerCert};
 
@@ -120,14 +129,18 @@ async fn run(
         return run_cut(node, neighbour, reader, writer, fault).await;
     }
     let (requests, pending) = mpsc::channel(PENDING_REQUESTS);
+    // The reader publishes how many updates it applied; the writer acknowledges the latest.
+    let (applied, acks) = watch::channel(0);
     // The link's counters (both connections of a link count into them); a session whose
     // link a reload just dropped counts into nothing anyone reads.
     let counted = node.peers.link(neighbour);
     let unlisted = LinkStats::default();
     let stats = counted.as_ref().map_or(&unlisted, |l| &l.stats);
     tokio::select! {
-        read = read_side(node, neighbour, reader, &shared, requests, stats) => read,
-        written = write_side(node, neighbour, writer, &shared, pending, link, stats, fault) => written,
+        read = read_side(node, neighbour, reader, &shared, requests, stats, link, &applied) => read,
+        written = write_side(
+            node, neighbour, writer, &shared, pending, link, stats, fault, acks
+        ) => written,
         _ = faults::changed(&mut watched) => {
             bail!("its link fault changed (herdctl link); reconnecting to apply it")
         }
@@ -167,7 +180,11 @@ async fn run_cut(
 /// How long a session on a cut link waits to hear which fault the neighbour holds.
 const CUT_HEARING: Duration = Duration::from_secs(3);
 
-/// Applies the neighbour's lines until EOF (`Ok`) or an error.
+/// Applies the neighbour's lines until EOF (`Ok`) or an error. `link` is this node's link
+/// on a dialled connection (the neighbour's acknowledgements go to it); `applied` is where
+/// an accepted connection's reader says how many updates it applied, once asked to.
+// Each argument is a different part of the session; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn read_side(
     node: &Node,
     neighbour: &str,
@@ -175,6 +192,8 @@ async fn read_side(
     shared: &Shared,
     requests: mpsc::Sender<Request>,
     stats: &LinkStats,
+    link: Option<&Link>,
+    applied: &watch::Sender<u64>,
 ) -> Result<()> {
     // The neighbour's end sends a digest every `sync_interval` (which this side answers), so
     // a link quiet for three periods is gone whatever `limits.idle_timeout_s` says.
@@ -199,9 +218,18 @@ async fn read_side(
         records: Vec::new(),
     };
     let mut scratch = Vec::new();
+    // `HERD AT` lines received on this connection, and how many of them were acknowledged;
+    // `None` until the dialler asks for acknowledgements.
+    let mut updates: u64 = 0;
+    let mut acknowledged: Option<u64> = None;
     loop {
         if !has_buffered_line(reader.buffer()) || fresh.records.len() >= MAX_BATCH {
             fresh.flush();
+            // One acknowledgement per read burst, once what it brought is applied.
+            if let Some(acked) = acknowledged.as_mut().filter(|a| **a < updates) {
+                *acked = updates;
+                applied.send_replace(updates);
+            }
         }
         let now = now_nanos();
         if log.batch.is_empty() {
@@ -228,6 +256,8 @@ async fn read_side(
         stats.bytes_received.add(line.len() as u64 + 1);
         match protocol::parse_line(&line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
+                // Counted whatever becomes of it: the dialler counts what it wrote.
+                updates += 1;
                 let received = now_nanos();
                 if let Err(why) = peer_input::check_live(node, &config, &fields, &line, received) {
                     peer_input::refuse(node, neighbour, why, &line);
@@ -291,6 +321,28 @@ async fn read_side(
                 if faults::neighbour_holds(node, neighbour, theirs) {
                     hand_over(&requests, Request::NoFault, neighbour);
                 }
+            }
+            // Asked on the connection the neighbour dialled, where its updates arrive.
+            Some(Command::Peer(PeerMessage::AckRequest)) if link.is_none() => {
+                log.batch.line(now_nanos(), neighbour, "<", &line, None);
+                acknowledged = Some(updates);
+                applied.send_replace(updates);
+            }
+            Some(Command::Peer(PeerMessage::Ack(count))) => {
+                log.batch.line(now_nanos(), neighbour, "<", &line, None);
+                // Only on the connection this node dialled: its updates go out there.
+                match link.map(|l| l.acknowledged(count)) {
+                    Some(Ok(())) => stats.acks_received.inc(),
+                    Some(Err(why)) => {
+                        tracing::debug!("{neighbour}: refused HERD ACK {count}: {why}");
+                        peer_input::refuse(node, neighbour, Dropped::BadAck, &line);
+                    }
+                    None => peer_input::refuse(node, neighbour, Dropped::BadAck, &line),
+                }
+            }
+            _ if line.starts_with(b"HERD ACK") => {
+                log.batch.line(now_nanos(), neighbour, "<", &line, None);
+                peer_input::refuse(node, neighbour, Dropped::BadAck, &line);
             }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
@@ -366,6 +418,7 @@ async fn write_side(
     link: Option<&Link>,
     stats: &LinkStats,
     fault: Option<LinkFault>,
+    mut acks: watch::Receiver<u64>,
 ) -> Result<()> {
     let config = node.config();
     let deadline = config.links.write_timeout;
@@ -391,7 +444,11 @@ async fn write_side(
         dice: Dice::new(),
         stats,
     };
-    // First of all, the fault this end holds, if any: a neighbour that does not hold it
+    // Asked first, so the neighbour acknowledges from this session's first update on.
+    if link.is_some_and(Link::is_acking) {
+        out.write_logged(&format_ack_request()).await?;
+    }
+    // Then the fault this end holds, if any: a neighbour that does not hold it
     // answers `HERD FAULT -` (it restarted, or was healed), and this end lets go of it.
     if let Some(fault) = &fault {
         out.write(format_fault(Some(&fault.id)).as_bytes()).await?;
@@ -411,20 +468,22 @@ async fn write_side(
                     let started = Instant::now();
                     let buckets = theirs
                         .map_or_else(Vec::new, |theirs| sync::differing(&node.table, &theirs));
-                    let sent = out.stream_records(node, &buckets, link).await?;
+                    let sent = out.stream_records(node, &buckets, link, &mut acks).await?;
                     out.write(format_want(&buckets).as_bytes()).await?;
                     stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
                 Some(Request::NoFault) => out.write(format_fault(None).as_bytes()).await?,
                 Some(Request::SendWanted(buckets, inbound)) => {
-                    let sent = out.stream_records(node, &buckets, link).await?;
+                    let sent = out.stream_records(node, &buckets, link, &mut acks).await?;
                     stats.synced();
                     sync::log_exchange(neighbour, &buckets, inbound, sent);
                 }
                 // The reader is gone: the session is ending.
                 None => return Ok(()),
             },
+            // The sender lives as long as the session: `changed` fails only as it ends.
+            Ok(()) = acks.changed() => out.ack(&mut acks).await?,
             _ = exchange.tick(), if link.is_some() => {
                 send_digest(node, shared, &mut out).await?;
             }
@@ -559,6 +618,29 @@ impl Output<'_> {
         }
     }
 
+    /// Writes one line (`line` ends with its newline) and logs it.
+    async fn write_logged(&mut self, line: &str) -> Result<()> {
+        self.write(line.as_bytes()).await?;
+        let mut logged = self.log.batch();
+        logged.line(
+            now_nanos(),
+            self.neighbour,
+            ">",
+            line.trim_end().as_bytes(),
+            None,
+        );
+        self.log.submit(&mut logged);
+        Ok(())
+    }
+
+    /// Acknowledges the updates the reader applied so far (`HERD ACK <n>`).
+    async fn ack(&mut self, acks: &mut watch::Receiver<u64>) -> Result<()> {
+        let count = *acks.borrow_and_update();
+        self.write_logged(&format_ack(count)).await?;
+        self.stats.acks_sent.inc();
+        Ok(())
+    }
+
     /// Writes a batch of this node's updates and tells the link how far it got.
     async fn forward(&mut self, link: &Link, batch: Batch) -> Result<()> {
         self.buffer.clear();
@@ -575,6 +657,7 @@ impl Output<'_> {
             self.buffer.push_str(record.line());
             self.buffer.push('\n');
         }
+        link.sending(count, batch.last_seq);
         let buffer = std::mem::take(&mut self.buffer);
         let written = self.wire.write(buffer.as_bytes(), self.deadline).await;
         self.buffer = buffer;
@@ -598,18 +681,23 @@ impl Output<'_> {
     }
 
     /// Streams this node's records in `buckets`. On a dialled link, updates queued meanwhile
-    /// go out between chunks, so a long repair holds back neither the flood nor the client
-    /// replies waiting for it (and cannot overflow the queue).
+    /// go out between chunks, and on an accepted one acknowledgements, so a long repair holds
+    /// back neither the flood nor the client replies waiting for it (and cannot overflow the
+    /// queue).
     async fn stream_records(
         &mut self,
         node: &Node,
         buckets: &[u16],
         link: Option<&Link>,
+        acks: &mut watch::Receiver<u64>,
     ) -> Result<sync::Sent> {
         let mut stream = sync::SyncStream::new(&node.table, buckets);
         let mut chunk = String::new();
         while stream.next_chunk(&mut chunk) {
             self.write(chunk.as_bytes()).await?;
+            if acks.has_changed().unwrap_or(false) {
+                self.ack(acks).await?;
+            }
             if let Some(link) = link {
                 while let Some(batch) = link.ready_batch(MAX_BATCH)? {
                     self.forward(link, batch).await?;

@@ -394,6 +394,18 @@ impl Herd {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// The value of server `name`'s `/metrics` sample that starts with `prefix` (name and
+    /// labels); the herd file must open its admin endpoint (`admin: { open: true }`).
+    pub fn metric(&self, name: &str, prefix: &str) -> f64 {
+        let (code, page) = self.admin_get(name, "/metrics", None);
+        assert_eq!(code, 200, "{page}");
+        let line = page
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {page}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
     /// Server `name`'s own figures (`HERD STATUS`).
     pub fn status(&self, name: &str) -> herdctl::protocol::NodeFigures {
         let reply = self.send(name, "HERD STATUS\n");

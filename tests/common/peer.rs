@@ -82,8 +82,21 @@ impl RawPeer {
     }
 
     /// Takes the next connection on `listener` (the test plays neighbour `me`), checks that
-    /// `dialler` proves `secret`, and welcomes it.
+    /// `dialler` proves `secret`, and welcomes it as a neighbour that predates
+    /// acknowledgements (WELCOME version 2: the dialler asks for none).
     pub fn accept(listener: &TcpListener, me: &str, dialler: &str, secret: &HerdSecret) -> RawPeer {
+        RawPeer::accept_saying(listener, me, dialler, secret, PEER_PROTOCOL_VERSION)
+    }
+
+    /// [`RawPeer::accept`], with `version` in the WELCOME (`herdctl::protocol::WELCOME_VERSION`: the dialler
+    /// asks for acknowledgements, `HERD ACKS`).
+    pub fn accept_saying(
+        listener: &TcpListener,
+        me: &str,
+        dialler: &str,
+        secret: &HerdSecret,
+        version: u32,
+    ) -> RawPeer {
         let (stream, _) = listener.accept().unwrap();
         let mut peer = RawPeer::new(stream);
         let hello = peer.line();
@@ -98,7 +111,7 @@ impl RawPeer {
         let proof = auth.strip_prefix("HERD AUTH ").expect("an AUTH");
         assert!(secret.verify_auth(proof, dialler, me, &ours, &theirs));
         peer.send(&format!(
-            "HERD WELCOME {me} {PEER_PROTOCOL_VERSION} {ours} {}",
+            "HERD WELCOME {me} {version} {ours} {}",
             secret.welcome_mac(me, dialler, &theirs, &ours)
         ));
         peer

@@ -245,6 +245,7 @@ fn status_body(node: &Node) -> String {
                 }),
                 fault_lines_dropped: link.stats.fault_dropped.get(),
                 fault_lines_delayed: link.stats.fault_delayed.get(),
+                acks: Some(link.ack_state().to_owned()),
             }
         })
         .collect();
