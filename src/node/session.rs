@@ -26,7 +26,6 @@ use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
 use crate::logs::clock::now_nanos;
-use crate::logs::printable;
 use crate::logs::{LogBatch, WireLog};
 use crate::protocol::{self, format_fault, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
@@ -221,7 +220,7 @@ async fn read_side(
             Some(Line::Complete(line)) => line,
             Some(Line::TooLong(start, _)) => bail!(
                 "sent a line over {max_line} bytes: {}",
-                printable(&start[..start.len().min(200)])
+                node.log.quoted(&start)
             ),
         };
         shared.heard();
@@ -294,8 +293,11 @@ async fn read_side(
             }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
-            _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
-            _ => tracing::warn!("unexpected line from {neighbour}: {}", printable(&line)),
+            _ if line.starts_with(b"? ") => bail!("refused: {}", node.log.quoted(&line)),
+            _ => tracing::warn!(
+                "unexpected line from {neighbour}: {}",
+                node.log.quoted(&line)
+            ),
         }
     }
 }

@@ -435,6 +435,18 @@ impl Herd {
             .unwrap_or_else(|| panic!("{name} answered HERD STATUS with {reply:?}"))
     }
 
+    /// Waits until each of `names` has every link its herd file gives it up (a test whose
+    /// check reads a flood's own log line must not race the handshake: a record sent before
+    /// the link is up arrives by anti-entropy instead).
+    pub fn wait_links_up(&self, names: &[&str]) {
+        for name in names {
+            wait_until(&format!("{name}'s links to be up"), || {
+                let status = self.status(name);
+                status.links_up == status.links_total
+            });
+        }
+    }
+
     /// One request/response exchange with server `name`, as text.
     pub fn send(&self, name: &str, input: &str) -> String {
         String::from_utf8(exchange(self.port(name), input.as_bytes())).unwrap()
