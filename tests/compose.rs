@@ -307,7 +307,10 @@ fn a_tls_compose_project_links_over_tls_each_container_with_its_own_key() {
     // Each container has the CA and its own certificate and key, and no other key.
     let mounts = project.inspect("Alford", "{{range .Mounts}}{{.Destination}} {{end}}");
     for file in ["ca.pem", "Alford.pem", "Alford.key"] {
-        assert!(mounts.contains(&format!("/etc/herd-tls/{file} ")), "{mounts}");
+        assert!(
+            mounts.contains(&format!("/etc/herd-tls/{file} ")),
+            "{mounts}"
+        );
     }
     assert!(!mounts.contains("Ball.key"), "{mounts}");
 
@@ -335,12 +338,22 @@ fn a_tls_compose_project_links_over_tls_each_container_with_its_own_key() {
             })
         })
     });
-    let at = herd.send("Alford", "IAMAT kiwi.tls +34.068930-118.445127 1621464827.5\n");
+    let at = herd.send(
+        "Alford",
+        "IAMAT kiwi.tls +34.068930-118.445127 1621464827.5\n",
+    );
     herd.wait_for_at("Ball", "kiwi.tls", at.trim_end());
     // Ball's tls_port, published, answers `herdctl send` here over TLS with its mounted
     // certificate, checked against the herd CA.
-    let sent = must(herd.herdctl().args(["send", "Ball", "WHATSAT kiwi.tls 10 1"]));
-    assert!(text(&sent.stdout).starts_with(at.trim_end()), "{}", text(&sent.stdout));
+    let sent = must(
+        herd.herdctl()
+            .args(["send", "Ball", "WHATSAT kiwi.tls 10 1"]),
+    );
+    assert!(
+        text(&sent.stdout).starts_with(at.trim_end()),
+        "{}",
+        text(&sent.stdout)
+    );
 
     project.compose(&["down", "--volumes", "--timeout", "5"]);
     assert_eq!(project.leftovers(), "");

@@ -261,8 +261,14 @@ fn systemd_units_of_a_tls_herd_load_their_certificates_as_credentials() {
     let unit = std::fs::read_to_string(units.join("herd-Alford.service")).unwrap();
     for expected in [
         format!("LoadCredential=ca.pem:{}\n", certs.join("ca.pem").display()),
-        format!("LoadCredential=Alford.pem:{}\n", certs.join("Alford.pem").display()),
-        format!("LoadCredential=Alford.key:{}\n", certs.join("Alford.key").display()),
+        format!(
+            "LoadCredential=Alford.pem:{}\n",
+            certs.join("Alford.pem").display()
+        ),
+        format!(
+            "LoadCredential=Alford.key:{}\n",
+            certs.join("Alford.key").display()
+        ),
         "Environment=HERD_TLS_DIR=%d\n".to_owned(),
     ] {
         assert!(unit.contains(&expected), "{expected:?} in:\n{unit}");
@@ -304,7 +310,11 @@ fn kubernetes_objects_of_a_tls_herd_pass_kubernetes_validate_strict() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let yaml = text(&out.stdout);
     // Every pod mounts its certificates; no key (nor a Secret of one) is in the objects.
-    assert_eq!(yaml.matches("mountPath: /etc/herd-tls").count(), 5, "{yaml}");
+    assert_eq!(
+        yaml.matches("mountPath: /etc/herd-tls").count(),
+        5,
+        "{yaml}"
+    );
     assert!(yaml.contains("name: herd-tls"), "Ball's tls_port: {yaml}");
     assert!(!yaml.contains("PRIVATE KEY"), "{yaml}");
     // The notes say how to make each Secret, from files that exist (the CA's key stays out).

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    run_to_end, skip_unless_ci, wait_until, with_peers, Herd, DEADLINE, PAIR, TLS_YAML,
-};
+use common::{run_to_end, skip_unless_ci, wait_until, with_peers, Herd, DEADLINE, PAIR, TLS_YAML};
 
 /// A line of servers, Alford - Ball - Welsh, and Holiday linked to none until the reload.
 const SERVERS: &[(&str, &[&str])] = &[
@@ -412,13 +410,16 @@ fn a_tls_herd_boots_with_its_certificates_as_systemd_credentials() {
     assert_eq!(container.property("herd-Alford.service", "User"), "herd");
     // Each link is up and encrypted, as the admin endpoint says.
     for (name, peer) in [("Alford", "Ball"), ("Ball", "Alford")] {
-        wait_until(&format!("{name}'s link to {peer} to be up over TLS"), || {
-            let (_, body) = herd.admin_get(name, "/status", None);
-            let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            status["links"][0]["peer"] == peer
-                && status["links"][0]["state"] == "up"
-                && status["links"][0]["encrypted"] == true
-        });
+        wait_until(
+            &format!("{name}'s link to {peer} to be up over TLS"),
+            || {
+                let (_, body) = herd.admin_get(name, "/status", None);
+                let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                status["links"][0]["peer"] == peer
+                    && status["links"][0]["state"] == "up"
+                    && status["links"][0]["encrypted"] == true
+            },
+        );
     }
     let at = herd.send(
         "Alford",

@@ -337,7 +337,11 @@ fn secret_volume(herd: &Herd, name: &str, dir: &Path, mode: u32) {
     let version = dir.join("..2026_12_04_17_00_00.123");
     std::fs::create_dir_all(&version).unwrap();
     std::os::unix::fs::symlink(version.file_name().unwrap(), dir.join("..data")).unwrap();
-    for file in ["ca.pem".to_owned(), format!("{name}.pem"), format!("{name}.key")] {
+    for file in [
+        "ca.pem".to_owned(),
+        format!("{name}.pem"),
+        format!("{name}.key"),
+    ] {
         std::fs::copy(cert_file(herd, &file), version.join(&file)).unwrap();
         std::fs::set_permissions(version.join(&file), std::fs::Permissions::from_mode(mode))
             .unwrap();

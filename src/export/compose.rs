@@ -183,7 +183,9 @@ pub fn project(
                 "start_period": "60s",
             },
         });
-        let ports: Vec<u16> = std::iter::once(server.port).chain(server.tls_port).collect();
+        let ports: Vec<u16> = std::iter::once(server.port)
+            .chain(server.tls_port)
+            .collect();
         if ports.iter().any(|p| *p < 1024) {
             service["cap_add"] = json!(["NET_BIND_SERVICE"]);
         }
@@ -198,10 +200,7 @@ pub fn project(
                     );
                 }
             }
-            let mapped: Vec<String> = ports
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}:{p}"))
-                .collect();
+            let mapped: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:{p}")).collect();
             service["ports"] = json!(mapped);
         }
         services.insert(name.clone(), service);

@@ -59,10 +59,14 @@ pub fn copies(config: &HerdConfig) -> Vec<TlsCopy> {
 
 /// Server `server`'s read-only mounts: the CA, its certificate and its key.
 pub fn mounts(server: &ServerConfig) -> Vec<Value> {
-    ["ca.pem".to_owned(), format!("{}.pem", server.name), format!("{}.key", server.name)]
-        .iter()
-        .map(|file| json!(format!("./{FOLDER}/{file}:{TLS_DIR}/{file}:ro")))
-        .collect()
+    [
+        "ca.pem".to_owned(),
+        format!("{}.pem", server.name),
+        format!("{}.key", server.name),
+    ]
+    .iter()
+    .map(|file| json!(format!("./{FOLDER}/{file}:{TLS_DIR}/{file}:ro")))
+    .collect()
 }
 
 /// Copies `copies` into `dir/tls`; notes for the operator (what to run when this user cannot
@@ -102,7 +106,7 @@ pub fn write(dir: &Path, copies: &[TlsCopy]) -> Result<(Vec<PathBuf>, Vec<String
         };
         if copy.key && root {
             std::os::unix::fs::fchown(&file, Some(USER_ID), Some(USER_ID))
-            .with_context(|| format!("cannot give {} to user {USER_ID}", to.display()))?;
+                .with_context(|| format!("cannot give {} to user {USER_ID}", to.display()))?;
         }
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("cannot set the mode of {}", to.display()))?;

@@ -631,7 +631,10 @@ supervisor: { stop_timeout_ms: 2500 }
             "{HERD}links:\n  tls: {{ ca: certs/ca.pem, cert: \"certs/{{name}}.pem\", key: \
              \"my certs/{{name}}.key\" }}\n"
         )
-        .replace("Ball:     { port: 12001,", "Ball:     { port: 12001, tls_port: 12101,");
+        .replace(
+            "Ball:     { port: 12001,",
+            "Ball:     { port: 12001, tls_port: 12101,",
+        );
         let (_, out) = export(&text, Some("herd")).unwrap();
         let docs = documents(&out.yaml);
         let find = |kind: &str, name: &str| {

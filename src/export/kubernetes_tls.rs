@@ -58,9 +58,7 @@ pub(super) fn tls_secret_commands(
     let command = |secret: &str, sources: &[(String, std::path::PathBuf)]| {
         let from: Vec<String> = sources
             .iter()
-            .map(|(key, path)| {
-                shell_word(&format!("--from-file={key}={}", path.display()))
-            })
+            .map(|(key, path)| shell_word(&format!("--from-file={key}={}", path.display())))
             .collect();
         format!(
             "  kubectl{ns} create secret generic {secret} {} --dry-run=client -o yaml | kubectl{ns} apply -f -",

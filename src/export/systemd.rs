@@ -386,7 +386,11 @@ fn check_tls_paths(config: &HerdConfig, servers: &[&ServerConfig]) -> Result<()>
         return Ok(());
     };
     for server in servers {
-        for path in [files.ca.clone(), files.cert_for(&server.name), files.key_for(&server.name)] {
+        for path in [
+            files.ca.clone(),
+            files.cert_for(&server.name),
+            files.key_for(&server.name),
+        ] {
             if path.to_string_lossy().chars().any(char::is_control) {
                 bail!(
                     "links.tls path {:?} has a control character, which a unit file cannot \
