@@ -46,6 +46,17 @@ fn works(program: &str, arg: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// One booted container at a time: with `--keep-unit` each lives in this process's cgroup,
+/// and two systemd instances there get in each other's way (one's `systemctl kill` failed).
+static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`ONE_BOOT`] (a test that failed while holding it leaves it to the next).
+fn one_boot() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BOOT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The cached root filesystem (built now if missing), or `None` after saying what is missing.
 fn root_filesystem() -> Option<PathBuf> {
     if !nix::unistd::geteuid().is_root() {
@@ -272,6 +283,7 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
     let Some(rootfs) = root_filesystem() else {
         return;
     };
+    let _one = one_boot();
     // The herd's ports and links, written where the container reads its herd file.
     let herd = Herd::configure(SERVERS, LAYOUT);
     let yaml = std::fs::read_to_string(&herd.config).unwrap();
@@ -381,6 +393,7 @@ fn a_tls_herd_boots_with_its_certificates_as_systemd_credentials() {
     let Some(rootfs) = root_filesystem() else {
         return;
     };
+    let _one = one_boot();
     let herd = Herd::configure(
         PAIR,
         &format!("{LAYOUT}{TLS_YAML}admin: {{ open: true }}\n"),
