@@ -23,12 +23,7 @@ const ROUNDS: usize = 2000;
 fn classic(forwarding: &str) -> Herd {
     let herd =
         Herd::configure(CLASSIC, &format!("links: {{ forwarding: {forwarding} }}\n")).started();
-    wait_until("every link up", || {
-        CLASSIC.iter().all(|(name, _)| {
-            let figures = herd.status(name);
-            figures.links_up == figures.links_total
-        })
-    });
+    herd.wait_links_up(&CLASSIC.iter().map(|(name, _)| *name).collect::<Vec<_>>());
     herd
 }
 
@@ -264,6 +259,18 @@ fn an_acceptor_acknowledges_what_it_applied_once_asked() {
     // Acknowledged means applied: no wait here.
     assert!(herd.known_at("Alford", "after").is_some());
     assert_eq!(herd.known_at("Alford", "stranger"), None);
+    // An update Ball only forwards (another server's) has no reply waiting at Ball: it is
+    // acknowledged with Ball's next own one, not on its own.
+    ball.send(&update("forwarded", 1_700_000_000).replace("AT Ball ", "AT Alford "));
+    wait_until("Alford to apply the forwarded update", || {
+        herd.known_at("Alford", "forwarded").is_some()
+    });
+    ball.send(&update("own", 1_700_000_000));
+    assert_eq!(
+        ball.line(),
+        "HERD ACK 6",
+        "no ACK for the forwarded one alone"
+    );
     // Alford sends no updates on this connection: an ACK here acknowledges nothing.
     ball.send("HERD ACK 0");
     wait_until("an ACK on the wrong connection refused", || {

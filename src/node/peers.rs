@@ -331,13 +331,19 @@ impl Link {
         Ok(())
     }
 
+    /// Whether replies wait for `acked` (else for `written`).
+    fn waits_for_acks(&self) -> bool {
+        self.is_acking() && !self.ack_late.load(Ordering::Acquire)
+    }
+
     /// Whether update `seq` was handed over: applied by a neighbour that acknowledges (unless
-    /// its acknowledgements are late), on the socket of one that does not, or given up on.
+    /// its acknowledgements are late; an acknowledgement implies the write), on the socket of
+    /// one that does not, or given up on.
     fn handed_over(&self, seq: u64) -> bool {
-        self.written.load(Ordering::Acquire) >= seq
-            && (!self.is_acking()
-                || self.ack_late.load(Ordering::Acquire)
-                || self.acked.load(Ordering::Acquire) >= seq)
+        match self.waits_for_acks() {
+            true => self.acked.load(Ordering::Acquire) >= seq,
+            false => self.written.load(Ordering::Acquire) >= seq,
+        }
     }
 
     /// A reply stopped waiting for update `seq`: if it was written and not acknowledged, the
@@ -394,7 +400,10 @@ impl Link {
     /// The session wrote every update up to `seq` to the socket.
     pub fn written(&self, seq: u64) {
         self.written.fetch_max(seq, Ordering::AcqRel);
-        self.progress.notify_waiters();
+        // Replies waiting for acknowledgements are woken by them, not by every write.
+        if !self.waits_for_acks() {
+            self.progress.notify_waiters();
+        }
     }
 
     /// Waits until update `seq` was handed over ([`Link::handed_over`]).

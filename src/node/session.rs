@@ -13,7 +13,8 @@
 //!
 //! Acknowledgements: a dialler whose neighbour's WELCOME offered them asks with `HERD ACKS`
 //! as its session's first line; from then on the accepting end's reader, after each read
-//! burst, has its writer send `HERD ACK <n>` (the `HERD AT` lines received and applied on
+//! burst that brought an update of the dialler's own (the only kind client replies wait
+//! for), has its writer send `HERD ACK <n>` (the `HERD AT` lines received and applied on
 //! the connection so far), and the dialling end's reader hands each to its link, which
 //! releases the client replies waiting for them (`peers.rs`).
 
@@ -217,16 +218,19 @@ async fn read_side(
         records: Vec::new(),
     };
     let mut scratch = Vec::new();
-    // `HERD AT` lines received on this connection, and how many of them were acknowledged;
-    // `None` until the dialler asks for acknowledgements.
+    // `HERD AT` lines received on this connection; whether the dialler asked for
+    // acknowledgements; whether one is owed. Only the dialler's own updates (its clients')
+    // have replies waiting for them: a burst without one is acknowledged with the next that
+    // has one (the count covers both).
     let mut updates: u64 = 0;
-    let mut acknowledged: Option<u64> = None;
+    let mut asked = false;
+    let mut owed = false;
     loop {
         if !has_buffered_line(reader.buffer()) || fresh.records.len() >= MAX_BATCH {
             fresh.flush();
             // One acknowledgement per read burst, once what it brought is applied.
-            if let Some(acked) = acknowledged.as_mut().filter(|a| **a < updates) {
-                *acked = updates;
+            if asked && owed {
+                owed = false;
                 applied.send_replace(updates);
             }
         }
@@ -260,6 +264,7 @@ async fn read_side(
             Some(Command::Peer(PeerMessage::Update(fields))) => {
                 // Counted whatever becomes of it: the dialler counts what it wrote.
                 updates += 1;
+                owed |= fields.origin == neighbour;
                 let received = now_nanos();
                 if let Err(why) = peer_input::check_live(node, &config, &fields, &line, received) {
                     peer_input::refuse(node, neighbour, why, &line);
@@ -327,7 +332,8 @@ async fn read_side(
             // Asked on the connection the neighbour dialled, where its updates arrive.
             Some(Command::Peer(PeerMessage::AckRequest)) if link.is_none() => {
                 log.batch.line(now_nanos(), neighbour, "<", &line, None);
-                acknowledged = Some(updates);
+                asked = true;
+                owed = false;
                 applied.send_replace(updates);
             }
             Some(Command::Peer(PeerMessage::Ack(count))) => {
