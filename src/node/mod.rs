@@ -433,6 +433,23 @@ pub async fn run(
              use the herd secret"
         );
     }
+    // Every client port listens before the admin endpoint answers: a node that answers
+    // /readyz (or whose admin port is open) takes clients on all of them.
+    let tls_listener = match server.tls_port {
+        Some(port) => {
+            let tls_address = SocketAddr::new(address.ip(), port);
+            let listener = TcpListener::bind(tls_address).await.with_context(|| {
+                format!(
+                    "{name} cannot serve TLS clients on {tls_address}: is another process \
+                     using port {port}? (`ss -ltnp 'sport = :{port}'` shows which; tls_port: in \
+                     herd.yaml moves it)"
+                )
+            })?;
+            tracing::info!("{name} serving TLS clients on {tls_address}");
+            Some(listener)
+        }
+        None => None,
+    };
     // Before the admin endpoint answers: a node that dies at start never looks ready.
     crate::panics::inject_panic_if_asked();
     let admin_address = SocketAddr::new(address.ip(), server.admin_port);
@@ -452,24 +469,8 @@ pub async fn run(
     let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
-    let tls_server = match server.tls_port {
-        Some(port) => {
-            let tls_address = SocketAddr::new(address.ip(), port);
-            let tls_listener = TcpListener::bind(tls_address).await.with_context(|| {
-                format!(
-                    "{name} cannot serve TLS clients on {tls_address}: is another process \
-                     using port {port}? (`ss -ltnp 'sport = :{port}'` shows which; tls_port: in \
-                     herd.yaml moves it)"
-                )
-            })?;
-            tracing::info!("{name} serving TLS clients on {tls_address}");
-            Some(tokio::spawn(server::serve_tls_clients(
-                Arc::clone(&node),
-                tls_listener,
-            )))
-        }
-        None => None,
-    };
+    let tls_server = tls_listener
+        .map(|listener| tokio::spawn(server::serve_tls_clients(Arc::clone(&node), listener)));
 
     let serving = server::serve(Arc::clone(&node), listener);
     tokio::pin!(serving);
