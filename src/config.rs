@@ -442,6 +442,16 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// `ca.pem`, `<Name>.pem` and `<Name>.key` in `dir` (what `herdctl certs` lays out).
+    pub fn in_folder(dir: &Path) -> TlsFiles {
+        let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: path("{name}.pem"),
+            key: path("{name}.key"),
+        }
+    }
+
     /// Server `name`'s certificate file.
     pub fn cert_for(&self, name: &str) -> PathBuf {
         PathBuf::from(self.cert.replace("{name}", name))

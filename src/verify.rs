@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::config::HerdConfig;
-use crate::operator;
+use crate::hosts::Endpoint;
+use crate::operator::{self, Answer};
 use crate::protocol::{ControlCommand, DIGEST_BUCKETS};
 use crate::record::AtRecord;
 
@@ -23,6 +24,10 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 const SAMPLE_BUCKETS: usize = 8;
 /// Clients named in a report.
 const SAMPLES: usize = 5;
+/// How often the servers are asked when their digests were taken at different expiry
+/// horizons, and the pause between: a horizon moves by one step at most once a second.
+const HORIZON_TRIES: usize = 5;
+const HORIZON_PAUSE: Duration = Duration::from_millis(300);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerDigest {
@@ -88,12 +93,17 @@ pub fn run(config_path: &Path, json: bool) -> Result<ExitCode> {
 /// Asks every server of the herd and compares what they hold.
 pub async fn check(config: &HerdConfig) -> Result<Report> {
     let endpoints = operator::endpoints(config)?;
-    let asks = endpoints.iter().map(|(name, endpoint)| async move {
-        let answer =
-            operator::ask(config, name, endpoint, &ControlCommand::Digest, ASK_TIMEOUT).await;
-        (name.clone(), answer)
-    });
-    let answers = operator::join_all(asks.collect()).await;
+    let mut answers = ask_digests(config, &endpoints).await;
+    // Under `clients.ttl_s`, a server that has swept its last expiry step and one about to
+    // hold different tables for a moment (as anti-entropy knows: it compares only digests
+    // taken at the same horizons). Ask again until every answer is at one horizon; each
+    // server sweeps every second.
+    let mut tries = 1;
+    while !at_one_horizon(&answers) && tries < HORIZON_TRIES {
+        tokio::time::sleep(HORIZON_PAUSE).await;
+        answers = ask_digests(config, &endpoints).await;
+        tries += 1;
+    }
     let mut digests: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut servers = Vec::new();
     let mut unreachable = Vec::new();
@@ -162,6 +172,30 @@ pub async fn check(config: &HerdConfig) -> Result<Report> {
         differing_buckets: differing.len(),
         samples,
     })
+}
+
+/// Every server's `DIGEST` answer, asked all at once.
+async fn ask_digests(
+    config: &HerdConfig,
+    endpoints: &BTreeMap<String, Endpoint>,
+) -> Vec<(String, Result<Answer>)> {
+    let asks = endpoints.iter().map(|(name, endpoint)| async move {
+        let answer =
+            operator::ask(config, name, endpoint, &ControlCommand::Digest, ASK_TIMEOUT).await;
+        (name.clone(), answer)
+    });
+    operator::join_all(asks.collect()).await
+}
+
+/// Whether the servers that answered took their digests at the same expiry horizons (a
+/// server that does not say is taken to agree).
+fn at_one_horizon(answers: &[(String, Result<Answer>)]) -> bool {
+    let mut horizons = answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref().ok())
+        .filter_map(|a| a.done.get("horizons"));
+    let first = horizons.next();
+    horizons.all(|h| Some(h) == first)
 }
 
 /// Fetches the records of `buckets` from every server in `names` and names the clients whose

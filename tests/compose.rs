@@ -257,3 +257,103 @@ fn compose_project_floods_heals_restarts_and_goes_away() {
     project.compose(&["down", "--volumes", "--timeout", "5"]);
     assert_eq!(project.leftovers(), "");
 }
+
+#[test]
+fn a_tls_compose_project_links_over_tls_each_container_with_its_own_key() {
+    let Some(compose) = compose_command() else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() {
+        return skip_unless_ci(
+            "the TLS Compose test needs root: the export gives each key to the containers' \
+             user (65532)",
+        );
+    }
+    let herd = Herd::configure_tls(common::PAIR, "");
+    herd.give_tls_port("Ball");
+    let work = tempfile::tempdir().unwrap();
+    let id = format!("{}{}", std::process::id(), herd.port("Alford"));
+    let project = Project {
+        compose,
+        dir: work.path().join("project"),
+        name: format!("herdtls{id}"),
+        image: format!("herdctl-test:tls{id}"),
+    };
+    build_image(&work.path().join("context"), &project.image);
+    must(
+        herd.herdctl()
+            .args([
+                "export",
+                "compose",
+                "--publish",
+                "--image",
+                &project.image,
+                "--dir",
+            ])
+            .arg(&project.dir),
+    );
+    // The keys are copied for the containers' user only, in a folder of this user's.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let key = std::fs::metadata(project.dir.join("tls/Alford.key")).unwrap();
+        assert_eq!((key.mode() & 0o777, key.uid()), (0o400, 65532));
+        let folder = std::fs::metadata(project.dir.join("tls")).unwrap();
+        assert_eq!(folder.mode() & 0o777, 0o700);
+    }
+    project.compose(&["up", "--detach"]);
+    for (name, _) in common::PAIR {
+        project.wait_healthy(name);
+    }
+    // Each container has the CA and its own certificate and key, and no other key.
+    let mounts = project.inspect("Alford", "{{range .Mounts}}{{.Destination}} {{end}}");
+    let mounted: Vec<&str> = mounts.split_whitespace().collect();
+    for file in ["ca.pem", "Alford.pem", "Alford.key"] {
+        let path = format!("/etc/herd-tls/{file}");
+        assert!(mounted.contains(&path.as_str()), "{mounts}");
+    }
+    assert!(!mounts.contains("Ball.key"), "{mounts}");
+
+    // The link is up, over TLS (a herd with links.tls takes no other), as status says from
+    // inside a container.
+    wait_until("Alford's link to Ball to be up and encrypted", || {
+        let out = run_to_end(
+            Command::new("docker").args([
+                "exec",
+                &project.container("Alford"),
+                "herdctl",
+                "status",
+                "--json",
+            ]),
+            b"",
+        );
+        let Ok(status) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        status.as_array().is_some_and(|servers| {
+            servers.iter().any(|s| {
+                s["name"] == "Alford"
+                    && s["links"][0]["state"] == "up"
+                    && s["links"][0]["encrypted"] == true
+            })
+        })
+    });
+    let at = herd.send(
+        "Alford",
+        "IAMAT kiwi.tls +34.068930-118.445127 1621464827.5\n",
+    );
+    herd.wait_for_at("Ball", "kiwi.tls", at.trim_end());
+    // Ball's tls_port, published, answers `herdctl send` here over TLS with its mounted
+    // certificate, checked against the herd CA.
+    let sent = must(
+        herd.herdctl()
+            .args(["send", "Ball", "WHATSAT kiwi.tls 10 1"]),
+    );
+    assert!(
+        text(&sent.stdout).starts_with(at.trim_end()),
+        "{}",
+        text(&sent.stdout)
+    );
+
+    project.compose(&["down", "--volumes", "--timeout", "5"]);
+    assert_eq!(project.leftovers(), "");
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::{run_to_end, skip_unless_ci, wait_until, Herd, Running, CLASSIC, DEADLINE};
+use common::{run_to_end, skip_unless_ci, wait_until, Herd, Running, CLASSIC, DEADLINE, PAIR};
 
 /// The tool at `path` if it runs, else `None` after saying why (a failure under CI).
 fn tool(what: &str, path: PathBuf, how_to_get_it: &str) -> Option<PathBuf> {
@@ -240,6 +240,112 @@ fn kubernetes_objects_pass_kubernetes_validate_strict() {
     .unwrap();
     let check = run_to_end(Command::new(&validate).arg("--strict").arg(&broken), b"");
     assert!(!check.status.success(), "an unknown field passed");
+}
+
+#[test]
+fn systemd_units_of_a_tls_herd_load_their_certificates_as_credentials() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let herd = Herd::configure_tls(PAIR, "");
+    let units = herd.path().join("units");
+    let out = run_to_end(
+        herd.herdctl()
+            .args(["export", "systemd", "--dir"])
+            .arg(&units)
+            .arg("all"),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let certs = herd.path().join("certs");
+    let unit = std::fs::read_to_string(units.join("herd-Alford.service")).unwrap();
+    for expected in [
+        format!("LoadCredential=ca.pem:{}\n", certs.join("ca.pem").display()),
+        format!(
+            "LoadCredential=Alford.pem:{}\n",
+            certs.join("Alford.pem").display()
+        ),
+        format!(
+            "LoadCredential=Alford.key:{}\n",
+            certs.join("Alford.key").display()
+        ),
+        "Environment=HERD_TLS_DIR=%d\n".to_owned(),
+    ] {
+        assert!(unit.contains(&expected), "{expected:?} in:\n{unit}");
+    }
+    assert!(!unit.contains("Ball.key"), "{unit}");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&units)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let verify = run_to_end(Command::new(&analyze).arg("verify").args(&files), b"");
+    assert!(
+        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
+        "systemd-analyze verify complained ({}):\n{}{}",
+        verify.status,
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
+#[test]
+fn kubernetes_objects_of_a_tls_herd_pass_kubernetes_validate_strict() {
+    let Some(validate) = kubernetes_validate() else {
+        return;
+    };
+    let herd = Herd::configure_tls(CLASSIC, "");
+    herd.give_tls_port("Ball");
+    let out = run_to_end(
+        herd.herdctl().args([
+            "export",
+            "kubernetes",
+            "--image",
+            "registry.example/herdctl:0.1",
+            "--namespace",
+            "herd",
+        ]),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    // Every pod mounts its certificates; no key (nor a Secret of one) is in the objects.
+    assert_eq!(
+        yaml.matches("mountPath: /etc/herd-tls").count(),
+        5,
+        "{yaml}"
+    );
+    assert!(yaml.contains("name: herd-tls"), "Ball's tls_port: {yaml}");
+    assert!(!yaml.contains("PRIVATE KEY"), "{yaml}");
+    // The notes say how to make each Secret, from files that exist (the CA's key stays out).
+    let notes = text(&out.stderr);
+    for name in ["alford", "ball", "hamilton", "holiday", "welsh"] {
+        let wanted = format!("create secret generic herd-{name}-tls ");
+        assert!(notes.contains(&wanted), "{wanted:?} in:\n{notes}");
+    }
+    let sources: Vec<&str> = notes
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("--from-file="))
+        .collect();
+    assert_eq!(sources.len(), 1 + 2 * 5, "{notes}");
+    for source in sources {
+        let (_, path) = source.split_once('=').unwrap();
+        assert!(Path::new(path).is_file(), "{path} in:\n{notes}");
+        assert!(!path.ends_with("ca.key"), "{notes}");
+    }
+    let manifests = herd.path().join("herd-k8s.yaml");
+    std::fs::write(&manifests, &yaml).unwrap();
+    let check = run_to_end(Command::new(&validate).arg("--strict").arg(&manifests), b"");
+    let report = format!("{}{}", text(&check.stdout), text(&check.stderr));
+    assert!(
+        check.status.success(),
+        "kubernetes-validate refused:\n{report}"
+    );
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        12,
+        "{report}"
+    );
 }
 
 #[test]

@@ -9,6 +9,9 @@
 //!
 //! Needs root, systemd-nspawn (systemd-container), nsenter and overlayfs, and for the first
 //! run debootstrap and Debian's archive. Missing any: skipped, except under CI=true.
+//!
+//! A second herd has TLS links: its units hand each node its certificates as systemd
+//! credentials (`LoadCredential=`), from a folder only root reads.
 
 mod common;
 
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_to_end, skip_unless_ci, wait_until, with_peers, Herd, DEADLINE};
+use common::{run_to_end, skip_unless_ci, wait_until, with_peers, Herd, DEADLINE, PAIR, TLS_YAML};
 
 /// A line of servers, Alford - Ball - Welsh, and Holiday linked to none until the reload.
 const SERVERS: &[(&str, &[&str])] = &[
@@ -41,6 +44,17 @@ fn works(program: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// One booted container at a time: with `--keep-unit` each lives in this process's cgroup,
+/// and two systemd instances there get in each other's way (one's `systemctl kill` failed).
+static ONE_BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds [`ONE_BOOT`] (a test that failed while holding it leaves it to the next).
+fn one_boot() -> std::sync::MutexGuard<'static, ()> {
+    ONE_BOOT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The cached root filesystem (built now if missing), or `None` after saying what is missing.
@@ -269,6 +283,7 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
     let Some(rootfs) = root_filesystem() else {
         return;
     };
+    let _one = one_boot();
     // The herd's ports and links, written where the container reads its herd file.
     let herd = Herd::configure(SERVERS, LAYOUT);
     let yaml = std::fs::read_to_string(&herd.config).unwrap();
@@ -371,4 +386,61 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
             "{unit}"
         );
     }
+}
+
+#[test]
+fn a_tls_herd_boots_with_its_certificates_as_systemd_credentials() {
+    let Some(rootfs) = root_filesystem() else {
+        return;
+    };
+    let _one = one_boot();
+    let herd = Herd::configure(
+        PAIR,
+        &format!("{LAYOUT}{TLS_YAML}admin: {{ open: true }}\n"),
+    );
+    let yaml = std::fs::read_to_string(&herd.config).unwrap();
+    let mut container = Container::overlay(&rootfs);
+    std::fs::create_dir_all(container.path("/etc/herd")).unwrap();
+    std::fs::write(container.path(HERD_FILE), &yaml).unwrap();
+    // The certificates are made by root and stay root's (folder 0700, files 0600): the
+    // herd's user can read its key only as the credential systemd hands its unit.
+    container.prepare(&format!(
+        "useradd --system --no-create-home herd\nchown herd {HERD_FILE}\n\
+         {EXE_INSIDE} --config {HERD_FILE} certs init\n\
+         test \"$(stat -c %U:%a /etc/herd/certs)\" = root:700\n\
+         if runuser -u herd -- cat /etc/herd/certs/Alford.key >/dev/null 2>&1; then \
+         echo the herd user reads the key; exit 1; fi\n\
+         {EXE_INSIDE} --config {HERD_FILE} export systemd --dir /etc/systemd/system all\n\
+         systemctl enable herd.target"
+    ));
+
+    container.boot();
+    for (name, _) in PAIR {
+        let unit = format!("herd-{name}.service");
+        assert_eq!(container.property(&unit, "ActiveState"), "active", "{unit}");
+        herd.wait_listening(name);
+    }
+    assert_eq!(container.property("herd-Alford.service", "User"), "herd");
+    // Each link is up and encrypted, as the admin endpoint says.
+    for (name, peer) in [("Alford", "Ball"), ("Ball", "Alford")] {
+        wait_until(
+            &format!("{name}'s link to {peer} to be up over TLS"),
+            || {
+                let (_, body) = herd.admin_get(name, "/status", None);
+                let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                status["links"][0]["peer"] == peer
+                    && status["links"][0]["state"] == "up"
+                    && status["links"][0]["encrypted"] == true
+            },
+        );
+    }
+    let at = herd.send(
+        "Alford",
+        "IAMAT kiwi.tls +34.068930-118.445127 1621464827.959498503\n",
+    );
+    herd.wait_for_at("Ball", "kiwi.tls", at.trim_end());
+    container.systemctl(&["stop", "herd.target"]);
+    wait_until("no herd process in the container", || {
+        container.herd_processes().is_empty()
+    });
 }

@@ -11,33 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{run_to_end, wait_until, Herd, DEADLINE};
+use common::{run_to_end, wait_until, Herd, DEADLINE, PAIR, TLS_YAML};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 const IAMAT: &str = "IAMAT kiwi.tls +34.068930-118.445127 1621464827.959498503";
-
-const TLS_YAML: &str =
-    "links:\n  tls: { ca: certs/ca.pem, cert: \"certs/{name}.pem\", key: \"certs/{name}.key\" }\n";
-
-/// A herd whose links are TLS, with its certificates made by `herdctl certs init`; nothing
-/// started.
-fn tls_herd(servers: &[(&str, &[&str])], extra: &str) -> Herd {
-    let herd = Herd::configure(servers, &format!("{TLS_YAML}{extra}"));
-    certs(&herd, &["init"]);
-    herd
-}
-
-/// `herdctl certs ARGS` for `herd`, which must succeed; its standard output.
-fn certs(herd: &Herd, args: &[&str]) -> String {
-    let output = run_to_end(herd.herdctl().arg("certs").args(args), b"");
-    assert!(
-        output.status.success(),
-        "herdctl certs {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
 
 fn cert_file(herd: &Herd, name: &str) -> PathBuf {
     herd.path().join("certs").join(name)
@@ -115,7 +93,7 @@ fn hello(from: &str) -> String {
 #[test]
 fn certs_init_issue_and_show() {
     let herd = Herd::configure(&[("Alford", &["Ball"]), ("Ball", &[])], "");
-    let made = certs(&herd, &["init"]);
+    let made = herd.certs(&["init"]);
     assert!(made.contains("created the herd CA"), "{made}");
     for file in [
         "ca.pem",
@@ -140,18 +118,18 @@ fn certs_init_issue_and_show() {
 
     // A renewal is signed by the same CA (the running herd keeps trusting it).
     let before = std::fs::read(cert_file(&herd, "Ball.pem")).unwrap();
-    assert!(certs(&herd, &["issue", "Ball"]).contains("issued"));
+    assert!(herd.certs(&["issue", "Ball"]).contains("issued"));
     assert_ne!(std::fs::read(cert_file(&herd, "Ball.pem")).unwrap(), before);
 
     // A certificate from another herd's CA is told apart.
     let other = tempfile::tempdir().unwrap();
-    certs(&herd, &["init", "--dir", other.path().to_str().unwrap()]);
+    herd.certs(&["init", "--dir", other.path().to_str().unwrap()]);
     std::fs::copy(
         other.path().join("Alford.pem"),
         cert_file(&herd, "Stranger.pem"),
     )
     .unwrap();
-    let shown = certs(&herd, &["show"]);
+    let shown = herd.certs(&["show"]);
     let line = |file: &str| {
         shown
             .lines()
@@ -179,7 +157,7 @@ fn certs_init_issue_and_show() {
 
 #[test]
 fn a_tls_herd_floods_and_syncs_and_shows_its_links_encrypted() {
-    let herd = tls_herd(
+    let herd = Herd::configure_tls(
         &[
             ("Alford", &["Ball"]),
             ("Ball", &["Hamilton"]),
@@ -220,7 +198,7 @@ fn a_tls_herd_floods_and_syncs_and_shows_its_links_encrypted() {
 
 #[test]
 fn a_plain_text_hello_is_refused_by_a_tls_herd() {
-    let herd = tls_herd(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
     herd.start_node("Alford");
     let mut peer = common::peer::RawPeer::connect(herd.port("Alford"));
     peer.send(&hello("Ball"));
@@ -236,7 +214,7 @@ fn a_plain_text_hello_is_refused_by_a_tls_herd() {
 
 #[test]
 fn only_a_herd_certificate_naming_the_neighbour_opens_a_link() {
-    let herd = tls_herd(
+    let herd = Herd::configure_tls(
         &[
             ("Alford", &["Ball"]),
             ("Ball", &[]),
@@ -279,7 +257,7 @@ fn only_a_herd_certificate_naming_the_neighbour_opens_a_link() {
 
     // Ball's name from another herd's CA: the TLS handshake itself is refused.
     let other = tempfile::tempdir().unwrap();
-    certs(&herd, &["init", "--dir", other.path().to_str().unwrap()]);
+    herd.certs(&["init", "--dir", other.path().to_str().unwrap()]);
     let (cert, key) = identity(other.path(), "Ball");
     let mut stranger = tls_connect(port, &ca, Some((&cert, &key)), "Alford");
     let answer = ask(&mut stranger, &hello("Ball"));
@@ -300,7 +278,7 @@ fn only_a_herd_certificate_naming_the_neighbour_opens_a_link() {
 #[test]
 fn a_dialler_refuses_a_neighbour_whose_certificate_names_another_server() {
     // Ball's port is held by an impostor presenting Hamilton's certificate (same CA).
-    let herd = tls_herd(
+    let herd = Herd::configure_tls(
         &[("Alford", &["Ball"]), ("Ball", &[]), ("Hamilton", &[])],
         "admin: { open: true }\n",
     );
@@ -334,14 +312,14 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_names_another_server() {
 
 #[test]
 fn a_tls_herd_file_with_a_missing_certificate_names_the_fix() {
-    let herd = tls_herd(&[("Alford", &[])], "");
+    let herd = Herd::configure_tls(&[("Alford", &[])], "");
     std::fs::remove_file(cert_file(&herd, "Alford.pem")).unwrap();
     let output = run_to_end(herd.herdctl().args(["run", "Alford"]), b"");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("herdctl certs issue Alford"), "{stderr}");
     // A key others can read is refused.
-    certs(&herd, &["issue", "Alford"]);
+    herd.certs(&["issue", "Alford"]);
     std::fs::set_permissions(
         cert_file(&herd, "Alford.key"),
         std::fs::Permissions::from_mode(0o644),
@@ -352,21 +330,63 @@ fn a_tls_herd_file_with_a_missing_certificate_names_the_fix() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
 }
 
-/// `herd` with server `name` given a `tls_port`; the port.
-fn give_tls_port(herd: &Herd, name: &str) -> u16 {
-    let port = common::free_ports(1)[0];
-    let yaml = std::fs::read_to_string(&herd.config).unwrap();
-    let from = format!("  {name}: {{ port: {}, ", herd.port(name));
-    assert!(yaml.contains(&from), "{yaml}");
-    let yaml = yaml.replace(&from, &format!("{from}tls_port: {port}, "));
-    std::fs::write(&herd.config, yaml).unwrap();
-    port
+/// Lays out server `name`'s certificates in `dir` the way a Kubernetes Secret volume does
+/// (each name a link into `..data`, itself a link to the current version's folder), the
+/// files with `mode`.
+fn secret_volume(herd: &Herd, name: &str, dir: &Path, mode: u32) {
+    let version = dir.join("..2026_12_04_17_00_00.123");
+    std::fs::create_dir_all(&version).unwrap();
+    std::os::unix::fs::symlink(version.file_name().unwrap(), dir.join("..data")).unwrap();
+    for file in [
+        "ca.pem".to_owned(),
+        format!("{name}.pem"),
+        format!("{name}.key"),
+    ] {
+        std::fs::copy(cert_file(herd, &file), version.join(&file)).unwrap();
+        std::fs::set_permissions(version.join(&file), std::fs::Permissions::from_mode(mode))
+            .unwrap();
+        std::os::unix::fs::symlink(format!("..data/{file}"), dir.join(&file)).unwrap();
+    }
+}
+
+#[test]
+fn a_node_reads_its_certificates_from_herd_tls_dir_through_a_secret_volumes_links() {
+    let herd = Herd::configure_tls(PAIR, "admin: { open: true }\n");
+    // A key others may read is refused, naming the fix.
+    let exposed = herd.path().join("exposed");
+    secret_volume(&herd, "Ball", &exposed, 0o444);
+    let output = run_to_end(
+        herd.herdctl()
+            .args(["run", "Ball"])
+            .env("HERD_TLS_DIR", &exposed),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("Ball.key") && stderr.contains("chmod"),
+        "{stderr}"
+    );
+
+    let mounted = herd.path().join("mounted");
+    secret_volume(&herd, "Alford", &mounted, 0o400);
+    // Only the folder has Alford's key: the herd file's paths would not start it.
+    std::fs::remove_file(cert_file(&herd, "Alford.key")).unwrap();
+    herd.spawn_with_env("Alford", &[("HERD_TLS_DIR", mounted.to_str())]);
+    herd.wait_listening("Alford");
+    herd.start_node("Ball");
+    wait_until("Alford's link to Ball to be up over TLS", || {
+        let (_, body) = herd.admin_get("Alford", "/status", None);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        status["links"][0]["state"] == "up" && status["links"][0]["encrypted"] == true
+    });
+    let reply = herd.send("Alford", &format!("{IAMAT}\n"));
+    herd.wait_for_at("Ball", "kiwi.tls", reply.trim_end());
 }
 
 #[test]
 fn send_speaks_tls_to_a_tls_port_checking_the_herd_ca() {
-    let herd = tls_herd(&[("Alford", &["Ball"]), ("Ball", &[])], "");
-    let tls_port = give_tls_port(&herd, "Ball");
+    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let tls_port = herd.give_tls_port("Ball");
     herd.start_node("Alford");
     herd.start_node("Ball");
     let send = |line: &str| run_to_end(herd.herdctl().args(["send", "Ball", line]), b"");
@@ -395,7 +415,7 @@ fn send_speaks_tls_to_a_tls_port_checking_the_herd_ca() {
 
     // With another herd's CA in the herd file, send refuses Ball's certificate: it was TLS.
     let other = tempfile::tempdir().unwrap();
-    certs(&herd, &["init", "--dir", other.path().to_str().unwrap()]);
+    herd.certs(&["init", "--dir", other.path().to_str().unwrap()]);
     std::fs::copy(other.path().join("ca.pem"), cert_file(&herd, "ca.pem")).unwrap();
     let refused = send(IAMAT);
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -417,10 +437,10 @@ fn a_capture_of_a_tls_flood_never_shows_the_client_id() {
     if !nix_is_root() {
         return common::skip_unless_ci("capturing on lo needs root");
     }
-    let herd = tls_herd(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
     // Ball is asked over its tls_port, so the only cleartext a query could show is not
     // captured.
-    give_tls_port(&herd, "Ball");
+    herd.give_tls_port("Ball");
     herd.start_node("Alford");
     herd.start_node("Ball");
     // Alford's floods go to Ball on the connection Alford dialled: Ball's port.
@@ -486,7 +506,7 @@ fn nix_is_root() -> bool {
 fn status_shows_each_tls_link_and_its_certificate_expiry() {
     let supervised =
         common::supervised::Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", TLS_YAML);
-    certs(&supervised.herd, &["init"]);
+    supervised.herd.certs(&["init"]);
     supervised.ok(&["start", "all"]);
     let expires = herdctl::tls::der::format_utc(
         herdctl::tls::der::cert_facts(

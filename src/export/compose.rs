@@ -12,7 +12,8 @@
 //! - `herd.env` (0600): `HERD_SECRET`, which the services read from it: the herd's secret,
 //!   wherever it comes from here (`herd.secret` beside the herd file is made if it does not
 //!   exist yet, as `herdctl start` would), so the containers and this machine's herdctl
-//!   share it. Only `insecure_open_links: true` leaves it out.
+//!   share it. Only `insecure_open_links: true` leaves it out;
+//! - with `links.tls`, `tls/`: the certificates each container mounts (`compose_tls.rs`).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -40,6 +41,8 @@ pub struct Project {
     /// Files for DIR besides compose.yaml and herd.env: the herd file and its places file.
     pub files: Vec<(String, String)>,
     pub env_file: String,
+    /// The certificates to copy into `tls/` (`links.tls`).
+    pub tls: Vec<super::compose_tls::TlsCopy>,
     pub notes: Vec<String>,
 }
 
@@ -67,10 +70,12 @@ pub fn export(config_path: &Path, image: &str, dir: &Path, publish: bool) -> Res
     let env_path = dir.join(ENV_FILE);
     write_private(&env_path, &project.env_file)?;
     written.push(env_path);
+    let (copied, tls_notes) = super::compose_tls::write(dir, &project.tls)?;
+    written.extend(copied);
     for path in &written {
         println!("wrote {}", path.display());
     }
-    for note in &project.notes {
+    for note in project.notes.iter().chain(&tls_notes) {
         eprintln!("herdctl: note: {note}");
     }
     println!(
@@ -145,6 +150,9 @@ pub fn project(
         let name = &names[&server.name];
         let mut mounts = config_mounts.clone();
         mounts.push(json!(format!("{name}:{STATE_DIR}")));
+        if config.tls.is_some() {
+            mounts.extend(super::compose_tls::mounts(server));
+        }
         volumes.insert(name.clone(), json!({}));
         let mut service = json!({
             "image": image,
@@ -175,19 +183,25 @@ pub fn project(
                 "start_period": "60s",
             },
         });
-        if server.port < 1024 {
+        let ports: Vec<u16> = std::iter::once(server.port)
+            .chain(server.tls_port)
+            .collect();
+        if ports.iter().any(|p| *p < 1024) {
             service["cap_add"] = json!(["NET_BIND_SERVICE"]);
         }
         if publish {
-            if let Some(other) = published.insert(server.port, &server.name) {
-                bail!(
-                    "servers {other} and {} both use port {}: --publish puts every server's \
-                     port on this machine; give them different ports, or leave out --publish",
-                    server.name,
-                    server.port
-                );
+            for port in &ports {
+                if let Some(other) = published.insert(*port, &server.name) {
+                    bail!(
+                        "servers {other} and {} both use port {port}: --publish puts every \
+                         server's ports on this machine; give them different ports, or leave \
+                         out --publish",
+                        server.name,
+                    );
+                }
             }
-            service["ports"] = json!([format!("127.0.0.1:{0}:{0}", server.port)]);
+            let mapped: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}:{p}")).collect();
+            service["ports"] = json!(mapped);
         }
         services.insert(name.clone(), service);
     }
@@ -205,6 +219,7 @@ pub fn project(
         compose_yaml,
         files,
         env_file,
+        tls: super::compose_tls::copies(config),
         notes,
     })
 }

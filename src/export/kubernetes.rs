@@ -8,7 +8,11 @@
 //!   ConfigMap);
 //! - per server, a headless Service (its stable DNS name, which neighbours resolve at every
 //!   dial, so a rescheduled pod is found) and a one-replica StatefulSet running
-//!   `herdctl run <Name> --log-stdout`, with a volume claim for its store and TCP probes.
+//!   `herdctl run <Name> --log-stdout`, with a volume claim for its store and TCP probes;
+//! - with `links.tls`, each pod mounts at `/etc/herd-tls` the herd CA (Secret `herd-tls-ca`)
+//!   and its own server's certificate and key (Secret `herd-<name>-tls`), and no other
+//!   server's key. The export writes no private key: it says on stderr how to make those
+//!   Secrets from the certificate folder (`kubectl create secret generic`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
+use super::kubernetes_tls::{tls_secret_commands, tls_volume, TLS_DIR};
 use crate::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 
 /// Where the pods find the herd file (the ConfigMap's mount).
@@ -167,6 +172,9 @@ pub fn manifests(
                 .to_owned(),
         );
     }
+    if let Some(files) = &config.tls {
+        notes.push(tls_secret_commands(config, files, &names, namespace));
+    }
     let mut env = vec![json!({
         "name": "HERD_CONFIG",
         "value": format!("{CONFIG_DIR}/{CONFIG_FILE}"),
@@ -201,6 +209,14 @@ pub fn manifests(
             "app.kubernetes.io/name": "herd",
             "app.kubernetes.io/instance": name,
         });
+        let mut ports = vec![
+            json!({ "name": "herd", "port": server.port, "targetPort": "herd", "protocol": "TCP" }),
+        ];
+        if let Some(tls_port) = server.tls_port {
+            ports.push(json!({
+                "name": "herd-tls", "port": tls_port, "targetPort": "herd-tls", "protocol": "TCP",
+            }));
+        }
         documents.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
@@ -211,7 +227,7 @@ pub fn manifests(
                 "clusterIP": "None",
                 "publishNotReadyAddresses": true,
                 "selector": selector,
-                "ports": [{ "name": "herd", "port": server.port, "targetPort": "herd", "protocol": "TCP" }],
+                "ports": ports,
             },
         }));
         documents.push(stateful_set(
@@ -260,7 +276,7 @@ fn stateful_set(
         })
     };
     let mut capabilities = json!({ "drop": ["ALL"] });
-    if server.port < 1024 {
+    if server.port < 1024 || server.tls_port.is_some_and(|p| p < 1024) {
         capabilities["add"] = json!(["NET_BIND_SERVICE"]);
     }
     // SIGTERM, then SIGKILL after the herd's stop timeout, as under herdctl's supervisor.
@@ -270,6 +286,26 @@ fn stateful_set(
         .as_millis()
         .div_ceil(1000)
         .max(1) as u64;
+    let mut ports = vec![
+        json!({ "name": "herd", "containerPort": server.port, "protocol": "TCP" }),
+        json!({ "name": "admin", "containerPort": server.admin_port, "protocol": "TCP" }),
+    ];
+    let mut mounts = vec![
+        json!({ "name": "config", "mountPath": CONFIG_DIR, "readOnly": true }),
+        json!({ "name": "state", "mountPath": STATE_DIR }),
+        json!({ "name": "run", "mountPath": RUN_MOUNT }),
+    ];
+    let mut volumes = vec![
+        json!({ "name": "config", "configMap": { "name": CONFIG_MAP } }),
+        json!({ "name": "run", "emptyDir": {} }),
+    ];
+    if let Some(tls_port) = server.tls_port {
+        ports.push(json!({ "name": "herd-tls", "containerPort": tls_port, "protocol": "TCP" }));
+    }
+    if config.tls.is_some() {
+        mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }));
+        volumes.push(tls_volume(&server.name, name));
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -312,10 +348,7 @@ fn stateful_set(
                             "run", server.name, "--log-stdout",
                         ],
                         "env": env,
-                        "ports": [
-                            { "name": "herd", "containerPort": server.port, "protocol": "TCP" },
-                            { "name": "admin", "containerPort": server.admin_port, "protocol": "TCP" },
-                        ],
+                        "ports": ports,
                         // A node reads its whole store before it listens: give a big one
                         // time before liveness counts.
                         "startupProbe": http_probe("/readyz", 2, 150),
@@ -326,16 +359,9 @@ fn stateful_set(
                             "readOnlyRootFilesystem": true,
                             "capabilities": capabilities,
                         },
-                        "volumeMounts": [
-                            { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
-                            { "name": "state", "mountPath": STATE_DIR },
-                            { "name": "run", "mountPath": RUN_MOUNT },
-                        ],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [
-                        { "name": "config", "configMap": { "name": CONFIG_MAP } },
-                        { "name": "run", "emptyDir": {} },
-                    ],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [{
@@ -376,6 +402,18 @@ pub(crate) fn cluster_herd_file(
     // The secret reaches the pods through a Secret (see `manifests`).
     top.remove("secret");
     top.remove("secret_file");
+    // The certificates are mounted at TLS_DIR (see `tls_volume`, and compose's mounts).
+    if let Some(tls) = top
+        .get_mut("links")
+        .and_then(|l| l.get_mut("tls"))
+        .filter(|t| t.is_object())
+    {
+        *tls = json!({
+            "ca": format!("{TLS_DIR}/ca.pem"),
+            "cert": format!("{TLS_DIR}/{{name}}.pem"),
+            "key": format!("{TLS_DIR}/{{name}}.key"),
+        });
+    }
     let servers = top
         .get_mut("servers")
         .and_then(Value::as_object_mut)
@@ -585,6 +623,84 @@ supervisor: { stop_timeout_ms: 2500 }
         assert_eq!(cluster.limits.max_connections, 50, "settings kept");
         assert_eq!(cluster.data_dir, Path::new("/var/lib/herd/data"));
         assert_eq!(cluster.run_dir, Path::new("/run/herd/run"));
+    }
+
+    #[test]
+    fn with_tls_each_pod_mounts_the_ca_and_its_own_key_from_secrets() {
+        let text = format!(
+            "{HERD}links:\n  tls: {{ ca: certs/ca.pem, cert: \"certs/{{name}}.pem\", key: \
+             \"my certs/{{name}}.key\" }}\n"
+        )
+        .replace(
+            "Ball:     { port: 12001,",
+            "Ball:     { port: 12001, tls_port: 12101,",
+        );
+        let (_, out) = export(&text, Some("herd")).unwrap();
+        let docs = documents(&out.yaml);
+        let find = |kind: &str, name: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        let pod = find("StatefulSet", "herd-ball")["spec"]["template"]["spec"].clone();
+        let tls = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "tls")
+            .unwrap()
+            .clone();
+        assert_eq!(tls["projected"]["defaultMode"], 0o400);
+        assert_eq!(
+            tls["projected"]["sources"],
+            json!([
+                { "secret": { "name": "herd-tls-ca", "items": [{ "key": "ca.pem", "path": "ca.pem" }] } },
+                { "secret": { "name": "herd-ball-tls", "items": [
+                    { "key": "Ball.pem", "path": "Ball.pem" },
+                    { "key": "Ball.key", "path": "Ball.key" },
+                ] } },
+            ])
+        );
+        let container = &pod["containers"][0];
+        assert!(container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "tls", "mountPath": "/etc/herd-tls", "readOnly": true })));
+        assert_eq!(
+            container["ports"][2],
+            json!({ "name": "herd-tls", "containerPort": 12101, "protocol": "TCP" })
+        );
+        assert_eq!(
+            find("Service", "herd-ball")["spec"]["ports"][1]["port"],
+            12101
+        );
+        // The pod runs as the image's user, in the group the kubelet gives the files to.
+        assert_eq!(pod["securityContext"]["fsGroup"], USER_ID);
+        assert_eq!(pod["securityContext"]["runAsUser"], USER_ID);
+
+        // The herd file in the pods reads the mounted files.
+        let herd_yaml = docs[0]["data"]["herd.yaml"].as_str().unwrap();
+        let cluster = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
+        let files = cluster.tls.unwrap();
+        assert_eq!(files.ca, Path::new("/etc/herd-tls/ca.pem"));
+        assert_eq!(files.key_for("Ball"), Path::new("/etc/herd-tls/Ball.key"));
+
+        // No key in the output; the note says how to make the Secrets from the files.
+        assert!(!out.yaml.contains("PRIVATE KEY"));
+        assert_eq!(docs.iter().filter(|d| d["kind"] == "Secret").count(), 1);
+        let note = out.notes.iter().find(|n| n.contains("kubectl")).unwrap();
+        assert!(
+            note.contains(
+                "kubectl --namespace herd create secret generic herd-ball-tls \
+                 --from-file=Ball.pem=/srv/herd/certs/Ball.pem \
+                 '--from-file=Ball.key=/srv/herd/my certs/Ball.key' --dry-run=client -o yaml \
+                 | kubectl --namespace herd apply -f -"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("herd-tls-ca --from-file=ca.pem=/srv/herd/certs/ca.pem"));
+        assert!(!note.contains("ca.key"), "{note}");
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! runs `herdctl --config <herd file> run <Name>` (restarted on failure, stopped within the
 //! herd's stop timeout, sandboxed so it can write only its data, log and run folders), and a
 //! `herd.target` that starts and stops them together.
+//!
+//! With `links.tls`, each unit hands its node the herd CA and its own certificate and key as
+//! systemd credentials (`LoadCredential=`): systemd (root) reads them before the start and
+//! puts them in a folder of the unit's own that only its user reads (`$CREDENTIALS_DIRECTORY`,
+//! on a non-swappable file system, gone when the unit stops), and `HERD_TLS_DIR=%d` tells the
+//! node to read them there. The certificate folder may then stay root's and 0700.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::MetadataExt;
@@ -37,6 +43,7 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     let config = HerdConfig::load(config_path)?;
     let machine = Machine::this()?;
     let servers = chosen_servers(&config, names, &machine)?;
+    check_tls_paths(&config, &servers)?;
     let settings = UnitSettings {
         exe: std::env::current_exe()
             .and_then(|p| p.canonicalize())
@@ -287,6 +294,9 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
         "EnvironmentFile=-{}",
         quoted(&folder.join("herd.env").to_string_lossy())
     ));
+    for setting in tls_credentials(config, server) {
+        line(&setting);
+    }
     if let Some(user) = &settings.user {
         line(&format!("User={user}"));
     }
@@ -314,7 +324,7 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     }
     line("PrivateDevices=yes");
     line("NoNewPrivileges=yes");
-    if server.port < 1024 {
+    if server.port < 1024 || server.tls_port.is_some_and(|p| p < 1024) {
         line("CapabilityBoundingSet=CAP_NET_BIND_SERVICE");
         line("AmbientCapabilities=CAP_NET_BIND_SERVICE");
     } else {
@@ -342,6 +352,70 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     line("[Install]");
     line(&format!("WantedBy={TARGET}"));
     unit
+}
+
+/// The credentials of server `server` under `links.tls` (see the module documentation):
+/// nothing without it.
+fn tls_credentials(config: &HerdConfig, server: &ServerConfig) -> Vec<String> {
+    let Some(files) = &config.tls else {
+        return Vec::new();
+    };
+    let name = &server.name;
+    let mut settings = vec![
+        "# The certificates: systemd copies them into a folder only this unit's user reads."
+            .to_owned(),
+    ];
+    for (id, path) in [
+        ("ca.pem".to_owned(), files.ca.clone()),
+        (format!("{name}.pem"), files.cert_for(name)),
+        (format!("{name}.key"), files.key_for(name)),
+    ] {
+        // systemd takes the rest of the line as the path (specifiers expanded), and only
+        // a normalized absolute one.
+        let path = normalized(&path).to_string_lossy().replace('%', "%%");
+        settings.push(format!("LoadCredential={id}:{path}"));
+    }
+    settings.push(format!("Environment={}=%d", crate::tls::TLS_DIR_ENV));
+    settings
+}
+
+/// A path with a line break or another control character would end a `LoadCredential=` line
+/// early: refused.
+fn check_tls_paths(config: &HerdConfig, servers: &[&ServerConfig]) -> Result<()> {
+    let Some(files) = &config.tls else {
+        return Ok(());
+    };
+    for server in servers {
+        for path in [
+            files.ca.clone(),
+            files.cert_for(&server.name),
+            files.key_for(&server.name),
+        ] {
+            if path.to_string_lossy().chars().any(char::is_control) {
+                bail!(
+                    "links.tls path {:?} has a control character, which a unit file cannot \
+                     hold; rename the certificate folder",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` without `.` and with each `..` taken back (systemd refuses paths that have them).
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The target that starts (and, through each unit's `PartOf=`, stops) every server.
@@ -464,6 +538,34 @@ mod tests {
         .unwrap();
         let unit = service_unit(&in_tmp, &in_tmp.servers["A"], &settings);
         assert!(!unit.contains("PrivateTmp"), "{unit}");
+    }
+
+    #[test]
+    fn a_tls_herds_unit_hands_its_node_its_own_certificates_as_credentials() {
+        let tls = HerdConfig::parse(
+            "servers:\n  Alford: { port: 12000, peers: [Ball] }\n  Ball: { port: 12001 }\n\
+             links:\n  tls: { ca: ../certs/ca.pem, cert: \"/etc/100%/{name}.pem\", key: \
+             \"/etc/100%/{name}.key\" }\n",
+            Path::new("/etc/herd/herd.yaml"),
+        )
+        .unwrap();
+        let settings = UnitSettings {
+            exe: "/usr/bin/herdctl".into(),
+            user: Some("herd".into()),
+        };
+        let unit = service_unit(&tls, &tls.servers["Ball"], &settings);
+        for expected in [
+            "LoadCredential=ca.pem:/etc/certs/ca.pem\n",
+            "LoadCredential=Ball.pem:/etc/100%%/Ball.pem\n",
+            "LoadCredential=Ball.key:/etc/100%%/Ball.key\n",
+            "Environment=HERD_TLS_DIR=%d\n",
+        ] {
+            assert!(unit.contains(expected), "{expected:?} in\n{unit}");
+        }
+        assert!(!unit.contains("Alford.key"), "only its own key:\n{unit}");
+        let plain = config();
+        let unit = service_unit(&plain, &plain.servers["Alford"], &settings);
+        assert!(!unit.contains("LoadCredential") && !unit.contains("HERD_TLS_DIR"));
     }
 
     #[test]

@@ -159,12 +159,24 @@ impl WireLog {
         }
     }
 
-    /// A wire line as this log may show it (for lines written through tracing).
-    pub fn redacted(&self, line: &[u8]) -> String {
-        match self.redactor() {
-            Some(r) => super::printable(&r.text(line)).into_owned(),
-            None => super::printable(line).into_owned(),
+    /// A line from outside (a neighbour's refused or unexpected line) as a warning may quote
+    /// it: its first 200 bytes, or under `logs.redact` only its leading command words and its
+    /// length, since a cut or malformed line is not one the redactor can take apart.
+    pub fn quoted(&self, line: &[u8]) -> String {
+        if self.redactor().is_none() {
+            return super::printable(&line[..line.len().min(200)]).into_owned();
         }
+        let words: Vec<&str> = std::str::from_utf8(&line[..line.len().min(64)])
+            .unwrap_or("")
+            .split(' ')
+            .take(3)
+            .take_while(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase() || b == b'?'))
+            .collect();
+        format!(
+            "{} ({} bytes; the rest withheld by logs.redact)",
+            words.join(" "),
+            line.len()
+        )
     }
 
     /// Whether `HERD STATUS` exchanges are logged (`logs.level: debug`).

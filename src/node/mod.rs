@@ -225,16 +225,26 @@ impl Node {
     }
 }
 
+/// How long from `now_nanos` until just past the clock's next whole second. Every server
+/// sweeps there, so servers whose clocks agree move their expiry horizons together: their
+/// tables differ only for the moment between their sweeps (anti-entropy and `verify`
+/// compare only digests taken at the same horizons).
+fn until_next_second(now_nanos: i128) -> std::time::Duration {
+    const SECOND: i128 = 1_000_000_000;
+    // Past the boundary by a little, so a clock read a hair early does not sweep twice.
+    const PAST: i128 = 2_000_000;
+    let wait = SECOND - now_nanos.rem_euclid(SECOND) + PAST;
+    std::time::Duration::from_nanos(wait as u64)
+}
+
 /// Moves the table's expiry horizons every second (which removes what fell below them, see
 /// `Table::sweep`), and says in the log, at most once a minute, how many new clients a full
 /// table refused.
 async fn sweep_every_second(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refused_logged = node.table.counts().refused_full;
     let mut last_log: Option<Instant> = None;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(until_next_second(crate::logs::clock::now_nanos())).await;
         let sweeping = Arc::clone(&node);
         // A sweep scans the table when a horizon moves: off the async workers. What it
         // removed leaves the store at the next compaction (its chunks are rewritten).
@@ -423,6 +433,23 @@ pub async fn run(
              use the herd secret"
         );
     }
+    // Every client port listens before the admin endpoint answers: a node that answers
+    // /readyz (or whose admin port is open) takes clients on all of them.
+    let tls_listener = match server.tls_port {
+        Some(port) => {
+            let tls_address = SocketAddr::new(address.ip(), port);
+            let listener = TcpListener::bind(tls_address).await.with_context(|| {
+                format!(
+                    "{name} cannot serve TLS clients on {tls_address}: is another process \
+                     using port {port}? (`ss -ltnp 'sport = :{port}'` shows which; tls_port: in \
+                     herd.yaml moves it)"
+                )
+            })?;
+            tracing::info!("{name} serving TLS clients on {tls_address}");
+            Some(listener)
+        }
+        None => None,
+    };
     // Before the admin endpoint answers: a node that dies at start never looks ready.
     crate::panics::inject_panic_if_asked();
     let admin_address = SocketAddr::new(address.ip(), server.admin_port);
@@ -442,24 +469,8 @@ pub async fn run(
     let admin_server = tokio::spawn(admin::serve(Arc::clone(&node), admin_listener));
     let dialers = dialler::spawn_dialers(&node, shutdown.clone());
 
-    let tls_server = match server.tls_port {
-        Some(port) => {
-            let tls_address = SocketAddr::new(address.ip(), port);
-            let tls_listener = TcpListener::bind(tls_address).await.with_context(|| {
-                format!(
-                    "{name} cannot serve TLS clients on {tls_address}: is another process \
-                     using port {port}? (`ss -ltnp 'sport = :{port}'` shows which; tls_port: in \
-                     herd.yaml moves it)"
-                )
-            })?;
-            tracing::info!("{name} serving TLS clients on {tls_address}");
-            Some(tokio::spawn(server::serve_tls_clients(
-                Arc::clone(&node),
-                tls_listener,
-            )))
-        }
-        None => None,
-    };
+    let tls_server = tls_listener
+        .map(|listener| tokio::spawn(server::serve_tls_clients(Arc::clone(&node), listener)));
 
     let serving = server::serve(Arc::clone(&node), listener);
     tokio::pin!(serving);
@@ -488,4 +499,19 @@ pub async fn run(
     lifecycle.abort();
     tracing::info!("{name} stopped with {} clients known", node.table.clients());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next_second;
+    use std::time::Duration;
+
+    #[test]
+    fn sweeps_wake_just_past_the_next_whole_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(until_next_second(1_999_000_000), ms(3));
+        assert_eq!(until_next_second(2_000_000_000), ms(1002));
+        assert_eq!(until_next_second(2_002_000_000), ms(1000));
+        assert_eq!(until_next_second(-1_000_000), ms(3));
+    }
 }

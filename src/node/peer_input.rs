@@ -96,7 +96,7 @@ pub fn refuse(node: &Node, neighbour: &str, why: Dropped, line: &[u8]) {
         tracing::warn!(
             "dropped a line from {neighbour} ({}): {}",
             why.name(),
-            node.log.redacted(&line[..line.len().min(200)])
+            node.log.quoted(line)
         );
     }
 }

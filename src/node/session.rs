@@ -26,7 +26,6 @@ use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
 use crate::logs::clock::now_nanos;
-use crate::logs::printable;
 use crate::logs::{LogBatch, WireLog};
 use crate::protocol::{self, format_fault, format_want, Command, PeerMessage, PEER_VERB};
 use crate::record::AtRecord;
@@ -207,13 +206,16 @@ async fn read_side(
         if log.batch.is_empty() {
             log.began = now;
         }
-        if reader.buffer().is_empty()
-            || log.batch.as_bytes().len() >= LOG_BURST_BYTES
-            || now - log.began >= LOG_BURST_NANOS
-        {
+        if log.batch.as_bytes().len() >= LOG_BURST_BYTES || now - log.began >= LOG_BURST_NANOS {
             log.submit();
         }
-        let Ok(line) = tokio::time::timeout(idle, read_line(&mut reader, max_line)).await else {
+        let waits = reader.buffer().is_empty();
+        let read = read_line(&mut reader, max_line);
+        let line = match waits {
+            true => log.read_holding(read, idle, now, &node.config()).await,
+            false => tokio::time::timeout(idle, read).await.ok(),
+        };
+        let Some(line) = line else {
             bail!("nothing received for {} s", idle.as_secs());
         };
         let line = match line? {
@@ -221,7 +223,7 @@ async fn read_side(
             Some(Line::Complete(line)) => line,
             Some(Line::TooLong(start, _)) => bail!(
                 "sent a line over {max_line} bytes: {}",
-                printable(&start[..start.len().min(200)])
+                node.log.quoted(&start)
             ),
         };
         shared.heard();
@@ -294,8 +296,11 @@ async fn read_side(
             }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
-            _ if line.starts_with(b"? ") => bail!("refused: {}", printable(&line)),
-            _ => tracing::warn!("unexpected line from {neighbour}: {}", printable(&line)),
+            _ if line.starts_with(b"? ") => bail!("refused: {}", node.log.quoted(&line)),
+            _ => tracing::warn!(
+                "unexpected line from {neighbour}: {}",
+                node.log.quoted(&line)
+            ),
         }
     }
 }
@@ -335,6 +340,38 @@ struct BurstLog<'a> {
 impl BurstLog<'_> {
     fn submit(&mut self) {
         self.log.submit(&mut self.batch);
+    }
+
+    /// Awaits `read` (the reader's next line, which must wait for the socket) for at most
+    /// `idle` (`None` past it). Lines already gathered are handed to the log writer when
+    /// their first is [`LOG_BURST_NANOS`] old (`now`: the clock at the call), not at once:
+    /// under a steady flood the reader drains its socket in many small reads, and a
+    /// hand-over per read (a wake-up of the log writer each) cost more than the lines. A
+    /// quarter of `logs.order_window_ms` at most, so they still reach the writer well within
+    /// the hold it orders lines in (none with a window of 0).
+    async fn read_holding<T>(
+        &mut self,
+        read: impl std::future::Future<Output = T>,
+        idle: Duration,
+        now: i128,
+        config: &crate::config::HerdConfig,
+    ) -> Option<T> {
+        let idle_at = tokio::time::Instant::now() + idle;
+        tokio::pin!(read);
+        if !self.batch.is_empty() {
+            let hold = LOG_BURST_NANOS.min(config.logs.order_window.as_nanos() as i128 / 4);
+            let left = (self.began + hold - now).max(0) as u64;
+            if left > 0 {
+                let due = tokio::time::Instant::now() + Duration::from_nanos(left);
+                tokio::select! {
+                    biased;
+                    line = &mut read => return Some(line),
+                    _ = tokio::time::sleep_until(due) => {}
+                }
+            }
+            self.submit();
+        }
+        tokio::time::timeout_at(idle_at, read).await.ok()
     }
 }
 

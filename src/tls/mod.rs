@@ -12,9 +12,10 @@
 
 pub mod certs;
 pub mod der;
+pub mod key_file;
 pub mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -26,6 +27,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{HerdConfig, TlsFiles};
+
+/// A folder holding `ca.pem`, `<Name>.pem` and `<Name>.key`, which a node reads instead of
+/// the paths of `links.tls` (the herd file stays the one the operator's tools read): where
+/// an engine hands the node its certificates, e.g. systemd's credentials (`%d`).
+pub const TLS_DIR_ENV: &str = "HERD_TLS_DIR";
 
 /// The first byte of a TLS connection (a handshake record); no protocol line starts so.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -80,6 +86,10 @@ impl NodeTls {
         let Some(files) = &config.tls else {
             return Ok(None);
         };
+        let from_env = std::env::var_os(TLS_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(|d| TlsFiles::in_folder(&PathBuf::from(d)));
+        let files = from_env.as_ref().unwrap_or(files);
         let roots = Arc::new(load_roots(&files.ca)?);
         let (chain, key) = load_identity(files, name)?;
         let provider = verify::provider();
@@ -178,7 +188,7 @@ fn load_identity(
             cert_path.display()
         ));
     }
-    let text = certs::read_private_text(&key_path).context("links.tls key")?;
+    let text = key_file::read(&key_path).context("links.tls key")?;
     let key = PrivateKeyDer::from_pem_slice(text.as_bytes())
         .map_err(|e| anyhow!("links.tls key: {} holds no key: {e}", key_path.display()))?;
     Ok((chain, key))

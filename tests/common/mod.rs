@@ -27,6 +27,10 @@ pub const CLASSIC: &[(&str, &[&str])] = &[
     ("Welsh", &[]),
 ];
 
+/// `links.tls` with the files of `herdctl certs init` (`certs/` beside the herd file).
+pub const TLS_YAML: &str =
+    "links:\n  tls: { ca: certs/ca.pem, cert: \"certs/{name}.pem\", key: \"certs/{name}.key\" }\n";
+
 /// One server alone.
 pub const SOLO: &[(&str, &[&str])] = &[("Alford", &[])];
 
@@ -289,6 +293,36 @@ impl Herd {
         admin_get(self.admin_port(name), path, token)
     }
 
+    /// A herd whose links are TLS (`TLS_YAML` before `extra_yaml`), its certificates made by
+    /// `herdctl certs init` in `certs/` beside the herd file; nothing started.
+    pub fn configure_tls(servers: &[(&str, &[&str])], extra_yaml: &str) -> Herd {
+        let herd = Herd::configure(servers, &format!("{TLS_YAML}{extra_yaml}"));
+        herd.certs(&["init"]);
+        herd
+    }
+
+    /// `herdctl certs ARGS` for this herd, which must succeed; its standard output.
+    pub fn certs(&self, args: &[&str]) -> String {
+        let output = run_to_end(self.herdctl().arg("certs").args(args), b"");
+        assert!(
+            output.status.success(),
+            "herdctl certs {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Gives server `name` a `tls_port` (a free one) in the herd file; the port.
+    pub fn give_tls_port(&self, name: &str) -> u16 {
+        let port = free_ports(1)[0];
+        let yaml = std::fs::read_to_string(&self.config).unwrap();
+        let from = format!("  {name}: {{ port: {}, ", self.port(name));
+        assert!(yaml.contains(&from), "{yaml}");
+        let yaml = yaml.replace(&from, &format!("{from}tls_port: {port}, "));
+        std::fs::write(&self.config, yaml).unwrap();
+        port
+    }
+
     /// Starts `herdctl run NAME` (stderr kept in the herd's folder for post-mortems).
     pub fn spawn(&self, name: &str) {
         self.spawn_with_env(name, &[]);
@@ -399,6 +433,18 @@ impl Herd {
         let reply = self.send(name, "HERD STATUS\n");
         herdctl::protocol::parse_status(&reply)
             .unwrap_or_else(|| panic!("{name} answered HERD STATUS with {reply:?}"))
+    }
+
+    /// Waits until each of `names` has every link its herd file gives it up (a test whose
+    /// check reads a flood's own log line must not race the handshake: a record sent before
+    /// the link is up arrives by anti-entropy instead).
+    pub fn wait_links_up(&self, names: &[&str]) {
+        for name in names {
+            wait_until(&format!("{name}'s links to be up"), || {
+                let status = self.status(name);
+                status.links_up == status.links_total
+            });
+        }
     }
 
     /// One request/response exchange with server `name`, as text.
