@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod files;
+mod inbox;
 pub mod redact;
 pub mod reorder;
 pub mod sink;

@@ -14,15 +14,13 @@
 use std::io::Write as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
-
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use super::clock::{now_nanos, push_timestamp};
 use super::files::LogFiles;
+use super::inbox::{Inbox, Message};
 use super::redact::Redactor;
 use super::reorder::{Reorder, TICK_NANOS};
 
@@ -30,15 +28,8 @@ use super::reorder::{Reorder, TICK_NANOS};
 /// dropped.
 pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 
-enum Message {
-    Lines(Vec<u8>),
-    /// A reload's new files: what was queued before goes to the old ones.
-    Files(LogFiles),
-    Stop,
-}
-
 struct Shared {
-    queue: Sender<Message>,
+    queue: Inbox,
     queued: AtomicUsize,
     dropped: AtomicU64,
     /// `logs.max_line_bytes` and `logs.level`, which a reload may change.
@@ -64,7 +55,7 @@ pub struct LogGuard {
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        let _ = self.log.shared.queue.send(Message::Stop);
+        let _ = self.log.shared.queue.send(Message::Stop, true);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -81,10 +72,9 @@ impl WireLog {
         order_window: Duration,
         stdout: bool,
     ) -> (WireLog, LogGuard) {
-        let (queue, lines) = channel();
         let log = WireLog {
             shared: Arc::new(Shared {
-                queue,
+                queue: Inbox::new(),
                 queued: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(max_line_bytes),
@@ -97,8 +87,16 @@ impl WireLog {
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
+                /// Sends fail once the writer is gone, also when it panics.
+                struct Closes<'a>(&'a Inbox);
+                impl Drop for Closes<'_> {
+                    fn drop(&mut self) {
+                        self.0.close();
+                    }
+                }
+                let _closes = Closes(&writer.shared.queue);
                 let copy = stdout.then(StdoutCopy::start);
-                writer.write_loop(files, lines, copy.as_ref());
+                writer.write_loop(files, copy.as_ref());
                 if let Some(copy) = copy {
                     copy.finish();
                 }
@@ -113,10 +111,9 @@ impl WireLog {
 
     /// A log that writes nothing (for tests and benchmarks).
     pub fn discard() -> WireLog {
-        let (queue, _) = channel();
         WireLog {
             shared: Arc::new(Shared {
-                queue,
+                queue: Inbox::closed(),
                 queued: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
                 max_line_bytes: AtomicUsize::new(crate::config::DEFAULT_LOG_MAX_LINE_BYTES),
@@ -194,7 +191,7 @@ impl WireLog {
             .max_line_bytes
             .store(max_line_bytes, Ordering::Relaxed);
         self.shared.log_status.store(log_status, Ordering::Relaxed);
-        let _ = self.shared.queue.send(Message::Files(files));
+        let _ = self.shared.queue.send(Message::Files(files), true);
     }
 
     /// Holds lines `window` from now on to write them in time order (a reload).
@@ -226,27 +223,33 @@ impl WireLog {
         batch.redactor = self.redactor();
         let bytes = std::mem::replace(&mut batch.bytes, Vec::with_capacity(room));
         let lines = std::mem::take(&mut batch.lines);
-        if !self.push(bytes, MAX_QUEUED_BYTES) {
+        if !self.push(bytes, MAX_QUEUED_BYTES, false) {
             self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
         }
     }
 
     /// Queues already formatted lines if the queue holds less than `limit` bytes (counted
-    /// as allocated, which is what the queue costs).
-    fn push(&self, bytes: Vec<u8>, limit: usize) -> bool {
+    /// as allocated, which is what the queue costs); `urgent` ones wake the writer (see
+    /// `inbox.rs`).
+    fn push(&self, bytes: Vec<u8>, limit: usize, urgent: bool) -> bool {
         let len = bytes.capacity();
         if self.shared.queued.load(Ordering::Relaxed) + len > limit {
             return false;
         }
         self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        if self.shared.queue.send(Message::Lines(bytes)).is_err() {
+        if self
+            .shared
+            .queue
+            .send(Message::Lines(bytes), urgent)
+            .is_none()
+        {
             // No writer (stopped, or a discarding log).
             self.shared.queued.fetch_sub(len, Ordering::Relaxed);
         }
         true
     }
 
-    fn write_loop(&self, mut files: LogFiles, lines: Receiver<Message>, copy: Option<&StdoutCopy>) {
+    fn write_loop(&self, mut files: LogFiles, copy: Option<&StdoutCopy>) {
         let mut failed = false;
         let mut write = |files: &mut LogFiles, bytes: &[u8]| {
             if bytes.is_empty() {
@@ -268,33 +271,16 @@ impl WireLog {
         let mut notes = Notes::default();
         let mut out = Vec::new();
         let mut next_pass = i128::MIN;
+        let mut taken = Vec::new();
         loop {
-            // Lines, or the moment the next held entry is due (not sooner than a tick after
-            // the last look, so a busy log is sorted in runs).
-            let first = match held.next_due() {
-                None => lines.recv().ok(),
-                Some(due) => {
-                    let wait = (due.max(next_pass) - now_nanos()).max(0) as u64;
-                    match lines.recv_timeout(Duration::from_nanos(wait)) {
-                        Ok(message) => Some(message),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-            };
-            if first.is_none() && held.is_empty() {
-                break; // every sender is gone
-            }
-            // Everything queued by now (up to a bound, so a flood cannot keep the writer
-            // from writing).
-            let mut next = first;
-            let mut taken = 0;
-            while let Some(message) = next.take() {
+            // Lines (only they end the wait when nothing is held), or the moment the next
+            // held entry is due (not sooner than a tick after the last look, so a busy log
+            // is sorted in runs), or an urgent message.
+            let until = held.next_due().map(|due| due.max(next_pass));
+            self.shared.queue.take(until, &mut taken);
+            for message in taken.drain(..) {
                 match message {
-                    Message::Lines(bytes) => {
-                        taken += bytes.len();
-                        held.add(bytes);
-                    }
+                    Message::Lines(bytes) => held.add(bytes),
                     Message::Files(new) => {
                         // What was queued before the switch goes to the old files.
                         out.clear();
@@ -308,9 +294,6 @@ impl WireLog {
                         write(&mut files, &out);
                         return;
                     }
-                }
-                if taken < MAX_QUEUED_BYTES / 4 {
-                    next = lines.try_recv().ok();
                 }
             }
             let now = now_nanos();
@@ -329,9 +312,6 @@ impl WireLog {
                 }
             }
         }
-        out.clear();
-        self.freed(held.release_all(&mut out));
-        write(&mut files, &out);
     }
 
     /// Held lines written: their bytes no longer count against [`MAX_QUEUED_BYTES`].
@@ -441,7 +421,7 @@ impl Drop for EventWriter<'_> {
     fn drop(&mut self) {
         if !self.bytes.is_empty() {
             let bytes = std::mem::take(&mut self.bytes);
-            self.log.push(bytes, 2 * MAX_QUEUED_BYTES);
+            self.log.push(bytes, 2 * MAX_QUEUED_BYTES, true);
         }
     }
 }
