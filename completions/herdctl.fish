@@ -194,6 +194,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l herd -d 'Start
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l per-request -d 'A new TCP connection per request, like the classic test clients'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l baseline-echo -d 'First drive an in-process echo server the same way, and report the node\'s rate as a ratio to it'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l json -d 'Print one JSON object instead of a table'
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l plain -d 'Speak plain text on the client port even to a server with a `tls_port` (which is otherwise spoken to over TLS there, its certificate checked against the herd CA)'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -l config -d 'The herd file' -r -F
 complete -c herdctl -n "__fish_herdctl_using_subcommand supervise" -s h -l help -d 'Print help'

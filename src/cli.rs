@@ -407,6 +407,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Speak plain text on the client port even to a server with a `tls_port` (which is
+    /// otherwise spoken to over TLS there, its certificate checked against the herd CA).
+    #[arg(long, conflicts_with = "herd")]
+    pub plain: bool,
 }
 
 /// Shells clap_complete can generate for.

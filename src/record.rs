@@ -57,6 +57,49 @@ impl AtRecord {
         AtRecord::assemble(fields)
     }
 
+    /// Builds a record from the checked fields of a flooded `HERD AT` / `HERD SYNC` line
+    /// (`line`, which `fields` were parsed from). A line in canonical form (what a herdctl
+    /// neighbour sends) holds the record's line as it is, so that is copied without being
+    /// assembled again.
+    pub fn from_wire(fields: &AtFields<'_>, line: &[u8]) -> AtRecord {
+        // `HERD AT <fields>` holds the record's line itself; `HERD SYNC <fields>`, its fields.
+        if let Some(at) = line.strip_prefix(b"HERD ") {
+            if let Some(record) = AtRecord::canonical(fields, at) {
+                return record;
+            }
+        }
+        AtRecord::assemble(fields)
+    }
+
+    /// The record whose line is `text`, if `text` is `AT` and `fields` (parsed from it)
+    /// joined by single spaces; `None` if it is laid out any other way.
+    fn canonical(fields: &AtFields<'_>, text: &[u8]) -> Option<AtRecord> {
+        let parts = [
+            fields.origin,
+            fields.skew,
+            fields.client,
+            fields.location,
+            fields.time_text,
+        ];
+        let canonical_len = "AT".len() + parts.iter().map(|f| 1 + f.len()).sum::<usize>();
+        if text.len() != canonical_len || !text.starts_with(b"AT") {
+            return None;
+        }
+        // The fields are in `text` in this order with white space between them, so at this
+        // length each gap is one character: each must be a space (not a tab).
+        let mut gap = "AT".len();
+        for part in parts {
+            if text[gap] != b' ' {
+                return None;
+            }
+            gap += 1 + part.len();
+        }
+        let text = std::str::from_utf8(text).ok()?;
+        Some(AtRecord {
+            line: Arc::from(text),
+        })
+    }
+
     /// Builds a record from its five text fields, checking each (`None` if one is invalid).
     pub fn from_parts(
         origin: &str,
@@ -72,23 +115,7 @@ impl AtRecord {
     /// store holds) is copied as it is, without being assembled again.
     pub fn parse(line: &str) -> Option<AtRecord> {
         let fields = parse_at_line(line)?;
-        let canonical_len = "AT".len()
-            + [
-                fields.origin,
-                fields.skew,
-                fields.client,
-                fields.location,
-                fields.time_text,
-            ]
-            .iter()
-            .map(|f| 1 + f.len())
-            .sum::<usize>();
-        if line.len() == canonical_len && line.starts_with("AT ") {
-            return Some(AtRecord {
-                line: Arc::from(line),
-            });
-        }
-        Some(AtRecord::assemble(&fields))
+        AtRecord::canonical(&fields, line.as_bytes()).or_else(|| Some(AtRecord::assemble(&fields)))
     }
 
     /// A line read back from this node's own store (a snapshot chunk or a journal frame),
@@ -329,6 +356,28 @@ mod tests {
             };
             assert_eq!(rebuilt, record);
         }
+    }
+
+    #[test]
+    fn a_flooded_line_is_kept_as_it_came_only_when_canonical() {
+        let canonical = "AT Alford +0.000000005 kiwi +1+1 1621464827.5";
+        for wire in [
+            format!("HERD {canonical}"),
+            "HERD AT Alford\t+0.000000005 kiwi +1+1 1621464827.5".to_owned(),
+            "HERD  AT Alford +0.000000005 kiwi  +1+1 1621464827.5".to_owned(),
+            "HERD SYNC Alford +0.000000005 kiwi +1+1 1621464827.5".to_owned(),
+        ] {
+            let record = match parse_line(wire.as_bytes()) {
+                Some(Command::Peer(PeerMessage::Update(f) | PeerMessage::Sync(f))) => {
+                    AtRecord::from_wire(&f, wire.as_bytes())
+                }
+                other => panic!("{wire:?}: {other:?}"),
+            };
+            assert_eq!(record.line(), canonical, "{wire:?}");
+        }
+        // A stored line laid out with a tab is stored canonical too.
+        let tabbed = AtRecord::parse("AT Alford\t+0.000000005 kiwi +1+1 1621464827.5").unwrap();
+        assert_eq!(tabbed.line(), canonical);
     }
 
     #[test]

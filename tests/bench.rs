@@ -196,3 +196,112 @@ fn the_herd_mode_compares_a_lone_node_and_the_five_server_herd() {
     let lines = report["flood_lines_per_update"].as_f64().unwrap();
     assert!((3.9..=4.0).contains(&lines), "{report}");
 }
+
+/// `herdctl bench ARGS --json` with the herd file `config`; its report.
+fn bench_with(config: &std::path::Path, args: &[&str]) -> Value {
+    let output = common::run_to_end(
+        common::herdctl()
+            .arg("--config")
+            .arg(config)
+            .arg("bench")
+            .args(args)
+            .arg("--json"),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "herdctl bench {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn a_run_speaks_tls_to_servers_with_a_tls_port() {
+    let herd = Herd::configure_tls(common::PAIR, "");
+    herd.give_tls_port("Alford");
+    herd.give_tls_port("Ball");
+    herd.start_node("Alford");
+    herd.start_node("Ball");
+    // The bench's copy of the herd file sends Alford's and Ball's client ports where nothing
+    // listens: only their tls_ports can answer it.
+    let yaml = std::fs::read_to_string(&herd.config).unwrap();
+    let dead = common::free_ports(2);
+    let copy = herd.path().join("bench.yaml");
+    let mut moved = yaml.clone();
+    for (name, port) in [("Alford", dead[0]), ("Ball", dead[1])] {
+        let from = format!("  {name}: {{ port: {}, ", herd.port(name));
+        assert!(moved.contains(&from), "{moved}");
+        moved = moved.replace(&from, &format!("  {name}: {{ port: {port}, "));
+    }
+    std::fs::write(&copy, moved).unwrap();
+
+    let report = bench_with(
+        &copy,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "1",
+            "--connections",
+            "4",
+            "--mix",
+            "iamat=80,whatsat=20",
+            "--propagation",
+            "Ball",
+        ],
+    );
+    assert_sane(&report);
+    assert_eq!(report["tls"], true, "{report}");
+    assert!(
+        report["propagation"]["samples"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let per_request = bench_with(
+        &copy,
+        &[
+            "--target",
+            "Alford",
+            "--duration",
+            "0.5",
+            "--rate",
+            "50",
+            "--per-request",
+        ],
+    );
+    assert_sane(&per_request);
+
+    // --plain keeps to the client port, in plain text.
+    let plain = bench(
+        &herd,
+        &["--target", "Alford", "--duration", "0.3", "--plain"],
+    );
+    assert_sane(&plain);
+    assert_eq!(plain["tls"], false, "{plain}");
+
+    // The certificate is checked against the herd CA: another herd's CA is refused.
+    let other = tempfile::tempdir().unwrap();
+    herd.certs(&["init", "--dir", other.path().to_str().unwrap()]);
+    std::fs::copy(
+        other.path().join("ca.pem"),
+        herd.path().join("certs/ca.pem"),
+    )
+    .unwrap();
+    let refused = common::run_to_end(
+        common::herdctl().arg("--config").arg(&copy).args([
+            "bench",
+            "--target",
+            "Alford",
+            "--duration",
+            "0.3",
+            "--json",
+        ]),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("over TLS") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+}

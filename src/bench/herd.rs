@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::report::{micros, PhaseFigures};
-use super::{measure, Plan};
+use super::{measure, Dial, Plan};
 use crate::config::HerdConfig;
 
 /// The five-server graph of issue 26, each link named once; the load goes to its first server.
@@ -364,7 +364,7 @@ impl Nodes {
         plan: &Plan,
     ) -> Result<(PhaseFigures, BTreeMap<String, Duration>)> {
         let before = self.cpu_times();
-        let (figures, _) = measure(runtime, target, self.addr(target), plan, None)?;
+        let (figures, _) = measure(runtime, target, Dial::plain(self.addr(target)), plan, None)?;
         let after = self.cpu_times();
         let cpu = after
             .into_iter()

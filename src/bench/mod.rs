@@ -15,6 +15,10 @@
 //!   polls NAME with `WHATSAT <id> 1 1` back to back on one persistent connection until NAME
 //!   knows the id. The figure is first positive reply received minus acknowledgement
 //!   received: an upper bound whose resolution is one poll round trip (reported).
+//!
+//! A server whose herd-file entry has a `tls_port` (with `links.tls`) is spoken to over TLS
+//! there, its certificate checked against the herd CA, as `herdctl send` does: the target,
+//! and the server the probe polls. `--plain` keeps to the client port in plain text.
 
 pub mod echo;
 pub mod generator;
@@ -35,9 +39,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
+use tokio_rustls::TlsConnector;
 
 pub use crate::cli::BenchArgs;
 use crate::config::HerdConfig;
+use crate::tls::{BoxRead, BoxWrite};
 use echo::EchoServer;
 use generator::{iamat_line, GenSettings, Generator, Kind, Mix, Pacer, Rng};
 use report::{thread_cpu_time, PhaseFigures, Report};
@@ -68,6 +74,36 @@ struct Plan {
     rate: Option<f64>,
     per_request: bool,
     generator: GenSettings,
+}
+
+/// Where a connection goes, and whether it speaks TLS there.
+#[derive(Clone)]
+struct Dial {
+    addr: SocketAddr,
+    /// The herd CA's check of the server's certificate.
+    tls: Option<TlsConnector>,
+}
+
+impl Dial {
+    fn plain(addr: SocketAddr) -> Dial {
+        Dial { addr, tls: None }
+    }
+
+    /// A connection's reading and writing halves, after the TLS handshake if any.
+    async fn connect(&self) -> std::io::Result<(BoxRead, BoxWrite)> {
+        let stream = TcpStream::connect(self.addr).await?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                Ok((Box::new(read), Box::new(write)))
+            }
+            Some(connector) => {
+                let stream = connector.connect(crate::tls::server_name(), stream).await?;
+                Ok(crate::tls::split(stream))
+            }
+        }
+    }
 }
 
 /// Runs the benchmark and prints the report.
@@ -102,19 +138,32 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     }
     let config = HerdConfig::load(config_path)?;
     // Resolved once: the run measures the server, not the resolver.
-    let address = |name: &str| -> Result<SocketAddr> {
-        Ok(config.endpoint(config.server(name)?).resolve_blocking()?[0])
+    let dial = |name: &str| -> Result<Dial> {
+        let server = config.server(name)?;
+        let mut endpoint = config.endpoint(server);
+        let tls = match (server.tls_port, &config.tls, args.plain) {
+            (Some(port), Some(files), false) => {
+                endpoint.port = port;
+                Some(crate::tls::client_connector(files, name)?)
+            }
+            _ => None,
+        };
+        Ok(Dial {
+            addr: endpoint.resolve_blocking()?[0],
+            tls,
+        })
     };
     let target_name = args.target.clone().unwrap_or_default();
-    let target = address(&target_name)?;
+    let target = dial(&target_name)?;
     let propagation = match &args.propagation {
-        Some(name) => Some((name.clone(), address(name)?)),
+        Some(name) => Some((name.clone(), dial(name)?)),
         None => None,
     };
     let (connections, mix) = (plan.connections, plan.generator.mix);
 
     let mut report = Report {
         target: target_name.clone(),
+        tls: target.tls.is_some(),
         mode: if args.rate.is_some() {
             "open"
         } else {
@@ -133,20 +182,35 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
 
     let echo_figures = if args.baseline_echo {
         let server = EchoServer::start()?;
-        let figures = measure(&runtime, "echo", server.addr, &plan, None)?.0;
+        let figures = measure(&runtime, "echo", Dial::plain(server.addr), &plan, None)?.0;
         drop(server);
         Some(figures)
     } else {
         None
     };
 
+    // One connection first, so a target that cannot be reached (or whose certificate is not
+    // the herd's) is one clear error rather than a run of failed connections.
+    runtime.block_on(target.connect()).map_err(|e| {
+        let how = match target.tls {
+            Some(_) => {
+                " over TLS (its tls_port; its certificate must come from links.tls.ca, or use \
+                 --plain)"
+            }
+            None => "",
+        };
+        anyhow!(
+            "cannot reach {target_name} at {}{how}: {e}; is it running? (herdctl status)",
+            target.addr
+        )
+    })?;
     if plan.generator.seeded > 0 {
         runtime
-            .block_on(seed(target, &plan.generator))
+            .block_on(seed(&target, &plan.generator))
             .with_context(|| format!("cannot seed {target_name} with clients for WHATSAT"))?;
     }
     let probe = propagation.map(|(name, to)| Probe {
-        target,
+        target: target.clone(),
         to,
         name,
         prefix: prefix.clone(),
@@ -236,8 +300,8 @@ fn plan(args: &BenchArgs, prefix: &str) -> Result<Plan> {
 
 /// Where the propagation probe sends and where it looks.
 struct Probe {
-    target: SocketAddr,
-    to: SocketAddr,
+    target: Dial,
+    to: Dial,
     name: String,
     prefix: String,
 }
@@ -283,11 +347,11 @@ impl ConnOutcome {
     }
 }
 
-/// One phase: load `addr` by `plan` (and run the probe alongside), with a progress bar.
+/// One phase: load the server `dial` reaches by `plan` (and run the probe alongside), with a progress bar.
 fn measure(
     runtime: &tokio::runtime::Runtime,
     label: &str,
-    addr: SocketAddr,
+    dial: Dial,
     plan: &Plan,
     probe: Option<Probe>,
 ) -> Result<(PhaseFigures, Option<ProbeFigures>)> {
@@ -316,12 +380,13 @@ fn measure(
             let generator = Generator::new(plan.generator.clone(), index as u64 + 1);
             let counters = Arc::clone(&counters);
             let (per_request, window) = (plan.per_request, plan.window);
+            let dial = dial.clone();
             tasks.push(tokio::spawn(async move {
                 sleep_until(start).await;
                 if per_request {
-                    per_request_loop(addr, generator, pacer, end, &counters).await
+                    per_request_loop(&dial, generator, pacer, end, &counters).await
                 } else {
-                    persistent(addr, generator, pacer, end, window, &counters).await
+                    persistent(&dial, generator, pacer, end, window, &counters).await
                 }
             }));
         }
@@ -497,7 +562,7 @@ impl<R: AsyncRead + Unpin> Replies<R> {
 /// A persistent, pipelined connection: a writer sends lines (up to `window` unanswered in
 /// the closed loop, or when due in the open loop), a reader matches replies in order.
 async fn persistent(
-    addr: SocketAddr,
+    dial: &Dial,
     mut generator: Generator,
     mut pacer: Option<Schedule>,
     end: Instant,
@@ -505,15 +570,13 @@ async fn persistent(
     counters: &Counters,
 ) -> ConnOutcome {
     let mut outcome = ConnOutcome::default();
-    let stream = match TcpStream::connect(addr).await {
-        Ok(stream) => stream,
+    let (read, mut write) = match dial.connect().await {
+        Ok(halves) => halves,
         Err(_) => {
             outcome.fail(counters, 1);
             return outcome;
         }
     };
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<(Kind, Instant)>();
     let permits = Semaphore::new(window);
     let sent = AtomicU64::new(0);
@@ -573,7 +636,8 @@ async fn persistent(
                 send_late.record(now.saturating_duration_since(*due).as_nanos() as u64);
             }
             sent.fetch_add(lines, Ordering::Relaxed);
-            if write.write_all(&buf).await.is_err() {
+            // (A flush sends what a TLS stream still holds; nothing to do for TCP.)
+            if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
                 break;
             }
         }
@@ -605,7 +669,7 @@ async fn persistent(
 
 /// A new connection per request (closed loop: one at a time; open loop: when due).
 async fn per_request_loop(
-    addr: SocketAddr,
+    dial: &Dial,
     mut generator: Generator,
     mut pacer: Option<Schedule>,
     end: Instant,
@@ -633,7 +697,7 @@ async fn per_request_loop(
             let late = Instant::now().saturating_duration_since(due);
             outcome.send_late.record(late.as_nanos() as u64);
         }
-        match timeout(EXCHANGE_TIMEOUT, exchange(addr, &line, kind)).await {
+        match timeout(EXCHANGE_TIMEOUT, exchange(dial, &line, kind)).await {
             Ok(Ok(ok)) => {
                 let nanos = Instant::now().saturating_duration_since(due).as_nanos() as u64;
                 outcome.record(counters, nanos, ok);
@@ -645,20 +709,17 @@ async fn per_request_loop(
 }
 
 /// Connects, sends one line, reads its reply, closes.
-async fn exchange(addr: SocketAddr, line: &[u8], kind: Kind) -> std::io::Result<bool> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
-    stream.write_all(line).await?;
-    let (read, _write) = stream.split();
+async fn exchange(dial: &Dial, line: &[u8], kind: Kind) -> std::io::Result<bool> {
+    let (read, mut write) = dial.connect().await?;
+    write.write_all(line).await?;
+    write.flush().await?;
     Replies::new(read).next(kind).await
 }
 
 /// Gives the first `seeded` client ids a location, so WHATSAT has something to ask about.
-async fn seed(addr: SocketAddr, settings: &GenSettings) -> Result<()> {
-    let mut stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
+async fn seed(dial: &Dial, settings: &GenSettings) -> Result<()> {
+    let (read, mut write) = dial.connect().await?;
     let mut rng = Rng::new(0x5eed);
-    let (read, mut write) = stream.split();
     let mut replies = Replies::new(read);
     for chunk in (0..settings.seeded).collect::<Vec<_>>().chunks(100) {
         let mut buf = Vec::new();
@@ -666,6 +727,7 @@ async fn seed(addr: SocketAddr, settings: &GenSettings) -> Result<()> {
             iamat_line(&mut buf, &format!("{}{id}", settings.prefix), &mut rng);
         }
         write.write_all(&buf).await?;
+        write.flush().await?;
         for _ in chunk {
             if !replies.next(Kind::Iamat).await? {
                 bail!("the node refused a seeding IAMAT");
@@ -677,16 +739,16 @@ async fn seed(addr: SocketAddr, settings: &GenSettings) -> Result<()> {
 
 /// The propagation probe (see the module documentation).
 async fn run_probe(probe: Probe, start: Instant, end: Instant) -> Result<ProbeFigures> {
-    let mut at_target = TcpStream::connect(probe.target)
+    let (target_read, mut target_write) = probe
+        .target
+        .connect()
         .await
         .context("probe: cannot connect to the target")?;
-    let mut at_other = TcpStream::connect(probe.to)
+    let (other_read, mut other_write) = probe
+        .to
+        .connect()
         .await
         .with_context(|| format!("probe: cannot connect to {}", probe.name))?;
-    let _ = at_target.set_nodelay(true);
-    let _ = at_other.set_nodelay(true);
-    let (target_read, mut target_write) = at_target.split();
-    let (other_read, mut other_write) = at_other.split();
     let mut target_replies = Replies::new(target_read);
     let mut other_replies = Replies::new(other_read);
     let mut figures = ProbeFigures {
@@ -706,6 +768,7 @@ async fn run_probe(probe: Probe, start: Instant, end: Instant) -> Result<ProbeFi
         let mut line = Vec::new();
         iamat_line(&mut line, &id, &mut rng);
         target_write.write_all(&line).await?;
+        target_write.flush().await?;
         if !target_replies.next(Kind::Iamat).await? {
             figures.lost += 1;
             continue;
@@ -715,6 +778,7 @@ async fn run_probe(probe: Probe, start: Instant, end: Instant) -> Result<ProbeFi
         loop {
             let sent = Instant::now();
             other_write.write_all(poll.as_bytes()).await?;
+            other_write.flush().await?;
             let visible = other_replies.next(Kind::Whatsat).await?;
             let now = Instant::now();
             figures.poll_rtt.record((now - sent).as_nanos() as u64);
@@ -768,7 +832,7 @@ mod tests {
         let counters = Counters::default();
         let end = Instant::now() + Duration::from_millis(200);
         let outcome = persistent(
-            server.addr,
+            &Dial::plain(server.addr),
             Generator::new(settings.clone(), 1),
             None,
             end,
@@ -782,7 +846,7 @@ mod tests {
         let end = start + Duration::from_millis(200);
         let (mut schedules, pacer) = spawn_pacer(start, end, 100.0, 2).unwrap();
         let outcome = per_request_loop(
-            server.addr,
+            &Dial::plain(server.addr),
             Generator::new(settings, 2),
             schedules.pop(),
             end,

@@ -22,6 +22,8 @@ pub const REQUIRED_JSON_FIELDS: [&str; 6] = [
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub target: String,
+    /// The target was spoken to over TLS, on its `tls_port`.
+    pub tls: bool,
     /// `closed` (N pipelined connections) or `open` (fixed rate).
     pub mode: String,
     pub per_request: bool,
@@ -199,9 +201,14 @@ impl Report {
         } else {
             ""
         };
+        let tls = if self.tls {
+            ", over TLS (tls_port)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "target     {} ({load}{per}), mix {}, {} ids, {} s",
+            "target     {} ({load}{per}{tls}), mix {}, {} ids, {} s",
             self.target, self.mix, self.ids, self.duration_s
         );
         let _ = writeln!(

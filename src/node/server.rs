@@ -557,7 +557,7 @@ where
                         node,
                         &from,
                         // What is already buffered is read first.
-                        BufReader::new(Box::new(reader)),
+                        session::after_handshake(reader),
                         Box::new(writer),
                         match &transport {
                             Transport::LinkTls(cert) => Some(cert.clone()),

@@ -15,11 +15,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::faults::{self, Dice, LinkFault};
-use super::lines::{has_buffered_line, read_line, write_within, Line, MAX_LINE_BYTES};
+use super::lines::{read_line, write_within, Line, MAX_LINE_BYTES};
 use super::link_stats::LinkStats;
 use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
@@ -51,7 +51,29 @@ pub async fn run_dialled(
     cert: Option<PeerCert>,
 ) -> Result<()> {
     link.stats.transport(cert.as_ref());
-    run(node, &link.name, BufReader::new(reader), writer, Some(link)).await
+    run(node, &link.name, buffered(reader), writer, Some(link)).await
+}
+
+/// Bytes a session reads off its socket at most at a time: a flood's lines arrive in bursts,
+/// and each read is a system call.
+const READ_BUFFER: usize = 64 << 10;
+
+/// A session's reader over `reader`: the only buffer between the socket and the session
+/// (see [`after_handshake`]).
+pub fn buffered(reader: BoxRead) -> BufReader<BoxRead> {
+    BufReader::with_capacity(READ_BUFFER, reader)
+}
+
+/// The reader of an accepted connection whose handshake was read through `handshake`: what
+/// that buffer holds still (lines the neighbour sent right after its handshake), then the
+/// connection itself, so a session's bytes are not copied through two buffers.
+pub fn after_handshake<R>(handshake: BufReader<R>) -> BufReader<BoxRead>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    use tokio::io::AsyncReadExt as _;
+    let held = std::io::Cursor::new(handshake.buffer().to_vec());
+    buffered(Box::new(held.chain(handshake.into_inner())))
 }
 
 /// Runs the session on a connection the neighbour `from` dialled (it said HELLO and, with a
@@ -183,57 +205,123 @@ async fn read_side(
         .idle_timeout
         .max(3 * config.reconnect.sync_interval);
     let max_line = config.limits.max_line_bytes.max(MAX_LINE_BYTES);
-    // Flooded records are logged as they arrive, handed to the log writer once per read
-    // burst (when nothing more is buffered) rather than once per line.
-    let mut log = BurstLog {
-        log: &node.log,
-        batch: node.log.batch(),
-        began: 0,
-    };
-    // Flooded records that were new here are forwarded a read burst at a time too (one lock
-    // round and one writer wake-up per link), before the reader can wait for more.
-    let mut fresh = BurstForward {
+    let mut input = Input {
         node,
-        from: neighbour,
-        records: Vec::new(),
+        neighbour,
+        config,
+        shared,
+        requests,
+        stats,
+        // Flooded records are logged as they arrive, handed to the log writer a burst at a
+        // time rather than once per line.
+        log: BurstLog {
+            log: &node.log,
+            batch: node.log.batch(),
+            began: 0,
+        },
+        // Flooded records that were new here are forwarded a read burst at a time too (one
+        // lock round and one writer wake-up per link), before the reader can wait for more.
+        fresh: BurstForward {
+            node,
+            from: neighbour,
+            records: Vec::new(),
+        },
+        scratch: Vec::new(),
     };
-    let mut scratch = Vec::new();
+    // When the bytes now buffered were read off the socket: the lines among them are
+    // stamped with it (one clock read per read, not per line).
+    let mut received = now_nanos();
     loop {
-        if !has_buffered_line(reader.buffer()) || fresh.records.len() >= MAX_BATCH {
-            fresh.flush();
+        // What a read brought is handled in place while whole lines of it are buffered: no
+        // copy, no allocation and no clock read per line.
+        if let Some(end) = memchr::memchr(b'\n', reader.buffer()).filter(|&end| end <= max_line) {
+            input.line(strip_cr(&reader.buffer()[..end]), received)?;
+            reader.consume(end + 1);
+            if input.fresh.records.len() >= MAX_BATCH {
+                input.fresh.flush();
+            }
+            if input.log.batch.as_bytes().len() >= LOG_BURST_BYTES {
+                input.log.submit();
+            }
+            continue;
         }
+        input.fresh.flush();
         let now = now_nanos();
-        if log.batch.is_empty() {
-            log.began = now;
+        if !input.log.batch.is_empty() && now - input.log.began >= LOG_BURST_NANOS {
+            input.log.submit();
         }
-        if log.batch.as_bytes().len() >= LOG_BURST_BYTES || now - log.began >= LOG_BURST_NANOS {
-            log.submit();
+        if reader.buffer().is_empty() {
+            // Wait for the socket; what it brings is handled by the loop above.
+            let read = async { reader.fill_buf().await.map(|bytes| bytes.len()) };
+            let Some(read) = input
+                .log
+                .read_holding(read, idle, now, &node.config())
+                .await
+            else {
+                bail!("nothing received for {} s", idle.as_secs());
+            };
+            if read? == 0 {
+                return Ok(());
+            }
+            received = now_nanos();
+            shared.heard();
+            continue;
         }
-        let waits = reader.buffer().is_empty();
+        // Part of a line is buffered: read the socket for the rest of it.
         let read = read_line(&mut reader, max_line);
-        let line = match waits {
-            true => log.read_holding(read, idle, now, &node.config()).await,
-            false => tokio::time::timeout(idle, read).await.ok(),
-        };
-        let Some(line) = line else {
+        let Some(line) = input
+            .log
+            .read_holding(read, idle, now, &node.config())
+            .await
+        else {
             bail!("nothing received for {} s", idle.as_secs());
         };
-        let line = match line? {
+        received = now_nanos();
+        shared.heard();
+        match line? {
             None => return Ok(()),
-            Some(Line::Complete(line)) => line,
+            Some(Line::Complete(line)) => input.line(&line, received)?,
             Some(Line::TooLong(start, _)) => bail!(
                 "sent a line over {max_line} bytes: {}",
                 node.log.quoted(&start)
             ),
-        };
-        shared.heard();
+        }
+    }
+}
+
+/// `\r\n` is accepted as a line end.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The reading half of a session and what it keeps between lines.
+struct Input<'a> {
+    node: &'a Node,
+    neighbour: &'a str,
+    /// The herd file the session started with.
+    config: std::sync::Arc<crate::config::HerdConfig>,
+    shared: &'a Shared,
+    requests: mpsc::Sender<Request>,
+    stats: &'a LinkStats,
+    log: BurstLog<'a>,
+    fresh: BurstForward<'a>,
+    /// Where a flood's log line is put together.
+    scratch: Vec<u8>,
+}
+
+impl Input<'_> {
+    /// Handles one line from the neighbour, read off the socket at `received`; `Err` ends
+    /// the session.
+    fn line(&mut self, line: &[u8], received: i128) -> Result<()> {
+        let (node, neighbour, stats) = (self.node, self.neighbour, self.stats);
         stats.bytes_received.add(line.len() as u64 + 1);
-        match protocol::parse_line(&line) {
+        match protocol::parse_line(line) {
             Some(Command::Peer(PeerMessage::Update(fields))) => {
-                let received = now_nanos();
-                if let Err(why) = peer_input::check_live(node, &config, &fields, &line, received) {
-                    peer_input::refuse(node, neighbour, why, &line);
-                    continue;
+                if let Err(why) =
+                    peer_input::check_live(node, &self.config, &fields, line, received)
+                {
+                    peer_input::refuse(node, neighbour, why, line);
+                    return Ok(());
                 }
                 if let Some(skew) = protocol::skew_nanos(fields.skew) {
                     // The origin received it at the client's time plus the skew.
@@ -242,66 +330,75 @@ async fn read_side(
                         .propagation_delay
                         .observe_nanos(delay.clamp(0, i128::from(u64::MAX)) as u64);
                 }
-                let record = AtRecord::from_fields(&fields);
+                let record = AtRecord::from_wire(&fields, line);
                 let new = node.apply_flooded(&record);
                 if new {
-                    fresh.records.push(record);
+                    self.fresh.records.push(record);
                 }
                 stats.records_received.inc();
                 match new {
                     true => stats.floods_new.inc(),
                     false => stats.floods_stale.inc(),
                 }
+                let scratch = &mut self.scratch;
                 scratch.clear();
-                scratch.extend_from_slice(&line);
+                scratch.extend_from_slice(line);
                 scratch.extend_from_slice(match new {
                     true => b" (new, flooded)",
                     false => b" (stale, dropped)",
                 });
-                log.batch.line(received, neighbour, "<", &scratch, None);
+                if self.log.batch.is_empty() {
+                    self.log.began = received;
+                }
+                self.log.batch.line(received, neighbour, "<", scratch, None);
             }
             Some(Command::Peer(PeerMessage::Sync(fields))) => {
-                fresh.flush();
-                if let Err(why) = peer_input::check_live(node, &config, &fields, &line, now_nanos())
-                {
-                    peer_input::refuse(node, neighbour, why, &line);
-                    continue;
+                self.fresh.flush();
+                let now = now_nanos();
+                if let Err(why) = peer_input::check_live(node, &self.config, &fields, line, now) {
+                    peer_input::refuse(node, neighbour, why, line);
+                    return Ok(());
                 }
-                let new =
-                    node.accept_from_peer(AtRecord::from_fields(&fields), neighbour, Arrival::Sync);
+                let record = AtRecord::from_wire(&fields, line);
+                let new = node.accept_from_peer(record, neighbour, Arrival::Sync);
                 stats.records_received.inc();
                 stats.sync_records_received.inc();
-                if let Some(inbound) = shared.exchange().as_mut() {
+                if let Some(inbound) = self.shared.exchange().as_mut() {
                     inbound.count(new, line.len() + 1);
                 }
             }
             Some(Command::Peer(PeerMessage::Digest(theirs, horizons))) => {
                 // Not comparable (a horizon moved in between): answered with no buckets.
                 let theirs = sync::comparable(&node.table, horizons).then_some(theirs);
-                hand_over(&requests, Request::AnswerDigest(theirs), neighbour);
+                hand_over(&self.requests, Request::AnswerDigest(theirs), neighbour);
             }
             Some(Command::Peer(PeerMessage::Want(buckets))) => {
                 // Only the answer to this node's own digest: an unasked WANT would hand
                 // over whole buckets of the table for a few bytes.
-                let Some(inbound) = shared.exchange().take() else {
-                    peer_input::refuse(node, neighbour, Dropped::UnaskedWant, &line);
-                    continue;
+                let Some(inbound) = self.shared.exchange().take() else {
+                    peer_input::refuse(node, neighbour, Dropped::UnaskedWant, line);
+                    return Ok(());
                 };
-                hand_over(&requests, Request::SendWanted(buckets, inbound), neighbour);
+                hand_over(
+                    &self.requests,
+                    Request::SendWanted(buckets, inbound),
+                    neighbour,
+                );
             }
             Some(Command::Peer(PeerMessage::Fault(theirs))) => {
                 if faults::neighbour_holds(node, neighbour, theirs) {
-                    hand_over(&requests, Request::NoFault, neighbour);
+                    hand_over(&self.requests, Request::NoFault, neighbour);
                 }
             }
             // The neighbour refused something this side sent: the link is not what this side
             // thinks it is, so drop it and let the handshake run again.
-            _ if line.starts_with(b"? ") => bail!("refused: {}", node.log.quoted(&line)),
+            _ if line.starts_with(b"? ") => bail!("refused: {}", node.log.quoted(line)),
             _ => tracing::warn!(
                 "unexpected line from {neighbour}: {}",
-                node.log.quoted(&line)
+                node.log.quoted(line)
             ),
         }
+        Ok(())
     }
 }
 
@@ -342,7 +439,7 @@ impl BurstLog<'_> {
         self.log.submit(&mut self.batch);
     }
 
-    /// Awaits `read` (the reader's next line, which must wait for the socket) for at most
+    /// Awaits `read` (a read that must wait for the socket) for at most
     /// `idle` (`None` past it). Lines already gathered are handed to the log writer when
     /// their first is [`LOG_BURST_NANOS`] old (`now`: the clock at the call), not at once:
     /// under a steady flood the reader drains its socket in many small reads, and a
@@ -662,4 +759,25 @@ impl Output<'_> {
 /// How often the dialled end checks for an answer: a few times per `answer_timeout`.
 fn watch_period(answer_timeout: Duration) -> Duration {
     (answer_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_session_reads_what_the_handshake_left_buffered_first() {
+        let wire: &[u8] = b"HERD AUTH x\nHERD DIGEST 1\nHERD AT y\n";
+        let mut handshake = BufReader::with_capacity(16, wire);
+        let mut first = String::new();
+        handshake.read_line(&mut first).await.unwrap();
+        assert_eq!(first, "HERD AUTH x\n");
+        assert!(!handshake.buffer().is_empty(), "a session line is buffered");
+        let mut session = after_handshake(handshake);
+        let mut rest = Vec::new();
+        while let Some(Line::Complete(line)) = read_line(&mut session, 100).await.unwrap() {
+            rest.push(String::from_utf8(line).unwrap());
+        }
+        assert_eq!(rest, ["HERD DIGEST 1", "HERD AT y"]);
+    }
 }
