@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 /// The longest line a node buffers unless `limits.max_line_bytes` says otherwise, and the
 /// bound on lines from a neighbour's link (a digest is a 16 KiB line). A longer line is
@@ -78,6 +78,31 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Takes the next line into `line` (its old content dropped) if the whole of it is already
+/// in `reader`'s buffer, as pipelined lines are: no read, so no deadline to set (a clock read
+/// and a timer per line cost more than parsing it), and no allocation. False when the buffer
+/// holds no whole line, or only one longer than `max` ([`read_line`] takes those).
+pub fn take_buffered_line<R: AsyncRead + Unpin>(
+    reader: &mut BufReader<R>,
+    max: usize,
+    line: &mut Vec<u8>,
+) -> bool {
+    let buffer = reader.buffer();
+    let Some(end) = memchr::memchr(b'\n', buffer) else {
+        return false;
+    };
+    if end > max {
+        return false;
+    }
+    line.clear();
+    line.extend_from_slice(&buffer[..end]);
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    reader.consume(end + 1);
+    true
+}
+
 /// `\r\n` is accepted as a terminator.
 fn strip_cr(mut line: Vec<u8>) -> Vec<u8> {
     if line.last() == Some(&b'\r') {
@@ -122,6 +147,34 @@ mod tests {
         );
         assert!(all_lines(b"", 100).await.is_empty());
         assert_eq!(all_lines(b"a\n", 100).await, [complete("a")]);
+    }
+
+    #[tokio::test]
+    async fn buffered_lines_are_taken_without_a_read_and_the_rest_left_to_read_line() {
+        let input: &[u8] = b"one\r\ntwo\n0123456789\nlast";
+        let mut reader = BufReader::with_capacity(64, input);
+        let mut line = b"old".to_vec();
+        assert!(
+            !take_buffered_line(&mut reader, 5, &mut line),
+            "nothing read yet"
+        );
+        reader.fill_buf().await.unwrap();
+        assert!(take_buffered_line(&mut reader, 5, &mut line));
+        assert_eq!(line, b"one");
+        assert!(take_buffered_line(&mut reader, 5, &mut line));
+        assert_eq!(line, b"two");
+        // Over the limit: left for read_line, which cuts it.
+        assert!(!take_buffered_line(&mut reader, 5, &mut line));
+        assert_eq!(
+            read_line(&mut reader, 5).await.unwrap(),
+            Some(Line::TooLong(b"01234".to_vec(), 10))
+        );
+        // No newline: not a whole line yet.
+        assert!(!take_buffered_line(&mut reader, 5, &mut line));
+        assert_eq!(
+            read_line(&mut reader, 5).await.unwrap(),
+            Some(complete("last"))
+        );
     }
 
     #[tokio::test]

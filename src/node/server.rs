@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::lines::{has_buffered_line, read_line, write_within, Line};
+use super::lines::{has_buffered_line, read_line, take_buffered_line, write_within, Line};
 use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
 use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
@@ -293,6 +293,9 @@ const MAX_PENDING_REPLY_BYTES: usize = 256 * 1024;
 /// hold (`logs::reorder`), and a client waits no longer for its first replies.
 const MAX_PENDING_REPLY_NANOS: i128 = 20_000_000;
 
+/// A connection keeps its line buffer for the next line up to this size.
+const MAX_KEPT_LINE_BYTES: usize = 64 * 1024;
+
 /// Who is on the other end of a connection.
 enum Role {
     Client,
@@ -424,6 +427,8 @@ where
     let config_at_start = node.config();
     let limits = config_at_start.limits;
 
+    // The line being answered (its buffer is reused from line to line).
+    let mut line = Vec::new();
     let mut first_line = true;
     // When the first line of the replies in `out` was read.
     let mut batch_began = 0;
@@ -450,25 +455,37 @@ where
             ),
             false => (limits.idle_timeout, "limits.idle_timeout_s"),
         };
-        let Ok(line) =
-            tokio::time::timeout(wait, read_line(&mut reader, limits.max_line_bytes)).await
-        else {
-            tracing::info!(
-                "{remote}: no complete line for {} s ({key}); closing",
-                wait.as_secs()
-            );
-            break;
+        // A line already whole in the buffer (pipelined) is taken as it is: no read, so no
+        // deadline to set.
+        let length = if take_buffered_line(&mut reader, limits.max_line_bytes, &mut line) {
+            None
+        } else {
+            let Ok(read) =
+                tokio::time::timeout(wait, read_line(&mut reader, limits.max_line_bytes)).await
+            else {
+                tracing::info!(
+                    "{remote}: no complete line for {} s ({key}); closing",
+                    wait.as_secs()
+                );
+                break;
+            };
+            match read? {
+                None => break,
+                Some(Line::Complete(read)) => {
+                    line = read;
+                    None
+                }
+                Some(Line::TooLong(prefix, length)) => {
+                    line = prefix;
+                    Some(length)
+                }
+            }
         };
-        let Some(line) = line? else { break };
         first_line = false;
         let received = now_nanos();
         if out.is_empty() {
             batch_began = received;
         }
-        let (line, length) = match line {
-            Line::Complete(line) => (line, None),
-            Line::TooLong(prefix, length) => (prefix, Some(length)),
-        };
         // On a handshake slot only a neighbour's handshake is heard.
         if slot.is_handshake() && !is_handshake_line(&line, &role) {
             break;
@@ -498,23 +515,26 @@ where
         } else {
             RequestResult::Ok
         };
+        let replied = now_nanos();
         node.metrics.request(
             command,
             result,
-            now_nanos().saturating_sub(received).max(0) as u64,
+            replied.saturating_sub(received).max(0) as u64,
         );
         let mut logged_reply = None;
         if answer != Answer::Quiet || node.log.logs_status() {
             log.line(received, &who, "<", &line, length);
             if out.len() > reply_start {
-                logged_reply = Some(log.line(now_nanos(), &who, ">", &out[reply_start..], None));
+                logged_reply = Some(log.line(replied, &who, ">", &out[reply_start..], None));
             }
         }
         if answer == Answer::Strict {
             refusable.push(reply_start..out.len(), logged_reply, &line);
         }
-        // The over-long line's memory goes now, not when the connection ends.
-        drop(line);
+        // An over-long line's memory goes now, not when the connection ends.
+        if line.capacity() > MAX_KEPT_LINE_BYTES {
+            line = Vec::new();
+        }
         if let Role::Peer(from) = role {
             // A proved neighbour moves to its own room, giving back the slot it came in on.
             let Some(permit) = node.peer_slots.try_peer(&from) else {
