@@ -23,8 +23,10 @@ use crate::pidlock::PidLock;
 
 /// How long a node has to take a reloaded herd file (the supervisor's `reload` waits as long).
 const TAKE_DEADLINE: Duration = Duration::from_secs(10);
-/// How long one admin probe may take, connecting included.
-const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one admin probe may take, connecting included: a health check on a busy host
+/// must not call a node that answers in a second and a half dead (Docker's own timeout for
+/// a health check command is 30 s).
+const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(50);
 
 /// `herdctl reload --node NAME [--pid PID]`.

@@ -73,7 +73,8 @@ fn reload_node_and_probe_say_when_the_node_is_not_running() {
     );
 
     let probe = |name: &str| run_to_end(herd.herdctl().args(["probe", name]), b"");
-    assert!(probe("Ball").status.success());
+    let out = probe("Ball");
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let out = probe("Alford");
     assert!(!out.status.success());
     assert!(
