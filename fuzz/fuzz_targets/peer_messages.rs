@@ -1,16 +1,17 @@
 //! Server-to-server messages: every input is prefixed with `HERD ` and a verb chosen by the
 //! first byte, so the fuzzer spends its time inside the peer grammar (HELLO, WELCOME, AUTH,
-//! AT, SYNC, DIGEST, WANT, STATUS). Must never panic; accepted records, digests and wants
+//! AT, SYNC, DIGEST, WANT, STATUS, ACK, ACKS). Must never panic; accepted records, digests and wants
 //! must format back to something that parses to the same value.
 #![no_main]
 
 use herdctl::protocol::{
-    format_digest, format_want, parse_line, parse_status, format_sync, format_update, Command, PeerMessage,
+    format_digest, format_digest_at, format_sync, format_update, format_want, parse_line,
+    parse_status, Command, PeerMessage,
 };
 use herdctl::record::AtRecord;
 use libfuzzer_sys::fuzz_target;
 
-const VERBS: [&str; 9] = [
+const VERBS: [&str; 11] = [
     "HELLO ",
     "WELCOME ",
     "AUTH ",
@@ -19,6 +20,8 @@ const VERBS: [&str; 9] = [
     "DIGEST 1024 ",
     "WANT ",
     "STATUS",
+    "ACK ",
+    "ACKS",
     "",
 ];
 
@@ -49,11 +52,14 @@ fuzz_target!(|data: &[u8]| {
                     Some(Command::Peer(PeerMessage::Sync(fields)))
                 );
             }
-            PeerMessage::Digest(digest) => {
-                let again = format_digest(&digest);
+            PeerMessage::Digest(digest, horizons) => {
+                let again = match horizons {
+                    Some(h) => format_digest_at(&digest, h),
+                    None => format_digest(&digest),
+                };
                 assert_eq!(
                     parse_line(again.trim_end().as_bytes()),
-                    Some(Command::Peer(PeerMessage::Digest(digest)))
+                    Some(Command::Peer(PeerMessage::Digest(digest, horizons)))
                 );
             }
             PeerMessage::Want(buckets) => {
