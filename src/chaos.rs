@@ -15,12 +15,36 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::ChaosArgs;
 use crate::config::HerdConfig;
 use crate::operator;
 use crate::protocol::{ControlCommand, DIGEST_BUCKETS};
+
+/// `herdctl chaos`: how long, how hard, which faults, from which seed.
+#[derive(Debug, Clone, Args)]
+pub struct ChaosArgs {
+    /// How long the load and the faults last, in seconds (the check follows).
+    #[arg(long, value_name = "SECS")]
+    pub duration: f64,
+    /// The seed the fault schedule follows: the same seed, the same schedule.
+    #[arg(long, value_name = "N")]
+    pub seed: u64,
+    /// IAMATs per second, spread over the servers.
+    #[arg(long, value_name = "R", default_value_t = 20.0)]
+    pub rate: f64,
+    /// The fault kinds to draw from, comma-separated (empty: none).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "cut,delay,loss,pause,kill,restart"
+    )]
+    pub faults: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// The fault kinds a run may use.
 pub const KINDS: [&str; 6] = ["cut", "delay", "loss", "pause", "kill", "restart"];

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::bench::BenchArgs;
+pub use crate::chaos::ChaosArgs;
 use crate::config::DEFAULT_CONFIG_PATH;
+pub use crate::link::LinkCommand;
+pub use crate::top::TopArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -185,73 +189,6 @@ pub enum Command {
     CompleteNames,
 }
 
-/// `herdctl chaos`: how long, how hard, which faults, from which seed.
-#[derive(Debug, Clone, Args)]
-pub struct ChaosArgs {
-    /// How long the load and the faults last, in seconds (the check follows).
-    #[arg(long, value_name = "SECS")]
-    pub duration: f64,
-    /// The seed the fault schedule follows: the same seed, the same schedule.
-    #[arg(long, value_name = "N")]
-    pub seed: u64,
-    /// IAMATs per second, spread over the servers.
-    #[arg(long, value_name = "R", default_value_t = 20.0)]
-    pub rate: f64,
-    /// The fault kinds to draw from, comma-separated (empty: none).
-    #[arg(
-        long,
-        value_name = "LIST",
-        default_value = "cut,delay,loss,pause,kill,restart"
-    )]
-    pub faults: String,
-    /// Print one JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `herdctl link`: faults on the link between two neighbours.
-#[derive(Debug, Clone, Subcommand)]
-pub enum LinkCommand {
-    /// Cut the link: nothing passes either way until it is healed.
-    Cut {
-        /// One end of the link.
-        a: String,
-        /// The other end.
-        b: String,
-    },
-    /// Clear the faults of the link between A and B, or of every link (`heal all`).
-    Heal {
-        /// One end of the link, or `all`.
-        #[arg(value_name = "all|A")]
-        a: String,
-        /// The other end (not with `all`).
-        b: Option<String>,
-    },
-    /// Hold every line on the link, both ways, this many milliseconds.
-    Delay {
-        /// One end of the link.
-        a: String,
-        /// The other end.
-        b: String,
-        /// The delay, in milliseconds.
-        ms: u32,
-        /// Vary each line's delay by up to this many milliseconds either way (lines stay in
-        /// order).
-        #[arg(long, value_name = "MS", default_value_t = 0)]
-        jitter: u32,
-    },
-    /// Drop this share of the updates flooded on the link, both ways (anti-entropy repairs
-    /// them).
-    Loss {
-        /// One end of the link.
-        a: String,
-        /// The other end.
-        b: String,
-        /// The share dropped, 0 to 100.
-        percent: u8,
-    },
-}
-
 /// `herdctl certs`: files in a folder (default `certs` beside the herd file), private to
 /// their owner.
 #[derive(Debug, Subcommand)]
@@ -333,84 +270,6 @@ pub enum Export {
         #[arg(long)]
         write_token: bool,
     },
-}
-
-/// `herdctl top`: how often, and whether just once.
-#[derive(Debug, Clone, Args)]
-pub struct TopArgs {
-    /// Seconds between refreshes (rates are over this interval).
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub interval: f64,
-    /// Print one plain table (two looks an interval apart, for the rates) and exit.
-    #[arg(long)]
-    pub once: bool,
-}
-
-/// `herdctl bench`: what to load, how, and what to measure.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// The server to load (a name from the herd file; it must be running).
-    #[arg(long, value_name = "NAME", required_unless_present = "herd")]
-    pub target: Option<String>,
-    /// Start a lone node and the five-server herd of issue 26 (Bailey-Bona, Bailey-Campbell,
-    /// Bona-Clark, Bona-Campbell, Campbell-Jaquez, Clark-Jaquez) on free loopback ports, load
-    /// each the same way (the herd at Bailey) and compare: updates/s, the ratio, latency,
-    /// node CPU per update, flood lines and duplicates per update. No herd file needed.
-    #[arg(long, conflicts_with_all = ["target", "propagation", "baseline_echo"])]
-    pub herd: bool,
-    /// With --herd: the herd's `links.forwarding` (flood or tree; default: the herd file's
-    /// default).
-    #[arg(long, value_name = "flood|tree", requires = "herd")]
-    pub forwarding: Option<String>,
-    /// How long to load it, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub duration: f64,
-    /// Connections (default: 50 in the closed loop, 8 with --rate).
-    #[arg(long, value_name = "N")]
-    pub connections: Option<usize>,
-    /// Open loop: send this many requests per second in all, whatever the replies do
-    /// (latency counts from when each request was due). Without it: closed loop.
-    #[arg(long, value_name = "R")]
-    pub rate: Option<f64>,
-    /// Requests in flight per connection in the closed loop (pipelining).
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub window: usize,
-    /// A new TCP connection per request, like the classic test clients.
-    #[arg(long)]
-    pub per_request: bool,
-    /// Distinct client ids the IAMATs cycle through (fewer ids: more updates per client,
-    /// which a node coalesces; more: closer to a herd of many clients).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
-    pub ids: u64,
-    /// Client ids are this text and a number. By default a new prefix per run, so every run
-    /// reports new clients; give the same one to make runs update the same clients (to
-    /// compare runs against one node at the same table size).
-    #[arg(long, value_name = "TEXT")]
-    pub id_prefix: Option<String>,
-    /// The share of each command, e.g. `iamat=90,whatsat=10`.
-    #[arg(long, value_name = "MIX", default_value = "iamat=100")]
-    pub mix: String,
-    /// WHATSAT radius in km.
-    #[arg(long, value_name = "KM", default_value_t = 50.0)]
-    pub radius: f64,
-    /// WHATSAT bound (most places per reply).
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    pub bound: usize,
-    /// Also measure how long an update acknowledged by the target takes to be visible at
-    /// this server (a separate probe, ten updates per second).
-    #[arg(long, value_name = "NAME")]
-    pub propagation: Option<String>,
-    /// First drive an in-process echo server the same way, and report the node's rate as a
-    /// ratio to it.
-    #[arg(long)]
-    pub baseline_echo: bool,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Speak plain text on the client port even to a server with a `tls_port` (which is
-    /// otherwise spoken to over TLS there, its certificate checked against the herd CA).
-    #[arg(long, conflicts_with = "herd")]
-    pub plain: bool,
 }
 
 /// Shells clap_complete can generate for.

@@ -50,7 +50,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     let secret = config.secret.ensure_secret()?;
     // Held until the process exits: it is how the supervisor (and a second `run`) can tell
     // this node is alive, whoever started it.
-    let _lock = match PidLock::acquire(&node_lock_path(&config, name))? {
+    let _lock = match PidLock::acquire(&config.node_lock_path(name))? {
         Ok(lock) => lock,
         Err(pid) => {
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
@@ -247,11 +247,6 @@ fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
         u.max_requests_per_s,
         u.max_in_flight
     )
-}
-
-/// The lock file a running node holds.
-pub fn node_lock_path(config: &HerdConfig, name: &str) -> std::path::PathBuf {
-    config.run_dir.join(format!("{name}.lock"))
 }
 
 /// `herdctl certs init|issue|show`.

@@ -413,7 +413,7 @@ pub struct LinkSettings {
     pub answer_timeout: Duration,
     /// Where a server sends an update on: every neighbour but the sender (`flood`), or
     /// along the origin's spanning tree (`tree`, see `node/routes.rs`).
-    pub forwarding: crate::node::routes::Forwarding,
+    pub forwarding: Forwarding,
 }
 
 pub const DEFAULT_LINK_QUEUE: usize = 65_536;
@@ -489,7 +489,7 @@ fn links_config(raw: RawLinks, shown: &str) -> Result<LinkSettings> {
         )?,
         forwarding: match raw.forwarding.as_deref() {
             None => Default::default(),
-            Some(text) => crate::node::routes::Forwarding::parse(text).ok_or_else(|| {
+            Some(text) => Forwarding::parse(text).ok_or_else(|| {
                 anyhow::anyhow!(
                     "{shown}: links.forwarding is {text:?}; use flood (every neighbour but the \
                      sender) or tree (along the origin's spanning tree)"
@@ -753,7 +753,37 @@ pub struct HerdConfig {
 pub const DEFAULT_CONFIG_PATH: &str = "herd.yaml";
 const DEFAULT_LOG_KEEP: usize = 14;
 
+/// `links.forwarding` in herd.yaml: how a server passes an update on (`node::routes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Forwarding {
+    #[default]
+    Flood,
+    Tree,
+}
+
+impl Forwarding {
+    pub fn parse(text: &str) -> Option<Forwarding> {
+        match text {
+            "flood" => Some(Forwarding::Flood),
+            "tree" => Some(Forwarding::Tree),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Forwarding::Flood => "flood",
+            Forwarding::Tree => "tree",
+        }
+    }
+}
+
 impl HerdConfig {
+    /// The lock file a running node `name` holds (`pidlock`): who holds it is the node's pid.
+    pub fn node_lock_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.lock"))
+    }
+
     /// Reads and validates a herd file.
     pub fn load(path: &Path) -> Result<HerdConfig> {
         Ok(HerdConfig::load_with_text(path)?.0)
@@ -1939,7 +1969,7 @@ servers:
                 queue: 10,
                 write_timeout: Duration::from_millis(250),
                 answer_timeout: Duration::from_millis(750),
-                forwarding: crate::node::routes::Forwarding::Tree,
+                forwarding: Forwarding::Tree,
             }
         );
         let e = error(&format!("{CLASSIC}links: {{ forwarding: gossip }}\n"));

@@ -17,7 +17,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::admin::ProbeAnswer;
-use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::pidlock::PidLock;
 
@@ -64,7 +63,7 @@ pub fn reload_node(config: &HerdConfig, name: &str, pid: Option<u32>) -> Result<
 /// The node's pid: the holder of its lock, which must be `expected` when one is given (the
 /// engine's main process), so a reload never signals a process that is not this node.
 fn node_pid(config: &HerdConfig, name: &str, expected: Option<u32>) -> Result<u32> {
-    let lock = node_lock_path(config, name);
+    let lock = config.node_lock_path(name);
     let holder = PidLock::holder(&lock)?;
     match (holder, expected) {
         (Some(holder), Some(expected)) if holder != expected => bail!(

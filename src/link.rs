@@ -6,11 +6,54 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 
-use crate::cli::LinkCommand;
 use crate::config::HerdConfig;
 use crate::operator;
 use crate::protocol::{ControlCommand, MAX_LINK_DELAY_MS};
+
+/// `herdctl link`: faults on the link between two neighbours.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LinkCommand {
+    /// Cut the link: nothing passes either way until it is healed.
+    Cut {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+    },
+    /// Clear the faults of the link between A and B, or of every link (`heal all`).
+    Heal {
+        /// One end of the link, or `all`.
+        #[arg(value_name = "all|A")]
+        a: String,
+        /// The other end (not with `all`).
+        b: Option<String>,
+    },
+    /// Hold every line on the link, both ways, this many milliseconds.
+    Delay {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The delay, in milliseconds.
+        ms: u32,
+        /// Vary each line's delay by up to this many milliseconds either way (lines stay in
+        /// order).
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        jitter: u32,
+    },
+    /// Drop this share of the updates flooded on the link, both ways (anti-entropy repairs
+    /// them).
+    Loss {
+        /// One end of the link.
+        a: String,
+        /// The other end.
+        b: String,
+        /// The share dropped, 0 to 100.
+        percent: u8,
+    },
+}
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 

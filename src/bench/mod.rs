@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,13 +42,79 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
-pub use crate::cli::BenchArgs;
 use crate::config::HerdConfig;
 use crate::tls::{BoxRead, BoxWrite};
 use echo::EchoServer;
 use generator::{iamat_line, GenSettings, Generator, Kind, Mix, Pacer, Rng};
 use report::{thread_cpu_time, PhaseFigures, Report};
 use stats::Histogram;
+
+/// `herdctl bench`: what to load, how, and what to measure.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The server to load (a name from the herd file; it must be running).
+    #[arg(long, value_name = "NAME", required_unless_present = "herd")]
+    pub target: Option<String>,
+    /// Start a lone node and the five-server herd of issue 26 (Bailey-Bona, Bailey-Campbell,
+    /// Bona-Clark, Bona-Campbell, Campbell-Jaquez, Clark-Jaquez) on free loopback ports, load
+    /// each the same way (the herd at Bailey) and compare: updates/s, the ratio, latency,
+    /// node CPU per update, flood lines and duplicates per update. No herd file needed.
+    #[arg(long, conflicts_with_all = ["target", "propagation", "baseline_echo"])]
+    pub herd: bool,
+    /// With --herd: the herd's `links.forwarding` (flood or tree; default: the herd file's
+    /// default).
+    #[arg(long, value_name = "flood|tree", requires = "herd")]
+    pub forwarding: Option<String>,
+    /// How long to load it, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Connections (default: 50 in the closed loop, 8 with --rate).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Open loop: send this many requests per second in all, whatever the replies do
+    /// (latency counts from when each request was due). Without it: closed loop.
+    #[arg(long, value_name = "R")]
+    pub rate: Option<f64>,
+    /// Requests in flight per connection in the closed loop (pipelining).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub window: usize,
+    /// A new TCP connection per request, like the classic test clients.
+    #[arg(long)]
+    pub per_request: bool,
+    /// Distinct client ids the IAMATs cycle through (fewer ids: more updates per client,
+    /// which a node coalesces; more: closer to a herd of many clients).
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub ids: u64,
+    /// Client ids are this text and a number. By default a new prefix per run, so every run
+    /// reports new clients; give the same one to make runs update the same clients (to
+    /// compare runs against one node at the same table size).
+    #[arg(long, value_name = "TEXT")]
+    pub id_prefix: Option<String>,
+    /// The share of each command, e.g. `iamat=90,whatsat=10`.
+    #[arg(long, value_name = "MIX", default_value = "iamat=100")]
+    pub mix: String,
+    /// WHATSAT radius in km.
+    #[arg(long, value_name = "KM", default_value_t = 50.0)]
+    pub radius: f64,
+    /// WHATSAT bound (most places per reply).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub bound: usize,
+    /// Also measure how long an update acknowledged by the target takes to be visible at
+    /// this server (a separate probe, ten updates per second).
+    #[arg(long, value_name = "NAME")]
+    pub propagation: Option<String>,
+    /// First drive an in-process echo server the same way, and report the node's rate as a
+    /// ratio to it.
+    #[arg(long)]
+    pub baseline_echo: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Speak plain text on the client port even to a server with a `tls_port` (which is
+    /// otherwise spoken to over TLS there, its certificate checked against the herd CA).
+    #[arg(long, conflicts_with = "herd")]
+    pub plain: bool,
+}
 
 /// How long after the end of the run outstanding replies may still arrive before they count
 /// as errors.

@@ -20,32 +20,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+pub use crate::config::Forwarding;
 use crate::config::HerdConfig;
-
-/// `links.forwarding` in herd.yaml.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Forwarding {
-    #[default]
-    Flood,
-    Tree,
-}
-
-impl Forwarding {
-    pub fn parse(text: &str) -> Option<Forwarding> {
-        match text {
-            "flood" => Some(Forwarding::Flood),
-            "tree" => Some(Forwarding::Tree),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Forwarding::Flood => "flood",
-            Forwarding::Tree => "tree",
-        }
-    }
-}
 
 /// This server's place in every origin's tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

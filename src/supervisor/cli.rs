@@ -19,7 +19,6 @@ use super::files::{self, Rotate};
 use super::machine::State;
 use super::{locate, node_stderr_path, process, RunPaths};
 use crate::admin::LinkStatus;
-use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::hosts::{Endpoint, Machine};
 use crate::pidlock::PidLock;
@@ -776,7 +775,7 @@ fn running_by_lock(config: &HerdConfig) -> BTreeMap<String, u32> {
         .servers
         .keys()
         .filter_map(|name| {
-            let pid = PidLock::holder(&node_lock_path(config, name))
+            let pid = PidLock::holder(&config.node_lock_path(name))
                 .ok()
                 .flatten()?;
             Some((name.clone(), pid))

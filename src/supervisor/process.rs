@@ -13,7 +13,6 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{files, node_stderr_path};
-use crate::commands::node_lock_path;
 use crate::config::HerdConfig;
 use crate::pidlock::PidLock;
 
@@ -143,9 +142,7 @@ impl NodeOs for RealOs {
     }
 
     fn lock_holder(&self, config: &HerdConfig, name: &str) -> Option<u32> {
-        PidLock::holder(&node_lock_path(config, name))
-            .ok()
-            .flatten()
+        PidLock::holder(&config.node_lock_path(name)).ok().flatten()
     }
 
     fn process_start(&self, pid: u32) -> Option<Instant> {

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::commands::node_lock_path;
 use crate::config::{HerdConfig, LogRotation, ServerConfig};
 use crate::hosts::Machine;
 use crate::logs::files::FileKey;
@@ -53,7 +52,7 @@ pub fn tail(
     // Logs are kept where a server runs: on its host, or here if it runs here anyway.
     let here = |server: &ServerConfig| {
         config.is_local(server, &machine)
-            || PidLock::holder(&node_lock_path(config, &server.name))
+            || PidLock::holder(&config.node_lock_path(&server.name))
                 .ok()
                 .flatten()
                 .is_some()

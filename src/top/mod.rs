@@ -15,12 +15,23 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use clap::Args;
 
-use crate::cli::TopArgs;
 use crate::config::HerdConfig;
 use model::Sort;
 use render::View;
 use scrape::{Scrape, Scraper};
+
+/// `herdctl top`: how often, and whether just once.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Seconds between refreshes (rates are over this interval).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Print one plain table (two looks an interval apart, for the rates) and exit.
+    #[arg(long)]
+    pub once: bool,
+}
 
 /// The longest a server has to answer one scrape: longer would hold up every refresh.
 const MAX_TIMEOUT: Duration = Duration::from_secs(1);
