@@ -355,17 +355,6 @@ fn create_secret_file(path: &Path) -> Result<()> {
     }
 }
 
-/// A nonce as it may appear on the wire: 32 lowercase hex digits.
-pub fn is_valid_nonce(text: &str) -> bool {
-    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// A proof as it may appear on the wire: 64 lowercase hex digits, or `-` for none.
-pub fn is_valid_proof(text: &str) -> bool {
-    text == "-"
-        || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -385,6 +374,7 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{is_valid_nonce, is_valid_proof};
 
     #[test]
     fn the_admin_token_is_derived_and_checked() {

@@ -5,8 +5,6 @@
 //! server-to-server messages (`HERD ...`) share one grammar: fields separated by ASCII white
 //! space. Anything that is not a valid message is answered `? <the line as received>`.
 
-use crate::auth::{is_valid_nonce, is_valid_proof};
-
 /// The verb that starts every server-to-server message, so client commands and peer
 /// messages can share one port and never be confused.
 pub const PEER_VERB: &str = "HERD";
@@ -629,6 +627,17 @@ fn is_valid_skew(text: &str) -> bool {
         return false;
     };
     matches!(split_decimal(rest), Some((_, frac)) if frac.len() == 9)
+}
+
+/// A nonce as it may appear on the wire: 32 lowercase hex digits.
+pub fn is_valid_nonce(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A proof as it may appear on the wire: 64 lowercase hex digits, or `-` for none.
+pub fn is_valid_proof(text: &str) -> bool {
+    text == "-"
+        || (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
 /// A client id as IAMAT, WHATSAT and flooded records carry it: non-empty, no ASCII white
