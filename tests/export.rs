@@ -64,6 +64,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `herdctl export kubernetes` of `herd` into namespace `herd`, checked to succeed.
+fn export_kubernetes(herd: &Herd) -> std::process::Output {
+    let out = run_to_end(
+        herd.herdctl().args([
+            "export",
+            "kubernetes",
+            "--image",
+            "registry.example/herdctl:0.1",
+            "--namespace",
+            "herd",
+        ]),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    out
+}
+
 #[test]
 fn systemd_units_pass_systemd_analyze_verify() {
     let Some(analyze) = systemd_analyze() else {
@@ -201,18 +218,7 @@ fn kubernetes_objects_pass_kubernetes_validate_strict() {
         format!("{config}places: {{ provider: offline, file: pois.csv }}\n"),
     )
     .unwrap();
-    let out = run_to_end(
-        herd.herdctl().args([
-            "export",
-            "kubernetes",
-            "--image",
-            "registry.example/herdctl:0.1",
-            "--namespace",
-            "herd",
-        ]),
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = export_kubernetes(&herd);
     let yaml = text(&out.stdout);
     assert_eq!(yaml.matches("\n---\n").count() + 1, 2 + 5 * 2, "{yaml}");
     assert!(yaml.contains("kind: Secret") && yaml.contains("places.csv"));
@@ -296,18 +302,7 @@ fn kubernetes_objects_of_a_tls_herd_pass_kubernetes_validate_strict() {
     };
     let herd = Herd::configure_tls(CLASSIC, "");
     herd.give_tls_port("Ball");
-    let out = run_to_end(
-        herd.herdctl().args([
-            "export",
-            "kubernetes",
-            "--image",
-            "registry.example/herdctl:0.1",
-            "--namespace",
-            "herd",
-        ]),
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = export_kubernetes(&herd);
     let yaml = text(&out.stdout);
     // Every pod mounts its certificates; no key (nor a Secret of one) is in the objects.
     assert_eq!(
