@@ -305,3 +305,76 @@ fn a_run_speaks_tls_to_servers_with_a_tls_port() {
         "{stderr}"
     );
 }
+
+/// The pids of `pid`'s children (Linux: /proc/PID/task/TID/children, over its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (a zombie nobody reaped yet has ended).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(") ")?.1.chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_herd_bench_killed_with_sigkill_takes_its_nodes_with_it() {
+    let mut bench = common::Running::spawn(
+        common::herdctl()
+            .args([
+                "--config",
+                "/nonexistent/herd.yaml",
+                "bench",
+                "--herd",
+                "--duration",
+                "60",
+                "--connections",
+                "2",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let pid = bench.0.id();
+    // Whatever happens, the test leaves no node behind.
+    let mut nodes = Reaped(Vec::new());
+    common::wait_until("the bench to start its first node", || {
+        nodes.0 = children_of(pid);
+        !nodes.0.is_empty()
+    });
+    common::nix_kill(pid, "KILL");
+    let _ = bench.0.wait();
+    for &node in &nodes.0 {
+        common::wait_until(&format!("node {node} to end with the bench"), || {
+            !is_running(node)
+        });
+    }
+}
+
+/// Processes killed when dropped, if they still run.
+struct Reaped(Vec<u32>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&pid| is_running(pid)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}

@@ -288,6 +288,29 @@ impl Drop for Folder {
     }
 }
 
+/// Makes the kernel stop the child with SIGTERM when this process dies, however it dies: a
+/// bench killed with -9 (or by the OOM killer) must not leave five nodes loading the machine.
+/// The bench starts its nodes from the main thread, which lives as long as the process (the
+/// signal follows the thread that forked).
+fn ends_with_this_process(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure makes only async-signal-safe system calls
+    // (prctl, getppid) and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            // The parent may have died before the prctl: then nobody would send it.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "the bench exited while starting its nodes",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The node processes of one herd, killed when dropped.
 struct Nodes {
     children: Vec<(String, Child, SocketAddr)>,
@@ -313,13 +336,16 @@ impl Nodes {
             children: Vec::new(),
         };
         for (name, server) in &config.servers {
-            let child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .arg("--config")
                 .arg(file)
                 .args(["run", name])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::null());
+            ends_with_this_process(&mut command);
+            let child = command
                 .spawn()
                 .with_context(|| format!("cannot start {name}"))?;
             let addr = config.endpoint(server).resolve_blocking()?[0];
