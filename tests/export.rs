@@ -64,6 +64,23 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `systemd-analyze verify` of every unit file in `dir` says nothing and exits 0.
+fn assert_units_verify(analyze: &Path, dir: &Path) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let verify = run_to_end(Command::new(analyze).arg("verify").args(&files), b"");
+    assert!(
+        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
+        "systemd-analyze verify complained ({}):\n{}{}",
+        verify.status,
+        text(&verify.stdout),
+        text(&verify.stderr)
+    );
+}
+
 /// `herdctl export kubernetes` of `herd` into namespace `herd`, checked to succeed.
 fn export_kubernetes(herd: &Herd) -> std::process::Output {
     let out = run_to_end(
@@ -167,19 +184,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     assert!(herd.path().join("logs/Alford").is_dir());
     assert!(!herd.path().join("logs/Welsh").exists());
 
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&every)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let verify = run_to_end(Command::new(&analyze).arg("verify").args(&files), b"");
-    assert!(
-        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
-        "systemd-analyze verify complained ({}):\n{}{}",
-        verify.status,
-        text(&verify.stdout),
-        text(&verify.stderr)
-    );
+    assert_units_verify(&analyze, &every);
 
     // The check can fail: a unit systemd cannot run is reported.
     let broken = herd.path().join("broken");
@@ -280,19 +285,7 @@ fn systemd_units_of_a_tls_herd_load_their_certificates_as_credentials() {
         assert!(unit.contains(&expected), "{expected:?} in:\n{unit}");
     }
     assert!(!unit.contains("Ball.key"), "{unit}");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&units)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let verify = run_to_end(Command::new(&analyze).arg("verify").args(&files), b"");
-    assert!(
-        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
-        "systemd-analyze verify complained ({}):\n{}{}",
-        verify.status,
-        text(&verify.stdout),
-        text(&verify.stderr)
-    );
+    assert_units_verify(&analyze, &units);
 }
 
 #[test]
