@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-pub use crate::rng::Rng;
+pub use herd_wire::rng::Rng;
 
 /// Real places (lat, lng) the synthetic clients gather around, so WHATSAT finds places.
 const CITIES: &[(f64, f64)] = &[
@@ -276,11 +276,11 @@ mod tests {
             let mut line = Vec::new();
             let kind = generator.next(&mut line);
             assert_eq!(line.pop(), Some(b'\n'));
-            let parsed = crate::protocol::parse_line(&line)
+            let parsed = herd_wire::protocol::parse_line(&line)
                 .unwrap_or_else(|| panic!("invalid: {}", String::from_utf8_lossy(&line)));
             match (kind, parsed) {
-                (Kind::Iamat, crate::protocol::Command::Iamat(_)) => iamats += 1,
-                (Kind::Whatsat, crate::protocol::Command::Whatsat(w)) => {
+                (Kind::Iamat, herd_wire::protocol::Command::Iamat(_)) => iamats += 1,
+                (Kind::Whatsat, herd_wire::protocol::Command::Whatsat(w)) => {
                     assert_eq!((w.radius_km, w.bound), (50.0, 20));
                     whatsats += 1
                 }

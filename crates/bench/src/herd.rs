@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::report::{micros, PhaseFigures};
 use super::{measure, Dial, Plan};
-use crate::config::HerdConfig;
+use herd_config::config::HerdConfig;
 
 /// The five-server graph of issue 26, each link named once; the load goes to its first server.
 pub const GRAPH: &[(&str, &[&str])] = &[
@@ -189,7 +189,7 @@ pub(super) fn run(
     let herd_config = HerdConfig::load(&herd_file)?;
     let lone_config = HerdConfig::load(&lone_file)?;
     // Made once here, before the nodes race to make it.
-    let token = crate::admin::token(&herd_config);
+    let token = herd_ops::admin::token(&herd_config);
 
     let lone = Nodes::start(&lone_file, &lone_config)?;
     lone.wait_linked()?;
@@ -277,7 +277,7 @@ impl Folder {
             std::process::id(),
             Instant::now().elapsed().subsec_nanos()
         ));
-        crate::private::folder(&path, "the bench's folder")?;
+        herd_os::private::folder(&path, "the bench's folder")?;
         Ok(Folder { path })
     }
 }
@@ -419,7 +419,7 @@ impl Nodes {
         for server in config.servers.values() {
             let endpoint = config.local_admin_endpoint(server);
             let response = runtime
-                .block_on(crate::admin::get(
+                .block_on(herd_ops::admin::get(
                     &endpoint,
                     "/metrics",
                     token,
@@ -427,7 +427,7 @@ impl Nodes {
                 ))
                 .filter(|r| r.status == 200)
                 .with_context(|| format!("{} did not serve /metrics", server.name))?;
-            let page = crate::top::samples::Page::new(&response.body);
+            let page = herd_ops::top::samples::Page::new(&response.body);
             counts.sent += page.sum("herd_floods_sent_total", &[]);
             counts.new += page.sum("herd_floods_received_total", &[("outcome", "new")]);
             counts.stale += page.sum("herd_floods_received_total", &[("outcome", "stale")]);

@@ -42,10 +42,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
-use crate::config::HerdConfig;
-use crate::tls::{BoxRead, BoxWrite};
 use echo::EchoServer;
 use generator::{iamat_line, GenSettings, Generator, Kind, Mix, Pacer, Rng};
+use herd_config::config::HerdConfig;
+use herd_config::tls::{BoxRead, BoxWrite};
 use report::{thread_cpu_time, PhaseFigures, Report};
 use stats::Histogram;
 
@@ -166,8 +166,10 @@ impl Dial {
                 Ok((Box::new(read), Box::new(write)))
             }
             Some(connector) => {
-                let stream = connector.connect(crate::tls::server_name(), stream).await?;
-                Ok(crate::tls::split(stream))
+                let stream = connector
+                    .connect(herd_config::tls::server_name(), stream)
+                    .await?;
+                Ok(herd_config::tls::split(stream))
             }
         }
     }
@@ -211,7 +213,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         let tls = match (server.tls_port, &config.tls, args.plain) {
             (Some(port), Some(files), false) => {
                 endpoint.port = port;
-                Some(crate::tls::client_connector(files, name)?)
+                Some(herd_config::tls::client_connector(files, name)?)
             }
             _ => None,
         };
@@ -325,17 +327,17 @@ fn plan(args: &BenchArgs, prefix: &str) -> Result<Plan> {
     }
     let mix = Mix::parse(&args.mix)?;
     // Out of range, every WHATSAT would be answered `? ...`: say so now instead.
-    if !(args.radius > 0.0 && args.radius <= crate::protocol::MAX_RADIUS_KM) {
+    if !(args.radius > 0.0 && args.radius <= herd_wire::protocol::MAX_RADIUS_KM) {
         bail!(
             "--radius must be more than 0 and at most {} km",
-            crate::protocol::MAX_RADIUS_KM
+            herd_wire::protocol::MAX_RADIUS_KM
         );
     }
-    if args.bound == 0 || args.bound > crate::protocol::MAX_BOUND {
-        bail!("--bound must be 1 to {}", crate::protocol::MAX_BOUND);
+    if args.bound == 0 || args.bound > herd_wire::protocol::MAX_BOUND {
+        bail!("--bound must be 1 to {}", herd_wire::protocol::MAX_BOUND);
     }
     let load_prefix = match &args.id_prefix {
-        Some(text) if !text.is_empty() && !crate::protocol::is_valid_client_id(text) => {
+        Some(text) if !text.is_empty() && !herd_wire::protocol::is_valid_client_id(text) => {
             bail!("--id-prefix {text:?} cannot start a client id: no spaces or control characters")
         }
         Some(text) => text.clone(),

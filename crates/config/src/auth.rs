@@ -374,7 +374,7 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{is_valid_nonce, is_valid_proof};
+    use herd_wire::protocol::{is_valid_nonce, is_valid_proof};
 
     #[test]
     fn the_admin_token_is_derived_and_checked() {

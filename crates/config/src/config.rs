@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 
 use crate::auth::{HerdSecret, SecretSource, SECRET_ENV, SECRET_FILE_NAME};
 use crate::hosts::{Endpoint, Host, Machine};
-use crate::protocol::is_valid_server_name;
+use herd_wire::protocol::is_valid_server_name;
 
 /// The file as written. Unknown keys are errors, so a typo never silently does nothing.
 #[derive(Debug, Deserialize)]

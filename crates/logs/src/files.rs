@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::clock::civil;
-use crate::config::{LogRotation, LogSettings};
+use herd_config::config::{LogRotation, LogSettings};
+use herd_wire::clock::civil;
 
 /// Orders one server's files, oldest first: (dated-or-undated rank, date part, sequence
 /// number within the period).
@@ -193,7 +193,7 @@ impl LogFiles {
             }
         };
         let path = self.dir.join(file_name(&self.server, &period, n));
-        let file = crate::private::open_append(&path)?;
+        let file = herd_os::private::open_append(&path)?;
         self.current = Some(Current {
             file: BufWriter::with_capacity(64 * 1024, file),
             period,
@@ -267,9 +267,9 @@ mod tests {
             keep,
             max_file_bytes: max,
             max_line_bytes: 4096,
-            level: crate::config::LogLevel::Info,
+            level: herd_config::config::LogLevel::Info,
             order_window: std::time::Duration::ZERO,
-            redact: crate::config::Redact::None,
+            redact: herd_config::config::Redact::None,
         }
     }
 

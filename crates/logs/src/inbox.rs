@@ -12,7 +12,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::clock::now_nanos;
+use herd_wire::clock::now_nanos;
 
 /// What the writer is asked to do.
 pub enum Message {

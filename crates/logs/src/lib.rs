@@ -3,7 +3,6 @@
 //! traffic is formatted straight into batches and tracing's events through
 //! tracing-subscriber, both into one bounded queue (`sink.rs`).
 
-pub mod clock;
 pub mod files;
 mod inbox;
 pub mod redact;
@@ -19,8 +18,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::{LogLevel, LogSettings};
 use files::LogFiles;
+use herd_config::config::{LogLevel, LogSettings};
 pub use sink::{LogBatch, LogGuard, WireLog};
 
 /// The folder holding one server's log files.
@@ -62,7 +61,7 @@ pub fn init_node_logging(
             .with_target(false)
             // Wire lines are for the files; a panic prints its own one-line summary.
             .with_filter(filter_fn(|meta| {
-                meta.target() != "wire" && meta.target() != crate::panics::TARGET
+                meta.target() != "wire" && meta.target() != herd_os::panics::TARGET
             }))
             .with_filter(LevelFilter::INFO)
     });
@@ -79,11 +78,11 @@ pub fn init_node_logging(
 }
 
 /// `server`'s log files as `settings` lay them out (the folder is created, private: see
-/// [`crate::private`]).
+/// [`herd_os::private`]).
 fn open_files(settings: &LogSettings, server: &str) -> Result<LogFiles> {
     let dir = server_log_dir(settings, server);
-    crate::private::folder(&settings.dir, "log_dir")?;
-    crate::private::folder(&dir, "log_dir")?;
+    herd_os::private::folder(&settings.dir, "log_dir")?;
+    herd_os::private::folder(&dir, "log_dir")?;
     Ok(LogFiles::new(&dir, server, settings))
 }
 

@@ -11,9 +11,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::auth::HerdSecret;
-use crate::config::Redact;
-use crate::protocol::Location;
+use herd_config::auth::HerdSecret;
+use herd_config::config::Redact;
+use herd_wire::protocol::Location;
 
 pub struct Redactor {
     level: Redact,

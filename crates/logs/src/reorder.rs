@@ -5,7 +5,7 @@
 //! reach the writer before the `< IAMAT` stamped .003992 that caused it. So the writer holds
 //! each entry (a timestamped line and any continuation lines after it, e.g. a panic's
 //! backtrace) for the hold (`logs.order_window_ms`, default
-//! [`crate::config::DEFAULT_LOG_ORDER_WINDOW_MS`]) after its stamp, and writes whatever is
+//! [`herd_config::config::DEFAULT_LOG_ORDER_WINDOW_MS`]) after its stamp, and writes whatever is
 //! older than that in stamp order (arrival order on equal stamps). The threads hand their
 //! lines over within milliseconds (a connection every 20 ms at most, a peer session's
 //! reader too, a flood line once written), so the hold needs to cover only a thread kept
@@ -248,8 +248,8 @@ fn seconds_of(text: &[u8; 19]) -> Option<i128> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::clock::{civil, push_timestamp};
     use super::*;
+    use herd_wire::clock::{civil, push_timestamp};
 
     const SECOND: i128 = 1_000_000_000;
     const HOLD: std::time::Duration = std::time::Duration::from_millis(200);

@@ -18,11 +18,11 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::clock::{now_nanos, push_timestamp};
 use super::files::LogFiles;
 use super::inbox::{Inbox, Message};
 use super::redact::Redactor;
 use super::reorder::{Reorder, TICK_NANOS};
+use herd_wire::clock::{now_nanos, push_timestamp};
 
 /// How far (in bytes of formatted lines) the writer may fall behind before wire lines are
 /// dropped.
@@ -116,7 +116,7 @@ impl WireLog {
                 queue: Inbox::closed(),
                 queued: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
-                max_line_bytes: AtomicUsize::new(crate::config::DEFAULT_LOG_MAX_LINE_BYTES),
+                max_line_bytes: AtomicUsize::new(herd_config::config::DEFAULT_LOG_MAX_LINE_BYTES),
                 log_status: AtomicBool::new(false),
                 order_window: AtomicU64::new(0),
                 redactor: RwLock::new(None),

@@ -1,17 +1,16 @@
-//! A node's metrics, for the admin endpoint's `/metrics` (Prometheus text format).
+//! Metrics for the admin endpoint's `/metrics` (Prometheus text format): counters and
+//! histograms the hot path bumps, and the page they are written to.
 //!
 //! The hot path only bumps atomics (relaxed: a scrape may see one counter a moment ahead of
 //! another, which Prometheus tolerates); everything else is read from the node's state when
 //! a scrape asks. Names follow Prometheus's conventions: base units, `_total` counters,
 //! `_seconds` histograms, and only low-cardinality labels (command, result, peer, outcome).
 
-pub mod node;
 pub mod process;
 pub mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use node::{render, CommandKind, NodeMetrics, RequestResult};
 pub use text::{Exposition, Kind};
 
 /// A monotonic counter.
@@ -29,6 +28,11 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    /// Takes back `n` counted too soon (a request counted as answered, then refused).
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
     }
 }
 

@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 use super::peers::Link;
 use super::session;
 use super::Node;
-use crate::auth;
-use crate::config::ReconnectSettings;
-use crate::hosts::Endpoint;
-use crate::protocol::{self, format_auth, format_hello, Command, PeerMessage, ACK_VERSION};
-use crate::tls::{BoxRead, BoxWrite, PeerCert};
+use herd_config::auth;
+use herd_config::config::ReconnectSettings;
+use herd_config::hosts::Endpoint;
+use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
+use herd_wire::protocol::{self, format_auth, format_hello, Command, PeerMessage, ACK_VERSION};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -154,12 +154,12 @@ async fn handshake(
         };
         let mut stream = tls
             .connector(neighbour)?
-            .connect(crate::tls::server_name(), stream)
+            .connect(herd_config::tls::server_name(), stream)
             .await
             .map_err(|e| anyhow!("TLS handshake with {neighbour} failed: {e}"))?;
         let cert = PeerCert::from_chain(stream.get_ref().1.peer_certificates());
         let version = greet(node, neighbour, &mut stream).await?;
-        Ok((crate::tls::split(stream), cert, version))
+        Ok((herd_config::tls::split(stream), cert, version))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
@@ -263,21 +263,21 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Resul
     if answer.last() == Some(&b'\r') {
         answer.pop();
     }
-    tracing::info!(target: "wire", "{neighbour} < {}", crate::logs::printable(&answer));
+    tracing::info!(target: "wire", "{neighbour} < {}", herd_logs::printable(&answer));
     Ok(answer)
 }
 
 /// The dialler's retries: a count and its policy, jittered capped exponential backoff (`backoff.rs`) from
 /// `reconnect:`, back to the first delay once a link comes up or the neighbour says HELLO.
 struct Retries {
-    policy: crate::backoff::Backoff,
+    policy: herd_os::backoff::Backoff,
     retries: u32,
 }
 
 impl Retries {
     fn new(settings: ReconnectSettings) -> Retries {
         Retries {
-            policy: crate::backoff::Backoff {
+            policy: herd_os::backoff::Backoff {
                 initial: settings.initial,
                 max: settings.max,
             },

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::Node;
-use crate::protocol::ControlCommand;
+use herd_wire::protocol::ControlCommand;
 
 /// A fault younger than this is kept even when the other end does not hold it: the tool
 /// may not have told it yet.
@@ -219,7 +219,7 @@ pub struct Dice(u64);
 
 impl Dice {
     pub fn new() -> Dice {
-        let seed = crate::auth::nonce();
+        let seed = herd_config::auth::nonce();
         Dice(u64::from_str_radix(&seed[..16], 16).unwrap_or(0x9e37_79b9_7f4a_7c15) | 1)
     }
 

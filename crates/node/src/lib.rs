@@ -9,6 +9,7 @@ pub mod dialler;
 pub mod faults;
 pub mod lines;
 pub mod link_stats;
+pub mod metrics;
 pub mod operator;
 pub mod peer_input;
 pub mod peers;
@@ -30,12 +31,12 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::HerdSecret;
-use crate::config::{Durability, HerdConfig, ServerConfig};
-use crate::logs::WireLog;
-use crate::places::PlacesProvider;
-use crate::protocol::NodeFigures;
-use crate::record::AtRecord;
+use herd_config::auth::HerdSecret;
+use herd_config::config::{Durability, HerdConfig, ServerConfig};
+use herd_logs::WireLog;
+use herd_places::PlacesProvider;
+use herd_wire::protocol::NodeFigures;
+use herd_wire::record::AtRecord;
 use peer_input::PeerInput;
 use peers::{Handoff, Peers};
 use reconfigure::Reload;
@@ -84,7 +85,7 @@ pub struct Node {
     /// What the hot path counts for `/metrics`.
     pub metrics: crate::metrics::NodeMetrics,
     /// `links.tls`: links are mutual TLS, and `tls_port` serves clients over TLS.
-    pub tls: Option<crate::tls::NodeTls>,
+    pub tls: Option<herd_config::tls::NodeTls>,
 }
 
 /// How a record arrived from a neighbour.
@@ -244,17 +245,15 @@ async fn sweep_every_second(node: Arc<Node>) {
     let mut refused_logged = node.table.counts().refused_full;
     let mut last_log: Option<Instant> = None;
     loop {
-        tokio::time::sleep(until_next_second(crate::logs::clock::now_nanos())).await;
+        tokio::time::sleep(until_next_second(herd_wire::clock::now_nanos())).await;
         let sweeping = Arc::clone(&node);
         // A sweep scans the table when a horizon moves: off the async workers. What it
         // removed leaves the store at the next compaction (its chunks are rewritten).
         let swept = tokio::task::spawn_blocking(move || {
             let mut chunks = vec![false; store::CHUNKS];
-            let swept = sweeping
-                .table
-                .sweep(crate::logs::clock::now_nanos(), |hash| {
-                    chunks[usize::from(store::chunk_of(hash))] = true;
-                });
+            let swept = sweeping.table.sweep(herd_wire::clock::now_nanos(), |hash| {
+                chunks[usize::from(store::chunk_of(hash))] = true;
+            });
             if swept != table::Swept::default() {
                 if let Some(store) = &sweeping.store {
                     store.mark_removed(&chunks);
@@ -297,7 +296,7 @@ pub fn open_store(
     name: &str,
     table: &Arc<Table>,
 ) -> Result<(Arc<Store>, OpenReport)> {
-    crate::private::folder(&config.data_dir, "data_dir")?;
+    herd_os::private::folder(&config.data_dir, "data_dir")?;
     let (store, report) = Store::open(&store_dir(config, name), table)?;
     Ok((Arc::new(store), report))
 }
@@ -308,7 +307,7 @@ pub struct Start {
     pub table: Arc<Table>,
     pub store: Option<(Arc<Store>, OpenReport)>,
     pub log: WireLog,
-    /// The herd secret ([`crate::auth::SecretSource::ensure_secret`]); `None`: open links.
+    /// The herd secret ([`herd_config::auth::SecretSource::ensure_secret`]); `None`: open links.
     pub secret: Option<HerdSecret>,
 }
 
@@ -327,7 +326,7 @@ pub async fn run(
 ) -> Result<()> {
     let server = config.server(name)?.clone();
     let address = config.listen_address(&server)?;
-    let tls = crate::tls::NodeTls::load(&config, name)?;
+    let tls = herd_config::tls::NodeTls::load(&config, name)?;
     let Start {
         table,
         store,
@@ -388,7 +387,7 @@ pub async fn run(
 
     let peers = Peers::new(&server.neighbours, config.links.queue);
     peers.set_routes(routes::Routes::new(&config, name));
-    log.set_redaction(crate::logs::redact::Redactor::new(
+    log.set_redaction(herd_logs::redact::Redactor::new(
         config.logs.redact,
         secret.clone(),
     ));
@@ -424,7 +423,7 @@ pub async fn run(
             } else {
                 ", without a herd secret"
             },
-            crate::tls::der::format_utc(tls.own_not_after)
+            herd_config::tls::der::format_utc(tls.own_not_after)
         );
     } else if node.secret.is_none() {
         tracing::warn!(
@@ -451,7 +450,7 @@ pub async fn run(
         None => None,
     };
     // Before the admin endpoint answers: a node that dies at start never looks ready.
-    crate::panics::inject_panic_if_asked();
+    herd_os::panics::inject_panic_if_asked();
     let admin_address = SocketAddr::new(address.ip(), server.admin_port);
     let admin_listener = TcpListener::bind(admin_address).await.with_context(|| {
         format!(

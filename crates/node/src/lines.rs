@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWrite
 /// The longest line a node buffers unless `limits.max_line_bytes` says otherwise, and the
 /// bound on lines from a neighbour's link (a digest is a 16 KiB line). A longer line is
 /// answered with a truncated copy.
-pub const MAX_LINE_BYTES: usize = crate::config::DEFAULT_MAX_LINE_BYTES;
+pub const MAX_LINE_BYTES: usize = herd_config::config::DEFAULT_MAX_LINE_BYTES;
 
 /// One line as read from the wire.
 #[derive(Debug, PartialEq, Eq)]

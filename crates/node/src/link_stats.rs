@@ -119,7 +119,7 @@ impl LinkStats {
 
     /// A connection of the link came up over TLS with the neighbour's certificate `cert`,
     /// or (`None`) in plain text.
-    pub fn transport(&self, cert: Option<&crate::tls::PeerCert>) {
+    pub fn transport(&self, cert: Option<&herd_config::tls::PeerCert>) {
         let mut history = self.history();
         history.encrypted = Some(cert.is_some());
         history.peer_cert_not_after = cert.map(|c| c.not_after);

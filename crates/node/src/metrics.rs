@@ -1,8 +1,10 @@
 //! A node's own metrics: what the hot path counts, and the page `/metrics` serves.
 
-use super::{process, Counter, Exposition, Histogram, Kind, LATENCY_BOUNDS, PROPAGATION_BOUNDS};
-use crate::node::link_stats::DropReason;
-use crate::node::Node;
+use crate::link_stats::DropReason;
+use crate::Node;
+pub use herd_metrics::{
+    process, Counter, Exposition, Histogram, Kind, LATENCY_BOUNDS, PROPAGATION_BOUNDS,
+};
 
 /// The kinds of line a client connection answers (`command` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +99,7 @@ impl NodeMetrics {
     /// A request counted as answered `from` becomes `to` (a strict IAMAT refused after its
     /// reply was made).
     pub fn recount(&self, command: CommandKind, to: RequestResult, n: u64) {
-        self.requests[command as usize][RequestResult::Ok as usize]
-            .0
-            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        self.requests[command as usize][RequestResult::Ok as usize].sub(n);
         self.requests[command as usize][to as usize].add(n);
     }
 }
@@ -107,7 +107,7 @@ impl NodeMetrics {
 /// Every link's families, one sample per neighbour (and reason, direction, outcome).
 fn write_links(page: &mut Exposition, node: &Node) {
     let links = node.peers.links();
-    type Value = fn(&crate::node::peers::Link) -> f64;
+    type Value = fn(&crate::peers::Link) -> f64;
     let per_link: [(&str, Kind, &str, Value); 4] = [
         (
             "herd_link_up",
@@ -194,7 +194,7 @@ fn write_links(page: &mut Exposition, node: &Node) {
 }
 
 /// The acknowledgements of applied updates (`HERD ACK`), apart from the flood lines.
-fn write_acks(page: &mut Exposition, links: &[std::sync::Arc<crate::node::peers::Link>]) {
+fn write_acks(page: &mut Exposition, links: &[std::sync::Arc<crate::peers::Link>]) {
     page.family(
         "herd_link_acks_total",
         Kind::Counter,
@@ -227,7 +227,7 @@ fn write_acks(page: &mut Exposition, links: &[std::sync::Arc<crate::node::peers:
 }
 
 /// The link faults the operator set (`herdctl link`), and what they did to the lines.
-fn write_faults(page: &mut Exposition, links: &[std::sync::Arc<crate::node::peers::Link>]) {
+fn write_faults(page: &mut Exposition, links: &[std::sync::Arc<crate::peers::Link>]) {
     page.family(
         "herd_link_fault",
         Kind::Gauge,

@@ -1,4 +1,4 @@
-//! The node's end of the operator's control path (`crate::operator` is the tool's end):
+//! The node's end of the operator's control path (`herd_ops::operator` is the tool's end):
 //! `HERD OPERATOR` gets a challenge, and one `HERD CONTROL` command proved over it with the
 //! herd secret is carried out. Read-only commands (`DIGEST`, `RECORDS`, for `herdctl verify`)
 //! are allowed without a proof only when the herd has no secret at all (its links are open
@@ -11,10 +11,12 @@ use tokio::io::AsyncWrite;
 use super::lines::write_within;
 use super::sync::SyncStream;
 use super::Node;
-use crate::auth;
-use crate::logs::clock::now_nanos;
-use crate::protocol::{format_challenge, format_done, ControlCommand, Timestamp, DIGEST_BUCKETS};
-use crate::record::AtRecord;
+use herd_config::auth;
+use herd_wire::clock::now_nanos;
+use herd_wire::protocol::{
+    format_challenge, format_done, ControlCommand, Timestamp, DIGEST_BUCKETS,
+};
+use herd_wire::record::AtRecord;
 
 /// The challenge a tool's `HERD OPERATOR <nonce>` gets: the line to send, and the node's
 /// nonce the command's proof must cover.
@@ -86,7 +88,7 @@ pub fn forget(node: &Node, client: &str, reason_hex: &str) -> String {
     let reason = match reason_hex {
         "-" => "none given".to_owned(),
         hex => auth::unhex(hex)
-            .map(|b| crate::logs::printable(&b).into_owned())
+            .map(|b| herd_logs::printable(&b).into_owned())
             .unwrap_or_default(),
     };
     let had = held.as_ref().is_some_and(|r| !r.is_tombstone());

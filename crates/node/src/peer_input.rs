@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Node;
-use crate::config::HerdConfig;
-use crate::protocol::{AtFields, Timestamp};
+use herd_config::config::HerdConfig;
+use herd_wire::protocol::{AtFields, Timestamp};
 
 /// Why a neighbour's line (or a handshake) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl PeerInput {
 pub fn refuse(node: &Node, neighbour: &str, why: Dropped, line: &[u8]) {
     node.peer_input.count(why);
     static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
-    let secs = crate::logs::clock::now_nanos() / 1_000_000_000;
+    let secs = herd_wire::clock::now_nanos() / 1_000_000_000;
     if LAST_WARNING_SECS.swap(secs as u64, Ordering::Relaxed) != secs as u64 {
         tracing::warn!(
             "dropped a line from {neighbour} ({}): {}",
@@ -153,7 +153,7 @@ pub fn check_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse_at_line;
+    use herd_wire::protocol::parse_at_line;
 
     fn config() -> HerdConfig {
         HerdConfig::parse(

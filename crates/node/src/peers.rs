@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use super::routes::{Next, Routes};
-use crate::record::AtRecord;
+use herd_wire::record::AtRecord;
 
 /// One link to a neighbour.
 pub struct Link {

@@ -12,8 +12,8 @@ use anyhow::{bail, Result};
 use tokio::sync::{oneshot, watch};
 
 use super::{dialler, Node};
-use crate::config::HerdConfig;
-use crate::config_diff;
+use herd_config::config::HerdConfig;
+use herd_config::config_diff;
 
 /// A new herd file for a running node, and where to say whether it took it (and what
 /// changed, for the log).
@@ -41,8 +41,8 @@ pub fn apply(
     let (max_connections, queue) = (new.limits.max_connections, new.links.queue);
     node.per_ip.set_max(new.limits.max_connections_per_ip);
     node.table
-        .set_lifecycle(&new.clients, crate::logs::clock::now_nanos());
-    node.log.set_redaction(crate::logs::redact::Redactor::new(
+        .set_lifecycle(&new.clients, herd_wire::clock::now_nanos());
+    node.log.set_redaction(herd_logs::redact::Redactor::new(
         new.logs.redact,
         node.secret.clone(),
     ));

@@ -20,8 +20,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-pub use crate::config::Forwarding;
-use crate::config::HerdConfig;
+pub use herd_config::config::Forwarding;
+use herd_config::config::HerdConfig;
 
 /// This server's place in every origin's tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -19,17 +19,17 @@ use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
 use super::table::Refused;
 use super::{operator, session, Node};
-use crate::auth;
-use crate::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
-use crate::logs::clock::now_nanos;
-use crate::logs::LogBatch;
 use crate::metrics::{CommandKind, RequestResult};
-use crate::places::NearbyQuery;
-use crate::protocol::{
+use herd_config::auth;
+use herd_config::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
+use herd_logs::LogBatch;
+use herd_places::NearbyQuery;
+use herd_wire::clock::now_nanos;
+use herd_wire::protocol::{
     self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
     Command, ControlCommand, PeerMessage, PEER_PROTOCOL_VERSION,
 };
-use crate::record::AtRecord;
+use herd_wire::record::AtRecord;
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
 /// slow or hostile client never holds up another.
@@ -85,7 +85,7 @@ enum Transport {
     Plain,
     /// Mutual TLS on the client port: the other end presented this certificate from the
     /// herd CA (a neighbour's link).
-    LinkTls(crate::tls::PeerCert),
+    LinkTls(herd_config::tls::PeerCert),
     /// TLS on `tls_port`: a client, with no certificate.
     ClientTls,
 }
@@ -109,7 +109,7 @@ async fn serve_client_port(
     };
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(wait, stream.peek(&mut first)).await;
-    if !matches!(peeked, Ok(Ok(1))) || first[0] != crate::tls::HANDSHAKE_RECORD {
+    if !matches!(peeked, Ok(Ok(1))) || first[0] != herd_config::tls::HANDSHAKE_RECORD {
         // Nothing yet (the line loop applies the same deadline), or a protocol line.
         let (reader, writer) = plain_halves(stream);
         return handle_connection(node, reader, writer, remote, slot, Transport::Plain).await;
@@ -130,12 +130,12 @@ async fn serve_client_port(
             return Ok(());
         }
     };
-    let Some(cert) = crate::tls::PeerCert::from_chain(stream.get_ref().1.peer_certificates())
+    let Some(cert) = herd_config::tls::PeerCert::from_chain(stream.get_ref().1.peer_certificates())
     else {
         tracing::warn!("{remote}: refused a TLS connection: its certificate cannot be read");
         return Ok(());
     };
-    let (reader, writer) = crate::tls::split(stream);
+    let (reader, writer) = herd_config::tls::split(stream);
     handle_connection(node, reader, writer, remote, slot, Transport::LinkTls(cert)).await
 }
 
@@ -186,7 +186,7 @@ pub async fn serve_tls_clients(node: Arc<Node>, listener: TcpListener) -> Result
                 }
                 Err(_) => return,
             };
-            let (reader, writer) = crate::tls::split(stream);
+            let (reader, writer) = herd_config::tls::split(stream);
             let served =
                 handle_connection(&node, reader, writer, remote, slot, Transport::ClientTls);
             if let Err(e) = served.await {
@@ -244,7 +244,7 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, limits: &crate::config::Limits) {
+    fn refused(&mut self, limits: &herd_config::config::Limits) {
         self.unreported += 1;
         if self
             .last_warning

@@ -32,14 +32,14 @@ use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
-use crate::logs::clock::now_nanos;
-use crate::logs::{LogBatch, WireLog};
-use crate::protocol::{
+use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
+use herd_logs::{LogBatch, WireLog};
+use herd_wire::clock::now_nanos;
+use herd_wire::protocol::{
     self, format_ack, format_ack_request, format_fault, format_want, Command, PeerMessage,
     PEER_VERB,
 };
-use crate::record::AtRecord;
-use crate::tls::{BoxRead, BoxWrite, PeerCert};
+use herd_wire::record::AtRecord;
 
 /// Updates taken from the link's queue and written in one go.
 const MAX_BATCH: usize = 512;
@@ -325,7 +325,7 @@ struct Input<'a> {
     node: &'a Node,
     neighbour: &'a str,
     /// The herd file the session started with.
-    config: std::sync::Arc<crate::config::HerdConfig>,
+    config: std::sync::Arc<herd_config::config::HerdConfig>,
     shared: &'a Shared,
     requests: mpsc::Sender<Request>,
     stats: &'a LinkStats,
@@ -533,7 +533,7 @@ impl BurstLog<'_> {
         read: impl std::future::Future<Output = T>,
         idle: Duration,
         now: i128,
-        config: &crate::config::HerdConfig,
+        config: &herd_config::config::HerdConfig,
     ) -> Option<T> {
         let idle_at = tokio::time::Instant::now() + idle;
         tokio::pin!(read);

@@ -23,8 +23,8 @@
 use std::time::Instant;
 
 use super::table::Table;
-use crate::protocol::{format_digest_at, Horizons, DIGEST_BUCKETS, PEER_VERB};
-use crate::record::AtRecord;
+use herd_wire::protocol::{format_digest_at, Horizons, DIGEST_BUCKETS, PEER_VERB};
+use herd_wire::record::AtRecord;
 
 /// A chunk of SYNC lines is written once it reaches this size.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -180,7 +180,7 @@ fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{parse_line, Command, PeerMessage};
+    use herd_wire::protocol::{parse_line, Command, PeerMessage};
 
     #[test]
     fn a_stream_sends_every_record_of_the_buckets_in_bounded_chunks() {

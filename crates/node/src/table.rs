@@ -18,9 +18,9 @@ use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::hash_table::{Entry, HashTable};
 
-use crate::config::ClientsSettings;
-use crate::protocol::DIGEST_BUCKETS;
-use crate::record::{bucket_of, client_bucket, stable_hash, AtRecord};
+use herd_config::config::ClientsSettings;
+use herd_wire::protocol::DIGEST_BUCKETS;
+use herd_wire::record::{bucket_of, client_bucket, stable_hash, AtRecord};
 
 /// The number of an update the table accepted while queueing for a store (from 1, in the
 /// order they were accepted); a strict reply waits until the store made that one durable.

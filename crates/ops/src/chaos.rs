@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::config::HerdConfig;
 use crate::operator;
-use crate::protocol::{ControlCommand, DIGEST_BUCKETS};
+use herd_config::config::HerdConfig;
+use herd_wire::protocol::{ControlCommand, DIGEST_BUCKETS};
 
 /// `herdctl chaos`: how long, how hard, which faults, from which seed.
 #[derive(Debug, Clone, Args)]
@@ -338,7 +338,7 @@ fn end_fault(config: &HerdConfig, f: &Fault) {
 /// acknowledged (client, AT line), the reads and the stale ones.
 fn load(
     config: &HerdConfig,
-    endpoints: &BTreeMap<String, crate::hosts::Endpoint>,
+    endpoints: &BTreeMap<String, herd_config::hosts::Endpoint>,
     duration: Duration,
     rate: f64,
     seed: u64,
@@ -383,7 +383,7 @@ fn load(
 
 /// One line to a server and the first line of its answer, within a second (a paused or
 /// dead server answers nothing: `None`).
-fn exchange(endpoint: &crate::hosts::Endpoint, line: &str) -> Option<String> {
+fn exchange(endpoint: &herd_config::hosts::Endpoint, line: &str) -> Option<String> {
     let (mut stream, _) = endpoint.connect_blocking(IO_TIMEOUT).ok()?;
     stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).ok()?;
@@ -398,7 +398,7 @@ fn exchange(endpoint: &crate::hosts::Endpoint, line: &str) -> Option<String> {
 /// Flood lines written by the servers alive now, summed (`HERD STATUS`).
 fn floods_sent(
     config: &HerdConfig,
-    endpoints: &BTreeMap<String, crate::hosts::Endpoint>,
+    endpoints: &BTreeMap<String, herd_config::hosts::Endpoint>,
     runtime: &tokio::runtime::Runtime,
 ) -> u64 {
     let _ = config;
@@ -417,7 +417,7 @@ fn floods_sent(
 /// record must be that one everywhere).
 async fn count_lost(
     config: &HerdConfig,
-    endpoints: &BTreeMap<String, crate::hosts::Endpoint>,
+    endpoints: &BTreeMap<String, herd_config::hosts::Endpoint>,
     acked: &[(String, String)],
 ) -> usize {
     if acked.is_empty() {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{HerdConfig, DEFAULT_CONFIG_PATH};
-use crate::hosts::Machine;
+use herd_config::config::{HerdConfig, DEFAULT_CONFIG_PATH};
+use herd_config::hosts::Machine;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the reader wakes up to check the reply deadline.
@@ -38,7 +38,7 @@ pub fn send(
     let tls = match (server.tls_port, &config.tls) {
         (Some(port), Some(files)) => {
             endpoint.port = port;
-            Some(crate::tls::client_connector(files, name)?)
+            Some(herd_config::tls::client_connector(files, name)?)
         }
         _ => None,
     };
@@ -151,7 +151,7 @@ fn exchange(
                         true => "no reply",
                         false => "nothing more",
                     };
-                    let holder = crate::port_owner::describe_port(address.port())
+                    let holder = herd_os::port_owner::describe_port(address.port())
                         .map(|h| format!(" (the port is held by {h})"))
                         .unwrap_or_default();
                     bail!(
@@ -208,7 +208,7 @@ fn exchange_tls(
         let stream = tokio::net::TcpStream::from_std(stream)?;
         let mut tls = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            connector.connect(crate::tls::server_name(), stream),
+            connector.connect(herd_config::tls::server_name(), stream),
         )
         .await
         .map_err(|_| anyhow!("{name} on {address} did not finish the TLS handshake"))?

@@ -17,8 +17,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::admin::ProbeAnswer;
-use crate::config::HerdConfig;
-use crate::pidlock::PidLock;
+use herd_config::config::HerdConfig;
+use herd_os::pidlock::PidLock;
 
 /// How long a node has to take a reloaded herd file (the supervisor's `reload` waits as long).
 const TAKE_DEADLINE: Duration = Duration::from_secs(10);

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::config::HerdConfig;
-use crate::hosts::Endpoint;
 use crate::operator;
-use crate::protocol::{is_valid_client_id, ControlCommand, MAX_FORGET_REASON_BYTES};
+use herd_config::config::HerdConfig;
+use herd_config::hosts::Endpoint;
+use herd_wire::protocol::{is_valid_client_id, ControlCommand, MAX_FORGET_REASON_BYTES};
 
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the tool waits for every reachable server to have dropped the client.
@@ -47,7 +47,7 @@ pub fn run(
                 r.len()
             )
         }
-        Some(r) => crate::auth::hex(r.as_bytes()),
+        Some(r) => herd_config::auth::hex(r.as_bytes()),
     };
     if let Some(via) = via {
         config.server(via)?;

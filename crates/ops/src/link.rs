@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
-use crate::config::HerdConfig;
 use crate::operator;
-use crate::protocol::{ControlCommand, MAX_LINK_DELAY_MS};
+use herd_config::config::HerdConfig;
+use herd_wire::protocol::{ControlCommand, MAX_LINK_DELAY_MS};
 
 /// `herdctl link`: faults on the link between two neighbours.
 #[derive(Debug, Clone, Subcommand)]

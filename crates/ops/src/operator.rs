@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::auth;
-use crate::config::HerdConfig;
-use crate::hosts::{Endpoint, Machine};
-use crate::protocol::{
+use herd_config::auth;
+use herd_config::config::HerdConfig;
+use herd_config::hosts::{Endpoint, Machine};
+use herd_wire::protocol::{
     format_control, format_operator, parse_challenge, parse_done, parse_line, Command,
     ControlCommand, PeerMessage,
 };
-use crate::record::AtRecord;
+use herd_wire::record::AtRecord;
 
 /// What a node answered: the records it streamed (for `RECORDS`) and its closing `DONE`.
 #[derive(Debug, Clone)]

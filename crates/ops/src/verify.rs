@@ -12,11 +12,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::HerdConfig;
-use crate::hosts::Endpoint;
 use crate::operator::{self, Answer};
-use crate::protocol::{ControlCommand, DIGEST_BUCKETS};
-use crate::record::AtRecord;
+use herd_config::config::HerdConfig;
+use herd_config::hosts::Endpoint;
+use herd_wire::protocol::{ControlCommand, DIGEST_BUCKETS};
+use herd_wire::record::AtRecord;
 
 /// How long a server has to answer one question.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -202,7 +202,7 @@ fn at_one_horizon(answers: &[(String, Result<Answer>)]) -> bool {
 /// newest record some server lacks.
 async fn samples<'a>(
     config: &HerdConfig,
-    endpoints: &BTreeMap<String, crate::hosts::Endpoint>,
+    endpoints: &BTreeMap<String, herd_config::hosts::Endpoint>,
     names: impl Iterator<Item = &'a String>,
     buckets: &[u16],
 ) -> Vec<Sample> {

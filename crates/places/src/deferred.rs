@@ -43,7 +43,7 @@ impl<P: PlacesProvider + 'static> Deferred<P> {
             // A build that panics must not leave WHATSATs waiting forever: they get an error
             // document instead (the protocol's "never a hang").
             let built = std::panic::catch_unwind(AssertUnwindSafe(build)).map_err(|panic| {
-                crate::panics::payload_text(&*panic)
+                herd_os::panics::payload_text(&*panic)
                     .unwrap_or("no message")
                     .to_owned()
             });

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{Answer, HttpProvider, NoAnswer, Search, Secret, Service, MAX_RESULTS};
 use super::{error_document, nearby_document, NearbyQuery};
-use crate::config::{GoogleApi, GoogleSettings};
+use herd_config::config::{GoogleApi, GoogleSettings};
 
 /// The environment variable that holds the API key.
 pub const API_KEY_ENV: &str = "GOOGLE_PLACES_API_KEY";

@@ -38,7 +38,7 @@ use serde_json::Value;
 use super::budget::{self, Budget, Refusal, Spend};
 use super::cache::{Cache, Source};
 use super::{Document, NearbyQuery, PlacesFuture, PlacesProvider};
-use crate::config::UpstreamSettings;
+use herd_config::config::UpstreamSettings;
 
 /// The protocol's largest bound: every request asks for this many results.
 pub const MAX_RESULTS: usize = 20;

@@ -39,7 +39,7 @@ pub type PlacesFuture<'a> = Pin<Box<dyn Future<Output = Document> + Send + 'a>>;
 
 /// A places document as it goes on the wire after the AT line: JSON text with no blank line
 /// (no run of two or more newlines) and no trailing newline, so a WHATSAT reply is the AT
-/// line, this text and an empty line, copied as they are ([`crate::protocol::push_whatsat_reply`]).
+/// line, this text and an empty line, copied as they are ([`herd_wire::protocol::push_whatsat_reply`]).
 ///
 /// Every way to make one keeps that rule: [`Document::render`] writes pretty JSON, which
 /// never has a blank line (an escaped string cannot hold a raw newline, an empty array or
@@ -63,7 +63,7 @@ impl Document {
     }
 
     /// Text its maker guarantees is such a document (the offline provider's own writer).
-    pub(in crate::places) fn rendered(text: String) -> Document {
+    pub(crate) fn rendered(text: String) -> Document {
         debug_assert!(!text.contains("\n\n") && !text.ends_with('\n'));
         Document(text)
     }
@@ -73,7 +73,7 @@ impl Document {
     #[cfg(test)]
     pub fn from_text(text: &str) -> Document {
         let mut collapsed = String::with_capacity(text.len());
-        crate::protocol::push_collapsed(&mut collapsed, text);
+        herd_wire::protocol::push_collapsed(&mut collapsed, text);
         Document(collapsed)
     }
 
@@ -106,13 +106,13 @@ pub trait PlacesProvider: Send + Sync {
 /// What a provider with an upstream service counts for `/metrics`.
 pub struct PlacesStats {
     /// Answered from the cache (or from another request's fetch in flight).
-    pub hits: crate::metrics::Counter,
+    pub hits: herd_metrics::Counter,
     /// Fetched from the service, and a good answer.
-    pub misses: crate::metrics::Counter,
+    pub misses: herd_metrics::Counter,
     /// Fetched, or not sent (over budget), and answered with an error document.
-    pub errors: crate::metrics::Counter,
+    pub errors: herd_metrics::Counter,
     /// How long each request to the service took.
-    pub upstream_seconds: crate::metrics::Histogram,
+    pub upstream_seconds: herd_metrics::Histogram,
 }
 
 impl Default for PlacesStats {
@@ -121,7 +121,7 @@ impl Default for PlacesStats {
             hits: Default::default(),
             misses: Default::default(),
             errors: Default::default(),
-            upstream_seconds: crate::metrics::Histogram::new(crate::metrics::LATENCY_BOUNDS),
+            upstream_seconds: herd_metrics::Histogram::new(herd_metrics::LATENCY_BOUNDS),
         }
     }
 }
@@ -156,7 +156,7 @@ pub fn error_document(status: &str, message: &str) -> Value {
 #[cfg(test)]
 mod document_tests {
     use super::Document;
-    use crate::protocol::{format_whatsat_reply, push_whatsat_reply};
+    use herd_wire::protocol::{format_whatsat_reply, push_whatsat_reply};
 
     #[test]
     fn whatsat_reply_from_a_document_is_the_formatted_one() {

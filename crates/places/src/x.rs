@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{Answer, HttpProvider, NoAnswer, Search, Secret, Service, MAX_RESULTS};
 use super::NearbyQuery;
-use crate::config::UpstreamSettings;
+use herd_config::config::UpstreamSettings;
 
 /// The environment variable that holds the bearer token (an app-only OAuth 2.0 token).
 pub const TOKEN_ENV: &str = "X_BEARER_TOKEN";
@@ -330,7 +330,7 @@ fn now_unix() -> u64 {
 
 /// Unix time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_rfc3339(unix: u64) -> String {
-    let (year, month, day, hour, minute, second) = crate::logs::clock::civil(unix);
+    let (year, month, day, hour, minute, second) = herd_wire::clock::civil(unix);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
 }
 

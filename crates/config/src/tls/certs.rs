@@ -48,7 +48,7 @@ pub fn init(config: &HerdConfig, dir: &Path) -> Result<()> {
             ca_cert.display()
         );
     }
-    crate::private::folder(dir, "the certificate folder")?;
+    herd_os::private::folder(dir, "the certificate folder")?;
     let key = KeyPair::generate().context("cannot make the CA's key")?;
     let params = ca_params(&format!("{CA_NAME_PREFIX} {}", &crate::auth::nonce()[..12]))?;
     let cert = params
@@ -252,7 +252,7 @@ pub fn read_cert(path: &Path) -> Result<rustls::pki_types::CertificateDer<'stati
 pub fn read_private_text(path: &Path) -> Result<String> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
-    let mut file = crate::private::open_read(path)
+    let mut file = herd_os::private::open_read(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let mode = file.metadata()?.permissions().mode();
     if mode & 0o077 != 0 {
@@ -274,7 +274,7 @@ pub fn read_private_text(path: &Path) -> Result<String> {
 fn write_private(path: &Path, text: &str) -> Result<()> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| -> std::io::Result<()> {
-        let mut file = crate::private::create_new(&temporary)?;
+        let mut file = herd_os::private::create_new(&temporary)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)

@@ -10,7 +10,7 @@
 //!   a credential root's with an ACL for the unit's user, which shows as the group bits;
 //! - nobody else's key is taken, and a key others may read never.
 //!
-//! Unlike the files the herd writes (`crate::private`), the path may go through symbolic
+//! Unlike the files the herd writes (`herd_os::private`), the path may go through symbolic
 //! links (a Secret volume's files are links into its current version, certbot's `live/`
 //! folder too): the checks are on the file the links lead to.
 

@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::Node;
-use crate::admin::{LinkFaultStatus, LinkStatus, NodeStatus};
+use herd_wire::status::{LinkFaultStatus, LinkStatus, NodeStatus};
 use http::{read_request, response, BadRequest, Request, REQUEST_TIMEOUT};
 
 /// Admin connections open at once; a probe or a scrape takes milliseconds, so this only

@@ -15,7 +15,7 @@ use anyhow::{anyhow, Context, Result};
 use super::journal::{self, Segment};
 use super::load::{MARKER_KEY, MARKER_VALUE, RECORDS_KEY};
 use super::{chunk_of, client_chunk, lock, release_free_memory, Seq, Store, CHUNKS, RETRY_EVERY};
-use crate::node::table::{Table, SHARDS};
+use crate::table::{Table, SHARDS};
 
 /// Compaction runs once the journal and the snapshot together hold this much (the journal
 /// at least [`COMPACT_MIN_BYTES`], at most [`COMPACT_MAX_BYTES`]). A restart reads both, and

@@ -16,8 +16,8 @@ use tokio::sync::watch;
 use super::compaction::{Legacy, SnapshotState};
 use super::journal::{self, Frames};
 use super::{chunk_of, panic_message, JournalState, Progress, Store, Wake, CHUNKS, FRAME_BYTES};
-use crate::node::table::Table;
-use crate::record::AtRecord;
+use crate::table::Table;
+use herd_wire::record::AtRecord;
 
 /// A separate sled tree for the store's own bookkeeping, apart from the client records.
 pub(super) const META_TREE: &str = "herd-meta";

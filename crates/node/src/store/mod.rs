@@ -47,8 +47,8 @@ use tokio::sync::watch;
 
 pub use super::table::Seq;
 use super::table::{Accepted, Table, SHARDS};
-use crate::record::stable_hash;
 use compaction::SnapshotState;
+use herd_wire::record::stable_hash;
 use journal::{Frames, Segment};
 
 /// Snapshot chunks. A multiple of the table's shards, so a chunk's clients all live in one
@@ -62,7 +62,7 @@ use journal::{Frames, Segment};
 /// snapshot in memory, about 100 bytes per client.
 pub const CHUNKS: usize = 16384;
 const _: () = assert!(CHUNKS % SHARDS == 0);
-const _: () = assert!(CHUNKS % crate::protocol::DIGEST_BUCKETS == 0);
+const _: () = assert!(CHUNKS % herd_wire::protocol::DIGEST_BUCKETS == 0);
 
 /// How often the writer takes what the table accepted when nobody waits for it.
 const WRITER_TICK: Duration = Duration::from_millis(10);
@@ -247,9 +247,9 @@ impl Store {
             Ok((store, found)) => (store, found, None),
             // Said in the herd's words: sled's error is a raw `Os { code: 11, .. }`.
             Err(load::Failure::Locked(_)) => {
-                let holder = crate::port_owner::lock_holder(&dir.join("db")).map_or(
+                let holder = herd_os::port_owner::lock_holder(&dir.join("db")).map_or(
                     "another process".to_owned(),
-                    crate::port_owner::describe_pid,
+                    herd_os::port_owner::describe_pid,
                 );
                 bail!(
                     "the store {} is in use by {holder}: this server already runs (perhaps \
@@ -583,7 +583,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    crate::panics::payload_text(panic.as_ref()).unwrap_or("(no message)")
+    herd_os::panics::payload_text(panic.as_ref()).unwrap_or("(no message)")
 }
 
 /// Renames `dir` to `<dir>.corrupt-<unix seconds>` beside it (a suffix if that exists).

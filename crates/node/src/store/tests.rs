@@ -1,8 +1,8 @@
 use super::*;
-use crate::node::store::load::{
+use crate::store::load::{
     LEGACY_JOURNAL_TREE, MARKER_KEY, MARKER_V1, MARKER_V2, META_TREE, SNAPSHOT_TREE,
 };
-use crate::record::AtRecord;
+use herd_wire::record::AtRecord;
 
 fn record(client: &str, time: &str) -> AtRecord {
     AtRecord::from_parts("Alford", "+0.000000001", client, "+1+1", time).unwrap()
@@ -94,7 +94,7 @@ fn chunks_live_in_the_shard_of_their_clients() {
         let client = format!("c{i}");
         assert_eq!(
             usize::from(client_chunk(&client)) % SHARDS,
-            crate::record::client_bucket(&client) as usize % SHARDS
+            herd_wire::record::client_bucket(&client) as usize % SHARDS
         );
     }
 }

@@ -27,8 +27,8 @@ use serde_json::{json, Map};
 use super::kubernetes::{
     cluster_herd_file, object_names, CONFIG_DIR, CONFIG_FILE, RUN_MOUNT, STATE_DIR, USER_ID,
 };
-use crate::auth::SECRET_ENV;
-use crate::config::{HerdConfig, ProviderKind};
+use herd_config::auth::SECRET_ENV;
+use herd_config::config::{HerdConfig, ProviderKind};
 
 pub const COMPOSE_FILE: &str = "compose.yaml";
 pub const ENV_FILE: &str = "herd.env";
@@ -114,8 +114,8 @@ pub fn project(
     }
     let credential = match config.places.provider() {
         ProviderKind::Offline => None,
-        ProviderKind::Google => Some(crate::places::google::API_KEY_ENV),
-        ProviderKind::X => Some(crate::places::x::TOKEN_ENV),
+        ProviderKind::Google => Some(herd_places::google::API_KEY_ENV),
+        ProviderKind::X => Some(herd_places::x::TOKEN_ENV),
     };
     if let Some(key) = credential {
         match std::env::var(key) {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::kubernetes::USER_ID;
 use super::kubernetes_tls::TLS_DIR;
-use crate::config::{HerdConfig, ServerConfig};
+use herd_config::config::{HerdConfig, ServerConfig};
 
 /// The project's folder of certificates.
 pub const FOLDER: &str = "tls";
@@ -76,14 +76,14 @@ pub fn write(dir: &Path, copies: &[TlsCopy]) -> Result<(Vec<PathBuf>, Vec<String
         return Ok((Vec::new(), Vec::new()));
     }
     let folder = dir.join(FOLDER);
-    crate::private::folder(&folder, "the project's certificate folder")?;
+    herd_os::private::folder(&folder, "the project's certificate folder")?;
     let root = nix::unistd::geteuid().is_root();
     let mut written = Vec::new();
     for copy in copies {
         let to = folder.join(&copy.name);
         let content = match copy.key {
             // As `herdctl certs` made it: this user's, private.
-            true => crate::tls::certs::read_private_text(&copy.from)
+            true => herd_config::tls::certs::read_private_text(&copy.from)
                 .map(String::into_bytes)
                 .context("links.tls key")?,
             false => std::fs::read(&copy.from).with_context(|| {
@@ -95,7 +95,7 @@ pub fn write(dir: &Path, copies: &[TlsCopy]) -> Result<(Vec<PathBuf>, Vec<String
             })?,
         };
         // Anew each time: an earlier copy may be the containers' user's, read-only.
-        let mut file = crate::private::create_new(&to)
+        let mut file = herd_os::private::create_new(&to)
             .with_context(|| format!("cannot write {}", to.display()))?;
         file.write_all(&content)
             .with_context(|| format!("cannot write {}", to.display()))?;

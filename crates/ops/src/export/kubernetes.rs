@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::kubernetes_tls::{tls_secret_commands, tls_volume, TLS_DIR};
-use crate::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
+use herd_config::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 
 /// Where the pods find the herd file (the ConfigMap's mount).
 pub const CONFIG_DIR: &str = "/etc/herd";
@@ -123,7 +123,7 @@ pub fn manifests(
     let names = object_names(config)?;
     let mut notes = Vec::new();
     let cluster_config = cluster_herd_file(config, text, &names)?;
-    let config_hash = crate::config::text_digest(&cluster_config.herd_yaml);
+    let config_hash = herd_config::config::text_digest(&cluster_config.herd_yaml);
 
     let metadata = |name: &str, extra_labels: &[(&str, &str)]| {
         let mut labels = Map::new();
@@ -163,7 +163,7 @@ pub fn manifests(
             "kind": "Secret",
             "metadata": metadata(SECRET, &[]),
             "type": "Opaque",
-            "stringData": { (crate::auth::SECRET_ENV): secret.reveal() },
+            "stringData": { (herd_config::auth::SECRET_ENV): secret.reveal() },
         }));
     } else {
         notes.push(
@@ -181,15 +181,15 @@ pub fn manifests(
     })];
     if secret.is_some() {
         env.push(json!({
-            "name": crate::auth::SECRET_ENV,
-            "valueFrom": { "secretKeyRef": { "name": SECRET, "key": crate::auth::SECRET_ENV } },
+            "name": herd_config::auth::SECRET_ENV,
+            "valueFrom": { "secretKeyRef": { "name": SECRET, "key": herd_config::auth::SECRET_ENV } },
         }));
     }
     // An upstream places provider needs its credential in the environment, from a Secret.
     let credential = match config.places.provider() {
         ProviderKind::Offline => None,
-        ProviderKind::Google => Some((GOOGLE_SECRET, crate::places::google::API_KEY_ENV, "google")),
-        ProviderKind::X => Some((X_SECRET, crate::places::x::TOKEN_ENV, "x")),
+        ProviderKind::Google => Some((GOOGLE_SECRET, herd_places::google::API_KEY_ENV, "google")),
+        ProviderKind::X => Some((X_SECRET, herd_places::x::TOKEN_ENV, "x")),
     };
     if let Some((secret, key, provider)) = credential {
         env.push(json!({

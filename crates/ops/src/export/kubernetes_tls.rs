@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::config::{HerdConfig, TlsFiles};
+use herd_config::config::{HerdConfig, TlsFiles};
 
 /// Where a pod (or a container) finds `ca.pem`, its own `<Name>.pem` and `<Name>.key`.
 /// Not under CONFIG_DIR: a mount inside a ConfigMap's read-only volume needs a mount point

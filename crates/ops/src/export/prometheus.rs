@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use crate::config::HerdConfig;
+use herd_config::config::HerdConfig;
 
 /// `herdctl export prometheus [--token-file F [--write-token]]`: prints the config.
 pub fn export(

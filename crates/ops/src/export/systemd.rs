@@ -16,10 +16,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use crate::auth::SecretSource;
-use crate::config::{HerdConfig, ServerConfig};
-use crate::hosts::Machine;
-use crate::logs::server_log_dir;
+use herd_config::auth::SecretSource;
+use herd_config::config::{HerdConfig, ServerConfig};
+use herd_config::hosts::Machine;
+use herd_logs::server_log_dir;
 
 /// The target that groups every exported server.
 pub const TARGET: &str = "herd.target";
@@ -79,11 +79,11 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     // those are made now, for the servers that live here (another machine's folders are made
     // by an export there).
     for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
-        // Private, as the node makes them (see `crate::private`), and the units' user's.
+        // Private, as the node makes them (see `herd_os::private`), and the units' user's.
         let keys = ["data_dir", "log_dir", "run_dir"];
         for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
             if let Folder::Plain(folder) = Folder::of(folder) {
-                crate::private::folder_for(&folder, key, owner.0, Some(owner.1))?;
+                herd_os::private::folder_for(&folder, key, owner.0, Some(owner.1))?;
             }
         }
     }
@@ -306,7 +306,7 @@ pub fn service_unit(config: &HerdConfig, server: &ServerConfig, settings: &UnitS
     line("# Sandbox: the node writes only its data, log and run folders.");
     line("ProtectSystem=strict");
     let mut folders = writable_paths(config, server);
-    // The node also checks that log_dir itself is its own (see `crate::private`): under
+    // The node also checks that log_dir itself is its own (see `herd_os::private`): under
     // /var/log systemd makes it root's unless it is named too.
     if matches!(Folder::of(&config.logs.dir), Folder::Logs(_)) {
         folders.insert(1, config.logs.dir.clone());
@@ -375,7 +375,7 @@ fn tls_credentials(config: &HerdConfig, server: &ServerConfig) -> Vec<String> {
         let path = normalized(&path).to_string_lossy().replace('%', "%%");
         settings.push(format!("LoadCredential={id}:{path}"));
     }
-    settings.push(format!("Environment={}=%d", crate::tls::TLS_DIR_ENV));
+    settings.push(format!("Environment={}=%d", herd_config::tls::TLS_DIR_ENV));
     settings
 }
 

@@ -19,10 +19,10 @@ use super::files::{self, Rotate};
 use super::machine::State;
 use super::{locate, node_stderr_path, process, RunPaths};
 use crate::admin::LinkStatus;
-use crate::config::HerdConfig;
-use crate::hosts::{Endpoint, Machine};
-use crate::pidlock::PidLock;
-use crate::protocol::NodeFigures;
+use herd_config::config::HerdConfig;
+use herd_config::hosts::{Endpoint, Machine};
+use herd_os::pidlock::PidLock;
+use herd_wire::protocol::NodeFigures;
 
 /// How long `start` waits for a node to answer beyond what the supervisor allows it (a
 /// node still stopping, then `supervisor.start_timeout_ms`): the supervisor gives up first
@@ -119,9 +119,9 @@ impl SupervisorClient {
     fn spawn_daemon(&self) -> Result<std::process::Child> {
         let exe = std::env::current_exe().context("cannot find the herdctl executable")?;
         if let Some(folder) = self.paths.log.parent() {
-            crate::private::folder(folder, "log_dir")?;
+            herd_os::private::folder(folder, "log_dir")?;
         }
-        crate::private::folder(&self.config.run_dir, "run_dir")?;
+        herd_os::private::folder(&self.config.run_dir, "run_dir")?;
         // No supervisor has it open: a full log is renamed aside (the daemon rotates it in
         // place while it runs).
         files::rotate_if_larger(
@@ -130,7 +130,7 @@ impl SupervisorClient {
             Rotate::Rename,
         )
         .with_context(|| format!("cannot rotate {}", self.paths.log.display()))?;
-        let log = crate::private::open_append(&self.paths.log)
+        let log = herd_os::private::open_append(&self.paths.log)
             .with_context(|| format!("cannot open {}", self.paths.log.display()))?;
         let mut command = std::process::Command::new(exe);
         command
@@ -513,7 +513,7 @@ fn not_ours(alive: &BTreeMap<String, u32>) -> String {
             format!(
                 "{name} still runs as {}, which this supervisor did not start (its lock is not \
                  under this run_dir); stop it with: kill {pid}",
-                crate::port_owner::describe_pid(*pid)
+                herd_os::port_owner::describe_pid(*pid)
             )
         })
         .collect();
@@ -921,7 +921,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
             };
             if local {
                 let port_held_by = match (r.pid, f) {
-                    (None, None) => crate::port_owner::describe_port(server.port),
+                    (None, None) => herd_os::port_owner::describe_port(server.port),
                     _ => None,
                 };
                 return StatusRow {
@@ -1217,7 +1217,7 @@ fn print_table(rows: &[StatusRow]) {
 /// run in plain text on a herd that has TLS ones.
 fn tls_links_note(row: &StatusRow) -> Option<String> {
     let links = row.links.as_ref()?;
-    let now = crate::tls::certs::now_secs();
+    let now = herd_config::tls::certs::now_secs();
     let tls: Vec<String> = links
         .iter()
         .filter(|l| l.encrypted == Some(true))
@@ -1225,8 +1225,8 @@ fn tls_links_note(row: &StatusRow) -> Option<String> {
             Some(at) => format!(
                 "{} (certificate expires {}, {} days)",
                 l.peer,
-                crate::tls::der::format_utc(at),
-                crate::tls::certs::days_left(at, now)
+                herd_config::tls::der::format_utc(at),
+                herd_config::tls::certs::days_left(at, now)
             ),
             None => l.peer.clone(),
         })
@@ -1333,7 +1333,7 @@ pub fn plural(n: usize, what: &str) -> String {
 fn last_lines(path: &Path, n: usize) -> String {
     crate::tail::last_lines_of(path, n)
         .iter()
-        .map(|l| format!("  {}", crate::logs::printable(l)))
+        .map(|l| format!("  {}", herd_logs::printable(l)))
         .collect::<Vec<_>>()
         .join("\n")
 }

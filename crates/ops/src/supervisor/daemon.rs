@@ -20,9 +20,9 @@ use super::files::{self, Rotate};
 use super::machine::{Action, Event, NodeMachine, State};
 use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
-use crate::config::{HerdConfig, ServerConfig};
-use crate::config_diff;
-use crate::pidlock::PidLock;
+use herd_config::config::{HerdConfig, ServerConfig};
+use herd_config::config_diff;
+use herd_os::pidlock::PidLock;
 
 /// How often the loop looks at timers, probes and adopted nodes.
 const TICK: Duration = Duration::from_millis(50);
@@ -42,7 +42,7 @@ type ControlMessage = (Request, oneshot::Sender<Response>);
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
     // The applied copy, nodes' stderr and the socket are this user's only.
-    crate::private::restrict_umask();
+    herd_os::private::restrict_umask();
     // The file, or (broken, or naming another run_dir than the running herd's) the copy
     // the previous supervisor applied: so `stop` works whatever the file says now.
     let (config, text, _) = super::locate::load_running(config_path)?;

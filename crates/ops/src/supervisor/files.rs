@@ -56,7 +56,7 @@ pub fn rotate_if_larger(path: &Path, max_bytes: u64, how: Rotate) -> io::Result<
         Rotate::Rename => std::fs::rename(path, numbered(path, 1))?,
         Rotate::InPlace => {
             std::fs::copy(path, numbered(path, 1))?;
-            crate::private::open_existing(path)?.set_len(0)?;
+            herd_os::private::open_existing(path)?.set_len(0)?;
         }
     }
     Ok(true)
@@ -67,7 +67,7 @@ pub fn rotate_if_larger(path: &Path, max_bytes: u64, how: Rotate) -> io::Result<
 /// after a line marking this start.
 pub fn open_node_stderr(path: &Path, name: &str) -> io::Result<File> {
     rotate_if_larger(path, STDERR_MAX_BYTES, Rotate::Rename)?;
-    let mut file = crate::private::open_append(path)?;
+    let mut file = herd_os::private::open_append(path)?;
     writeln!(
         file,
         "{START_MARKER}{name} at {} (supervisor pid {}) ---",
@@ -91,7 +91,7 @@ pub fn latest_run_lines(path: &Path, n: usize) -> Vec<String> {
     };
     let mut said: Vec<String> = run
         .iter()
-        .map(|l| crate::logs::printable(l).into_owned())
+        .map(|l| herd_logs::printable(l).into_owned())
         .filter(|l| !l.trim().is_empty())
         .collect();
     said.drain(..said.len().saturating_sub(n));
@@ -111,7 +111,7 @@ pub fn last_words(path: &Path) -> Option<String> {
     let mut said = latest_run_lines(path, PANIC_LOOKBACK_LINES);
     let panic = said
         .iter()
-        .rposition(|l| l.starts_with(crate::panics::SUMMARY_PREFIX));
+        .rposition(|l| l.starts_with(herd_os::panics::SUMMARY_PREFIX));
     let line = match panic {
         Some(at) => said.swap_remove(at),
         None => said.into_iter().rev().find(|l| is_warning_or_error(l))?,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::APPLIED_COPY;
-use crate::config::HerdConfig;
-use crate::pidlock::PidLock;
+use herd_config::config::HerdConfig;
+use herd_os::pidlock::PidLock;
 
 /// Where the supervisor of the herd file at `config_path` records its run_dir.
 pub fn pointer_path(config_path: &Path) -> PathBuf {

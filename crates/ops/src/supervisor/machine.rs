@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::SupervisorSettings;
+use herd_config::config::SupervisorSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,7 +172,7 @@ impl NodeMachine {
 
     /// The delay before restart number `crashes` in a row: initial * 2^(crashes-1), capped.
     pub fn backoff_delay(&self, crashes: u32) -> Duration {
-        let policy = crate::backoff::Backoff {
+        let policy = herd_os::backoff::Backoff {
             initial: self.settings.backoff_initial,
             max: self.settings.backoff_max,
         };

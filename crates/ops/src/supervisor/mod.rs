@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::config::HerdConfig;
-use crate::hosts::Endpoint;
-use crate::protocol::{parse_status, NodeFigures};
+use herd_config::config::HerdConfig;
+use herd_config::hosts::Endpoint;
+use herd_wire::protocol::{parse_status, NodeFigures};
 
 /// Where the supervisor's files live, all inside the herd's run folder.
 pub struct RunPaths {
@@ -62,10 +62,10 @@ pub fn write_applied_copy(config: &HerdConfig, text: &str) -> anyhow::Result<()>
     use anyhow::Context as _;
     use std::io::Write;
     let path = applied_copy_path(config);
-    crate::private::folder(&config.run_dir, "run_dir")?;
+    herd_os::private::folder(&config.run_dir, "run_dir")?;
     let aside = path.with_extension("yaml.new");
     let write = || -> std::io::Result<()> {
-        let mut file = crate::private::create_new(&aside)?;
+        let mut file = herd_os::private::create_new(&aside)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&aside, &path)

@@ -13,8 +13,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{files, node_stderr_path};
-use crate::config::HerdConfig;
-use crate::pidlock::PidLock;
+use herd_config::config::HerdConfig;
+use herd_os::pidlock::PidLock;
 
 /// Something that happened to a node process, tagged with its pid so that news about an
 /// earlier process of the same node is never applied to the current one.
@@ -163,7 +163,7 @@ impl NodeOs for RealOs {
 
     fn is_local(&self, config: &HerdConfig, name: &str) -> bool {
         let server = &config.servers[name];
-        match crate::hosts::Machine::this() {
+        match herd_config::hosts::Machine::this() {
             Ok(machine) => config.is_local(server, &machine),
             Err(e) => {
                 tracing::warn!("cannot list this machine's addresses ({e:#}); starting {name}");

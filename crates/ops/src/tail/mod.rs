@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::config::{HerdConfig, LogRotation, ServerConfig};
-use crate::hosts::Machine;
-use crate::logs::files::FileKey;
-use crate::logs::server_log_dir;
-use crate::pidlock::PidLock;
+use herd_config::config::{HerdConfig, LogRotation, ServerConfig};
+use herd_config::hosts::Machine;
+use herd_logs::files::FileKey;
+use herd_logs::server_log_dir;
+use herd_os::pidlock::PidLock;
 use merge::{entries, merge, stamp, Merger, Stamp};
 
 mod merge;
@@ -130,8 +130,8 @@ pub fn tail(
 
 /// Whether server `name` has written a log file here.
 fn has_log(config: &HerdConfig, name: &str) -> bool {
-    crate::protocol::is_valid_server_name(name)
-        && crate::logs::files::list(
+    herd_wire::protocol::is_valid_server_name(name)
+        && herd_logs::files::list(
             &server_log_dir(&config.logs, name),
             name,
             config.logs.rotation == LogRotation::Never,
@@ -165,7 +165,7 @@ struct LogSource {
 impl LogSource {
     /// This source's log files, oldest first (none when the folder does not exist yet).
     fn files(&self) -> Result<Vec<(FileKey, PathBuf)>> {
-        crate::logs::files::list(&self.dir, &self.name, self.undated_is_current)
+        herd_logs::files::list(&self.dir, &self.name, self.undated_is_current)
             .with_context(|| format!("cannot list {}", self.dir.display()))
     }
 }

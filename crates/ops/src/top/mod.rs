@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::config::HerdConfig;
+use herd_config::config::HerdConfig;
 use model::Sort;
 use render::View;
 use scrape::{Scrape, Scraper};

@@ -9,11 +9,11 @@ use anyhow::{Context, Result};
 
 use super::samples::Page;
 use crate::admin::{self, LinkStatus, NodeStatus};
-use crate::config::HerdConfig;
-use crate::hosts::{Endpoint, Machine};
-use crate::protocol::NodeFigures;
 use crate::supervisor::control::{self, NodeReport, Request, Response};
 use crate::supervisor::RunPaths;
+use herd_config::config::HerdConfig;
+use herd_config::hosts::{Endpoint, Machine};
+use herd_wire::protocol::NodeFigures;
 
 /// What one server answered (or not) at one moment.
 #[derive(Debug, Clone)]

@@ -10,10 +10,10 @@ use super::{parse_coordinate, unit_vector, Entry};
 
 /// GeoNames places: geonameid, name, latitude, longitude, country code, admin1 code,
 /// population; tab-separated, one per line (see `scripts/make_geonames.py`).
-pub(super) const EMBEDDED_CITIES: &str = include_str!("../../../assets/geonames/cities1000.tsv");
+pub(super) const EMBEDDED_CITIES: &str = include_str!("../../../../assets/geonames/cities1000.tsv");
 
 /// ISO 3166-1 alpha-2 code, country name; tab-separated, one per line.
-const EMBEDDED_COUNTRIES: &str = include_str!("../../../assets/geonames/countries.tsv");
+const EMBEDDED_COUNTRIES: &str = include_str!("../../../../assets/geonames/countries.tsv");
 
 /// Types of a GeoNames populated place, as Google reports a town or city.
 pub(super) const LOCALITY_TYPES: [&str; 2] = ["locality", "political"];

@@ -9,9 +9,9 @@ use super::geonames::{is_region_code, line_at, parse_geonames_line, GeoNames, LO
 use super::poi::Pois;
 use super::tests::{embedded, poi_index, query};
 use super::{chord_2_for_radius, unit_vector, OfflineIndex, Places};
-use crate::places::{error_document, nearby_document, NearbyQuery};
-use crate::protocol::{format_whatsat_reply, push_whatsat_reply};
-use crate::rng::Rng;
+use crate::{error_document, nearby_document, NearbyQuery};
+use herd_wire::protocol::{format_whatsat_reply, push_whatsat_reply};
+use herd_wire::rng::Rng;
 
 /// The document for `query` as a `Value`, built the old way.
 fn search(index: &OfflineIndex, query: NearbyQuery) -> Value {
