@@ -339,7 +339,7 @@ mod tests {
         );
         assert_eq!(record.origin(), "Alford");
         assert_eq!(record.client(), "kiwi.cs.ucla.edu");
-        assert_eq!(record.location(), i.location);
+        assert_eq!(record.location(), i.location());
         assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
     }
 
