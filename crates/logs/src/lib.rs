@@ -59,10 +59,9 @@ pub fn init_node_logging(
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
-            // Wire lines are for the files; a panic prints its own one-line summary.
-            .with_filter(filter_fn(|meta| {
-                meta.target() != "wire" && meta.target() != herd_os::panics::TARGET
-            }))
+            // A panic prints its own one-line summary. (Wire lines never reach tracing: they
+            // go to the files through `WireLog` batches.)
+            .with_filter(filter_fn(|meta| meta.target() != herd_os::panics::TARGET))
             .with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry()

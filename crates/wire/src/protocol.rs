@@ -776,13 +776,33 @@ pub fn parse_at_line(line: &str) -> Option<AtFields<'_>> {
 
 /// `HERD AT ...\n`: the server-to-server message that floods an AT line.
 pub fn format_update(at_line: &str) -> String {
-    format!("{PEER_VERB} {at_line}\n")
+    let mut out = String::with_capacity(PEER_VERB.len() + at_line.len() + 2);
+    push_update(&mut out, at_line);
+    out
+}
+
+/// Appends `HERD <AT line>\n` to `out`: the form the links write, many to one buffer.
+pub fn push_update(out: &mut String, at_line: &str) {
+    out.push_str(PEER_VERB);
+    out.push(' ');
+    out.push_str(at_line);
+    out.push('\n');
 }
 
 /// `HERD SYNC ...\n`: the anti-entropy form of an AT line.
 pub fn format_sync(at_line: &str) -> String {
+    let mut out = String::with_capacity(PEER_VERB.len() + at_line.len() + 7);
+    push_sync(&mut out, at_line);
+    out
+}
+
+/// Appends `HERD SYNC <the AT line's fields>\n` to `out` (anti-entropy writes them in chunks).
+pub fn push_sync(out: &mut String, at_line: &str) {
     let fields = at_line.strip_prefix("AT ").unwrap_or(at_line);
-    format!("{PEER_VERB} SYNC {fields}\n")
+    out.push_str(PEER_VERB);
+    out.push_str(" SYNC ");
+    out.push_str(fields);
+    out.push('\n');
 }
 
 /// `HERD HELLO <server> <version> <nonce>\n`.
