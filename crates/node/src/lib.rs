@@ -37,13 +37,13 @@ use herd_config::auth::HerdSecret;
 use herd_config::config::{Durability, HerdConfig, ServerConfig};
 use herd_logs::WireLog;
 use herd_places::PlacesProvider;
-use herd_wire::protocol::NodeFigures;
+use herd_wire::protocol::{Iamat, NodeFigures};
 use herd_wire::record::AtRecord;
 use peer_input::PeerInput;
 use peers::{Handoff, Peers};
 use server::ConnectionSlots;
 use store::{NotDurable, OpenReport, Seq, Store};
-use table::{Refused, Table};
+use table::{Offer, Refused, Table};
 
 /// Everything a node's tasks share.
 pub struct Node {
@@ -109,12 +109,21 @@ impl Node {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
-    /// Applies a client's update through the newer-wins rule (which queues it for the store)
-    /// and, when it is new, floods it to every neighbour, noting in `handoff` what the
-    /// client's reply must wait for. Returns `None` if it was not new, else its store
-    /// sequence number (see [`Node::wait_durable`]).
-    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Result<Seq, Refused> {
-        self.accept_shared(record, None, true, Some(handoff))
+    /// Applies a client's update (`record`, made of `iamat`) through the newer-wins rule
+    /// (which queues it for the store) and, when it is new, floods it to every neighbour,
+    /// noting in `handoff` what the client's reply must wait for. Returns `None` if it was
+    /// not new, else its store sequence number (see [`Node::wait_durable`]).
+    pub fn accept(
+        &self,
+        record: AtRecord,
+        iamat: &Iamat<'_>,
+        handoff: &mut Handoff,
+    ) -> Result<Seq, Refused> {
+        let seq = self.table.offer_known(&Offer::iamat(&record, iamat));
+        if seq.is_ok() {
+            self.peers.forward(&record, None, true, Some(handoff));
+        }
+        seq
     }
 
     /// A tombstone from the operator's control path (`herdctl forget`): applied and flooded
