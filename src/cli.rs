@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::bench::BenchArgs;
-pub use crate::chaos::ChaosArgs;
-use crate::config::DEFAULT_CONFIG_PATH;
-pub use crate::link::LinkCommand;
-pub use crate::top::TopArgs;
+pub use herd_bench::BenchArgs;
+use herd_config::config::DEFAULT_CONFIG_PATH;
+pub use herd_ops::chaos::ChaosArgs;
+pub use herd_ops::link::LinkCommand;
+pub use herd_ops::top::TopArgs;
 
 #[derive(Debug, Parser)]
 #[command(

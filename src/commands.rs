@@ -10,16 +10,16 @@ use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{HerdConfig, PlacesConfig};
-use crate::node::reconfigure::Reload;
-use crate::node::table::Table;
-use crate::node::Start;
-use crate::pidlock::PidLock;
-use crate::places::deferred::Deferred;
-use crate::places::google::Google;
-use crate::places::offline::OfflineIndex;
-use crate::places::x::XRecentSearch;
-use crate::places::PlacesProvider;
+use herd_config::config::{HerdConfig, PlacesConfig};
+use herd_node::reconfigure::Reload;
+use herd_node::table::Table;
+use herd_node::Start;
+use herd_os::pidlock::PidLock;
+use herd_places::deferred::Deferred;
+use herd_places::google::Google;
+use herd_places::offline::OfflineIndex;
+use herd_places::x::XRecentSearch;
+use herd_places::PlacesProvider;
 
 /// Where `herdctl run` reads its herd file: the file itself, or the supervisor's copy of the
 /// file it applied (so a node it starts runs what it runs, whatever the file says now).
@@ -44,7 +44,7 @@ impl HerdSource {
 pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode> {
     let started = Instant::now();
     // Its store, logs and lock hold clients' locations: this user's only, sled's files too.
-    crate::private::restrict_umask();
+    herd_os::private::restrict_umask();
     let config = source.load()?;
     config.server(name)?;
     let secret = config.secret.ensure_secret()?;
@@ -56,9 +56,9 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             bail!("{name} is already running (pid {pid}); stop it first with: herdctl stop {name}")
         }
     };
-    let (log, _log_guard) = crate::logs::init_node_logging(&config.logs, name, log_stdout)?;
+    let (log, _log_guard) = herd_logs::init_node_logging(&config.logs, name, log_stdout)?;
     let log = Arc::new(log);
-    crate::panics::log_panics();
+    herd_os::panics::log_panics();
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -67,10 +67,10 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     // built on its own thread past this point (`build_places`).
     let table = Arc::new(Table::new());
     // Before the store is read: what expired while the node was down is not loaded.
-    table.set_lifecycle(&config.clients, crate::logs::clock::now_nanos());
+    table.set_lifecycle(&config.clients, herd_wire::clock::now_nanos());
     let (places, opened) = std::thread::scope(|scope| {
         let places = scope.spawn(|| build_places(&config.places));
-        let opened = crate::node::open_store(&config, name, &table);
+        let opened = herd_node::open_store(&config, name, &table);
         let places = places
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -110,7 +110,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
             log: log.wire(),
             secret,
         };
-        crate::node::run(config, name, places, started, start, stopped, reload_rx).await
+        herd_node::run(config, name, places, started, start, stopped, reload_rx).await
     });
     // Dropping the runtime ends every connection task, so nothing is accepted after this
     // close: a graceful stop loses no accepted update, whatever the durability mode.
@@ -130,8 +130,8 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     source: HerdSource,
-    mut logs: crate::config::LogSettings,
-    log: Arc<crate::logs::NodeLog>,
+    mut logs: herd_config::config::LogSettings,
+    log: Arc<herd_logs::NodeLog>,
     reloads: mpsc::UnboundedSender<Reload>,
 ) {
     while hangup.recv().await.is_some() {
@@ -175,7 +175,7 @@ pub fn check(config_path: &Path) -> Result<ExitCode> {
     println!(
         "{}: {}",
         config.path.display(),
-        crate::supervisor::cli::plural(config.servers.len(), "server")
+        herd_ops::supervisor::cli::plural(config.servers.len(), "server")
     );
     println!("  herd secret: {}", config.secret.describe());
     for server in config.servers.values() {
@@ -229,7 +229,7 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
             let x = XRecentSearch::provider(u, XRecentSearch::token_from_env()?)?;
             tracing::info!(
                 "places: x (recent search) at {}, {}",
-                crate::places::x::search_url(&u.endpoint),
+                herd_places::x::search_url(&u.endpoint),
                 upstream_settings(u)
             );
             Ok(Arc::new(x))
@@ -238,7 +238,7 @@ pub fn build_places(places: &PlacesConfig) -> Result<Arc<dyn PlacesProvider>> {
 }
 
 /// A web-service provider's settings for its start-up log line.
-fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
+fn upstream_settings(u: &herd_config::config::UpstreamSettings) -> String {
     format!(
         "timeout {} ms, cache {} s x {} entries, budget {} requests/s and {} in flight",
         u.timeout.as_millis(),
@@ -252,7 +252,7 @@ fn upstream_settings(u: &crate::config::UpstreamSettings) -> String {
 /// `herdctl certs init|issue|show`.
 pub fn certs(path: &Path, command: &crate::cli::Certs) -> Result<()> {
     use crate::cli::Certs;
-    use crate::tls::certs;
+    use herd_config::tls::certs;
     let config = HerdConfig::load(path)?;
     let dir = |d: &Option<std::path::PathBuf>| certs::folder(&config, d.as_deref());
     match command {

@@ -112,7 +112,7 @@ _herdctl_server_names() {
 /// `herdctl complete-names`: `all` and the server names, one a line; nothing when the herd
 /// file cannot be read (a completion must never print an error into the command line).
 pub fn print_names(config: &std::path::Path) -> ExitCode {
-    let Ok((herd, _)) = crate::supervisor::locate::load_quietly(config) else {
+    let Ok((herd, _)) = herd_ops::supervisor::locate::load_quietly(config) else {
         return ExitCode::SUCCESS;
     };
     let mut stdout = io::stdout().lock();

@@ -1,37 +1,21 @@
 //! herdctl: a proxy herd of named TCP servers and the supervisor that runs them.
 //!
-//! The library holds everything; `main.rs` is a thin CLI over it.
-pub mod admin;
-pub mod auth;
-pub mod backoff;
-pub mod bench;
-pub mod chaos;
+//! The work lives in the workspace's crates, one per layer (see ARCHITECTURE.md); this
+//! package is the `herdctl` binary: its command line (`cli`), the node process's main
+//! (`commands`) and shell completions. The layers are re-exported under their old module
+//! names so integration tests, benches and the fuzzer reach them through one crate.
 pub mod cli;
-pub mod client;
 pub mod commands;
 pub mod completions;
-pub mod config;
-pub mod config_diff;
-pub mod config_errors;
-pub mod direct;
-pub mod export;
-pub mod forget;
-pub mod hosts;
-pub mod link;
-pub mod logs;
-pub mod metrics;
-pub mod node;
-pub mod operator;
-pub mod panics;
-pub mod pidlock;
-pub mod places;
-pub mod port_owner;
-pub mod private;
-pub mod protocol;
-pub mod record;
-pub mod rng;
-pub mod supervisor;
-pub mod tail;
-pub mod tls;
-pub mod top;
-pub mod verify;
+
+pub use herd_bench as bench;
+pub use herd_config::{auth, config, config_diff, config_errors, hosts, tls};
+pub use herd_logs as logs;
+pub use herd_metrics as metrics;
+pub use herd_node as node;
+pub use herd_ops::{
+    admin, chaos, client, direct, export, forget, link, operator, supervisor, tail, top, verify,
+};
+pub use herd_os::{backoff, panics, pidlock, port_owner, private};
+pub use herd_places as places;
+pub use herd_wire::{clock, protocol, record, rng, status};

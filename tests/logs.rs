@@ -187,7 +187,7 @@ fn every_log_and_tail_all_are_in_time_order_under_concurrent_load() {
         assert!(herd.send(name, "WHATSAT warm-0 10 2\n").starts_with("AT "));
     }
     let mut since = Vec::new();
-    herdctl::logs::clock::push_timestamp(&mut since, herdctl::logs::clock::now_nanos());
+    herdctl::clock::push_timestamp(&mut since, herdctl::clock::now_nanos());
     let since = String::from_utf8(since).unwrap();
     // Clients on every server at once, so each server's log gets lines from its client
     // connections and both neighbours' sessions, from several threads, interleaved.

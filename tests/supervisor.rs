@@ -280,7 +280,7 @@ fn a_panicking_task_lands_in_the_node_log_with_a_backtrace() {
     let log = s.herd.log_text("Welsh");
     let at = log.find("panic in thread").expect("the panic is logged");
     let report = &log[at..];
-    assert!(report.contains("src/panics.rs"), "{report}");
+    assert!(report.contains("crates/os/src/panics.rs"), "{report}");
     assert!(report.contains("backtrace:"), "{report}");
     assert!(
         report.contains("inject_panic_if_asked"),
@@ -308,7 +308,7 @@ fn a_crash_leaves_its_exit_code_and_last_words_in_status_and_stderr_is_kept() {
     assert_eq!(n["last_exit"], "exit status 101", "{n}");
     let words = n["last_words"].as_str().unwrap();
     assert!(
-        words.starts_with("panic in thread 'main' at src/")
+        words.starts_with("panic in thread 'main' at crates/os/src/panics.rs")
             && words.ends_with("injected panic in the main thread (HERDCTL_INJECT_PANIC=main)"),
         "{words}"
     );

@@ -1,0 +1,7 @@
+//! herd.yaml: the file model, validation, hosts and endpoints, the herd secret, TLS material.
+pub mod auth;
+pub mod config;
+pub mod config_diff;
+pub mod config_errors;
+pub mod hosts;
+pub mod tls;

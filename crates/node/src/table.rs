@@ -1,0 +1,973 @@
+//! The client table: each client's latest location, as the AT line of the server that first
+//! received it. This is the one place that decides whether an update is new, and so the one
+//! place that queues updates for the store (in per-shard lanes the store drains; the table
+//! does not know the store).
+//!
+//! It also decides a record's lifecycle (`clients:` in herd.yaml): a record older than the
+//! expiry horizon is gone (refused when it arrives, never answered, removed by the sweep
+//! that runs when the horizon moves); a tombstone (`herdctl forget`) is a record like any
+//! other under newer-wins, with a horizon of its own; and a bounded table refuses new
+//! clients when full. The horizon is the node's clock minus the ttl, rounded down to a step
+//! of ttl/16 (1 s to 1 h), so servers whose clocks differ by less than a step agree on it
+//! almost always; digests carry it, and two digests taken at different horizons are not
+//! compared (see `sync.rs`).
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::hash_table::{Entry, HashTable};
+
+use herd_config::config::ClientsSettings;
+use herd_wire::protocol::DIGEST_BUCKETS;
+use herd_wire::record::{bucket_of, client_bucket, stable_hash, AtRecord};
+
+/// The number of an update the table accepted while queueing for a store (from 1, in the
+/// order they were accepted); a strict reply waits until the store made that one durable.
+pub type Seq = u64;
+
+/// An update the table accepted, waiting in its shard's lane for the store's writer, with
+/// the stable hash of its client id (the store files the record by it).
+pub struct Accepted {
+    pub record: AtRecord,
+    pub hash: u64,
+}
+
+/// Accepted updates the store has not taken yet, one lane per shard: a lane is pushed under
+/// its shard's write lock, so a client's updates wait in the order the table took them.
+struct Lanes {
+    lanes: Vec<Mutex<Vec<Accepted>>>,
+    /// The number of the latest update pushed.
+    assigned: AtomicU64,
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            lanes: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            assigned: AtomicU64::new(0),
+        }
+    }
+
+    fn push(&self, shard: usize, accepted: Accepted) -> Seq {
+        let mut lane = self.lanes[shard].lock().unwrap_or_else(|e| e.into_inner());
+        // Numbered inside the lane lock: once the store has read `assigned` and then taken
+        // every lane, it holds every update up to that number.
+        let seq = self.assigned.fetch_add(1, Ordering::AcqRel) + 1;
+        lane.push(accepted);
+        seq
+    }
+}
+
+/// Independent locks. A client always lands in the same shard (its digest bucket decides),
+/// so updates to different clients rarely wait for each other while updates to one client
+/// stay strictly ordered.
+pub const SHARDS: usize = 64;
+const BUCKETS_PER_SHARD: usize = DIGEST_BUCKETS / SHARDS;
+
+/// One shard: its records, filed by client id (the key is read from the record itself, so a
+/// client costs one pointer in the table and no second copy of its id), and per digest
+/// bucket it owns (buckets `b` with `b % SHARDS == shard`) the XOR of its records' line
+/// hashes, kept current in O(1) per update, so two servers can compare digests to find where
+/// their tables differ.
+#[derive(Default)]
+struct Shard {
+    records: HashTable<AtRecord>,
+    /// Keyed per process (SipHash, as std's maps): client ids come from clients.
+    hasher: RandomState,
+    digests: [u64; BUCKETS_PER_SHARD],
+}
+
+/// Why the table did not take a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not newer than what the table holds (stale or a duplicate).
+    Stale,
+    /// Older than the expiry horizon (`clients.ttl_s`, or `tombstone_ttl_s` for a tombstone).
+    Expired,
+    /// A new client, and the table holds `clients.max` already.
+    Full,
+}
+
+/// Live clients (records that are not tombstones) against `clients.max`.
+struct Room<'a> {
+    live: &'a AtomicUsize,
+    /// 0: no bound.
+    max: usize,
+}
+
+impl Room<'_> {
+    /// One more live client, unless the table is full.
+    fn take(&self) -> Result<(), Refused> {
+        let before = self.live.fetch_add(1, Ordering::Relaxed);
+        if self.max != 0 && before >= self.max {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refused::Full);
+        }
+        Ok(())
+    }
+
+    fn give(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Shard {
+    /// Newer-wins; stores `record` (whose client is `client`, in digest bucket `bucket`;
+    /// `tomb`: it is a tombstone) or says why not. `tombstones` counts the table's.
+    fn store_if_newer(
+        &mut self,
+        record: &AtRecord,
+        client: &str,
+        bucket: u16,
+        tomb: bool,
+        room: &Room<'_>,
+        tombstones: &AtomicUsize,
+    ) -> Result<(), Refused> {
+        let slot = usize::from(bucket) / SHARDS;
+        let hash = self.hasher.hash_one(client);
+        let hasher = &self.hasher;
+        match self.records.entry(
+            hash,
+            |held| held.client() == client,
+            |held| hasher.hash_one(held.client()),
+        ) {
+            Entry::Occupied(mut held) => {
+                if !record.is_newer_than(held.get()) {
+                    return Err(Refused::Stale);
+                }
+                match (held.get().is_tombstone(), tomb) {
+                    // A forgotten client comes back: it takes room like a new one.
+                    (true, false) => {
+                        room.take()?;
+                        tombstones.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    (false, true) => {
+                        room.give();
+                        tombstones.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                self.digests[slot] ^= held.get().digest_hash();
+                *held.get_mut() = record.clone();
+            }
+            Entry::Vacant(vacant) => {
+                match tomb {
+                    // A tombstone is always taken, even for a client this node never had:
+                    // it must stop an older record arriving later.
+                    true => tombstones.fetch_add(1, Ordering::Relaxed),
+                    false => {
+                        room.take()?;
+                        0
+                    }
+                };
+                vacant.insert(record.clone());
+            }
+        }
+        self.digests[slot] ^= record.digest_hash();
+        Ok(())
+    }
+
+    fn get(&self, client: &str) -> Option<&AtRecord> {
+        let hash = self.hasher.hash_one(client);
+        self.records.find(hash, |held| held.client() == client)
+    }
+}
+
+/// Latest record per client id. Readers (WHATSAT, sync) and writers (IAMAT, floods) share it;
+/// every critical section is a hash lookup (plus, once queueing for a store, a push onto
+/// the shard's lane: the disk is written by the store's own thread, never under these
+/// locks). The table knows nothing of the store: the store takes what the lanes hold.
+pub struct Table {
+    shards: Vec<RwLock<Shard>>,
+    lanes: OnceLock<Lanes>,
+    life: Lifecycle,
+}
+/// No horizon: nothing expires.
+pub const NO_HORIZON: i64 = i64::MIN;
+
+/// The lifecycle settings and counts (atomics: a reload changes the settings while the
+/// table is in use).
+struct Lifecycle {
+    ttl_s: AtomicU64,
+    tombstone_ttl_s: AtomicU64,
+    /// `clients.max`; 0: no bound.
+    max: AtomicUsize,
+    /// A live record whose client time (whole seconds) is below this is expired.
+    live_horizon: AtomicI64,
+    /// The same for tombstones.
+    tombstone_horizon: AtomicI64,
+    /// Held by a sweep, and while a digest is taken, so a digest never shows half a sweep.
+    /// Holds the horizons the last sweep removed everything below.
+    swept: Mutex<(i64, i64)>,
+    live: AtomicUsize,
+    tombstones: AtomicUsize,
+    expired: AtomicU64,
+    refused_full: AtomicU64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        let defaults = ClientsSettings::default();
+        Lifecycle {
+            ttl_s: AtomicU64::new(0),
+            tombstone_ttl_s: AtomicU64::new(defaults.tombstone_ttl_s),
+            max: AtomicUsize::new(0),
+            live_horizon: AtomicI64::new(NO_HORIZON),
+            tombstone_horizon: AtomicI64::new(NO_HORIZON),
+            swept: Mutex::new((NO_HORIZON, NO_HORIZON)),
+            live: AtomicUsize::new(0),
+            tombstones: AtomicUsize::new(0),
+            expired: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The table's lifecycle figures, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LifeCounts {
+    /// Clients with a location (tombstones not counted).
+    pub clients: usize,
+    /// Tombstones held: clients forgotten (`herdctl forget`) and not yet compacted away.
+    pub forgotten: usize,
+    /// Records that expired here since the start: removed, not loaded, or refused on arrival.
+    pub expired: u64,
+    /// New clients refused because the table was full.
+    pub refused_full: u64,
+    /// `clients.max`, if set.
+    pub max: Option<usize>,
+}
+
+/// The expiry horizon at `now_s` for a `ttl_s`: now minus the ttl, rounded down to a step of
+/// ttl/16 (at least 1 s, at most 1 h). A record whose time (whole seconds) is below it is
+/// expired: it lives between `ttl_s` and `ttl_s` plus one step. The step makes servers
+/// whose clocks differ by less than it agree on the horizon nearly always, and bounds how
+/// often a sweep scans the table (16 times in a record's life).
+pub fn horizon(now_s: i64, ttl_s: u64) -> i64 {
+    let ttl = ttl_s.min(i64::MAX as u64 / 4) as i64;
+    let step = (ttl / 16).clamp(1, 3600);
+    let h = now_s.saturating_sub(ttl);
+    h - h.rem_euclid(step)
+}
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub expired: usize,
+    pub tombstones: usize,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            lanes: OnceLock::new(),
+            life: Lifecycle::default(),
+        }
+    }
+}
+
+impl Table {
+    /// A table in memory only (until a store opened on it turns queueing on).
+    pub fn new() -> Table {
+        Table::default()
+    }
+
+    /// From now on every accepted record also waits in its shard's lane until
+    /// [`Table::take_accepted`] takes it: what opening a store turns on (its writer drains
+    /// the lanes). A table in memory only queues nothing.
+    pub fn queue_accepted(&self) {
+        self.lanes.get_or_init(Lanes::new);
+    }
+
+    /// Stores `record` if it is newer than what the table holds for its client (see
+    /// [`AtRecord::is_newer_than`]). Returns `None` if it was not (stale or duplicate), else
+    /// the update's number for the store (0 when not queueing). Only stored records are
+    /// flooded on, which is what makes flooding terminate.
+    ///
+    /// The record is queued under the client's shard lock: the decision "newer" and the
+    /// queueing are one step, so two racing updates for a client reach the store in the
+    /// order the table took them. The client id is hashed once: its digest bucket and (in
+    /// the store) its snapshot chunk both come from that hash.
+    pub fn apply(&self, record: &AtRecord) -> Option<Seq> {
+        self.offer(record).ok()
+    }
+
+    /// [`Table::apply`], saying why a record was not taken: stale, expired, or a new client
+    /// when the table is full (counted).
+    pub fn offer(&self, record: &AtRecord) -> Result<Seq, Refused> {
+        let client = record.client();
+        let hash = stable_hash(client.as_bytes());
+        let bucket = bucket_of(hash);
+        let shard = shard_of(bucket);
+        let tomb = record.is_tombstone();
+        let mut held = self.write(shard);
+        // Under the shard lock: a sweep that moved the horizon has either scanned this
+        // shard already (and this sees the new horizon) or will scan it after this.
+        if self.is_expired(record, tomb) {
+            self.life.expired.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Expired);
+        }
+        let room = Room {
+            live: &self.life.live,
+            max: self.life.max.load(Ordering::Relaxed),
+        };
+        if let Err(why) =
+            held.store_if_newer(record, client, bucket, tomb, &room, &self.life.tombstones)
+        {
+            if why == Refused::Full {
+                self.life.refused_full.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(why);
+        }
+        Ok(self.lanes.get().map_or(0, |lanes| {
+            let record = record.clone();
+            lanes.push(shard, Accepted { record, hash })
+        }))
+    }
+
+    /// Whether `record` (`tomb`: a tombstone) is below its expiry horizon now. With no ttl
+    /// this is one atomic load; with one, a read of the record's time from its line.
+    fn is_expired(&self, record: &AtRecord, tomb: bool) -> bool {
+        let horizon = match tomb {
+            true => &self.life.tombstone_horizon,
+            false => &self.life.live_horizon,
+        }
+        .load(Ordering::Relaxed);
+        horizon != NO_HORIZON && below(record, horizon)
+    }
+
+    /// Takes the `clients:` settings (at start, before the store is loaded, and at a
+    /// reload) and the horizons they give at `now_nanos`.
+    pub fn set_lifecycle(&self, settings: &ClientsSettings, now_nanos: i128) {
+        let life = &self.life;
+        life.ttl_s
+            .store(settings.ttl_s.unwrap_or(0), Ordering::Relaxed);
+        life.tombstone_ttl_s
+            .store(settings.tombstone_ttl_s, Ordering::Relaxed);
+        life.max.store(settings.max.unwrap_or(0), Ordering::Relaxed);
+        let (live, tomb) = self.horizons_at(now_nanos);
+        life.live_horizon.store(live, Ordering::Relaxed);
+        life.tombstone_horizon.store(tomb, Ordering::Relaxed);
+    }
+
+    /// The horizons (live records, tombstones) the settings give at `now_nanos`.
+    fn horizons_at(&self, now_nanos: i128) -> (i64, i64) {
+        let now_s = now_nanos.div_euclid(1_000_000_000) as i64;
+        let live = match self.life.ttl_s.load(Ordering::Relaxed) {
+            0 => NO_HORIZON,
+            ttl => horizon(now_s, ttl),
+        };
+        let tomb = horizon(now_s, self.life.tombstone_ttl_s.load(Ordering::Relaxed));
+        (live, tomb)
+    }
+
+    /// The horizons in force: (live records, tombstones).
+    pub fn horizons(&self) -> (i64, i64) {
+        (
+            self.life.live_horizon.load(Ordering::Relaxed),
+            self.life.tombstone_horizon.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Moves the horizons to `now_nanos` and, when one moved, removes every record below it
+    /// from the table (and its digest), for the store to mark their snapshot chunks
+    /// for its next compaction, which removes them from disk. Called every second by the node; a
+    /// scan happens once per step of a horizon (see [`horizon`]), and not at all with no
+    /// ttl and no tombstones.
+    /// `removed` is called with the stable hash of each removed record's client (the store
+    /// files records by it).
+    pub fn sweep(&self, now_nanos: i128, mut removed_hash: impl FnMut(u64)) -> Swept {
+        let (live_h, tomb_h) = self.horizons_at(now_nanos);
+        let mut swept = self.life.swept.lock().unwrap_or_else(|e| e.into_inner());
+        self.life.live_horizon.store(live_h, Ordering::Relaxed);
+        self.life.tombstone_horizon.store(tomb_h, Ordering::Relaxed);
+        if *swept == (live_h, tomb_h) {
+            return Swept::default();
+        }
+        *swept = (live_h, tomb_h);
+        let mut removed = Swept::default();
+        let nothing_to_find =
+            live_h == NO_HORIZON && self.life.tombstones.load(Ordering::Relaxed) == 0;
+        if nothing_to_find {
+            return removed;
+        }
+        for s in 0..SHARDS {
+            let mut shard = self.write(s);
+            let Shard {
+                records, digests, ..
+            } = &mut *shard;
+            records.retain(|record| {
+                let tomb = record.is_tombstone();
+                let horizon = if tomb { tomb_h } else { live_h };
+                if horizon == NO_HORIZON || !below(record, horizon) {
+                    return true;
+                }
+                let hash = stable_hash(record.client().as_bytes());
+                digests[usize::from(bucket_of(hash)) / SHARDS] ^= record.digest_hash();
+                removed_hash(hash);
+                match tomb {
+                    true => removed.tombstones += 1,
+                    false => removed.expired += 1,
+                }
+                false
+            });
+        }
+        self.life.live.fetch_sub(removed.expired, Ordering::Relaxed);
+        self.life
+            .tombstones
+            .fetch_sub(removed.tombstones, Ordering::Relaxed);
+        self.life
+            .expired
+            .fetch_add(removed.expired as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Clients, tombstones, expiries and refusals, for status and metrics.
+    pub fn counts(&self) -> LifeCounts {
+        let life = &self.life;
+        LifeCounts {
+            clients: life.live.load(Ordering::Relaxed),
+            forgotten: life.tombstones.load(Ordering::Relaxed),
+            expired: life.expired.load(Ordering::Relaxed),
+            refused_full: life.refused_full.load(Ordering::Relaxed),
+            max: match life.max.load(Ordering::Relaxed) {
+                0 => None,
+                max => Some(max),
+            },
+        }
+    }
+
+    /// Clients with a location (tombstones not counted).
+    pub fn clients(&self) -> usize {
+        self.life.live.load(Ordering::Relaxed)
+    }
+
+    /// The number of the latest update queued (0 when not queueing).
+    pub fn assigned(&self) -> Seq {
+        self.lanes
+            .get()
+            .map_or(0, |lanes| lanes.assigned.load(Ordering::Acquire))
+    }
+
+    /// Takes every queued update, lane by lane, handing each to `each`; returns the number
+    /// up to which all of them have now been taken. `spare` is an empty buffer swapped with
+    /// each full lane, so both keep their capacity.
+    pub fn take_accepted(&self, spare: &mut Vec<Accepted>, mut each: impl FnMut(&Accepted)) -> Seq {
+        let Some(lanes) = self.lanes.get() else {
+            return 0;
+        };
+        let upto = lanes.assigned.load(Ordering::Acquire);
+        for lane in &lanes.lanes {
+            std::mem::swap(&mut *lane.lock().unwrap_or_else(|e| e.into_inner()), spare);
+            for accepted in spare.drain(..) {
+                each(&accepted);
+            }
+        }
+        upto
+    }
+
+    /// Makes room for about `clients` clients in all, so loading a store does not grow (and
+    /// rehash) the table step by step.
+    pub fn reserve(&self, clients: usize) {
+        for shard in 0..SHARDS {
+            let mut held = self.write(shard);
+            let held = &mut *held;
+            let wanted = (clients / SHARDS).saturating_sub(held.records.len());
+            let hasher = &held.hasher;
+            held.records
+                .reserve(wanted, |record| hasher.hash_one(record.client()));
+        }
+    }
+
+    /// Loads a record read back from the store (newer-wins, not written back); `client` is
+    /// its client id, which the reader found on the way. Returns the stable hash of the id
+    /// (the store files the record by it).
+    /// Expired records are not loaded (counted, and said by the second value, so the
+    /// store rewrites their chunk without them); `clients.max` does not apply (what a node
+    /// held before it restarted stays).
+    pub fn restore(&self, record: &AtRecord, client: &str) -> (u64, bool) {
+        let hash = stable_hash(client.as_bytes());
+        let bucket = bucket_of(hash);
+        let tomb = record.is_tombstone();
+        if self.is_expired(record, tomb) {
+            self.life.expired.fetch_add(1, Ordering::Relaxed);
+            return (hash, true);
+        }
+        let room = Room {
+            live: &self.life.live,
+            max: 0,
+        };
+        let _ = self.write(shard_of(bucket)).store_if_newer(
+            record,
+            client,
+            bucket,
+            tomb,
+            &room,
+            &self.life.tombstones,
+        );
+        (hash, false)
+    }
+
+    /// Calls `f` with every record of shard `shard` (under its read lock: keep `f` short).
+    pub fn visit_shard(&self, shard: usize, mut f: impl FnMut(&AtRecord)) {
+        for record in &self.read(shard).records {
+            f(record);
+        }
+    }
+
+    /// Replaces what `into` holds with shard `shard`'s records (a reference each, taken
+    /// under its read lock; whatever the caller then does with them holds up no update).
+    pub fn copy_shard(&self, shard: usize, into: &mut Vec<AtRecord>) {
+        into.clear();
+        into.extend(self.read(shard).records.iter().cloned());
+    }
+
+    /// The latest record for `client`, whatever it is (a tombstone, or expired and not
+    /// swept yet).
+    pub fn get(&self, client: &str) -> Option<AtRecord> {
+        let bucket = client_bucket(client);
+        self.read(shard_of(bucket)).get(client).cloned()
+    }
+
+    /// The location to answer a WHATSAT with: `None` for a client never seen, forgotten
+    /// (a tombstone) or expired.
+    pub fn location_of(&self, client: &str) -> Option<AtRecord> {
+        self.get(client)
+            .filter(|r| !r.is_tombstone() && !self.is_expired(r, false))
+    }
+
+    pub fn len(&self) -> usize {
+        (0..SHARDS).map(|s| self.read(s).records.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The table's digest and the horizons it was taken at (under the sweep's lock, so it
+    /// never shows half a sweep): two digests are comparable only at the same horizons.
+    pub fn digest_at_horizons(&self) -> (Vec<u64>, (i64, i64)) {
+        let swept = self.life.swept.lock().unwrap_or_else(|e| e.into_inner());
+        let digest = self.digest();
+        let horizons = self.horizons();
+        drop(swept);
+        (digest, horizons)
+    }
+
+    /// The table's digest: one hash per bucket of clients.
+    pub fn digest(&self) -> Vec<u64> {
+        let mut digest = vec![0; DIGEST_BUCKETS];
+        for s in 0..SHARDS {
+            let shard = self.read(s);
+            for (slot, d) in shard.digests.iter().enumerate() {
+                digest[slot * SHARDS + s] = *d;
+            }
+        }
+        digest
+    }
+
+    /// The buckets where this table's digest and `theirs` differ.
+    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u16> {
+        let ours = self.digest();
+        (0..DIGEST_BUCKETS)
+            .filter(|&b| theirs.get(b) != Some(&ours[b]))
+            .map(|b| b as u16)
+            .collect()
+    }
+
+    /// The records whose clients fall in one of `buckets`, one shard's worth at a time: only
+    /// the shards that own those buckets are scanned, and a caller that streams each part
+    /// before asking for the next holds at most one shard's records (1/64 of the table).
+    pub fn records_in(&self, buckets: &[u16]) -> impl Iterator<Item = Vec<AtRecord>> + '_ {
+        let mut wanted = vec![false; DIGEST_BUCKETS];
+        let mut shards = [false; SHARDS];
+        for &b in buckets {
+            wanted[usize::from(b)] = true;
+            shards[shard_of(b)] = true;
+        }
+        // Expired records are never sent (a neighbour whose clock is behind must not get
+        // back what it has just removed, nor this node resurrect it elsewhere).
+        (0..SHARDS).filter(move |&s| shards[s]).map(move |s| {
+            self.read(s)
+                .records
+                .iter()
+                .filter(|r| wanted[usize::from(r.bucket())])
+                .filter(|r| !self.is_expired(r, r.is_tombstone()))
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn read(&self, shard: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[shard].read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, shard: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[shard]
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn shard_of(bucket: u16) -> usize {
+    usize::from(bucket) % SHARDS
+}
+
+/// Whether `record`'s client time is below `horizon` (whole seconds).
+fn below(record: &AtRecord, horizon: i64) -> bool {
+    i64::try_from(record.time().secs).unwrap_or(i64::MAX) < horizon
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(origin: &str, client: &str, time: &str) -> AtRecord {
+        AtRecord::from_parts(origin, "+0.000000001", client, "+1+1", time).unwrap()
+    }
+
+    #[test]
+    fn newer_wins_and_stale_or_duplicate_is_dropped() {
+        let table = Table::new();
+        assert!(table.apply(&record("Alford", "kiwi", "10.5")).is_some());
+        assert!(
+            table.apply(&record("Alford", "kiwi", "10.5")).is_none(),
+            "duplicate"
+        );
+        assert!(
+            table.apply(&record("Ball", "kiwi", "10.4")).is_none(),
+            "older"
+        );
+        assert!(
+            table.apply(&record("Ball", "kiwi", "10.6")).is_some(),
+            "newer"
+        );
+        assert_eq!(table.get("kiwi").unwrap().origin(), "Ball");
+        // Equal time: the origin name decides, the same on every server.
+        assert!(table.apply(&record("Welsh", "kiwi", "10.6")).is_some());
+        assert!(table.apply(&record("Alford", "kiwi", "10.6")).is_none());
+        assert_eq!(table.get("kiwi").unwrap().origin(), "Welsh");
+        assert!(table.apply(&record("Alford", "other", "1")).is_some());
+        assert_eq!(table.len(), 2);
+        assert!(table.get("nobody").is_none());
+    }
+
+    #[test]
+    fn digests_match_exactly_when_tables_hold_the_same_records() {
+        let a = Table::new();
+        let b = Table::new();
+        let updates: Vec<AtRecord> = (0..300)
+            .map(|i| record("Alford", &format!("c{}", i % 100), &format!("{i}")))
+            .collect();
+        for u in &updates {
+            a.apply(u);
+        }
+        // Different arrival order and a history of overwritten records: same digest.
+        for u in updates.iter().rev() {
+            b.apply(u);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert!(a.differing_buckets(&b.digest()).is_empty());
+        let newer = record("Ball", "c7", "1000");
+        b.apply(&newer);
+        let differ = a.differing_buckets(&b.digest());
+        assert_eq!(differ, [newer.bucket()]);
+        let repair: Vec<_> = b.records_in(&differ).flatten().collect();
+        assert!(repair.contains(&newer));
+        assert!(repair.iter().all(|r| r.bucket() == newer.bucket()));
+        for r in &repair {
+            a.apply(r);
+        }
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(b.records_in(&[]).count(), 0);
+    }
+
+    fn tombstone(origin: &str, client: &str, time: &str) -> AtRecord {
+        let record = record(origin, client, time);
+        AtRecord::tombstone(origin, 0, client, record.time())
+    }
+
+    const NANOS: i128 = 1_000_000_000;
+
+    fn lifecycle(ttl_s: Option<u64>, tombstone_ttl_s: u64, max: Option<usize>) -> ClientsSettings {
+        ClientsSettings {
+            ttl_s,
+            tombstone_ttl_s,
+            max,
+        }
+    }
+
+    #[test]
+    fn the_horizon_moves_in_steps_of_a_sixteenth_of_the_ttl() {
+        assert_eq!(horizon(1000, 30), 970);
+        assert_eq!(horizon(1000, 160), 840);
+        assert_eq!(horizon(1009, 160), 840);
+        assert_eq!(horizon(1010, 160), 850);
+        // At most an hour per step, whatever the ttl.
+        assert_eq!(horizon(1_000_000, 7 * 86_400) % 3600, 0);
+    }
+
+    #[test]
+    fn expired_records_are_refused_not_answered_and_swept() {
+        let table = Table::new();
+        table.apply(&record("Alford", "old", "100"));
+        table.apply(&record("Alford", "young", "150"));
+        table.apply(&record("Alford", "gone", "90"));
+        let before = table.digest();
+        // ttl 30 at t=140: everything before 110 is expired.
+        table.set_lifecycle(&lifecycle(Some(30), 1000, None), 140 * NANOS);
+        assert_eq!(table.horizons().0, 110);
+        assert!(table.location_of("old").is_none(), "expired, not swept yet");
+        assert!(table.location_of("young").is_some());
+        assert_eq!(
+            table.offer(&record("Ball", "new", "109.9")),
+            Err(Refused::Expired)
+        );
+        let swept = table.sweep(140 * NANOS, |_| {});
+        assert_eq!(swept.expired, 2);
+        assert_eq!((table.clients(), table.len()), (1, 1));
+        assert_eq!(table.counts().expired, 3);
+        assert_ne!(table.digest(), before);
+        // The same as a table that only ever held the young one.
+        let fresh = Table::new();
+        fresh.apply(&record("Alford", "young", "150"));
+        assert_eq!(table.digest(), fresh.digest());
+        // Nothing to do until a horizon moves; never sent by anti-entropy.
+        assert_eq!(table.sweep(140 * NANOS, |_| {}), Swept::default());
+        assert!(table
+            .records_in(&[record("Alford", "old", "1").bucket()])
+            .flatten()
+            .all(|r| r.client() != "old"));
+        // Restoring from a store leaves out what expired.
+        let restored = Table::new();
+        restored.set_lifecycle(&lifecycle(Some(30), 1000, None), 140 * NANOS);
+        assert!(restored.restore(&record("Alford", "old", "100"), "old").1);
+        assert!(
+            !restored
+                .restore(&record("Alford", "young", "150"), "young")
+                .1
+        );
+        assert_eq!(restored.clients(), 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_clients_but_not_existing_ones() {
+        let table = Table::new();
+        table.set_lifecycle(&lifecycle(None, 1000, Some(2)), 0);
+        assert!(table.offer(&record("Alford", "a", "1")).is_ok());
+        assert!(table.offer(&record("Alford", "b", "1")).is_ok());
+        assert_eq!(table.offer(&record("Alford", "c", "1")), Err(Refused::Full));
+        assert!(
+            table.offer(&record("Alford", "a", "2")).is_ok(),
+            "an update"
+        );
+        assert_eq!(
+            table.offer(&record("Alford", "a", "1")),
+            Err(Refused::Stale)
+        );
+        // A tombstone frees its client's room, and is taken even when full.
+        assert!(table.offer(&tombstone("Ball", "b", "3")).is_ok());
+        assert!(table.offer(&tombstone("Ball", "z", "3")).is_ok());
+        assert!(table.offer(&record("Alford", "c", "1")).is_ok());
+        let counts = table.counts();
+        assert_eq!(
+            (
+                counts.clients,
+                counts.forgotten,
+                counts.refused_full,
+                counts.max
+            ),
+            (2, 2, 1, Some(2))
+        );
+        assert!(table.get("c").is_some() && table.get("a").is_some());
+    }
+
+    #[test]
+    fn a_tombstone_beats_older_updates_and_loses_to_newer_ones() {
+        let table = Table::new();
+        table.apply(&record("Alford", "kiwi", "10"));
+        assert!(table.apply(&tombstone("Ball", "kiwi", "11")).is_some());
+        assert!(table.location_of("kiwi").is_none());
+        assert!(table.get("kiwi").unwrap().is_tombstone());
+        assert!(
+            table.apply(&record("Welsh", "kiwi", "10.5")).is_none(),
+            "older"
+        );
+        assert_eq!((table.clients(), table.counts().forgotten), (0, 1));
+        assert!(
+            table.apply(&record("Welsh", "kiwi", "12")).is_some(),
+            "newer"
+        );
+        assert_eq!(table.location_of("kiwi").unwrap().origin(), "Welsh");
+        assert_eq!((table.clients(), table.counts().forgotten), (1, 0));
+        // Tombstones expire on their own horizon.
+        table.apply(&tombstone("Ball", "plum", "100"));
+        table.set_lifecycle(&lifecycle(None, 50, None), 160 * NANOS);
+        assert_eq!(table.sweep(160 * NANOS, |_| {}).tombstones, 1);
+        assert!(table.get("plum").is_none());
+        assert_eq!(table.apply(&tombstone("Ball", "plum", "100")), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// The same with tombstones and expiry: one node applies everything knowing the
+        /// horizon; another gets a shuffled, duplicated delivery, part of it before it knew
+        /// any horizon, then sweeps, then the rest. Both end with the same table and digest.
+        #[test]
+        fn tombstones_and_expiry_keep_tables_identical(
+            updates in proptest::collection::vec((0..4usize, 0..8u8, 0..8u8, 0..4u8), 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..120),
+            split in 0..120usize,
+        ) {
+            let origins = ["Alford", "Ball", "Hamilton", "Welsh"];
+            let records: Vec<AtRecord> = updates
+                .iter()
+                .map(|&(o, client, time, kind)| {
+                    let (client, time) = (format!("c{client}"), format!("{time}.5"));
+                    match kind {
+                        0 => tombstone(origins[o], &client, &time),
+                        _ => record(origins[o], &client, &time),
+                    }
+                })
+                .collect();
+            // ttl 16 at t=19: horizon 3 for records and tombstones alike.
+            let settings = lifecycle(Some(16), 16, None);
+            let now = 19 * NANOS;
+            let in_order = Table::new();
+            in_order.set_lifecycle(&settings, now);
+            records.iter().for_each(|r| { in_order.apply(r); });
+            let shuffled = Table::new();
+            let mut delivery: Vec<&AtRecord> =
+                order.iter().map(|pick| &records[pick.index(records.len())]).collect();
+            delivery.extend(records.iter().rev());
+            let split = split.min(delivery.len());
+            for r in &delivery[..split] {
+                shuffled.apply(r);
+            }
+            shuffled.set_lifecycle(&settings, now);
+            shuffled.sweep(now, |_| {});
+            for r in &delivery[split..] {
+                shuffled.apply(r);
+            }
+            proptest::prop_assert_eq!(in_order.digest(), shuffled.digest());
+            proptest::prop_assert_eq!(in_order.len(), shuffled.len());
+            proptest::prop_assert_eq!(in_order.clients(), shuffled.clients());
+            proptest::prop_assert_eq!(in_order.counts().forgotten, shuffled.counts().forgotten);
+            for client in 0..8u8 {
+                let id = format!("c{client}");
+                proptest::prop_assert_eq!(in_order.get(&id), shuffled.get(&id));
+            }
+        }
+
+        /// Flooding and anti-entropy deliver the same updates in any order, any number of
+        /// times: every node must end with the same table and the same digest.
+        #[test]
+        fn any_order_and_duplication_gives_identical_tables(
+            updates in proptest::collection::vec((0..4usize, 0..12u8, 0..6u8, 0..3u8), 1..60),
+            order in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..120),
+        ) {
+            let origins = ["Alford", "Ball", "Hamilton", "Welsh"];
+            let records: Vec<AtRecord> = updates
+                .iter()
+                .map(|&(o, client, time, place)| {
+                    let location = format!("+{place}+{place}");
+                    AtRecord::from_parts(
+                        origins[o], "+0.000000001", &format!("c{client}"), &location,
+                        &format!("{time}.5"),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let in_order = Table::new();
+            records.iter().for_each(|r| { in_order.apply(r); });
+            // Another node: a shuffled, duplicated delivery of the same updates, each at least once.
+            let shuffled = Table::new();
+            for pick in &order {
+                shuffled.apply(&records[pick.index(records.len())]);
+            }
+            for r in records.iter().rev() {
+                shuffled.apply(r);
+            }
+            proptest::prop_assert_eq!(in_order.digest(), shuffled.digest());
+            proptest::prop_assert_eq!(in_order.len(), shuffled.len());
+            for client in 0..12u8 {
+                let id = format!("c{client}");
+                proptest::prop_assert_eq!(in_order.get(&id), shuffled.get(&id));
+            }
+        }
+    }
+
+    #[test]
+    fn arrival_order_does_not_change_the_winner() {
+        let updates = [
+            record("Alford", "kiwi", "5"),
+            record("Ball", "kiwi", "7"),
+            record("Welsh", "kiwi", "7"),
+            record("Hamilton", "kiwi", "6.999999999"),
+        ];
+        let forward = Table::new();
+        let backward = Table::new();
+        updates.iter().for_each(|u| {
+            forward.apply(u);
+        });
+        updates.iter().rev().for_each(|u| {
+            backward.apply(u);
+        });
+        assert_eq!(forward.get("kiwi"), backward.get("kiwi"));
+        assert_eq!(forward.get("kiwi").unwrap().origin(), "Welsh");
+    }
+
+    #[test]
+    fn accepted_records_are_queued_once_queueing_and_stale_ones_are_not() {
+        let table = Table::new();
+        assert_eq!(table.apply(&record("Alford", "kiwi", "4")), Some(0));
+        assert_eq!(table.assigned(), 0, "a table in memory only queues nothing");
+        table.queue_accepted();
+        assert_eq!(table.apply(&record("Alford", "kiwi", "5")), Some(1));
+        assert_eq!(table.apply(&record("Ball", "kiwi", "4")), None);
+        assert_eq!(table.apply(&record("Ball", "kiwi", "6")), Some(2));
+        assert_eq!(table.assigned(), 2);
+        // Restoring keeps the newest per client and queues nothing.
+        for record in [record("Welsh", "plum", "6"), record("Alford", "plum", "5")] {
+            table.restore(&record, record.client());
+        }
+        assert_eq!(table.get("plum").unwrap().origin(), "Welsh");
+        assert_eq!(table.assigned(), 2);
+        let mut taken = Vec::new();
+        let upto = table.take_accepted(&mut Vec::new(), |a| {
+            assert_eq!(a.hash, stable_hash(a.record.client().as_bytes()));
+            taken.push(a.record.origin().to_owned());
+        });
+        assert_eq!(
+            (upto, taken),
+            (2, vec!["Alford".to_owned(), "Ball".to_owned()])
+        );
+        assert_eq!(
+            table.take_accepted(&mut Vec::new(), |_| panic!("taken twice")),
+            2
+        );
+    }
+
+    #[test]
+    fn racing_writers_leave_the_newest() {
+        let table = std::sync::Arc::new(Table::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let table = std::sync::Arc::clone(&table);
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        // Interleaved times: every thread writes newer and older records.
+                        let time = format!("{}", i * 4 + (3 - t));
+                        table.apply(&record("Alford", "kiwi", &time));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let held = table.get("kiwi").unwrap();
+        assert_eq!(held.line(), record("Alford", "kiwi", "1999").line());
+    }
+}
