@@ -5,9 +5,9 @@
 
 pub mod files;
 mod inbox;
-pub mod redact;
-pub mod reorder;
-pub mod sink;
+mod redact;
+mod reorder;
+mod sink;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ use tracing_subscriber::Layer;
 
 use files::LogFiles;
 use herd_config::config::{LogLevel, LogSettings};
+pub use redact::Redactor;
+pub use reorder::Reorder;
 pub use sink::{LogBatch, LogGuard, WireLog};
 
 /// The folder holding one server's log files.

@@ -4,23 +4,25 @@
 //! the update for the store writer) -> (peers, reply). A reply waits until its update is on
 //! every up neighbour's socket (and, under strict durability, on disk).
 
-pub mod admin;
-pub mod dialler;
-pub mod faults;
-pub mod lines;
-pub mod link_stats;
-pub mod metrics;
-pub mod operator;
-pub mod peer_input;
-pub mod peers;
-pub mod reconfigure;
-pub mod routes;
-pub mod server;
-pub mod session;
-pub mod slots;
+mod admin;
+mod dialler;
+mod faults;
+mod lines;
+mod link_stats;
+mod metrics;
+mod operator;
+mod peer_input;
+mod peers;
+mod reconfigure;
+mod routes;
+mod server;
+mod session;
+mod slots;
 pub mod store;
-pub mod sync;
+mod sync;
 pub mod table;
+
+pub use reconfigure::Reload;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +41,6 @@ use herd_wire::protocol::{Iamat, NodeFigures};
 use herd_wire::record::AtRecord;
 use peer_input::PeerInput;
 use peers::{Handoff, Peers};
-use reconfigure::Reload;
 use server::ConnectionSlots;
 use store::{NotDurable, OpenReport, Seq, Store};
 use table::{Offer, Refused, Table};
@@ -396,10 +397,7 @@ pub async fn run(
 
     let peers = Peers::new(&server.neighbours, config.links.queue);
     peers.set_routes(routes::Routes::new(&config, name));
-    log.set_redaction(herd_logs::redact::Redactor::new(
-        config.logs.redact,
-        secret.clone(),
-    ));
+    log.set_redaction(herd_logs::Redactor::new(config.logs.redact, secret.clone()));
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers,
