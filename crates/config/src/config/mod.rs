@@ -8,6 +8,7 @@
 //! - here: the resolved herd, reading its file, and where each server is reached.
 
 mod defaults;
+mod environment;
 mod model;
 mod parse;
 mod places;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 
 pub use defaults::*;
+pub use environment::Environment;
 pub use settings::*;
 
 use crate::auth::SecretSource;
@@ -75,25 +77,37 @@ impl HerdConfig {
         self.run_dir.join(format!("{name}.lock"))
     }
 
-    /// Reads and validates a herd file.
-    pub fn load(path: &Path) -> Result<HerdConfig> {
-        Ok(HerdConfig::load_with_text(path)?.0)
+    /// Reads and validates a herd file, `env` being the environment it is read in.
+    pub fn load(path: &Path, env: &Environment) -> Result<HerdConfig> {
+        Ok(HerdConfig::load_with_text(path, env)?.0)
     }
 
     /// Reads and validates a herd file; also returns the text it read.
-    pub fn load_with_text(path: &Path) -> Result<(HerdConfig, String)> {
+    pub fn load_with_text(path: &Path, env: &Environment) -> Result<(HerdConfig, String)> {
         let text = crate::config_errors::read_text(path)?;
-        let config = HerdConfig::parse(&text, &absolute(path)?)?;
+        let config = HerdConfig::parse_file(&text, &absolute(path)?, env)?;
         Ok((config, text))
     }
 
     /// Validates the text in `copy` (the supervisor's copy of the herd file it applied) as
     /// if it were the file at `path`: errors name `path`, relative paths resolve against its
     /// folder.
-    pub fn load_copy(copy: &Path, path: &Path) -> Result<HerdConfig> {
+    pub fn load_copy(copy: &Path, path: &Path, env: &Environment) -> Result<HerdConfig> {
         let text = std::fs::read_to_string(copy)
             .with_context(|| format!("cannot read the applied herd file {}", copy.display()))?;
-        HerdConfig::parse(&text, &absolute(path)?)
+        HerdConfig::parse_file(&text, &absolute(path)?, env)
+    }
+
+    /// [`HerdConfig::parse`], and a warning when `path`, whose text holds the secret, can be
+    /// read by other users.
+    fn parse_file(text: &str, path: &Path, env: &Environment) -> Result<HerdConfig> {
+        let (mut config, secret_in_text) = HerdConfig::parse_with(text, path, env)?;
+        if secret_in_text {
+            if let Some(warning) = readable_by_others_warning(path) {
+                config.warnings.insert(0, warning);
+            }
+        }
+        Ok(config)
     }
 
     /// The server called `name`, or an error listing the ones that exist.
@@ -224,7 +238,7 @@ mod test_herd {
 
     use anyhow::Result;
 
-    use super::HerdConfig;
+    use super::{Environment, HerdConfig};
 
     pub(super) const CLASSIC: &str = "\
 servers:
@@ -236,7 +250,11 @@ servers:
 ";
 
     pub(super) fn parse(text: &str) -> Result<HerdConfig> {
-        HerdConfig::parse(text, Path::new("/etc/herd/herd.yaml"))
+        HerdConfig::parse(
+            text,
+            Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
+        )
     }
 
     pub(super) fn error(text: &str) -> String {
@@ -303,6 +321,26 @@ mod tests {
             .unwrap()
             .ip()
             .is_loopback());
+    }
+
+    #[test]
+    fn a_readable_file_holding_the_secret_is_a_warning_of_load_not_parse() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd.yaml");
+        let text = format!("{CLASSIC}secret: {}\n", "k".repeat(40));
+        std::fs::write(&path, &text).unwrap();
+        let env = Environment::default();
+        let readable = |c: &HerdConfig| c.warnings.iter().any(|w| w.contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable(&HerdConfig::load(&path, &env).unwrap()));
+        assert!(!readable(&HerdConfig::parse(&text, &path, &env).unwrap()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable(&HerdConfig::load(&path, &env).unwrap()));
+        // Without a secret in it, who reads the file does not matter.
+        std::fs::write(&path, CLASSIC).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!readable(&HerdConfig::load(&path, &env).unwrap()));
     }
 
     #[test]

@@ -14,12 +14,23 @@ use super::places::places_config;
 use super::sections::*;
 use super::servers::{disconnected_warning, servers};
 use super::settings::{AdminSettings, Redact, TlsFiles};
-use super::{readable_by_others_warning, text_digest, HerdConfig};
+use super::{text_digest, Environment, HerdConfig};
 use crate::auth::SecretSource;
 
 impl HerdConfig {
-    /// Validates herd-file text; `path` names the file in errors and anchors relative paths.
-    pub fn parse(text: &str, path: &Path) -> Result<HerdConfig> {
+    /// Validates herd-file text; `path` names the file in errors and anchors relative paths,
+    /// `env` is what the environment sets (the caller reads it). No I/O: a file's own
+    /// warnings (who may read it) are `load`'s.
+    pub fn parse(text: &str, path: &Path, env: &Environment) -> Result<HerdConfig> {
+        Ok(HerdConfig::parse_with(text, path, env)?.0)
+    }
+
+    /// [`HerdConfig::parse`], and whether the text itself holds the secret (`secret:`).
+    pub(super) fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &Environment,
+    ) -> Result<(HerdConfig, bool)> {
         let shown = path.display().to_string();
         let raw = file_model(text, &shown)?;
         let folder = path.parent().unwrap_or(Path::new("."));
@@ -47,13 +58,11 @@ impl HerdConfig {
                 defined: f.defined,
             }),
             raw.insecure_open_links,
+            env,
             folder,
             &shown,
         )?;
         let mut warnings = Vec::new();
-        if inline_secret.is_some() {
-            warnings.extend(readable_by_others_warning(path));
-        }
         let limits = limits_config(raw.limits, &shown)?;
         let tls = tls_files(raw.links.tls.as_ref(), servers.len(), &shown, |p| {
             resolve(Some(p), "")
@@ -69,7 +78,7 @@ impl HerdConfig {
         }
 
         warnings.extend(disconnected_warning(&servers));
-        Ok(HerdConfig {
+        let config = HerdConfig {
             path: path.to_path_buf(),
             servers,
             logs,
@@ -102,7 +111,8 @@ impl HerdConfig {
                 _ => text.to_owned(),
             }),
             warnings,
-        })
+        };
+        Ok((config, inline_secret.is_some()))
     }
 }
 

@@ -13,6 +13,7 @@ use super::settings::{
     ClientsSettings, Forwarding, Limits, LinkSettings, LogRotation, LogSettings, ReconnectSettings,
     SupervisorSettings,
 };
+use super::Environment;
 use crate::auth::{HerdSecret, SecretSource, SECRET_ENV, SECRET_FILE_NAME};
 
 /// The `logs:` section, checked; `dir` is `log_dir:` resolved.
@@ -192,6 +193,7 @@ pub(super) fn secret_source(
     inline: Option<Spanned<String>>,
     file: Option<Spanned<PathBuf>>,
     open: Option<Spanned<bool>>,
+    env: &Environment,
     folder: &Path,
     shown: &str,
 ) -> Result<SecretSource> {
@@ -212,10 +214,8 @@ pub(super) fn secret_source(
             s.referenced.line()
         );
     }
-    if let Ok(from_env) = std::env::var(SECRET_ENV) {
-        if !from_env.is_empty() {
-            return HerdSecret::checked(&from_env, SECRET_ENV).map(SecretSource::Env);
-        }
+    if let Some(from_env) = &env.secret {
+        return HerdSecret::checked(from_env, SECRET_ENV).map(SecretSource::Env);
     }
     if let Some(s) = inline {
         let from = format!("{shown} line {}", s.referenced.line());
@@ -562,5 +562,19 @@ mod tests {
         assert!(e.contains("exclude each other"), "{e}");
         let e = error(&format!("{CLASSIC}secret: {long}\nsecret_file: x\n"));
         assert!(e.contains("keep one"), "{e}");
+
+        // HERD_SECRET, as the caller read it, wins over the file.
+        let from_env = "e".repeat(40);
+        let env = Environment {
+            secret: Some(from_env.clone()),
+        };
+        let text = format!("{CLASSIC}secret: {long}\n");
+        let c = HerdConfig::parse(&text, &folder.join("herd.yaml"), &env).unwrap();
+        assert_eq!(c.secret, SecretSource::Env(HerdSecret::new(from_env)));
+        let short = Environment {
+            secret: Some("a".into()),
+        };
+        let e = HerdConfig::parse(CLASSIC, &folder.join("herd.yaml"), &short).unwrap_err();
+        assert!(format!("{e:#}").contains("HERD_SECRET"), "{e:#}");
     }
 }
