@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use herdctl::logs::reorder::Reorder;
+use herdctl::logs::Reorder;
 use herdctl::logs::WireLog;
 use herdctl::node::store::Store;
 use herdctl::node::table::Table;

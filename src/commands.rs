@@ -11,8 +11,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use herd_config::config::{Environment, HerdConfig, PlacesConfig};
-use herd_node::reconfigure::Reload;
 use herd_node::table::Table;
+use herd_node::Reload;
 use herd_node::Start;
 use herd_os::pidlock::PidLock;
 use herd_places::deferred::Deferred;

@@ -9,7 +9,7 @@ pub mod commands;
 pub mod completions;
 
 pub use herd_bench as bench;
-pub use herd_config::{auth, config, config_diff, config_errors, hosts, tls};
+pub use herd_config::{auth, config, config_diff, hosts, tls};
 pub use herd_logs as logs;
 pub use herd_metrics as metrics;
 pub use herd_node as node;

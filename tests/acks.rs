@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::peer::RawPeer;
@@ -183,7 +183,7 @@ fn a_reply_waits_for_the_acknowledgement_and_a_false_one_is_refused() {
         PAIR,
         "links: { write_timeout_ms: 600000, answer_timeout_ms: 600000 }\n",
     );
-    let listener = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
+    let listener = herd.listen_as("Ball");
     herd.start_node("Alford");
     let mut ball =
         RawPeer::accept_saying(&listener, "Ball", "Alford", &herd.secret(), WELCOME_VERSION);

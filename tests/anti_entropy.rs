@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::peer::RawPeer;
-use common::{wait_until, Herd, CLASSIC};
+use common::{wait_until, Herd, CLASSIC, PAIR};
 use herdctl::protocol::{self, format_digest, Command, PeerMessage, DIGEST_BUCKETS};
 use herdctl::record::{stable_hash, AtRecord};
 
@@ -58,7 +57,7 @@ fn a_server_that_was_down_gets_every_update_it_missed() {
 #[test]
 fn a_digest_from_a_neighbour_is_answered_with_what_it_lacks() {
     // The test plays Ball dialling Alford, with an empty table.
-    let herd = Herd::start(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let herd = Herd::start(PAIR);
     herd.kill("Ball");
     let at = herd.send(
         "Alford",
@@ -81,14 +80,13 @@ fn a_digest_from_a_neighbour_is_answered_with_what_it_lacks() {
 fn a_dialling_server_repairs_both_ways_and_repeats_periodically() {
     // Alford dials "Ball", which is this test: it answers like a server would.
     let herd = Herd::configure(
-        &[("Alford", &["Ball"]), ("Ball", &[])],
-        "", // reconnect settings come from the harness; the interval below overrides
+        PAIR, "", // reconnect settings come from the harness; the interval below overrides
     );
     let config = std::fs::read_to_string(&herd.config)
         .unwrap()
         .replace("max_ms: 500 }", "max_ms: 500, sync_interval_s: 1 }");
     std::fs::write(&herd.config, config).unwrap();
-    let fake_ball = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
+    let fake_ball = herd.listen_as("Ball");
     herd.start_node("Alford");
     let mine = herd.send("Alford", "IAMAT alfords.client +1+1 100\n");
 

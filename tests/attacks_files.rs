@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::supervised::Supervised;
-use common::{run_to_end, Herd};
+use common::{run_to_end, Herd, SOLO};
 
 const IAMAT: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
 
@@ -61,7 +61,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn a_node_makes_its_store_logs_and_lock_private() {
-    let herd = Herd::configure(&[("Alford", &[])], "");
+    let herd = Herd::configure(SOLO, "");
     herd.start_node("Alford");
     assert!(herd.send("Alford", IAMAT).starts_with("AT Alford "));
     // The store's journal and the wire log are written within a second or so.
@@ -76,7 +76,7 @@ fn a_node_makes_its_store_logs_and_lock_private() {
 
 #[test]
 fn the_supervisor_makes_its_files_private() {
-    let supervised = Supervised::herd(&[("Alford", &[])], "", "");
+    let supervised = Supervised::herd(SOLO, "", "");
     supervised.ok(&["start", "all"]);
     assert!(supervised.serves("Alford"));
     let run = supervised.herd.path().join("run");
@@ -95,7 +95,7 @@ fn the_supervisor_makes_its_files_private() {
 
 #[test]
 fn a_folder_others_can_write_in_is_refused_and_a_readable_one_is_made_private() {
-    let herd = Herd::configure(&[("Alford", &[])], "");
+    let herd = Herd::configure(SOLO, "");
     let run = herd.path().join("run");
     std::fs::create_dir(&run).unwrap();
     std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -115,14 +115,9 @@ fn a_folder_others_can_write_in_is_refused_and_a_readable_one_is_made_private() 
 #[test]
 fn a_folder_of_another_user_is_refused() {
     if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI runs this as root (it needs to give a folder away)"
-        );
-        eprintln!("SKIPPED: giving a folder to another user needs root");
-        return;
+        return common::skip_unless_ci("giving a folder to another user needs root");
     }
-    let herd = Herd::configure(&[("Alford", &[])], "");
+    let herd = Herd::configure(SOLO, "");
     let data = herd.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
@@ -136,7 +131,7 @@ fn a_folder_of_another_user_is_refused() {
 
 #[test]
 fn a_link_planted_as_the_lock_is_not_followed() {
-    let herd = Herd::configure(&[("Alford", &[])], "");
+    let herd = Herd::configure(SOLO, "");
     let precious = herd.path().join("precious");
     std::fs::write(&precious, "keep me\n").unwrap();
     let run = herd.path().join("run");
@@ -152,7 +147,7 @@ fn a_link_planted_as_the_lock_is_not_followed() {
 
 #[test]
 fn links_planted_in_the_run_folder_are_not_written_through() {
-    let supervised = Supervised::herd(&[("Alford", &[])], "", "");
+    let supervised = Supervised::herd(SOLO, "", "");
     let path = supervised.herd.path();
     let precious = path.join("precious");
     std::fs::write(&precious, "keep me\n").unwrap();

@@ -7,7 +7,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::peer::RawPeer;
-use common::{exchange, wait_until, Herd, PAIR};
+use common::{exchange, wait_until, Herd, PAIR, SOLO};
 use herdctl::protocol::{format_digest, DIGEST_BUCKETS};
 
 fn now_secs() -> u64 {
@@ -128,7 +128,7 @@ fn a_want_nobody_asked_for_is_answered_with_nothing() {
 
 #[test]
 fn a_client_time_beyond_the_window_is_refused() {
-    let herd = Herd::start(&[("Alford", &[])]);
+    let herd = Herd::start(SOLO);
     let forged = "IAMAT alice +00.0+000.0 18446744073709551615.999999999";
     assert_eq!(
         herd.send("Alford", &format!("{forged}\n")),
@@ -191,10 +191,7 @@ fn clients_holding_every_slot_cannot_keep_a_neighbour_out() {
 
 #[test]
 fn one_address_cannot_take_every_client_slot() {
-    let herd = Herd::configure(
-        &[("Alford", &[])],
-        "limits: { max_connections_per_ip: 3 }\n",
-    );
+    let herd = Herd::configure(SOLO, "limits: { max_connections_per_ip: 3 }\n");
     herd.start_node("Alford");
     // Each holder is retried until served: the connection start_node's readiness check
     // opened and dropped may still hold a slot until the node reads its EOF.
@@ -220,7 +217,7 @@ fn one_address_cannot_take_every_client_slot() {
 #[test]
 fn a_socket_that_says_nothing_is_closed_after_the_first_line_deadline() {
     use std::io::Read;
-    let herd = Herd::configure(&[("Alford", &[])], "limits: { first_line_timeout_s: 1 }\n");
+    let herd = Herd::configure(SOLO, "limits: { first_line_timeout_s: 1 }\n");
     herd.start_node("Alford");
     let mut silent = std::net::TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
     silent.set_read_timeout(Some(common::DEADLINE)).unwrap();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Herd;
+use common::{Herd, PAIR, SOLO};
 use serde_json::Value;
 
 fn bench(herd: &Herd, args: &[&str]) -> Value {
@@ -31,7 +31,7 @@ fn assert_sane(report: &Value) {
 
 #[test]
 fn a_short_closed_loop_run_with_a_mix_has_no_errors() {
-    let herd = Herd::start(&[("Alford", &[])]);
+    let herd = Herd::start(SOLO);
     let report = bench(
         &herd,
         &[
@@ -52,7 +52,7 @@ fn a_short_closed_loop_run_with_a_mix_has_no_errors() {
 
 #[test]
 fn a_tiny_baseline_echo_run_reports_the_ratio() {
-    let herd = Herd::start(&[("Alford", &[])]);
+    let herd = Herd::start(SOLO);
     let report = bench(
         &herd,
         &[
@@ -72,7 +72,7 @@ fn a_tiny_baseline_echo_run_reports_the_ratio() {
 
 #[test]
 fn ids_sets_how_many_clients_the_run_reports_to() {
-    let herd = Herd::start(&[("Alford", &[])]);
+    let herd = Herd::start(SOLO);
     let report = bench(
         &herd,
         &[
@@ -120,7 +120,7 @@ fn ids_sets_how_many_clients_the_run_reports_to() {
 
 #[test]
 fn open_loop_per_request_and_propagation_run_without_errors() {
-    let herd = Herd::start(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let herd = Herd::start(PAIR);
     let report = bench(
         &herd,
         &[
@@ -227,7 +227,9 @@ fn a_run_speaks_tls_to_servers_with_a_tls_port() {
     // The bench's copy of the herd file sends Alford's and Ball's client ports where nothing
     // listens: only their tls_ports can answer it.
     let yaml = std::fs::read_to_string(&herd.config).unwrap();
-    let dead = common::free_ports(2);
+    // Held (bound, not listening) to the end: a connection to either is refused.
+    let held = common::hold_ports(2);
+    let dead = [held[0][0].port, held[1][0].port];
     let copy = herd.path().join("bench.yaml");
     let mut moved = yaml.clone();
     for (name, port) in [("Alford", dead[0]), ("Ball", dead[1])] {

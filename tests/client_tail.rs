@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
-use common::{herdctl, run_to_end, wait_until, Herd, Running, DEADLINE, PAIR, SOLO};
+use common::{run_to_end, wait_until, Herd, Running, DEADLINE, PAIR, SOLO};
 
 const WHERE: &str = "+34.068930-118.445127 1621464827.959498503";
 
@@ -197,21 +197,24 @@ fn tail_all_prefixes_each_line_with_its_server() {
     assert!(alford_reply < ball_reply, "in time order: {}", out.stdout);
 }
 
-#[test]
-fn tail_follow_shows_lines_written_after_it_started() {
-    let herd = Herd::start(SOLO);
+/// `herdctl tail Alford -f -n 1` once Alford has logged a line, its output piped.
+fn follow_alford(herd: &Herd, stderr: Stdio) -> Running {
     wait_until("Alford's first log line", || {
         herd.log_text("Alford").ends_with('\n')
     });
-    let mut tail = Running::spawn(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
+    Running::spawn(
+        herd.herdctl()
             .args(["tail", "Alford", "-f", "-n", "1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    );
+            .stderr(stderr),
+    )
+}
+
+#[test]
+fn tail_follow_shows_lines_written_after_it_started() {
+    let herd = Herd::start(SOLO);
+    let mut tail = follow_alford(&herd, Stdio::null());
     let lines = tail.lines();
     // The last line already there: from now on tail is following.
     expect_line(&lines, "the last line of the log", |_| true);
@@ -227,18 +230,7 @@ fn tail_follow_shows_lines_written_after_it_started() {
 #[test]
 fn tail_follow_ends_quietly_when_its_reader_goes_away() {
     let herd = Herd::start(SOLO);
-    wait_until("Alford's first log line", || {
-        herd.log_text("Alford").ends_with('\n')
-    });
-    let mut tail = Running::spawn(
-        herdctl()
-            .arg("--config")
-            .arg(&herd.config)
-            .args(["tail", "Alford", "-f", "-n", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
+    let mut tail = follow_alford(&herd, Stdio::piped());
     // Read one line, then close the pipe, like `| head -1`.
     let stdout = tail.0.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();

@@ -83,6 +83,38 @@ struct Project {
 }
 
 impl Project {
+    /// `herd` exported for Compose (`export compose --publish`) into `work`, as project
+    /// `herd<kind><ids>` with an image of this build's binary; the export's output.
+    fn export(
+        herd: &Herd,
+        compose: Vec<&'static str>,
+        work: &Path,
+        kind: &str,
+    ) -> (Project, Output) {
+        let id = format!("{}{}", std::process::id(), herd.port("Alford"));
+        // Made before the image is built, so that dropping it removes whatever was made.
+        let project = Project {
+            compose,
+            dir: work.join("project"),
+            name: format!("herd{kind}{id}"),
+            image: format!("herdctl-test:{kind}{id}"),
+        };
+        build_image(&work.join("context"), &project.image);
+        let out = must(
+            herd.herdctl()
+                .args([
+                    "export",
+                    "compose",
+                    "--publish",
+                    "--image",
+                    &project.image,
+                    "--dir",
+                ])
+                .arg(&project.dir),
+        );
+        (project, out)
+    }
+
     fn compose(&self, args: &[&str]) -> Output {
         must(
             Command::new(self.compose[0])
@@ -166,26 +198,7 @@ fn compose_project_floods_heals_restarts_and_goes_away() {
     };
     let herd = Herd::configure(SERVERS, "");
     let work = tempfile::tempdir().unwrap();
-    let id = format!("{}{}", std::process::id(), herd.port("Alford"));
-    let project = Project {
-        compose,
-        dir: work.path().join("project"),
-        name: format!("herdtest{id}"),
-        image: format!("herdctl-test:{id}"),
-    };
-    build_image(&work.path().join("context"), &project.image);
-    let out = must(
-        herd.herdctl()
-            .args([
-                "export",
-                "compose",
-                "--publish",
-                "--image",
-                &project.image,
-                "--dir",
-            ])
-            .arg(&project.dir),
-    );
+    let (project, out) = Project::export(&herd, compose, work.path(), "test");
     // The herd's secret (made beside the herd file, as `start` would) is in herd.env only.
     assert!(out.stdout.ends_with(b"up -d\n"), "{}", text(&out.stdout));
     let secret = std::fs::read_to_string(herd.path().join("herd.secret")).unwrap();
@@ -272,26 +285,7 @@ fn a_tls_compose_project_links_over_tls_each_container_with_its_own_key() {
     let herd = Herd::configure_tls(common::PAIR, "");
     herd.give_tls_port("Ball");
     let work = tempfile::tempdir().unwrap();
-    let id = format!("{}{}", std::process::id(), herd.port("Alford"));
-    let project = Project {
-        compose,
-        dir: work.path().join("project"),
-        name: format!("herdtls{id}"),
-        image: format!("herdctl-test:tls{id}"),
-    };
-    build_image(&work.path().join("context"), &project.image);
-    must(
-        herd.herdctl()
-            .args([
-                "export",
-                "compose",
-                "--publish",
-                "--image",
-                &project.image,
-                "--dir",
-            ])
-            .arg(&project.dir),
-    );
+    let (project, _) = Project::export(&herd, compose, work.path(), "tls");
     // The keys are copied for the containers' user only, in a folder of this user's.
     {
         use std::os::unix::fs::MetadataExt;

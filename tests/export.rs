@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use common::{run_to_end, skip_unless_ci, wait_until, Herd, Running, CLASSIC, DEADLINE, PAIR};
+use common::{
+    run_to_end, skip_unless_ci, wait_until, Herd, Running, CLASSIC, DEADLINE, PAIR, SOLO,
+};
 
 /// The tool at `path` if it runs, else `None` after saying why (a failure under CI).
 fn tool(what: &str, path: PathBuf, how_to_get_it: &str) -> Option<PathBuf> {
@@ -206,6 +208,24 @@ fn systemd_units_pass_systemd_analyze_verify() {
     );
 }
 
+/// `kubernetes-validate --strict` passes `yaml` (written beside the herd file), `resources`
+/// of it.
+fn assert_kubernetes_validates(herd: &Herd, validate: &Path, yaml: &str, resources: usize) {
+    let manifests = herd.path().join("herd-k8s.yaml");
+    std::fs::write(&manifests, yaml).unwrap();
+    let check = run_to_end(Command::new(validate).arg("--strict").arg(&manifests), b"");
+    let report = format!("{}{}", text(&check.stdout), text(&check.stderr));
+    assert!(
+        check.status.success(),
+        "kubernetes-validate refused:\n{report}"
+    );
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        resources,
+        "{report}"
+    );
+}
+
 #[test]
 fn kubernetes_objects_pass_kubernetes_validate_strict() {
     let Some(validate) = kubernetes_validate() else {
@@ -227,20 +247,7 @@ fn kubernetes_objects_pass_kubernetes_validate_strict() {
     let yaml = text(&out.stdout);
     assert_eq!(yaml.matches("\n---\n").count() + 1, 2 + 5 * 2, "{yaml}");
     assert!(yaml.contains("kind: Secret") && yaml.contains("places.csv"));
-    let manifests = herd.path().join("herd-k8s.yaml");
-    std::fs::write(&manifests, &yaml).unwrap();
-
-    let check = run_to_end(Command::new(&validate).arg("--strict").arg(&manifests), b"");
-    let report = format!("{}{}", text(&check.stdout), text(&check.stderr));
-    assert!(
-        check.status.success(),
-        "kubernetes-validate refused:\n{report}"
-    );
-    assert_eq!(
-        report.matches(" passed for resource ").count(),
-        12,
-        "{report}"
-    );
+    assert_kubernetes_validates(&herd, &validate, &yaml, 12);
 
     // The check can fail: a field Kubernetes does not know is refused under --strict.
     let broken = herd.path().join("broken.yaml");
@@ -321,19 +328,7 @@ fn kubernetes_objects_of_a_tls_herd_pass_kubernetes_validate_strict() {
         assert!(Path::new(path).is_file(), "{path} in:\n{notes}");
         assert!(!path.ends_with("ca.key"), "{notes}");
     }
-    let manifests = herd.path().join("herd-k8s.yaml");
-    std::fs::write(&manifests, &yaml).unwrap();
-    let check = run_to_end(Command::new(&validate).arg("--strict").arg(&manifests), b"");
-    let report = format!("{}{}", text(&check.stdout), text(&check.stderr));
-    assert!(
-        check.status.success(),
-        "kubernetes-validate refused:\n{report}"
-    );
-    assert_eq!(
-        report.matches(" passed for resource ").count(),
-        12,
-        "{report}"
-    );
+    assert_kubernetes_validates(&herd, &validate, &yaml, 12);
 }
 
 #[test]
@@ -373,7 +368,7 @@ fn kubernetes_export_to_a_file_is_private_and_carries_the_secret_in_a_secret() {
 
 #[test]
 fn run_with_log_stdout_writes_the_log_to_stdout_too() {
-    let herd = Herd::configure(&[("Alford", &[])], "");
+    let herd = Herd::configure(SOLO, "");
     let mut node = Running::spawn(
         herd.herdctl()
             .args(["run", "Alford", "--log-stdout"])

@@ -417,6 +417,11 @@ fn delay_slows_propagation_loss_is_repaired_and_a_restart_clears_a_cut() {
     wait_until("Near to log why the cut went", || {
         herd.log_text("Near").contains("Far no longer holds it")
     });
+    // The fault exchange is on the wire, so it is in the logs, both ways.
+    let near = herd.log_text("Near");
+    assert!(near.contains(" INFO Far > HERD FAULT "), "{near}");
+    assert!(near.contains(" INFO Far < HERD FAULT -"), "{near}");
+    assert!(herd.log_text("Far").contains(" INFO Near > HERD FAULT -"));
 }
 
 #[test]

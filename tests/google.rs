@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::free_ports;
+use common::hold_ports;
 use common::upstream::{ok, ten_concurrent_whatsats, ProxyNode, Reply, Upstream, IAMAT};
 use serde_json::{json, Value};
 
@@ -392,7 +392,9 @@ fn bad_json_and_connection_refused_are_error_documents() {
     assert_error_document(&document, "UNKNOWN_ERROR", "not JSON");
     node.assert_secret_hidden();
 
-    let closed = free_ports(1)[0]; // nothing listens there
+    // Held (bound, not listening) to the end: a connection to it is refused.
+    let held = hold_ports(1).pop().unwrap();
+    let closed = held[0].port;
     let node = start(&places_yaml(
         "legacy",
         &format!("http://127.0.0.1:{closed}/json"),

@@ -91,7 +91,7 @@ impl FakeNeighbour {
 #[test]
 fn a_reply_is_written_only_once_its_update_is_on_the_neighbours_socket() {
     let herd = Herd::configure(PAIR, "");
-    let ball = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
+    let ball = herd.listen_as("Ball");
     herd.start_node("Alford");
     let mut neighbour = FakeNeighbour::accept(&ball, &herd.secret());
     wait_until("Alford's link up", || links_up(&herd, "Alford") == 1);
@@ -207,7 +207,7 @@ fn a_neighbour_that_never_answers_after_the_handshake_is_declared_dead() {
         PAIR,
         "links: { answer_timeout_ms: 500 }\nreconnect: { initial_ms: 50, max_ms: 200, sync_interval_s: 1 }\n",
     );
-    let ball = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
+    let ball = herd.listen_as("Ball");
     herd.start_node("Alford");
     let mut held = Vec::new();
     for attempt in 0..2 {
@@ -215,7 +215,9 @@ fn a_neighbour_that_never_answers_after_the_handshake_is_declared_dead() {
         // Keep the connection open and silent (half-open, as far as Alford can tell).
         held.push((attempt, peer));
     }
-    wait_until("Alford to log the dead link", || {
-        herd.log_text("Alford").contains("declared dead")
+    wait_until("Alford to log dropping the dead link", || {
+        herd.link_events("Alford", "Ball")
+            .iter()
+            .any(|e| e.starts_with("dropped: ") && e.ends_with("declared dead"))
     });
 }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{exchange, numbered_iamat, run_to_end, wait_until, Herd, DEADLINE};
+use common::{exchange, numbered_iamat, run_to_end, wait_until, Herd, DEADLINE, SOLO};
 
 fn iamats(tag: &str, count: usize) -> String {
     (0..count).map(|i| numbered_iamat(tag, i)).collect()
@@ -18,7 +18,7 @@ fn iamats(tag: &str, count: usize) -> String {
 #[test]
 fn wire_lines_are_capped_and_files_rotate_by_size() {
     let herd = Herd::configure(
-        &[("Alford", &[])],
+        SOLO,
         "logs: { max_line_bytes: 100, max_file_bytes: 20000, keep: 3 }\n",
     );
     herd.start_node("Alford");
@@ -73,7 +73,7 @@ fn wire_lines_are_capped_and_files_rotate_by_size() {
 
 #[test]
 fn status_probes_are_logged_only_at_debug_level() {
-    let quiet = Herd::configure(&[("Alford", &[])], "");
+    let quiet = Herd::configure(SOLO, "");
     quiet.start_node("Alford");
     let loud = Herd::configure(&[("Ball", &[])], "logs: { level: debug }\n");
     loud.start_node("Ball");
@@ -97,7 +97,7 @@ fn status_probes_are_logged_only_at_debug_level() {
 fn a_stalled_log_writer_drops_lines_instead_of_blocking_the_node() {
     // The log "file" is a FIFO nobody reads yet: the writer blocks opening it, as it would
     // on a hung disk, while the node goes on serving.
-    let herd = Herd::configure(&[("Alford", &[])], "logs: { rotation: never }\n");
+    let herd = Herd::configure(SOLO, "logs: { rotation: never }\n");
     let dir = herd.path().join("logs").join("Alford");
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("Alford.log");

@@ -255,6 +255,7 @@ fn stop_never_reports_a_live_process_stopped() {
     let other = s.herd.path().join("other.yaml");
     let good = std::fs::read_to_string(&s.herd.config).unwrap();
     std::fs::write(&other, format!("{good}run_dir: run-other\n")).unwrap();
+    s.herd.release("Alford"); // for the stray to bind
     let stray = common::Running::spawn(
         common::herdctl()
             .args(["--config"])

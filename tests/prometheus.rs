@@ -19,11 +19,7 @@ fn tool(name: &str) -> Option<String> {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is missing (Debian package prometheus); .ci/run installs it"
-        );
-        eprintln!("skipped: {name} not found (apt-get install prometheus)");
+        common::skip_unless_ci(&format!("{name} not found (apt-get install prometheus)"));
     }
     found
 }
@@ -36,7 +32,7 @@ fn promtool_accepts_every_nodes_metrics() {
     let herd = Herd::configure(CLASSIC, "admin: { open: true }\n").started();
     herd.send("Alford", "IAMAT kiwi +34.068930-118.445127 1621464827.5\n");
     herd.send("Ball", "WHATSAT nobody 10 5\n");
-    for name in herd.ports.keys() {
+    for name in &herd.names() {
         let (status, page) = herd.admin_get(name, "/metrics", None);
         assert_eq!(status, 200);
         let mut check = Command::new(&promtool)
@@ -134,8 +130,10 @@ fn a_real_prometheus_scrapes_the_herd() {
         format!("global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n{scrape}"),
     )
     .unwrap();
-    let port = common::free_ports(1)[0];
+    let held = common::hold_ports(1).pop().unwrap();
+    let port = held[0].port;
     let log = std::fs::File::create(herd.path().join("prometheus.log")).unwrap();
+    drop(held); // for Prometheus to bind
     let _prometheus = common::Running::spawn(
         Command::new(prometheus)
             .arg(format!("--config.file={}", config.display()))
@@ -153,7 +151,7 @@ fn a_real_prometheus_scrapes_the_herd() {
     // Three clients, each flooded to all three servers.
     for (server, client) in [("Alford", "kiwi"), ("Alford", "moa"), ("Ball", "tui")] {
         let at = herd.send(server, &format!("IAMAT {client} +1+1 1\n"));
-        for name in herd.ports.keys() {
+        for name in &herd.names() {
             herd.wait_for_at(name, client, at.trim_end());
         }
     }

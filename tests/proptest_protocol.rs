@@ -109,14 +109,14 @@ proptest! {
         prop_assert_eq!(iamat.time.secs, secs);
         let nanos = frac.map_or(0, |f| format!("{:0<9}", &f[..f.len().min(9)]).parse().unwrap());
         prop_assert_eq!(iamat.time.nanos, nanos);
-        prop_assert!(iamat.location.lat.abs() <= 90.0 && iamat.location.lng.abs() <= 180.0);
-        prop_assert_eq!(Some(iamat.location), Location::parse(&loc));
+        prop_assert!(iamat.location().lat.abs() <= 90.0 && iamat.location().lng.abs() <= 180.0);
+        prop_assert_eq!(Some(iamat.location()), Location::parse(&loc));
 
         // The AT record the origin makes: parses back from its line and from its peer forms.
         let record = AtRecord::from_iamat(&origin, i128::from(received), &iamat);
         prop_assert_eq!(record.origin(), origin.as_str());
         prop_assert_eq!(record.client(), id.as_str());
-        prop_assert_eq!(record.location(), iamat.location);
+        prop_assert_eq!(record.location(), iamat.location());
         prop_assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
         let peer = format_update(record.line());
         match parse_line(peer.trim_end_matches('\n').as_bytes()) {
@@ -229,7 +229,7 @@ fn check_any_line(bytes: &[u8]) -> Result<(), TestCaseError> {
             match command {
                 Command::Iamat(i) => {
                     prop_assert!(is_valid_client_id(i.client));
-                    prop_assert!(i.location.lat.abs() <= 90.0 && i.location.lng.abs() <= 180.0);
+                    prop_assert!(i.location().lat.abs() <= 90.0 && i.location().lng.abs() <= 180.0);
                 }
                 Command::Whatsat(w) => {
                     prop_assert!(is_valid_client_id(w.client));

@@ -4,7 +4,9 @@
 mod common;
 
 use common::supervised::{supervisor_yaml, Supervised};
-use common::{exchange, free_ports, herd_yaml, wait_until};
+use common::{
+    exchange, herd_yaml, hold_ports, iamat_line, send_to, wait_for_at, wait_until, PAIR, SOLO,
+};
 
 /// Rewrites the herd file: servers as (name, port, peers), the test supervisor settings,
 /// then `extra`.
@@ -26,29 +28,21 @@ fn links(s: &Supervised, name: &str) -> (u64, u64) {
     )
 }
 
-/// Waits until the server on `port` holds `at_line` for `client`.
-fn wait_for_at(port: u16, client: &str, at_line: &str) {
-    wait_until(&format!("port {port} to hold {at_line:?}"), || {
-        let reply = exchange(port, format!("WHATSAT {client} 1 1\n").as_bytes());
-        String::from_utf8_lossy(&reply).lines().next() == Some(at_line)
-    });
-}
-
+/// The reply to an IAMAT for `client` sent to `port`, without its newline.
 fn iamat(port: u16, client: &str) -> String {
-    let reply = exchange(
-        port,
-        format!("IAMAT {client} +34.1-118.4 1700000000.5\n").as_bytes(),
-    );
-    String::from_utf8(reply).unwrap().trim_end().to_owned()
+    let line = iamat_line(client, "+34.1-118.4", "1700000000.5");
+    send_to(port, &line).trim_end().to_owned()
 }
 
 #[test]
 fn reload_starts_an_added_server_that_floods_and_stops_a_removed_one() {
-    let s = Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", "");
+    let s = Supervised::herd(PAIR, "", "");
     s.ok(&["start", "all"]);
     let (alford, ball) = (s.herd.port("Alford"), s.herd.port("Ball"));
     let pids = (s.node_pid("Alford"), s.node_pid("Ball"));
-    let clark = free_ports(1)[0];
+    // Held until the reload, whose supervisor starts Clark on them.
+    let held = hold_ports(1).pop().unwrap();
+    let clark = held[0].port;
 
     write_herd(
         &s,
@@ -59,6 +53,7 @@ fn reload_starts_an_added_server_that_floods_and_stops_a_removed_one() {
         ],
         "",
     );
+    drop(held);
     let out = reload(&s);
     assert!(
         out.contains("Clark        started: added to the herd file"),
@@ -185,17 +180,19 @@ fn reload_drops_a_link_live_and_no_update_crosses_it() {
 
 #[test]
 fn reload_restarts_a_server_whose_port_changed_and_its_neighbour_follows() {
-    let s = Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", "");
+    let s = Supervised::herd(PAIR, "", "");
     s.ok(&["start", "all"]);
     let alford_pid = s.node_pid("Alford");
     let old_ball = s.node_pid("Ball").unwrap();
-    let (alford, new_port) = (s.herd.port("Alford"), free_ports(1)[0]);
-
+    let alford = s.herd.port("Alford");
+    let held = hold_ports(1).pop().unwrap();
+    let new_port = held[0].port;
     write_herd(
         &s,
         &[("Alford", alford, &["Ball"]), ("Ball", new_port, &[])],
         "",
     );
+    drop(held);
     let out = reload(&s);
     assert!(
         out.contains(&format!(
@@ -223,7 +220,7 @@ fn reload_restarts_a_server_whose_port_changed_and_its_neighbour_follows() {
 
 #[test]
 fn a_bad_file_changes_nothing_and_exits_non_zero() {
-    let s = Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", "");
+    let s = Supervised::herd(PAIR, "", "");
     s.ok(&["start", "all"]);
     let pids = (s.node_pid("Alford"), s.node_pid("Ball"));
     let applied = std::fs::read_to_string(s.herd.path().join("run/herd.applied.yaml")).unwrap();
@@ -256,7 +253,7 @@ fn a_bad_file_changes_nothing_and_exits_non_zero() {
 
 #[test]
 fn limits_and_log_settings_apply_live_and_status_notes_an_unapplied_file() {
-    let s = Supervised::herd(&[("Alford", &[])], "", "");
+    let s = Supervised::herd(SOLO, "", "");
     s.ok(&["start", "all"]);
     let pid = s.node_pid("Alford");
     let port = s.herd.port("Alford");

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 
-use common::{wait_until, Herd, CLASSIC, DEADLINE};
+use common::{wait_until, Herd, CLASSIC, DEADLINE, PAIR, SOLO};
 
 const SECRET: &str = "s3cret-that-must-never-be-logged";
 
@@ -50,7 +50,7 @@ fn authenticated_links_flood_and_the_secret_is_never_logged() {
 
 #[test]
 fn a_client_cannot_forge_an_update_or_a_proof() {
-    let herd = secured(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let herd = secured(PAIR);
     let mut stream = TcpStream::connect(("127.0.0.1", herd.port("Alford"))).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -91,7 +91,7 @@ fn a_client_cannot_forge_an_update_or_a_proof() {
 
 #[test]
 fn one_hello_per_connection() {
-    let herd = secured(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let herd = secured(PAIR);
     let reply = herd.send(
         "Alford",
         "HERD HELLO Nobody 2 0123456789abcdef0123456789abcdef\n\
@@ -107,7 +107,7 @@ fn one_hello_per_connection() {
 #[test]
 fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
     let herd = Herd::configure(
-        &[("Alford", &["Ball"]), ("Ball", &[])],
+        PAIR,
         "secret: \"from-file-from-file-from-file-from-file\"\n",
     );
     herd.spawn("Ball");
@@ -142,10 +142,7 @@ fn herd_secret_env_overrides_the_file_and_a_mismatch_refuses_the_link() {
 
 #[test]
 fn a_server_without_the_secret_is_not_linked_and_says_so() {
-    let herd = Herd::configure(
-        &[("Alford", &["Ball"]), ("Ball", &[])],
-        "insecure_open_links: true\n",
-    );
+    let herd = Herd::configure(PAIR, "insecure_open_links: true\n");
     // Ball runs open (no secret); Alford has one from the environment.
     herd.spawn("Ball");
     herd.wait_listening("Ball");
@@ -170,7 +167,7 @@ fn a_server_without_the_secret_is_not_linked_and_says_so() {
 #[test]
 fn without_a_configured_secret_the_herd_makes_one_private_to_its_user() {
     use std::os::unix::fs::PermissionsExt;
-    let herd = Herd::start(&[("Alford", &["Ball"]), ("Ball", &[])]);
+    let herd = Herd::start(PAIR);
     let path = herd.path().join("herd.secret");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -189,7 +186,7 @@ fn without_a_configured_secret_the_herd_makes_one_private_to_its_user() {
 
 #[test]
 fn a_weak_secret_is_refused_in_one_line() {
-    let herd = Herd::configure(&[("Alford", &[])], "secret: \"a\"\n");
+    let herd = Herd::configure(SOLO, "secret: \"a\"\n");
     let out = herd.herdctl().args(["run", "Alford"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

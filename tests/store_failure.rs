@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{exchange, numbered_iamat, wait_until, Herd};
+use common::{exchange, numbered_iamat, wait_until, Herd, SOLO};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -16,17 +16,20 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// `None` when this process may not mount (not root).
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+    /// Why not, when this process may not mount (not root, or no CAP_SYS_ADMIN).
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
+        let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
-            .status()
-            .ok()?;
-        status.success().then(|| Tmpfs {
-            dir: dir.to_path_buf(),
-        })
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        match output.status.success() {
+            true => Ok(Tmpfs {
+                dir: dir.to_path_buf(),
+            }),
+            false => Err(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+        }
     }
 }
 
@@ -48,12 +51,14 @@ fn fill(path: &Path) {
 #[test]
 fn a_strict_node_refuses_updates_its_full_disk_cannot_hold() {
     let space = tempfile::tempdir().unwrap();
-    let Some(mount) = Tmpfs::mount(&space.path().join("disk"), "2m") else {
-        common::skip_unless_ci("mounting a tmpfs needs root");
-        return;
+    let mount = match Tmpfs::mount(&space.path().join("disk"), "2m") {
+        Ok(mount) => mount,
+        Err(why) => {
+            return common::skip_unless_ci(&format!("cannot mount a tmpfs (needs root): {why}"))
+        }
     };
     let herd = Herd::configure(
-        &[("Alford", &[])],
+        SOLO,
         &format!(
             "durability: strict\nstrict_wait_ms: 3000\ndata_dir: {}\n",
             mount.dir.join("data").display()

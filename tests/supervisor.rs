@@ -118,7 +118,7 @@ fn nodes_outlive_the_supervisor_and_are_adopted() {
 fn a_port_in_use_fails_the_start_naming_the_port() {
     let s = Supervised::new();
     let port = s.herd.port("Welsh");
-    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let _squatter = s.herd.listen_as("Welsh");
     let out = s.run(&["start", "Welsh"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

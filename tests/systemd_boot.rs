@@ -127,6 +127,16 @@ impl Container {
         }
     }
 
+    /// The overlay with `herd`'s file (its ports and links) where the container's nodes
+    /// read it. They share this machine's network, so the herd lets go of its ports.
+    fn with_herd_file(rootfs: &Path, herd: &Herd) -> Container {
+        let container = Container::overlay(rootfs);
+        std::fs::create_dir_all(container.path("/etc/herd")).unwrap();
+        std::fs::copy(&herd.config, container.path(HERD_FILE)).unwrap();
+        herd.release_all();
+        container
+    }
+
     /// The path on this machine of `path` inside the container.
     fn path(&self, inside: &str) -> PathBuf {
         self.merged.join(inside.trim_start_matches('/'))
@@ -284,12 +294,8 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
         return;
     };
     let _one = one_boot();
-    // The herd's ports and links, written where the container reads its herd file.
     let herd = Herd::configure(SERVERS, LAYOUT);
-    let yaml = std::fs::read_to_string(&herd.config).unwrap();
-    let mut container = Container::overlay(&rootfs);
-    std::fs::create_dir_all(container.path("/etc/herd")).unwrap();
-    std::fs::write(container.path(HERD_FILE), &yaml).unwrap();
+    let mut container = Container::with_herd_file(&rootfs, &herd);
     // What an administrator does: a user for the herd, owning the herd file (the units run
     // as its owner), the units exported and enabled.
     // No secret given: `export` makes herd.secret beside the herd file, the units' user's.
@@ -334,6 +340,7 @@ fn exported_units_boot_restart_reload_and_stop_under_systemd() {
     // reports reach Alford, three hops away, with no server restarted.
     let holiday = "herd-Holiday.service";
     let pid = container.property(holiday, "MainPID");
+    let yaml = std::fs::read_to_string(&herd.config).unwrap();
     let linked = with_peers(&yaml, "Holiday", &["Welsh"]);
     std::fs::write(container.path(HERD_FILE), &linked).unwrap();
     container.systemctl(&["reload", "herd.target"]);
@@ -398,10 +405,7 @@ fn a_tls_herd_boots_with_its_certificates_as_systemd_credentials() {
         PAIR,
         &format!("{LAYOUT}{TLS_YAML}admin: {{ open: true }}\n"),
     );
-    let yaml = std::fs::read_to_string(&herd.config).unwrap();
-    let mut container = Container::overlay(&rootfs);
-    std::fs::create_dir_all(container.path("/etc/herd")).unwrap();
-    std::fs::write(container.path(HERD_FILE), &yaml).unwrap();
+    let mut container = Container::with_herd_file(&rootfs, &herd);
     // The certificates are made by root and stay root's (folder 0700, files 0600): the
     // herd's user can read its key only as the credential systemd hands its unit.
     container.prepare(&format!(

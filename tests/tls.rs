@@ -6,12 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{run_to_end, wait_until, Herd, DEADLINE, PAIR, TLS_YAML};
+use common::{run_to_end, wait_until, Herd, DEADLINE, PAIR, SOLO, TLS_YAML};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -92,7 +92,7 @@ fn hello(from: &str) -> String {
 
 #[test]
 fn certs_init_issue_and_show() {
-    let herd = Herd::configure(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure(PAIR, "");
     let made = herd.certs(&["init"]);
     assert!(made.contains("created the herd CA"), "{made}");
     for file in [
@@ -198,7 +198,7 @@ fn a_tls_herd_floods_and_syncs_and_shows_its_links_encrypted() {
 
 #[test]
 fn a_plain_text_hello_is_refused_by_a_tls_herd() {
-    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure_tls(PAIR, "");
     herd.start_node("Alford");
     let mut peer = common::peer::RawPeer::connect(herd.port("Alford"));
     peer.send(&hello("Ball"));
@@ -282,7 +282,7 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_names_another_server() {
         &[("Alford", &["Ball"]), ("Ball", &[]), ("Hamilton", &[])],
         "admin: { open: true }\n",
     );
-    let listener = TcpListener::bind(("127.0.0.1", herd.port("Ball"))).unwrap();
+    let listener = herd.listen_as("Ball");
     let cert = CertificateDer::from_pem_file(cert_file(&herd, "Hamilton.pem")).unwrap();
     let key = PrivateKeyDer::from_pem_file(cert_file(&herd, "Hamilton.key")).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(herdctl::tls::verify::provider())
@@ -312,7 +312,7 @@ fn a_dialler_refuses_a_neighbour_whose_certificate_names_another_server() {
 
 #[test]
 fn a_tls_herd_file_with_a_missing_certificate_names_the_fix() {
-    let herd = Herd::configure_tls(&[("Alford", &[])], "");
+    let herd = Herd::configure_tls(SOLO, "");
     std::fs::remove_file(cert_file(&herd, "Alford.pem")).unwrap();
     let output = run_to_end(herd.herdctl().args(["run", "Alford"]), b"");
     assert!(!output.status.success());
@@ -385,7 +385,7 @@ fn a_node_reads_its_certificates_from_herd_tls_dir_through_a_secret_volumes_link
 
 #[test]
 fn send_speaks_tls_to_a_tls_port_checking_the_herd_ca() {
-    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure_tls(PAIR, "");
     let tls_port = herd.give_tls_port("Ball");
     herd.start_node("Alford");
     herd.start_node("Ball");
@@ -437,7 +437,7 @@ fn a_capture_of_a_tls_flood_never_shows_the_client_id() {
     if !nix_is_root() {
         return common::skip_unless_ci("capturing on lo needs root");
     }
-    let herd = Herd::configure_tls(&[("Alford", &["Ball"]), ("Ball", &[])], "");
+    let herd = Herd::configure_tls(PAIR, "");
     // Ball is asked over its tls_port, so the only cleartext a query could show is not
     // captured.
     herd.give_tls_port("Ball");
@@ -504,8 +504,7 @@ fn nix_is_root() -> bool {
 
 #[test]
 fn status_shows_each_tls_link_and_its_certificate_expiry() {
-    let supervised =
-        common::supervised::Supervised::herd(&[("Alford", &["Ball"]), ("Ball", &[])], "", TLS_YAML);
+    let supervised = common::supervised::Supervised::herd(PAIR, "", TLS_YAML);
     supervised.herd.certs(&["init"]);
     supervised.ok(&["start", "all"]);
     let expires = herdctl::tls::der::format_utc(

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::free_ports;
+use common::hold_ports;
 use common::upstream::{ok, ten_concurrent_whatsats, ProxyNode, Reply, Upstream, IAMAT};
 use serde_json::{json, Value};
 
@@ -344,7 +344,9 @@ fn no_answer_is_a_gateway_document_within_the_timeout() {
     assert!(node.send(IAMAT).starts_with("AT Alford "), "still serving");
     node.assert_secret_hidden();
 
-    let closed = free_ports(1)[0]; // nothing listens there
+    // Held (bound, not listening) to the end: a connection to it is refused.
+    let held = hold_ports(1).pop().unwrap();
+    let closed = held[0].port;
     let node = start(&places_yaml(&format!("http://127.0.0.1:{closed}"), ""));
     node.locate_kiwi();
     let (_, document) = node.whatsat("10", 5);

@@ -12,7 +12,7 @@ fuzz_target!(|line: &[u8]| {
     match parse_line(line) {
         None => {}
         Some(Command::Iamat(iamat)) => {
-            assert!(iamat.location.lat.abs() <= 90.0 && iamat.location.lng.abs() <= 180.0);
+            assert!(iamat.location().lat.abs() <= 90.0 && iamat.location().lng.abs() <= 180.0);
             // The record an origin would make parses back to itself.
             let record = AtRecord::from_iamat("Fuzz", 0, &iamat);
             assert_eq!(AtRecord::parse(record.line()).as_ref(), Some(&record));

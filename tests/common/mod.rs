@@ -153,47 +153,82 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 /// A server's admin port when the herd file gives none (herdctl's `ADMIN_PORT_OFFSET`).
 pub const ADMIN_OFFSET: u16 = 1000;
 
+/// A loopback port held for a test: bound (without `SO_REUSEADDR`) but not listening, so
+/// no other process can bind it, while a connection to it is refused exactly as to a free
+/// port (a neighbour dialling it sees a server that is not up yet). Dropping it frees the
+/// port for whoever is meant to listen there.
+pub struct HeldPort {
+    pub port: u16,
+    socket: std::os::fd::OwnedFd,
+}
+
+impl HeldPort {
+    fn bind(port: u16) -> Option<HeldPort> {
+        use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let socket = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(socket.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port)).ok()?;
+        Some(HeldPort { port, socket })
+    }
+
+    /// The held socket, listening.
+    pub fn listen(self) -> TcpListener {
+        use nix::sys::socket::{listen, Backlog};
+        listen(&self.socket, Backlog::new(128).unwrap()).unwrap();
+        TcpListener::from(self.socket)
+    }
+}
+
 /// Ports below the kernel's ephemeral range, so outgoing connections never take them, picked
-/// at random so parallel tests (threads or processes) do not collide, and checked free,
-/// each with its default admin port (port + [`ADMIN_OFFSET`]): a herd file written with these
-/// ports and no `admin_port:` gets admin ports that are free too.
-pub fn free_ports(count: usize) -> Vec<u16> {
+/// at random so parallel tests (threads or processes) do not collide, each with its default
+/// admin port (port + [`ADMIN_OFFSET`]): a herd file written with these ports and no
+/// `admin_port:` gets admin ports that are free too. Each port and admin port comes held
+/// ([`HeldPort`]), so it stays free until the caller lets go of it, just before its
+/// user binds it: `[port, admin port]` per entry.
+pub fn hold_ports(count: usize) -> Vec<[HeldPort; 2]> {
     let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
     seed ^= std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let mut ports = Vec::new();
-    let mut holders = Vec::new();
+    let mut held: Vec<[HeldPort; 2]> = Vec::new();
     let mut handed = HANDED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    while ports.len() < count {
+    while held.len() < count {
         // xorshift: good enough to spread tests over the range.
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let port = 20000 + (seed % 11000) as u16;
         let admin = port + ADMIN_OFFSET;
-        let taken = |p: u16| ports.iter().any(|&q: &u16| q == p || q + ADMIN_OFFSET == p);
-        if taken(port) || taken(admin) || handed.contains(&port) || handed.contains(&admin) {
+        if handed.contains(&port) || handed.contains(&admin) {
             continue;
         }
-        if let (Ok(listener), Ok(admin_listener)) = (
-            TcpListener::bind(("127.0.0.1", port)),
-            TcpListener::bind(("127.0.0.1", admin)),
-        ) {
-            holders.push(listener);
-            holders.push(admin_listener);
-            ports.push(port);
+        if let (Some(client), Some(admin)) = (HeldPort::bind(port), HeldPort::bind(admin)) {
+            handed.extend([client.port, admin.port]);
+            held.push([client, admin]);
         }
     }
-    handed.extend(ports.iter().flat_map(|&p| [p, p + ADMIN_OFFSET]));
-    ports
+    held
 }
 
-/// Every port (and its admin port) this test process has handed out. A port is only checked
-/// free when it is picked, and a node binds its admin port after its client port: without
-/// this, a test running alongside could pick another's admin port as its client port in
-/// between, and one of the two nodes would fail to start.
+/// Like [`hold_ports`], let go at once: for a port that must have nothing on it, or one a
+/// program the test cannot hand a held port to binds soon after (that program may then,
+/// rarely, find it taken by another process).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    hold_ports(count)
+        .iter()
+        .map(|[port, _]| port.port)
+        .collect()
+}
+
+/// Every port (and its admin port) this test process has handed out, so no two tests of
+/// one process are ever given the same port, even after one has let go of it.
 static HANDED_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
 /// Connects, sends `input`, half-closes, and returns everything the server sent back.
@@ -208,6 +243,27 @@ pub fn exchange(port: u16, input: &[u8]) -> Vec<u8> {
         .read_to_end(&mut reply)
         .unwrap_or_else(|e| panic!("reading the reply from port {port}: {e}"));
     reply
+}
+
+/// One request/response exchange with the server on `port`, as text.
+pub fn send_to(port: u16, input: &str) -> String {
+    String::from_utf8(exchange(port, input.as_bytes())).unwrap()
+}
+
+/// The AT line the server on `port` holds for `client`, or `None` if it answers `?`.
+pub fn known_at(port: u16, client: &str) -> Option<String> {
+    let reply = send_to(port, &format!("WHATSAT {client} 1 1\n"));
+    match reply.starts_with("? ") {
+        true => None,
+        false => Some(reply.lines().next().unwrap().to_owned()),
+    }
+}
+
+/// Waits until the server on `port` holds exactly `at_line` for `client`.
+pub fn wait_for_at(port: u16, client: &str, at_line: &str) {
+    wait_until(&format!("port {port} to hold {at_line:?}"), || {
+        known_at(port, client).as_deref() == Some(at_line)
+    });
 }
 
 /// `GET path` on the admin endpoint at `port`: status code and body.
@@ -228,22 +284,57 @@ pub fn admin_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 pub struct Herd {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
-    pub ports: BTreeMap<String, u16>,
+    ports: Mutex<Ports>,
     children: Mutex<BTreeMap<String, Child>>,
 }
+
+/// A herd's ports, and those still held for it until their node starts.
+#[derive(Default)]
+struct Ports {
+    client: BTreeMap<String, u16>,
+    tls: BTreeMap<String, u16>,
+    held: BTreeMap<u16, HeldPort>,
+    /// Nothing outside this herd may have the port numbers yet (no node spawned, no port
+    /// asked for), so a start whose port was taken may move the herd to fresh ones.
+    movable: bool,
+}
+
+impl Ports {
+    fn of(&self, name: &str) -> Vec<u16> {
+        let port = self.client[name];
+        [
+            Some(port),
+            Some(port + ADMIN_OFFSET),
+            self.tls.get(name).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// How many times a start whose node found its port taken (by another process, between the
+/// herd letting go of the port and the node binding it) is tried again on fresh ports.
+const PORT_RETRIES: usize = 3;
+
+/// What a node says on its standard error when one of its ports is taken.
+const PORT_TAKEN: &str = "is another process using port";
 
 impl Herd {
     /// Writes a herd file for `servers` (name, peers) with free ports; starts nothing.
     pub fn configure(servers: &[(&str, &[&str])], extra_yaml: &str) -> Herd {
         let dir = tempfile::tempdir().unwrap();
-        let ports: BTreeMap<String, u16> = servers
-            .iter()
-            .map(|(name, _)| name.to_string())
-            .zip(free_ports(servers.len()))
-            .collect();
+        let mut ports = Ports {
+            movable: true,
+            ..Ports::default()
+        };
+        for ((name, _), held) in servers.iter().zip(hold_ports(servers.len())) {
+            ports.client.insert(name.to_string(), held[0].port);
+            ports.held.extend(held.map(|h| (h.port, h)));
+        }
         let with_ports: Vec<(&str, u16, &[&str])> = servers
             .iter()
-            .map(|&(name, peers)| (name, ports[name], peers))
+            .map(|&(name, peers)| (name, ports.client[name], peers))
             .collect();
         let yaml = herd_yaml(&with_ports, extra_yaml);
         let config = dir.path().join("herd.yaml");
@@ -251,41 +342,122 @@ impl Herd {
         Herd {
             dir,
             config,
-            ports,
+            ports: Mutex::new(ports),
             children: Mutex::new(BTreeMap::new()),
         }
     }
 
+    fn ports(&self) -> std::sync::MutexGuard<'_, Ports> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The names of the herd's servers, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.ports().client.keys().cloned().collect()
+    }
+
+    /// Lets go of server `name`'s held ports (client, admin, TLS), for whatever is to bind
+    /// them next.
+    pub fn release(&self, name: &str) {
+        let mut ports = self.ports();
+        for port in ports.of(name) {
+            ports.held.remove(&port);
+        }
+    }
+
+    /// Lets go of every held port: for a program (the supervisor, a container) that starts
+    /// the nodes itself.
+    pub fn release_all(&self) {
+        let mut ports = self.ports();
+        ports.held.clear();
+        ports.movable = false;
+    }
+
+    /// A listener on server `name`'s client port (the held socket itself, now listening,
+    /// so no one can take the port in between), for a test that plays that server.
+    pub fn listen_as(&self, name: &str) -> TcpListener {
+        let port = self.port(name);
+        let held = self.ports().held.remove(&port);
+        held.expect("a port still held (not started, not let go)")
+            .listen()
+    }
+
+    /// Moves the herd to fresh held ports, in the herd file too. Only for a herd that no
+    /// one outside it knows the ports of (see [`Ports::movable`]); `false` if the herd file
+    /// does not have the lines [`Herd::configure`] wrote.
+    fn move_to_fresh_ports(&self) -> bool {
+        let mut ports = self.ports();
+        let mut yaml = std::fs::read_to_string(&self.config).unwrap();
+        let names: Vec<String> = ports.client.keys().cloned().collect();
+        let mut fresh = hold_ports(names.len() + ports.tls.len()).into_iter();
+        let mut held = BTreeMap::new();
+        for name in &names {
+            let [client, admin] = fresh.next().unwrap();
+            let mut moves = vec![
+                (ports.client[name], client.port),
+                (ports.client[name] + ADMIN_OFFSET, admin.port),
+            ];
+            ports.client.insert(name.clone(), client.port);
+            held.extend([(client.port, client), (admin.port, admin)]);
+            if let Some(old) = ports.tls.get(name).copied() {
+                let [tls, _] = fresh.next().unwrap();
+                moves.push((old, tls.port));
+                ports.tls.insert(name.clone(), tls.port);
+                held.insert(tls.port, tls);
+            }
+            let head = format!("  {name}: {{ ");
+            let Some(start) = yaml.find(&head) else {
+                return false;
+            };
+            let end = start + yaml[start..].find('\n').unwrap_or(yaml.len() - start);
+            let mut line = yaml[start..end].to_owned();
+            for (key, (old, new)) in ["port", "admin_port", "tls_port"].iter().zip(&moves) {
+                let from = format!(" {key}: {old},");
+                if !line.contains(&from) {
+                    return false;
+                }
+                line = line.replace(&from, &format!(" {key}: {new},"));
+            }
+            yaml.replace_range(start..end, &line);
+        }
+        std::fs::write(&self.config, yaml).unwrap();
+        ports.held = held;
+        true
+    }
+
     /// Configures and starts every server, and waits until each one answers.
     pub fn start(servers: &[(&str, &[&str])]) -> Herd {
-        let herd = Herd::configure(servers, "");
-        for (name, _) in servers {
-            herd.spawn(name);
-        }
-        for (name, _) in servers {
-            herd.wait_listening(name);
-        }
-        herd
+        Herd::configure(servers, "").started()
     }
 
     pub fn classic() -> Herd {
         Herd::start(CLASSIC)
     }
 
-    /// `herdctl --config <this herd's file>`.
+    /// `herdctl --config <this herd's file>`. Whatever it runs may bind the herd's ports
+    /// (a supervisor starting nodes), so the herd lets go of them all.
     pub fn herdctl(&self) -> Command {
+        self.release_all();
+        self.herdctl_binding_nothing()
+    }
+
+    /// [`Herd::herdctl`] for a command that binds none of the herd's ports.
+    fn herdctl_binding_nothing(&self) -> Command {
         let mut command = herdctl();
         command.arg("--config").arg(&self.config);
         command
     }
 
+    /// Server `name`'s client port (from now on the herd keeps to its ports).
     pub fn port(&self, name: &str) -> u16 {
-        self.ports[name]
+        let mut ports = self.ports();
+        ports.movable = false;
+        ports.client[name]
     }
 
     /// Server `name`'s admin port.
     pub fn admin_port(&self, name: &str) -> u16 {
-        self.ports[name] + ADMIN_OFFSET
+        self.port(name) + ADMIN_OFFSET
     }
 
     /// `GET path` on server `name`'s admin endpoint: status code and body.
@@ -303,7 +475,7 @@ impl Herd {
 
     /// `herdctl certs ARGS` for this herd, which must succeed; its standard output.
     pub fn certs(&self, args: &[&str]) -> String {
-        let output = run_to_end(self.herdctl().arg("certs").args(args), b"");
+        let output = run_to_end(self.herdctl_binding_nothing().arg("certs").args(args), b"");
         assert!(
             output.status.success(),
             "herdctl certs {args:?}: {}",
@@ -312,14 +484,19 @@ impl Herd {
         String::from_utf8(output.stdout).unwrap()
     }
 
-    /// Gives server `name` a `tls_port` (a free one) in the herd file; the port.
+    /// Gives server `name` a `tls_port` (a free one, held until `name` starts) in the herd
+    /// file; the port.
     pub fn give_tls_port(&self, name: &str) -> u16 {
-        let port = free_ports(1)[0];
+        let [held, _] = hold_ports(1).pop().unwrap();
+        let port = held.port;
         let yaml = std::fs::read_to_string(&self.config).unwrap();
-        let from = format!("  {name}: {{ port: {}, ", self.port(name));
+        let from = format!("  {name}: {{ port: {}, ", self.ports().client[name]);
         assert!(yaml.contains(&from), "{yaml}");
         let yaml = yaml.replace(&from, &format!("{from}tls_port: {port}, "));
         std::fs::write(&self.config, yaml).unwrap();
+        let mut ports = self.ports();
+        ports.tls.insert(name.to_owned(), port);
+        ports.held.insert(port, held);
         port
     }
 
@@ -329,10 +506,11 @@ impl Herd {
     }
 
     /// Like [`Herd::spawn`], with environment variables set (`Some`) or removed (`None`).
-    /// The node is the herd's like any other: watched, logged, killed at the end.
+    /// The node is the herd's like any other: watched, logged, killed at the end. Its
+    /// ports are let go of just before.
     pub fn spawn_with_env(&self, name: &str, env: &[(&str, Option<&str>)]) {
         let stderr = std::fs::File::create(self.dir.path().join(format!("{name}.stderr"))).unwrap();
-        let mut command = self.herdctl();
+        let mut command = self.herdctl_binding_nothing();
         command
             .args(["run", name])
             .stdin(Stdio::null())
@@ -344,7 +522,9 @@ impl Herd {
                 None => command.env_remove(key),
             };
         }
+        self.release(name);
         let child = command.spawn().unwrap();
+        self.ports().movable = false;
         let previous = self.children.lock().unwrap().insert(name.to_owned(), child);
         assert!(previous.is_none(), "{name} was already running");
     }
@@ -352,34 +532,73 @@ impl Herd {
     /// Every server spawned at once, then each waited for: neighbours dial each other while
     /// the rest start.
     pub fn started(self) -> Herd {
-        for name in self.ports.keys() {
-            self.spawn(name);
-        }
-        for name in self.ports.keys() {
-            self.wait_listening(name);
-        }
+        self.start_nodes(&self.names());
         self
     }
 
     pub fn start_node(&self, name: &str) {
-        self.spawn(name);
-        self.wait_listening(name);
+        self.start_nodes(&[name.to_owned()]);
+    }
+
+    /// Spawns `names`, then waits until each listens. Another process can take a port in
+    /// the moment between the herd letting go of it and the node binding it; when a node
+    /// says so and the herd's ports are still its own secret (nothing started, no port
+    /// asked for), the nodes are stopped and started again on fresh ports, at most
+    /// [`PORT_RETRIES`] times.
+    fn start_nodes(&self, names: &[String]) {
+        for attempt in 0.. {
+            let movable = self.ports().movable;
+            for name in names {
+                self.spawn(name);
+            }
+            let Err(taken) = names.iter().try_for_each(|name| self.await_listening(name)) else {
+                return;
+            };
+            if !movable || attempt == PORT_RETRIES {
+                panic!("{taken}");
+            }
+            for name in names {
+                if let Some(child) = self.children.lock().unwrap().remove(name) {
+                    drop(Running(child));
+                }
+            }
+            if !self.move_to_fresh_ports() {
+                panic!("{taken} (and the herd file is not one the herd can move to other ports)");
+            }
+            self.ports().movable = true;
+            eprintln!("{taken}: starting again on fresh ports");
+        }
     }
 
     /// Waits until `name` listens on its client port and on its admin port: a node binds
     /// the admin port just after the client port, and a test may go to either first.
     pub fn wait_listening(&self, name: &str) {
-        let port = self.port(name);
-        let admin = self.admin_port(name);
+        if let Err(taken) = self.await_listening(name) {
+            panic!("{taken}");
+        }
+    }
+
+    /// [`Herd::wait_listening`], or what `name` said if it exited because a port of its was
+    /// taken (any other exit fails the test).
+    fn await_listening(&self, name: &str) -> Result<(), String> {
+        let port = self.ports().client[name];
+        let admin = port + ADMIN_OFFSET;
+        let mut taken = None;
         wait_until(&format!("{name} to listen on {port} and {admin}"), || {
             if let Some(child) = self.children.lock().unwrap().get_mut(name) {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited with {status}: {}", self.stderr(name));
+                    let stderr = self.stderr(name);
+                    if !stderr.contains(PORT_TAKEN) {
+                        panic!("{name} exited with {status}: {stderr}");
+                    }
+                    taken = Some(format!("{name} found a port taken: {}", stderr.trim_end()));
+                    return true;
                 }
             }
             TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", admin)).is_ok()
         });
+        taken.map_or(Ok(()), Err)
     }
 
     pub fn stderr(&self, name: &str) -> String {
@@ -461,7 +680,7 @@ impl Herd {
 
     /// One request/response exchange with server `name`, as text.
     pub fn send(&self, name: &str, input: &str) -> String {
-        String::from_utf8(exchange(self.port(name), input.as_bytes())).unwrap()
+        send_to(self.port(name), input)
     }
 
     /// Sends an IAMAT to server `name`, checks its reply is the AT line for it (this
@@ -519,19 +738,12 @@ impl Herd {
 
     /// The AT line `name` holds for `client`, or `None` if it answers `?`.
     pub fn known_at(&self, name: &str, client: &str) -> Option<String> {
-        let reply = self.send(name, &format!("WHATSAT {client} 1 1\n"));
-        if reply.starts_with("? ") {
-            None
-        } else {
-            Some(reply.lines().next().unwrap().to_owned())
-        }
+        known_at(self.port(name), client)
     }
 
     /// Waits until server `name` holds exactly `at_line` for `client`.
     pub fn wait_for_at(&self, name: &str, client: &str, at_line: &str) {
-        wait_until(&format!("{name} to hold {at_line:?}"), || {
-            self.known_at(name, client).as_deref() == Some(at_line)
-        });
+        wait_for_at(self.port(name), client, at_line);
     }
 
     /// All of server `name`'s log files, concatenated in name order.

@@ -20,11 +20,11 @@
 //! there, its certificate checked against the herd CA, as `herdctl send` does: the target,
 //! and the server the probe polls. `--plain` keeps to the client port in plain text.
 
-pub mod echo;
-pub mod generator;
-pub mod herd;
+mod echo;
+mod generator;
+mod herd;
 pub mod report;
-pub mod stats;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::Path;

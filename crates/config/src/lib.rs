@@ -2,6 +2,6 @@
 pub mod auth;
 pub mod config;
 pub mod config_diff;
-pub mod config_errors;
+mod config_errors;
 pub mod hosts;
 pub mod tls;

@@ -5,9 +5,9 @@
 
 pub mod files;
 mod inbox;
-pub mod redact;
-pub mod reorder;
-pub mod sink;
+mod redact;
+mod reorder;
+mod sink;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ use tracing_subscriber::Layer;
 
 use files::LogFiles;
 use herd_config::config::{LogLevel, LogSettings};
+pub use redact::Redactor;
+pub use reorder::Reorder;
 pub use sink::{LogBatch, LogGuard, WireLog};
 
 /// The folder holding one server's log files.
@@ -59,10 +61,9 @@ pub fn init_node_logging(
             .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_target(false)
-            // Wire lines are for the files; a panic prints its own one-line summary.
-            .with_filter(filter_fn(|meta| {
-                meta.target() != "wire" && meta.target() != herd_os::panics::TARGET
-            }))
+            // A panic prints its own one-line summary. (Wire lines never reach tracing: they
+            // go to the files through `WireLog` batches.)
+            .with_filter(filter_fn(|meta| meta.target() != herd_os::panics::TARGET))
             .with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry()

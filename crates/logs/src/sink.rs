@@ -134,6 +134,15 @@ impl WireLog {
         }
     }
 
+    /// Logs one wire line stamped now (`arrow`: `>` sent to `who`, `<` received from it):
+    /// for the rare lines that come alone (handshakes, faults, acknowledgements); a burst
+    /// goes through one [`LogBatch`].
+    pub fn one(&self, who: &str, arrow: &str, line: &[u8]) {
+        let mut batch = self.batch();
+        batch.line(now_nanos(), who, arrow, line, None);
+        self.submit(&mut batch);
+    }
+
     fn redactor(&self) -> Option<Arc<Redactor>> {
         self.shared
             .redactor

@@ -7,7 +7,7 @@
 //! `_seconds` histograms, and only low-cardinality labels (command, result, peer, outcome).
 
 pub mod process;
-pub mod text;
+mod text;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

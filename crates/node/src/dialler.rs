@@ -17,6 +17,7 @@ use herd_config::auth;
 use herd_config::config::ReconnectSettings;
 use herd_config::hosts::Endpoint;
 use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
+use herd_logs::WireLog;
 use herd_wire::protocol::{self, format_auth, format_hello, Command, PeerMessage, ACK_VERSION};
 
 /// How long a neighbour has to accept a connection and answer HELLO.
@@ -174,8 +175,14 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
 ) -> Result<u32> {
     let our_nonce = auth::nonce();
-    send(stream, neighbour, &format_hello(&node.name, &our_nonce)).await?;
-    let answer = receive(stream, neighbour).await?;
+    send(
+        stream,
+        &node.log,
+        neighbour,
+        &format_hello(&node.name, &our_nonce),
+    )
+    .await?;
+    let answer = receive(stream, &node.log, neighbour).await?;
     let their_nonce = match (protocol::parse_line(&answer), &node.secret) {
         (Some(Command::Peer(PeerMessage::Challenge { nonce })), Some(_)) => nonce.to_owned(),
         (
@@ -205,8 +212,8 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let secret = node.secret.as_ref().expect("matched above");
     let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
-    send(stream, neighbour, &format_auth(&proof)).await?;
-    let answer = receive(stream, neighbour).await?;
+    send(stream, &node.log, neighbour, &format_auth(&proof)).await?;
+    let answer = receive(stream, &node.log, neighbour).await?;
     match protocol::parse_line(&answer) {
         Some(Command::Peer(PeerMessage::Welcome {
             server,
@@ -231,9 +238,14 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Writes one handshake line and logs it.
-async fn send<S: AsyncWrite + Unpin>(stream: &mut S, neighbour: &str, line: &str) -> Result<()> {
+async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    log: &WireLog,
+    neighbour: &str,
+    line: &str,
+) -> Result<()> {
     stream.write_all(line.as_bytes()).await?;
-    tracing::info!(target: "wire", "{neighbour} > {}", line.trim_end());
+    log.one(neighbour, ">", line.trim_end().as_bytes());
     Ok(())
 }
 
@@ -241,7 +253,11 @@ async fn send<S: AsyncWrite + Unpin>(stream: &mut S, neighbour: &str, line: &str
 /// WELCOME at once with session lines (`HERD FAULT`, a digest), and they belong to the
 /// session's reader, so nothing past the newline may be read here. (A buffered reader
 /// dropped after the handshake lost them whenever they came in the same segment.)
-async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Result<Vec<u8>> {
+async fn receive<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    log: &WireLog,
+    neighbour: &str,
+) -> Result<Vec<u8>> {
     const MAX_HANDSHAKE_LINE: usize = 4096;
     let mut answer = Vec::with_capacity(128);
     loop {
@@ -263,7 +279,7 @@ async fn receive<S: AsyncRead + Unpin>(stream: &mut S, neighbour: &str) -> Resul
     if answer.last() == Some(&b'\r') {
         answer.pop();
     }
-    tracing::info!(target: "wire", "{neighbour} < {}", herd_logs::printable(&answer));
+    log.one(neighbour, "<", &answer);
     Ok(answer)
 }
 

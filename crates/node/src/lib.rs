@@ -4,23 +4,25 @@
 //! the update for the store writer) -> (peers, reply). A reply waits until its update is on
 //! every up neighbour's socket (and, under strict durability, on disk).
 
-pub mod admin;
-pub mod dialler;
-pub mod faults;
-pub mod lines;
-pub mod link_stats;
-pub mod metrics;
-pub mod operator;
-pub mod peer_input;
-pub mod peers;
-pub mod reconfigure;
-pub mod routes;
-pub mod server;
-pub mod session;
-pub mod slots;
+mod admin;
+mod dialler;
+mod faults;
+mod lines;
+mod link_stats;
+mod metrics;
+mod operator;
+mod peer_input;
+mod peers;
+mod reconfigure;
+mod routes;
+mod server;
+mod session;
+mod slots;
 pub mod store;
-pub mod sync;
+mod sync;
 pub mod table;
+
+pub use reconfigure::Reload;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,14 +37,13 @@ use herd_config::auth::HerdSecret;
 use herd_config::config::{Durability, HerdConfig, ServerConfig};
 use herd_logs::WireLog;
 use herd_places::PlacesProvider;
-use herd_wire::protocol::NodeFigures;
+use herd_wire::protocol::{Iamat, NodeFigures};
 use herd_wire::record::AtRecord;
 use peer_input::PeerInput;
 use peers::{Handoff, Peers};
-use reconfigure::Reload;
 use server::ConnectionSlots;
 use store::{NotDurable, OpenReport, Seq, Store};
-use table::{Refused, Table};
+use table::{Offer, Refused, Table};
 
 /// Everything a node's tasks share.
 pub struct Node {
@@ -108,12 +109,21 @@ impl Node {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
-    /// Applies a client's update through the newer-wins rule (which queues it for the store)
-    /// and, when it is new, floods it to every neighbour, noting in `handoff` what the
-    /// client's reply must wait for. Returns `None` if it was not new, else its store
-    /// sequence number (see [`Node::wait_durable`]).
-    pub fn accept(&self, record: AtRecord, handoff: &mut Handoff) -> Result<Seq, Refused> {
-        self.accept_shared(record, None, true, Some(handoff))
+    /// Applies a client's update (`record`, made of `iamat`) through the newer-wins rule
+    /// (which queues it for the store) and, when it is new, floods it to every neighbour,
+    /// noting in `handoff` what the client's reply must wait for. Returns `None` if it was
+    /// not new, else its store sequence number (see [`Node::wait_durable`]).
+    pub fn accept(
+        &self,
+        record: AtRecord,
+        iamat: &Iamat<'_>,
+        handoff: &mut Handoff,
+    ) -> Result<Seq, Refused> {
+        let seq = self.table.offer_known(&Offer::iamat(&record, iamat));
+        if seq.is_ok() {
+            self.peers.forward(&record, None, true, Some(handoff));
+        }
+        seq
     }
 
     /// A tombstone from the operator's control path (`herdctl forget`): applied and flooded
@@ -387,10 +397,7 @@ pub async fn run(
 
     let peers = Peers::new(&server.neighbours, config.links.queue);
     peers.set_routes(routes::Routes::new(&config, name));
-    log.set_redaction(herd_logs::redact::Redactor::new(
-        config.logs.redact,
-        secret.clone(),
-    ));
+    log.set_redaction(herd_logs::Redactor::new(config.logs.redact, secret.clone()));
     let node = Arc::new(Node {
         name: name.to_owned(),
         peers,

@@ -42,7 +42,7 @@ pub fn apply(
     node.per_ip.set_max(new.limits.max_connections_per_ip);
     node.table
         .set_lifecycle(&new.clients, herd_wire::clock::now_nanos());
-    node.log.set_redaction(herd_logs::redact::Redactor::new(
+    node.log.set_redaction(herd_logs::Redactor::new(
         new.logs.redact,
         node.secret.clone(),
     ));

@@ -781,7 +781,7 @@ async fn answer(
             let line_text = record.line().len();
             out.extend_from_slice(record.line().as_bytes());
             out.push(b'\n');
-            let accepted = node.accept(record, handoff);
+            let accepted = node.accept(record, &iamat, handoff);
             if accepted == Err(Refused::Full) {
                 // A new client and a full table (`clients.max`): refused, never an existing
                 // client evicted.

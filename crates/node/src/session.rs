@@ -36,8 +36,8 @@ use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
 use herd_logs::{LogBatch, WireLog};
 use herd_wire::clock::now_nanos;
 use herd_wire::protocol::{
-    self, format_ack, format_ack_request, format_fault, format_want, Command, PeerMessage,
-    PEER_VERB,
+    self, format_ack, format_ack_request, format_fault, format_want, push_update, Command,
+    PeerMessage,
 };
 use herd_wire::record::AtRecord;
 
@@ -180,14 +180,12 @@ async fn run_cut(
 ) -> Result<()> {
     let id = fault.map(|f| f.id);
     let deadline = node.config().links.write_timeout;
-    write_within(
-        &mut writer,
-        format_fault(id.as_deref()).as_bytes(),
-        deadline,
-    )
-    .await?;
+    let ours = format_fault(id.as_deref());
+    write_within(&mut writer, ours.as_bytes(), deadline).await?;
+    node.log.one(neighbour, ">", ours.trim_end().as_bytes());
     let heard = async {
         while let Some(Line::Complete(line)) = read_line(&mut reader, MAX_LINE_BYTES).await? {
+            node.log.one(neighbour, "<", &line);
             if let Some(Command::Peer(PeerMessage::Fault(theirs))) = protocol::parse_line(&line) {
                 faults::neighbour_holds(node, neighbour, theirs);
                 break;
@@ -445,6 +443,7 @@ impl Input<'_> {
                 );
             }
             Some(Command::Peer(PeerMessage::Fault(theirs))) => {
+                self.log_received(line, received);
                 if faults::neighbour_holds(node, neighbour, theirs) {
                     hand_over(&self.requests, Request::NoFault, neighbour);
                 }
@@ -615,7 +614,7 @@ async fn write_side(
     // Then the fault this end holds, if any: a neighbour that does not hold it
     // answers `HERD FAULT -` (it restarted, or was healed), and this end lets go of it.
     if let Some(fault) = &fault {
-        out.write(format_fault(Some(&fault.id)).as_bytes()).await?;
+        out.write_logged(&format_fault(Some(&fault.id))).await?;
     }
     if let Some(link) = link {
         if link.take_repair() || node.name.as_str() < neighbour {
@@ -637,7 +636,7 @@ async fn write_side(
                     stats.synced();
                     sync::log_answer(neighbour, &buckets, sent, started);
                 }
-                Some(Request::NoFault) => out.write(format_fault(None).as_bytes()).await?,
+                Some(Request::NoFault) => out.write_logged(&format_fault(None)).await?,
                 Some(Request::SendWanted(buckets, inbound)) => {
                     let sent = out.stream_records(node, &buckets, link, &mut acks).await?;
                     stats.synced();
@@ -785,15 +784,8 @@ impl Output<'_> {
     /// Writes one line (`line` ends with its newline) and logs it.
     async fn write_logged(&mut self, line: &str) -> Result<()> {
         self.write(line.as_bytes()).await?;
-        let mut logged = self.log.batch();
-        logged.line(
-            now_nanos(),
-            self.neighbour,
-            ">",
-            line.trim_end().as_bytes(),
-            None,
-        );
-        self.log.submit(&mut logged);
+        self.log
+            .one(self.neighbour, ">", line.trim_end().as_bytes());
         Ok(())
     }
 
@@ -815,11 +807,7 @@ impl Output<'_> {
                 continue;
             }
             count += 1;
-            // `HERD <AT line>`, written straight into the buffer (`protocol::format_update`).
-            self.buffer.push_str(PEER_VERB);
-            self.buffer.push(' ');
-            self.buffer.push_str(record.line());
-            self.buffer.push('\n');
+            push_update(&mut self.buffer, record.line());
         }
         link.sending(count, batch.last_seq);
         let buffer = std::mem::take(&mut self.buffer);

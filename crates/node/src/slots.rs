@@ -22,7 +22,9 @@ pub const HANDSHAKE_SLOTS: usize = 16;
 /// link not yet seen dead).
 pub const SLOTS_PER_NEIGHBOUR: usize = 4;
 
-/// What an open connection holds, given back when it closes.
+/// What an open connection holds, given back when it closes. The permits are never read:
+/// holding them is the point, and dropping them gives the slot back.
+#[allow(dead_code)]
 pub enum Slot {
     Client(OwnedSemaphorePermit, IpGuard),
     Handshake(OwnedSemaphorePermit),

@@ -23,7 +23,7 @@
 use std::time::Instant;
 
 use super::table::Table;
-use herd_wire::protocol::{format_digest_at, Horizons, DIGEST_BUCKETS, PEER_VERB};
+use herd_wire::protocol::{format_digest_at, push_sync, Horizons, DIGEST_BUCKETS};
 use herd_wire::record::AtRecord;
 
 /// A chunk of SYNC lines is written once it reaches this size.
@@ -123,12 +123,7 @@ impl<'a> SyncStream<'a> {
                     None => break,
                 },
             };
-            // `HERD SYNC <origin> <skew> <client> <location> <time>`: the AT line's fields.
-            let fields = record.line().strip_prefix("AT ").unwrap_or(record.line());
-            chunk.push_str(PEER_VERB);
-            chunk.push_str(" SYNC ");
-            chunk.push_str(fields);
-            chunk.push('\n');
+            push_sync(chunk, record.line());
             self.sent.records += 1;
         }
         self.sent.bytes += chunk.len() as u64;

@@ -19,7 +19,7 @@ use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::hash_table::{Entry, HashTable};
 
 use herd_config::config::ClientsSettings;
-use herd_wire::protocol::DIGEST_BUCKETS;
+use herd_wire::protocol::{Iamat, Timestamp, DIGEST_BUCKETS};
 use herd_wire::record::{bucket_of, client_bucket, stable_hash, AtRecord};
 
 /// The number of an update the table accepted while queueing for a store (from 1, in the
@@ -65,14 +65,74 @@ impl Lanes {
 pub const SHARDS: usize = 64;
 const BUCKETS_PER_SHARD: usize = DIGEST_BUCKETS / SHARDS;
 
+/// A record the table is offered, with what deciding on it takes, each found once: its
+/// client id, client time and digest hash, and whether it is a tombstone.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    record: &'a AtRecord,
+    client: &'a str,
+    time: Timestamp,
+    tomb: bool,
+    digest: u64,
+}
+
+impl<'a> Offer<'a> {
+    /// Reads what the table needs from the record's line.
+    pub fn of(record: &'a AtRecord) -> Offer<'a> {
+        Offer::with_client(record, record.client())
+    }
+
+    /// The record [`AtRecord::from_iamat`] made of `iamat`: its client and time are the
+    /// IAMAT's (already parsed), and an IAMAT never makes a tombstone.
+    pub fn iamat(record: &'a AtRecord, iamat: &Iamat<'a>) -> Offer<'a> {
+        debug_assert_eq!((record.client(), record.time()), (iamat.client, iamat.time));
+        debug_assert!(!record.is_tombstone());
+        Offer {
+            record,
+            client: iamat.client,
+            time: iamat.time,
+            tomb: false,
+            digest: record.digest_hash(),
+        }
+    }
+
+    fn with_client(record: &'a AtRecord, client: &'a str) -> Offer<'a> {
+        Offer {
+            record,
+            client,
+            time: record.time(),
+            tomb: record.is_tombstone(),
+            digest: record.digest_hash(),
+        }
+    }
+
+    /// Whether it wins over `held` under the herd's one newer-wins order.
+    fn is_newer_than(&self, held: &AtRecord) -> bool {
+        self.record.is_newer_at(self.time, held)
+    }
+}
+
+/// A record in the table, with its digest hash (so replacing it does not hash its line
+/// again, which would also read its second cache line).
+struct Held {
+    record: AtRecord,
+    digest: u64,
+}
+
+impl Held {
+    fn client(&self) -> &str {
+        self.record.client()
+    }
+}
+
 /// One shard: its records, filed by client id (the key is read from the record itself, so a
-/// client costs one pointer in the table and no second copy of its id), and per digest
-/// bucket it owns (buckets `b` with `b % SHARDS == shard`) the XOR of its records' line
+/// client costs one pointer and a hash in the table and no second copy of its id), and per
+/// digest bucket it owns (buckets `b` with `b % SHARDS == shard`) the XOR of its records' line
 /// hashes, kept current in O(1) per update, so two servers can compare digests to find where
 /// their tables differ.
 #[derive(Default)]
 struct Shard {
-    records: HashTable<AtRecord>,
+    records: HashTable<Held>,
     /// Keyed per process (SipHash, as std's maps): client ids come from clients.
     hasher: RandomState,
     digests: [u64; BUCKETS_PER_SHARD],
@@ -113,30 +173,32 @@ impl Room<'_> {
 }
 
 impl Shard {
-    /// Newer-wins; stores `record` (whose client is `client`, in digest bucket `bucket`;
-    /// `tomb`: it is a tombstone) or says why not. `tombstones` counts the table's.
+    /// Newer-wins; stores the offered record (whose client is in digest bucket `bucket`) or
+    /// says why not. `tombstones` counts the table's.
     fn store_if_newer(
         &mut self,
-        record: &AtRecord,
-        client: &str,
+        offer: &Offer<'_>,
         bucket: u16,
-        tomb: bool,
         room: &Room<'_>,
         tombstones: &AtomicUsize,
     ) -> Result<(), Refused> {
         let slot = usize::from(bucket) / SHARDS;
-        let hash = self.hasher.hash_one(client);
+        let hash = self.hasher.hash_one(offer.client);
         let hasher = &self.hasher;
+        let new = || Held {
+            record: offer.record.clone(),
+            digest: offer.digest,
+        };
         match self.records.entry(
             hash,
-            |held| held.client() == client,
+            |held| held.client() == offer.client,
             |held| hasher.hash_one(held.client()),
         ) {
             Entry::Occupied(mut held) => {
-                if !record.is_newer_than(held.get()) {
+                if !offer.is_newer_than(&held.get().record) {
                     return Err(Refused::Stale);
                 }
-                match (held.get().is_tombstone(), tomb) {
+                match (held.get().record.is_tombstone(), offer.tomb) {
                     // A forgotten client comes back: it takes room like a new one.
                     (true, false) => {
                         room.take()?;
@@ -148,11 +210,11 @@ impl Shard {
                     }
                     _ => {}
                 }
-                self.digests[slot] ^= held.get().digest_hash();
-                *held.get_mut() = record.clone();
+                self.digests[slot] ^= held.get().digest;
+                *held.get_mut() = new();
             }
             Entry::Vacant(vacant) => {
-                match tomb {
+                match offer.tomb {
                     // A tombstone is always taken, even for a client this node never had:
                     // it must stop an older record arriving later.
                     true => tombstones.fetch_add(1, Ordering::Relaxed),
@@ -161,16 +223,18 @@ impl Shard {
                         0
                     }
                 };
-                vacant.insert(record.clone());
+                vacant.insert(new());
             }
         }
-        self.digests[slot] ^= record.digest_hash();
+        self.digests[slot] ^= offer.digest;
         Ok(())
     }
 
     fn get(&self, client: &str) -> Option<&AtRecord> {
         let hash = self.hasher.hash_one(client);
-        self.records.find(hash, |held| held.client() == client)
+        self.records
+            .find(hash, |held| held.client() == client)
+            .map(|held| &held.record)
     }
 }
 
@@ -297,15 +361,18 @@ impl Table {
     /// [`Table::apply`], saying why a record was not taken: stale, expired, or a new client
     /// when the table is full (counted).
     pub fn offer(&self, record: &AtRecord) -> Result<Seq, Refused> {
-        let client = record.client();
-        let hash = stable_hash(client.as_bytes());
+        self.offer_known(&Offer::of(record))
+    }
+
+    /// [`Table::offer`], for a caller that has what the table needs of the record at hand.
+    pub fn offer_known(&self, offer: &Offer<'_>) -> Result<Seq, Refused> {
+        let hash = stable_hash(offer.client.as_bytes());
         let bucket = bucket_of(hash);
         let shard = shard_of(bucket);
-        let tomb = record.is_tombstone();
         let mut held = self.write(shard);
         // Under the shard lock: a sweep that moved the horizon has either scanned this
         // shard already (and this sees the new horizon) or will scan it after this.
-        if self.is_expired(record, tomb) {
+        if self.is_expired_at(offer.time, offer.tomb) {
             self.life.expired.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Expired);
         }
@@ -313,16 +380,14 @@ impl Table {
             live: &self.life.live,
             max: self.life.max.load(Ordering::Relaxed),
         };
-        if let Err(why) =
-            held.store_if_newer(record, client, bucket, tomb, &room, &self.life.tombstones)
-        {
+        if let Err(why) = held.store_if_newer(offer, bucket, &room, &self.life.tombstones) {
             if why == Refused::Full {
                 self.life.refused_full.fetch_add(1, Ordering::Relaxed);
             }
             return Err(why);
         }
         Ok(self.lanes.get().map_or(0, |lanes| {
-            let record = record.clone();
+            let record = offer.record.clone();
             lanes.push(shard, Accepted { record, hash })
         }))
     }
@@ -330,12 +395,23 @@ impl Table {
     /// Whether `record` (`tomb`: a tombstone) is below its expiry horizon now. With no ttl
     /// this is one atomic load; with one, a read of the record's time from its line.
     fn is_expired(&self, record: &AtRecord, tomb: bool) -> bool {
-        let horizon = match tomb {
+        let horizon = self.horizon(tomb);
+        horizon != NO_HORIZON && below(record.time(), horizon)
+    }
+
+    /// [`Table::is_expired`] for a record whose client time is `time`.
+    fn is_expired_at(&self, time: Timestamp, tomb: bool) -> bool {
+        let horizon = self.horizon(tomb);
+        horizon != NO_HORIZON && below(time, horizon)
+    }
+
+    /// The expiry horizon in force for a live record or (`tomb`) a tombstone.
+    fn horizon(&self, tomb: bool) -> i64 {
+        match tomb {
             true => &self.life.tombstone_horizon,
             false => &self.life.live_horizon,
         }
-        .load(Ordering::Relaxed);
-        horizon != NO_HORIZON && below(record, horizon)
+        .load(Ordering::Relaxed)
     }
 
     /// Takes the `clients:` settings (at start, before the store is loaded, and at a
@@ -398,14 +474,15 @@ impl Table {
             let Shard {
                 records, digests, ..
             } = &mut *shard;
-            records.retain(|record| {
+            records.retain(|held| {
+                let record = &held.record;
                 let tomb = record.is_tombstone();
                 let horizon = if tomb { tomb_h } else { live_h };
-                if horizon == NO_HORIZON || !below(record, horizon) {
+                if horizon == NO_HORIZON || !below(record.time(), horizon) {
                     return true;
                 }
                 let hash = stable_hash(record.client().as_bytes());
-                digests[usize::from(bucket_of(hash)) / SHARDS] ^= record.digest_hash();
+                digests[usize::from(bucket_of(hash)) / SHARDS] ^= held.digest;
                 removed_hash(hash);
                 match tomb {
                     true => removed.tombstones += 1,
@@ -477,7 +554,7 @@ impl Table {
             let wanted = (clients / SHARDS).saturating_sub(held.records.len());
             let hasher = &held.hasher;
             held.records
-                .reserve(wanted, |record| hasher.hash_one(record.client()));
+                .reserve(wanted, |held| hasher.hash_one(held.client()));
         }
     }
 
@@ -490,8 +567,8 @@ impl Table {
     pub fn restore(&self, record: &AtRecord, client: &str) -> (u64, bool) {
         let hash = stable_hash(client.as_bytes());
         let bucket = bucket_of(hash);
-        let tomb = record.is_tombstone();
-        if self.is_expired(record, tomb) {
+        let offer = Offer::with_client(record, client);
+        if self.is_expired_at(offer.time, offer.tomb) {
             self.life.expired.fetch_add(1, Ordering::Relaxed);
             return (hash, true);
         }
@@ -500,10 +577,8 @@ impl Table {
             max: 0,
         };
         let _ = self.write(shard_of(bucket)).store_if_newer(
-            record,
-            client,
+            &offer,
             bucket,
-            tomb,
             &room,
             &self.life.tombstones,
         );
@@ -512,8 +587,8 @@ impl Table {
 
     /// Calls `f` with every record of shard `shard` (under its read lock: keep `f` short).
     pub fn visit_shard(&self, shard: usize, mut f: impl FnMut(&AtRecord)) {
-        for record in &self.read(shard).records {
-            f(record);
+        for held in &self.read(shard).records {
+            f(&held.record);
         }
     }
 
@@ -521,7 +596,12 @@ impl Table {
     /// under its read lock; whatever the caller then does with them holds up no update).
     pub fn copy_shard(&self, shard: usize, into: &mut Vec<AtRecord>) {
         into.clear();
-        into.extend(self.read(shard).records.iter().cloned());
+        into.extend(
+            self.read(shard)
+                .records
+                .iter()
+                .map(|held| held.record.clone()),
+        );
     }
 
     /// The latest record for `client`, whatever it is (a tombstone, or expired and not
@@ -593,6 +673,7 @@ impl Table {
             self.read(s)
                 .records
                 .iter()
+                .map(|held| &held.record)
                 .filter(|r| wanted[usize::from(r.bucket())])
                 .filter(|r| !self.is_expired(r, r.is_tombstone()))
                 .cloned()
@@ -615,9 +696,9 @@ fn shard_of(bucket: u16) -> usize {
     usize::from(bucket) % SHARDS
 }
 
-/// Whether `record`'s client time is below `horizon` (whole seconds).
-fn below(record: &AtRecord, horizon: i64) -> bool {
-    i64::try_from(record.time().secs).unwrap_or(i64::MAX) < horizon
+/// Whether client time `time` is below `horizon` (whole seconds).
+fn below(time: Timestamp, horizon: i64) -> bool {
+    i64::try_from(time.secs).unwrap_or(i64::MAX) < horizon
 }
 
 #[cfg(test)]
@@ -626,6 +707,18 @@ mod tests {
 
     fn record(origin: &str, client: &str, time: &str) -> AtRecord {
         AtRecord::from_parts(origin, "+0.000000001", client, "+1+1", time).unwrap()
+    }
+
+    /// The digest recomputed from the records the table holds (each line hashed again): what
+    /// the digest kept current update by update must always equal.
+    fn recomputed(table: &Table) -> Vec<u64> {
+        let mut digest = vec![0; DIGEST_BUCKETS];
+        for shard in 0..SHARDS {
+            table.visit_shard(shard, |r| {
+                digest[usize::from(r.bucket())] ^= r.digest_hash()
+            });
+        }
+        digest
     }
 
     #[test]
@@ -669,6 +762,7 @@ mod tests {
             b.apply(u);
         }
         assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest(), recomputed(&a));
         assert!(a.differing_buckets(&b.digest()).is_empty());
         let newer = record("Ball", "c7", "1000");
         b.apply(&newer);
@@ -853,6 +947,7 @@ mod tests {
                 shuffled.apply(r);
             }
             proptest::prop_assert_eq!(in_order.digest(), shuffled.digest());
+            proptest::prop_assert_eq!(shuffled.digest(), recomputed(&shuffled));
             proptest::prop_assert_eq!(in_order.len(), shuffled.len());
             proptest::prop_assert_eq!(in_order.clients(), shuffled.clients());
             proptest::prop_assert_eq!(in_order.counts().forgotten, shuffled.counts().forgotten);
@@ -892,6 +987,7 @@ mod tests {
                 shuffled.apply(r);
             }
             proptest::prop_assert_eq!(in_order.digest(), shuffled.digest());
+            proptest::prop_assert_eq!(in_order.digest(), recomputed(&in_order));
             proptest::prop_assert_eq!(in_order.len(), shuffled.len());
             for client in 0..12u8 {
                 let id = format!("c{client}");

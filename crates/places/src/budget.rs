@@ -3,7 +3,7 @@
 //!
 //! - [`rounded`]: queries are rounded before the cache looks them up (and the rounded query
 //!   is what is sent), so near-identical queries share one answer: coordinates to
-//!   [`COORDINATE_DECIMALS`] decimals (about 11 m), the radius to [`RADIUS_STEP_KM`].
+//!   [`COORDINATE_DECIMALS`] decimals (about 11 m), the radius to 0.1 km ([`RADIUS_STEPS_PER_KM`]).
 //! - [`Budget`]: a token bucket (`places.max_requests_per_s`, bursts of one second's worth)
 //!   and a cap on requests in flight (`places.max_in_flight`). A request over either is not
 //!   sent: the WHATSAT is answered at once with the service's over-limit document.
@@ -19,14 +19,13 @@ use super::NearbyQuery;
 /// less).
 pub const COORDINATE_DECIMALS: i32 = 4;
 
-/// The step a radius is rounded to, in kilometres (and the smallest radius sent).
-pub const RADIUS_STEP_KM: f64 = 0.1;
-/// [`RADIUS_STEP_KM`] as a divisor: 105 steps are 105.0 / 10.0 = 10.5 exactly as printed,
+/// The step a radius is rounded to, in kilometres (and the smallest radius sent), 0.1 km,
+/// as a divisor: 105 steps are 105.0 / 10.0 = 10.5 exactly as printed,
 /// where 105.0 * 0.1 would be 10.500000000000002.
 const RADIUS_STEPS_PER_KM: f64 = 10.0;
 
 /// `query` as it is cached and sent: coordinates to [`COORDINATE_DECIMALS`] decimals, the
-/// radius to the nearest [`RADIUS_STEP_KM`] (at least one step). The bound is kept: it is
+/// radius to the nearest 0.1 km (at least one step). The bound is kept: it is
 /// applied after the cache.
 pub fn rounded(query: NearbyQuery) -> NearbyQuery {
     let scale = 10f64.powi(COORDINATE_DECIMALS);

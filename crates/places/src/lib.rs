@@ -7,11 +7,11 @@
 //! `error_message`, see [`error_document`]), because the protocol requires a reply, never a
 //! hang or a dropped connection.
 
-pub mod budget;
-pub mod cache;
+mod budget;
+mod cache;
 pub mod deferred;
 pub mod google;
-pub mod http;
+mod http;
 pub mod offline;
 pub mod x;
 

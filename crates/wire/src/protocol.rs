@@ -73,33 +73,44 @@ impl Location {
     /// Parses a signed latitude immediately followed by a signed longitude, each with
     /// optional fraction, and checks their ranges.
     pub fn parse(text: &str) -> Option<Location> {
+        let split = Location::check(text)?;
+        let lat = parse_signed_degrees(&text[..split])?;
+        let lng = parse_signed_degrees(&text[split..])?;
+        Some(Location { lat, lng })
+    }
+
+    /// Whether `text` is a location [`Location::parse`] takes, checked on its digits alone
+    /// (an IAMAT only echoes its location's text, so building the numbers would be wasted).
+    pub fn is_valid(text: &str) -> bool {
+        Location::check(text).is_some()
+    }
+
+    /// Checks `text` exactly as [`Location::parse`] does; returns where the longitude starts.
+    fn check(text: &str) -> Option<usize> {
         let bytes = text.as_bytes();
         if !matches!(bytes.first(), Some(b'+' | b'-')) {
             return None;
         }
         // The longitude's sign is the first sign after the latitude's.
         let split = 1 + bytes[1..].iter().position(|b| matches!(b, b'+' | b'-'))?;
-        let lat = parse_signed_degrees(&text[..split], MAX_LATITUDE as u64)?;
-        let lng = parse_signed_degrees(&text[split..], MAX_LONGITUDE as u64)?;
-        if lat.abs() > MAX_LATITUDE || lng.abs() > MAX_LONGITUDE {
-            return None;
-        }
-        Some(Location { lat, lng })
+        let in_range = signed_degrees_at_most(&text[..split], MAX_LATITUDE as u64)
+            && signed_degrees_at_most(&text[split..], MAX_LONGITUDE as u64);
+        in_range.then_some(split)
     }
 }
 
-/// `[+-]\d+(\.\d+)?` as degrees, at most `max` in magnitude (compared on the digits, so no
-/// rounding lets `90.00000000000000001` through).
-fn parse_signed_degrees(text: &str, max: u64) -> Option<f64> {
+/// Whether `text` is `[+-]\d+(\.\d+)?` degrees, at most `max` in magnitude (compared on the
+/// digits, so no rounding lets `90.00000000000000001` through). A decimal at most `max` (a
+/// whole number an f64 holds exactly) never rounds to a float above it, so the float
+/// [`parse_signed_degrees`] builds from it is in range and finite.
+fn signed_degrees_at_most(text: &str, max: u64) -> bool {
+    matches!(split_decimal(&text[1..]), Some((int, frac)) if decimal_at_most(int, frac, max))
+}
+
+/// The degrees of a `[+-]\d+(\.\d+)?` that [`signed_degrees_at_most`] accepted.
+fn parse_signed_degrees(text: &str) -> Option<f64> {
     let (sign, rest) = text.split_at(1);
-    let (int, frac) = split_decimal(rest)?;
-    if !decimal_at_most(int, frac, max) {
-        return None;
-    }
     let magnitude: f64 = rest.parse().ok()?;
-    if !magnitude.is_finite() {
-        return None;
-    }
     Some(if sign == "-" { -magnitude } else { magnitude })
 }
 
@@ -140,10 +151,17 @@ fn split_decimal(text: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Iamat<'a> {
     pub client: &'a str,
+    /// Checked ([`Location::is_valid`]); [`Iamat::location`] has its numbers.
     pub location_text: &'a str,
-    pub location: Location,
     pub time_text: &'a str,
     pub time: Timestamp,
+}
+
+impl Iamat<'_> {
+    /// The location's numbers (the hot path only echoes its text, so they are built on demand).
+    pub fn location(&self) -> Location {
+        Location::parse(self.location_text).expect("an IAMAT's location was checked")
+    }
 }
 
 /// A nearby-places query.
@@ -348,19 +366,46 @@ fn is_field_separator(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
 }
 
-/// Splits a line into fields on runs of ASCII white space.
+/// [`is_field_separator`] on a byte of UTF-8: the separators are ASCII, and an ASCII byte
+/// in UTF-8 is always a character of its own.
+fn is_separator_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// Splits a line into fields on runs of ASCII white space (byte by byte: see
+/// [`is_separator_byte`]).
 fn fields(line: &str) -> impl Iterator<Item = &str> {
-    line.split(is_field_separator).filter(|f| !f.is_empty())
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        let start = rest.bytes().position(|b| !is_separator_byte(b))?;
+        let len = rest.as_bytes()[start..]
+            .iter()
+            .position(|&b| is_separator_byte(b))
+            .unwrap_or(rest.len() - start);
+        let field = &rest[start..start + len];
+        rest = &rest[start + len..];
+        Some(field)
+    })
+}
+
+/// Whether UTF-8 `line` holds a control character (Unicode's Cc: C0, DEL, C1) other than a
+/// field separator. A C1 control (U+0080 to U+009F) is encoded 0xC2 0x80 to 0xC2 0x9F, and
+/// 0xC2 starts no other character in that range, so bytes tell without decoding.
+fn has_control(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    bytes.iter().enumerate().any(|(at, &b)| match b {
+        0x7f => true,
+        0..0x20 => !is_separator_byte(b),
+        0xc2 => bytes.get(at + 1).is_some_and(|&next| next < 0xa0),
+        _ => false,
+    })
 }
 
 /// Parses one line (without its `\n`). `None` means "invalid: answer `? <line>`".
 pub fn parse_line(line: &[u8]) -> Option<Command<'_>> {
     let line = std::str::from_utf8(line).ok()?;
     // NUL, escape sequences, DEL, C1 controls...: no valid message holds any.
-    if line
-        .chars()
-        .any(|c| c.is_control() && !is_field_separator(c))
-    {
+    if has_control(line) {
         return None;
     }
     let mut it = fields(line);
@@ -387,10 +432,12 @@ fn parse_iamat<'a>(args: &[&'a str]) -> Option<Iamat<'a>> {
     let &[client, location_text, time_text] = args else {
         return None;
     };
+    if !Location::is_valid(location_text) {
+        return None;
+    }
     Some(Iamat {
         client,
         location_text,
-        location: Location::parse(location_text)?,
         time_text,
         time: Timestamp::parse(time_text)?,
     })
@@ -597,16 +644,35 @@ pub fn format_skew(received_nanos: i128, client: Timestamp) -> String {
 
 /// [`format_skew`], appended to `out` (the hot path builds a record's line in one buffer).
 pub fn write_skew(out: &mut String, received_nanos: i128, client: Timestamp) {
-    use std::fmt::Write as _;
     let diff = received_nanos - client.as_nanos();
-    let sign = if diff < 0 { '-' } else { '+' };
+    out.push(if diff < 0 { '-' } else { '+' });
     let abs = diff.unsigned_abs();
-    let _ = write!(
-        out,
-        "{sign}{}.{:09}",
-        abs / 1_000_000_000,
-        abs % 1_000_000_000
-    );
+    match u64::try_from(abs) {
+        // Any skew under 584 years: digits by hand, in 64 bits (`fmt` on a u128 divides in
+        // 128 bits, digit by digit).
+        Ok(abs) => {
+            push_decimal(out, abs / 1_000_000_000, 1);
+            out.push('.');
+            push_decimal(out, abs % 1_000_000_000, 9);
+        }
+        Err(_) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000);
+        }
+    }
+}
+
+/// Appends `value` in decimal, zero-padded to at least `min_digits` (at most 20).
+fn push_decimal(out: &mut String, mut value: u64, min_digits: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    while value > 0 {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    at = at.min(digits.len() - min_digits);
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// The skew field of an AT line in nanoseconds (the origin's receipt time minus the
@@ -680,8 +746,8 @@ impl<'a> AtFields<'a> {
         }
         // `-`: a tombstone (`herdctl forget`), only ever made by a server; peer lines come
         // from proved neighbours only, and an IAMAT's location is parsed on its own path.
-        if location != crate::record::TOMBSTONE_LOCATION {
-            Location::parse(location)?;
+        if location != crate::record::TOMBSTONE_LOCATION && !Location::is_valid(location) {
+            return None;
         }
         Some(AtFields {
             origin,
@@ -710,13 +776,33 @@ pub fn parse_at_line(line: &str) -> Option<AtFields<'_>> {
 
 /// `HERD AT ...\n`: the server-to-server message that floods an AT line.
 pub fn format_update(at_line: &str) -> String {
-    format!("{PEER_VERB} {at_line}\n")
+    let mut out = String::with_capacity(PEER_VERB.len() + at_line.len() + 2);
+    push_update(&mut out, at_line);
+    out
+}
+
+/// Appends `HERD <AT line>\n` to `out`: the form the links write, many to one buffer.
+pub fn push_update(out: &mut String, at_line: &str) {
+    out.push_str(PEER_VERB);
+    out.push(' ');
+    out.push_str(at_line);
+    out.push('\n');
 }
 
 /// `HERD SYNC ...\n`: the anti-entropy form of an AT line.
 pub fn format_sync(at_line: &str) -> String {
+    let mut out = String::with_capacity(PEER_VERB.len() + at_line.len() + 7);
+    push_sync(&mut out, at_line);
+    out
+}
+
+/// Appends `HERD SYNC <the AT line's fields>\n` to `out` (anti-entropy writes them in chunks).
+pub fn push_sync(out: &mut String, at_line: &str) {
     let fields = at_line.strip_prefix("AT ").unwrap_or(at_line);
-    format!("{PEER_VERB} SYNC {fields}\n")
+    out.push_str(PEER_VERB);
+    out.push_str(" SYNC ");
+    out.push_str(fields);
+    out.push('\n');
 }
 
 /// `HERD HELLO <server> <version> <nonce>\n`.
@@ -973,7 +1059,7 @@ pub(crate) mod tests {
         assert_eq!(i.client, "kiwi.cs.ucla.edu");
         assert_eq!(i.location_text, "+34.068930-118.445127");
         assert_eq!(
-            i.location,
+            i.location(),
             Location {
                 lat: 34.06893,
                 lng: -118.445127
@@ -1007,6 +1093,43 @@ pub(crate) mod tests {
             format_skew(t.as_nanos() + 86_400_000_000_007, t),
             "+86400.000000007"
         );
+        // Around the 64-bit fast path's edge, and far beyond it, the same as `fmt` writes.
+        let zero = Timestamp { secs: 0, nanos: 0 };
+        for diff in [
+            i128::from(u64::MAX) - 1,
+            i128::from(u64::MAX),
+            i128::from(u64::MAX) + 1,
+            -i128::from(u64::MAX) - 1,
+            i128::from(u64::MAX) * 1_000_000_000 + 7,
+            -i128::from(u64::MAX) * 1_000_000_000,
+        ] {
+            let abs = diff.unsigned_abs();
+            let sign = if diff < 0 { '-' } else { '+' };
+            let expected = format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000);
+            assert_eq!(format_skew(diff, zero), expected);
+        }
+    }
+
+    /// The byte-wise control check and field split are the char-wise definitions, for every
+    /// character between two others.
+    #[test]
+    fn byte_checks_agree_with_the_char_definitions() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let text = format!("a{c}b \u{a0}{c}");
+            assert_eq!(
+                has_control(&text),
+                text.chars()
+                    .any(|c| c.is_control() && !is_field_separator(c)),
+                "{c:?}"
+            );
+            let by_chars: Vec<&str> = text
+                .split(is_field_separator)
+                .filter(|f| !f.is_empty())
+                .collect();
+            assert_eq!(fields(&text).collect::<Vec<_>>(), by_chars, "{c:?}");
+        }
+        assert_eq!(fields(" \t a  b\r\n").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(fields(" ").count(), 0);
     }
 
     #[test]
@@ -1034,7 +1157,10 @@ pub(crate) mod tests {
 
     #[test]
     fn iso6709_edge_cases() {
-        let ok = |s: &str| Location::parse(s).unwrap_or_else(|| panic!("{s:?} should parse"));
+        let ok = |s: &str| {
+            assert!(Location::is_valid(s), "{s:?} should be valid");
+            Location::parse(s).unwrap_or_else(|| panic!("{s:?} should parse"))
+        };
         assert_eq!(
             ok("+90-180"),
             Location {
@@ -1080,6 +1206,8 @@ pub(crate) mod tests {
             "+0000000000000000000000000090.1+0",
         ] {
             assert_eq!(Location::parse(bad), None, "{bad:?}");
+            assert!(!Location::is_valid(bad), "{bad:?}");
+            assert_eq!(parse_line(format!("IAMAT kiwi {bad} 1").as_bytes()), None);
         }
     }
 

@@ -258,7 +258,20 @@ impl AtRecord {
     /// then origin server name, then the whole line, so every server picks the same winner.
     /// This is the herd's one newer-wins rule; `node::table` is the one place that applies it.
     pub fn is_newer_than(&self, other: &AtRecord) -> bool {
-        (self.time(), self.origin(), self.line()) > (other.time(), other.origin(), other.line())
+        self.is_newer_at(self.time(), other)
+    }
+
+    /// [`AtRecord::is_newer_than`] for a caller that knows this record's `time` already
+    /// (the table, which has it from the parse that made the record). The origin and the
+    /// line are read only on a tie of times.
+    pub fn is_newer_at(&self, time: Timestamp, other: &AtRecord) -> bool {
+        debug_assert_eq!(time, self.time());
+        match time.cmp(&other.time()) {
+            std::cmp::Ordering::Equal => {
+                (self.origin(), self.line()) > (other.origin(), other.line())
+            }
+            order => order == std::cmp::Ordering::Greater,
+        }
     }
 
     /// Which digest bucket this record's client falls in.
@@ -339,7 +352,7 @@ mod tests {
         );
         assert_eq!(record.origin(), "Alford");
         assert_eq!(record.client(), "kiwi.cs.ucla.edu");
-        assert_eq!(record.location(), i.location);
+        assert_eq!(record.location(), i.location());
         assert_eq!(AtRecord::parse(record.line()), Some(record.clone()));
     }
 
