@@ -434,8 +434,13 @@ where
     let mut batch_began = 0;
     // Set once a reply has been written (for `limits.close_after_reply`).
     let mut answered = false;
+    // The clock read that stamped the last reply, while nothing has waited since: a line
+    // already whole in the buffer is taken at that moment, so it is its receipt time too
+    // (one clock read per pipelined line, not two).
+    let mut last_stamp: Option<i128> = None;
     loop {
         if limits.close_after_reply && answered && matches!(role, Role::Client) {
+            last_stamp = None;
             // Everything sent has been answered: a client that reads until the server
             // closes gets its EOF once it has been quiet for the grace period.
             match tokio::time::timeout(CLOSE_AFTER_REPLY_GRACE, reader.fill_buf()).await {
@@ -457,7 +462,8 @@ where
         };
         // A line already whole in the buffer (pipelined) is taken as it is: no read, so no
         // deadline to set.
-        let length = if take_buffered_line(&mut reader, limits.max_line_bytes, &mut line) {
+        let buffered = take_buffered_line(&mut reader, limits.max_line_bytes, &mut line);
+        let length = if buffered {
             None
         } else {
             let Ok(read) =
@@ -482,7 +488,10 @@ where
             }
         };
         first_line = false;
-        let received = now_nanos();
+        let received = match (buffered, last_stamp.take()) {
+            (true, Some(stamp)) => stamp,
+            _ => now_nanos(),
+        };
         if out.is_empty() {
             batch_began = received;
         }
@@ -516,6 +525,7 @@ where
             RequestResult::Ok
         };
         let replied = now_nanos();
+        last_stamp = Some(replied);
         node.metrics.request(
             command,
             result,
@@ -593,6 +603,8 @@ where
                 || out.len() >= MAX_PENDING_REPLY_BYTES
                 || received - batch_began >= MAX_PENDING_REPLY_NANOS)
         {
+            // The release and the write wait: the next line's receipt is read afresh.
+            last_stamp = None;
             // The log lines go now unless a strict reply among them may still become a
             // refusal: the release can wait on slow neighbours, and the log writer puts
             // lines in time order only within its hold (`logs::reorder`).

@@ -45,12 +45,14 @@ pub struct Timestamp {
 
 impl Timestamp {
     /// Nanoseconds since the epoch, wide enough that no valid input overflows.
+    #[inline]
     pub fn as_nanos(self) -> i128 {
         i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
     }
 
     /// Parses `\d+(\.\d+)?`. Fraction digits past the ninth are accepted and truncated
     /// (the protocol's resolution is the nanosecond); the text is kept by the caller.
+    #[inline]
     pub fn parse(text: &str) -> Option<Timestamp> {
         let (int, frac) = split_decimal(text)?;
         let secs: u64 = int.parse().ok()?;

@@ -3,6 +3,9 @@
 //!
 //! This is the herd's one piece of domain data. The wire format (how a record is parsed and
 //! formatted on a connection) lives in `protocol.rs`; this module decides what a record *is*.
+//!
+//! The small accessors are `#[inline]`: the node's table calls them on every update from
+//! another crate, and without it they stay calls (there is no LTO).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -204,6 +207,7 @@ impl AtRecord {
 
     /// Whether this record is a tombstone: its location field (the one before the time) is
     /// `-`. Read from the end of the line, so it costs a scan of the time field only.
+    #[inline]
     pub fn is_tombstone(&self) -> bool {
         let bytes = self.line.as_bytes();
         let last_space = bytes.iter().rposition(|&b| b == b' ').unwrap_or(0);
@@ -211,11 +215,13 @@ impl AtRecord {
     }
 
     /// The AT line, without newline.
+    #[inline]
     pub fn line(&self) -> &str {
         &self.line
     }
 
     /// Where the field after the one ending at `end` ends (fields are separated by one space).
+    #[inline]
     fn field_end(&self, end: usize) -> usize {
         let bytes = self.line.as_bytes();
         bytes[end + 1..]
@@ -225,17 +231,20 @@ impl AtRecord {
     }
 
     /// The server that first received this IAMAT.
+    #[inline]
     pub fn origin(&self) -> &str {
         &self.line["AT ".len()..self.field_end("AT".len())]
     }
 
     /// The client id.
+    #[inline]
     pub fn client(&self) -> &str {
         let skew = self.field_end(self.field_end("AT".len()));
         &self.line[skew + 1..self.field_end(skew)]
     }
 
     /// The client's timestamp: the primary newer-wins key.
+    #[inline]
     pub fn time(&self) -> Timestamp {
         let start = self
             .line
@@ -264,6 +273,7 @@ impl AtRecord {
     /// [`AtRecord::is_newer_than`] for a caller that knows this record's `time` already
     /// (the table, which has it from the parse that made the record). The origin and the
     /// line are read only on a tie of times.
+    #[inline]
     pub fn is_newer_at(&self, time: Timestamp, other: &AtRecord) -> bool {
         debug_assert_eq!(time, self.time());
         match time.cmp(&other.time()) {
@@ -275,11 +285,13 @@ impl AtRecord {
     }
 
     /// Which digest bucket this record's client falls in.
+    #[inline]
     pub fn bucket(&self) -> u16 {
         client_bucket(self.client())
     }
 
     /// This record's contribution to its bucket's digest.
+    #[inline]
     pub fn digest_hash(&self) -> u64 {
         stable_hash(self.line.as_bytes())
     }
@@ -295,18 +307,21 @@ impl fmt::Display for AtRecord {
 pub const TOMBSTONE_LOCATION: &str = "-";
 
 /// The digest bucket a client id falls in.
+#[inline]
 pub fn client_bucket(client: &str) -> u16 {
     bucket_of(stable_hash(client.as_bytes()))
 }
 
 /// The digest bucket of a client whose id has stable hash `hash` (for a caller that needs
 /// the hash for more than the bucket, and takes it once).
+#[inline]
 pub fn bucket_of(hash: u64) -> u16 {
     (hash % DIGEST_BUCKETS as u64) as u16
 }
 
 /// FNV-1a, 64 bits: a hash every build of herdctl computes the same way (digests are
 /// compared between servers, so std's randomly keyed hashers will not do).
+#[inline]
 pub fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
