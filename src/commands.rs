@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use herd_config::config::{HerdConfig, PlacesConfig};
+use herd_config::config::{Environment, HerdConfig, PlacesConfig};
 use herd_node::table::Table;
 use herd_node::Reload;
 use herd_node::Start;
@@ -32,8 +32,8 @@ pub struct HerdSource {
 impl HerdSource {
     pub fn load(&self) -> Result<HerdConfig> {
         match &self.applied_copy {
-            Some(copy) => HerdConfig::load_copy(copy, &self.path),
-            None => HerdConfig::load(&self.path),
+            Some(copy) => HerdConfig::load_copy(copy, &self.path, &Environment::of_process()),
+            None => HerdConfig::load(&self.path, &Environment::of_process()),
         }
     }
 }
@@ -168,7 +168,7 @@ async fn reload_on_hangup(
 
 /// `herdctl check`: validate the herd file and describe the herd.
 pub fn check(config_path: &Path) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
@@ -253,7 +253,7 @@ fn upstream_settings(u: &herd_config::config::UpstreamSettings) -> String {
 pub fn certs(path: &Path, command: &crate::cli::Certs) -> Result<()> {
     use crate::cli::Certs;
     use herd_config::tls::certs;
-    let config = HerdConfig::load(path)?;
+    let config = HerdConfig::load(path, &Environment::of_process())?;
     let dir = |d: &Option<std::path::PathBuf>| certs::folder(&config, d.as_deref());
     match command {
         Certs::Init { dir: d } => certs::init(&config, &dir(d)),

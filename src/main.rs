@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herdctl::cli::{Cli, Command, Export};
-use herdctl::config::HerdConfig;
+use herdctl::config::{Environment, HerdConfig};
 use herdctl::{
     bench, chaos, client, commands, completions, direct, export, forget, link, supervisor, tail,
     top, verify,
@@ -78,10 +78,10 @@ fn main() -> ExitCode {
         Command::Reload {
             node: Some(name),
             pid,
-        } => HerdConfig::load(&cli.config).and_then(|c| direct::reload_node(&c, name, *pid)),
-        Command::Probe { name, ready } => {
-            HerdConfig::load(&cli.config).and_then(|c| direct::probe(&c, name, *ready))
-        }
+        } => HerdConfig::load(&cli.config, &Environment::of_process())
+            .and_then(|c| direct::reload_node(&c, name, *pid)),
+        Command::Probe { name, ready } => HerdConfig::load(&cli.config, &Environment::of_process())
+            .and_then(|c| direct::probe(&c, name, *ready)),
         Command::Top(args) => top::run(&cli.config, args),
         Command::Verify { json } => verify::run(&cli.config, *json),
         Command::Link(command) => link::run(&cli.config, command),

@@ -42,7 +42,8 @@ fn row<'a>(view: &'a View, name: &str) -> &'a Row {
 #[test]
 fn the_view_renders_rates_and_missing_links_from_real_scrapes() {
     let herd = two_of_three();
-    let config = HerdConfig::load(&herd.config).unwrap();
+    let config =
+        HerdConfig::load(&herd.config, &herdctl::config::Environment::of_process()).unwrap();
     let scraper = Scraper::new(&config, Duration::from_secs(2)).unwrap();
     let before = scraper.scrape();
     for i in 0..5 {

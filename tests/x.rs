@@ -7,10 +7,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::hold_ports;
-use common::upstream::{ok, ten_concurrent_whatsats, ProxyNode, Reply, Upstream, IAMAT};
+use common::upstream::{ok, ten_concurrent_whatsats, ProxyNode, Reply, Upstream, HANG, IAMAT};
 use serde_json::{json, Value};
 
 const TOKEN_ENV: &str = "X_BEARER_TOKEN";
@@ -323,24 +323,14 @@ fn http_errors_and_bad_answers_say_what_went_wrong() {
 
 #[test]
 fn no_answer_is_a_gateway_document_within_the_timeout() {
-    let upstream = Upstream::start(|_, _| Reply::Hang(Duration::from_secs(10)));
+    let upstream = Upstream::start(|_, _| Reply::Hang(HANG));
     let node = start(&format!(
         "places: {{ provider: x, endpoint: '{}', timeout_ms: 400, allow_http: true }}\n",
         upstream.url("")
     ));
     node.locate_kiwi();
-    let started = Instant::now();
-    let (_, document) = node.whatsat("10", 5);
-    let took = started.elapsed();
+    let document = node.whatsat_past_the_timeout(Duration::from_millis(400));
     assert_problem(&document, 504, "Gateway Timeout", "within 400 ms");
-    assert!(
-        took >= Duration::from_millis(380),
-        "answered before the timeout: {took:?}"
-    );
-    assert!(
-        took < Duration::from_millis(1400),
-        "took {took:?} for a 400 ms timeout"
-    );
     assert!(node.send(IAMAT).starts_with("AT Alford "), "still serving");
     node.assert_secret_hidden();
 

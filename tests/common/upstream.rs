@@ -9,11 +9,14 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::{Herd, DEADLINE};
+
+/// How long an upstream that never answers in time hangs (`Reply::Hang(HANG)`).
+pub const HANG: Duration = Duration::from_secs(10);
 
 pub const IAMAT: &str = "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503\n";
 
@@ -250,7 +253,7 @@ impl ProxyNode {
 
     /// Starts it without waiting, with `env` set to `secret` or removed (`None`).
     pub fn spawn(places_yaml: &str, env: &str, secret: Option<&str>) -> ProxyNode {
-        let herd = Herd::configure(&[("Alford", &[])], places_yaml);
+        let herd = Herd::configure(super::SOLO, places_yaml);
         herd.spawn_with_env("Alford", &[(env, secret)]);
         ProxyNode {
             herd,
@@ -278,6 +281,25 @@ impl ProxyNode {
         let reply = self.send(&format!("WHATSAT kiwi.cs.ucla.edu {radius} {bound}\n"));
         self.assert_not_in(&reply, "a reply");
         parse_whatsat(&reply)
+    }
+
+    /// WHATSAT for kiwi with an upstream that hangs for [`HANG`] and a node whose places
+    /// `timeout_ms` is `timeout`: the document, checked to have come when the timeout ran
+    /// out, neither before it nor from the upstream's eventual answer (a bound no load on
+    /// the machine can reach: the hang is 25 timeouts long).
+    pub fn whatsat_past_the_timeout(&self, timeout: Duration) -> Value {
+        let started = Instant::now();
+        let (_, document) = self.whatsat("10", 5);
+        let took = started.elapsed();
+        assert!(
+            took >= timeout.mul_f64(0.95),
+            "answered before the {timeout:?} timeout: {took:?}"
+        );
+        assert!(
+            took < HANG,
+            "answered after {took:?}: when the upstream stopped hanging, not at the timeout"
+        );
+        document
     }
 
     /// Neither the node's logs nor its stderr hold the secret, or its second half.

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::report::{micros, PhaseFigures};
 use super::{measure, Dial, Plan};
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 
 /// The five-server graph of issue 26, each link named once; the load goes to its first server.
 pub const GRAPH: &[(&str, &[&str])] = &[
@@ -186,8 +186,8 @@ pub(super) fn run(
         herd_yaml(&[(LONE, &[])], &ports[..2], forwarding),
     )
     .context("cannot write the bench's herd file")?;
-    let herd_config = HerdConfig::load(&herd_file)?;
-    let lone_config = HerdConfig::load(&lone_file)?;
+    let herd_config = HerdConfig::load(&herd_file, &Environment::of_process())?;
+    let lone_config = HerdConfig::load(&lone_file, &Environment::of_process())?;
     // Made once here, before the nodes race to make it.
     let token = herd_ops::admin::token(&herd_config);
 
@@ -496,7 +496,12 @@ mod tests {
         let links: usize = GRAPH.iter().map(|(_, p)| p.len()).sum();
         assert_eq!(links, 6);
         let text = herd_yaml(GRAPH, &(1000..1010).collect::<Vec<_>>(), None);
-        let config = HerdConfig::parse(&text, Path::new("/tmp/x/herd.yaml")).unwrap();
+        let config = HerdConfig::parse(
+            &text,
+            Path::new("/tmp/x/herd.yaml"),
+            &Environment::default(),
+        )
+        .unwrap();
         assert_eq!(config.servers.len(), 5);
         assert_eq!(config.servers["Bailey"].neighbours.len(), 2);
         assert_eq!(config.servers["Campbell"].neighbours.len(), 3);

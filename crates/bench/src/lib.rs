@@ -44,7 +44,7 @@ use tokio_rustls::TlsConnector;
 
 use echo::EchoServer;
 use generator::{iamat_line, GenSettings, Generator, Kind, Mix, Pacer, Rng};
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_config::tls::{BoxRead, BoxWrite};
 use report::{thread_cpu_time, PhaseFigures, Report};
 use stats::Histogram;
@@ -205,7 +205,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     // Resolved once: the run measures the server, not the resolver.
     let dial = |name: &str| -> Result<Dial> {
         let server = config.server(name)?;

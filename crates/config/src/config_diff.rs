@@ -152,7 +152,12 @@ servers:
 ";
 
     fn config(text: &str) -> HerdConfig {
-        HerdConfig::parse(text, Path::new("/h/herd.yaml")).unwrap()
+        HerdConfig::parse(
+            text,
+            Path::new("/h/herd.yaml"),
+            &crate::config::Environment::default(),
+        )
+        .unwrap()
     }
 
     fn plan_for(new: &str) -> Plan {

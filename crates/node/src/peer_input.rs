@@ -158,8 +158,7 @@ mod tests {
     fn config() -> HerdConfig {
         HerdConfig::parse(
             "servers:\n  A: { port: 1, peers: [B] }\n  B: { port: 2 }\nlimits: { max_client_id_bytes: 8 }\n",
-            std::path::Path::new("/tmp/herd.yaml"),
-        )
+            std::path::Path::new("/tmp/herd.yaml"), &herd_config::config::Environment::default())
         .unwrap()
     }
 

@@ -19,7 +19,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::operator;
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_wire::protocol::{ControlCommand, DIGEST_BUCKETS};
 
 /// `herdctl chaos`: how long, how hard, which faults, from which seed.
@@ -167,7 +167,7 @@ pub struct Report {
 
 /// `herdctl chaos ...`.
 pub fn run(config_path: &Path, args: &ChaosArgs) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let report = chaos(&config, args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::operator;
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_config::hosts::Endpoint;
 use herd_wire::protocol::{is_valid_client_id, ControlCommand, MAX_FORGET_REASON_BYTES};
 
@@ -31,7 +31,7 @@ pub fn run(
     reason: Option<&str>,
     via: Option<&str>,
 ) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     if !is_valid_client_id(client) || client.len() > config.limits.max_client_id_bytes {
         bail!(
             "{client:?} is not a client id: one word of at most {} bytes without control \

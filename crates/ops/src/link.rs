@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use crate::operator;
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_wire::protocol::{ControlCommand, MAX_LINK_DELAY_MS};
 
 /// `herdctl link`: faults on the link between two neighbours.
@@ -59,7 +59,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `herdctl link ...`.
 pub fn run(config_path: &Path, command: &LinkCommand) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

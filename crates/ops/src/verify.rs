@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::operator::{self, Answer};
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_config::hosts::Endpoint;
 use herd_wire::protocol::{ControlCommand, DIGEST_BUCKETS};
 use herd_wire::record::AtRecord;
@@ -76,7 +76,7 @@ impl Report {
 
 /// `herdctl verify [--json]`.
 pub fn run(config_path: &Path, json: bool) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

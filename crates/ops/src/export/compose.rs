@@ -28,7 +28,7 @@ use super::kubernetes::{
     cluster_herd_file, object_names, CONFIG_DIR, CONFIG_FILE, RUN_MOUNT, STATE_DIR, USER_ID,
 };
 use herd_config::auth::SECRET_ENV;
-use herd_config::config::{HerdConfig, ProviderKind};
+use herd_config::config::{Environment, HerdConfig, ProviderKind};
 
 pub const COMPOSE_FILE: &str = "compose.yaml";
 pub const ENV_FILE: &str = "herd.env";
@@ -48,7 +48,7 @@ pub struct Project {
 
 /// `herdctl export compose`: writes the project into `dir` and says how to start it.
 pub fn export(config_path: &Path, image: &str, dir: &Path, publish: bool) -> Result<ExitCode> {
-    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    let (config, text) = HerdConfig::load_with_text(config_path, &Environment::of_process())?;
     let secret = config.secret.ensure_secret()?;
     let project = project(
         &config,
@@ -245,7 +245,12 @@ mod tests {
     use serde_json::Value;
 
     fn config(text: &str) -> HerdConfig {
-        HerdConfig::parse(text, Path::new("/srv/herd/herd.yaml")).unwrap()
+        HerdConfig::parse(
+            text,
+            Path::new("/srv/herd/herd.yaml"),
+            &Environment::default(),
+        )
+        .unwrap()
     }
 
     const HERD: &str =
@@ -274,7 +279,12 @@ mod tests {
         assert!(compose["volumes"]["herd-ball"].is_object());
 
         let (_, herd_yaml) = &project.files[0];
-        let herd = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
+        let herd = HerdConfig::parse(
+            herd_yaml,
+            Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
+        )
+        .unwrap();
         assert_eq!(herd.servers["Ball"].host.to_string(), "herd-ball");
         // The secret is in herd.env only.
         assert!(project

@@ -134,6 +134,7 @@ mod tests {
             "servers:\n  A: { port: 1 }\n  B: { port: 2 }\nlinks:\n  tls: { ca: c/ca.pem, \
              cert: \"c/{name}.pem\", key: \"c/{name}.key\" }\n",
             Path::new("/h/herd.yaml"),
+            &herd_config::config::Environment::default(),
         )
         .unwrap();
         let names: Vec<(String, bool)> = copies(&config)

@@ -22,7 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::kubernetes_tls::{tls_secret_commands, tls_volume, TLS_DIR};
-use herd_config::config::{HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
+use herd_config::config::{Environment, HerdConfig, PlacesConfig, ProviderKind, ServerConfig};
 
 /// Where the pods find the herd file (the ConfigMap's mount).
 pub const CONFIG_DIR: &str = "/etc/herd";
@@ -52,7 +52,7 @@ pub fn export(
     namespace: Option<&str>,
     out: Option<&Path>,
 ) -> Result<ExitCode> {
-    let (config, text) = HerdConfig::load_with_text(config_path)?;
+    let (config, text) = HerdConfig::load_with_text(config_path, &Environment::of_process())?;
     let export = manifests(&config, &text, image, namespace)?;
     match out {
         Some(path) => write_private(path, &export.yaml)?,
@@ -453,8 +453,12 @@ pub(crate) fn cluster_herd_file(
     }
 
     let herd_yaml = serde_saphyr::to_string(&file).context("cannot write the herd file")?;
-    HerdConfig::parse(&herd_yaml, &Path::new(CONFIG_DIR).join(CONFIG_FILE))
-        .context("the herd file rewritten for the cluster is not valid (a herdctl bug)")?;
+    HerdConfig::parse(
+        &herd_yaml,
+        &Path::new(CONFIG_DIR).join(CONFIG_FILE),
+        &Environment::default(),
+    )
+    .context("the herd file rewritten for the cluster is not valid (a herdctl bug)")?;
     let size = herd_yaml.len() + extra_files.values().map(String::len).sum::<usize>();
     if size > MAX_CONFIG_MAP_BYTES {
         bail!(
@@ -524,7 +528,11 @@ supervisor: { stop_timeout_ms: 2500 }
 ";
 
     fn export(text: &str, namespace: Option<&str>) -> Result<(HerdConfig, Manifests)> {
-        let config = HerdConfig::parse(text, Path::new("/srv/herd/herd.yaml"))?;
+        let config = HerdConfig::parse(
+            text,
+            Path::new("/srv/herd/herd.yaml"),
+            &Environment::default(),
+        )?;
         let out = manifests(&config, text, "registry.example/herdctl:1", namespace)?;
         Ok((config, out))
     }
@@ -611,7 +619,12 @@ supervisor: { stop_timeout_ms: 2500 }
             docs[1]["stringData"]["HERD_SECRET"],
             "s3cret-s3cret-s3cret-s3cret-s3cret"
         );
-        let cluster = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
+        let cluster = HerdConfig::parse(
+            herd_yaml,
+            Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
+        )
+        .unwrap();
         for server in cluster.servers.values() {
             assert_eq!(
                 server.host.to_string(),
@@ -681,7 +694,12 @@ supervisor: { stop_timeout_ms: 2500 }
 
         // The herd file in the pods reads the mounted files.
         let herd_yaml = docs[0]["data"]["herd.yaml"].as_str().unwrap();
-        let cluster = HerdConfig::parse(herd_yaml, Path::new("/etc/herd/herd.yaml")).unwrap();
+        let cluster = HerdConfig::parse(
+            herd_yaml,
+            Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
+        )
+        .unwrap();
         let files = cluster.tls.unwrap();
         assert_eq!(files.ca, Path::new("/etc/herd-tls/ca.pem"));
         assert_eq!(files.key_for("Ball"), Path::new("/etc/herd-tls/Ball.key"));

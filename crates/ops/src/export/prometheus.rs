@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 
 /// `herdctl export prometheus [--token-file F [--write-token]]`: prints the config.
 pub fn export(
@@ -19,7 +19,7 @@ pub fn export(
     token_file: Option<&Path>,
     write_token: bool,
 ) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let token_file = match token_file {
         Some(file) => Some(
             std::path::absolute(file)
@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn every_server_is_a_target_with_its_labels_and_the_token_file() {
-        let config = HerdConfig::parse(HERD, Path::new("/h/herd.yaml")).unwrap();
+        let config =
+            HerdConfig::parse(HERD, Path::new("/h/herd.yaml"), &Environment::default()).unwrap();
         let text = scrape_config(&config, Some(Path::new("/h/token"))).unwrap();
         let parsed: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         let job = &parsed["scrape_configs"][0];
@@ -109,6 +110,7 @@ mod tests {
         let open = HerdConfig::parse(
             &format!("{HERD}admin: {{ open: true }}\n"),
             Path::new("/h/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let text = scrape_config(&open, None).unwrap();

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 
 use herd_config::auth::SecretSource;
-use herd_config::config::{HerdConfig, ServerConfig};
+use herd_config::config::{Environment, HerdConfig, ServerConfig};
 use herd_config::hosts::Machine;
 use herd_logs::server_log_dir;
 
@@ -40,7 +40,7 @@ pub struct UnitSettings {
 
 /// `herdctl export systemd`: writes the units into `dir` and says how to install them.
 pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let machine = Machine::this()?;
     let servers = chosen_servers(&config, names, &machine)?;
     check_tls_paths(&config, &servers)?;
@@ -495,6 +495,7 @@ mod tests {
             "servers:\n  Alford: { port: 12000, peers: [Ball] }\n  Ball: { port: 80 }\n\
              supervisor: { stop_timeout_ms: 2500 }\nlimits: { max_connections: 100 }\n",
             Path::new("/srv/my herd/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap()
     }
@@ -534,6 +535,7 @@ mod tests {
         let in_tmp = HerdConfig::parse(
             "servers:\n  A: { port: 1 }\n",
             Path::new("/tmp/h/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let unit = service_unit(&in_tmp, &in_tmp.servers["A"], &settings);
@@ -547,6 +549,7 @@ mod tests {
              links:\n  tls: { ca: ../certs/ca.pem, cert: \"/etc/100%/{name}.pem\", key: \
              \"/etc/100%/{name}.key\" }\n",
             Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let settings = UnitSettings {
@@ -574,6 +577,7 @@ mod tests {
             "servers:\n  Alford: { port: 12000 }\ndata_dir: /var/lib/herd\nrun_dir: /run/herd\n\
              log_dir: /var/log/herd\n",
             Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let settings = UnitSettings {
@@ -632,6 +636,7 @@ mod tests {
         let config = HerdConfig::parse(
             "servers:\n  A: { port: 1, host: 10.0.0.1 }\n  B: { port: 1, host: 10.0.0.2 }\n",
             Path::new("/h/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let here = Machine::with_addresses(["10.0.0.2".parse().unwrap()]);

@@ -19,7 +19,7 @@ use super::files::{self, Rotate};
 use super::machine::State;
 use super::{locate, node_stderr_path, process, RunPaths};
 use crate::admin::LinkStatus;
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_config::hosts::{Endpoint, Machine};
 use herd_os::pidlock::PidLock;
 use herd_wire::protocol::NodeFigures;
@@ -223,7 +223,7 @@ fn selected<'a>(reports: &'a [NodeReport], targets: &[String]) -> Vec<&'a NodeRe
 
 /// `herdctl start [all|NAME...]`.
 pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
@@ -556,7 +556,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 
 /// `herdctl restart [all|NAME...]`.
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     locate::check_run_dir(&config)?;
     let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
     let supervisor = SupervisorClient::new(config)?;
@@ -669,7 +669,7 @@ const TOLD_DEADLINE: Duration = Duration::from_secs(10);
 /// stopped, the others reporting the new file.
 pub fn reload(config_path: &Path) -> Result<ExitCode> {
     // Checked here first, so a broken file is reported even with no supervisor.
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     locate::check_run_dir(&config)?;
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
@@ -1397,6 +1397,7 @@ mod tests {
         let config = HerdConfig::parse(
             "servers:\n  A: { port: 1 }\n  B: { port: 2 }\n  R: { port: 1, host: 10.9.9.9 }\n",
             Path::new("/h/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         let here = Machine::with_addresses(["10.1.1.1".parse().unwrap()]);
@@ -1419,6 +1420,7 @@ mod tests {
         let only_r = HerdConfig::parse(
             "servers:\n  R: { port: 1, host: 10.9.9.9 }\n  S: { port: 1, host: 10.9.9.8 }\n",
             Path::new("/h/herd.yaml"),
+            &Environment::default(),
         )
         .unwrap();
         assert_eq!(

@@ -20,7 +20,7 @@ use super::files::{self, Rotate};
 use super::machine::{Action, Event, NodeMachine, State};
 use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
-use herd_config::config::{HerdConfig, ServerConfig};
+use herd_config::config::{Environment, HerdConfig, ServerConfig};
 use herd_config::config_diff;
 use herd_os::pidlock::PidLock;
 
@@ -85,7 +85,7 @@ pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
                 config.path.display()
             );
         }
-        let supervisor = Supervisor::new(config, os);
+        let supervisor = Supervisor::new(config, Environment::of_process(), os);
         supervisor.run(listener, news_rx, &paths).await
     })?;
     let _ = std::fs::remove_file(&paths.socket);
@@ -118,12 +118,14 @@ pub struct Supervisor<O: NodeOs> {
     /// Nodes told to re-read the herd file (SIGHUP): the process, the digest it was told
     /// about, and when. One still on another file at a later probe is restarted.
     told: BTreeMap<String, Told>,
+    /// The environment the daemon started in: a reload reads the herd file in it.
+    env: Environment,
     os: O,
     shutting_down: bool,
 }
 
 impl<O: NodeOs> Supervisor<O> {
-    pub fn new(config: HerdConfig, os: O) -> Supervisor<O> {
+    pub fn new(config: HerdConfig, env: Environment, os: O) -> Supervisor<O> {
         let machines = config
             .servers
             .keys()
@@ -135,6 +137,7 @@ impl<O: NodeOs> Supervisor<O> {
             adopted: BTreeSet::new(),
             removed: BTreeMap::new(),
             told: BTreeMap::new(),
+            env,
             os,
             shutting_down: false,
         }
@@ -379,7 +382,7 @@ impl<O: NodeOs> Supervisor<O> {
     /// nothing changes.
     fn reload(&mut self, now: Instant) -> Result<ReloadReport> {
         let text = self.os.read_herd_file(&self.config.path)?;
-        let new = HerdConfig::parse(&text, &self.config.path)?;
+        let new = HerdConfig::parse(&text, &self.config.path, &self.env)?;
         let plan = config_diff::plan(&self.config, &new)?;
         self.os.write_applied_copy(&new, &text)?;
         tracing::info!(
@@ -694,8 +697,9 @@ mod tests {
                         start_timeout_ms: 5000, backoff_initial_ms: 100, stop_timeout_ms: 3000 }\n";
 
     fn supervisor() -> Supervisor<FakeOs> {
-        let config = HerdConfig::parse(HERD, Path::new("/h/herd.yaml")).unwrap();
-        Supervisor::new(config, FakeOs::default())
+        let config =
+            HerdConfig::parse(HERD, Path::new("/h/herd.yaml"), &Environment::default()).unwrap();
+        Supervisor::new(config, Environment::default(), FakeOs::default())
     }
 
     fn start(names: &[&str]) -> Request {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::APPLIED_COPY;
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use herd_os::pidlock::PidLock;
 
 /// Where the supervisor of the herd file at `config_path` records its run_dir.
@@ -59,15 +59,16 @@ pub fn for_running_herd(config_path: &Path) -> Result<(HerdConfig, bool)> {
 /// its applied copy).
 pub fn load_running(config_path: &Path) -> Result<(HerdConfig, String, bool)> {
     let recorded = recorded_run_dir(config_path);
+    let env = Environment::of_process();
     let copy_of = |dir: &Path| -> Result<(HerdConfig, String)> {
         let copy = dir.join(APPLIED_COPY);
         let text = std::fs::read_to_string(&copy)?;
         Ok((
-            HerdConfig::parse(&text, &std::path::absolute(config_path)?)?,
+            HerdConfig::parse(&text, &std::path::absolute(config_path)?, &env)?,
             text,
         ))
     };
-    match HerdConfig::load_with_text(config_path) {
+    match HerdConfig::load_with_text(config_path, &env) {
         Ok((config, text)) => match recorded {
             Some(dir) if dir != config.run_dir && alive_in(&dir) => match copy_of(&dir) {
                 Ok((applied, text)) => {
@@ -108,7 +109,8 @@ pub fn load_running(config_path: &Path) -> Result<(HerdConfig, String, bool)> {
 /// The herd file, else (broken) the supervisor's applied copy, without a word: for shell
 /// completion, which must never print into the command line.
 pub fn load_quietly(config_path: &Path) -> Result<(HerdConfig, bool)> {
-    match HerdConfig::load(config_path) {
+    let env = Environment::of_process();
+    match HerdConfig::load(config_path, &env) {
         Ok(config) => Ok((config, false)),
         Err(broken) => {
             let folder = std::path::absolute(config_path)
@@ -116,7 +118,7 @@ pub fn load_quietly(config_path: &Path) -> Result<(HerdConfig, bool)> {
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_default();
             let dir = recorded_run_dir(config_path).unwrap_or_else(|| folder.join("run"));
-            HerdConfig::load_copy(&dir.join(APPLIED_COPY), config_path)
+            HerdConfig::load_copy(&dir.join(APPLIED_COPY), config_path, &env)
                 .map(|config| (config, true))
                 .map_err(|_| broken)
         }

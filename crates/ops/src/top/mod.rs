@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Args;
 
-use herd_config::config::HerdConfig;
+use herd_config::config::{Environment, HerdConfig};
 use model::Sort;
 use render::View;
 use scrape::{Scrape, Scraper};
@@ -44,7 +44,7 @@ pub fn run(config_path: &Path, args: &TopArgs) -> Result<ExitCode> {
         );
     }
     let interval = Duration::from_secs_f64(args.interval);
-    let config = HerdConfig::load(config_path)?;
+    let config = HerdConfig::load(config_path, &Environment::of_process())?;
     let scraper = Scraper::new(&config, interval.min(MAX_TIMEOUT))?;
     if args.once {
         // Two looks an interval apart, so the snapshot has rates too.

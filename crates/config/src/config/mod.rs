@@ -1,0 +1,352 @@
+//! `herd.yaml`: the file model, its validation, and the resolved herd the rest of the code
+//! uses. Validation errors name the file, the line, and the fix.
+//!
+//! - `model.rs`: the file as written (serde types, with spans for line numbers).
+//! - `settings.rs`: the resolved settings the rest of the code reads.
+//! - `defaults.rs`: every default and bound.
+//! - `parse.rs`: text to [`HerdConfig`], checking `servers.rs`, `sections.rs`, `places.rs`.
+//! - here: the resolved herd, reading its file, and where each server is reached.
+
+mod defaults;
+mod environment;
+mod model;
+mod parse;
+mod places;
+mod sections;
+mod servers;
+mod settings;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+pub use defaults::*;
+pub use environment::Environment;
+pub use settings::*;
+
+use crate::auth::SecretSource;
+use crate::hosts::{Endpoint, Host, Machine};
+
+/// The whole herd, validated, with every path absolute (relative paths in the file resolve
+/// against the file's folder, so the herd behaves the same from any working directory).
+#[derive(Debug, Clone)]
+pub struct HerdConfig {
+    pub path: PathBuf,
+    pub servers: BTreeMap<String, ServerConfig>,
+    pub logs: LogSettings,
+    pub data_dir: PathBuf,
+    /// When each node's store is flushed.
+    pub durability: Durability,
+    /// Under strict durability, the longest an IAMAT reply waits for its flush; past it the
+    /// IAMAT is refused (`? <line>`) rather than acknowledged.
+    pub strict_wait: Duration,
+    pub places: PlacesConfig,
+    pub reconnect: ReconnectSettings,
+    /// Where the supervisor keeps its socket and the nodes their locks.
+    pub run_dir: PathBuf,
+    /// Where the secret every server shares to authenticate peer links comes from
+    /// (`HERD_SECRET`, `secret:`, `secret_file:`, `herd.secret` beside the file); open links
+    /// only with `insecure_open_links: true`.
+    pub secret: SecretSource,
+    pub supervisor: SupervisorSettings,
+    /// Per-node resource limits against hostile or broken clients.
+    pub limits: Limits,
+    /// What a link to a neighbour may queue, and how long it may stall.
+    pub links: LinkSettings,
+    /// `links.tls`: links are mutual TLS under the herd CA (see `tls/`).
+    pub tls: Option<TlsFiles>,
+    /// Who may read the admin endpoint.
+    pub admin: AdminSettings,
+    /// How long clients' locations and tombstones are kept, and how many clients a node
+    /// holds.
+    pub clients: ClientsSettings,
+    /// A fingerprint of the file's text without its secret. Nodes report it in
+    /// `HERD STATUS` (answered to anyone), so the supervisor can tell that they run the herd
+    /// file it applied.
+    pub digest: String,
+    /// Things worth telling the operator that do not stop the herd (a disconnected graph).
+    pub warnings: Vec<String>,
+}
+
+impl HerdConfig {
+    /// The lock file a running node `name` holds (`pidlock`): who holds it is the node's pid.
+    pub fn node_lock_path(&self, name: &str) -> PathBuf {
+        self.run_dir.join(format!("{name}.lock"))
+    }
+
+    /// Reads and validates a herd file, `env` being the environment it is read in.
+    pub fn load(path: &Path, env: &Environment) -> Result<HerdConfig> {
+        Ok(HerdConfig::load_with_text(path, env)?.0)
+    }
+
+    /// Reads and validates a herd file; also returns the text it read.
+    pub fn load_with_text(path: &Path, env: &Environment) -> Result<(HerdConfig, String)> {
+        let text = crate::config_errors::read_text(path)?;
+        let config = HerdConfig::parse_file(&text, &absolute(path)?, env)?;
+        Ok((config, text))
+    }
+
+    /// Validates the text in `copy` (the supervisor's copy of the herd file it applied) as
+    /// if it were the file at `path`: errors name `path`, relative paths resolve against its
+    /// folder.
+    pub fn load_copy(copy: &Path, path: &Path, env: &Environment) -> Result<HerdConfig> {
+        let text = std::fs::read_to_string(copy)
+            .with_context(|| format!("cannot read the applied herd file {}", copy.display()))?;
+        HerdConfig::parse_file(&text, &absolute(path)?, env)
+    }
+
+    /// [`HerdConfig::parse`], and a warning when `path`, whose text holds the secret, can be
+    /// read by other users.
+    fn parse_file(text: &str, path: &Path, env: &Environment) -> Result<HerdConfig> {
+        let (mut config, secret_in_text) = HerdConfig::parse_with(text, path, env)?;
+        if secret_in_text {
+            if let Some(warning) = readable_by_others_warning(path) {
+                config.warnings.insert(0, warning);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The server called `name`, or an error listing the ones that exist.
+    pub fn server(&self, name: &str) -> Result<&ServerConfig> {
+        self.servers.get(name).ok_or_else(|| {
+            anyhow!(
+                "no server named {name:?} in {}; known servers: {}",
+                self.path.display(),
+                self.server_names().join(", ")
+            )
+        })
+    }
+
+    pub fn server_names(&self) -> Vec<&str> {
+        self.servers.keys().map(String::as_str).collect()
+    }
+
+    /// Where neighbours and clients dial `server`: its host (a name is resolved at each
+    /// dial, see [`Endpoint::connect`]) and port.
+    pub fn endpoint(&self, server: &ServerConfig) -> Endpoint {
+        Endpoint::new(server.host.clone(), server.port)
+    }
+
+    /// Where a process on the server's own machine reaches it: its `listen:` address when
+    /// it has one (the unspecified address as loopback), else its host. The supervisor
+    /// probes its nodes there, so a host that only works from outside (NAT) does not matter.
+    pub fn local_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        match server.listen {
+            Some(IpAddr::V4(ip)) if ip.is_unspecified() => {
+                Endpoint::new(Host::Ip(IpAddr::from([127, 0, 0, 1])), server.port)
+            }
+            Some(IpAddr::V6(ip)) if ip.is_unspecified() => {
+                Endpoint::new(Host::Ip(std::net::Ipv6Addr::LOCALHOST.into()), server.port)
+            }
+            Some(ip) => Endpoint::new(Host::Ip(ip), server.port),
+            None => self.endpoint(server),
+        }
+    }
+
+    /// Where a process on the server's own machine reaches its admin endpoint (see
+    /// [`HerdConfig::local_endpoint`]).
+    pub fn local_admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        let client = self.local_endpoint(server);
+        Endpoint::new(client.host, server.admin_port)
+    }
+
+    /// Where anyone reaches `server`'s admin endpoint: its host and admin port.
+    pub fn admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
+        Endpoint::new(server.host.clone(), server.admin_port)
+    }
+
+    /// The address `server` binds: its `listen:` address, else its host, a name being
+    /// resolved now to the address it has on this machine.
+    pub fn listen_address(&self, server: &ServerConfig) -> Result<SocketAddr> {
+        if let Some(ip) = server.listen {
+            return Ok(SocketAddr::new(ip, server.port));
+        }
+        let found = self.endpoint(server).resolve_blocking()?;
+        let machine = Machine::this()?;
+        found
+            .iter()
+            .find(|a| machine.owns(a.ip()))
+            .copied()
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} cannot listen on its host {}: it resolves to {}, not an address of this \
+                     machine ({}); run it on its host, or give it listen: (e.g. 0.0.0.0) in {}",
+                    server.name,
+                    server.host,
+                    found
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    machine.describe(),
+                    self.path.display()
+                )
+            })
+    }
+
+    /// Whether `server` lives on `machine`: its host is, or resolves to, one of its addresses.
+    pub fn is_local(&self, server: &ServerConfig, machine: &Machine) -> bool {
+        machine.hosts(&server.host)
+    }
+
+    /// The servers that live on `machine`, by name.
+    pub fn local_servers(&self, machine: &Machine) -> Vec<String> {
+        self.servers
+            .values()
+            .filter(|s| self.is_local(s, machine))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+}
+
+/// A warning when the herd file, which holds the secret, can be read by other users.
+fn readable_by_others_warning(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o044 != 0).then(|| {
+        format!(
+            "{} holds the herd secret and other users can read it (mode {:o}); make it private \
+             with: chmod 600 {}, or move the secret to secret_file:",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// The first 64 bits of the text's SHA-256, in hex: enough to tell herd files apart.
+pub fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The herd files unit tests parse, and how they parse them.
+#[cfg(test)]
+mod test_herd {
+    use std::path::Path;
+
+    use anyhow::Result;
+
+    use super::{Environment, HerdConfig};
+
+    pub(super) const CLASSIC: &str = "\
+servers:
+  Alford:   { port: 12000, peers: [Hamilton, Welsh] }
+  Ball:     { port: 12001, peers: [Holiday, Welsh] }
+  Hamilton: { port: 12002, peers: [Holiday] }
+  Holiday:  { port: 12003 }
+  Welsh:    { port: 12004 }
+";
+
+    pub(super) fn parse(text: &str) -> Result<HerdConfig> {
+        HerdConfig::parse(
+            text,
+            Path::new("/etc/herd/herd.yaml"),
+            &Environment::default(),
+        )
+    }
+
+    pub(super) fn error(text: &str) -> String {
+        format!("{:#}", parse(text).expect_err("should be rejected"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_herd::{parse, CLASSIC};
+    use super::*;
+
+    #[test]
+    fn each_server_may_have_its_own_host_and_listen_address() {
+        let c = parse(
+            "host: herd.example.com\nlisten: 0.0.0.0\nservers:\n  \
+             A: { port: 12000 }\n  \
+             B: { port: 12000, host: 10.0.0.2 }\n  \
+             C: { port: 12000, host: C.Example.com, listen: '::' }\n  \
+             D: { port: 12001, host: 10.0.0.2, listen: 10.0.0.2 }\n",
+        )
+        .unwrap();
+        let s = |n: &str| &c.servers[n];
+        assert_eq!(s("A").host, Host::Name("herd.example.com".into()));
+        assert_eq!(s("B").host, Host::Ip("10.0.0.2".parse().unwrap()));
+        assert_eq!(s("C").host, Host::Name("c.example.com".into()));
+        assert_eq!(
+            s("A").listen,
+            Some("0.0.0.0".parse().unwrap()),
+            "global listen"
+        );
+        assert_eq!(s("C").listen, Some("::".parse().unwrap()), "per server");
+        assert_eq!(c.endpoint(s("C")).to_string(), "c.example.com:12000");
+        assert_eq!(c.local_endpoint(s("A")).to_string(), "127.0.0.1:12000");
+        assert_eq!(c.local_endpoint(s("C")).to_string(), "[::1]:12000");
+        assert_eq!(c.local_endpoint(s("D")).to_string(), "10.0.0.2:12001");
+        assert_eq!(
+            c.listen_address(s("D")).unwrap(),
+            "10.0.0.2:12001".parse().unwrap()
+        );
+
+        let here = Machine::with_addresses(["10.0.0.2".parse().unwrap()]);
+        assert_eq!(c.local_servers(&here), ["B", "D"]);
+    }
+
+    #[test]
+    fn a_server_whose_host_is_elsewhere_cannot_listen_here_without_listen() {
+        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1 }\n").unwrap();
+        let e = format!("{:#}", c.listen_address(&c.servers["A"]).unwrap_err());
+        assert!(
+            e.contains("A cannot listen on its host 192.0.2.1")
+                && e.contains("not an address of this machine")
+                && e.contains("listen:"),
+            "{e}"
+        );
+        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1, listen: 0.0.0.0 }\n").unwrap();
+        assert_eq!(
+            c.listen_address(&c.servers["A"]).unwrap(),
+            "0.0.0.0:1".parse().unwrap()
+        );
+        let c = parse("servers:\n  A: { port: 1, host: localhost }\n").unwrap();
+        assert!(c
+            .listen_address(&c.servers["A"])
+            .unwrap()
+            .ip()
+            .is_loopback());
+    }
+
+    #[test]
+    fn a_readable_file_holding_the_secret_is_a_warning_of_load_not_parse() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herd.yaml");
+        let text = format!("{CLASSIC}secret: {}\n", "k".repeat(40));
+        std::fs::write(&path, &text).unwrap();
+        let env = Environment::default();
+        let readable = |c: &HerdConfig| c.warnings.iter().any(|w| w.contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable(&HerdConfig::load(&path, &env).unwrap()));
+        assert!(!readable(&HerdConfig::parse(&text, &path, &env).unwrap()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!readable(&HerdConfig::load(&path, &env).unwrap()));
+        // Without a secret in it, who reads the file does not matter.
+        std::fs::write(&path, CLASSIC).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!readable(&HerdConfig::load(&path, &env).unwrap()));
+    }
+
+    #[test]
+    fn unknown_server_lists_the_known_ones() {
+        let c = parse(CLASSIC).unwrap();
+        let e = c.server("Bal").unwrap_err().to_string();
+        assert!(e.contains("Alford, Ball, Hamilton, Holiday, Welsh"), "{e}");
+    }
+}
