@@ -109,15 +109,34 @@ mod tests {
 
     #[test]
     fn a_listening_port_is_traced_to_this_process() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        use nix::sys::socket::{
+            bind, getsockname, listen, socket, AddressFamily, Backlog, SockFlag, SockType,
+            SockaddrIn,
+        };
+        // One socket holds the port throughout, bound before it listens: nothing else (on
+        // this shared machine, or another test) can take the port between the two checks.
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(127, 0, 0, 1, 0),
+        )
+        .unwrap();
+        let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .unwrap()
+            .port();
+        assert_eq!(describe_port(port), None, "bound, not listening yet");
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
         let said = describe_port(port).expect("a listener on the port");
         assert!(
             said.starts_with(&format!("pid {} (", std::process::id())),
             "{said}"
         );
-        drop(listener);
-        assert_eq!(describe_port(port), None, "nothing listens any more");
     }
 
     #[test]
