@@ -20,7 +20,7 @@ use super::machine::State;
 use super::{locate, node_stderr_path, process, RunPaths};
 use crate::admin::LinkStatus;
 use herd_config::config::{Environment, HerdConfig};
-use herd_config::hosts::{Endpoint, Machine};
+use herd_config::hosts::{Endpoint, Locality};
 use herd_os::pidlock::PidLock;
 use herd_wire::protocol::NodeFigures;
 
@@ -163,15 +163,19 @@ enum Reach {
 fn resolve_targets(
     config: &HerdConfig,
     names: &[String],
-    machine: &Machine,
+    locality: &Locality,
     reach: Reach,
 ) -> Result<Vec<String>> {
     let running = match reach {
         Reach::Hosted => BTreeMap::new(),
         Reach::HostedOrRunning => running_by_lock(config),
     };
-    let here =
-        |name: &str| config.is_local(&config.servers[name], machine) || running.contains_key(name);
+    let here = |name: &str| {
+        let server = &config.servers[name];
+        config
+            .reach(server, locality, running.contains_key(name))
+            .local
+    };
     if names.is_empty() || names.iter().any(|n| n == "all") {
         if names.len() > 1 {
             bail!("give either `all` or server names, not both");
@@ -183,7 +187,7 @@ fn resolve_targets(
                  are {}: run herdctl on those machines, or give a server one of this machine's \
                  addresses as its host",
                 config.path.display(),
-                machine.describe(),
+                locality.machine().describe(),
                 herd_hosts(config)
             );
         }
@@ -196,7 +200,7 @@ fn resolve_targets(
                 "{name} lives on host {}, not on this machine (its addresses: {}); run this \
                  command on {}",
                 server.host,
-                machine.describe(),
+                locality.machine().describe(),
                 server.host
             );
         }
@@ -228,7 +232,12 @@ pub fn start(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     for warning in &config.warnings {
         eprintln!("herdctl: warning: {warning}");
     }
-    let targets = resolve_targets(&config, names, &Machine::this()?, Reach::Hosted)?;
+    let targets = resolve_targets(
+        &config,
+        names,
+        &Locality::look_up(config.hosts())?,
+        Reach::Hosted,
+    )?;
     // Created here (herd.secret, on first start) so the nodes find it; they would create it
     // themselves just as safely, but a folder that cannot hold it is reported here, once.
     if config.secret.ensure_secret()?.is_none() {
@@ -334,7 +343,11 @@ fn start_and_wait(
     }
     if failed.is_empty() {
         let started: Vec<String> = outcome.keys().cloned().collect();
-        if !wait_for_links(supervisor, &started, &Machine::this()?) {
+        if !wait_for_links(
+            supervisor,
+            &started,
+            &Locality::look_up(supervisor.config.hosts())?,
+        ) {
             eprintln!(
                 "herdctl: note: some peer links are still forming; `herdctl status` shows them"
             );
@@ -388,13 +401,13 @@ const LINKS_POLL: Duration = Duration::from_millis(200);
 /// (here or on another host), so
 /// an update sent right after `start` floods at once. Best effort: false if the deadline
 /// passed first (a link can legitimately stay down, e.g. a neighbour refusing the secret).
-fn wait_for_links(supervisor: &SupervisorClient, names: &[String], machine: &Machine) -> bool {
+fn wait_for_links(supervisor: &SupervisorClient, names: &[String], here: &Locality) -> bool {
     let began = Instant::now();
     while began.elapsed() < LINKS_DEADLINE {
         let Ok(reports) = supervisor.call(&Request::Status) else {
             return false;
         };
-        let asks = where_to_ask(&supervisor.config, &reports, machine);
+        let asks = where_to_ask(&supervisor.config, &reports, here);
         let token = crate::admin::token(&supervisor.config);
         let figures = supervisor.runtime.block_on(query_figures(asks, token));
         let running = |n: &String| figures.contains_key(n);
@@ -446,7 +459,7 @@ pub fn stop(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let targets = resolve_targets(
         &supervisor.config,
         names,
-        &Machine::this()?,
+        &Locality::look_up(supervisor.config.hosts())?,
         Reach::HostedOrRunning,
     )?;
     if nothing_running {
@@ -558,7 +571,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
 pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path, &Environment::of_process())?;
     locate::check_run_dir(&config)?;
-    let targets = resolve_targets(&config, names, &Machine::this()?, Reach::HostedOrRunning)?;
+    let targets = resolve_targets(
+        &config,
+        names,
+        &Locality::look_up(config.hosts())?,
+        Reach::HostedOrRunning,
+    )?;
     let supervisor = SupervisorClient::new(config)?;
     supervisor.ensure_running()?;
     stop_and_wait(&supervisor, &targets)?;
@@ -572,7 +590,7 @@ pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
     resolve_targets(
         &config,
         &[name.to_owned()],
-        &Machine::this()?,
+        &Locality::look_up(config.hosts())?,
         Reach::HostedOrRunning,
     )?;
     let supervisor = SupervisorClient::new(config)?;
@@ -640,7 +658,7 @@ fn freeze_or_thaw(config_path: &Path, name: &str, pause: bool) -> Result<(NodeRe
     resolve_targets(
         &config,
         &[name.to_owned()],
-        &Machine::this()?,
+        &Locality::look_up(config.hosts())?,
         Reach::HostedOrRunning,
     )?;
     let supervisor = SupervisorClient::new(config)?;
@@ -702,7 +720,12 @@ pub fn reload(config_path: &Path) -> Result<ExitCode> {
     if !report.removed.is_empty() {
         wait_until_removed(&supervisor, &report.removed)?;
     }
-    for name in wait_for_digest(&supervisor, &report.told, &report.digest, &Machine::this()?) {
+    for name in wait_for_digest(
+        &supervisor,
+        &report.told,
+        &report.digest,
+        &Locality::look_up(supervisor.config.hosts())?,
+    ) {
         eprintln!(
             "herdctl: error: {name} did not take the new herd file within {}s; its log says \
              why (herdctl tail {name})",
@@ -747,7 +770,7 @@ fn wait_for_digest(
     supervisor: &SupervisorClient,
     names: &[String],
     digest: &str,
-    machine: &Machine,
+    here: &Locality,
 ) -> Vec<String> {
     let began = Instant::now();
     let mut waiting: Vec<String> = names.to_vec();
@@ -755,7 +778,7 @@ fn wait_for_digest(
         let Ok(reports) = supervisor.call(&Request::Status) else {
             break;
         };
-        let asks = where_to_ask(&supervisor.config, &reports, machine);
+        let asks = where_to_ask(&supervisor.config, &reports, here);
         let token = crate::admin::token(&supervisor.config);
         let figures = supervisor.runtime.block_on(query_figures(asks, token));
         waiting.retain(|name| {
@@ -863,7 +886,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
         false => std::fs::read_to_string(config_path).ok(),
     };
     let applied = std::fs::read_to_string(super::applied_copy_path(&config)).ok();
-    let machine = Machine::this()?;
+    let here = Locality::look_up(config.hosts())?;
     let supervisor = SupervisorClient::new(config)?;
     let supervised = supervisor.pid().is_some();
     let (reports, unlisted): (Vec<NodeReport>, Vec<NodeReport>) = match supervised {
@@ -873,7 +896,7 @@ pub fn status(config_path: &Path, json: bool) -> Result<ExitCode> {
     .into_iter()
     .partition(|r| supervisor.config.servers.contains_key(&r.name));
     let config = &supervisor.config;
-    let asks = where_to_ask(config, &reports, &machine);
+    let asks = where_to_ask(config, &reports, &here);
     let local: BTreeMap<String, bool> = asks.iter().map(|a| (a.name.clone(), a.local)).collect();
     let statuses = supervisor
         .runtime
@@ -1021,25 +1044,19 @@ struct Ask {
 /// other one is asked across the network, since only it can say whether it runs.
 /// A server the supervisor reports but the herd file no longer names (removed, not yet
 /// reloaded or still stopping) has no address to ask at: it is left out.
-fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], machine: &Machine) -> Vec<Ask> {
+fn where_to_ask(config: &HerdConfig, reports: &[NodeReport], here: &Locality) -> Vec<Ask> {
     reports
         .iter()
         .filter_map(|r| {
             let server = config.servers.get(&r.name)?;
-            let local = r.pid.is_some() || config.is_local(server, machine);
-            let endpoint = match (local, r.pid) {
-                (true, Some(_)) => Some(config.local_endpoint(server)),
-                (true, None) => None,
-                (false, _) => Some(config.endpoint(server)),
-            };
-            let admin = endpoint
-                .as_ref()
-                .map(|e| Endpoint::new(e.host.clone(), server.admin_port));
+            let reach = config.reach(server, here, r.pid.is_some());
+            // A local server with no process: nothing to ask.
+            let asked = !reach.local || r.pid.is_some();
             Some(Ask {
                 name: r.name.clone(),
-                local,
-                endpoint,
-                admin,
+                local: reach.local,
+                endpoint: asked.then_some(reach.endpoint),
+                admin: asked.then_some(reach.admin),
             })
         })
         .collect()
@@ -1400,7 +1417,10 @@ mod tests {
             &Environment::default(),
         )
         .unwrap();
-        let here = Machine::with_addresses(["10.1.1.1".parse().unwrap()]);
+        let here = Locality::with(
+            herd_config::hosts::Machine::with_addresses(["10.1.1.1".parse().unwrap()]),
+            [],
+        );
         let targets = |names: &[&str]| {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             resolve_targets(&config, &names, &here, Reach::Hosted)
@@ -1416,7 +1436,10 @@ mod tests {
             "{e}"
         );
 
-        let elsewhere = Machine::with_addresses(["10.9.9.9".parse().unwrap()]);
+        let elsewhere = Locality::with(
+            herd_config::hosts::Machine::with_addresses(["10.9.9.9".parse().unwrap()]),
+            [],
+        );
         let only_r = HerdConfig::parse(
             "servers:\n  R: { port: 1, host: 10.9.9.9 }\n  S: { port: 1, host: 10.9.9.8 }\n",
             Path::new("/h/herd.yaml"),

@@ -22,6 +22,7 @@ use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
 use herd_config::config::{Environment, HerdConfig, ServerConfig};
 use herd_config::config_diff;
+use herd_config::hosts::Locality;
 use herd_os::pidlock::PidLock;
 
 /// How often the loop looks at timers, probes and adopted nodes.
@@ -38,6 +39,49 @@ struct Told {
 }
 
 type ControlMessage = (Request, oneshot::Sender<Response>);
+
+/// A reload's new herd, read where blocking is allowed: the file's text, the herd it
+/// describes, and which of its servers live on this machine (host names looked up).
+pub struct NewHerd {
+    pub text: String,
+    pub config: HerdConfig,
+    pub local: BTreeSet<String>,
+}
+
+impl NewHerd {
+    /// Reads and validates the herd file at `path` and looks up its hosts. Blocks (file,
+    /// getifaddrs, DNS): the daemon runs it on the blocking pool, never in its loop.
+    pub fn read(path: &std::path::Path, env: &Environment) -> Result<NewHerd> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config = HerdConfig::parse(&text, path, env)?;
+        let local = match Locality::look_up(config.hosts()) {
+            Ok(here) => config.local_servers(&here).into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list this machine's addresses ({e:#}); treating every server of \
+                     the new file as this machine's"
+                );
+                config.servers.keys().cloned().collect()
+            }
+        };
+        Ok(NewHerd {
+            text,
+            config,
+            local,
+        })
+    }
+
+    /// A herd already read, its locality decided by `here`.
+    pub fn new(text: String, config: HerdConfig, here: &Locality) -> NewHerd {
+        let local = config.local_servers(here).into_iter().collect();
+        NewHerd {
+            text,
+            config,
+            local,
+        }
+    }
+}
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
@@ -151,6 +195,7 @@ impl<O: NodeOs> Supervisor<O> {
     ) -> Result<()> {
         self.adopt_running_nodes(Instant::now());
         let (control_tx, mut control_rx) = mpsc::unbounded_channel::<ControlMessage>();
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel();
         let mut tick = tokio::time::interval(TICK);
         let mut rotate = tokio::time::interval(ROTATE_EVERY);
         let mut terminate =
@@ -163,9 +208,23 @@ impl<O: NodeOs> Supervisor<O> {
                     }
                     Err(e) => tracing::warn!("control socket accept failed: {e}"),
                 },
-                Some((request, reply)) = control_rx.recv() => {
-                    let response = self.handle_request(request, Instant::now());
-                    let _ = reply.send(response);
+                Some((request, reply)) = control_rx.recv() => match request {
+                    // Reading the file and looking up its hosts may block (DNS): done on
+                    // the blocking pool while the loop runs on, applied once it is back.
+                    Request::Reload => {
+                        let (path, env) = (self.config.path.clone(), self.env.clone());
+                        let read = read_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = read.send((NewHerd::read(&path, &env), reply));
+                        });
+                    }
+                    request => {
+                        let response = self.handle_request(request, Instant::now());
+                        let _ = reply.send(response);
+                    }
+                },
+                Some((new, reply)) = read_rx.recv() => {
+                    let _ = reply.send(self.reload(new, Instant::now()));
                 }
                 Some((name, news)) = news.recv() => self.handle_news(&name, news, Instant::now()),
                 _ = tick.tick() => {
@@ -271,11 +330,9 @@ impl<O: NodeOs> Supervisor<O> {
                 self.apply(&name, Event::Resume, now);
             }
             Request::Reload => {
-                return match self.reload(now) {
-                    Ok(report) => Response::Reloaded(report),
-                    Err(e) => Response::Error {
-                        message: format!("{e:#}; nothing was changed"),
-                    },
+                return Response::Error {
+                    message: "a reload is read off the loop, then applied by Supervisor::reload"
+                        .into(),
                 };
             }
             Request::Shutdown => {
@@ -378,11 +435,23 @@ impl<O: NodeOs> Supervisor<O> {
         self.told.insert(name.to_owned(), told);
     }
 
-    /// `herdctl reload`: reads and validates the herd file and applies it. On any error
-    /// nothing changes.
-    fn reload(&mut self, now: Instant) -> Result<ReloadReport> {
-        let text = self.os.read_herd_file(&self.config.path)?;
-        let new = HerdConfig::parse(&text, &self.config.path, &self.env)?;
+    /// `herdctl reload`: applies the herd file [`NewHerd::read`] read, or says why not. On
+    /// any error nothing changes.
+    pub fn reload(&mut self, new: Result<NewHerd>, now: Instant) -> Response {
+        match new.and_then(|new| self.apply_reload(new, now)) {
+            Ok(report) => Response::Reloaded(report),
+            Err(e) => Response::Error {
+                message: format!("{e:#}; nothing was changed"),
+            },
+        }
+    }
+
+    fn apply_reload(&mut self, new: NewHerd, now: Instant) -> Result<ReloadReport> {
+        let NewHerd {
+            text,
+            config: new,
+            local,
+        } = new;
         let plan = config_diff::plan(&self.config, &new)?;
         self.os.write_applied_copy(&new, &text)?;
         tracing::info!(
@@ -422,7 +491,7 @@ impl<O: NodeOs> Supervisor<O> {
             self.machines
                 .insert(name.clone(), NodeMachine::new(self.config.supervisor));
             // Another machine's server is that machine's to start.
-            if !self.os.is_local(&self.config, name) {
+            if !local.contains(name) {
                 let host = &self.config.servers[name].host;
                 act(name, format!("added; lives on {host}: start it there"));
                 continue;
@@ -434,7 +503,7 @@ impl<O: NodeOs> Supervisor<O> {
         for (name, why) in &plan.restart {
             let state = self.machines[name].state;
             if matches!(state, State::Stopped | State::Fatal) {
-                match self.os.is_local(&self.config, name) {
+                match local.contains(name) {
                     true => act(name, format!("not running; starts on the new file ({why})")),
                     false => {
                         let host = &self.config.servers[name].host;
@@ -464,7 +533,7 @@ impl<O: NodeOs> Supervisor<O> {
                 // Not answering yet: it may have read the old copy; the first probe that
                 // finds it running on another file tells it.
                 (State::Starting, _) => act(name, format!("starting; takes it once up: {changes}")),
-                _ if !self.os.is_local(&self.config, name) => {
+                _ if !local.contains(name) => {
                     let host = &self.config.servers[name].host;
                     act(name, format!("lives on {host}: reload it there"));
                 }
@@ -643,8 +712,7 @@ mod tests {
         locks: BTreeMap<String, u32>,
         frozen: BTreeSet<u32>,
         stderr: BTreeMap<String, String>,
-        /// The herd file on "disk", and the applied copy.
-        file: String,
+        /// The applied copy.
         applied: String,
     }
 
@@ -680,15 +748,9 @@ mod tests {
         fn last_words(&self, _: &HerdConfig, name: &str) -> Option<String> {
             self.stderr.get(name).cloned()
         }
-        fn read_herd_file(&self, _: &Path) -> Result<String> {
-            Ok(self.file.clone())
-        }
         fn write_applied_copy(&mut self, _: &HerdConfig, text: &str) -> Result<()> {
             self.applied = text.to_owned();
             Ok(())
-        }
-        fn is_local(&self, config: &HerdConfig, name: &str) -> bool {
-            config.servers[name].host.to_string() != "10.9.9.9"
         }
     }
 
@@ -886,9 +948,13 @@ mod tests {
         }
     }
 
+    /// Reloads `file` on a machine with no address of its own: only loopback hosts are
+    /// here.
     fn reload(s: &mut Supervisor<FakeOs>, file: &str, now: Instant) -> Response {
-        s.os.file = file.to_owned();
-        s.handle_request(Request::Reload, now)
+        let here = Locality::default();
+        let new = HerdConfig::parse(file, Path::new("/h/herd.yaml"), &Environment::default())
+            .map(|config| NewHerd::new(file.to_owned(), config, &here));
+        s.reload(new, now)
     }
 
     #[test]
