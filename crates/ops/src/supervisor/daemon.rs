@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::control::{NodeReport, ReloadReport, Request, Response};
 use super::files::{self, Rotate};
-use super::machine::{Action, Event, NodeMachine, State};
+use super::lifecycle::{Action, Event, Lifecycle, State};
 use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
 use herd_config::config::{Environment, HerdConfig, ServerConfig};
@@ -153,7 +153,7 @@ fn bind_socket(paths: &RunPaths) -> Result<UnixListener> {
 /// fake [`NodeOs`] and a made-up clock.
 pub struct Supervisor<O: NodeOs> {
     config: Arc<HerdConfig>,
-    machines: BTreeMap<String, NodeMachine>,
+    lifecycles: BTreeMap<String, Lifecycle>,
     /// Nodes found running at start-up: not our children, so their end is seen through
     /// their lock rather than waitpid.
     adopted: BTreeSet<String>,
@@ -170,14 +170,14 @@ pub struct Supervisor<O: NodeOs> {
 
 impl<O: NodeOs> Supervisor<O> {
     pub fn new(config: HerdConfig, env: Environment, os: O) -> Supervisor<O> {
-        let machines = config
+        let lifecycles = config
             .servers
             .keys()
-            .map(|name| (name.clone(), NodeMachine::new(config.supervisor)))
+            .map(|name| (name.clone(), Lifecycle::new(config.supervisor)))
             .collect();
         Supervisor {
             config: Arc::new(config),
-            machines,
+            lifecycles,
             adopted: BTreeSet::new(),
             removed: BTreeMap::new(),
             told: BTreeMap::new(),
@@ -246,14 +246,14 @@ impl<O: NodeOs> Supervisor<O> {
 
     /// After a shutdown request, once every node is stopped.
     pub fn finished(&self) -> bool {
-        self.shutting_down && self.machines.values().all(|m| m.state == State::Stopped)
+        self.shutting_down && self.lifecycles.values().all(|m| m.state == State::Stopped)
     }
 
     /// Rotates full files that live processes append to: each node's stderr and this
     /// daemon's own log (its stdout and stderr).
     fn rotate_files(&self, paths: &RunPaths) {
         let full = std::iter::once((paths.log.clone(), files::SUPERVISOR_LOG_MAX_BYTES)).chain(
-            self.machines.keys().map(|name| {
+            self.lifecycles.keys().map(|name| {
                 (
                     node_stderr_path(&self.config, name),
                     files::STDERR_MAX_BYTES,
@@ -272,7 +272,7 @@ impl<O: NodeOs> Supervisor<O> {
     /// Nodes still running from an earlier supervisor (or started by hand) are adopted with
     /// their real pid and start time.
     pub fn adopt_running_nodes(&mut self, now: Instant) {
-        let names: Vec<String> = self.machines.keys().cloned().collect();
+        let names: Vec<String> = self.lifecycles.keys().cloned().collect();
         for name in names {
             if let Some(pid) = self.os.lock_holder(&self.config, &name) {
                 let started = self.os.process_start(pid).unwrap_or(now);
@@ -298,7 +298,7 @@ impl<O: NodeOs> Supervisor<O> {
             }
             Request::Status | Request::Shutdown | Request::Reload => &[],
         };
-        if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
+        if let Some(unknown) = named.iter().find(|n| !self.lifecycles.contains_key(*n)) {
             return Response::Error {
                 message: format!(
                     "no server named {unknown:?} in the herd the supervisor runs; if you added \
@@ -349,17 +349,17 @@ impl<O: NodeOs> Supervisor<O> {
 
     fn targets(&self, names: Vec<String>) -> Vec<String> {
         if names.is_empty() {
-            self.machines.keys().cloned().collect()
+            self.lifecycles.keys().cloned().collect()
         } else {
             names
         }
     }
 
     pub fn handle_news(&mut self, name: &str, news: ProcessNews, now: Instant) {
-        let Some(machine) = self.machines.get(name) else {
+        let Some(lifecycle) = self.lifecycles.get(name) else {
             return; // a node removed by a reload
         };
-        let current = machine.pid;
+        let current = lifecycle.pid;
         match news {
             ProcessNews::Exited {
                 pid,
@@ -374,7 +374,7 @@ impl<O: NodeOs> Supervisor<O> {
                 answered,
                 digest,
             } if current == Some(pid) => {
-                let state = self.machines[name].state;
+                let state = self.lifecycles[name].state;
                 if state == State::Starting && answered {
                     tracing::info!("{name} (pid {pid}) ready");
                 } else if state == State::Running && !answered {
@@ -395,7 +395,7 @@ impl<O: NodeOs> Supervisor<O> {
     /// later probe (it refused: a setting it reads at start-up differs), it is restarted.
     fn check_digest(&mut self, name: &str, pid: u32, digest: &str, now: Instant) {
         let applied = self.config.digest.clone();
-        if digest == applied || self.machines[name].state != State::Running {
+        if digest == applied || self.lifecycles[name].state != State::Running {
             return;
         }
         // A probe sent before the node was told may still answer with the old file: only
@@ -475,8 +475,8 @@ impl<O: NodeOs> Supervisor<O> {
             actions.push(format!("{name:<12} {what}"));
         };
 
-        for machine in self.machines.values_mut() {
-            machine.set_settings(self.config.supervisor);
+        for lifecycle in self.lifecycles.values_mut() {
+            lifecycle.set_settings(self.config.supervisor);
         }
         if plan.supervisor {
             act("supervisor", "settings applied".into());
@@ -488,8 +488,8 @@ impl<O: NodeOs> Supervisor<O> {
             report.removed.push(name.clone());
         }
         for name in &plan.added {
-            self.machines
-                .insert(name.clone(), NodeMachine::new(self.config.supervisor));
+            self.lifecycles
+                .insert(name.clone(), Lifecycle::new(self.config.supervisor));
             // Another machine's server is that machine's to start.
             if !local.contains(name) {
                 let host = &self.config.servers[name].host;
@@ -501,7 +501,7 @@ impl<O: NodeOs> Supervisor<O> {
             report.started.push(name.clone());
         }
         for (name, why) in &plan.restart {
-            let state = self.machines[name].state;
+            let state = self.lifecycles[name].state;
             if matches!(state, State::Stopped | State::Fatal) {
                 match local.contains(name) {
                     true => act(name, format!("not running; starts on the new file ({why})")),
@@ -519,12 +519,12 @@ impl<O: NodeOs> Supervisor<O> {
             report.started.push(name.clone());
         }
         for (name, changes) in &plan.live {
-            let machine = &self.machines[name];
+            let lifecycle = &self.lifecycles[name];
             let changes = match changes.is_empty() {
                 true => "nothing changes for it".to_owned(),
                 false => changes.join("; "),
             };
-            match (machine.state, machine.pid) {
+            match (lifecycle.state, lifecycle.pid) {
                 (State::Running, Some(pid)) => {
                     self.tell(name, pid, now);
                     act(name, format!("told live: {changes}"));
@@ -554,7 +554,7 @@ impl<O: NodeOs> Supervisor<O> {
             .removed
             .keys()
             .filter(|n| {
-                self.machines
+                self.lifecycles
                     .get(*n)
                     .is_none_or(|m| m.state == State::Stopped)
             })
@@ -562,15 +562,15 @@ impl<O: NodeOs> Supervisor<O> {
             .collect();
         for name in gone {
             self.removed.remove(&name);
-            self.machines.remove(&name);
+            self.lifecycles.remove(&name);
             self.adopted.remove(&name);
             self.told.remove(&name);
             tracing::info!("{name} stopped and removed");
         }
-        let names: Vec<String> = self.machines.keys().cloned().collect();
+        let names: Vec<String> = self.lifecycles.keys().cloned().collect();
         for name in names {
             self.apply(&name, Event::Tick, now);
-            let Some(pid) = self.machines[&name].pid else {
+            let Some(pid) = self.lifecycles[&name].pid else {
                 continue;
             };
             if self.adopted.contains(&name) && self.os.lock_holder(&self.config, &name) != Some(pid)
@@ -589,9 +589,9 @@ impl<O: NodeOs> Supervisor<O> {
         }
     }
 
-    /// Feeds an event to a node's machine and carries out the action it asks for.
+    /// Feeds an event to a node's lifecycle and carries out the action it asks for.
     fn apply(&mut self, name: &str, event: Event, now: Instant) {
-        let Some(action) = self.machines.get_mut(name).unwrap().handle(event, now) else {
+        let Some(action) = self.lifecycles.get_mut(name).unwrap().handle(event, now) else {
             return;
         };
         match action {
@@ -606,7 +606,7 @@ impl<O: NodeOs> Supervisor<O> {
                 self.signal(name, pid, Signal::SIGCONT);
             }
             Action::Probe { pid, timeout } => {
-                let path = match self.machines[name].state {
+                let path = match self.lifecycles[name].state {
                     State::Starting => "/readyz",
                     _ => "/healthz",
                 };
@@ -641,7 +641,7 @@ impl<O: NodeOs> Supervisor<O> {
     }
 
     pub fn reports(&self, now: Instant) -> Vec<NodeReport> {
-        self.machines
+        self.lifecycles
             .iter()
             .map(|(name, m)| NodeReport {
                 name: name.clone(),
