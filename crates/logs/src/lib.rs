@@ -3,11 +3,15 @@
 //! traffic is formatted straight into batches and tracing's events through
 //! tracing-subscriber, both into one bounded queue (`sink.rs`).
 
+mod batch;
+mod escape;
+mod events;
 pub mod files;
 mod inbox;
 mod redact;
 mod reorder;
 mod sink;
+mod stdout;
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -18,11 +22,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+pub use batch::LogBatch;
+pub use escape::push_capped;
 use files::LogFiles;
 use herd_config::config::{LogLevel, LogSettings};
 pub use redact::Redactor;
 pub use reorder::Reorder;
-pub use sink::{LogBatch, LogGuard, WireLog};
+pub use sink::{LogGuard, WireLog};
 
 /// The folder holding one server's log files.
 pub fn server_log_dir(settings: &LogSettings, server: &str) -> PathBuf {
@@ -142,7 +148,7 @@ pub fn printable(bytes: &[u8]) -> Cow<'_, str> {
         }
     }
     let mut out = Vec::with_capacity(bytes.len());
-    sink::push_capped(&mut out, bytes, None, usize::MAX);
+    push_capped(&mut out, bytes, None, usize::MAX);
     Cow::Owned(String::from_utf8(out).expect("escaped text is valid UTF-8"))
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 
 use super::journal::{self, Segment};
-use super::load::{MARKER_KEY, MARKER_VALUE, RECORDS_KEY};
+use super::load::RECORDS_KEY;
 use super::{chunk_of, client_chunk, lock, release_free_memory, Seq, Store, CHUNKS, RETRY_EVERY};
 use crate::table::{Table, SHARDS};
 
@@ -48,33 +48,20 @@ pub(super) struct SnapshotState {
     /// Chunks the next compaction must rewrite besides the journal's: those of a compaction
     /// that failed or stopped, or all of them for a store rewritten whole.
     pending: Vec<bool>,
-    /// An older format whose leftovers the next compaction removes.
-    legacy: Legacy,
-}
-
-/// Which older format a store was opened in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Legacy {
-    None,
-    /// Per-client entries in sled's default tree (cleared once rewritten as a snapshot).
-    Format1,
-    /// The journal in a sled tree (dropped once compacted).
-    Format2,
 }
 
 impl SnapshotState {
-    pub fn new(chunk_bytes: Vec<u32>, chunk_records: Vec<u32>, legacy: Legacy) -> SnapshotState {
+    pub fn new(chunk_bytes: Vec<u32>, chunk_records: Vec<u32>) -> SnapshotState {
         SnapshotState {
             snapshot_bytes: chunk_bytes.iter().map(|&b| u64::from(b)).sum(),
             chunk_bytes,
             chunk_records,
             pending: vec![false; CHUNKS],
-            legacy,
         }
     }
 
-    /// The next compaction rewrites every chunk from the table (a format-1 store, or a
-    /// fresh store that replaced a corrupt one).
+    /// The next compaction rewrites every chunk from the table (a fresh store that replaced
+    /// a corrupt one).
     pub fn rewrite_everything(&mut self) {
         self.pending = vec![true; CHUNKS];
     }
@@ -157,8 +144,7 @@ impl Store {
                 .last_failure
                 .is_none_or(|t| t.elapsed() >= RETRY_EVERY);
         }
-        snapshot.legacy != Legacy::None
-            || journal.bytes >= snapshot.limit()
+        journal.bytes >= snapshot.limit()
             || (journal.bytes > 0 && journal.last_write.elapsed() >= COMPACT_IDLE)
             || journal.removed
             || snapshot.pending.iter().any(|&p| p)
@@ -347,23 +333,6 @@ impl Store {
             .insert(RECORDS_KEY, &records.to_be_bytes())
             .context("writing the snapshot's size")?;
         // The snapshot must be on disk before anything it replaces goes.
-        self.sled.sync()?;
-        match snapshot.legacy {
-            Legacy::None => return Ok(()),
-            Legacy::Format1 => self.sled.db.clear().context("clearing format-1 entries")?,
-            Legacy::Format2 => {
-                self.sled
-                    .db
-                    .drop_tree(super::load::LEGACY_JOURNAL_TREE)
-                    .context("dropping format 2's journal")?;
-            }
-        }
-        self.sled
-            .meta
-            .insert(MARKER_KEY, MARKER_VALUE)
-            .context("writing the store's marker")?;
-        self.sled.sync()?;
-        snapshot.legacy = Legacy::None;
-        Ok(())
+        self.sled.sync()
     }
 }

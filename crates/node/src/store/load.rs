@@ -1,6 +1,5 @@
-//! Opening a store and reading it back: sled's snapshot (and, from older formats, sled's
-//! journal tree or per-client entries) and the journal's segments, into the table in bulk on
-//! every core. Also the store's format marker, and what makes a store unreadable.
+//! Opening a store and reading it back: sled's snapshot and the journal's segments, into
+//! the table in bulk on every core. Also the store's format marker, and what makes a store unreadable.
 
 use std::fs::File;
 use std::ops::Range;
@@ -10,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use tokio::sync::watch;
 
-use super::compaction::{Legacy, SnapshotState};
+use super::compaction::SnapshotState;
 use super::journal::{self, Frames};
 use super::{chunk_of, panic_message, JournalState, Progress, Store, Wake, CHUNKS, FRAME_BYTES};
 use crate::table::Table;
@@ -22,20 +21,14 @@ use herd_wire::record::AtRecord;
 /// A separate sled tree for the store's own bookkeeping, apart from the client records.
 pub(super) const META_TREE: &str = "herd-meta";
 pub(super) const SNAPSHOT_TREE: &str = "snapshot";
-/// Format 2 kept its journal in this sled tree. It is still read; the first compaction
-/// drops it.
-pub(super) const LEGACY_JOURNAL_TREE: &str = "journal";
 /// Written (and flushed) when a store is created. sled 0.34 opens a store whose log is
 /// garbled or truncated as an empty one, without an error; a store that existed but lacks
 /// this marker is such a store, and is treated as one that failed to open.
 pub(super) const MARKER_KEY: &str = "format";
-/// Format 3: the journal in segment files (`journal.rs`), the snapshot in sled.
+/// The journal in segment files (`journal.rs`), the snapshot in sled. (Formats 1 and 2
+/// came from development builds before 0.1.0 and are not read: such a store is moved aside
+/// like an unreadable one, and the node refills from its neighbours.)
 pub(super) const MARKER_VALUE: &str = "herdctl store 3";
-/// Format 2: the journal in a sled tree.
-pub(super) const MARKER_V2: &str = "herdctl store 2";
-/// Format 1: one sled entry per client in the default tree. The first compaction rewrites
-/// it as a snapshot and clears those entries.
-pub(super) const MARKER_V1: &str = "herdctl store 1";
 /// Meta key: how many records the snapshot held after the last compaction (u64,
 /// big-endian), so a restart can size the table once instead of growing it.
 pub(super) const RECORDS_KEY: &str = "snapshot records";
@@ -142,15 +135,15 @@ pub(super) fn open_and_load(dir: &Path, table: &Arc<Table>) -> Result<(Store, Fo
     let journal_dir = dir.join(journal::DIR);
     // Checking the marker, listing the journal and reading everything: one guarded step.
     let loaded = catch_unwind(AssertUnwindSafe(|| {
-        let legacy = check_marker(&sled, existed)?;
+        check_marker(&sled, existed)?;
         let segments = journal::list(&journal_dir)
             .with_context(|| format!("listing {}", journal_dir.display()))?;
         if !existed {
             journal::sync_dir(dir).context("syncing the new store's folder")?;
         }
-        load(&sled, legacy, dir, &segments, table).map(|loaded| (legacy, loaded, segments))
+        load(&sled, dir, &segments, table).map(|loaded| (loaded, segments))
     }));
-    let (legacy, loaded, segments) = match loaded {
+    let (loaded, segments) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => {
             forget(sled);
@@ -184,10 +177,7 @@ pub(super) fn open_and_load(dir: &Path, table: &Arc<Table>) -> Result<(Store, Fo
         frames: Frames::new(FRAME_BYTES),
         spare: Vec::new(),
     };
-    let mut snapshot = SnapshotState::new(loaded.chunk_bytes, loaded.chunk_records, legacy);
-    if legacy == Legacy::Format1 {
-        snapshot.rewrite_everything();
-    }
+    let snapshot = SnapshotState::new(loaded.chunk_bytes, loaded.chunk_records);
     let store = Store {
         sled,
         dir: dir.to_path_buf(),
@@ -211,16 +201,14 @@ pub(super) fn open_and_load(dir: &Path, table: &Arc<Table>) -> Result<(Store, Fo
 }
 
 /// Checks the creation marker of a store that `existed` before this open, or writes it
-/// (durably) into a new one. Returns which older format the store is in, if any.
-fn check_marker(sled: &Sled, existed: bool) -> Result<Legacy> {
+/// (durably) into a new one.
+fn check_marker(sled: &Sled, existed: bool) -> Result<()> {
     match sled
         .meta
         .get(MARKER_KEY)
         .context("reading the store's marker")?
     {
-        Some(value) if &*value == MARKER_VALUE.as_bytes() => Ok(Legacy::None),
-        Some(value) if &*value == MARKER_V2.as_bytes() => Ok(Legacy::Format2),
-        Some(value) if &*value == MARKER_V1.as_bytes() => Ok(Legacy::Format1),
+        Some(value) if &*value == MARKER_VALUE.as_bytes() => Ok(()),
         Some(value) => bail!(
             "the store's marker reads {:?}, not {MARKER_VALUE:?}",
             String::from_utf8_lossy(&value)
@@ -234,7 +222,7 @@ fn check_marker(sled: &Sled, existed: bool) -> Result<Legacy> {
                 .insert(MARKER_KEY, MARKER_VALUE)
                 .context("writing the store's marker")?;
             sled.sync()?;
-            Ok(Legacy::None)
+            Ok(())
         }
     }
 }
@@ -245,15 +233,13 @@ enum Work {
     Segment(u64),
     /// A range of snapshot chunks.
     Chunks(Range<u16>),
-    /// A range of format 2's journal batches.
-    LegacyBatches(Range<u64>),
 }
 
-/// Reads the snapshot, the journal segments (and older formats' records) into `table`,
+/// Reads the snapshot and the journal segments into `table`,
 /// several threads at once: each takes the next piece of work (a segment, a range of
 /// chunks) and parses its values as they come, so memory holds about one value (or segment)
 /// per thread, not the store. Replay order does not matter: the table keeps the newest.
-fn load(sled: &Sled, legacy: Legacy, dir: &Path, segments: &[u64], table: &Table) -> Result<Tally> {
+fn load(sled: &Sled, dir: &Path, segments: &[u64], table: &Table) -> Result<Tally> {
     if let Some(count) = sled
         .meta
         .get(RECORDS_KEY)
@@ -273,35 +259,6 @@ fn load(sled: &Sled, legacy: Legacy, dir: &Path, segments: &[u64], table: &Table
             Work::Chunks((p * per_piece) as u16..((p + 1) * per_piece).min(CHUNKS) as u16)
         }),
     );
-    let legacy_journal = match legacy {
-        Legacy::Format2 => Some(
-            sled.db
-                .open_tree(LEGACY_JOURNAL_TREE)
-                .context("format 2's journal")?,
-        ),
-        _ => None,
-    };
-    if let Some(tree) = &legacy_journal {
-        let number = |entry: Option<(sled::IVec, sled::IVec)>| -> Result<Option<u64>> {
-            entry
-                .map(|(key, _)| {
-                    <[u8; 8]>::try_from(&*key)
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| anyhow!("a journal key is {} bytes, not 8", key.len()))
-                })
-                .transpose()
-        };
-        let first = number(tree.first().context("reading the journal")?)?;
-        let last = number(tree.last().context("reading the journal")?)?;
-        if let (Some(first), Some(last)) = (first, last) {
-            let span = (last + 1 - first).div_ceil(threads as u64).max(1);
-            let mut start = first;
-            while start <= last {
-                work.push(Work::LegacyBatches(start..start.saturating_add(span)));
-                start = start.saturating_add(span);
-            }
-        }
-    }
     let journal_dir = dir.join(journal::DIR);
     let next = AtomicUsize::new(0);
     let mut tally = Tally::new();
@@ -317,15 +274,6 @@ fn load(sled: &Sled, legacy: Legacy, dir: &Path, segments: &[u64], table: &Table
                                 tally.segment(dir, &path, table)?;
                             }
                             Work::Chunks(chunks) => tally.chunks(sled, dir, chunks, table)?,
-                            Work::LegacyBatches(batches) => {
-                                let tree = legacy_journal.as_ref().expect("format 2");
-                                let range = batches.start.to_be_bytes()..batches.end.to_be_bytes();
-                                for entry in tree.range(range) {
-                                    let (_, value) = entry.context("reading the journal")?;
-                                    tally.journal_bytes += value.len() as u64;
-                                    tally.lines(dir, &value, table, true);
-                                }
-                            }
                         }
                     }
                     Ok(tally)
@@ -340,26 +288,6 @@ fn load(sled: &Sled, legacy: Legacy, dir: &Path, segments: &[u64], table: &Table
         }
         Ok(())
     })?;
-    if legacy == Legacy::Format1 {
-        for entry in sled.db.iter() {
-            let (key, value) = entry.context("reading the store")?;
-            let record = std::str::from_utf8(&value)
-                .ok()
-                .and_then(AtRecord::parse)
-                .filter(|r| r.client().as_bytes() == &*key);
-            match record {
-                Some(record) => {
-                    tally.records += 1;
-                    table.restore(&record, record.client());
-                }
-                None => tally.skip(
-                    dir,
-                    &format!("{:?} => ", String::from_utf8_lossy(&key)),
-                    &value,
-                ),
-            }
-        }
-    }
     Ok(tally)
 }
 

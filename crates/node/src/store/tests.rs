@@ -1,7 +1,5 @@
 use super::*;
-use crate::store::load::{
-    LEGACY_JOURNAL_TREE, MARKER_KEY, MARKER_V1, MARKER_V2, META_TREE, SNAPSHOT_TREE,
-};
+use crate::store::load::{MARKER_KEY, META_TREE};
 use herd_wire::record::AtRecord;
 
 fn record(client: &str, time: &str) -> AtRecord {
@@ -97,37 +95,6 @@ fn chunks_live_in_the_shard_of_their_clients() {
             herd_wire::record::client_bucket(&client) as usize % SHARDS
         );
     }
-}
-
-#[test]
-fn format_1_stores_are_read_and_rewritten_as_snapshots() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("Old");
-    {
-        let db = sled::open(&path).unwrap();
-        db.open_tree(META_TREE)
-            .unwrap()
-            .insert(MARKER_KEY, MARKER_V1)
-            .unwrap();
-        for r in [record("kiwi", "1"), record("apple", "2")] {
-            db.insert(r.client(), r.line()).unwrap();
-        }
-        db.insert("junk", "not an AT line").unwrap();
-        db.flush().unwrap();
-    }
-    let (store, table, report) = open(&path);
-    assert_eq!(report.records, 2);
-    assert_eq!(report.skipped, 1);
-    assert!(store.compaction_due());
-    compact_now(&store);
-    assert!(store.sled.db.is_empty(), "format-1 entries cleared");
-    assert!(!store.compaction_due());
-    store.close().unwrap();
-    drop((store, table));
-    assert_eq!(
-        lines(&reopened(&path).0),
-        lines(&[record("apple", "2"), record("kiwi", "1")])
-    );
 }
 
 #[test]
@@ -308,71 +275,20 @@ fn a_torn_or_damaged_journal_tail_is_cut_and_the_rest_recovered() {
 }
 
 #[test]
-fn a_format_2_store_is_read_and_its_sled_journal_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("Two");
-    {
-        // Format 2: chunks in the snapshot tree, batches in a journal tree.
-        let db = sled::open(&path).unwrap();
-        db.open_tree(META_TREE)
-            .unwrap()
-            .insert(MARKER_KEY, MARKER_V2)
-            .unwrap();
-        let snapshot = db.open_tree(SNAPSHOT_TREE).unwrap();
-        for r in [record("kiwi", "1"), record("apple", "1")] {
-            let value = format!("{}\n", r.line());
-            snapshot
-                .insert(client_chunk(r.client()).to_be_bytes(), value.as_bytes())
+fn a_store_from_a_development_format_is_moved_aside_not_misread() {
+    // Formats 1 and 2 (before 0.1.0) kept records where this one does not look: read as
+    // format 3 they would look empty, and compaction would write over them.
+    for old in ["herdctl store 1", "herdctl store 2"] {
+        a_damaged_store_is_moved_aside(|path| {
+            let db = sled::open(path).unwrap();
+            db.open_tree(META_TREE)
+                .unwrap()
+                .insert(MARKER_KEY, old)
                 .unwrap();
-        }
-        let journal = db.open_tree(LEGACY_JOURNAL_TREE).unwrap();
-        let batch = format!(
-            "{}\n{}\n",
-            record("kiwi", "2").line(),
-            record("pear", "1").line()
-        );
-        journal
-            .insert(0u64.to_be_bytes(), batch.as_bytes())
-            .unwrap();
-        journal
-            .insert(
-                1u64.to_be_bytes(),
-                format!("{}\n", record("apple", "0.5").line()).as_bytes(),
-            )
-            .unwrap();
-        db.flush().unwrap();
+            db.flush().unwrap();
+        });
     }
-    let expected = [
-        record("apple", "1"),
-        record("kiwi", "2"),
-        record("pear", "1"),
-    ];
-    let (store, table, report) = open(&path);
-    assert_eq!(report.records, 5, "2 in the snapshot, 3 in the journal");
-    assert_eq!(report.skipped, 0);
-    assert!(store.compaction_due(), "the first compaction migrates it");
-    // Updates taken before the migration land in the new journal.
-    table.apply(&record("plum", "1"));
-    compact_now(&store);
-    assert!(!store.compaction_due());
-    assert!(!store
-        .sled
-        .db
-        .tree_names()
-        .contains(&LEGACY_JOURNAL_TREE.as_bytes().into()));
-    assert_eq!(
-        store.sled.meta.get(MARKER_KEY).unwrap().as_deref(),
-        Some(load::MARKER_VALUE.as_bytes())
-    );
-    store.close().unwrap();
-    drop((store, table));
-    let (found, report) = reopened(&path);
-    let mut all = expected.to_vec();
-    all.push(record("plum", "1"));
-    assert_eq!(lines(&found), lines(&all));
-    assert_eq!(report.records, 4, "all in the snapshot now");
 }
-
 #[test]
 fn a_crash_half_way_through_a_compaction_replays_to_the_newest() {
     let dir = tempfile::tempdir().unwrap();
