@@ -21,7 +21,8 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::report::{micros, PhaseFigures};
-use super::{measure, Dial, Plan};
+use crate::load::measure;
+use crate::{Dial, Plan};
 use herd_config::config::{Environment, HerdConfig};
 
 /// The five-server graph of issue 26, each link named once; the load goes to its first server.

@@ -5,20 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use anyhow::{anyhow, Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::handshake::greet;
 use super::peers::Link;
 use super::session;
 use super::Node;
-use herd_config::auth;
 use herd_config::config::ReconnectSettings;
 use herd_config::hosts::Endpoint;
 use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
-use herd_logs::WireLog;
-use herd_wire::protocol::{self, format_auth, format_hello, Command, PeerMessage, ACK_VERSION};
+use herd_wire::protocol::ACK_VERSION;
 
 /// How long a neighbour has to accept a connection and answer HELLO.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,122 +163,6 @@ async fn handshake(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt)
         .await
         .context("handshake timed out")?
-}
-
-/// The herd's own handshake on a connection: HELLO, and the secret's challenge when there
-/// is a secret. Returns the version the neighbour's WELCOME said.
-async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
-    node: &Node,
-    neighbour: &str,
-    stream: &mut S,
-) -> Result<u32> {
-    let our_nonce = auth::nonce();
-    send(
-        stream,
-        &node.log,
-        neighbour,
-        &format_hello(&node.name, &our_nonce),
-    )
-    .await?;
-    let answer = receive(stream, &node.log, neighbour).await?;
-    let their_nonce = match (protocol::parse_line(&answer), &node.secret) {
-        (Some(Command::Peer(PeerMessage::Challenge { nonce })), Some(_)) => nonce.to_owned(),
-        (
-            Some(Command::Peer(PeerMessage::Welcome {
-                server,
-                version,
-                proof: None,
-                ..
-            })),
-            None,
-        ) if server == neighbour => {
-            return Ok(version);
-        }
-        (Some(Command::Peer(PeerMessage::Welcome { proof: None, .. })), Some(_)) => bail!(
-            "{neighbour} runs OPEN LINKS (insecure_open_links: true); give every server the \
-             same herd secret"
-        ),
-        (Some(Command::Peer(PeerMessage::Challenge { .. })), None) => bail!(
-            "{neighbour} requires the herd secret; remove insecure_open_links and give every \
-             server the same secret (herd.secret, secret_file: or {})",
-            auth::SECRET_ENV
-        ),
-        _ => bail!(
-            "handshake refused: answered {:?}",
-            String::from_utf8_lossy(&answer)
-        ),
-    };
-    let secret = node.secret.as_ref().expect("matched above");
-    let proof = secret.auth_mac(&node.name, neighbour, &their_nonce, &our_nonce);
-    send(stream, &node.log, neighbour, &format_auth(&proof)).await?;
-    let answer = receive(stream, &node.log, neighbour).await?;
-    match protocol::parse_line(&answer) {
-        Some(Command::Peer(PeerMessage::Welcome {
-            server,
-            version,
-            nonce,
-            proof: Some(proof),
-        })) if server == neighbour && nonce == their_nonce => {
-            if !secret.verify_welcome(proof, neighbour, &node.name, &our_nonce, &their_nonce) {
-                bail!("{neighbour} could not prove it knows the herd secret; not linking");
-            }
-            Ok(version)
-        }
-        _ if answer.starts_with(b"? HERD AUTH") => bail!(
-            "{neighbour} refused this node's proof of the herd secret: the two run \
-             different secrets; give every server the same one"
-        ),
-        _ => bail!(
-            "handshake refused: answered {:?}",
-            String::from_utf8_lossy(&answer)
-        ),
-    }
-}
-
-/// Writes one handshake line and logs it.
-async fn send<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    log: &WireLog,
-    neighbour: &str,
-    line: &str,
-) -> Result<()> {
-    stream.write_all(line.as_bytes()).await?;
-    log.one(neighbour, ">", line.trim_end().as_bytes());
-    Ok(())
-}
-
-/// Reads one handshake line and logs it, a byte at a time: the neighbour may follow its
-/// WELCOME at once with session lines (`HERD FAULT`, a digest), and they belong to the
-/// session's reader, so nothing past the newline may be read here. (A buffered reader
-/// dropped after the handshake lost them whenever they came in the same segment.)
-async fn receive<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    log: &WireLog,
-    neighbour: &str,
-) -> Result<Vec<u8>> {
-    const MAX_HANDSHAKE_LINE: usize = 4096;
-    let mut answer = Vec::with_capacity(128);
-    loop {
-        let byte = match stream.read_u8().await {
-            Ok(byte) => byte,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                bail!("connection closed during handshake")
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if byte == b'\n' {
-            break;
-        }
-        if answer.len() == MAX_HANDSHAKE_LINE {
-            bail!("handshake line longer than {MAX_HANDSHAKE_LINE} bytes");
-        }
-        answer.push(byte);
-    }
-    if answer.last() == Some(&b'\r') {
-        answer.pop();
-    }
-    log.one(neighbour, "<", &answer);
-    Ok(answer)
 }
 
 /// The dialler's retries: a count and its policy, jittered capped exponential backoff (`backoff.rs`) from

@@ -7,6 +7,7 @@
 mod admin;
 mod dialler;
 mod faults;
+mod handshake;
 mod lines;
 mod link_stats;
 mod metrics;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::handshake::{self, is_handshake_line};
 use super::lines::{has_buffered_line, read_line, take_buffered_line, write_within, Line};
 use super::peer_input::{self, Dropped};
 use super::peers::Handoff;
@@ -20,14 +21,12 @@ use super::store::NotDurable;
 use super::table::Refused;
 use super::{operator, session, Node};
 use crate::metrics::{CommandKind, RequestResult};
-use herd_config::auth;
 use herd_config::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
 use herd_logs::LogBatch;
 use herd_places::NearbyQuery;
 use herd_wire::clock::now_nanos;
 use herd_wire::protocol::{
-    self, format_peer_challenge, format_status, format_welcome, push_invalid, push_whatsat_reply,
-    Command, ControlCommand, PeerMessage, PEER_PROTOCOL_VERSION,
+    self, format_status, push_invalid, push_whatsat_reply, Command, ControlCommand, PeerMessage,
 };
 use herd_wire::record::AtRecord;
 
@@ -80,7 +79,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
 
 /// How a connection reached the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Transport {
+pub(super) enum Transport {
     /// Plain text on the client port.
     Plain,
     /// Mutual TLS on the client port: the other end presented this certificate from the
@@ -297,7 +296,7 @@ const MAX_PENDING_REPLY_NANOS: i128 = 20_000_000;
 const MAX_KEPT_LINE_BYTES: usize = 64 * 1024;
 
 /// Who is on the other end of a connection.
-enum Role {
+pub(super) enum Role {
     Client,
     /// A client that already said HELLO once and was refused: a connection gets one HELLO.
     RefusedHello,
@@ -666,35 +665,6 @@ async fn release_point(
     node.wait_durable(std::mem::take(durable_at)).await
 }
 
-/// Why a HELLO from `server` cannot open a link on a connection that came by `transport`:
-/// a herd with TLS links takes HELLO only over mutual TLS, from a certificate naming the
-/// server that says HELLO.
-fn tls_refusal(node: &Node, transport: &Transport, server: &str) -> Option<String> {
-    node.tls.as_ref()?;
-    match transport {
-        Transport::LinkTls(cert) if cert.identity.as_deref() == Some(server) => None,
-        Transport::LinkTls(cert) => Some(format!(
-            "its certificate names {:?}, not {server}",
-            cert.identity.as_deref().unwrap_or("nobody")
-        )),
-        Transport::Plain => Some(
-            "this herd's links are TLS (links.tls) and it came in plain text; give the \
-             neighbour the same links.tls"
-                .to_owned(),
-        ),
-        Transport::ClientTls => Some("a neighbour's link must not come on tls_port".to_owned()),
-    }
-}
-
-/// Whether `line` is the next step of a neighbour's handshake on a connection in `role`.
-fn is_handshake_line(line: &[u8], role: &Role) -> bool {
-    match role {
-        Role::Client => line.starts_with(b"HERD HELLO "),
-        Role::Authenticating { .. } => line.starts_with(b"HERD AUTH "),
-        _ => false,
-    }
-}
-
 /// Counts a query as waiting while it lives (also when its connection drops mid-wait).
 struct Waiting<'a>(&'a AtomicU64);
 
@@ -828,81 +798,15 @@ async fn answer(
             server,
             version,
             nonce,
-        }) => {
-            let known = node.server_config().neighbours.contains(server);
-            let first = matches!(role, Role::Client);
-            if !known || version != PEER_PROTOCOL_VERSION || !first {
-                // A name is ASCII (checked), but as long as the line: show its start.
-                tracing::warn!(
-                    "{remote}: refused HELLO from {:?} (protocol {version}): not a \
-                     neighbour of {}, a version other than {PEER_PROTOCOL_VERSION}, or not \
-                     the connection's first HELLO",
-                    &server[..server.len().min(64)],
-                    node.name
-                );
-                if first {
-                    *role = Role::RefusedHello;
-                }
-                return invalid(out);
-            }
-            if let Some(why) = tls_refusal(node, transport, server) {
-                tracing::warn!("{remote}: refused HELLO from {server}: {why}");
-                node.peer_input.count(Dropped::FailedAuth);
-                *role = Role::Closing;
-                return invalid(out);
-            }
-            let our_nonce = auth::nonce();
-            if node.secret.is_none() && node.tls.is_some() {
-                tracing::info!(
-                    "peer connection from {server} ({remote}) opened (TLS, certificate from the \
-                     herd CA)"
-                );
-                node.peers.wake(server);
-                *role = Role::Peer(server.to_owned());
-                return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
-            }
-            if node.secret.is_none() {
-                tracing::warn!(
-                    "peer connection from {server} ({remote}) opened without proof: OPEN LINKS \
-                     (insecure_open_links: true)"
-                );
-                node.peers.wake(server);
-                *role = Role::Peer(server.to_owned());
-                return reply(format_welcome(&node.name, &our_nonce, None).as_bytes(), out);
-            }
-            // Nothing derived from the secret until the dialler has proved it knows it.
-            let challenge = format_peer_challenge(&our_nonce);
-            *role = Role::Authenticating {
-                from: server.to_owned(),
-                dialler_nonce: nonce.to_owned(),
-                our_nonce,
-            };
-            reply(challenge.as_bytes(), out)
-        }
+        }) => match handshake::on_hello(node, role, server, version, nonce, remote, transport) {
+            Some(answer) => reply(answer.as_bytes(), out),
+            None => invalid(out),
+        },
         Command::Peer(PeerMessage::Auth { proof }) => {
-            let Role::Authenticating {
-                from,
-                dialler_nonce,
-                our_nonce,
-            } = role
-            else {
-                return invalid(out);
-            };
-            let secret = node.secret.as_ref().expect("authenticating needs a secret");
-            if !secret.verify_auth(proof, from, &node.name, our_nonce, dialler_nonce) {
-                tracing::warn!(
-                    "{remote}: {from} failed to prove the herd secret; closing the connection"
-                );
-                node.peer_input.count(Dropped::FailedAuth);
-                *role = Role::Closing;
-                return invalid(out);
+            match handshake::on_auth(node, role, proof, remote) {
+                Some(welcome) => reply(welcome.as_bytes(), out),
+                None => invalid(out),
             }
-            tracing::info!("peer connection from {from} ({remote}) opened (authenticated)");
-            node.peers.wake(from);
-            let proof = secret.welcome_mac(&node.name, from, dialler_nonce, our_nonce);
-            let welcome = format_welcome(&node.name, our_nonce, Some(&proof));
-            *role = Role::Peer(from.clone());
-            reply(welcome.as_bytes(), out)
         }
         // Updates, anti-entropy and WANT belong to a peer session; on a connection that
         // did not say HELLO (and prove the secret) they are refused, never applied.
