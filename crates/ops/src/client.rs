@@ -28,7 +28,8 @@ pub fn send(
     reply_timeout: Duration,
 ) -> Result<ExitCode> {
     let server = config.server(name)?;
-    let reach = config.reach(server, &Locality::look_up(config.hosts())?, false);
+    // Only its own host is looked up: another server's name need not resolve here.
+    let reach = config.reach(server, &Locality::look_up([&server.host])?, false);
     let (local, mut endpoint) = (reach.local, reach.endpoint);
     // A server with a tls_port is spoken to over TLS there, its certificate checked
     // against the herd CA.
