@@ -5,7 +5,7 @@
 //! address behind its name) is found on the next dial. Resolution goes through the system
 //! resolver (getaddrinfo: `/etc/hosts`, then DNS, as nsswitch.conf says).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -187,17 +187,6 @@ impl Machine {
         ip.is_loopback() || ip.is_unspecified() || self.addresses.contains(&ip)
     }
 
-    /// Whether `host` is (or resolves now to) an address of this machine. A name that does
-    /// not resolve is not here.
-    pub fn hosts(&self, host: &Host) -> bool {
-        match host {
-            Host::Ip(ip) => self.owns(*ip),
-            Host::Name(name) => (name.as_str(), 0)
-                .to_socket_addrs()
-                .is_ok_and(|mut found| found.any(|a| self.owns(a.ip()))),
-        }
-    }
-
     /// This machine's addresses, for messages (loopback left out).
     pub fn describe(&self) -> String {
         let shown: Vec<String> = self
@@ -211,6 +200,76 @@ impl Machine {
         } else {
             shown.join(", ")
         }
+    }
+}
+
+/// Which hosts of a herd are this machine, from one look-up: this machine's addresses and
+/// what each host name resolved to. Taking one blocks (getifaddrs, getaddrinfo), so callers
+/// take it where blocking is allowed (`spawn_blocking` in async code; beside the
+/// supervisor's loop, never in it); deciding with it does not.
+#[derive(Debug, Clone, Default)]
+pub struct Locality {
+    machine: Machine,
+    /// Each host name looked up: its addresses, or why it has none.
+    names: BTreeMap<String, Result<Vec<IpAddr>, String>>,
+}
+
+impl Locality {
+    /// This machine's addresses now, and every name among `hosts` resolved now. Blocks.
+    pub fn look_up<'a>(hosts: impl IntoIterator<Item = &'a Host>) -> Result<Locality> {
+        let machine = Machine::this()?;
+        let names = hosts
+            .into_iter()
+            .filter_map(|host| match host {
+                Host::Name(name) => Some(name),
+                Host::Ip(_) => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|name| {
+                let found = Endpoint::new(Host::Name(name.clone()), 0)
+                    .resolve_blocking()
+                    .map(|found| found.iter().map(SocketAddr::ip).collect())
+                    .map_err(|e| e.to_string());
+                (name.clone(), found)
+            })
+            .collect();
+        Ok(Locality { machine, names })
+    }
+
+    /// A machine with these addresses, where each name has these addresses (for tests).
+    pub fn with<'a>(
+        machine: Machine,
+        names: impl IntoIterator<Item = (&'a str, Vec<IpAddr>)>,
+    ) -> Locality {
+        let names = names
+            .into_iter()
+            .map(|(name, found)| (name.to_owned(), Ok(found)))
+            .collect();
+        Locality { machine, names }
+    }
+
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// The addresses `host` had at the look-up; an error says why a name had none (or that
+    /// it was not looked up).
+    pub fn addresses(&self, host: &Host) -> Result<Vec<IpAddr>, String> {
+        match host {
+            Host::Ip(ip) => Ok(vec![*ip]),
+            Host::Name(name) => match self.names.get(name) {
+                Some(found) => found.clone(),
+                None => Err(format!("{name} was not looked up")),
+            },
+        }
+    }
+
+    /// Whether `host` is (or resolved to) an address of this machine. A name that did not
+    /// resolve is not here.
+    pub fn is_here(&self, host: &Host) -> bool {
+        self.addresses(host)
+            .is_ok_and(|found| found.iter().any(|ip| self.machine.owns(*ip)))
     }
 }
 
@@ -271,13 +330,28 @@ mod tests {
     fn locality_is_by_this_machines_addresses() {
         let machine = Machine::with_addresses(["10.1.2.3".parse().unwrap()]);
         let host = |h: &str| Host::parse(h).unwrap();
-        assert!(machine.hosts(&host("10.1.2.3")));
-        assert!(machine.hosts(&host("127.0.0.1")));
-        assert!(machine.hosts(&host("127.0.0.2")));
-        assert!(machine.hosts(&host("0.0.0.0")));
-        assert!(machine.hosts(&host("localhost")));
-        assert!(!machine.hosts(&host("10.1.2.4")));
-        assert!(!machine.hosts(&host("no-such-host.invalid")));
-        assert!(Machine::this().unwrap().hosts(&host("127.0.0.1")));
+        let here = Locality::with(
+            machine,
+            [
+                ("localhost", vec!["127.0.0.1".parse().unwrap()]),
+                ("elsewhere.example", vec!["10.1.2.4".parse().unwrap()]),
+            ],
+        );
+        assert!(here.is_here(&host("10.1.2.3")));
+        assert!(here.is_here(&host("127.0.0.1")));
+        assert!(here.is_here(&host("127.0.0.2")));
+        assert!(here.is_here(&host("0.0.0.0")));
+        assert!(here.is_here(&host("localhost")));
+        assert!(!here.is_here(&host("10.1.2.4")));
+        assert!(!here.is_here(&host("elsewhere.example")));
+        assert!(!here.is_here(&host("not-looked-up.example")));
+
+        // Taken for real: names resolved once, one that does not resolve is not here.
+        let (localhost, nowhere) = (host("localhost"), host("no-such-host.invalid"));
+        let here = Locality::look_up([&localhost, &nowhere, &host("127.0.0.1")]).unwrap();
+        assert!(here.is_here(&localhost) && here.is_here(&host("127.0.0.1")));
+        assert!(!here.is_here(&nowhere));
+        let e = here.addresses(&nowhere).unwrap_err();
+        assert!(e.contains("cannot resolve no-such-host.invalid"), "{e}");
     }
 }

@@ -336,7 +336,17 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<Reload>,
 ) -> Result<()> {
     let server = config.server(name)?.clone();
-    let address = config.listen_address(&server)?;
+    // Binding its host needs this machine's addresses and the host's (a name is looked up):
+    // blocking calls, made on the blocking pool.
+    let here = match server.listen {
+        Some(_) => herd_config::hosts::Locality::default(),
+        None => {
+            let host = server.host.clone();
+            tokio::task::spawn_blocking(move || herd_config::hosts::Locality::look_up([&host]))
+                .await??
+        }
+    };
+    let address = config.listen_address(&server, &here)?;
     let tls = herd_config::tls::NodeTls::load(&config, name)?;
     let Start {
         table,

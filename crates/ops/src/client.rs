@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 
 use herd_config::config::{HerdConfig, DEFAULT_CONFIG_PATH};
-use herd_config::hosts::Machine;
+use herd_config::hosts::Locality;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often the reader wakes up to check the reply deadline.
@@ -28,11 +28,9 @@ pub fn send(
     reply_timeout: Duration,
 ) -> Result<ExitCode> {
     let server = config.server(name)?;
-    let local = config.is_local(server, &Machine::this()?);
-    let mut endpoint = match local {
-        true => config.local_endpoint(server),
-        false => config.endpoint(server),
-    };
+    // Only its own host is looked up: another server's name need not resolve here.
+    let reach = config.reach(server, &Locality::look_up([&server.host])?, false);
+    let (local, mut endpoint) = (reach.local, reach.endpoint);
     // A server with a tls_port is spoken to over TLS there, its certificate checked
     // against the herd CA.
     let tls = match (server.tls_port, &config.tls) {

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use herd_config::auth;
 use herd_config::config::HerdConfig;
-use herd_config::hosts::{Endpoint, Machine};
+use herd_config::hosts::{Endpoint, Locality};
 use herd_wire::protocol::{
     format_control, format_operator, parse_challenge, parse_done, parse_line, Command,
     ControlCommand, PeerMessage,
@@ -27,15 +27,12 @@ pub struct Answer {
 /// Where this machine reaches each server of the herd: on its local address when it lives
 /// here (as the supervisor's probes do), else across the network.
 pub fn endpoints(config: &HerdConfig) -> Result<BTreeMap<String, Endpoint>> {
-    let machine = Machine::this()?;
+    let here = Locality::look_up(config.hosts())?;
     Ok(config
         .servers
         .values()
         .map(|server| {
-            let endpoint = match config.is_local(server, &machine) {
-                true => config.local_endpoint(server),
-                false => config.endpoint(server),
-            };
+            let endpoint = config.reach(server, &here, false).endpoint;
             (server.name.clone(), endpoint)
         })
         .collect())

@@ -1,6 +1,6 @@
 //! Capped exponential backoff: the one rule behind the herd's two retry loops, a node
 //! redialling a neighbour (`node/dialler.rs`) and the supervisor restarting a crashed node
-//! (`supervisor/machine.rs`).
+//! (`supervisor/lifecycle.rs`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

@@ -12,12 +12,12 @@ mod environment;
 mod model;
 mod parse;
 mod places;
+mod reach;
 mod sections;
 mod servers;
 mod settings;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,10 +25,10 @@ use anyhow::{anyhow, Context, Result};
 
 pub use defaults::*;
 pub use environment::Environment;
+pub use reach::Reach;
 pub use settings::*;
 
 use crate::auth::SecretSource;
-use crate::hosts::{Endpoint, Host, Machine};
 
 /// The whole herd, validated, with every path absolute (relative paths in the file resolve
 /// against the file's folder, so the herd behaves the same from any working directory).
@@ -124,83 +124,6 @@ impl HerdConfig {
     pub fn server_names(&self) -> Vec<&str> {
         self.servers.keys().map(String::as_str).collect()
     }
-
-    /// Where neighbours and clients dial `server`: its host (a name is resolved at each
-    /// dial, see [`Endpoint::connect`]) and port.
-    pub fn endpoint(&self, server: &ServerConfig) -> Endpoint {
-        Endpoint::new(server.host.clone(), server.port)
-    }
-
-    /// Where a process on the server's own machine reaches it: its `listen:` address when
-    /// it has one (the unspecified address as loopback), else its host. The supervisor
-    /// probes its nodes there, so a host that only works from outside (NAT) does not matter.
-    pub fn local_endpoint(&self, server: &ServerConfig) -> Endpoint {
-        match server.listen {
-            Some(IpAddr::V4(ip)) if ip.is_unspecified() => {
-                Endpoint::new(Host::Ip(IpAddr::from([127, 0, 0, 1])), server.port)
-            }
-            Some(IpAddr::V6(ip)) if ip.is_unspecified() => {
-                Endpoint::new(Host::Ip(std::net::Ipv6Addr::LOCALHOST.into()), server.port)
-            }
-            Some(ip) => Endpoint::new(Host::Ip(ip), server.port),
-            None => self.endpoint(server),
-        }
-    }
-
-    /// Where a process on the server's own machine reaches its admin endpoint (see
-    /// [`HerdConfig::local_endpoint`]).
-    pub fn local_admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
-        let client = self.local_endpoint(server);
-        Endpoint::new(client.host, server.admin_port)
-    }
-
-    /// Where anyone reaches `server`'s admin endpoint: its host and admin port.
-    pub fn admin_endpoint(&self, server: &ServerConfig) -> Endpoint {
-        Endpoint::new(server.host.clone(), server.admin_port)
-    }
-
-    /// The address `server` binds: its `listen:` address, else its host, a name being
-    /// resolved now to the address it has on this machine.
-    pub fn listen_address(&self, server: &ServerConfig) -> Result<SocketAddr> {
-        if let Some(ip) = server.listen {
-            return Ok(SocketAddr::new(ip, server.port));
-        }
-        let found = self.endpoint(server).resolve_blocking()?;
-        let machine = Machine::this()?;
-        found
-            .iter()
-            .find(|a| machine.owns(a.ip()))
-            .copied()
-            .ok_or_else(|| {
-                anyhow!(
-                    "{} cannot listen on its host {}: it resolves to {}, not an address of this \
-                     machine ({}); run it on its host, or give it listen: (e.g. 0.0.0.0) in {}",
-                    server.name,
-                    server.host,
-                    found
-                        .iter()
-                        .map(|a| a.ip().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    machine.describe(),
-                    self.path.display()
-                )
-            })
-    }
-
-    /// Whether `server` lives on `machine`: its host is, or resolves to, one of its addresses.
-    pub fn is_local(&self, server: &ServerConfig, machine: &Machine) -> bool {
-        machine.hosts(&server.host)
-    }
-
-    /// The servers that live on `machine`, by name.
-    pub fn local_servers(&self, machine: &Machine) -> Vec<String> {
-        self.servers
-            .values()
-            .filter(|s| self.is_local(s, machine))
-            .map(|s| s.name.clone())
-            .collect()
-    }
 }
 
 /// A warning when the herd file, which holds the secret, can be read by other users.
@@ -266,62 +189,6 @@ servers:
 mod tests {
     use super::test_herd::{parse, CLASSIC};
     use super::*;
-
-    #[test]
-    fn each_server_may_have_its_own_host_and_listen_address() {
-        let c = parse(
-            "host: herd.example.com\nlisten: 0.0.0.0\nservers:\n  \
-             A: { port: 12000 }\n  \
-             B: { port: 12000, host: 10.0.0.2 }\n  \
-             C: { port: 12000, host: C.Example.com, listen: '::' }\n  \
-             D: { port: 12001, host: 10.0.0.2, listen: 10.0.0.2 }\n",
-        )
-        .unwrap();
-        let s = |n: &str| &c.servers[n];
-        assert_eq!(s("A").host, Host::Name("herd.example.com".into()));
-        assert_eq!(s("B").host, Host::Ip("10.0.0.2".parse().unwrap()));
-        assert_eq!(s("C").host, Host::Name("c.example.com".into()));
-        assert_eq!(
-            s("A").listen,
-            Some("0.0.0.0".parse().unwrap()),
-            "global listen"
-        );
-        assert_eq!(s("C").listen, Some("::".parse().unwrap()), "per server");
-        assert_eq!(c.endpoint(s("C")).to_string(), "c.example.com:12000");
-        assert_eq!(c.local_endpoint(s("A")).to_string(), "127.0.0.1:12000");
-        assert_eq!(c.local_endpoint(s("C")).to_string(), "[::1]:12000");
-        assert_eq!(c.local_endpoint(s("D")).to_string(), "10.0.0.2:12001");
-        assert_eq!(
-            c.listen_address(s("D")).unwrap(),
-            "10.0.0.2:12001".parse().unwrap()
-        );
-
-        let here = Machine::with_addresses(["10.0.0.2".parse().unwrap()]);
-        assert_eq!(c.local_servers(&here), ["B", "D"]);
-    }
-
-    #[test]
-    fn a_server_whose_host_is_elsewhere_cannot_listen_here_without_listen() {
-        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1 }\n").unwrap();
-        let e = format!("{:#}", c.listen_address(&c.servers["A"]).unwrap_err());
-        assert!(
-            e.contains("A cannot listen on its host 192.0.2.1")
-                && e.contains("not an address of this machine")
-                && e.contains("listen:"),
-            "{e}"
-        );
-        let c = parse("servers:\n  A: { port: 1, host: 192.0.2.1, listen: 0.0.0.0 }\n").unwrap();
-        assert_eq!(
-            c.listen_address(&c.servers["A"]).unwrap(),
-            "0.0.0.0:1".parse().unwrap()
-        );
-        let c = parse("servers:\n  A: { port: 1, host: localhost }\n").unwrap();
-        assert!(c
-            .listen_address(&c.servers["A"])
-            .unwrap()
-            .ip()
-            .is_loopback());
-    }
 
     #[test]
     fn a_readable_file_holding_the_secret_is_a_warning_of_load_not_parse() {

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use herd_config::auth::SecretSource;
 use herd_config::config::{Environment, HerdConfig, ServerConfig};
-use herd_config::hosts::Machine;
+use herd_config::hosts::Locality;
 use herd_logs::server_log_dir;
 
 /// The target that groups every exported server.
@@ -41,8 +41,8 @@ pub struct UnitSettings {
 /// `herdctl export systemd`: writes the units into `dir` and says how to install them.
 pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCode> {
     let config = HerdConfig::load(config_path, &Environment::of_process())?;
-    let machine = Machine::this()?;
-    let servers = chosen_servers(&config, names, &machine)?;
+    let here = Locality::look_up(config.hosts())?;
+    let servers = chosen_servers(&config, names, &here)?;
     check_tls_paths(&config, &servers)?;
     let settings = UnitSettings {
         exe: std::env::current_exe()
@@ -78,7 +78,7 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
     // (see `Folder`); it refuses to start a unit whose other writable folder is missing, so
     // those are made now, for the servers that live here (another machine's folders are made
     // by an export there).
-    for server in servers.iter().filter(|s| config.is_local(s, &machine)) {
+    for server in servers.iter().filter(|s| config.is_local(s, &here)) {
         // Private, as the node makes them (see `herd_os::private`), and the units' user's.
         let keys = ["data_dir", "log_dir", "run_dir"];
         for (folder, key) in writable_paths(&config, server).iter().zip(keys) {
@@ -121,7 +121,7 @@ pub fn export(config_path: &Path, dir: &Path, names: &[String]) -> Result<ExitCo
 fn chosen_servers<'a>(
     config: &'a HerdConfig,
     names: &[String],
-    machine: &Machine,
+    here: &Locality,
 ) -> Result<Vec<&'a ServerConfig>> {
     if names.iter().any(|n| n == "all") {
         if names.len() > 1 {
@@ -133,14 +133,14 @@ fn chosen_servers<'a>(
         let local: Vec<&ServerConfig> = config
             .servers
             .values()
-            .filter(|s| config.is_local(s, machine))
+            .filter(|s| config.is_local(s, here))
             .collect();
         if local.is_empty() {
             bail!(
                 "no server of {} lives on this machine (its addresses: {}); name the servers \
                  to export, or `all`",
                 config.path.display(),
-                machine.describe()
+                here.machine().describe()
             );
         }
         return Ok(local);
@@ -639,7 +639,10 @@ mod tests {
             &Environment::default(),
         )
         .unwrap();
-        let here = Machine::with_addresses(["10.0.0.2".parse().unwrap()]);
+        let here = Locality::with(
+            herd_config::hosts::Machine::with_addresses(["10.0.0.2".parse().unwrap()]),
+            [],
+        );
         let names =
             |chosen: Vec<&ServerConfig>| chosen.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(chosen_servers(&config, &[], &here).unwrap()), ["B"]);
@@ -651,7 +654,7 @@ mod tests {
             names(chosen_servers(&config, &["A".into()], &here).unwrap()),
             ["A"]
         );
-        let nowhere = Machine::with_addresses([]);
+        let nowhere = Locality::with(herd_config::hosts::Machine::with_addresses([]), []);
         assert!(chosen_servers(&config, &[], &nowhere).is_err());
         assert!(chosen_servers(&config, &["C".into()], &here).is_err());
     }

@@ -17,11 +17,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::control::{NodeReport, ReloadReport, Request, Response};
 use super::files::{self, Rotate};
-use super::machine::{Action, Event, NodeMachine, State};
+use super::lifecycle::{Action, Event, Lifecycle, State};
 use super::process::{NodeOs, ProcessNews, RealOs};
 use super::{node_stderr_path, RunPaths};
 use herd_config::config::{Environment, HerdConfig, ServerConfig};
 use herd_config::config_diff;
+use herd_config::hosts::Locality;
 use herd_os::pidlock::PidLock;
 
 /// How often the loop looks at timers, probes and adopted nodes.
@@ -38,6 +39,49 @@ struct Told {
 }
 
 type ControlMessage = (Request, oneshot::Sender<Response>);
+
+/// A reload's new herd, read where blocking is allowed: the file's text, the herd it
+/// describes, and which of its servers live on this machine (host names looked up).
+pub struct NewHerd {
+    pub text: String,
+    pub config: HerdConfig,
+    pub local: BTreeSet<String>,
+}
+
+impl NewHerd {
+    /// Reads and validates the herd file at `path` and looks up its hosts. Blocks (file,
+    /// getifaddrs, DNS): the daemon runs it on the blocking pool, never in its loop.
+    pub fn read(path: &std::path::Path, env: &Environment) -> Result<NewHerd> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config = HerdConfig::parse(&text, path, env)?;
+        let local = match Locality::look_up(config.hosts()) {
+            Ok(here) => config.local_servers(&here).into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list this machine's addresses ({e:#}); treating every server of \
+                     the new file as this machine's"
+                );
+                config.servers.keys().cloned().collect()
+            }
+        };
+        Ok(NewHerd {
+            text,
+            config,
+            local,
+        })
+    }
+
+    /// A herd already read, its locality decided by `here`.
+    pub fn new(text: String, config: HerdConfig, here: &Locality) -> NewHerd {
+        let local = config.local_servers(here).into_iter().collect();
+        NewHerd {
+            text,
+            config,
+            local,
+        }
+    }
+}
 
 /// `herdctl supervise`: runs the daemon until a shutdown request (or SIGTERM).
 pub fn main(config_path: &std::path::Path) -> Result<ExitCode> {
@@ -109,7 +153,7 @@ fn bind_socket(paths: &RunPaths) -> Result<UnixListener> {
 /// fake [`NodeOs`] and a made-up clock.
 pub struct Supervisor<O: NodeOs> {
     config: Arc<HerdConfig>,
-    machines: BTreeMap<String, NodeMachine>,
+    lifecycles: BTreeMap<String, Lifecycle>,
     /// Nodes found running at start-up: not our children, so their end is seen through
     /// their lock rather than waitpid.
     adopted: BTreeSet<String>,
@@ -126,14 +170,14 @@ pub struct Supervisor<O: NodeOs> {
 
 impl<O: NodeOs> Supervisor<O> {
     pub fn new(config: HerdConfig, env: Environment, os: O) -> Supervisor<O> {
-        let machines = config
+        let lifecycles = config
             .servers
             .keys()
-            .map(|name| (name.clone(), NodeMachine::new(config.supervisor)))
+            .map(|name| (name.clone(), Lifecycle::new(config.supervisor)))
             .collect();
         Supervisor {
             config: Arc::new(config),
-            machines,
+            lifecycles,
             adopted: BTreeSet::new(),
             removed: BTreeMap::new(),
             told: BTreeMap::new(),
@@ -151,6 +195,7 @@ impl<O: NodeOs> Supervisor<O> {
     ) -> Result<()> {
         self.adopt_running_nodes(Instant::now());
         let (control_tx, mut control_rx) = mpsc::unbounded_channel::<ControlMessage>();
+        let (read_tx, mut read_rx) = mpsc::unbounded_channel();
         let mut tick = tokio::time::interval(TICK);
         let mut rotate = tokio::time::interval(ROTATE_EVERY);
         let mut terminate =
@@ -163,9 +208,23 @@ impl<O: NodeOs> Supervisor<O> {
                     }
                     Err(e) => tracing::warn!("control socket accept failed: {e}"),
                 },
-                Some((request, reply)) = control_rx.recv() => {
-                    let response = self.handle_request(request, Instant::now());
-                    let _ = reply.send(response);
+                Some((request, reply)) = control_rx.recv() => match request {
+                    // Reading the file and looking up its hosts may block (DNS): done on
+                    // the blocking pool while the loop runs on, applied once it is back.
+                    Request::Reload => {
+                        let (path, env) = (self.config.path.clone(), self.env.clone());
+                        let read = read_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let _ = read.send((NewHerd::read(&path, &env), reply));
+                        });
+                    }
+                    request => {
+                        let response = self.handle_request(request, Instant::now());
+                        let _ = reply.send(response);
+                    }
+                },
+                Some((new, reply)) = read_rx.recv() => {
+                    let _ = reply.send(self.reload(new, Instant::now()));
                 }
                 Some((name, news)) = news.recv() => self.handle_news(&name, news, Instant::now()),
                 _ = tick.tick() => {
@@ -187,14 +246,14 @@ impl<O: NodeOs> Supervisor<O> {
 
     /// After a shutdown request, once every node is stopped.
     pub fn finished(&self) -> bool {
-        self.shutting_down && self.machines.values().all(|m| m.state == State::Stopped)
+        self.shutting_down && self.lifecycles.values().all(|m| m.state == State::Stopped)
     }
 
     /// Rotates full files that live processes append to: each node's stderr and this
     /// daemon's own log (its stdout and stderr).
     fn rotate_files(&self, paths: &RunPaths) {
         let full = std::iter::once((paths.log.clone(), files::SUPERVISOR_LOG_MAX_BYTES)).chain(
-            self.machines.keys().map(|name| {
+            self.lifecycles.keys().map(|name| {
                 (
                     node_stderr_path(&self.config, name),
                     files::STDERR_MAX_BYTES,
@@ -213,7 +272,7 @@ impl<O: NodeOs> Supervisor<O> {
     /// Nodes still running from an earlier supervisor (or started by hand) are adopted with
     /// their real pid and start time.
     pub fn adopt_running_nodes(&mut self, now: Instant) {
-        let names: Vec<String> = self.machines.keys().cloned().collect();
+        let names: Vec<String> = self.lifecycles.keys().cloned().collect();
         for name in names {
             if let Some(pid) = self.os.lock_holder(&self.config, &name) {
                 let started = self.os.process_start(pid).unwrap_or(now);
@@ -239,7 +298,7 @@ impl<O: NodeOs> Supervisor<O> {
             }
             Request::Status | Request::Shutdown | Request::Reload => &[],
         };
-        if let Some(unknown) = named.iter().find(|n| !self.machines.contains_key(*n)) {
+        if let Some(unknown) = named.iter().find(|n| !self.lifecycles.contains_key(*n)) {
             return Response::Error {
                 message: format!(
                     "no server named {unknown:?} in the herd the supervisor runs; if you added \
@@ -271,11 +330,9 @@ impl<O: NodeOs> Supervisor<O> {
                 self.apply(&name, Event::Resume, now);
             }
             Request::Reload => {
-                return match self.reload(now) {
-                    Ok(report) => Response::Reloaded(report),
-                    Err(e) => Response::Error {
-                        message: format!("{e:#}; nothing was changed"),
-                    },
+                return Response::Error {
+                    message: "a reload is read off the loop, then applied by Supervisor::reload"
+                        .into(),
                 };
             }
             Request::Shutdown => {
@@ -292,17 +349,17 @@ impl<O: NodeOs> Supervisor<O> {
 
     fn targets(&self, names: Vec<String>) -> Vec<String> {
         if names.is_empty() {
-            self.machines.keys().cloned().collect()
+            self.lifecycles.keys().cloned().collect()
         } else {
             names
         }
     }
 
     pub fn handle_news(&mut self, name: &str, news: ProcessNews, now: Instant) {
-        let Some(machine) = self.machines.get(name) else {
+        let Some(lifecycle) = self.lifecycles.get(name) else {
             return; // a node removed by a reload
         };
-        let current = machine.pid;
+        let current = lifecycle.pid;
         match news {
             ProcessNews::Exited {
                 pid,
@@ -317,7 +374,7 @@ impl<O: NodeOs> Supervisor<O> {
                 answered,
                 digest,
             } if current == Some(pid) => {
-                let state = self.machines[name].state;
+                let state = self.lifecycles[name].state;
                 if state == State::Starting && answered {
                     tracing::info!("{name} (pid {pid}) ready");
                 } else if state == State::Running && !answered {
@@ -338,7 +395,7 @@ impl<O: NodeOs> Supervisor<O> {
     /// later probe (it refused: a setting it reads at start-up differs), it is restarted.
     fn check_digest(&mut self, name: &str, pid: u32, digest: &str, now: Instant) {
         let applied = self.config.digest.clone();
-        if digest == applied || self.machines[name].state != State::Running {
+        if digest == applied || self.lifecycles[name].state != State::Running {
             return;
         }
         // A probe sent before the node was told may still answer with the old file: only
@@ -378,11 +435,23 @@ impl<O: NodeOs> Supervisor<O> {
         self.told.insert(name.to_owned(), told);
     }
 
-    /// `herdctl reload`: reads and validates the herd file and applies it. On any error
-    /// nothing changes.
-    fn reload(&mut self, now: Instant) -> Result<ReloadReport> {
-        let text = self.os.read_herd_file(&self.config.path)?;
-        let new = HerdConfig::parse(&text, &self.config.path, &self.env)?;
+    /// `herdctl reload`: applies the herd file [`NewHerd::read`] read, or says why not. On
+    /// any error nothing changes.
+    pub fn reload(&mut self, new: Result<NewHerd>, now: Instant) -> Response {
+        match new.and_then(|new| self.apply_reload(new, now)) {
+            Ok(report) => Response::Reloaded(report),
+            Err(e) => Response::Error {
+                message: format!("{e:#}; nothing was changed"),
+            },
+        }
+    }
+
+    fn apply_reload(&mut self, new: NewHerd, now: Instant) -> Result<ReloadReport> {
+        let NewHerd {
+            text,
+            config: new,
+            local,
+        } = new;
         let plan = config_diff::plan(&self.config, &new)?;
         self.os.write_applied_copy(&new, &text)?;
         tracing::info!(
@@ -406,8 +475,8 @@ impl<O: NodeOs> Supervisor<O> {
             actions.push(format!("{name:<12} {what}"));
         };
 
-        for machine in self.machines.values_mut() {
-            machine.set_settings(self.config.supervisor);
+        for lifecycle in self.lifecycles.values_mut() {
+            lifecycle.set_settings(self.config.supervisor);
         }
         if plan.supervisor {
             act("supervisor", "settings applied".into());
@@ -419,10 +488,10 @@ impl<O: NodeOs> Supervisor<O> {
             report.removed.push(name.clone());
         }
         for name in &plan.added {
-            self.machines
-                .insert(name.clone(), NodeMachine::new(self.config.supervisor));
+            self.lifecycles
+                .insert(name.clone(), Lifecycle::new(self.config.supervisor));
             // Another machine's server is that machine's to start.
-            if !self.os.is_local(&self.config, name) {
+            if !local.contains(name) {
                 let host = &self.config.servers[name].host;
                 act(name, format!("added; lives on {host}: start it there"));
                 continue;
@@ -432,9 +501,9 @@ impl<O: NodeOs> Supervisor<O> {
             report.started.push(name.clone());
         }
         for (name, why) in &plan.restart {
-            let state = self.machines[name].state;
+            let state = self.lifecycles[name].state;
             if matches!(state, State::Stopped | State::Fatal) {
-                match self.os.is_local(&self.config, name) {
+                match local.contains(name) {
                     true => act(name, format!("not running; starts on the new file ({why})")),
                     false => {
                         let host = &self.config.servers[name].host;
@@ -450,12 +519,12 @@ impl<O: NodeOs> Supervisor<O> {
             report.started.push(name.clone());
         }
         for (name, changes) in &plan.live {
-            let machine = &self.machines[name];
+            let lifecycle = &self.lifecycles[name];
             let changes = match changes.is_empty() {
                 true => "nothing changes for it".to_owned(),
                 false => changes.join("; "),
             };
-            match (machine.state, machine.pid) {
+            match (lifecycle.state, lifecycle.pid) {
                 (State::Running, Some(pid)) => {
                     self.tell(name, pid, now);
                     act(name, format!("told live: {changes}"));
@@ -464,7 +533,7 @@ impl<O: NodeOs> Supervisor<O> {
                 // Not answering yet: it may have read the old copy; the first probe that
                 // finds it running on another file tells it.
                 (State::Starting, _) => act(name, format!("starting; takes it once up: {changes}")),
-                _ if !self.os.is_local(&self.config, name) => {
+                _ if !local.contains(name) => {
                     let host = &self.config.servers[name].host;
                     act(name, format!("lives on {host}: reload it there"));
                 }
@@ -485,7 +554,7 @@ impl<O: NodeOs> Supervisor<O> {
             .removed
             .keys()
             .filter(|n| {
-                self.machines
+                self.lifecycles
                     .get(*n)
                     .is_none_or(|m| m.state == State::Stopped)
             })
@@ -493,15 +562,15 @@ impl<O: NodeOs> Supervisor<O> {
             .collect();
         for name in gone {
             self.removed.remove(&name);
-            self.machines.remove(&name);
+            self.lifecycles.remove(&name);
             self.adopted.remove(&name);
             self.told.remove(&name);
             tracing::info!("{name} stopped and removed");
         }
-        let names: Vec<String> = self.machines.keys().cloned().collect();
+        let names: Vec<String> = self.lifecycles.keys().cloned().collect();
         for name in names {
             self.apply(&name, Event::Tick, now);
-            let Some(pid) = self.machines[&name].pid else {
+            let Some(pid) = self.lifecycles[&name].pid else {
                 continue;
             };
             if self.adopted.contains(&name) && self.os.lock_holder(&self.config, &name) != Some(pid)
@@ -520,9 +589,9 @@ impl<O: NodeOs> Supervisor<O> {
         }
     }
 
-    /// Feeds an event to a node's machine and carries out the action it asks for.
+    /// Feeds an event to a node's lifecycle and carries out the action it asks for.
     fn apply(&mut self, name: &str, event: Event, now: Instant) {
-        let Some(action) = self.machines.get_mut(name).unwrap().handle(event, now) else {
+        let Some(action) = self.lifecycles.get_mut(name).unwrap().handle(event, now) else {
             return;
         };
         match action {
@@ -537,7 +606,7 @@ impl<O: NodeOs> Supervisor<O> {
                 self.signal(name, pid, Signal::SIGCONT);
             }
             Action::Probe { pid, timeout } => {
-                let path = match self.machines[name].state {
+                let path = match self.lifecycles[name].state {
                     State::Starting => "/readyz",
                     _ => "/healthz",
                 };
@@ -572,7 +641,7 @@ impl<O: NodeOs> Supervisor<O> {
     }
 
     pub fn reports(&self, now: Instant) -> Vec<NodeReport> {
-        self.machines
+        self.lifecycles
             .iter()
             .map(|(name, m)| NodeReport {
                 name: name.clone(),
@@ -643,8 +712,7 @@ mod tests {
         locks: BTreeMap<String, u32>,
         frozen: BTreeSet<u32>,
         stderr: BTreeMap<String, String>,
-        /// The herd file on "disk", and the applied copy.
-        file: String,
+        /// The applied copy.
         applied: String,
     }
 
@@ -680,15 +748,9 @@ mod tests {
         fn last_words(&self, _: &HerdConfig, name: &str) -> Option<String> {
             self.stderr.get(name).cloned()
         }
-        fn read_herd_file(&self, _: &Path) -> Result<String> {
-            Ok(self.file.clone())
-        }
         fn write_applied_copy(&mut self, _: &HerdConfig, text: &str) -> Result<()> {
             self.applied = text.to_owned();
             Ok(())
-        }
-        fn is_local(&self, config: &HerdConfig, name: &str) -> bool {
-            config.servers[name].host.to_string() != "10.9.9.9"
         }
     }
 
@@ -886,9 +948,13 @@ mod tests {
         }
     }
 
+    /// Reloads `file` on a machine with no address of its own: only loopback hosts are
+    /// here.
     fn reload(s: &mut Supervisor<FakeOs>, file: &str, now: Instant) -> Response {
-        s.os.file = file.to_owned();
-        s.handle_request(Request::Reload, now)
+        let here = Locality::default();
+        let new = HerdConfig::parse(file, Path::new("/h/herd.yaml"), &Environment::default())
+            .map(|config| NewHerd::new(file.to_owned(), config, &here));
+        s.reload(new, now)
     }
 
     #[test]

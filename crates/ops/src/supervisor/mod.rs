@@ -1,20 +1,21 @@
 //! The supervisor: a background daemon that owns the node processes, and the CLI commands
 //! that talk to it over a unix socket.
 //!
-//! - `machine.rs`: one node's lifecycle as a pure state machine (restart policy, stop timeout).
+//! - `lifecycle.rs`: one node's lifecycle as a pure state machine (restart policy, stop
+//!   timeout).
 //! - `process.rs`: the thin OS layer: spawn, signal, process start time (liveness is
 //!   `pidlock.rs`).
-//! - `daemon.rs`: the event loop that drives the machines and answers the socket.
+//! - `daemon.rs`: the event loop that drives the lifecycles and answers the socket.
 //! - `control.rs`: the JSON-lines request/response protocol on the socket.
 //! - `files.rs`: the nodes' stderr files and the supervisor's log, appended and rotated.
-//! - `cli.rs`: start/stop/restart/kill/status/reload as the operator runs them.
+//! - `cli/`: start/stop/restart/kill/pause/resume/reload/status as the operator runs them.
 
 pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod files;
+pub mod lifecycle;
 pub mod locate;
-pub mod machine;
 pub mod process;
 
 use std::path::PathBuf;

@@ -59,12 +59,8 @@ pub trait NodeOs {
     fn is_frozen(&self, pid: u32) -> bool;
     /// The last line node `name`'s latest run wrote to stderr.
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String>;
-    /// The herd file's text, as it is now.
-    fn read_herd_file(&self, path: &Path) -> Result<String>;
     /// Makes `text` the applied copy that nodes start from (see `RunPaths::applied`).
     fn write_applied_copy(&mut self, config: &HerdConfig, text: &str) -> Result<()>;
-    /// Whether server `name` lives on this machine (the supervisor starts only those).
-    fn is_local(&self, config: &HerdConfig, name: &str) -> bool;
 }
 
 /// The real thing: child processes, signals, TCP probes, lock files. Needs a tokio runtime.
@@ -155,21 +151,6 @@ impl NodeOs for RealOs {
 
     fn last_words(&self, config: &HerdConfig, name: &str) -> Option<String> {
         files::last_words(&node_stderr_path(config, name))
-    }
-
-    fn read_herd_file(&self, path: &Path) -> Result<String> {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-    }
-
-    fn is_local(&self, config: &HerdConfig, name: &str) -> bool {
-        let server = &config.servers[name];
-        match herd_config::hosts::Machine::this() {
-            Ok(machine) => config.is_local(server, &machine),
-            Err(e) => {
-                tracing::warn!("cannot list this machine's addresses ({e:#}); starting {name}");
-                true
-            }
-        }
     }
 
     fn write_applied_copy(&mut self, config: &HerdConfig, text: &str) -> Result<()> {

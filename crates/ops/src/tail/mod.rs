@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use herd_config::config::{HerdConfig, LogRotation, ServerConfig};
-use herd_config::hosts::Machine;
+use herd_config::hosts::Locality;
 use herd_logs::files::FileKey;
 use herd_logs::server_log_dir;
 use herd_os::pidlock::PidLock;
@@ -48,14 +48,14 @@ pub fn tail(
 ) -> Result<ExitCode> {
     // "all" cannot be a server's name (config validation reserves it).
     let all = name == "all";
-    let machine = Machine::this()?;
+    let locality = Locality::look_up(config.hosts())?;
     // Logs are kept where a server runs: on its host, or here if it runs here anyway.
     let here = |server: &ServerConfig| {
-        config.is_local(server, &machine)
-            || PidLock::holder(&config.node_lock_path(&server.name))
-                .ok()
-                .flatten()
-                .is_some()
+        let runs_here = PidLock::holder(&config.node_lock_path(&server.name))
+            .ok()
+            .flatten()
+            .is_some();
+        config.reach(server, &locality, runs_here).local
     };
     let names = if all {
         let (local, remote): (Vec<&ServerConfig>, Vec<&ServerConfig>) =
@@ -65,7 +65,7 @@ pub fn tail(
                 "no server of {} lives on this machine (its addresses: {}); each server's log is \
                  on its host: {}",
                 config.path.display(),
-                machine.describe(),
+                locality.machine().describe(),
                 remote
                     .iter()
                     .map(|s| format!("{} on {}", s.name, s.host))
@@ -100,7 +100,7 @@ pub fn tail(
                 "{name}'s log is on its host {}, not on this machine (its addresses: {}); run \
                  `herdctl tail {name}` there",
                 server.host,
-                machine.describe()
+                locality.machine().describe()
             );
         }
         vec![name]

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use super::samples::{quantile, Page};
 use super::scrape::{NodeScrape, Scrape};
-use crate::supervisor::machine::State as Supervised;
+use crate::supervisor::lifecycle::State as Supervised;
 
 /// Whether a server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

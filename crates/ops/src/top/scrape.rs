@@ -12,7 +12,7 @@ use crate::admin::{self, LinkStatus, NodeStatus};
 use crate::supervisor::control::{self, NodeReport, Request, Response};
 use crate::supervisor::RunPaths;
 use herd_config::config::HerdConfig;
-use herd_config::hosts::{Endpoint, Machine};
+use herd_config::hosts::{Endpoint, Locality};
 use herd_wire::protocol::NodeFigures;
 
 /// What one server answered (or not) at one moment.
@@ -55,16 +55,12 @@ impl Scraper {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let machine = Machine::this()?;
+        let here = Locality::look_up(config.hosts())?;
         let targets = config
             .servers
             .values()
             .map(|server| {
-                let endpoint = if config.is_local(server, &machine) {
-                    config.local_admin_endpoint(server)
-                } else {
-                    config.admin_endpoint(server)
-                };
+                let endpoint = config.reach(server, &here, false).admin;
                 (server.name.clone(), server.host.to_string(), endpoint)
             })
             .collect();

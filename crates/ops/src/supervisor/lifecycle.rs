@@ -107,7 +107,7 @@ pub const RESTART_LOOP_WINDOW_FACTOR: u32 = 10;
 const MAX_READINESS_PROBE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
-pub struct NodeMachine {
+pub struct Lifecycle {
     pub state: State,
     pub pid: Option<u32>,
     /// When the current process started.
@@ -142,9 +142,9 @@ pub struct NodeMachine {
     settings: SupervisorSettings,
 }
 
-impl NodeMachine {
-    pub fn new(settings: SupervisorSettings) -> NodeMachine {
-        NodeMachine {
+impl Lifecycle {
+    pub fn new(settings: SupervisorSettings) -> Lifecycle {
+        Lifecycle {
             state: State::Stopped,
             pid: None,
             since: None,
@@ -535,7 +535,7 @@ mod tests {
     }
 
     /// Start, spawn, and a first readiness probe that answers.
-    fn start(m: &mut NodeMachine, now: Instant, pid: u32) {
+    fn start(m: &mut Lifecycle, now: Instant, pid: u32) {
         assert_eq!(m.handle(Event::Start, now), Some(Action::Spawn));
         assert_eq!(m.handle(Event::Spawned { pid }, now), None);
         assert_eq!(
@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn start_then_stop_with_sigkill_after_the_timeout() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 42);
         assert_eq!(m.handle(Event::Stop, t0), Some(Action::Terminate(42)));
         assert_eq!(m.state, State::Stopping);
@@ -570,7 +570,7 @@ mod tests {
     #[test]
     fn a_stopped_node_stays_stopped() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         m.handle(Event::Stop, t0);
         m.handle(exited(), t0);
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn a_start_while_stopping_is_queued_not_dropped() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         assert_eq!(m.handle(Event::Stop, t0), Some(Action::Terminate(1)));
         assert_eq!(
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn crashes_back_off_exponentially_then_go_fatal() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         let mut now = t0;
         let mut delays = Vec::new();
@@ -654,7 +654,7 @@ mod tests {
         // settings: stable_after 10 s, max_quick_crashes 3: a node killed every 12 s (just
         // past stable, as a busy node whose probes fail would be) is a restart loop.
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         let mut now = t0;
         for pid in 2..=4 {
@@ -701,7 +701,7 @@ mod tests {
     #[test]
     fn stable_uptime_resets_the_crash_count() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         m.handle(exited(), t0);
         let back = t0 + Duration::from_millis(100);
@@ -723,7 +723,7 @@ mod tests {
 
     #[test]
     fn the_delay_is_capped() {
-        let m = NodeMachine::new(settings());
+        let m = Lifecycle::new(settings());
         assert_eq!(m.backoff_delay(1).as_millis(), 100);
         assert_eq!(m.backoff_delay(4).as_millis(), 800);
         assert_eq!(m.backoff_delay(5).as_millis(), 1000);
@@ -733,7 +733,7 @@ mod tests {
     #[test]
     fn stop_during_backoff_cancels_the_restart() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 1);
         m.handle(exited(), t0);
         assert_eq!(m.handle(Event::Stop, t0), None);
@@ -744,7 +744,7 @@ mod tests {
     #[test]
     fn a_simulated_crash_is_restarted_by_policy() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 7);
         assert_eq!(m.handle(Event::Crash, t0), Some(Action::Kill(7)));
         m.handle(exit("killed by SIGKILL"), t0);
@@ -763,7 +763,7 @@ mod tests {
     #[test]
     fn a_crash_on_start_counts_and_is_visible_to_the_starter() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         m.handle(Event::Start, t0);
         m.handle(Event::Spawned { pid: 3 }, t0);
         m.handle(
@@ -788,7 +788,7 @@ mod tests {
     #[test]
     fn an_adopted_node_is_running_with_its_real_start_time() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         let started = t0 - Duration::from_secs(30);
         m.handle(
             Event::Adopted {
@@ -808,7 +808,7 @@ mod tests {
     #[test]
     fn a_node_adopted_while_frozen_stays_paused_unprobed_and_resumes() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         let started = t0 - Duration::from_secs(30);
         let adopted = Event::Adopted {
             pid: 9,
@@ -829,7 +829,7 @@ mod tests {
     #[test]
     fn a_node_silent_past_the_start_timeout_is_killed_as_a_failed_start() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         m.handle(Event::Start, t0);
         m.handle(Event::Spawned { pid: 5 }, t0);
         // It never answers: readiness probes keep failing, one at a time.
@@ -857,7 +857,7 @@ mod tests {
     #[test]
     fn a_running_node_is_probed_every_interval() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 8);
         let second = Duration::from_secs(1);
         assert_eq!(m.handle(Event::Tick, t0 + second / 2), None, "not yet due");
@@ -870,7 +870,7 @@ mod tests {
     #[test]
     fn a_hung_node_is_killed_after_failed_probes_and_restarted_by_policy() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 8);
         let mut now = t0;
         // Two failures, then an answer: the count starts over.
@@ -910,7 +910,7 @@ mod tests {
     #[test]
     fn a_stop_is_not_reported_as_a_health_kill() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 8);
         m.handle(Event::Stop, t0);
         m.handle(exit("exit status 0"), t0);
@@ -924,7 +924,7 @@ mod tests {
     #[test]
     fn a_paused_node_is_not_probed_nor_killed_for_its_silence_and_resumes() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 8);
         let second = Duration::from_secs(1);
         assert_eq!(m.handle(Event::Pause, t0), Some(Action::Pause(8)));
@@ -949,7 +949,7 @@ mod tests {
     #[test]
     fn a_paused_node_can_be_stopped_or_killed() {
         let t0 = Instant::now();
-        let mut m = NodeMachine::new(settings());
+        let mut m = Lifecycle::new(settings());
         start(&mut m, t0, 8);
         m.handle(Event::Pause, t0);
         assert_eq!(m.handle(Event::Stop, t0), Some(Action::TerminatePaused(8)));
