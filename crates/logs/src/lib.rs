@@ -8,6 +8,7 @@ mod escape;
 mod events;
 pub mod files;
 mod inbox;
+pub mod read_back;
 mod redact;
 mod reorder;
 mod sink;

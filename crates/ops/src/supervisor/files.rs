@@ -81,7 +81,7 @@ pub fn open_node_stderr(path: &Path, name: &str) -> io::Result<File> {
 /// marker), or the file's last `n` lines if it has no marker.
 pub fn latest_run_lines(path: &Path, n: usize) -> Vec<String> {
     // Read a little more than asked, so blank lines and a marker just above are seen.
-    let lines = crate::tail::last_lines_of(path, n + 8);
+    let lines = herd_logs::read_back::last_lines_of(path, n + 8);
     let run = match lines
         .iter()
         .rposition(|l| l.starts_with(START_MARKER.as_bytes()))

@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use herd_config::config::{HerdConfig, LogRotation, ServerConfig};
 use herd_config::hosts::Locality;
 use herd_logs::files::FileKey;
+use herd_logs::read_back::{complete_end, read_back};
 use herd_logs::server_log_dir;
 use herd_os::pidlock::PidLock;
 use merge::{entries, merge, stamp, Merger, Stamp};
@@ -30,8 +31,6 @@ mod merge;
 const POLL: Duration = Duration::from_millis(100);
 /// How long `all -f` holds a new line back, waiting for earlier lines of other servers.
 const MERGE_HOLD: Duration = Duration::from_millis(300);
-/// How much of a file is read at a time when looking for its last lines.
-const CHUNK: u64 = 64 * 1024;
 /// How far back `all` looks for the first line of an entry whose end is in the tail.
 const MAX_ENTRY_LINES: usize = 10_000;
 
@@ -242,75 +241,6 @@ fn last_entries(
             .saturating_mul(2)
             .min(n.saturating_add(MAX_ENTRY_LINES));
     }
-}
-
-/// The offset just after the last newline before `len` (0 when there is none).
-fn complete_end(file: &mut File, len: u64) -> io::Result<u64> {
-    let mut end = len;
-    let mut buf = vec![0u8; CHUNK as usize];
-    while end > 0 {
-        let size = CHUNK.min(end);
-        let start = end - size;
-        let buf = &mut buf[..size as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(buf)?;
-        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
-            return Ok(start + i as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
-/// The last `n` lines of the file at `path`, read from its end (empty if it cannot be read):
-/// for quoting a log without reading all of it.
-pub fn last_lines_of(path: &Path, n: usize) -> Vec<Vec<u8>> {
-    let read = || -> io::Result<Vec<Vec<u8>>> {
-        let mut file = File::open(path)?;
-        let len = file.metadata()?.len();
-        read_back(&mut file, len, n)
-    };
-    read().unwrap_or_default()
-}
-
-/// The last `want` lines of `file[..end]` (fewer when it has fewer), read backwards in
-/// chunks from `end`. A last line without a newline counts as a line.
-fn read_back(file: &mut File, end: u64, want: usize) -> io::Result<Vec<Vec<u8>>> {
-    if want == 0 || end == 0 {
-        return Ok(Vec::new());
-    }
-    let mut start = end;
-    let mut buf: Vec<u8> = Vec::new();
-    let mut newlines = 0usize;
-    let mut trailing_newline = false;
-    while start > 0 {
-        let size = CHUNK.min(start);
-        start -= size;
-        let mut chunk = vec![0u8; size as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        if buf.is_empty() {
-            trailing_newline = chunk.last() == Some(&b'\n');
-        }
-        newlines += chunk.iter().filter(|b| **b == b'\n').count();
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-        // `want` newlines before the last line mean `want` complete lines in the buffer.
-        if newlines - usize::from(trailing_newline) >= want {
-            break;
-        }
-    }
-    let body = if trailing_newline {
-        &buf[..buf.len() - 1]
-    } else {
-        &buf[..]
-    };
-    let mut pieces: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
-    if start > 0 {
-        pieces.remove(0); // begins mid-line
-    }
-    let skip = pieces.len().saturating_sub(want);
-    Ok(pieces[skip..].iter().map(|l| l.to_vec()).collect())
 }
 
 /// Follows one source: new complete lines since the last poll, across rotation.

@@ -165,7 +165,7 @@ pub fn plural(n: usize, what: &str) -> String {
 
 /// The last `n` lines of a text file ("" if it cannot be read).
 fn last_lines(path: &Path, n: usize) -> String {
-    crate::tail::last_lines_of(path, n)
+    herd_logs::read_back::last_lines_of(path, n)
         .iter()
         .map(|l| format!("  {}", herd_logs::printable(l)))
         .collect::<Vec<_>>()
