@@ -48,46 +48,46 @@ use table::{Offer, Refused, Table};
 
 /// Everything a node's tasks share.
 pub struct Node {
-    pub name: String,
+    pub(crate) name: String,
     /// The herd file the node runs; a reload swaps it (see `reconfigure.rs`).
     config: RwLock<Arc<HerdConfig>>,
-    pub table: Arc<Table>,
-    pub places: Arc<dyn PlacesProvider>,
-    pub peers: Peers,
-    pub started: Instant,
+    pub(crate) table: Arc<Table>,
+    pub(crate) places: Arc<dyn PlacesProvider>,
+    pub(crate) peers: Peers,
+    pub(crate) started: Instant,
     /// The table's store (which holds the table and drains what it accepted).
-    pub store: Option<Arc<Store>>,
+    pub(crate) store: Option<Arc<Store>>,
     /// Clients read back from the store at start-up.
-    pub recovered: usize,
+    pub(crate) recovered: usize,
     /// Records that anti-entropy brought in (new to this node).
-    pub synced: AtomicU64,
+    pub(crate) synced: AtomicU64,
     /// WHATSATs waiting on the places provider right now.
-    pub places_waiting: AtomicU64,
+    pub(crate) places_waiting: AtomicU64,
     /// Open connections, against `limits.max_connections`.
-    pub slots: ConnectionSlots,
+    pub(crate) slots: ConnectionSlots,
     /// Open client connections per address, against `limits.max_connections_per_ip`.
-    pub per_ip: slots::PerIp,
+    pub(crate) per_ip: slots::PerIp,
     /// Neighbours' own room on the client port (`slots.rs`).
-    pub peer_slots: slots::PeerSlots,
+    pub(crate) peer_slots: slots::PeerSlots,
     /// Where wire traffic is logged.
-    pub log: WireLog,
+    pub(crate) log: WireLog,
     /// The herd secret links prove in their handshake, read once at start-up; `None` only
     /// with `insecure_open_links: true`.
-    pub secret: Option<HerdSecret>,
+    pub(crate) secret: Option<HerdSecret>,
     /// What neighbours sent that was refused, by reason.
-    pub peer_input: PeerInput,
+    pub(crate) peer_input: PeerInput,
     /// Ticked by a task; `/healthz` checks it (see `admin/`).
-    pub heartbeat: admin::Heartbeat,
+    pub(crate) heartbeat: admin::Heartbeat,
     /// Connections open on the client port (clients and neighbours' links).
-    pub client_port_open: admin::OpenCount,
+    pub(crate) client_port_open: admin::OpenCount,
     /// Of those, peer sessions.
-    pub peer_sessions: admin::OpenCount,
+    pub(crate) peer_sessions: admin::OpenCount,
     /// Admin connections open now.
-    pub admin_open: admin::OpenCount,
+    pub(crate) admin_open: admin::OpenCount,
     /// What the hot path counts for `/metrics`.
-    pub metrics: crate::metrics::NodeMetrics,
+    pub(crate) metrics: crate::metrics::NodeMetrics,
     /// `links.tls`: links are mutual TLS, and `tls_port` serves clients over TLS.
-    pub tls: Option<herd_config::tls::NodeTls>,
+    pub(crate) tls: Option<herd_config::tls::NodeTls>,
 }
 
 /// How a record arrived from a neighbour.

@@ -526,7 +526,9 @@ impl Peers {
     }
 
     /// Queues `record` for every neighbour whose link is up, except `from`; notes in
-    /// `handoff` (if given) what a reply must wait for.
+    /// `handoff` (if given) what a reply must wait for. (Production forwards through
+    /// [`Peers::forward`], which also knows the tree; the tests flood.)
+    #[cfg(test)]
     pub fn flood(&self, record: &AtRecord, from: Option<&str>, handoff: Option<&mut Handoff>) {
         self.forward(record, from, true, handoff);
     }
