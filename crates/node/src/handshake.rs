@@ -4,13 +4,11 @@
 //! `protocol.rs`; the proofs are `herd-config`'s `auth.rs`. Nothing derived from the secret
 //! is sent before the dialler has proved it knows it.
 
-use std::net::SocketAddr;
-
 use anyhow::{bail, Result};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::peer_input::Dropped;
-use super::server::{Role, Transport};
+use super::server::{Connection, Role, Transport};
 use super::Node;
 use herd_config::auth;
 use herd_logs::WireLog;
@@ -19,19 +17,22 @@ use herd_wire::protocol::{
     PEER_PROTOCOL_VERSION,
 };
 
-/// The acceptor's answer to `HERD HELLO <server> <version> <nonce>` on a connection in
-/// `role`, from `remote` by `transport`: a WELCOME (open links, or TLS links with no
+/// The acceptor's answer to `HERD HELLO <server> <version> <nonce>` on `conn`: a WELCOME (open links, or TLS links with no
 /// secret: the connection is a peer's now) or a CHALLENGE (it must prove the secret next);
-/// `None` to refuse the line (`role` says whether the connection goes on).
+/// `None` to refuse the line (its role says whether the connection goes on).
 pub(super) fn on_hello(
     node: &Node,
-    role: &mut Role,
+    conn: &mut Connection,
     server: &str,
     version: u32,
     nonce: &str,
-    remote: SocketAddr,
-    transport: &Transport,
 ) -> Option<String> {
+    let Connection {
+        role,
+        remote,
+        transport,
+        ..
+    } = conn;
     let known = node.server_config().neighbours.contains(server);
     let first = matches!(role, Role::Client);
     if !known || version != PEER_PROTOCOL_VERSION || !first {
@@ -82,13 +83,9 @@ pub(super) fn on_hello(
 
 /// The acceptor's answer to `HERD AUTH <proof>`: the WELCOME with its own proof when the
 /// dialler proved the secret (the connection is a peer's now); `None` to refuse it (the
-/// connection closes when the handshake was under way, `role` says).
-pub(super) fn on_auth(
-    node: &Node,
-    role: &mut Role,
-    proof: &str,
-    remote: SocketAddr,
-) -> Option<String> {
+/// connection closes when the handshake was under way, its role says).
+pub(super) fn on_auth(node: &Node, conn: &mut Connection, proof: &str) -> Option<String> {
+    let Connection { role, remote, .. } = conn;
     let Role::Authenticating {
         from,
         dialler_nonce,

@@ -14,21 +14,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::{self, is_handshake_line};
 use super::lines::{has_buffered_line, read_line, take_buffered_line, write_within, Line};
-use super::peer_input::{self, Dropped};
+use super::peer_input::Dropped;
 use super::peers::Handoff;
 use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
-use super::table::Refused;
-use super::{operator, session, Node};
+use super::{cmd, operator, session, Node};
 use crate::metrics::{CommandKind, RequestResult};
 use herd_config::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
 use herd_logs::LogBatch;
-use herd_places::NearbyQuery;
 use herd_wire::clock::now_nanos;
-use herd_wire::protocol::{
-    self, format_status, push_invalid, push_whatsat_reply, Command, ControlCommand, PeerMessage,
-};
-use herd_wire::record::AtRecord;
+use herd_wire::protocol::{self, format_status, push_invalid, Command, PeerMessage};
 
 /// Accepts connections until the listener fails; each connection gets its own task, so one
 /// slow or hostile client never holds up another.
@@ -79,7 +74,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
 
 /// How a connection reached the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Transport {
+pub(crate) enum Transport {
     /// Plain text on the client port.
     Plain,
     /// Mutual TLS on the client port: the other end presented this certificate from the
@@ -296,7 +291,7 @@ const MAX_PENDING_REPLY_NANOS: i128 = 20_000_000;
 const MAX_KEPT_LINE_BYTES: usize = 64 * 1024;
 
 /// Who is on the other end of a connection.
-pub(super) enum Role {
+pub(crate) enum Role {
     Client,
     /// A client that already said HELLO once and was refused: a connection gets one HELLO.
     RefusedHello,
@@ -324,7 +319,7 @@ pub(super) enum Role {
 
 /// What kind of answer a line got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     /// Logged as usual.
     Normal,
     /// An IAMAT under strict durability: its reply waits for the flush and becomes a
@@ -409,7 +404,13 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut reader = BufReader::with_capacity(16 * 1024, read_half);
-    let mut role = Role::Client;
+    let mut conn = Connection {
+        role: Role::Client,
+        remote,
+        transport,
+        handoff: Handoff::default(),
+        durable_at: 0,
+    };
     let who = remote.to_string();
     // Replies to the lines read so far, written together; their log lines, handed to the
     // log writer after each write.
@@ -418,8 +419,6 @@ where
     // What the replies in `out` wait for before they are written: their updates on every up
     // neighbour's socket (flood before reply) and, under strict durability, the store write
     // (0: none); and the strict replies that become refusals if it cannot be made durable.
-    let mut handoff = Handoff::default();
-    let mut durable_at = 0;
     let mut refusable = Refusable::default();
 
     // The herd file as it is when the connection opens: a reload applies to new connections.
@@ -438,7 +437,7 @@ where
     // (one clock read per pipelined line, not two).
     let mut last_stamp: Option<i128> = None;
     loop {
-        if limits.close_after_reply && answered && matches!(role, Role::Client) {
+        if limits.close_after_reply && answered && matches!(conn.role, Role::Client) {
             last_stamp = None;
             // Everything sent has been answered: a client that reads until the server
             // closes gets its EOF once it has been quiet for the grace period.
@@ -451,7 +450,7 @@ where
         // A socket that has said nothing yet, or is in a handshake, gets the short deadline.
         let (wait, key) = match first_line
             || slot.is_handshake()
-            || matches!(role, Role::Authenticating { .. })
+            || matches!(conn.role, Role::Authenticating { .. })
         {
             true => (
                 limits.first_line_timeout.min(limits.idle_timeout),
@@ -495,7 +494,7 @@ where
             batch_began = received;
         }
         // On a handshake slot only a neighbour's handshake is heard.
-        if slot.is_handshake() && !is_handshake_line(&line, &role) {
+        if slot.is_handshake() && !is_handshake_line(&line, &conn.role) {
             break;
         }
         // A WHATSAT may wait on its places lookup (an index still loading, a web service):
@@ -505,19 +504,8 @@ where
             node.log.submit(&mut log);
         }
         let reply_start = out.len();
-        let (answer, command) = respond(
-            node,
-            &config_at_start,
-            &mut role,
-            &line,
-            received,
-            remote,
-            &transport,
-            &mut handoff,
-            &mut durable_at,
-            &mut out,
-        )
-        .await;
+        let (answer, command) =
+            respond(node, &config_at_start, &mut conn, &line, received, &mut out).await;
         let result = if out[reply_start..].starts_with(b"? ") {
             RequestResult::Invalid
         } else {
@@ -544,7 +532,7 @@ where
         if line.capacity() > MAX_KEPT_LINE_BYTES {
             line = Vec::new();
         }
-        if let Role::Peer(from) = role {
+        if let Role::Peer(from) = conn.role {
             // A proved neighbour moves to its own room, giving back the slot it came in on.
             let Some(permit) = node.peer_slots.try_peer(&from) else {
                 tracing::warn!(
@@ -568,7 +556,7 @@ where
                         // What is already buffered is read first.
                         session::after_handshake(reader),
                         Box::new(writer),
-                        match &transport {
+                        match &conn.transport {
                             Transport::LinkTls(cert) => Some(cert.clone()),
                             _ => None,
                         },
@@ -585,10 +573,10 @@ where
             tracing::info!("peer connection from {from} ({remote}) dropped: {why}");
             return Ok(());
         }
-        if matches!(role, Role::Closing) {
+        if matches!(conn.role, Role::Closing) {
             break;
         }
-        if let Role::Records(buckets) = &role {
+        if let Role::Records(buckets) = &conn.role {
             write_within(&mut writer, &out, limits.write_timeout).await?;
             node.log.submit(&mut log);
             operator::stream_records(node, buckets, &mut writer).await?;
@@ -611,9 +599,7 @@ where
                 node.log.submit(&mut log);
             }
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
-            if let Err(why) =
-                release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
-            {
+            if let Err(why) = conn.release(node, &config_at_start).await {
                 node.metrics.recount(
                     CommandKind::Iamat,
                     RequestResult::Refused,
@@ -634,8 +620,7 @@ where
         }
     }
     if !out.is_empty() {
-        if let Err(why) = release_point(node, &config_at_start, &mut handoff, &mut durable_at).await
-        {
+        if let Err(why) = conn.release(node, &config_at_start).await {
             node.metrics.recount(
                 CommandKind::Iamat,
                 RequestResult::Refused,
@@ -651,33 +636,37 @@ where
     Ok(())
 }
 
-/// Waits until the pending replies may be written: their updates were handed to every up
-/// neighbour's socket (at most `links.write_timeout_ms`: a link stalled longer is being
-/// dropped) and, under strict durability, are on disk. An error: the updates are not on disk,
-/// so their replies must not acknowledge them.
-async fn release_point(
-    node: &Node,
-    config: &HerdConfig,
-    handoff: &mut Handoff,
-    durable_at: &mut u64,
-) -> Result<(), NotDurable> {
-    handoff.wait(config.links.write_timeout).await;
-    node.wait_durable(std::mem::take(durable_at)).await
+/// One connection on the client port, between its lines: who is on the other end, how it
+/// came, and what the replies answered so far wait for before they are written.
+pub(crate) struct Connection {
+    pub(crate) role: Role,
+    pub(crate) remote: SocketAddr,
+    pub(crate) transport: Transport,
+    /// The neighbours the pending replies' updates were queued for (flood before reply).
+    handoff: Handoff,
+    /// Under strict durability, the update the pending replies wait for on disk (0: none).
+    durable_at: u64,
 }
 
-/// Counts a query as waiting while it lives (also when its connection drops mid-wait).
-struct Waiting<'a>(&'a AtomicU64);
-
-impl<'a> Waiting<'a> {
-    fn on(counter: &'a AtomicU64) -> Waiting<'a> {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Waiting(counter)
+impl Connection {
+    /// Where an IAMAT notes the neighbours its update was queued for.
+    pub(crate) fn handoff(&mut self) -> &mut Handoff {
+        &mut self.handoff
     }
-}
 
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+    /// Under strict durability: the pending replies also wait for update `seq` on disk.
+    pub(crate) fn wait_durable(&mut self, seq: u64) {
+        self.durable_at = self.durable_at.max(seq);
+    }
+
+    /// The release point: waits until the pending replies may be written: their updates were
+    /// handed to every up neighbour (at most `links.write_timeout_ms`: a link stalled longer
+    /// is being dropped) and, under strict durability, are on disk. An error: the updates are
+    /// not on disk, so their replies must not acknowledge them.
+    async fn release(&mut self, node: &Node, config: &HerdConfig) -> Result<(), NotDurable> {
+        self.handoff.wait(config.links.write_timeout).await;
+        node.wait_durable(std::mem::take(&mut self.durable_at))
+            .await
     }
 }
 
@@ -691,20 +680,14 @@ fn client_id_too_long(command: &Command<'_>, max: usize) -> bool {
 }
 
 /// Appends the reply to one line to `out`, if it gets one (AUTH does not). An IAMAT notes in
-/// `handoff` the neighbours its update was queued for and, under strict durability, raises
-/// `durable_at` to the update its reply must wait for.
-// Each argument is a different part of the connection's state; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
+/// the connection what its reply waits for (the neighbours its update was queued for and,
+/// under strict durability, the update that must be on disk).
 async fn respond(
     node: &Node,
     config: &HerdConfig,
-    role: &mut Role,
+    conn: &mut Connection,
     line: &[u8],
     received: i128,
-    remote: SocketAddr,
-    transport: &Transport,
-    handoff: &mut Handoff,
-    durable_at: &mut u64,
     out: &mut Vec<u8>,
 ) -> (Answer, CommandKind) {
     let Some(command) = protocol::parse_line(line) else {
@@ -720,166 +703,68 @@ async fn respond(
         }
         Command::Peer(_) => CommandKind::Other,
     };
-    let answer = answer(
-        node, config, role, command, line, received, remote, transport, handoff, durable_at, out,
-    )
-    .await;
+    let answer = answer(node, config, conn, command, line, received, out).await;
     (answer, kind)
 }
 
-/// [`respond`]'s answer to a parsed line.
-#[allow(clippy::too_many_arguments)]
+/// [`respond`]'s answer to a parsed line: each command's own module appends its reply, or
+/// the line is refused with `? <line>`.
 async fn answer(
     node: &Node,
     config: &HerdConfig,
-    role: &mut Role,
+    conn: &mut Connection,
     command: Command<'_>,
     line: &[u8],
     received: i128,
-    remote: SocketAddr,
-    transport: &Transport,
-    handoff: &mut Handoff,
-    durable_at: &mut u64,
     out: &mut Vec<u8>,
 ) -> Answer {
-    let reply = |bytes: &[u8], out: &mut Vec<u8>| {
-        out.extend_from_slice(bytes);
-        Answer::Normal
-    };
-    let invalid = |out: &mut Vec<u8>| {
-        push_invalid(out, line);
-        Answer::Normal
-    };
-    if client_id_too_long(&command, config.limits.max_client_id_bytes) {
-        return invalid(out);
-    }
-    match command {
-        Command::Iamat(iamat) => {
-            // One forged future time would pin the client's location forever.
-            if peer_input::too_far_ahead(iamat.time, received, config) {
-                return invalid(out);
-            }
-            let record = AtRecord::from_iamat(&node.name, received, &iamat);
-            let line_text = record.line().len();
-            out.extend_from_slice(record.line().as_bytes());
-            out.push(b'\n');
-            let accepted = node.accept(record, &iamat, handoff);
-            if accepted == Err(Refused::Full) {
-                // A new client and a full table (`clients.max`): refused, never an existing
-                // client evicted.
-                out.truncate(out.len() - line_text - 1);
-                return invalid(out);
-            }
-            if node.strict(config) {
-                *durable_at = (*durable_at).max(node.durable_point(accepted));
-                return Answer::Strict;
-            }
-            Answer::Normal
-        }
-        Command::Whatsat(query) => {
-            let Some(record) = node.table.location_of(query.client) else {
-                return invalid(out);
-            };
-            let location = record.location();
-            let _waiting = Waiting::on(&node.places_waiting);
-            let places = node
-                .places
-                .nearby(NearbyQuery {
-                    lat: location.lat,
-                    lng: location.lng,
-                    radius_km: query.radius_km,
-                    bound: query.bound,
-                })
-                .await;
-            push_whatsat_reply(out, record.line(), places.as_str());
-            Answer::Normal
-        }
+    let answered = match command {
+        _ if client_id_too_long(&command, config.limits.max_client_id_bytes) => None,
+        Command::Iamat(iamat) => cmd::iamat::answer(node, config, conn, &iamat, received, out),
+        Command::Whatsat(query) => cmd::whatsat::answer(node, &query, out)
+            .await
+            .map(|()| Answer::Normal),
         Command::Peer(PeerMessage::Hello {
             server,
             version,
             nonce,
-        }) => match handshake::on_hello(node, role, server, version, nonce, remote, transport) {
-            Some(answer) => reply(answer.as_bytes(), out),
-            None => invalid(out),
-        },
+        }) => handshake::on_hello(node, conn, server, version, nonce).map(|welcome| {
+            out.extend_from_slice(welcome.as_bytes());
+            Answer::Normal
+        }),
         Command::Peer(PeerMessage::Auth { proof }) => {
-            match handshake::on_auth(node, role, proof, remote) {
-                Some(welcome) => reply(welcome.as_bytes(), out),
-                None => invalid(out),
-            }
+            handshake::on_auth(node, conn, proof).map(|welcome| {
+                out.extend_from_slice(welcome.as_bytes());
+                Answer::Normal
+            })
+        }
+        Command::Peer(PeerMessage::StatusQuery) => {
+            out.extend_from_slice(format_status(&node.figures()).as_bytes());
+            Some(Answer::Quiet)
+        }
+        Command::Peer(PeerMessage::Operator { nonce }) => {
+            cmd::control::challenge(node, conn, nonce, out)
+        }
+        Command::Peer(PeerMessage::Control { proof, command }) => {
+            cmd::control::command(node, config, conn, proof, command, out)
         }
         // Updates, anti-entropy and WANT belong to a peer session; on a connection that
-        // did not say HELLO (and prove the secret) they are refused, never applied.
+        // did not say HELLO (and prove the secret) they are refused, never applied. The
+        // rest are never a client port's to answer.
         Command::Peer(
             PeerMessage::Update(_)
             | PeerMessage::Sync(_)
             | PeerMessage::Digest(..)
-            | PeerMessage::Want(_),
-        ) => invalid(out),
-        Command::Peer(PeerMessage::StatusQuery) => {
-            out.extend_from_slice(format_status(&node.figures()).as_bytes());
-            Answer::Quiet
-        }
-        Command::Peer(PeerMessage::Operator { nonce }) => {
-            if !matches!(role, Role::Client) {
-                return invalid(out);
-            }
-            let (challenge, our_nonce) = operator::challenge(node, nonce);
-            *role = Role::Operator {
-                tool_nonce: nonce.to_owned(),
-                our_nonce,
-            };
-            reply(challenge.as_bytes(), out)
-        }
-        Command::Peer(PeerMessage::Control { proof, command }) => {
-            // One command per challenge: whatever happens, the nonces are spent.
-            let Role::Operator {
-                tool_nonce,
-                our_nonce,
-            } = std::mem::replace(role, Role::Client)
-            else {
-                return invalid(out);
-            };
-            if let Err(why) = operator::authorise(node, proof, &command, &tool_nonce, &our_nonce) {
-                tracing::warn!(
-                    "{remote}: refused the control command {}: {why}",
-                    command.text()
-                );
-                return invalid(out);
-            }
-            match command {
-                ControlCommand::Digest => {
-                    out.extend_from_slice(operator::digest_answer(node).as_bytes());
-                    Answer::Quiet
-                }
-                ControlCommand::Records(buckets) => match protocol::parse_want(buckets) {
-                    Some(buckets) => {
-                        *role = Role::Records(buckets);
-                        Answer::Quiet
-                    }
-                    None => invalid(out),
-                },
-                ControlCommand::Forget { client, reason } => {
-                    if client.len() > config.limits.max_client_id_bytes {
-                        return invalid(out);
-                    }
-                    reply(operator::forget(node, client, reason).as_bytes(), out)
-                }
-                _ => match super::faults::apply(node, &command) {
-                    Ok(faults) => reply(protocol::format_done(&faults).as_bytes(), out),
-                    Err(why) => {
-                        tracing::warn!("{remote}: cannot {}: {why}", command.text());
-                        invalid(out)
-                    }
-                },
-            }
-        }
-        Command::Peer(
-            PeerMessage::Welcome { .. }
+            | PeerMessage::Want(_)
+            | PeerMessage::Welcome { .. }
             | PeerMessage::Challenge { .. }
             | PeerMessage::Fault(_)
             | PeerMessage::AckRequest
             | PeerMessage::Ack(_),
-        ) => invalid(out),
-    }
+        ) => None,
+    };
+    answered.unwrap_or_else(|| {
+        push_invalid(out, line);
+        Answer::Normal
+    })
 }
