@@ -519,6 +519,52 @@ pub async fn run(
     Ok(())
 }
 
+/// A node made in memory for unit tests of its commands: the herd file `yaml` (its server
+/// `name`), a herd secret, no store, no sockets, a places index of one point.
+#[cfg(test)]
+pub(crate) fn node_for_tests(yaml: &str, name: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("pois.csv");
+    std::fs::write(&csv, "name,lat,lon\nThe Ark,34.07,-118.44\n").unwrap();
+    let places = herd_places::offline::OfflineIndex::from_csv_path(&csv).unwrap();
+    let config = HerdConfig::parse(
+        yaml,
+        std::path::Path::new("herd.yaml"),
+        &herd_config::config::Environment::default(),
+    )
+    .unwrap();
+    let server = config.servers[name].clone();
+    let peers = Peers::new(&server.neighbours, config.links.queue);
+    let table = Arc::new(Table::new());
+    table.set_lifecycle(&config.clients, herd_wire::clock::now_nanos());
+    Node {
+        name: name.to_owned(),
+        peers,
+        slots: ConnectionSlots::new(config.limits.max_connections),
+        per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
+        peer_slots: slots::PeerSlots::default(),
+        table,
+        places: Arc::new(places),
+        started: Instant::now(),
+        store: None,
+        recovered: 0,
+        synced: AtomicU64::new(0),
+        places_waiting: AtomicU64::new(0),
+        log: WireLog::discard(),
+        secret: Some(herd_config::auth::HerdSecret::new(
+            "unit-test-secret-0123456789abcdef".into(),
+        )),
+        peer_input: PeerInput::default(),
+        heartbeat: admin::Heartbeat::default(),
+        client_port_open: admin::OpenCount::default(),
+        peer_sessions: admin::OpenCount::default(),
+        admin_open: admin::OpenCount::default(),
+        metrics: crate::metrics::NodeMetrics::new(),
+        tls: None,
+        config: RwLock::new(Arc::new(config)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::until_next_second;

@@ -649,6 +649,18 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
+    /// A plain-text client's connection from 127.0.0.1, for unit tests of the commands.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Connection {
+        Connection {
+            role: Role::Client,
+            remote: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            transport: Transport::Plain,
+            handoff: Handoff::default(),
+            durable_at: 0,
+        }
+    }
+
     /// Where an IAMAT notes the neighbours its update was queued for.
     pub(crate) fn handoff(&mut self) -> &mut Handoff {
         &mut self.handoff

@@ -82,3 +82,50 @@ pub(crate) fn command(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_for_tests;
+
+    const HERD: &str = "servers:\n  Alford: { port: 12000 }\n";
+
+    #[test]
+    fn a_challenge_is_given_once_per_client_connection_and_spent_by_any_command() {
+        let node = node_for_tests(HERD, "Alford");
+        let config = node.config();
+        let mut conn = Connection::for_tests();
+        let mut out = Vec::new();
+        // A command with no challenge first is refused.
+        let refused = command(
+            &node,
+            &config,
+            &mut conn,
+            None,
+            ControlCommand::Digest,
+            &mut out,
+        );
+        assert_eq!(refused, None);
+        let nonce = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            challenge(&node, &mut conn, nonce, &mut out),
+            Some(Answer::Normal)
+        );
+        assert!(String::from_utf8_lossy(&out).starts_with("HERD CHALLENGE Alford "));
+        assert!(matches!(conn.role, Role::Operator { .. }));
+        // Not a second challenge on the same connection.
+        assert_eq!(challenge(&node, &mut conn, nonce, &mut out), None);
+        // A command with a wrong proof is refused, and the challenge is spent.
+        let wrong = Some("00".repeat(32));
+        let answered = command(
+            &node,
+            &config,
+            &mut conn,
+            wrong.as_deref(),
+            ControlCommand::Digest,
+            &mut out,
+        );
+        assert_eq!(answered, None);
+        assert!(matches!(conn.role, Role::Client));
+    }
+}
