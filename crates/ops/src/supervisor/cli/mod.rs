@@ -172,6 +172,22 @@ fn last_lines(path: &Path, n: usize) -> String {
         .join("\n")
 }
 
+/// The running supervisor of the herd at `config_path`, for a command on one server `name`
+/// of this machine (or one running here): a name that is not such a server is an error.
+fn supervisor_for_one(config_path: &Path, name: &str) -> Result<SupervisorClient> {
+    let (config, _) = locate::for_running_herd(config_path)?;
+    config.server(name)?;
+    resolve_targets(
+        &config,
+        &[name.to_owned()],
+        &Locality::look_up(config.hosts())?,
+        Scope::HostedOrRunning,
+    )?;
+    let supervisor = SupervisorClient::new(config)?;
+    supervisor.ensure_running()?;
+    Ok(supervisor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

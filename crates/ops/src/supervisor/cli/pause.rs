@@ -47,16 +47,7 @@ pub(super) fn freeze_or_thaw(
     name: &str,
     pause: bool,
 ) -> Result<(NodeReport, NodeReport)> {
-    let (config, _) = locate::for_running_herd(config_path)?;
-    config.server(name)?;
-    resolve_targets(
-        &config,
-        &[name.to_owned()],
-        &Locality::look_up(config.hosts())?,
-        Scope::HostedOrRunning,
-    )?;
-    let supervisor = SupervisorClient::new(config)?;
-    supervisor.ensure_running()?;
+    let supervisor = supervisor_for_one(config_path, name)?;
     let name = name.to_owned();
     let find = |reports: Vec<NodeReport>| {
         reports

@@ -143,16 +143,7 @@ pub fn restart(config_path: &Path, names: &[String]) -> Result<ExitCode> {
 
 /// `herdctl kill NAME`: SIGKILL, as a crash.
 pub fn kill(config_path: &Path, name: &str) -> Result<ExitCode> {
-    let (config, _) = locate::for_running_herd(config_path)?;
-    config.server(name)?;
-    resolve_targets(
-        &config,
-        &[name.to_owned()],
-        &Locality::look_up(config.hosts())?,
-        Scope::HostedOrRunning,
-    )?;
-    let supervisor = SupervisorClient::new(config)?;
-    supervisor.ensure_running()?;
+    let supervisor = supervisor_for_one(config_path, name)?;
     let reports = supervisor.call(&Request::Kill {
         name: name.to_owned(),
     })?;
