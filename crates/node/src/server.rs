@@ -38,15 +38,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener) -> Result<()> {
     raise_open_files_limit(node.config().limits.max_connections);
     let mut refusals = RefusalLog::default();
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: transient, keep serving.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let (stream, remote) = accept(&listener, "the client port").await;
         // A client slot (within the address's cap), else room for a neighbour's handshake.
         let client = node
             .per_ip
@@ -143,19 +135,26 @@ fn plain_halves(
     stream.into_split()
 }
 
+/// The next connection on `listener` (`port` names it in a warning). Accept errors (out of
+/// file descriptors and the like) are transient: logged, and the node keeps serving.
+async fn accept(listener: &TcpListener, port: &str) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!("accept failed on {port}: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Accepts clients on `tls_port`: the same protocol as the client port, over TLS with this
 /// server's certificate, within the same connection limits.
 pub async fn serve_tls_clients(node: Arc<Node>, listener: TcpListener) -> Result<()> {
     let mut refusals = RefusalLog::default();
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!("accept failed on tls_port: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let (stream, remote) = accept(&listener, "tls_port").await;
         let Some(slot) = node
             .per_ip
             .try_enter(remote.ip())

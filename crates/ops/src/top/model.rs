@@ -299,6 +299,22 @@ fn format_uptime(s: u64) -> String {
     }
 }
 
+/// Each column's width in characters: its widest cell's, or its heading's if wider.
+pub fn column_widths(texts: &[Vec<String>]) -> Vec<usize> {
+    COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (heading, _))| {
+            let widest = texts
+                .iter()
+                .map(|t| t[i].chars().count())
+                .max()
+                .unwrap_or(0);
+            widest.max(heading.len())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

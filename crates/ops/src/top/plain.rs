@@ -3,24 +3,13 @@
 
 use std::fmt::Write;
 
-use super::model::{cells, COLUMNS};
+use super::model::{cells, column_widths, COLUMNS};
 use super::render::View;
 
 /// The view as aligned text: the title, the heading, one line per row.
 pub fn table(view: &View) -> String {
     let texts: Vec<Vec<String>> = view.rows.iter().map(cells).collect();
-    let widths: Vec<usize> = COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, (heading, _))| {
-            let widest = texts
-                .iter()
-                .map(|t| t[i].chars().count())
-                .max()
-                .unwrap_or(0);
-            widest.max(heading.len())
-        })
-        .collect();
+    let widths = column_widths(&texts);
     let mut out = String::new();
     let up = view
         .rows

@@ -7,7 +7,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Cell, Paragraph, Row as TableRow, Table};
 use ratatui::Frame;
 
-use super::model::{cells, Row, Sort, State, COLUMNS};
+use super::model::{cells, column_widths, Row, Sort, State, COLUMNS};
 
 /// What the screen shows: rows already sorted, the sort, and the first row shown.
 #[derive(Debug, Clone, Default)]
@@ -56,17 +56,9 @@ pub fn draw(frame: &mut Frame, view: &View) {
 fn draw_table(frame: &mut Frame, view: &View, area: Rect) {
     let texts: Vec<Vec<String>> = view.rows.iter().map(cells).collect();
     // Each column as wide as its widest cell or heading.
-    let widths: Vec<Constraint> = COLUMNS
-        .iter()
-        .enumerate()
-        .map(|(i, (heading, _))| {
-            let widest = texts
-                .iter()
-                .map(|t| t[i].chars().count())
-                .max()
-                .unwrap_or(0);
-            Constraint::Length(widest.max(heading.len()) as u16)
-        })
+    let widths: Vec<Constraint> = column_widths(&texts)
+        .into_iter()
+        .map(|width| Constraint::Length(width as u16))
         .collect();
     let header = TableRow::new(COLUMNS.iter().enumerate().map(|(i, (heading, _))| {
         let style = Style::new().add_modifier(Modifier::BOLD);
