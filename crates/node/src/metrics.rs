@@ -3,7 +3,7 @@
 use crate::link_stats::DropReason;
 use crate::Node;
 pub use herd_metrics::{
-    process, Counter, Exposition, Histogram, Kind, LATENCY_BOUNDS, PROPAGATION_BOUNDS,
+    process, Counter, Exposition, Histogram, Kind, Tally, LATENCY_BOUNDS, PROPAGATION_BOUNDS,
 };
 
 /// The kinds of line a client connection answers (`command` label).
@@ -89,18 +89,60 @@ impl NodeMetrics {
             propagation_delay: Histogram::new(PROPAGATION_BOUNDS),
         }
     }
+}
 
-    /// One line answered, `nanos` after it was read.
-    pub fn request(&self, command: CommandKind, result: RequestResult, nanos: u64) {
-        self.requests[command as usize][result as usize].inc();
-        self.durations[command as usize].observe_nanos(nanos);
+/// What one connection answered since it last handed its counts to [`NodeMetrics`]: it does
+/// so before each write of replies (so a client that has its reply finds it counted) and
+/// when dropped. Counting each line straight into the shared counters was three atomic adds
+/// on cache lines both worker threads write, ~3.5% of a node's CPU under pipelined IAMATs.
+pub struct RequestTally<'a> {
+    metrics: &'a NodeMetrics,
+    requests: [[u64; 3]; 5],
+    durations: [Tally; 5],
+}
+
+impl<'a> RequestTally<'a> {
+    pub fn new(metrics: &'a NodeMetrics) -> RequestTally<'a> {
+        RequestTally {
+            metrics,
+            requests: Default::default(),
+            durations: Default::default(),
+        }
     }
 
-    /// A request counted as answered `from` becomes `to` (a strict IAMAT refused after its
-    /// reply was made).
-    pub fn recount(&self, command: CommandKind, to: RequestResult, n: u64) {
-        self.requests[command as usize][RequestResult::Ok as usize].sub(n);
-        self.requests[command as usize][to as usize].add(n);
+    /// One line answered, `nanos` after it was read.
+    #[inline]
+    pub fn request(&mut self, command: CommandKind, result: RequestResult, nanos: u64) {
+        self.requests[command as usize][result as usize] += 1;
+        self.metrics.durations[command as usize]
+            .observe_into(&mut self.durations[command as usize], nanos);
+    }
+
+    /// `n` requests counted since the last [`RequestTally::flush`] as answered `Ok` become
+    /// `to` (strict IAMATs refused after their replies were made).
+    pub fn recount(&mut self, command: CommandKind, to: RequestResult, n: u64) {
+        let counts = &mut self.requests[command as usize];
+        let n = n.min(counts[RequestResult::Ok as usize]);
+        counts[RequestResult::Ok as usize] -= n;
+        counts[to as usize] += n;
+    }
+
+    /// Hands what was counted to the node's metrics.
+    pub fn flush(&mut self) {
+        for (command, counts) in self.requests.iter_mut().enumerate() {
+            for (result, count) in counts.iter_mut().enumerate() {
+                if *count != 0 {
+                    self.metrics.requests[command][result].add(std::mem::take(count));
+                }
+            }
+            self.metrics.durations[command].add(&mut self.durations[command]);
+        }
+    }
+}
+
+impl Drop for RequestTally<'_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

@@ -459,11 +459,15 @@ pub struct Peers {
     /// Which links an update goes on (`links.forwarding`); set from the herd file at start
     /// and by every reload.
     routes: RwLock<Routes>,
+    /// Whether `links` holds any: a node without neighbours forwards nothing, and checking
+    /// this costs it no lock (two read locks per update are atomic writes to lines every
+    /// worker thread shares, ~2.5% of a lone node's CPU under pipelined IAMATs).
+    any_links: AtomicBool,
 }
 
 impl Peers {
     pub fn new(neighbours: &BTreeSet<String>, queue_capacity: usize) -> Peers {
-        let links = neighbours
+        let links: BTreeMap<String, Arc<Link>> = neighbours
             .iter()
             .map(|name| {
                 (
@@ -473,6 +477,7 @@ impl Peers {
             })
             .collect();
         Peers {
+            any_links: AtomicBool::new(!links.is_empty()),
             links: RwLock::new(links),
             routes: RwLock::default(),
         }
@@ -518,6 +523,7 @@ impl Peers {
                 added.push(link);
             }
         }
+        self.any_links.store(!links.is_empty(), Ordering::Release);
         drop(links);
         for link in &dropped {
             link.retire();
@@ -545,6 +551,9 @@ impl Peers {
         flooded: bool,
         handoff: Option<&mut Handoff>,
     ) {
+        if !self.any_links.load(Ordering::Acquire) {
+            return;
+        }
         let mut handoff = handoff;
         let links = self.read();
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());

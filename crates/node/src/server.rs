@@ -19,7 +19,7 @@ use super::peers::Handoff;
 use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
 use super::{cmd, operator, session, Node};
-use crate::metrics::{CommandKind, RequestResult};
+use crate::metrics::{CommandKind, RequestResult, RequestTally};
 use herd_config::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
 use herd_logs::LogBatch;
 use herd_wire::clock::now_nanos;
@@ -419,6 +419,9 @@ where
     // neighbour's socket (flood before reply) and, under strict durability, the store write
     // (0: none); and the strict replies that become refusals if it cannot be made durable.
     let mut refusable = Refusable::default();
+    // What the lines answered so far count in the node's metrics, handed over before each
+    // write of replies.
+    let mut tally = RequestTally::new(&node.metrics);
 
     // The herd file as it is when the connection opens: a reload applies to new connections.
     let config_at_start = node.config();
@@ -512,7 +515,7 @@ where
         };
         let replied = now_nanos();
         last_stamp = Some(replied);
-        node.metrics.request(
+        tally.request(
             command,
             result,
             replied.saturating_sub(received).max(0) as u64,
@@ -543,6 +546,7 @@ where
             drop(slot);
             let _slot = Slot::Peer(permit);
             // The handshake is done (its WELCOME may be in `out`): the rest is a peer session.
+            tally.flush();
             write_within(&mut writer, &out, config_at_start.links.write_timeout).await?;
             node.log.submit(&mut log);
             let _peer = node.peer_sessions.enter();
@@ -576,6 +580,7 @@ where
             break;
         }
         if let Role::Records(buckets) = &conn.role {
+            tally.flush();
             write_within(&mut writer, &out, limits.write_timeout).await?;
             node.log.submit(&mut log);
             operator::stream_records(node, buckets, &mut writer).await?;
@@ -599,7 +604,7 @@ where
             }
             // Pipelined IAMATs wait once for the whole batch (group commit per connection).
             if let Err(why) = conn.release(node, &config_at_start).await {
-                node.metrics.recount(
+                tally.recount(
                     CommandKind::Iamat,
                     RequestResult::Refused,
                     refusable.replies.len() as u64,
@@ -607,8 +612,10 @@ where
                 refusable.refuse(&mut out, &mut log, &who, why);
             }
             refusable.clear();
-            // Logged before the write, which waits as long as the client takes to read.
+            // Logged and counted before the write, which waits as long as the client takes
+            // to read.
             node.log.submit(&mut log);
+            tally.flush();
             write_within(&mut writer, &out, limits.write_timeout).await?;
             answered = true;
             if out.capacity() > MAX_PENDING_REPLY_BYTES {
@@ -620,7 +627,7 @@ where
     }
     if !out.is_empty() {
         if let Err(why) = conn.release(node, &config_at_start).await {
-            node.metrics.recount(
+            tally.recount(
                 CommandKind::Iamat,
                 RequestResult::Refused,
                 refusable.replies.len() as u64,
@@ -628,6 +635,7 @@ where
             refusable.refuse(&mut out, &mut log, &who, why);
         }
         node.log.submit(&mut log);
+        tally.flush();
         write_within(&mut writer, &out, limits.write_timeout).await?;
     }
     node.log.submit(&mut log);

@@ -395,12 +395,34 @@ fn fields(line: &str) -> impl Iterator<Item = &str> {
 /// 0xC2 starts no other character in that range, so bytes tell without decoding.
 fn has_control(line: &str) -> bool {
     let bytes = line.as_bytes();
-    bytes.iter().enumerate().any(|(at, &b)| match b {
+    // Eight bytes at a time while they are printable ASCII (0x20 to 0x7e: what nearly every
+    // line is); from the first word that is not, byte by byte.
+    let mut at = 0;
+    while at + 8 <= bytes.len() {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        if !is_printable_ascii(word) {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..].iter().enumerate().any(|(i, &b)| match b {
         0x7f => true,
         0..0x20 => !is_separator_byte(b),
-        0xc2 => bytes.get(at + 1).is_some_and(|&next| next < 0xa0),
+        0xc2 => bytes.get(at + i + 1).is_some_and(|&next| next < 0xa0),
         _ => false,
     })
+}
+
+/// Whether all eight bytes of `word` are printable ASCII (0x20 to 0x7e). Exact: a byte
+/// below 0x20 or at 0x7f, 0x80 or above, sets the high bit of its lane in one of the three
+/// tests (a borrow can only set higher lanes' bits once a lower lane already failed).
+#[inline]
+fn is_printable_ascii(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+    let del = (word ^ (ONES * 0x7f)).wrapping_sub(ONES) & !(word ^ (ONES * 0x7f));
+    (word | below_space | del) & HIGH == 0
 }
 
 /// Parses one line (without its `\n`). `None` means "invalid: answer `? <line>`".
@@ -1028,6 +1050,42 @@ pub fn push_whatsat_reply(out: &mut Vec<u8>, at_line: &str, places: &str) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_check_agrees_with_the_byte_check_on_every_byte_in_every_lane() {
+        let printable = |b: u8| (0x20..0x7f).contains(&b);
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = [b'a'; 8];
+                bytes[lane] = b;
+                let word = u64::from_le_bytes(bytes);
+                assert_eq!(
+                    is_printable_ascii(word),
+                    printable(b),
+                    "byte {b:#x} in lane {lane}"
+                );
+            }
+        }
+        // Two lanes at once, so a borrow out of one lane meets another.
+        let edges = [
+            0x00, 0x09, 0x1f, 0x20, 0x21, 0x7e, 0x7f, 0x80, 0xa0, 0xc2, 0xff,
+        ];
+        for (i, j) in (0..8).flat_map(|i| (i + 1..8).map(move |j| (i, j))) {
+            for (&a, &b) in edges.iter().flat_map(|a| edges.iter().map(move |b| (a, b))) {
+                let mut bytes = [b'~'; 8];
+                (bytes[i], bytes[j]) = (a, b);
+                let word = u64::from_le_bytes(bytes);
+                assert_eq!(is_printable_ascii(word), printable(a) && printable(b));
+            }
+        }
+        // A control byte after printable words, and one in the tail that no word covers.
+        assert!(has_control("IAMAT kiwi.cs.ucla.edu +34\x01-118 1.5"));
+        assert!(has_control("IAMAT kiwi.cs.ucla.edu +34-118 1.5\x1b"));
+        assert!(has_control("IAMAT kiwi.cs.ucla.edu +34-118 1.5 \u{85}"));
+        assert!(!has_control(
+            "IAMAT kiwi.cs.ucla.edu\t+34-118 1.5 caf\u{e9}"
+        ));
+    }
 
     pub(crate) const KIWI: &str =
         "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
