@@ -55,11 +55,12 @@ impl Timestamp {
     #[inline]
     pub fn parse(text: &str) -> Option<Timestamp> {
         let (int, frac) = split_decimal(text)?;
-        let secs: u64 = int.parse().ok()?;
-        let mut nanos: u32 = 0;
-        for (i, digit) in frac.bytes().take(9).enumerate() {
-            nanos += u32::from(digit - b'0') * 10u32.pow(8 - i as u32);
-        }
+        let secs = digits_value(int)?;
+        let kept = &frac.as_bytes()[..frac.len().min(9)];
+        let nanos = kept
+            .iter()
+            .fold(0u32, |n, &digit| n * 10 + u32::from(digit - b'0'))
+            * 10u32.pow(9 - kept.len() as u32);
         Some(Timestamp { secs, nanos })
     }
 }
@@ -119,34 +120,38 @@ fn parse_signed_degrees(text: &str) -> Option<f64> {
 /// Whether the decimal `int.frac` (ASCII digits, as split by [`split_decimal`]) is at most the
 /// whole number `max`, exactly: any number of digits, no floating-point rounding.
 fn decimal_at_most(int: &str, frac: &str, max: u64) -> bool {
-    let int = int.trim_start_matches('0');
-    let value: u64 = match int {
-        "" => 0,
-        digits => match digits.parse() {
-            Ok(v) => v,
-            Err(_) => return false, // more than u64 can hold: far above any limit
-        },
+    let Some(value) = digits_value(int) else {
+        return false; // more than u64 can hold: far above any limit
     };
     value < max || (value == max && frac.bytes().all(|b| b == b'0'))
 }
 
 /// Splits `\d+(\.\d+)?` into integer and fraction digits; `None` for anything else (signs,
 /// exponents, `inf`, `nan`, empty parts, non-ASCII digits).
+/// One pass over the bytes: these fields are a few bytes long, too short for a memchr.
+#[inline]
 fn split_decimal(text: &str) -> Option<(&str, &str)> {
-    let (int, frac) = match text.split_once('.') {
-        Some((int, frac)) => {
-            if frac.is_empty() {
-                return None;
-            }
-            (int, frac)
-        }
-        None => (text, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || !all_digits(int) || !all_digits(frac) {
+    let bytes = text.as_bytes();
+    let int = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if int == 0 {
         return None;
     }
-    Some((int, frac))
+    if int == bytes.len() {
+        return Some((text, ""));
+    }
+    let frac = &bytes[int + 1..];
+    if bytes[int] != b'.' || frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((&text[..int], &text[int + 1..]))
+}
+
+/// The value of ASCII digits `digits` (as split by [`split_decimal`]); `None` past u64.
+#[inline]
+fn digits_value(digits: &str) -> Option<u64> {
+    digits.bytes().try_fold(0u64, |value, digit| {
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 /// A client's location report, with the original text of every field.
