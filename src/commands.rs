@@ -79,6 +79,7 @@ pub fn run(source: &HerdSource, name: &str, log_stdout: bool) -> Result<ExitCode
     let places = places?;
     let (store, report) = opened?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.node_threads_here())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

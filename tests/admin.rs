@@ -274,3 +274,25 @@ fn status_names_the_missing_neighbour_and_shows_each_link() {
         .unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains(" 0/1 -Ball "), "{table}");
 }
+
+/// `node_threads` sets how many runtime threads a node answers its connections on (the
+/// default, one fewer than the cores, is checked in the config's unit tests), and the
+/// node says how many it runs on `/metrics`.
+#[test]
+fn a_node_runs_node_threads_runtime_threads() {
+    for (threads, extra) in [
+        (3, "node_threads: 3\nadmin: { open: true }\n"),
+        (1, "node_threads: 1\nadmin: { open: true }\n"),
+    ] {
+        let herd = Herd::configure(&[("Solo", &[])], extra).started();
+        let (code, page) = herd.admin_get("Solo", "/metrics", None);
+        assert_eq!(code, 200, "{page}");
+        assert!(
+            page.contains(&format!("\nherd_node_threads {threads}\n")),
+            "{extra}: {page}"
+        );
+        assert!(herd
+            .send("Solo", "IAMAT a +1+1 1\n")
+            .starts_with("AT Solo "));
+    }
+}

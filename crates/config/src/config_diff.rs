@@ -3,8 +3,8 @@
 //! (to refuse a live reload it cannot apply). Pure: two configs in, a plan out.
 //!
 //! - A node restarts when its own settings change (its address: port or host) or when a
-//!   setting it reads only at start-up changes (`data_dir`, `durability`, `places`,
-//!   `secret`).
+//!   setting it reads only at start-up changes (`data_dir`, `durability`, `node_threads`,
+//!   `places`, `secret`).
 //! - Everything else a node uses is applied live: its links (added and dropped without a
 //!   restart, and its neighbours' addresses), `limits`, `links`, `reconnect` and `logs`.
 //! - `supervisor:` settings are the supervisor's own; `run_dir` cannot change under a
@@ -76,6 +76,7 @@ pub fn restart_reason(old: &HerdConfig, new: &HerdConfig, name: &str) -> Option<
     let read_at_start = [
         ("data_dir", old.data_dir != new.data_dir),
         ("durability", old.durability != new.durability),
+        ("node_threads", old.node_threads != new.node_threads),
         ("places", old.places != new.places),
         ("secret", old.secret != new.secret),
         ("links.tls", old.tls != new.tls),
@@ -204,6 +205,8 @@ servers:
         let p = plan_for(&format!("{BASE}durability: strict\n"));
         assert_eq!(p.restart.len(), 3);
         assert_eq!(p.restart["A"], "durability changed (read at start-up)");
+        let p = plan_for(&format!("{BASE}node_threads: 2\n"));
+        assert_eq!(p.restart["B"], "node_threads changed (read at start-up)");
         let p = plan_for(&format!("{BASE}host: 127.0.0.2\n"));
         assert!(p.restart["C"].starts_with("its address changed"));
         let p = plan_for(&format!(

@@ -421,6 +421,15 @@ pub fn render(node: &Node) -> String {
         );
     }
 
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        page.single(
+            "herd_node_threads",
+            Kind::Gauge,
+            "Runtime threads the node answers its connections on (node_threads).",
+            runtime.metrics().num_workers() as f64,
+        );
+    }
+
     let life = node.table.counts();
     page.single(
         "herd_clients",

@@ -43,6 +43,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) strict_wait_ms: Option<u64>,
     #[serde(default)]
+    pub(super) node_threads: Option<usize>,
+    #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) links: RawLinks,

@@ -93,6 +93,7 @@ impl HerdConfig {
                 &format!("use e.g. {DEFAULT_STRICT_WAIT_MS}"),
             )
             .map(Duration::from_millis)?,
+            node_threads: node_threads(raw.node_threads, &shown)?,
             places,
             reconnect,
             run_dir: resolve(raw.run_dir, "run"),
@@ -163,6 +164,21 @@ fn tls_files(
     Ok(Some(files))
 }
 
+/// The most threads `node_threads` may ask for: more than any machine this runs on has cores
+/// is a typo, not a plan.
+const MAX_NODE_THREADS: usize = 1024;
+
+/// `node_threads`, checked: 1 to [`MAX_NODE_THREADS`].
+fn node_threads(value: Option<usize>, shown: &str) -> Result<Option<usize>> {
+    match value {
+        Some(n) if n == 0 || n > MAX_NODE_THREADS => bail!(
+            "{shown}: node_threads is {n}; use 1 to {MAX_NODE_THREADS} (or leave it out: one \
+             fewer than the machine's cores)"
+        ),
+        other => Ok(other),
+    }
+}
+
 /// The YAML parser's message alone: its own rendering repeats the line and column, which
 /// our error already names.
 fn yaml_message(error: &serde_saphyr::Error) -> String {
@@ -206,6 +222,23 @@ mod tests {
         assert_eq!(c.durability, Durability::Relaxed);
         let e = error(&format!("{CLASSIC}durability: always\n"));
         assert!(e.contains("line 7") && e.contains("relaxed, strict"), "{e}");
+    }
+
+    #[test]
+    fn node_threads_is_a_count_or_left_to_the_machine() {
+        let c = parse(CLASSIC).unwrap();
+        assert_eq!(c.node_threads, None, "the default");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.node_threads_here(), (cores - 1).max(1));
+        let c = parse(&format!("{CLASSIC}node_threads: 3\n")).unwrap();
+        assert_eq!((c.node_threads, c.node_threads_here()), (Some(3), 3));
+        for bad in ["0", "1025"] {
+            let e = error(&format!("{CLASSIC}node_threads: {bad}\n"));
+            assert!(
+                e.contains(&format!("node_threads is {bad}; use 1 to 1024")),
+                "{e}"
+            );
+        }
     }
 
     #[test]
