@@ -39,7 +39,7 @@ use herd_config::auth::HerdSecret;
 use herd_config::config::{Durability, HerdConfig, ServerConfig};
 use herd_logs::WireLog;
 use herd_places::PlacesProvider;
-use herd_wire::protocol::{Iamat, NodeFigures};
+use herd_wire::protocol::{AtFields, Iamat, NodeFigures};
 use herd_wire::record::AtRecord;
 use peer_input::PeerInput;
 use peers::{Handoff, Peers};
@@ -166,8 +166,10 @@ impl Node {
     /// Applies a record a neighbour flooded, without forwarding it: the session forwards
     /// the new records of a read burst together ([`Peers::forward_all`]). Returns whether it
     /// was new.
-    pub fn apply_flooded(&self, record: &AtRecord) -> bool {
-        self.table.apply(record).is_some()
+    pub fn apply_flooded(&self, record: &AtRecord, fields: &AtFields<'_>) -> bool {
+        self.table
+            .offer_known(&Offer::flooded(record, fields))
+            .is_ok()
     }
 
     /// This node's own figures, the answer to `HERD STATUS`.

@@ -32,6 +32,7 @@ use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
 use super::{Arrival, Node};
+use crate::metrics::Tally;
 use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
 use herd_logs::{LogBatch, WireLog};
 use herd_wire::clock::now_nanos;
@@ -250,6 +251,7 @@ async fn read_side(
         updates: 0,
         asked: false,
         owed: false,
+        delays: Tally::default(),
     };
     // When the bytes now buffered were read off the socket: the lines among them are
     // stamped with it (one clock read per read, not per line).
@@ -342,12 +344,24 @@ struct Input<'a> {
     updates: u64,
     asked: bool,
     owed: bool,
+    /// Propagation delays of the floods read since the end of the last read burst, added
+    /// to the node's histogram then (observed one by one, two atomic adds per flood line on
+    /// lines every session writes).
+    delays: Tally,
+}
+
+impl Drop for Input<'_> {
+    /// A session that ends mid-burst still counts the delays it read.
+    fn drop(&mut self) {
+        self.node.metrics.propagation_delay.add(&mut self.delays);
+    }
 }
 
 impl Input<'_> {
     /// At the end of a read burst, once what it brought is applied: one acknowledgement, if
-    /// one is owed.
+    /// one is owed, and the burst's propagation delays into the metrics.
     fn acknowledge(&mut self) {
+        self.node.metrics.propagation_delay.add(&mut self.delays);
         if self.asked && self.owed {
             self.owed = false;
             self.applied.send_replace(self.updates);
@@ -383,12 +397,13 @@ impl Input<'_> {
                 if let Some(skew) = protocol::skew_nanos(fields.skew) {
                     // The origin received it at the client's time plus the skew.
                     let delay = received - (fields.time.as_nanos() + skew);
-                    node.metrics
-                        .propagation_delay
-                        .observe_nanos(delay.clamp(0, i128::from(u64::MAX)) as u64);
+                    node.metrics.propagation_delay.observe_into(
+                        &mut self.delays,
+                        delay.clamp(0, i128::from(u64::MAX)) as u64,
+                    );
                 }
                 let record = AtRecord::from_wire(&fields, line);
-                let new = node.apply_flooded(&record);
+                let new = node.apply_flooded(&record, &fields);
                 if new {
                     self.fresh.records.push(record);
                 }

@@ -19,8 +19,8 @@ use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::hash_table::{Entry, HashTable};
 
 use herd_config::config::ClientsSettings;
-use herd_wire::protocol::{Iamat, Timestamp, DIGEST_BUCKETS};
-use herd_wire::record::{bucket_of, client_bucket, stable_hash, AtRecord};
+use herd_wire::protocol::{AtFields, Iamat, Timestamp, DIGEST_BUCKETS};
+use herd_wire::record::{bucket_of, client_bucket, stable_hash, AtRecord, TOMBSTONE_LOCATION};
 
 /// The number of an update the table accepted while queueing for a store (from 1, in the
 /// order they were accepted); a strict reply waits until the store made that one durable.
@@ -68,6 +68,23 @@ impl<'a> Offer<'a> {
             tomb: false,
             digest: record.digest_hash(),
         }
+    }
+
+    /// The record [`AtRecord::from_wire`] made of a flooded line's checked `fields`: its
+    /// client, time and kind are the fields' (already parsed), not read from its line again.
+    pub fn flooded(record: &'a AtRecord, fields: &AtFields<'a>) -> Offer<'a> {
+        let offer = Offer {
+            record,
+            client: fields.client,
+            time: fields.time,
+            tomb: fields.location == TOMBSTONE_LOCATION,
+            digest: record.digest_hash(),
+        };
+        debug_assert_eq!(
+            (offer.client, offer.time, offer.tomb),
+            (record.client(), record.time(), record.is_tombstone())
+        );
+        offer
     }
 
     fn with_client(record: &'a AtRecord, client: &'a str) -> Offer<'a> {
