@@ -712,7 +712,12 @@ pub fn skew_nanos(text: &str) -> Option<i128> {
     }
     let negative = text.starts_with('-');
     let (int, frac) = split_decimal(&text[1..])?;
-    let nanos = int.parse::<i128>().ok()? * 1_000_000_000 + frac.parse::<i128>().ok()?;
+    // Whole seconds past u64 (584 billion years) are still a skew: parsed wide.
+    let secs = match digits_value(int) {
+        Some(secs) => i128::from(secs),
+        None => int.parse::<i128>().ok()?,
+    };
+    let nanos = secs * 1_000_000_000 + i128::from(digits_value(frac)?);
     Some(if negative { -nanos } else { nanos })
 }
 
@@ -1614,5 +1619,10 @@ mod skew_tests {
         assert_eq!(skew_nanos("-2.000000001"), Some(-2_000_000_001));
         assert_eq!(skew_nanos("0.1"), None);
         assert_eq!(skew_nanos("+1.5"), None);
+        // Past u64's seconds, still read exactly.
+        assert_eq!(
+            skew_nanos("-100000000000000000000.000000007"),
+            Some(-(100_000_000_000_000_000_000 * 1_000_000_000 + 7))
+        );
     }
 }
