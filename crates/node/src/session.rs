@@ -618,6 +618,7 @@ async fn write_side(
         deadline,
         buffer: String::new(),
         log: node.log.clone(),
+        logged: node.log.batch(),
         loss_percent: fault.as_ref().map_or(0, |f| f.loss_percent),
         dice: Dice::new(),
         stats,
@@ -702,6 +703,9 @@ struct Output<'a> {
     buffer: String,
     /// The node's wire log: each forwarded batch is logged as one batch of lines.
     log: WireLog,
+    /// Where a forwarded batch's log lines are put together: kept from batch to batch, so
+    /// each starts with room for one like the last (not grown from nothing).
+    logged: LogBatch,
     /// A `herdctl link loss` on this link: the share of flooded lines dropped.
     loss_percent: u8,
     dice: Dice,
@@ -832,18 +836,21 @@ impl Output<'_> {
         // Stamped once written: the event is the send, and a stamp taken before a slow
         // write would reach the log writer later than its reorder window.
         let now = now_nanos();
-        let mut logged = self.log.batch();
-        for line in self.buffer.as_bytes().split(|&b| b == b'\n') {
-            if !line.is_empty() {
-                logged.line(now, self.neighbour, ">", line, None);
+        let written = self.buffer.as_bytes();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', written) {
+            if end > start {
+                self.logged
+                    .line(now, self.neighbour, ">", &written[start..end], None);
             }
+            start = end + 1;
         }
         self.count_delayed(self.buffer.as_bytes());
         self.stats.floods_sent.add(count);
         self.stats.records_sent.add(count);
         self.stats.bytes_sent.add(self.buffer.len() as u64);
         link.written(batch.last_seq);
-        self.log.submit(&mut logged);
+        self.log.submit(&mut self.logged);
         Ok(())
     }
 
