@@ -317,6 +317,29 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_one_batch_and_lines_between_them_come_out_in_stamp_order_byte_for_byte() {
+        let mut r = Reorder::new(HOLD);
+        let a = [
+            line(T0 + 1_000_000, "INFO", "a1"),
+            line(T0 + 3_000_000, "INFO", "a2"),
+            line(T0 + 4_000_000, "INFO", "a3"),
+            line(T0 + 7_000_000, "INFO", "a4 out of order"),
+            line(T0 + 6_000_000, "INFO", "a5"),
+        ];
+        let b = [
+            line(T0 + 2_000_000, "INFO", "b1"),
+            line(T0 + 5_000_000, "INFO", "b2"),
+        ];
+        r.add(a.concat());
+        r.add(b.concat());
+        let mut out = Vec::new();
+        r.release_all(&mut out);
+        let expected = [&a[0], &b[0], &a[1], &a[2], &b[1], &a[4], &a[3]].map(|l| l.as_slice());
+        assert_eq!(out, expected.concat());
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn equal_stamps_keep_their_arrival_order_and_continuations_stay_with_their_line() {
         let mut r = Reorder::new(HOLD);
         let mut panic = line(T0 + 10_000, "ERROR", "panic in thread 'x'");
