@@ -272,6 +272,7 @@ async fn read_side(
         }
         input.fresh.flush();
         input.acknowledge();
+        input.count_delays();
         let now = now_nanos();
         if !input.log.batch.is_empty() && now - input.log.began >= LOG_BURST_NANOS {
             input.log.submit();
@@ -353,15 +354,19 @@ struct Input<'a> {
 impl Drop for Input<'_> {
     /// A session that ends mid-burst still counts the delays it read.
     fn drop(&mut self) {
-        self.node.metrics.propagation_delay.add(&mut self.delays);
+        self.count_delays();
     }
 }
 
 impl Input<'_> {
-    /// At the end of a read burst, once what it brought is applied: one acknowledgement, if
-    /// one is owed, and the burst's propagation delays into the metrics.
-    fn acknowledge(&mut self) {
+    /// At the end of a read burst: its floods' propagation delays into the node's metrics.
+    fn count_delays(&mut self) {
         self.node.metrics.propagation_delay.add(&mut self.delays);
+    }
+
+    /// At the end of a read burst, once what it brought is applied: one acknowledgement, if
+    /// one is owed.
+    fn acknowledge(&mut self) {
         if self.asked && self.owed {
             self.owed = false;
             self.applied.send_replace(self.updates);
