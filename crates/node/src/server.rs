@@ -463,6 +463,11 @@ where
         // A line already whole in the buffer (pipelined) is taken as it is: no read, so no
         // deadline to set.
         let buffered = take_buffered_line(&mut reader, limits.max_line_bytes, &mut line);
+        // The record the next pipelined line updates starts loading while this one is
+        // handled.
+        if let Some(client) = protocol::client_hint(reader.buffer()) {
+            node.table.prefetch(client);
+        }
         let length = if buffered {
             None
         } else {

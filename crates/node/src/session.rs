@@ -260,6 +260,10 @@ async fn read_side(
         // What a read brought is handled in place while whole lines of it are buffered: no
         // copy, no allocation and no clock read per line.
         if let Some(end) = memchr::memchr(b'\n', reader.buffer()).filter(|&end| end <= max_line) {
+            // The record the next line updates starts loading while this one is handled.
+            if let Some(client) = protocol::client_hint(&reader.buffer()[end + 1..]) {
+                node.table.prefetch(client);
+            }
             input.line(strip_cr(&reader.buffer()[..end]), received)?;
             reader.consume(end + 1);
             if input.fresh.records.len() >= MAX_BATCH {

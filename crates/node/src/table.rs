@@ -227,6 +227,16 @@ impl Shard {
         Ok(())
     }
 
+    /// Prefetches the record of every slot whose hash matches `client`'s (nearly always
+    /// only its own): comparing the client ids would wait for the very load it starts.
+    fn prefetch(&self, client: &str) {
+        let hash = self.hasher.hash_one(client);
+        self.records.find(hash, |held| {
+            held.record.prefetch();
+            false
+        });
+    }
+
     fn get(&self, client: &str) -> Option<&AtRecord> {
         let hash = self.hasher.hash_one(client);
         self.records
@@ -613,6 +623,16 @@ impl Table {
     pub fn get(&self, client: &str) -> Option<AtRecord> {
         let bucket = client_bucket(client);
         self.read(shard_of(bucket)).get(client).cloned()
+    }
+
+    /// Starts loading the record held for `client` into the cache (see
+    /// [`AtRecord::prefetch`]), so that an update to it that comes next finds it there.
+    /// Never waits: a shard another thread holds is skipped.
+    pub fn prefetch(&self, client: &str) {
+        let shard = shard_of(client_bucket(client));
+        if let Ok(held) = self.shards[shard].try_read() {
+            held.prefetch(client);
+        }
     }
 
     /// The location to answer a WHATSAT with: `None` for a client never seen, forgotten

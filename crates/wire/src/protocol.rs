@@ -430,6 +430,35 @@ fn is_printable_ascii(word: u64) -> bool {
     (word | below_space | del) & HIGH == 0
 }
 
+/// The client id that the next buffered line would update, if it looks like an `IAMAT` or a
+/// flooded `HERD AT`: found by counting single spaces, nothing parsed or checked. Only a
+/// hint for [`crate::record::AtRecord::prefetch`]-style look-ahead (a wrong answer costs a
+/// wasted prefetch, never a wrong result): the line is parsed in full when its turn comes.
+/// `buffer` may hold more than one line; the search stops at the first line's end.
+pub fn client_hint(buffer: &[u8]) -> Option<&str> {
+    let (skip, rest) = if let Some(rest) = buffer.strip_prefix(b"IAMAT ") {
+        (0, rest)
+    } else if let Some(rest) = buffer.strip_prefix(b"HERD AT ") {
+        (2, rest) // origin and skew come first
+    } else {
+        return None;
+    };
+    let mut start = 0;
+    for _ in 0..skip {
+        start += 1 + rest[start..]
+            .iter()
+            .position(|&b| b == b' ' || b == b'\n')?;
+    }
+    let len = rest[start..]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\n')?;
+    // A client id is never the line's last field: a space must follow it.
+    if len == 0 || rest[start + len] != b' ' || rest[..start].contains(&b'\n') {
+        return None;
+    }
+    std::str::from_utf8(&rest[start..start + len]).ok()
+}
+
 /// Parses one line (without its `\n`). `None` means "invalid: answer `? <line>`".
 pub fn parse_line(line: &[u8]) -> Option<Command<'_>> {
     let line = std::str::from_utf8(line).ok()?;
@@ -1624,5 +1653,52 @@ mod skew_tests {
             skew_nanos("-100000000000000000000.000000007"),
             Some(-(100_000_000_000_000_000_000 * 1_000_000_000 + 7))
         );
+    }
+}
+
+#[cfg(test)]
+mod client_hint_tests {
+    use super::{client_hint, parse_line, Command, PeerMessage};
+
+    #[test]
+    fn the_hint_is_the_client_a_valid_line_updates() {
+        let iamat = b"IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+        let at = b"HERD AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
+        assert_eq!(client_hint(iamat), Some("kiwi.cs.ucla.edu"));
+        assert_eq!(client_hint(at), Some("kiwi.cs.ucla.edu"));
+        // What the full parse finds, for the lines it accepts.
+        match parse_line(iamat) {
+            Some(Command::Iamat(iamat)) => assert_eq!(iamat.client, "kiwi.cs.ucla.edu"),
+            other => panic!("{other:?}"),
+        }
+        match parse_line(at) {
+            Some(Command::Peer(PeerMessage::Update(f))) => assert_eq!(f.client, "kiwi.cs.ucla.edu"),
+            other => panic!("{other:?}"),
+        }
+        // Only the first of several buffered lines is read.
+        assert_eq!(client_hint(b"IAMAT a +1+1 1\nIAMAT b +1+1 1\n"), Some("a"));
+    }
+
+    #[test]
+    fn lines_that_update_no_client_give_no_hint() {
+        for line in [
+            &b"WHATSAT kiwi 10 5"[..],
+            b"IAMAT",
+            b"IAMAT ",
+            b"IAMAT kiwi",
+            b"IAMAT kiwi\nIAMAT b +1+1 1",
+            b"HERD AT Alford +0.1",
+            b"HERD AT Alford +0.1 kiwi",
+            b"HERD SYNC Alford +0.1 kiwi +1+1 1",
+            b"IAMAT \xff\xfe +1+1 1",
+            b"",
+        ] {
+            assert_eq!(
+                client_hint(line),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 }

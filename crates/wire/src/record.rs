@@ -214,6 +214,26 @@ impl AtRecord {
         last_space >= 2 && &bytes[last_space - 2..last_space] == b" -"
     }
 
+    /// Asks the CPU to start loading this record's allocation (its reference counts and its
+    /// line) into the cache, without waiting for it. A table lookup that finds a record
+    /// then reads its line (the client to compare, the time to order by) and its count
+    /// (to replace it): under a spread-out load that line is in no cache, and one load from
+    /// memory is a sixth of a node's time per update. A session that sees the next line in
+    /// its buffer asks for its record this way (`Table::prefetch`), so the load runs while
+    /// the current line is handled.
+    #[inline]
+    pub fn prefetch(&self) {
+        // An `Arc<str>`'s two counts sit just before its bytes.
+        const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+        let start = (self.line.as_ptr() as usize).wrapping_sub(COUNTS);
+        let end = self.line.as_ptr() as usize + self.line.len();
+        let mut at = start & !63;
+        while at < end {
+            prefetch_cache_line(at);
+            at += 64;
+        }
+    }
+
     /// The AT line, without newline.
     #[inline]
     pub fn line(&self) -> &str {
@@ -326,6 +346,21 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
+}
+
+/// A hint to the CPU to load the cache line holding `address` (which need not be valid: a
+/// prefetch never faults and changes nothing the program can observe).
+#[inline]
+fn prefetch_cache_line(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the
+        // address; `sse` (which it needs) is part of every x86_64 target.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(address as *const i8) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 #[cfg(test)]
