@@ -5,6 +5,7 @@
 //! every up neighbour's socket (and, under strict durability, on disk).
 
 mod admin;
+mod client_index;
 mod cmd;
 mod dialler;
 mod faults;

@@ -18,6 +18,7 @@ use super::peer_input::Dropped;
 use super::peers::Handoff;
 use super::slots::{Slot, SLOTS_PER_NEIGHBOUR};
 use super::store::NotDurable;
+use super::table::Lookahead;
 use super::{cmd, operator, session, Node};
 use crate::metrics::{CommandKind, RequestResult, RequestTally};
 use herd_config::config::{HerdConfig, CLOSE_AFTER_REPLY_GRACE};
@@ -438,6 +439,8 @@ where
     // already whole in the buffer is taken at that moment, so it is its receipt time too
     // (one clock read per pipelined line, not two).
     let mut last_stamp: Option<i128> = None;
+    // Starts loading the table's records for the lines buffered behind the one at hand.
+    let mut lookahead = Lookahead::default();
     loop {
         if limits.close_after_reply && answered && matches!(conn.role, Role::Client) {
             last_stamp = None;
@@ -463,11 +466,6 @@ where
         // A line already whole in the buffer (pipelined) is taken as it is: no read, so no
         // deadline to set.
         let buffered = take_buffered_line(&mut reader, limits.max_line_bytes, &mut line);
-        // The record the next pipelined line updates starts loading while this one is
-        // handled.
-        if let Some(client) = protocol::client_hint(reader.buffer()) {
-            node.table.prefetch(client);
-        }
         let length = if buffered {
             None
         } else {
@@ -493,6 +491,7 @@ where
             }
         };
         first_line = false;
+        lookahead.before_line(&node.table, reader.buffer());
         let received = match (buffered, last_stamp.take()) {
             (true, Some(stamp)) => stamp,
             _ => now_nanos(),

@@ -31,6 +31,7 @@ use super::link_stats::LinkStats;
 use super::peer_input::{self, Dropped};
 use super::peers::{Batch, Link};
 use super::sync::{self, Inbound};
+use super::table::Lookahead;
 use super::{Arrival, Node};
 use crate::metrics::Tally;
 use herd_config::tls::{BoxRead, BoxWrite, PeerCert};
@@ -256,14 +257,12 @@ async fn read_side(
     // When the bytes now buffered were read off the socket: the lines among them are
     // stamped with it (one clock read per read, not per line).
     let mut received = now_nanos();
+    let mut lookahead = Lookahead::default();
     loop {
         // What a read brought is handled in place while whole lines of it are buffered: no
         // copy, no allocation and no clock read per line.
         if let Some(end) = memchr::memchr(b'\n', reader.buffer()).filter(|&end| end <= max_line) {
-            // The record the next line updates starts loading while this one is handled.
-            if let Some(client) = protocol::client_hint(&reader.buffer()[end + 1..]) {
-                node.table.prefetch(client);
-            }
+            lookahead.before_line(&node.table, &reader.buffer()[end + 1..]);
             input.line(strip_cr(&reader.buffer()[..end]), received)?;
             reader.consume(end + 1);
             if input.fresh.records.len() >= MAX_BATCH {
@@ -311,7 +310,10 @@ async fn read_side(
         shared.heard();
         match line? {
             None => return Ok(()),
-            Some(Line::Complete(line)) => input.line(&line, received)?,
+            Some(Line::Complete(line)) => {
+                lookahead.before_line(&node.table, reader.buffer());
+                input.line(&line, received)?
+            }
             Some(Line::TooLong(start, _)) => bail!(
                 "sent a line over {max_line} bytes: {}",
                 node.log.quoted(&start)

@@ -351,7 +351,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 /// A hint to the CPU to load the cache line holding `address` (which need not be valid: a
 /// prefetch never faults and changes nothing the program can observe).
 #[inline]
-fn prefetch_cache_line(address: usize) {
+pub fn prefetch_cache_line(address: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
