@@ -75,10 +75,14 @@ pub struct PhaseReport {
     /// The same per node.
     pub cpu_us_per_update_by_node: BTreeMap<String, f64>,
     pub generator_cpu: f64,
+    /// Wire log lines the nodes dropped during the phase because their log writers fell
+    /// behind (every wire line is meant to be logged: a phase that drops some did less
+    /// work than its rate says).
+    pub log_lines_dropped: u64,
 }
 
 impl PhaseReport {
-    fn new(figures: &PhaseFigures, cpu: &BTreeMap<String, Duration>) -> PhaseReport {
+    fn new(figures: &PhaseFigures, cpu: &BTreeMap<String, Duration>, dropped: u64) -> PhaseReport {
         let per_update = |d: &Duration| {
             if figures.ops == 0 {
                 0.0
@@ -100,6 +104,7 @@ impl PhaseReport {
                 .map(|(n, d)| (n.clone(), per_update(d)))
                 .collect(),
             generator_cpu: (figures.cpu * 100.0).round() / 100.0,
+            log_lines_dropped: dropped,
         }
     }
 }
@@ -162,6 +167,11 @@ impl HerdReport {
             "generator CPU {:.2} cores (lone), {:.2} (herd)",
             self.lone.generator_cpu, self.herd.generator_cpu
         );
+        let _ = writeln!(
+            out,
+            "wire log lines dropped (log writer behind): {} (lone), {} (herd)",
+            self.lone.log_lines_dropped, self.herd.log_lines_dropped
+        );
         out
     }
 }
@@ -194,15 +204,15 @@ pub(super) fn run(
 
     let lone = Nodes::start(&lone_file, &lone_config)?;
     lone.wait_linked()?;
-    let (figures, cpu) = lone.measure(runtime, LONE, plan)?;
-    let lone_report = PhaseReport::new(&figures, &cpu);
+    let (figures, cpu, dropped) = lone.measure(runtime, LONE, plan)?;
+    let lone_report = PhaseReport::new(&figures, &cpu, dropped);
     drop(lone);
 
     let herd = Nodes::start(&herd_file, &herd_config)?;
     herd.wait_linked()?;
     let before = herd.flood_counts(runtime, &herd_config, token.as_deref())?;
-    let (figures, cpu) = herd.measure(runtime, GRAPH[0].0, plan)?;
-    let herd_report = PhaseReport::new(&figures, &cpu);
+    let (figures, cpu, dropped) = herd.measure(runtime, GRAPH[0].0, plan)?;
+    let herd_report = PhaseReport::new(&figures, &cpu, dropped);
     let after = herd.settled_counts(runtime, &herd_config, token.as_deref(), &before)?;
     drop(herd);
 
@@ -383,13 +393,15 @@ impl Nodes {
             .expect("a node of the herd")
     }
 
-    /// Loads `target` by `plan`; returns the figures and each node's CPU time meanwhile.
+    /// Loads `target` by `plan`; returns the figures, each node's CPU time meanwhile and
+    /// the wire log lines the nodes dropped.
     fn measure(
         &self,
         runtime: &tokio::runtime::Runtime,
         target: &str,
         plan: &Plan,
-    ) -> Result<(PhaseFigures, BTreeMap<String, Duration>)> {
+    ) -> Result<(PhaseFigures, BTreeMap<String, Duration>, u64)> {
+        let dropped_before = self.log_dropped()?;
         let before = self.cpu_times();
         let (figures, _) = measure(runtime, target, Dial::plain(self.addr(target)), plan, None)?;
         let after = self.cpu_times();
@@ -400,7 +412,20 @@ impl Nodes {
                 (name, spent)
             })
             .collect();
-        Ok((figures, cpu))
+        let dropped = self.log_dropped()?.saturating_sub(dropped_before);
+        Ok((figures, cpu, dropped))
+    }
+
+    /// Wire log lines dropped so far, summed over the nodes (from `HERD STATUS`).
+    fn log_dropped(&self) -> Result<u64> {
+        let mut dropped = 0;
+        for (name, _, addr) in &self.children {
+            let status = herd_status(*addr).with_context(|| format!("{name} did not answer"))?;
+            dropped += status["log_dropped"]
+                .as_u64()
+                .with_context(|| format!("{name}'s status has no log_dropped"))?;
+        }
+        Ok(dropped)
     }
 
     fn cpu_times(&self) -> BTreeMap<String, Duration> {

@@ -257,10 +257,10 @@ pub fn list(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn settings(rotation: LogRotation, keep: usize, max: Option<u64>) -> LogSettings {
+    pub(crate) fn settings(rotation: LogRotation, keep: usize, max: Option<u64>) -> LogSettings {
         LogSettings {
             dir: PathBuf::new(),
             rotation,

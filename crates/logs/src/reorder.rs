@@ -135,7 +135,6 @@ impl Reorder {
     }
 
     /// Whether nothing is held.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -166,6 +165,17 @@ impl Reorder {
     pub fn release(&mut self, now: i128, out: &mut Vec<u8>) -> usize {
         let urgent = self.urgent.iter().filter(|u| u.0 <= now).map(|u| u.1).max();
         let cutoff = urgent.map_or(now - self.hold, |at| at.max(now - self.hold));
+        self.release_through(cutoff, out)
+    }
+
+    /// Appends to `out`, in time order, the entries stamped in the older half of the span
+    /// held (all of them when they share one stamp), whether due or not; returns the bytes
+    /// freed. How the writer shortens its hold when what it holds grows too big.
+    pub fn release_older_half(&mut self, out: &mut Vec<u8>) -> usize {
+        let (Some(first), Some(last)) = (self.entries.front(), self.entries.back()) else {
+            return 0;
+        };
+        let cutoff = first.at + (last.at - first.at) / 2;
         self.release_through(cutoff, out)
     }
 
