@@ -430,13 +430,16 @@ fn is_printable_ascii(word: u64) -> bool {
     (word | below_space | del) & HIGH == 0
 }
 
-/// The client id that the next buffered line would update, if it looks like an `IAMAT` or a
-/// flooded `HERD AT`: found by counting single spaces, nothing parsed or checked. Only a
-/// hint for [`crate::record::AtRecord::prefetch`]-style look-ahead (a wrong answer costs a
-/// wasted prefetch, never a wrong result): the line is parsed in full when its turn comes.
-/// `buffer` may hold more than one line; the search stops at the first line's end.
+/// The client id whose record the next buffered line would look up, if it looks like an
+/// `IAMAT`, a `WHATSAT` or a flooded `HERD AT`: found by counting single spaces, nothing
+/// parsed or checked. Only a hint for [`crate::record::AtRecord::prefetch`]-style
+/// look-ahead (a wrong answer costs a wasted prefetch, never a wrong result): the line is
+/// parsed in full when its turn comes. `buffer` may hold more than one line; the search
+/// stops at the first line's end.
 pub fn client_hint(buffer: &[u8]) -> Option<&str> {
     let (skip, rest) = if let Some(rest) = buffer.strip_prefix(b"IAMAT ") {
+        (0, rest)
+    } else if let Some(rest) = buffer.strip_prefix(b"WHATSAT ") {
         (0, rest)
     } else if let Some(rest) = buffer.strip_prefix(b"HERD AT ") {
         (2, rest) // origin and skew come first
@@ -1666,6 +1669,10 @@ mod client_hint_tests {
         let at = b"HERD AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1621464827.959498503";
         assert_eq!(client_hint(iamat), Some("kiwi.cs.ucla.edu"));
         assert_eq!(client_hint(at), Some("kiwi.cs.ucla.edu"));
+        assert_eq!(
+            client_hint(b"WHATSAT kiwi.cs.ucla.edu 10 5"),
+            Some("kiwi.cs.ucla.edu")
+        );
         // What the full parse finds, for the lines it accepts.
         match parse_line(iamat) {
             Some(Command::Iamat(iamat)) => assert_eq!(iamat.client, "kiwi.cs.ucla.edu"),
@@ -1682,7 +1689,7 @@ mod client_hint_tests {
     #[test]
     fn lines_that_update_no_client_give_no_hint() {
         for line in [
-            &b"WHATSAT kiwi 10 5"[..],
+            &b"WHATSAT kiwi"[..],
             b"IAMAT",
             b"IAMAT ",
             b"IAMAT kiwi",
