@@ -10,8 +10,8 @@
 //! slot points to ([`ClientIndex::for_each_candidate`]). That needs to know where a hash
 //! lands, which `hashbrown` keeps to itself.
 //!
-//! Records are only ever removed by a sweep ([`ClientIndex::retain`]), which rebuilds the
-//! index, so probing never meets a deleted slot: a lookup stops at the first empty one.
+//! Records are only ever removed by a sweep ([`ClientIndex::retain`]), which shifts the rest
+//! of a removed record's run back (no tombstones), so a lookup stops at the first empty slot.
 
 use herd_wire::record::prefetch_cache_line;
 
@@ -138,20 +138,73 @@ impl<T> ClientIndex<T> {
         self.rebuild(slots, rehash);
     }
 
-    /// Keeps only the records for which `keep` holds (a sweep); the index is rebuilt if
-    /// any goes, at the same size.
-    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool, rehash: impl Fn(&T) -> u64) {
-        let mut kept = Vec::with_capacity(self.len);
-        for value in self.slots.iter_mut().filter_map(Option::take) {
-            if keep(&value) {
-                kept.push(value);
+    /// Keeps only the records for which `keep` holds (a sweep), handing each other one to
+    /// `removed`. `keep` must be a plain test: it may be asked more than once about a record.
+    /// A few removals are made in place: each shifts the rest of its run back (linear
+    /// probing's deletion), so only the records after it are hashed again. Many (over an
+    /// eighth of the records) rebuild the index instead, each kept record hashed once, as a
+    /// run shifted back for every removal would cost more.
+    pub fn retain(
+        &mut self,
+        keep: impl Fn(&T) -> bool,
+        mut removed: impl FnMut(T),
+        rehash: impl Fn(&T) -> u64,
+    ) {
+        let going = self.iter().filter(|value| !keep(value)).count();
+        if going == 0 {
+            return;
+        }
+        if going > self.len / 8 {
+            let slots = std::mem::take(&mut self.slots);
+            self.tags.fill(EMPTY);
+            self.slots = std::iter::repeat_with(|| None).take(slots.len()).collect();
+            self.len = 0;
+            for value in Vec::from(slots).into_iter().flatten() {
+                if keep(&value) {
+                    self.place(rehash(&value), value);
+                    self.len += 1;
+                } else {
+                    removed(value);
+                }
             }
+            return;
         }
-        self.tags.fill(EMPTY);
-        self.len = kept.len();
-        for value in kept {
-            self.place(rehash(&value), value);
+        let mut i = 0;
+        while i < self.tags.len() {
+            if self.slots[i].as_ref().is_some_and(|value| !keep(value)) {
+                removed(self.remove_at(i, &rehash));
+                // A record further along may have moved into slot `i`: look at it again.
+                // (One shifted back across the end of the slots is looked at twice.)
+                continue;
+            }
+            i += 1;
         }
+    }
+
+    /// Empties slot `hole` and moves back every later record of its run that a lookup
+    /// would otherwise no longer reach (one whose home is not between the hole and it).
+    fn remove_at(&mut self, mut hole: usize, rehash: &impl Fn(&T) -> u64) -> T {
+        let mask = self.mask();
+        self.tags[hole] = EMPTY;
+        let gone = self.slots[hole].take().expect("a record to remove");
+        self.len -= 1;
+        let mut next = (hole + 1) & mask;
+        while self.tags[next] != EMPTY {
+            let value = self.slots[next]
+                .as_ref()
+                .expect("a tagged slot holds a record");
+            let home = rehash(value) as usize & mask;
+            // How far the record is from its home, and from the hole: it may fill the hole
+            // if the hole is on its probe (between its home and where it is).
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
+                self.tags[hole] = self.tags[next];
+                self.slots[hole] = self.slots[next].take();
+                self.tags[next] = EMPTY;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        gone
     }
 
     /// Moves every record into a new index of `slots` slots.
@@ -197,7 +250,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             8 => (0u32..200, any::<u32>()).prop_map(|(k, v)| Op::Upsert(k, v)),
-            1 => (1u32..5).prop_map(Op::Sweep),
+            1 => (1u32..40).prop_map(Op::Sweep),
             1 => any::<u8>().prop_map(Op::Reserve),
         ]
     }
@@ -220,8 +273,15 @@ mod tests {
                         model.insert(k, v);
                     }
                     Op::Sweep(m) => {
-                        index.retain(|e| e.1 % m != 0, rehash);
+                        let mut gone = Vec::new();
+                        index.retain(|e| e.1 % m != 0, |e| gone.push(e.0), rehash);
+                        let mut expected: Vec<u32> =
+                            model.iter().filter(|(_, v)| *v % m == 0).map(|(k, _)| *k).collect();
                         model.retain(|_, v| *v % m != 0);
+                        gone.sort();
+                        expected.sort();
+                        // Each removed record is handed over exactly once.
+                        prop_assert_eq!(gone, expected);
                     }
                     Op::Reserve(n) => index.reserve(usize::from(n), rehash),
                 }

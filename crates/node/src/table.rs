@@ -515,22 +515,25 @@ impl Table {
                 ..
             } = &mut *shard;
             let rehash = |held: &Held| hasher.hash_one(held.client());
+            let expired = |held: &Held| {
+                let record = &held.record;
+                let horizon = if record.is_tombstone() {
+                    tomb_h
+                } else {
+                    live_h
+                };
+                horizon != NO_HORIZON && below(record.time(), horizon)
+            };
             records.retain(
+                |held| !expired(held),
                 |held| {
-                    let record = &held.record;
-                    let tomb = record.is_tombstone();
-                    let horizon = if tomb { tomb_h } else { live_h };
-                    if horizon == NO_HORIZON || !below(record.time(), horizon) {
-                        return true;
-                    }
-                    let hash = stable_hash(record.client().as_bytes());
+                    let hash = stable_hash(held.client().as_bytes());
                     digests[usize::from(bucket_of(hash)) / SHARDS] ^= held.digest;
                     removed_hash(hash);
-                    match tomb {
+                    match held.record.is_tombstone() {
                         true => removed.tombstones += 1,
                         false => removed.expired += 1,
                     }
-                    false
                 },
                 rehash,
             );
