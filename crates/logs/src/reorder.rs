@@ -84,6 +84,23 @@ impl Reorder {
         while at < bytes.len() {
             let end = memchr::memchr(b'\n', &bytes[at..]).map_or(bytes.len(), |i| at + i + 1);
             let line = &bytes[at..end];
+            // A line stamped like the entry before it (a forwarded batch's lines share one
+            // stamp, as do a read burst's) joins that entry: written in the same place as
+            // an entry of its own would be (equal stamps keep their arrival order), without
+            // parsing its stamp or holding one more entry.
+            if let Some(entry) = open.as_mut() {
+                let same = line.len() > STAMP_LEN
+                    && bytes.get(entry.start as usize..entry.start as usize + STAMP_LEN)
+                        == Some(&line[..STAMP_LEN]);
+                if same {
+                    if is_urgent(line) && URGENT_HOLD_NANOS < self.hold {
+                        self.urgent.push((entry.at + URGENT_HOLD_NANOS, entry.at));
+                    }
+                    entry.end = end as u32;
+                    at = end;
+                    continue;
+                }
+            }
             match self.stamp(line) {
                 Some(stamp) => {
                     if let Some(entry) = open.take() {
@@ -365,6 +382,43 @@ mod tests {
         assert_eq!(order[1..3], ["backtrace:", "   0: somewhere"]);
         assert!(order[3].ends_with("same stamp, after"), "{out}");
         assert!(order[4].ends_with("later"), "{out}");
+    }
+
+    #[test]
+    fn runs_of_lines_with_one_stamp_interleave_with_other_batches_as_single_lines_would() {
+        let mut r = Reorder::new(HOLD);
+        // A forwarded batch: three lines stamped alike, then one stamped later.
+        let a = [
+            line(T0 + 2_000_000, "INFO", "a1"),
+            line(T0 + 2_000_000, "INFO", "a2"),
+            line(T0 + 2_000_000, "INFO", "a3"),
+            line(T0 + 4_000_000, "INFO", "a4"),
+        ];
+        // Another thread's lines: one before the run, two with its stamp (after it: they
+        // arrived later), one between the run and a4.
+        let b = [
+            line(T0 + 1_000_000, "INFO", "b1"),
+            line(T0 + 2_000_000, "INFO", "b2"),
+            line(T0 + 2_000_000, "INFO", "b3"),
+            line(T0 + 3_000_000, "INFO", "b4"),
+        ];
+        r.add(a.concat());
+        r.add(b.concat());
+        let mut out = Vec::new();
+        r.release_all(&mut out);
+        let expected = [&b[0], &a[0], &a[1], &a[2], &b[1], &b[2], &b[3], &a[3]];
+        assert_eq!(out, expected.map(|l| l.as_slice()).concat());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_warning_in_a_run_of_one_stamp_is_still_written_within_the_short_hold() {
+        let mut r = Reorder::new(HOLD);
+        r.add([line(T0, "INFO", "first"), line(T0, "WARN", "same stamp")].concat());
+        assert_eq!(r.next_due(), Some(T0 + URGENT_HOLD_NANOS));
+        let mut out = Vec::new();
+        r.release(T0 + URGENT_HOLD_NANOS, &mut out);
+        assert_eq!(text(&out), ["INFO first", "WARN same stamp"]);
     }
 
     #[test]
