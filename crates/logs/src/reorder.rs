@@ -343,9 +343,20 @@ mod tests {
         assert_eq!(r.late(), 0);
     }
 
+    /// What the writer writes of two batches handed over in turn (each line one of `a`'s or
+    /// `b`'s), once everything is due; nothing stays held.
+    fn written_in_order(a: &[Vec<u8>], b: &[Vec<u8>]) -> Vec<u8> {
+        let mut r = Reorder::new(HOLD);
+        r.add(a.concat());
+        r.add(b.concat());
+        let mut out = Vec::new();
+        r.release_all(&mut out);
+        assert!(r.is_empty());
+        out
+    }
+
     #[test]
     fn runs_of_one_batch_and_lines_between_them_come_out_in_stamp_order_byte_for_byte() {
-        let mut r = Reorder::new(HOLD);
         let a = [
             line(T0 + 1_000_000, "INFO", "a1"),
             line(T0 + 3_000_000, "INFO", "a2"),
@@ -357,13 +368,11 @@ mod tests {
             line(T0 + 2_000_000, "INFO", "b1"),
             line(T0 + 5_000_000, "INFO", "b2"),
         ];
-        r.add(a.concat());
-        r.add(b.concat());
-        let mut out = Vec::new();
-        r.release_all(&mut out);
-        let expected = [&a[0], &b[0], &a[1], &a[2], &b[1], &a[4], &a[3]].map(|l| l.as_slice());
-        assert_eq!(out, expected.concat());
-        assert!(r.is_empty());
+        let expected = [&a[0], &b[0], &a[1], &a[2], &b[1], &a[4], &a[3]];
+        assert_eq!(
+            written_in_order(&a, &b),
+            expected.map(|l| l.as_slice()).concat()
+        );
     }
 
     #[test]
@@ -386,7 +395,6 @@ mod tests {
 
     #[test]
     fn runs_of_lines_with_one_stamp_interleave_with_other_batches_as_single_lines_would() {
-        let mut r = Reorder::new(HOLD);
         // A forwarded batch: three lines stamped alike, then one stamped later.
         let a = [
             line(T0 + 2_000_000, "INFO", "a1"),
@@ -402,13 +410,11 @@ mod tests {
             line(T0 + 2_000_000, "INFO", "b3"),
             line(T0 + 3_000_000, "INFO", "b4"),
         ];
-        r.add(a.concat());
-        r.add(b.concat());
-        let mut out = Vec::new();
-        r.release_all(&mut out);
         let expected = [&b[0], &a[0], &a[1], &a[2], &b[1], &b[2], &b[3], &a[3]];
-        assert_eq!(out, expected.map(|l| l.as_slice()).concat());
-        assert!(r.is_empty());
+        assert_eq!(
+            written_in_order(&a, &b),
+            expected.map(|l| l.as_slice()).concat()
+        );
     }
 
     #[test]
