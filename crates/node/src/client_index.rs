@@ -135,7 +135,7 @@ impl<T> ClientIndex<T> {
         while wanted > max_len(slots) {
             slots *= 2;
         }
-        self.rebuild(slots, rehash);
+        self.rebuild(slots, Some, rehash);
     }
 
     /// Keeps only the records for which `keep` holds (a sweep), handing each other one to
@@ -155,18 +155,14 @@ impl<T> ClientIndex<T> {
             return;
         }
         if going > self.len / 8 {
-            let slots = std::mem::take(&mut self.slots);
-            self.tags.fill(EMPTY);
-            self.slots = std::iter::repeat_with(|| None).take(slots.len()).collect();
-            self.len = 0;
-            for value in Vec::from(slots).into_iter().flatten() {
-                if keep(&value) {
-                    self.place(rehash(&value), value);
-                    self.len += 1;
-                } else {
+            let keep_or_hand_over = |value: T| match keep(&value) {
+                true => Some(value),
+                false => {
                     removed(value);
+                    None
                 }
-            }
+            };
+            self.rebuild(self.tags.len(), keep_or_hand_over, rehash);
             return;
         }
         let mut i = 0;
@@ -207,15 +203,22 @@ impl<T> ClientIndex<T> {
         gone
     }
 
-    /// Moves every record into a new index of `slots` slots.
-    fn rebuild(&mut self, slots: usize, rehash: impl Fn(&T) -> u64) {
+    /// Moves every record that `keep` gives back into a new index of `slots` slots.
+    fn rebuild(
+        &mut self,
+        slots: usize,
+        mut keep: impl FnMut(T) -> Option<T>,
+        rehash: impl Fn(&T) -> u64,
+    ) {
         let old = std::mem::replace(
             &mut self.slots,
             std::iter::repeat_with(|| None).take(slots).collect(),
         );
         self.tags = vec![EMPTY; slots].into_boxed_slice();
-        for value in Vec::from(old).into_iter().flatten() {
+        self.len = 0;
+        for value in Vec::from(old).into_iter().flatten().filter_map(&mut keep) {
             self.place(rehash(&value), value);
+            self.len += 1;
         }
     }
 
