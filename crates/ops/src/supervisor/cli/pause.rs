@@ -10,10 +10,13 @@ pub fn pause(config_path: &Path, name: &str) -> Result<ExitCode> {
     let pid = after.pid.unwrap_or_default();
     match (before.state, after.state) {
         (State::Paused, _) => println!("{name} is already paused (pid {pid})"),
-        (_, State::Paused) => println!(
-            "{name} paused (pid {pid}, SIGSTOP): it answers nothing and its links time out; \
-             the supervisor leaves it be until: herdctl resume {name}"
-        ),
+        (_, State::Paused) => {
+            wait_until_frozen(name, pid)?;
+            println!(
+                "{name} paused (pid {pid}, SIGSTOP): it answers nothing and its links time out; \
+                 the supervisor leaves it be until: herdctl resume {name}"
+            )
+        }
         (_, state) => bail!(
             "{name} is {}, not running, so it cannot be paused{}",
             state.as_str(),
@@ -25,6 +28,23 @@ pub fn pause(config_path: &Path, name: &str) -> Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The kernel stops a process when it next runs, not when `kill` returns: on a busy machine
+/// a node can still be running a moment after SIGSTOP was sent. "paused" is said only once
+/// it is true, so a script that pauses a node and then acts on its silence can trust it.
+fn wait_until_frozen(name: &str, pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process::is_frozen(pid) {
+        if Instant::now() > deadline {
+            bail!(
+                "{name} (pid {pid}) was sent SIGSTOP but is still not stopped after 5 s; \
+                 see its state with: herdctl status {name}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// `herdctl resume NAME`: SIGCONT a paused node; health probes start again an interval later.
