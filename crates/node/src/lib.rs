@@ -101,7 +101,52 @@ pub enum Arrival {
     Sync,
 }
 
+/// What start-up made ready for a node: the rest of it (connection slots, links, counters)
+/// starts fresh in [`Node::assemble`].
+struct Parts {
+    table: Arc<Table>,
+    places: Arc<dyn PlacesProvider>,
+    started: Instant,
+    store: Option<Arc<Store>>,
+    recovered: usize,
+    log: WireLog,
+    secret: Option<HerdSecret>,
+    tls: Option<herd_config::tls::NodeTls>,
+}
+
 impl Node {
+    /// Node `name` of the herd file `config`, over `parts`: its links (routed by the herd
+    /// file's graph) and connection limits from the herd file, every count at zero.
+    fn assemble(config: HerdConfig, name: &str, parts: Parts) -> Node {
+        let neighbours = &config.servers[name].neighbours;
+        let peers = Peers::new(neighbours, config.links.queue);
+        peers.set_routes(routes::Routes::new(&config, name));
+        Node {
+            name: name.to_owned(),
+            peers,
+            slots: ConnectionSlots::new(config.limits.max_connections),
+            per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
+            peer_slots: slots::PeerSlots::default(),
+            table: parts.table,
+            places: parts.places,
+            started: parts.started,
+            store: parts.store,
+            recovered: parts.recovered,
+            synced: AtomicU64::new(0),
+            places_waiting: AtomicU64::new(0),
+            log: parts.log,
+            secret: parts.secret,
+            peer_input: PeerInput::default(),
+            heartbeat: admin::Heartbeat::default(),
+            client_port_open: admin::OpenCount::default(),
+            peer_sessions: admin::OpenCount::default(),
+            admin_open: admin::OpenCount::default(),
+            metrics: crate::metrics::NodeMetrics::new(),
+            tls: parts.tls,
+            config: RwLock::new(Arc::new(config)),
+        }
+    }
+
     /// The herd file the node runs now. Tasks take it once per connection or session, so a
     /// reload reaches what starts after it.
     pub fn config(&self) -> Arc<HerdConfig> {
@@ -410,33 +455,21 @@ pub async fn run(
         places.name()
     );
 
-    let peers = Peers::new(&server.neighbours, config.links.queue);
-    peers.set_routes(routes::Routes::new(&config, name));
     log.set_redaction(herd_logs::Redactor::new(config.logs.redact, secret.clone()));
-    let node = Arc::new(Node {
-        name: name.to_owned(),
-        peers,
-        slots: ConnectionSlots::new(config.limits.max_connections),
-        per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
-        peer_slots: slots::PeerSlots::default(),
-        config: RwLock::new(Arc::new(config)),
-        table,
-        places,
-        started,
-        store,
-        recovered,
-        synced: AtomicU64::new(0),
-        places_waiting: AtomicU64::new(0),
-        log,
-        secret,
-        peer_input: PeerInput::default(),
-        heartbeat: admin::Heartbeat::default(),
-        client_port_open: admin::OpenCount::default(),
-        peer_sessions: admin::OpenCount::default(),
-        admin_open: admin::OpenCount::default(),
-        metrics: crate::metrics::NodeMetrics::new(),
-        tls,
-    });
+    let node = Arc::new(Node::assemble(
+        config,
+        name,
+        Parts {
+            table,
+            places,
+            started,
+            store,
+            recovered,
+            log,
+            secret,
+            tls,
+        },
+    ));
     if let Some(tls) = &node.tls {
         tracing::info!(
             "links are mutual TLS under the herd CA{}; this server's certificate expires {}",
@@ -536,36 +569,24 @@ pub(crate) fn node_for_tests(yaml: &str, name: &str) -> Node {
         &herd_config::config::Environment::default(),
     )
     .unwrap();
-    let server = config.servers[name].clone();
-    let peers = Peers::new(&server.neighbours, config.links.queue);
     let table = Arc::new(Table::new());
     table.set_lifecycle(&config.clients, herd_wire::clock::now_nanos());
-    Node {
-        name: name.to_owned(),
-        peers,
-        slots: ConnectionSlots::new(config.limits.max_connections),
-        per_ip: slots::PerIp::new(config.limits.max_connections_per_ip),
-        peer_slots: slots::PeerSlots::default(),
-        table,
-        places: Arc::new(places),
-        started: Instant::now(),
-        store: None,
-        recovered: 0,
-        synced: AtomicU64::new(0),
-        places_waiting: AtomicU64::new(0),
-        log: WireLog::discard(),
-        secret: Some(herd_config::auth::HerdSecret::new(
-            "unit-test-secret-0123456789abcdef".into(),
-        )),
-        peer_input: PeerInput::default(),
-        heartbeat: admin::Heartbeat::default(),
-        client_port_open: admin::OpenCount::default(),
-        peer_sessions: admin::OpenCount::default(),
-        admin_open: admin::OpenCount::default(),
-        metrics: crate::metrics::NodeMetrics::new(),
-        tls: None,
-        config: RwLock::new(Arc::new(config)),
-    }
+    Node::assemble(
+        config,
+        name,
+        Parts {
+            table,
+            places: Arc::new(places),
+            started: Instant::now(),
+            store: None,
+            recovered: 0,
+            log: WireLog::discard(),
+            secret: Some(herd_config::auth::HerdSecret::new(
+                "unit-test-secret-0123456789abcdef".into(),
+            )),
+            tls: None,
+        },
+    )
 }
 
 #[cfg(test)]
