@@ -308,7 +308,7 @@ _herdctl() {
             return 0
             ;;
         herdctl__subcmd__bench)
-            opts="-h --target --herd --forwarding --duration --connections --rate --window --per-request --ids --id-prefix --mix --radius --bound --propagation --baseline-echo --json --plain --config --help"
+            opts="-h --target --herd --forwarding --rounds --duration --connections --rate --window --per-request --ids --id-prefix --mix --radius --bound --propagation --baseline-echo --json --plain --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,6 +319,10 @@ _herdctl() {
                     return 0
                     ;;
                 --forwarding)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rounds)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

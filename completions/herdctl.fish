@@ -179,6 +179,7 @@ complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -l config -
 complete -c herdctl -n "__fish_herdctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l target -d 'The server to load (a name from the herd file; it must be running)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l forwarding -d 'With --herd: the herd\'s `links.forwarding` (flood or tree; default: the herd file\'s default)' -r
+complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rounds -d 'With --herd: run the whole comparison this many times (fresh nodes each round, the lone node and the herd in turn) and report each round and the ratio\'s median and range: on a shared machine one round\'s ratio can be off by a tenth' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l duration -d 'How long to load it, in seconds' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l connections -d 'Connections (default: 50 in the closed loop, 8 with --rate)' -r
 complete -c herdctl -n "__fish_herdctl_using_subcommand bench" -l rate -d 'Open loop: send this many requests per second in all, whatever the replies do (latency counts from when each request was due). Without it: closed loop' -r

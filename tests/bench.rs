@@ -197,6 +197,73 @@ fn the_herd_mode_compares_a_lone_node_and_the_five_server_herd() {
     assert!((3.9..=4.0).contains(&lines), "{report}");
 }
 
+#[test]
+fn rounds_repeat_the_herd_comparison_and_report_the_ratio_s_median_and_range() {
+    let run = |json: bool| {
+        let mut args = vec![
+            "--config",
+            "/nonexistent/herd.yaml",
+            "bench",
+            "--herd",
+            "--rounds",
+            "2",
+            "--duration",
+            "0.5",
+            "--connections",
+            "2",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let output = common::run_to_end(common::herdctl().args(args), b"");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let series: Value = serde_json::from_str(run(true).trim()).unwrap();
+    let rounds = series["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 2, "{series}");
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| r["ratio"].as_f64().unwrap())
+        .collect();
+    assert!(ratios.iter().all(|&r| r > 0.0), "{series}");
+    let spread = &series["ratio"];
+    let (lo, hi) = (ratios[0].min(ratios[1]), ratios[0].max(ratios[1]));
+    assert_eq!(spread["min"].as_f64(), Some(lo), "{series}");
+    assert_eq!(spread["max"].as_f64(), Some(hi), "{series}");
+    let median = spread["median"].as_f64().unwrap();
+    assert!((median - (lo + hi) / 2.0).abs() < 1e-9, "{series}");
+
+    // As a table: a line per round, then the spread.
+    let table = run(false);
+    assert!(
+        table.contains("round 1: lone ") && table.contains("round 2: lone "),
+        "{table}"
+    );
+    assert!(
+        table.contains("herd / lone node over 2 rounds: median "),
+        "{table}"
+    );
+
+    // Rounds need --herd, and at least one.
+    let refused = common::run_to_end(
+        common::herdctl().args(["bench", "--target", "Alford", "--rounds", "2"]),
+        b"",
+    );
+    assert!(!refused.status.success());
+    let zero = common::run_to_end(
+        common::herdctl().args(["bench", "--herd", "--rounds", "0"]),
+        b"",
+    );
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--rounds"));
+}
+
 /// `herdctl bench ARGS --json` with the herd file `config`; its report.
 fn bench_with(config: &std::path::Path, args: &[&str]) -> Value {
     let output = common::run_to_end(

@@ -176,6 +176,97 @@ impl HerdReport {
     }
 }
 
+impl HerdReport {
+    /// One round of a series (`--rounds`), on a line.
+    pub fn round_line(&self, round: u32) -> String {
+        format!(
+            "round {round}: lone {:.0}/s, herd {:.0}/s, ratio {:.3}x, herd p99 {:.1} ms, \
+             herd CPU {:.1} µs/update, {:.2} flood lines/update, log lines dropped {}+{}",
+            self.lone.ops_per_s,
+            self.herd.ops_per_s,
+            self.ratio,
+            self.herd.p99_us / 1000.0,
+            self.herd.node_cpu_us_per_update,
+            self.flood_lines_per_update,
+            self.lone.log_lines_dropped,
+            self.herd.log_lines_dropped,
+        )
+    }
+}
+
+/// `--rounds N`: every round's report, and the spread of what compares across them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub rounds: Vec<HerdReport>,
+    pub ratio: Spread,
+    pub herd_p99_us: Spread,
+    pub herd_cpu_us_per_update: Spread,
+}
+
+/// The median, least and greatest of one figure over the rounds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Spread {
+        let mut values: Vec<f64> = values.collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => values[n / 2],
+            _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Spread {
+            median,
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+impl Series {
+    pub fn of(rounds: Vec<HerdReport>) -> Series {
+        Series {
+            ratio: Spread::of(rounds.iter().map(|r| r.ratio)),
+            herd_p99_us: Spread::of(rounds.iter().map(|r| r.herd.p99_us)),
+            herd_cpu_us_per_update: Spread::of(
+                rounds.iter().map(|r| r.herd.node_cpu_us_per_update),
+            ),
+            rounds,
+        }
+    }
+
+    /// The lines printed after the rounds' own.
+    pub fn summary(&self) -> String {
+        let Series {
+            rounds,
+            ratio,
+            herd_p99_us: p99,
+            herd_cpu_us_per_update: cpu,
+        } = self;
+        format!(
+            "herd / lone node over {} rounds: median {:.3}x, range {:.3}x-{:.3}x\n\
+             herd p99: median {:.1} ms, range {:.1}-{:.1} ms\n\
+             herd CPU µs per update: median {:.1}, range {:.1}-{:.1}\n",
+            rounds.len(),
+            ratio.median,
+            ratio.min,
+            ratio.max,
+            p99.median / 1000.0,
+            p99.min / 1000.0,
+            p99.max / 1000.0,
+            cpu.median,
+            cpu.min,
+            cpu.max,
+        )
+    }
+}
+
 /// Runs both phases with `plan` and returns the figures.
 pub(super) fn run(
     runtime: &tokio::runtime::Runtime,
@@ -531,6 +622,16 @@ mod tests {
         assert_eq!(config.servers.len(), 5);
         assert_eq!(config.servers["Bailey"].neighbours.len(), 2);
         assert_eq!(config.servers["Campbell"].neighbours.len(), 3);
+    }
+
+    #[test]
+    fn a_spread_is_the_median_and_the_range_whatever_the_order() {
+        let spread = |v: &[f64]| Spread::of(v.iter().copied());
+        let odd = spread(&[0.30, 0.25, 0.27]);
+        assert_eq!((odd.median, odd.min, odd.max), (0.27, 0.25, 0.30));
+        let even = spread(&[4.0, 1.0, 3.0, 2.0]);
+        assert_eq!((even.median, even.min, even.max), (2.5, 1.0, 4.0));
+        assert_eq!(spread(&[7.0]).median, 7.0);
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct BenchArgs {
     /// default).
     #[arg(long, value_name = "flood|tree", requires = "herd")]
     pub forwarding: Option<String>,
+    /// With --herd: run the whole comparison this many times (fresh nodes each round, the
+    /// lone node and the herd in turn) and report each round and the ratio's median and
+    /// range: on a shared machine one round's ratio can be off by a tenth.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "herd",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// How long to load it, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub duration: f64,
@@ -172,6 +178,37 @@ impl Dial {
     }
 }
 
+/// `--herd`: the comparison, once or `--rounds` times, printed.
+fn run_herd(runtime: &tokio::runtime::Runtime, plan: &Plan, args: &BenchArgs) -> Result<ExitCode> {
+    let forwarding = args.forwarding.as_deref();
+    let mut reports = Vec::new();
+    for round in 1..=args.rounds {
+        let report = herd::run(runtime, plan, forwarding)?;
+        if args.rounds > 1 && !args.json {
+            println!("{}", report.round_line(round));
+        }
+        reports.push(report);
+    }
+    let answered = reports.iter().all(|r| r.herd.ops > 0 && r.lone.ops > 0);
+    match (args.json, reports.as_slice()) {
+        (true, [one]) => println!("{}", serde_json::to_string(one).expect("serializes")),
+        (false, [one]) => print!("{}", one.to_table()),
+        (json, _) => {
+            let series = herd::Series::of(reports);
+            match json {
+                true => println!("{}", serde_json::to_string(&series).expect("serializes")),
+                false => print!("{}", series.summary()),
+            }
+        }
+    }
+    Ok(if answered {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("herdctl: bench: no request was answered");
+        ExitCode::FAILURE
+    })
+}
+
 /// Runs the benchmark and prints the report.
 pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
     let now = std::time::SystemTime::now()
@@ -186,21 +223,7 @@ pub fn run(config_path: &Path, args: &BenchArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the generator's runtime")?;
     if args.herd {
-        let report = herd::run(&runtime, &plan, args.forwarding.as_deref())?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("a report always serializes")
-            );
-        } else {
-            print!("{}", report.to_table());
-        }
-        return Ok(if report.herd.ops == 0 || report.lone.ops == 0 {
-            eprintln!("herdctl: bench: no request was answered");
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        return run_herd(&runtime, &plan, args);
     }
     let config = HerdConfig::load(config_path, &Environment::of_process())?;
     // Resolved once: the run measures the server, not the resolver.
