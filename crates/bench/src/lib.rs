@@ -190,15 +190,22 @@ fn run_herd(runtime: &tokio::runtime::Runtime, plan: &Plan, args: &BenchArgs) ->
         reports.push(report);
     }
     let answered = reports.iter().all(|r| r.herd.ops > 0 && r.lone.ops > 0);
-    match (args.json, reports.as_slice()) {
-        (true, [one]) => println!("{}", serde_json::to_string(one).expect("serializes")),
-        (false, [one]) => print!("{}", one.to_table()),
-        (json, _) => {
-            let series = herd::Series::of(reports);
-            match json {
-                true => println!("{}", serde_json::to_string(&series).expect("serializes")),
-                false => print!("{}", series.summary()),
-            }
+    if let [one] = reports.as_slice() {
+        match args.json {
+            true => println!(
+                "{}",
+                serde_json::to_string(one).expect("a report serializes")
+            ),
+            false => print!("{}", one.to_table()),
+        }
+    } else {
+        let series = herd::Series::of(reports);
+        match args.json {
+            true => println!(
+                "{}",
+                serde_json::to_string(&series).expect("a series serializes")
+            ),
+            false => print!("{}", series.summary()),
         }
     }
     Ok(if answered {
